@@ -1,0 +1,467 @@
+//! A hierarchical, lazily allocated bitmap over `2^bits` addresses (0 ≤ bits ≤ 120).
+//!
+//! Why not a flat bit vector: a /64 has 2^64 addresses, and a flat vector scanned for the first
+//! zero costs time in proportion to how full it is. Here the addresses form a 64-ary tree whose
+//! leaves are blocks of 4096 bits. Every inner node keeps one word, `nonfull`, with a bit per
+//! child that still has a free address; a block keeps the same word over its 64 leaf words. So
+//! "lowest free at or after `from`" is one descent plus at most one sibling hop per level:
+//! O(depth) = O(bits / 6), whatever the fill.
+//!
+//! A child that was never touched is absent and means "all free": a fresh /64 is a root node and
+//! nothing else, and memory follows what is set, not the size of the space.
+//!
+//! A set bit means "not available" (allocated, reserved or cooling — the bitmap does not care).
+
+const BLOCK_BITS: u32 = 12; // 4096 addresses per block
+const FANOUT_BITS: u32 = 6; // 64 children per inner node
+const ALL: u64 = u64::MAX;
+
+/// Largest number of address bits a bitmap can cover.
+pub const MAX_BITS: u32 = 120;
+
+#[derive(Clone)]
+struct Block {
+    nonfull: u64,
+    words: [u64; 64],
+}
+
+#[derive(Clone)]
+struct Inner {
+    nonfull: u64,
+    children: [Option<Node>; 64],
+}
+
+#[derive(Clone)]
+enum Node {
+    Inner(Box<Inner>),
+    Block(Box<Block>),
+}
+
+/// A set of used offsets in `0..2^bits`, with fast "first free at or after".
+#[derive(Clone)]
+pub struct Bitmap {
+    bits: u32,
+    /// Bits covered by one child of the root (the root is a block when `levels == 0`).
+    levels: u32,
+    root: Node,
+    used: u128,
+}
+
+impl std::fmt::Debug for Bitmap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bitmap")
+            .field("bits", &self.bits)
+            .field("used", &self.used)
+            .finish()
+    }
+}
+
+fn mask_low(n: u32) -> u64 {
+    if n >= 64 {
+        ALL
+    } else {
+        (1u64 << n) - 1
+    }
+}
+
+/// Bits strictly above position `i` in a word.
+fn above(i: u32) -> u64 {
+    if i >= 63 {
+        0
+    } else {
+        ALL << (i + 1)
+    }
+}
+
+impl Block {
+    fn empty() -> Box<Block> {
+        Box::new(Block {
+            nonfull: ALL,
+            words: [0; 64],
+        })
+    }
+
+    /// A root block over fewer than 4096 addresses: positions past the end are marked used.
+    fn partial(bits: u32) -> Box<Block> {
+        let mut b = Block::empty();
+        let valid = 1u64 << bits; // addresses
+        for (w, word) in b.words.iter_mut().enumerate() {
+            let start = (w as u64) * 64;
+            if start >= valid {
+                *word = ALL;
+            } else if valid - start < 64 {
+                *word = !mask_low((valid - start) as u32);
+            }
+        }
+        b.nonfull = 0;
+        for (w, word) in b.words.iter().enumerate() {
+            if *word != ALL {
+                b.nonfull |= 1 << w;
+            }
+        }
+        b
+    }
+
+    fn find_from(&self, from: u32) -> Option<u32> {
+        let w = from >> 6;
+        let m = !self.words[w as usize] & (ALL << (from & 63));
+        if m != 0 {
+            return Some((w << 6) | m.trailing_zeros());
+        }
+        let rest = self.nonfull & above(w);
+        if rest == 0 {
+            return None;
+        }
+        let w2 = rest.trailing_zeros();
+        Some((w2 << 6) | (!self.words[w2 as usize]).trailing_zeros())
+    }
+
+    /// Sets a bit; returns (was it clear, is the block full now).
+    fn set(&mut self, i: u32) -> (bool, bool) {
+        let w = (i >> 6) as usize;
+        let bit = 1u64 << (i & 63);
+        let was_clear = self.words[w] & bit == 0;
+        self.words[w] |= bit;
+        if self.words[w] == ALL {
+            self.nonfull &= !(1 << w);
+        }
+        (was_clear, self.nonfull == 0)
+    }
+
+    /// Clears a bit; returns whether it was set.
+    fn clear(&mut self, i: u32) -> bool {
+        let w = (i >> 6) as usize;
+        let bit = 1u64 << (i & 63);
+        let was_set = self.words[w] & bit != 0;
+        self.words[w] &= !bit;
+        self.nonfull |= 1 << w;
+        was_set
+    }
+
+    fn get(&self, i: u32) -> bool {
+        self.words[(i >> 6) as usize] & (1u64 << (i & 63)) != 0
+    }
+}
+
+impl Inner {
+    fn empty(nonfull: u64) -> Box<Inner> {
+        Box::new(Inner {
+            nonfull,
+            children: std::array::from_fn(|_| None),
+        })
+    }
+}
+
+impl Node {
+    /// Lowest clear offset ≥ `from` inside this node; `span` = bits covered by this node.
+    fn find_from(&self, span: u32, from: u128) -> Option<u128> {
+        match self {
+            Node::Block(b) => b.find_from(from as u32).map(u128::from),
+            Node::Inner(n) => {
+                let child_span = span - FANOUT_BITS;
+                let c = (from >> child_span) as u32;
+                if n.nonfull & (1 << c) != 0 {
+                    let local = from & ((1u128 << child_span) - 1);
+                    match &n.children[c as usize] {
+                        None => return Some(from),
+                        Some(child) => {
+                            if let Some(x) = child.find_from(child_span, local) {
+                                return Some((u128::from(c) << child_span) | x);
+                            }
+                        }
+                    }
+                }
+                let rest = n.nonfull & above(c);
+                if rest == 0 {
+                    return None;
+                }
+                let c2 = rest.trailing_zeros();
+                let base = u128::from(c2) << child_span;
+                match &n.children[c2 as usize] {
+                    None => Some(base),
+                    // A child whose nonfull bit is set has a free address: this cannot miss.
+                    Some(child) => child.find_from(child_span, 0).map(|x| base | x),
+                }
+            }
+        }
+    }
+
+    /// Sets a bit; returns (was it clear, is this node full now).
+    fn set(&mut self, span: u32, i: u128) -> (bool, bool) {
+        match self {
+            Node::Block(b) => b.set(i as u32),
+            Node::Inner(n) => {
+                let child_span = span - FANOUT_BITS;
+                let c = (i >> child_span) as usize;
+                let local = i & ((1u128 << child_span) - 1);
+                let child = n.children[c].get_or_insert_with(|| {
+                    if child_span == BLOCK_BITS {
+                        Node::Block(Block::empty())
+                    } else {
+                        Node::Inner(Inner::empty(ALL))
+                    }
+                });
+                let (was_clear, child_full) = child.set(child_span, local);
+                if child_full {
+                    n.nonfull &= !(1 << c);
+                }
+                (was_clear, n.nonfull == 0)
+            }
+        }
+    }
+
+    /// Clears a bit; returns whether it was set.
+    fn clear(&mut self, span: u32, i: u128) -> bool {
+        match self {
+            Node::Block(b) => b.clear(i as u32),
+            Node::Inner(n) => {
+                let child_span = span - FANOUT_BITS;
+                let c = (i >> child_span) as usize;
+                let local = i & ((1u128 << child_span) - 1);
+                match &mut n.children[c] {
+                    None => false,
+                    Some(child) => {
+                        let was_set = child.clear(child_span, local);
+                        if was_set {
+                            n.nonfull |= 1 << c;
+                        }
+                        was_set
+                    }
+                }
+            }
+        }
+    }
+
+    fn get(&self, span: u32, i: u128) -> bool {
+        match self {
+            Node::Block(b) => b.get(i as u32),
+            Node::Inner(n) => {
+                let child_span = span - FANOUT_BITS;
+                let c = (i >> child_span) as usize;
+                match &n.children[c] {
+                    None => false,
+                    Some(child) => child.get(child_span, i & ((1u128 << child_span) - 1)),
+                }
+            }
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Node::Block(_) => std::mem::size_of::<Block>(),
+            Node::Inner(n) => {
+                std::mem::size_of::<Inner>()
+                    + n.children
+                        .iter()
+                        .flatten()
+                        .map(Node::heap_bytes)
+                        .sum::<usize>()
+            }
+        }
+    }
+
+    /// Checks the summaries against the leaves; returns the number of set bits.
+    fn check(&self, span: u32) -> Result<u128, String> {
+        match self {
+            Node::Block(b) => {
+                for (w, word) in b.words.iter().enumerate() {
+                    if (b.nonfull >> w) & 1 != u64::from(*word != ALL) {
+                        return Err(format!("block summary bit {w} disagrees with its word"));
+                    }
+                }
+                Ok(b.words.iter().map(|w| u128::from(w.count_ones())).sum())
+            }
+            Node::Inner(n) => {
+                let child_span = span - FANOUT_BITS;
+                let mut total = 0;
+                for (c, child) in n.children.iter().enumerate() {
+                    if let Some(child) = child {
+                        let used = child.check(child_span)?;
+                        let full = used == 1u128 << child_span;
+                        if (n.nonfull >> c) & 1 == u64::from(full) {
+                            return Err(format!("inner summary bit {c} disagrees with its child"));
+                        }
+                        total += used;
+                    }
+                }
+                Ok(total)
+            }
+        }
+    }
+}
+
+impl Bitmap {
+    /// An empty bitmap over `2^bits` offsets. Panics if `bits > MAX_BITS` (callers validate).
+    pub fn new(bits: u32) -> Bitmap {
+        assert!(bits <= MAX_BITS, "bitmap of 2^{bits} bits is too large");
+        if bits <= BLOCK_BITS {
+            return Bitmap {
+                bits,
+                levels: 0,
+                root: Node::Block(Block::partial(bits)),
+                used: 0,
+            };
+        }
+        let levels = (bits - BLOCK_BITS).div_ceil(FANOUT_BITS);
+        let root_span = BLOCK_BITS + levels * FANOUT_BITS;
+        let valid_children = 1u32 << (bits - (root_span - FANOUT_BITS));
+        Bitmap {
+            bits,
+            levels,
+            root: Node::Inner(Inner::empty(mask_low(valid_children))),
+            used: 0,
+        }
+    }
+
+    fn span(&self) -> u32 {
+        BLOCK_BITS + self.levels * FANOUT_BITS
+    }
+
+    /// Number of offsets covered: `2^bits`.
+    pub fn capacity(&self) -> u128 {
+        1u128 << self.bits
+    }
+
+    /// Number of set offsets.
+    pub fn count(&self) -> u128 {
+        self.used
+    }
+
+    /// Lowest clear offset `≥ from`, if any.
+    pub fn first_clear_from(&self, from: u128) -> Option<u128> {
+        if from >= self.capacity() {
+            return None;
+        }
+        self.root.find_from(self.span(), from)
+    }
+
+    /// Lowest clear offset in `lo..=hi`, if any.
+    pub fn first_clear_in(&self, lo: u128, hi: u128) -> Option<u128> {
+        self.first_clear_from(lo).filter(|&x| x <= hi)
+    }
+
+    /// Whether `i` is set. Offsets past the end read as set.
+    pub fn get(&self, i: u128) -> bool {
+        i >= self.capacity() || self.root.get(self.span(), i)
+    }
+
+    /// Sets `i`; returns whether it was clear. Offsets past the end are ignored (false).
+    pub fn set(&mut self, i: u128) -> bool {
+        if i >= self.capacity() {
+            return false;
+        }
+        let span = self.span();
+        let (was_clear, _) = self.root.set(span, i);
+        if was_clear {
+            self.used += 1;
+        }
+        was_clear
+    }
+
+    /// Clears `i`; returns whether it was set.
+    pub fn clear(&mut self, i: u128) -> bool {
+        if i >= self.capacity() {
+            return false;
+        }
+        let span = self.span();
+        let was_set = self.root.clear(span, i);
+        if was_set {
+            self.used -= 1;
+        }
+        was_set
+    }
+
+    /// Bytes of heap memory the bitmap holds.
+    pub fn heap_bytes(&self) -> usize {
+        self.root.heap_bytes()
+    }
+
+    /// Verifies every summary word against the leaves and the population count.
+    pub fn check(&self) -> Result<(), String> {
+        let span = self.span();
+        let mut set = self.root.check(span)?;
+        if self.bits < BLOCK_BITS {
+            // The padding past the end of a small root block is marked used.
+            set -= (1u128 << BLOCK_BITS) - (1u128 << self.bits);
+        }
+        if set != self.used {
+            return Err(format!("bitmap counts {} used but holds {set}", self.used));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn fresh_bitmap_of_a_slash_64_is_small_and_empty() {
+        let b = Bitmap::new(64);
+        assert_eq!(b.first_clear_from(0), Some(0));
+        assert!(b.heap_bytes() < 2048, "{}", b.heap_bytes());
+    }
+
+    #[test]
+    fn tiny_bitmaps_hold_exactly_their_capacity() {
+        for bits in 0..=13 {
+            let mut b = Bitmap::new(bits);
+            let cap = 1u128 << bits;
+            for i in 0..cap {
+                assert_eq!(b.first_clear_from(0), Some(i));
+                assert!(b.set(i));
+            }
+            assert_eq!(b.first_clear_from(0), None, "bits={bits}");
+            assert_eq!(b.count(), cap);
+            b.check().unwrap();
+        }
+    }
+
+    #[test]
+    fn finds_the_hole_after_a_full_prefix_of_a_big_space() {
+        let mut b = Bitmap::new(24);
+        for i in 0..100_000 {
+            b.set(i);
+        }
+        assert_eq!(b.first_clear_from(0), Some(100_000));
+        b.clear(4097);
+        assert_eq!(b.first_clear_from(0), Some(4097));
+        assert_eq!(b.first_clear_from(4098), Some(100_000));
+        b.check().unwrap();
+    }
+
+    #[test]
+    fn high_offsets_of_a_slash_48_work() {
+        let mut b = Bitmap::new(80);
+        let top = (1u128 << 80) - 1;
+        assert!(b.set(top));
+        assert_eq!(b.first_clear_from(top), None);
+        assert_eq!(b.first_clear_from(top - 1), Some(top - 1));
+        assert!(!b.set(1u128 << 80));
+        b.check().unwrap();
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_a_btreeset(bits in 0u32..20, ops in proptest::collection::vec((any::<bool>(), any::<u32>(), any::<u32>()), 1..300)) {
+            let mut b = Bitmap::new(bits);
+            let mut m = BTreeSet::new();
+            let cap = 1u128 << bits;
+            for (set, x, from) in ops {
+                let i = u128::from(x) % (cap + 2);
+                if set {
+                    prop_assert_eq!(b.set(i), i < cap && m.insert(i));
+                } else {
+                    prop_assert_eq!(b.clear(i), m.remove(&i));
+                }
+                let from = u128::from(from) % (cap + 1);
+                let want = (from..cap).find(|x| !m.contains(x));
+                prop_assert_eq!(b.first_clear_from(from), want);
+                prop_assert_eq!(b.count(), m.len() as u128);
+            }
+            prop_assert!(b.check().is_ok());
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The commands the state machine applies and the outcomes it returns.
+//!
+//! Everything a replica needs to compute the same result travels inside the command: the
+//! proposing node stamps the time once (`at_ms`), so `apply` never reads a clock.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ParseError;
+use crate::id::{Owner, PoolId};
+
+/// An inclusive range of addresses, `a.b.c.d` or `a.b.c.d-a.b.c.z`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AddrRange {
+    /// First address.
+    pub first: IpAddr,
+    /// Last address (equal to `first` for a single address).
+    pub last: IpAddr,
+}
+
+impl AddrRange {
+    /// A range of one address.
+    pub fn single(a: IpAddr) -> Self {
+        AddrRange { first: a, last: a }
+    }
+}
+
+impl fmt::Display for AddrRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
+impl FromStr for AddrRange {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| ParseError::Range {
+            input: s.to_string(),
+            why: why.to_string(),
+        };
+        let (a, b) = s.split_once('-').unwrap_or((s, s));
+        let first: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| bad(&format!("{a:?} is not an IP address")))?;
+        let last: IpAddr = b
+            .trim()
+            .parse()
+            .map_err(|_| bad(&format!("{b:?} is not an IP address")))?;
+        if first.is_ipv4() != last.is_ipv4() {
+            return Err(bad("both ends must be of the same IP family"));
+        }
+        if first > last {
+            return Err(bad("the first address is after the last"));
+        }
+        Ok(AddrRange { first, last })
+    }
+}
+
+/// How an allocation without a preferred address picks one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Order {
+    /// The pool's own setting (lowest free unless the pool was created serial).
+    #[default]
+    PoolDefault,
+    /// Lowest free address.
+    Lowest,
+    /// The next free address after the last one handed out, wrapping around.
+    Serial,
+}
+
+/// What to create (or join) with [`Op::RequestPool`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolSpec {
+    /// Address space (`local`/`global` for Docker).
+    pub space: String,
+    /// The subnet; `None` takes the first free subnet of `prefix_len` from the default pools.
+    pub subnet: Option<IpNet>,
+    /// Sub-range that addresses without a preference come from.
+    pub range: Option<IpNet>,
+    /// With no subnet: IPv6 instead of IPv4.
+    pub v6: bool,
+    /// With no subnet: the prefix length wanted (default: the default pool's size).
+    pub prefix_len: Option<u8>,
+    /// Addresses never handed out, besides network and broadcast (applied when the pool is created).
+    pub reserve: Vec<AddrRange>,
+    /// Hand out addresses in serial order by default.
+    pub serial: bool,
+    /// Hold released addresses back from reuse for this long (ms).
+    pub cooldown_ms: u64,
+}
+
+/// An operation on the allocator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Create the pool, or join it if it exists: `holder` gains one reference.
+    RequestPool {
+        /// What to create.
+        spec: PoolSpec,
+        /// Who holds it (a host name).
+        holder: String,
+    },
+    /// Drop one of `holder`'s references. The pool goes when nobody holds it and nothing in it
+    /// is allocated.
+    ReleasePool {
+        /// The pool.
+        pool: PoolId,
+        /// Whose reference.
+        holder: String,
+    },
+    /// Operator: delete a pool whoever holds it. Fails if addresses are allocated unless `force`.
+    DeletePool {
+        /// The pool.
+        pool: PoolId,
+        /// Also drop its allocations.
+        force: bool,
+    },
+    /// Take a shared reservation on an address (the gateway, an aux address, a host's address).
+    /// Several holders may reserve the same address; it is free again when all have released it.
+    Reserve {
+        /// The pool.
+        pool: PoolId,
+        /// The address.
+        addr: IpAddr,
+        /// Who reserves it.
+        holder: String,
+    },
+    /// Allocate an address exclusively to `owner`.
+    Allocate {
+        /// The pool.
+        pool: PoolId,
+        /// A specific address (anywhere in the subnet), or any free one in the range.
+        addr: Option<IpAddr>,
+        /// Who gets it.
+        owner: Owner,
+        /// Order for an address without preference.
+        order: Order,
+    },
+    /// Release an address: an allocation owned by `host`, or `host`'s reservation of it.
+    /// Releasing a free address is a no-op.
+    Release {
+        /// The pool.
+        pool: PoolId,
+        /// The address.
+        addr: IpAddr,
+        /// Who releases.
+        host: String,
+        /// Operator override: release whoever holds it.
+        force: bool,
+    },
+}
+
+/// A command: an operation and the time it was proposed at (ms since the Unix epoch).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// Time stamped by the proposing node; cooldowns are measured against it.
+    pub at_ms: u64,
+    /// The operation.
+    pub op: Op,
+}
+
+/// What a successful command did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Result of [`Op::RequestPool`].
+    Pool {
+        /// The pool's id.
+        pool: PoolId,
+        /// Whether this request created it (false: joined an existing one).
+        created: bool,
+    },
+    /// Result of [`Op::ReleasePool`] and [`Op::DeletePool`].
+    PoolReleased {
+        /// Whether the pool is gone now.
+        removed: bool,
+    },
+    /// Result of [`Op::Reserve`].
+    Reserved {
+        /// The address, with the subnet's prefix length.
+        addr: IpNet,
+    },
+    /// Result of [`Op::Allocate`].
+    Allocated {
+        /// The address, with the subnet's prefix length (what Docker wants back).
+        addr: IpNet,
+        /// Sequence number of the allocation (unchanged on an idempotent repeat).
+        seq: u64,
+        /// True when this repeated a request already granted to the same owner.
+        existing: bool,
+    },
+    /// Result of [`Op::Release`].
+    Released {
+        /// What was released.
+        what: Released,
+    },
+}
+
+/// What a release released.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Released {
+    /// An allocation (now free, or cooling down).
+    Allocation,
+    /// One reference of a shared reservation.
+    Reservation,
+    /// The address was free already: nothing to do.
+    Nothing,
+}

@@ -1,0 +1,152 @@
+//! Typed errors. Each message names the thing that went wrong and, where it helps, what to do.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use thiserror::Error;
+
+use crate::id::{Owner, PoolId};
+use crate::state::Usage;
+
+/// A text that could not be parsed (a pool id, an owner, an address range).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ParseError {
+    /// A pool id that is not `SPACE/SUBNET[/RANGE]`.
+    #[error("invalid pool id {input:?}: {why}")]
+    PoolId {
+        /// The text given.
+        input: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// An owner that is not `HOST/ENDPOINT`.
+    #[error("invalid owner {input:?}: expected HOST/ENDPOINT with a non-empty host")]
+    Owner {
+        /// The text given.
+        input: String,
+    },
+    /// An address range that is not `IP` or `IP-IP`.
+    #[error("invalid address range {input:?}: {why}")]
+    Range {
+        /// The text given.
+        input: String,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+/// Why a command was refused. Commands that fail change nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Error, serde::Serialize, serde::Deserialize)]
+pub enum AllocError {
+    /// No pool has this id.
+    #[error("pool {0} does not exist (list pools with `raftipam pool ls`)")]
+    NoSuchPool(PoolId),
+    /// The requested subnet overlaps a pool that already exists in the same address space.
+    #[error("subnet {requested} overlaps pool {existing} in address space {space:?}; choose a subnet that does not overlap")]
+    Overlap {
+        /// Address space of both.
+        space: String,
+        /// The subnet asked for.
+        requested: IpNet,
+        /// The pool in the way.
+        existing: PoolId,
+    },
+    /// A subnet or range the allocator cannot hold.
+    #[error("invalid pool: {0}")]
+    InvalidPool(String),
+    /// No default pool has a free subnet of the requested size.
+    #[error("no free /{prefix_len} subnet left in the default pools for {family}; give a --subnet explicitly")]
+    NoDefaultSubnet {
+        /// `IPv4` or `IPv6`.
+        family: &'static str,
+        /// The size asked for.
+        prefix_len: u8,
+    },
+    /// Every address the pool may hand out is taken.
+    #[error("pool {pool} is full: {usage}")]
+    PoolFull {
+        /// The pool.
+        pool: PoolId,
+        /// Its usage at the time.
+        usage: Usage,
+    },
+    /// The address is not inside the pool's subnet (or is of the other IP family).
+    #[error("address {addr} is outside pool {pool}")]
+    OutsidePool {
+        /// The address asked for.
+        addr: IpAddr,
+        /// The pool.
+        pool: PoolId,
+    },
+    /// The address is allocated to someone else.
+    #[error("address {addr} in pool {pool} is already held by {owner} (since allocation #{seq})")]
+    HeldBy {
+        /// The address asked for.
+        addr: IpAddr,
+        /// The pool.
+        pool: PoolId,
+        /// Who holds it.
+        owner: Owner,
+        /// Sequence number of that allocation.
+        seq: u64,
+    },
+    /// The address is reserved (network, broadcast, gateway, aux, reserve range).
+    #[error("address {addr} in pool {pool} is reserved ({why}) and is never given to an endpoint")]
+    Reserved {
+        /// The address asked for.
+        addr: IpAddr,
+        /// The pool.
+        pool: PoolId,
+        /// What reserves it.
+        why: String,
+    },
+    /// The address was released recently and the pool's cooldown has not passed.
+    #[error(
+        "address {addr} in pool {pool} was released recently and cools down until t={until_ms} ms"
+    )]
+    Cooling {
+        /// The address asked for.
+        addr: IpAddr,
+        /// The pool.
+        pool: PoolId,
+        /// When it becomes free (ms since the Unix epoch).
+        until_ms: u64,
+    },
+    /// The endpoint already holds another address in this pool.
+    #[error("{owner} already holds {held} in pool {pool}; release it before asking for {asked}")]
+    OwnerHoldsOther {
+        /// The owner.
+        owner: Owner,
+        /// The pool.
+        pool: PoolId,
+        /// What it holds.
+        held: IpAddr,
+        /// What it asked for.
+        asked: IpAddr,
+    },
+    /// A host tried to release an address held by another host.
+    #[error("address {addr} in pool {pool} is held by {owner}, not by host {host:?}; an operator can force the release")]
+    NotOwner {
+        /// The address.
+        addr: IpAddr,
+        /// The pool.
+        pool: PoolId,
+        /// The real owner.
+        owner: Owner,
+        /// Who asked.
+        host: String,
+    },
+    /// A request that cannot be carried out as given (an empty or over-long name, a limit).
+    #[error("{0}")]
+    Invalid(String),
+    /// A pool still has allocations and the delete was not forced.
+    #[error(
+        "pool {pool} still has {allocated} allocated address(es); release them or force the delete"
+    )]
+    PoolInUse {
+        /// The pool.
+        pool: PoolId,
+        /// How many are allocated.
+        allocated: u64,
+    },
+}

@@ -1,0 +1,49 @@
+//! # allocator-core
+//!
+//! raftipam's address allocator as a pure, deterministic state machine: pools of IPv4 and
+//! IPv6 addresses, a hierarchical bitmap per subnet, shared reservations (gateways, aux and
+//! host addresses) and exclusive allocations with owners.
+//!
+//! **Invariants this crate keeps:** no I/O, no async, no clock, no randomness that reaches an
+//! outcome. [`State::apply`] is a function of the state and the [`Command`]: every replica of a
+//! Raft log computes the same result. Time (for cooldowns) travels inside the command. A
+//! command that fails changes nothing. An address is never held by two owners.
+//!
+//! It is also a library to embed on its own:
+//!
+//! ```
+//! use allocator_core::{Command, Op, Order, Outcome, Owner, PoolSpec, State};
+//!
+//! let mut state = State::default();
+//! let spec = PoolSpec { space: "global".into(), subnet: Some("10.1.0.0/24".parse().unwrap()), ..Default::default() };
+//! let Outcome::Pool { pool, .. } = state.apply(&Command { at_ms: 0, op: Op::RequestPool { spec, holder: "host-a".into() } }).unwrap() else { unreachable!() };
+//! let alloc = Op::Allocate { pool: pool.clone(), addr: None, owner: Owner::new("host-a", "web-1"), order: Order::Lowest };
+//! let Outcome::Allocated { addr, .. } = state.apply(&Command { at_ms: 0, op: alloc.clone() }).unwrap() else { unreachable!() };
+//! assert_eq!(addr.to_string(), "10.1.0.1/24"); // .0 is the network address
+//! // Docker retries: the same owner asking again gets the same address.
+//! let Outcome::Allocated { addr: again, existing, .. } = state.apply(&Command { at_ms: 1, op: alloc }).unwrap() else { unreachable!() };
+//! assert_eq!((again, existing), (addr, true));
+//! // The whole state travels as bytes (a Raft snapshot).
+//! let copy = State::from_snapshot(&state.to_snapshot()).unwrap();
+//! assert_eq!(copy.allocations(&pool).unwrap().len(), 1);
+//! ```
+
+#![deny(missing_docs)]
+
+pub mod bitmap;
+mod command;
+mod error;
+mod id;
+mod records;
+mod snapshot;
+mod state;
+mod subnet;
+
+pub use command::{AddrRange, Command, Op, Order, Outcome, PoolSpec, Released};
+pub use error::{AllocError, ParseError};
+pub use id::{Owner, PoolId};
+pub use snapshot::SnapshotError;
+pub use state::{
+    Allocation, Config, DefaultPool, Holding, PoolInfo, State, Usage, MAX_NAME_LEN,
+    MAX_RESERVED_PER_POOL,
+};

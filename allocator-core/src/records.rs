@@ -1,0 +1,319 @@
+//! Who holds each allocated address of one subnet, packed to stay near 64 bytes per address.
+//!
+//! Why this shape: a /64 may hold millions of allocations, each with a host, an endpoint name,
+//! a sequence number and a time. A `HashMap<u128, Owner>` costs well over 100 bytes an entry.
+//! Here:
+//! - records are grouped by 64-address *word*; a word's records sit in one `Vec<Rec>` ordered
+//!   by address, found by rank in the word's `alloc` mask (20 bytes a record);
+//! - endpoint names live in one byte arena (their own length, no per-name allocation), compacted
+//!   when more than half of it is garbage;
+//! - the owner index (for idempotent repeats) is a hash table of 4-byte word slots: a lookup
+//!   hashes `{host, endpoint}`, then checks the ≤ 64 records of the candidate slot.
+
+use hashbrown::hash_table::HashTable;
+use hashbrown::DefaultHashBuilder;
+use std::hash::BuildHasher;
+
+/// One allocation. Packed to 4-byte alignment: 20 bytes.
+#[derive(Clone, Copy, Debug)]
+#[repr(C, packed(4))]
+pub(crate) struct Rec {
+    pub seq: u64,
+    pub at_s: u32,
+    name_off: u32,
+    pub host: u16,
+    name_len: u16,
+}
+
+struct WordRecs {
+    word: u128,
+    alloc: u64,
+    recs: Vec<Rec>,
+}
+
+/// A record as read out, with its name borrowed from the arena.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RecView<'a> {
+    pub seq: u64,
+    pub at_s: u32,
+    pub host: u16,
+    pub name: &'a [u8],
+}
+
+/// Most word slots a subnet can have: an owner-index entry is `slot << 6 | bit` in 32 bits.
+const MAX_SLOTS: usize = 1 << 26;
+
+#[derive(Default)]
+pub(crate) struct Records {
+    slots: Vec<WordRecs>,
+    free_slots: Vec<u32>,
+    by_word: HashTable<u32>,
+    /// Entries are `slot << 6 | bit`, hashed by the record's `{host, name}`.
+    owners: HashTable<u32>,
+    arena: Vec<u8>,
+    garbage: usize,
+    len: u64,
+    hasher: DefaultHashBuilder,
+}
+
+fn rank(mask: u64, bit: u32) -> usize {
+    (mask & ((1u64 << bit) - 1)).count_ones() as usize
+}
+
+fn name_of<'a>(arena: &'a [u8], r: &Rec) -> &'a [u8] {
+    let off = r.name_off as usize;
+    &arena[off..off + r.name_len as usize]
+}
+
+fn rec_at(slots: &[WordRecs], entry: u32) -> &Rec {
+    let w = &slots[(entry >> 6) as usize];
+    &w.recs[rank(w.alloc, entry & 63)]
+}
+
+impl Records {
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether one more allocation fits (a limit of about four billion per subnet).
+    pub fn has_room(&self) -> bool {
+        self.slots.len() < MAX_SLOTS || !self.free_slots.is_empty()
+    }
+
+    fn slot_of(&self, word: u128) -> Option<u32> {
+        let slots = &self.slots;
+        self.by_word
+            .find(self.hasher.hash_one(word), |&s| {
+                slots[s as usize].word == word
+            })
+            .copied()
+    }
+
+    pub fn get(&self, off: u128) -> Option<RecView<'_>> {
+        let slot = self.slot_of(off >> 6)?;
+        let w = &self.slots[slot as usize];
+        let bit = (off & 63) as u32;
+        if w.alloc & (1 << bit) == 0 {
+            return None;
+        }
+        let r = &w.recs[rank(w.alloc, bit)];
+        Some(RecView {
+            seq: r.seq,
+            at_s: r.at_s,
+            host: r.host,
+            name: name_of(&self.arena, r),
+        })
+    }
+
+    /// The offset held by `{host, name}` (empty names are not indexed).
+    pub fn find_owner(&self, host: u16, name: &[u8]) -> Option<u128> {
+        if name.is_empty() {
+            return None;
+        }
+        let (slots, arena) = (&self.slots, &self.arena);
+        let e = self.owners.find(self.hasher.hash_one((host, name)), |&e| {
+            let r = rec_at(slots, e);
+            r.host == host && name_of(arena, r) == name
+        })?;
+        Some((slots[(e >> 6) as usize].word << 6) | u128::from(e & 63))
+    }
+
+    fn new_slot(&mut self, word: u128) -> u32 {
+        let w = WordRecs {
+            word,
+            alloc: 0,
+            recs: Vec::new(),
+        };
+        let s = match self.free_slots.pop() {
+            Some(s) => {
+                self.slots[s as usize] = w;
+                s
+            }
+            None => {
+                self.slots.push(w);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let Records {
+            slots,
+            by_word,
+            hasher,
+            ..
+        } = self;
+        by_word.insert_unique(hasher.hash_one(word), s, |&x| {
+            hasher.hash_one(slots[x as usize].word)
+        });
+        s
+    }
+
+    /// Records an allocation at an offset that has none. The caller has checked `has_room()`,
+    /// that the name is at most `u16::MAX` bytes, and that `{host, name}` holds nothing else.
+    pub fn insert(&mut self, off: u128, seq: u64, at_s: u32, host: u16, name: &[u8]) {
+        let word = off >> 6;
+        let bit = (off & 63) as u32;
+        let slot = match self.slot_of(word) {
+            Some(s) => s,
+            None => self.new_slot(word),
+        };
+        let name_off = self.arena.len() as u32;
+        self.arena.extend_from_slice(name);
+        let rec = Rec {
+            seq,
+            at_s,
+            name_off,
+            host,
+            name_len: name.len() as u16,
+        };
+        let w = &mut self.slots[slot as usize];
+        debug_assert!(w.alloc & (1 << bit) == 0, "offset {off} already recorded");
+        w.recs.insert(rank(w.alloc, bit), rec);
+        w.alloc |= 1 << bit;
+        if !name.is_empty() {
+            let Records {
+                slots,
+                owners,
+                hasher,
+                arena,
+                ..
+            } = self;
+            owners.insert_unique(hasher.hash_one((host, name)), (slot << 6) | bit, |&e| {
+                let r = rec_at(slots, e);
+                hasher.hash_one((r.host, name_of(arena, r)))
+            });
+        }
+        self.len += 1;
+    }
+
+    /// Removes the record at `off`, returning its sequence number and host.
+    pub fn remove(&mut self, off: u128) -> Option<(u64, u16)> {
+        let slot = self.slot_of(off >> 6)?;
+        let bit = (off & 63) as u32;
+        let entry = (slot << 6) | bit;
+        let w = &self.slots[slot as usize];
+        if w.alloc & (1 << bit) == 0 {
+            return None;
+        }
+        let r = w.recs[rank(w.alloc, bit)];
+        if r.name_len > 0 {
+            let h = self.hasher.hash_one((r.host, name_of(&self.arena, &r)));
+            if let Ok(found) = self.owners.find_entry(h, |&e| e == entry) {
+                found.remove();
+            }
+            self.garbage += r.name_len as usize;
+        }
+        let w = &mut self.slots[slot as usize];
+        w.recs.remove(rank(w.alloc, bit));
+        w.alloc &= !(1 << bit);
+        if w.alloc == 0 {
+            let word = w.word;
+            w.recs = Vec::new();
+            let slots = &self.slots;
+            if let Ok(found) = self.by_word.find_entry(self.hasher.hash_one(word), |&s| {
+                slots[s as usize].word == word
+            }) {
+                found.remove();
+            }
+            self.free_slots.push(slot);
+        }
+        self.len -= 1;
+        if self.garbage > 4096 && self.garbage * 2 > self.arena.len() {
+            self.compact();
+        }
+        Some((r.seq, r.host))
+    }
+
+    /// Rewrites the name arena without the names of released records.
+    fn compact(&mut self) {
+        let mut arena = Vec::with_capacity(self.arena.len() - self.garbage);
+        for w in &mut self.slots {
+            for r in &mut w.recs {
+                let off = arena.len() as u32;
+                arena.extend_from_slice(name_of(&self.arena, r));
+                r.name_off = off;
+            }
+        }
+        self.arena = arena;
+        self.garbage = 0;
+    }
+
+    /// Every record, in address order.
+    pub fn iter_sorted(&self) -> Vec<(u128, RecView<'_>)> {
+        let mut words: Vec<&WordRecs> = self.slots.iter().filter(|w| w.alloc != 0).collect();
+        words.sort_unstable_by_key(|w| w.word);
+        let mut out = Vec::with_capacity(self.len as usize);
+        for w in words {
+            let mut mask = w.alloc;
+            for r in &w.recs {
+                let bit = mask.trailing_zeros();
+                mask &= mask - 1;
+                let view = RecView {
+                    seq: r.seq,
+                    at_s: r.at_s,
+                    host: r.host,
+                    name: name_of(&self.arena, r),
+                };
+                out.push(((w.word << 6) | u128::from(bit), view));
+            }
+        }
+        out
+    }
+
+    /// Bytes of heap memory held.
+    pub fn heap_bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<WordRecs>()
+            + self
+                .slots
+                .iter()
+                .map(|w| w.recs.capacity() * std::mem::size_of::<Rec>())
+                .sum::<usize>()
+            + self.free_slots.capacity() * 4
+            + (self.by_word.capacity() + self.owners.capacity()) * 5
+            + self.arena.capacity()
+    }
+
+    /// Checks the indexes against the records.
+    pub fn check(&self) -> Result<(), String> {
+        let mut n = 0u64;
+        let mut named = 0usize;
+        for (s, w) in self.slots.iter().enumerate() {
+            if w.alloc == 0 {
+                continue;
+            }
+            if w.recs.len() != w.alloc.count_ones() as usize {
+                return Err(format!(
+                    "word {} has {} records for {} bits",
+                    w.word,
+                    w.recs.len(),
+                    w.alloc.count_ones()
+                ));
+            }
+            if self.slot_of(w.word) != Some(s as u32) {
+                return Err(format!("word {} is not indexed", w.word));
+            }
+            n += w.recs.len() as u64;
+            let mut mask = w.alloc;
+            for r in &w.recs {
+                let bit = mask.trailing_zeros();
+                mask &= mask - 1;
+                let name = name_of(&self.arena, r);
+                if !name.is_empty() {
+                    named += 1;
+                    let off = (w.word << 6) | u128::from(bit);
+                    if self.find_owner(r.host, name) != Some(off) {
+                        return Err(format!("owner index misses the record at offset {off}"));
+                    }
+                }
+            }
+        }
+        if n != self.len {
+            return Err(format!("records count {n} but len says {}", self.len));
+        }
+        if named != self.owners.len() {
+            return Err(format!(
+                "owner index has {} entries for {named} named records",
+                self.owners.len()
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,385 @@
+//! The whole state as bytes: what a Raft snapshot carries and what a backup holds.
+//!
+//! Layout: `RIPAMSNP` (8 bytes), format version (u16 LE), CRC-32 of the body (u32 LE), then
+//! the body in postcard. Damaged, truncated or foreign bytes give a [`SnapshotError`] that says
+//! which, never a panic; a decoded state is validated and its invariants checked before use.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::command::AddrRange;
+use crate::id::PoolId;
+use crate::state::{Config, Pool, State, MAX_NAME_LEN};
+use crate::subnet::Subnet;
+
+const MAGIC: &[u8; 8] = b"RIPAMSNP";
+const VERSION: u16 = 1;
+const HEADER: usize = 8 + 2 + 4;
+
+/// Why a snapshot could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SnapshotError {
+    /// Not a raftipam snapshot at all.
+    #[error("not a raftipam snapshot (bad magic bytes); is this the right file?")]
+    Foreign,
+    /// Written by a newer raftipam.
+    #[error("snapshot format version {0} is not supported by this build (it reads version {VERSION}); upgrade raftipam")]
+    Version(u16),
+    /// The checksum does not match: the bytes were damaged.
+    #[error("snapshot is damaged: checksum mismatch (expected {expected:08x}, found {found:08x})")]
+    Checksum {
+        /// Stored checksum.
+        expected: u32,
+        /// Checksum of the bytes found.
+        found: u32,
+    },
+    /// The body does not decode or describes an impossible state.
+    #[error("snapshot is damaged: {0}")]
+    Invalid(String),
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapAlloc<'a> {
+    off: u128,
+    seq: u64,
+    at_s: u32,
+    host: u16,
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapSubnet<'a> {
+    space: String,
+    net: IpNet,
+    reservations: Vec<(u128, Vec<(String, u32)>)>,
+    cooling: Vec<(u128, u64)>,
+    #[serde(borrow)]
+    allocs: Vec<SnapAlloc<'a>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapPool {
+    id: PoolId,
+    serial: bool,
+    cooldown_ms: u64,
+    holders: Vec<(String, u32)>,
+    cursor: Option<u128>,
+    reserve: Vec<AddrRange>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapState<'a> {
+    config: Config,
+    seq: u64,
+    hosts: Vec<String>,
+    #[serde(borrow)]
+    subnets: Vec<SnapSubnet<'a>>,
+    pools: Vec<SnapPool>,
+}
+
+fn bad(msg: impl Into<String>) -> SnapshotError {
+    SnapshotError::Invalid(msg.into())
+}
+
+impl State {
+    /// Encodes the whole state.
+    pub fn to_snapshot(&self) -> Vec<u8> {
+        let subnets = self
+            .subnets
+            .iter()
+            .map(|((space, net), sn)| SnapSubnet {
+                space: space.clone(),
+                net: *net,
+                reservations: sn
+                    .reservations
+                    .iter()
+                    .map(|(o, h)| (*o, h.iter().map(|(k, v)| (k.clone(), *v)).collect()))
+                    .collect(),
+                cooling: sn.cooling.iter().map(|(o, u)| (*o, *u)).collect(),
+                allocs: sn
+                    .records
+                    .iter_sorted()
+                    .into_iter()
+                    .map(|(off, r)| SnapAlloc {
+                        off,
+                        seq: r.seq,
+                        at_s: r.at_s,
+                        host: r.host,
+                        name: String::from_utf8_lossy(r.name),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let pools = self
+            .pools
+            .iter()
+            .map(|(id, p)| SnapPool {
+                id: id.clone(),
+                serial: p.serial,
+                cooldown_ms: p.cooldown_ms,
+                holders: p.holders.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                cursor: p.cursor,
+                reserve: p.reserve.clone(),
+            })
+            .collect();
+        let snap = SnapState {
+            config: self.config.clone(),
+            seq: self.seq,
+            hosts: self.hosts.clone(),
+            subnets,
+            pools,
+        };
+        // Serialising plain owned data into a Vec cannot fail.
+        let body = postcard::to_allocvec(&snap).unwrap_or_default();
+        let mut out = Vec::with_capacity(HEADER + body.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Decodes a state written by [`State::to_snapshot`], validating everything.
+    pub fn from_snapshot(bytes: &[u8]) -> Result<State, SnapshotError> {
+        if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+            return Err(SnapshotError::Foreign);
+        }
+        let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+        if version != VERSION {
+            return Err(SnapshotError::Version(version));
+        }
+        let expected = u32::from_le_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]);
+        let body = &bytes[HEADER..];
+        let found = crc32fast::hash(body);
+        if found != expected {
+            return Err(SnapshotError::Checksum { expected, found });
+        }
+        let snap: SnapState<'_> =
+            postcard::from_bytes(body).map_err(|e| bad(format!("cannot decode: {e}")))?;
+        rebuild(snap)
+    }
+}
+
+fn rebuild(snap: SnapState<'_>) -> Result<State, SnapshotError> {
+    let mut state = State::new(snap.config);
+    state.seq = snap.seq;
+    if snap.hosts.len() > usize::from(u16::MAX) + 1 {
+        return Err(bad("too many hosts"));
+    }
+    for (i, h) in snap.hosts.iter().enumerate() {
+        if state.host_ids.insert(h.clone(), i as u16).is_some() {
+            return Err(bad(format!("host {h:?} appears twice")));
+        }
+    }
+    state.hosts = snap.hosts;
+    for s in snap.subnets {
+        let net = s.net.trunc();
+        if net != s.net {
+            return Err(bad(format!("subnet {} is not normalised", s.net)));
+        }
+        if u32::from(net.max_prefix_len() - net.prefix_len()) > crate::bitmap::MAX_BITS {
+            return Err(bad(format!("subnet {net} is too large")));
+        }
+        let mut sn = Subnet::new(net);
+        let size = sn.size();
+        for (off, holders) in s.reservations {
+            if off >= size
+                || sn.fixed_reason(off).is_some()
+                || holders.is_empty()
+                || holders.iter().any(|(_, c)| *c == 0)
+            {
+                return Err(bad(format!("bad reservation at offset {off} of {net}")));
+            }
+            sn.bitmap.set(off);
+            if sn
+                .reservations
+                .insert(off, holders.into_iter().collect::<BTreeMap<_, _>>())
+                .is_some()
+            {
+                return Err(bad(format!(
+                    "reservation at offset {off} of {net} appears twice"
+                )));
+            }
+        }
+        for (off, until) in s.cooling {
+            if off >= size || !sn.bitmap.set(off) {
+                return Err(bad(format!("bad cooling entry at offset {off} of {net}")));
+            }
+            sn.start_cooling(off, until);
+        }
+        for a in s.allocs {
+            if a.off >= size
+                || usize::from(a.host) >= state.hosts.len()
+                || a.name.len() > MAX_NAME_LEN
+                || a.seq > state.seq
+            {
+                return Err(bad(format!("bad allocation at offset {} of {net}", a.off)));
+            }
+            if !sn.bitmap.set(a.off) {
+                return Err(bad(format!("offset {} of {net} is used twice", a.off)));
+            }
+            if !a.name.is_empty() && sn.records.find_owner(a.host, a.name.as_bytes()).is_some() {
+                return Err(bad(format!(
+                    "owner of offset {} of {net} holds two addresses",
+                    a.off
+                )));
+            }
+            if !sn.records.has_room() {
+                return Err(bad(format!("{net} holds too many allocations")));
+            }
+            sn.records
+                .insert(a.off, a.seq, a.at_s, a.host, a.name.as_bytes());
+        }
+        if state.subnets.insert((s.space.clone(), net), sn).is_some() {
+            return Err(bad(format!(
+                "subnet {net} of space {} appears twice",
+                s.space
+            )));
+        }
+    }
+    let mut counts: HashMap<(String, IpNet), u32> = HashMap::new();
+    for p in snap.pools {
+        let key = (p.id.space.clone(), p.id.subnet);
+        let sn = state
+            .subnets
+            .get(&key)
+            .ok_or_else(|| bad(format!("pool {} has no subnet", p.id)))?;
+        let (lo, hi) = match p.id.range {
+            Some(r) => match (sn.offset(r.network()), sn.offset(r.broadcast())) {
+                (Some(lo), Some(hi)) => (lo, hi),
+                _ => return Err(bad(format!("pool {} has a range outside its subnet", p.id))),
+            },
+            None => (0, sn.size() - 1),
+        };
+        *counts.entry(key).or_default() += 1;
+        let pool = Pool {
+            serial: p.serial,
+            cooldown_ms: p.cooldown_ms,
+            holders: p.holders.into_iter().collect(),
+            cursor: p.cursor,
+            reserve: p.reserve,
+            lo,
+            hi,
+        };
+        if state.pools.insert(p.id.clone(), pool).is_some() {
+            return Err(bad(format!("pool {} appears twice", p.id)));
+        }
+    }
+    for (key, sn) in state.subnets.iter_mut() {
+        sn.pools = counts.get(key).copied().unwrap_or(0);
+    }
+    state.check_invariants().map_err(bad)?;
+    Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Command, Op, Order, Owner, PoolSpec};
+    use proptest::prelude::*;
+
+    fn sample() -> State {
+        let mut s = State::default();
+        let spec = PoolSpec {
+            space: "g".into(),
+            subnet: Some("10.0.0.0/24".parse().unwrap()),
+            cooldown_ms: 1000,
+            ..Default::default()
+        };
+        let op = Op::RequestPool {
+            spec,
+            holder: "a".into(),
+        };
+        s.apply(&Command { at_ms: 0, op }).unwrap();
+        let pool: PoolId = "g/10.0.0.0/24".parse().unwrap();
+        for i in 0..10 {
+            let op = Op::Allocate {
+                pool: pool.clone(),
+                addr: None,
+                owner: Owner::new("a", format!("e{i}")),
+                order: Order::Lowest,
+            };
+            s.apply(&Command { at_ms: 1, op }).unwrap();
+        }
+        let op = Op::Release {
+            pool: pool.clone(),
+            addr: "10.0.0.3".parse().unwrap(),
+            host: "a".into(),
+            force: false,
+        };
+        s.apply(&Command { at_ms: 2, op }).unwrap();
+        let op = Op::Reserve {
+            pool,
+            addr: "10.0.0.254".parse().unwrap(),
+            holder: "a".into(),
+        };
+        s.apply(&Command { at_ms: 2, op }).unwrap();
+        s
+    }
+
+    #[test]
+    fn snapshot_round_trips_byte_for_byte() {
+        let s = sample();
+        let bytes = s.to_snapshot();
+        let t = State::from_snapshot(&bytes).unwrap();
+        assert_eq!(t.to_snapshot(), bytes);
+        assert_eq!(t.pools(), s.pools());
+    }
+
+    #[test]
+    fn damaged_snapshots_are_refused_with_the_reason() {
+        let bytes = sample().to_snapshot();
+        assert_eq!(
+            State::from_snapshot(b"hello").unwrap_err(),
+            SnapshotError::Foreign
+        );
+        let mut v = bytes.clone();
+        v[8] = 9;
+        assert!(matches!(
+            State::from_snapshot(&v),
+            Err(SnapshotError::Version(9))
+        ));
+        let mut v = bytes.clone();
+        let last = v.len() - 1;
+        v[last] ^= 0xff;
+        assert!(matches!(
+            State::from_snapshot(&v),
+            Err(SnapshotError::Checksum { .. })
+        ));
+        let v = &bytes[..bytes.len() - 3];
+        assert!(State::from_snapshot(v).is_err());
+    }
+
+    /// Re-stamps a body with a valid header, so the decoder's validation (not the CRC) is tested.
+    fn with_header(body: &[u8]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic_the_decoder(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = State::from_snapshot(&body);
+            let _ = State::from_snapshot(&with_header(&body));
+        }
+
+        #[test]
+        fn mutated_valid_bodies_never_panic_and_decode_only_to_valid_states(pos in any::<usize>(), val in any::<u8>()) {
+            let bytes = sample().to_snapshot();
+            let mut body = bytes[HEADER..].to_vec();
+            let i = pos % body.len();
+            body[i] = val;
+            if let Ok(s) = State::from_snapshot(&with_header(&body)) {
+                prop_assert!(s.check_invariants().is_ok());
+            }
+        }
+    }
+}

@@ -1,0 +1,1034 @@
+//! The allocation state machine: pools, subnets, and `apply`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::bitmap::MAX_BITS;
+use crate::command::{AddrRange, Command, Op, Order, Outcome, PoolSpec, Released};
+use crate::error::AllocError;
+use crate::id::{Owner, PoolId};
+use crate::subnet::{addr_to_u128, Subnet};
+
+/// Longest endpoint or host name accepted, in bytes.
+pub const MAX_NAME_LEN: usize = 1024;
+/// Most addresses the reserve ranges of one pool may cover.
+pub const MAX_RESERVED_PER_POOL: u128 = 65_536;
+
+/// A block that subnets are carved from when a pool is requested without one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DefaultPool {
+    /// The block, e.g. `172.16.0.0/12`.
+    pub base: IpNet,
+    /// Prefix length of the subnets carved from it, e.g. 16.
+    pub size: u8,
+}
+
+/// Settings that are part of the replicated state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// Blocks for pools requested without a subnet, tried in order.
+    pub default_pools: Vec<DefaultPool>,
+}
+
+impl Default for Config {
+    /// Docker's convention: /16s of 172.16.0.0/12, then /20s of 192.168.0.0/16; IPv6 /64s of
+    /// fd00::/8.
+    fn default() -> Self {
+        let dp = |base: &str, size| DefaultPool {
+            base: base.parse().unwrap_or(IpNet::V4(Default::default())),
+            size,
+        };
+        Config {
+            default_pools: vec![
+                dp("172.16.0.0/12", 16),
+                dp("192.168.0.0/16", 20),
+                dp("fd00::/8", 64),
+            ],
+        }
+    }
+}
+
+/// How much of a pool is used. Counts cover the pool's range, or its subnet without one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Addresses in the range (or subnet).
+    pub size: u128,
+    /// Reserved: network, broadcast, gateways, aux and reserve ranges.
+    pub reserved: u128,
+    /// Allocated to endpoints.
+    pub allocated: u64,
+    /// Released, cooling down before reuse.
+    pub cooling: u64,
+    /// Free to hand out.
+    pub free: u128,
+}
+
+impl fmt::Display for Usage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} addresses: {} allocated, {} reserved, {} cooling down, {} free",
+            self.size, self.allocated, self.reserved, self.cooling, self.free
+        )
+    }
+}
+
+/// A pool as the queries show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolInfo {
+    /// Its id.
+    pub id: PoolId,
+    /// Hosts holding it, with their reference counts.
+    pub holders: BTreeMap<String, u32>,
+    /// Serial order by default.
+    pub serial: bool,
+    /// Cooldown of released addresses (ms).
+    pub cooldown_ms: u64,
+    /// Reserve ranges given at creation.
+    pub reserve: Vec<AddrRange>,
+    /// Shared reservations (gateways, aux addresses) with their holders.
+    pub reservations: Vec<(IpAddr, BTreeMap<String, u32>)>,
+    /// Usage.
+    pub usage: Usage,
+}
+
+/// One allocated address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    /// The address.
+    pub addr: IpAddr,
+    /// Who holds it.
+    pub owner: Owner,
+    /// Its sequence number (increases with every allocation in the whole state).
+    pub seq: u64,
+    /// When it was allocated (seconds since the Unix epoch).
+    pub at_s: u32,
+}
+
+/// What holds an address, as [`State::who_has`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Holding {
+    /// Allocated to an endpoint.
+    Allocated {
+        /// A pool over the subnet holding it.
+        pool: PoolId,
+        /// The allocation.
+        allocation: Allocation,
+    },
+    /// Reserved.
+    Reserved {
+        /// A pool over the subnet holding it.
+        pool: PoolId,
+        /// What reserves it.
+        why: String,
+    },
+    /// Released and cooling down.
+    Cooling {
+        /// A pool over the subnet holding it.
+        pool: PoolId,
+        /// Free again at (ms since the Unix epoch).
+        until_ms: u64,
+    },
+}
+
+pub(crate) struct Pool {
+    pub serial: bool,
+    pub cooldown_ms: u64,
+    pub holders: BTreeMap<String, u32>,
+    pub cursor: Option<u128>,
+    pub reserve: Vec<AddrRange>,
+    /// The range as offsets in the subnet.
+    pub lo: u128,
+    pub hi: u128,
+}
+
+/// The whole allocator: every pool of every address space.
+///
+/// Apply [`Command`]s with [`State::apply`]; read with the query methods. Deterministic: the
+/// same sequence of commands gives the same state and outcomes on every replica.
+pub struct State {
+    pub(crate) config: Config,
+    pub(crate) seq: u64,
+    pub(crate) hosts: Vec<String>,
+    pub(crate) host_ids: HashMap<String, u16>,
+    pub(crate) subnets: BTreeMap<(String, IpNet), Subnet>,
+    pub(crate) pools: BTreeMap<PoolId, Pool>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State::new(Config::default())
+    }
+}
+
+impl fmt::Debug for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("State")
+            .field("pools", &self.pools.len())
+            .field("seq", &self.seq)
+            .finish()
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> AllocError {
+    AllocError::InvalidPool(msg.into())
+}
+
+fn check_name(what: &str, name: &str, may_be_empty: bool) -> Result<(), AllocError> {
+    if name.is_empty() && !may_be_empty {
+        return Err(AllocError::Invalid(format!("the {what} name is empty")));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(AllocError::Invalid(format!(
+            "the {what} name is {} bytes long; at most {MAX_NAME_LEN} are allowed",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+fn family(net: &IpNet) -> &'static str {
+    match net {
+        IpNet::V4(_) => "IPv4",
+        IpNet::V6(_) => "IPv6",
+    }
+}
+
+/// Checks that the allocator can hold this subnet.
+fn check_subnet(net: &IpNet) -> Result<(), AllocError> {
+    let bits = u32::from(net.max_prefix_len() - net.prefix_len());
+    match net {
+        IpNet::V4(_) if net.prefix_len() < 8 => Err(invalid(format!(
+            "{net} is larger than /8, the largest IPv4 pool raftipam holds"
+        ))),
+        IpNet::V6(_) if bits > MAX_BITS => Err(invalid(format!(
+            "{net} is larger than /8, the largest IPv6 pool raftipam holds"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+impl State {
+    /// An empty state.
+    pub fn new(config: Config) -> State {
+        State {
+            config,
+            seq: 0,
+            hosts: Vec::new(),
+            host_ids: HashMap::new(),
+            subnets: BTreeMap::new(),
+            pools: BTreeMap::new(),
+        }
+    }
+
+    /// The replicated settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Sequence number of the last allocation.
+    pub fn last_seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Applies one command. A command that fails changes nothing.
+    pub fn apply(&mut self, cmd: &Command) -> Result<Outcome, AllocError> {
+        match &cmd.op {
+            Op::RequestPool { spec, holder } => self.request_pool(spec, holder),
+            Op::ReleasePool { pool, holder } => self.release_pool(pool, holder),
+            Op::DeletePool { pool, force } => self.delete_pool(pool, *force),
+            Op::Reserve { pool, addr, holder } => self.reserve(cmd.at_ms, pool, *addr, holder),
+            Op::Allocate {
+                pool,
+                addr,
+                owner,
+                order,
+            } => self.allocate(cmd.at_ms, pool, *addr, owner, *order),
+            Op::Release {
+                pool,
+                addr,
+                host,
+                force,
+            } => self.release(cmd.at_ms, pool, *addr, host, *force),
+        }
+    }
+
+    fn subnet_key(id: &PoolId) -> (String, IpNet) {
+        (id.space.clone(), id.subnet)
+    }
+
+    fn pick_subnet(&self, spec: &PoolSpec) -> Result<IpNet, AllocError> {
+        let fam = if spec.v6 { "IPv6" } else { "IPv4" };
+        let mut wanted = None;
+        for dp in &self.config.default_pools {
+            if matches!(dp.base, IpNet::V4(_)) == spec.v6 {
+                continue;
+            }
+            let size = spec.prefix_len.unwrap_or(dp.size);
+            wanted.get_or_insert(size);
+            if size < dp.base.prefix_len() || size > dp.base.max_prefix_len() {
+                continue;
+            }
+            let host_bits = u32::from(dp.base.max_prefix_len() - size);
+            let step = 1u128 << host_bits;
+            let start = addr_to_u128(dp.base.network());
+            let end = start + ((1u128 << (dp.base.max_prefix_len() - dp.base.prefix_len())) - 1);
+            let mut cand = start;
+            // Each turn either returns or jumps past one existing subnet: bounded by their count.
+            'next: while cand <= end && cand.checked_add(step - 1).is_some_and(|e| e <= end) {
+                let net = net_at(cand, size, spec.v6);
+                for ((space, existing), _) in &self.subnets {
+                    if space == &spec.space && overlaps(existing, &net) {
+                        let past = addr_to_u128(existing.broadcast()) + 1;
+                        cand = past.div_ceil(step).saturating_mul(step).max(cand + step);
+                        continue 'next;
+                    }
+                }
+                if check_subnet(&net).is_ok() {
+                    return Ok(net);
+                }
+                cand += step;
+            }
+        }
+        Err(AllocError::NoDefaultSubnet {
+            family: fam,
+            prefix_len: wanted.unwrap_or(0),
+        })
+    }
+
+    fn request_pool(&mut self, spec: &PoolSpec, holder: &str) -> Result<Outcome, AllocError> {
+        check_name("holder", holder, false)?;
+        if spec.space.is_empty() || spec.space.contains('/') {
+            return Err(AllocError::Invalid(format!(
+                "address space {:?} must be non-empty and contain no '/'",
+                spec.space
+            )));
+        }
+        let subnet = match spec.subnet {
+            Some(s) => s.trunc(),
+            None => {
+                if spec.range.is_some() {
+                    return Err(invalid("a range was given without a subnet"));
+                }
+                self.pick_subnet(spec)?
+            }
+        };
+        check_subnet(&subnet)?;
+        if let Some(r) = spec.range {
+            if matches!(r, IpNet::V4(_)) != matches!(subnet, IpNet::V4(_)) || !subnet.contains(&r) {
+                return Err(invalid(format!("range {r} is not inside subnet {subnet}")));
+            }
+        }
+        let id = PoolId::new(spec.space.clone(), subnet, spec.range);
+        if let Some(pool) = self.pools.get_mut(&id) {
+            *pool.holders.entry(holder.to_string()).or_insert(0) += 1;
+            return Ok(Outcome::Pool {
+                pool: id,
+                created: false,
+            });
+        }
+        for (space, existing) in self.subnets.keys() {
+            if space == &id.space && *existing != subnet && overlaps(existing, &subnet) {
+                let existing_id = self
+                    .pools
+                    .keys()
+                    .find(|p| p.space == *space && p.subnet == *existing)
+                    .cloned()
+                    .unwrap_or_else(|| PoolId::new(space.clone(), *existing, None));
+                return Err(AllocError::Overlap {
+                    space: space.clone(),
+                    requested: subnet,
+                    existing: existing_id,
+                });
+            }
+        }
+        let key = Self::subnet_key(&id);
+        let fresh;
+        let sn = match self.subnets.get(&key) {
+            Some(s) => s,
+            None => {
+                fresh = Subnet::new(subnet);
+                &fresh
+            }
+        };
+        let (lo, hi) = match id.range {
+            Some(r) => (
+                sn.offset(r.network()).unwrap_or(0),
+                sn.offset(r.broadcast()).unwrap_or(0),
+            ),
+            None => (0, sn.size() - 1),
+        };
+        // Validate the reserve ranges before changing anything.
+        let mut offsets = Vec::new();
+        let mut total: u128 = 0;
+        for r in &spec.reserve {
+            let (Some(a), Some(b)) = (sn.offset(r.first), sn.offset(r.last)) else {
+                return Err(invalid(format!(
+                    "reserve range {r} is not inside subnet {subnet}"
+                )));
+            };
+            if a > b {
+                return Err(invalid(format!("reserve range {r} ends before it starts")));
+            }
+            total += b - a + 1;
+            if total > MAX_RESERVED_PER_POOL {
+                return Err(invalid(format!(
+                    "the reserve ranges cover more than {MAX_RESERVED_PER_POOL} addresses"
+                )));
+            }
+            for off in a..=b {
+                if let Some(rec) = sn.records.get(off) {
+                    let owner = Owner::new(
+                        self.hosts[rec.host as usize].clone(),
+                        String::from_utf8_lossy(rec.name),
+                    );
+                    return Err(AllocError::HeldBy {
+                        addr: sn.addr(off),
+                        pool: id.clone(),
+                        owner,
+                        seq: rec.seq,
+                    });
+                }
+                if sn.fixed_reason(off).is_none() {
+                    offsets.push(off);
+                }
+            }
+        }
+        let sn = self
+            .subnets
+            .entry(key)
+            .or_insert_with(|| Subnet::new(subnet));
+        sn.pools += 1;
+        let tag = format!("@{id}");
+        for off in offsets {
+            sn.stop_cooling(off);
+            sn.bitmap.set(off);
+            *sn.reservations
+                .entry(off)
+                .or_default()
+                .entry(tag.clone())
+                .or_insert(0) += 1;
+        }
+        let mut holders = BTreeMap::new();
+        holders.insert(holder.to_string(), 1);
+        let pool = Pool {
+            serial: spec.serial,
+            cooldown_ms: spec.cooldown_ms,
+            holders,
+            cursor: None,
+            reserve: spec.reserve.clone(),
+            lo,
+            hi,
+        };
+        self.pools.insert(id.clone(), pool);
+        Ok(Outcome::Pool {
+            pool: id,
+            created: true,
+        })
+    }
+
+    fn release_pool(&mut self, id: &PoolId, holder: &str) -> Result<Outcome, AllocError> {
+        let pool = self
+            .pools
+            .get_mut(id)
+            .ok_or_else(|| AllocError::NoSuchPool(id.clone()))?;
+        if let Some(c) = pool.holders.get_mut(holder) {
+            *c -= 1;
+            if *c == 0 {
+                pool.holders.remove(holder);
+            }
+        }
+        Ok(Outcome::PoolReleased {
+            removed: self.maybe_remove_pool(id),
+        })
+    }
+
+    /// Removes a pool nobody holds, unless it is the last pool over a subnet with allocations.
+    fn maybe_remove_pool(&mut self, id: &PoolId) -> bool {
+        let Some(pool) = self.pools.get(id) else {
+            return true;
+        };
+        if !pool.holders.is_empty() {
+            return false;
+        }
+        let Some(sn) = self.subnets.get(&Self::subnet_key(id)) else {
+            return false;
+        };
+        if sn.pools == 1 && sn.records.len() > 0 {
+            return false;
+        }
+        self.remove_pool(id);
+        true
+    }
+
+    fn remove_pool(&mut self, id: &PoolId) {
+        self.pools.remove(id);
+        let key = Self::subnet_key(id);
+        let Some(sn) = self.subnets.get_mut(&key) else {
+            return;
+        };
+        sn.pools -= 1;
+        if sn.pools == 0 {
+            self.subnets.remove(&key);
+            return;
+        }
+        let tag = format!("@{id}");
+        let mine: Vec<u128> = sn
+            .reservations
+            .iter()
+            .filter(|(_, h)| h.contains_key(&tag))
+            .map(|(o, _)| *o)
+            .collect();
+        for off in mine {
+            if let Some(h) = sn.reservations.get_mut(&off) {
+                h.remove(&tag);
+                if h.is_empty() {
+                    sn.reservations.remove(&off);
+                    sn.bitmap.clear(off);
+                }
+            }
+        }
+    }
+
+    fn delete_pool(&mut self, id: &PoolId, force: bool) -> Result<Outcome, AllocError> {
+        if !self.pools.contains_key(id) {
+            return Err(AllocError::NoSuchPool(id.clone()));
+        }
+        if let Some(sn) = self.subnets.get(&Self::subnet_key(id)) {
+            if sn.pools == 1 && sn.records.len() > 0 && !force {
+                return Err(AllocError::PoolInUse {
+                    pool: id.clone(),
+                    allocated: sn.records.len(),
+                });
+            }
+        }
+        self.remove_pool(id);
+        Ok(Outcome::PoolReleased { removed: true })
+    }
+
+    fn locate(
+        &mut self,
+        id: &PoolId,
+        addr: IpAddr,
+    ) -> Result<(&mut Pool, &mut Subnet, u128), AllocError> {
+        let pool = self
+            .pools
+            .get_mut(id)
+            .ok_or_else(|| AllocError::NoSuchPool(id.clone()))?;
+        let sn = self
+            .subnets
+            .get_mut(&(id.space.clone(), id.subnet))
+            .ok_or_else(|| AllocError::NoSuchPool(id.clone()))?;
+        let off = sn.offset(addr).ok_or_else(|| AllocError::OutsidePool {
+            addr,
+            pool: id.clone(),
+        })?;
+        Ok((pool, sn, off))
+    }
+
+    fn owner_of(hosts: &[String], sn: &Subnet, off: u128) -> Option<(Owner, u64)> {
+        let rec = sn.records.get(off)?;
+        Some((
+            Owner::new(
+                hosts[rec.host as usize].clone(),
+                String::from_utf8_lossy(rec.name),
+            ),
+            rec.seq,
+        ))
+    }
+
+    fn reserve(
+        &mut self,
+        now: u64,
+        id: &PoolId,
+        addr: IpAddr,
+        holder: &str,
+    ) -> Result<Outcome, AllocError> {
+        check_name("holder", holder, false)?;
+        if !self.pools.contains_key(id) {
+            return Err(AllocError::NoSuchPool(id.clone()));
+        }
+        let hosts = &self.hosts;
+        let sn = self
+            .subnets
+            .get_mut(&(id.space.clone(), id.subnet))
+            .ok_or_else(|| AllocError::NoSuchPool(id.clone()))?;
+        let off = sn.offset(addr).ok_or_else(|| AllocError::OutsidePool {
+            addr,
+            pool: id.clone(),
+        })?;
+        sn.expire_cooling(now);
+        if let Some((owner, seq)) = Self::owner_of(hosts, sn, off) {
+            return Err(AllocError::HeldBy {
+                addr,
+                pool: id.clone(),
+                owner,
+                seq,
+            });
+        }
+        if let Some(why) = sn.fixed_reason(off) {
+            return Err(AllocError::Reserved {
+                addr,
+                pool: id.clone(),
+                why: why.to_string(),
+            });
+        }
+        sn.stop_cooling(off);
+        sn.bitmap.set(off);
+        *sn.reservations
+            .entry(off)
+            .or_default()
+            .entry(holder.to_string())
+            .or_insert(0) += 1;
+        Ok(Outcome::Reserved {
+            addr: sn.addr_net(off),
+        })
+    }
+
+    fn host_id(&mut self, host: &str) -> Result<u16, AllocError> {
+        if let Some(&h) = self.host_ids.get(host) {
+            return Ok(h);
+        }
+        let h = u16::try_from(self.hosts.len()).map_err(|_| {
+            AllocError::Invalid(format!(
+                "more than {} distinct host names; forget hosts that are gone",
+                u16::MAX
+            ))
+        })?;
+        self.hosts.push(host.to_string());
+        self.host_ids.insert(host.to_string(), h);
+        Ok(h)
+    }
+
+    fn allocate(
+        &mut self,
+        now: u64,
+        id: &PoolId,
+        want: Option<IpAddr>,
+        owner: &Owner,
+        order: Order,
+    ) -> Result<Outcome, AllocError> {
+        check_name("host", &owner.host, false)?;
+        check_name("endpoint", &owner.endpoint, true)?;
+        let known_host = self.host_ids.get(&owner.host).copied();
+        let pool = self
+            .pools
+            .get_mut(id)
+            .ok_or_else(|| AllocError::NoSuchPool(id.clone()))?;
+        let sn = self
+            .subnets
+            .get_mut(&(id.space.clone(), id.subnet))
+            .ok_or_else(|| AllocError::NoSuchPool(id.clone()))?;
+        sn.expire_cooling(now);
+        let want_off = match want {
+            Some(a) => Some(sn.offset(a).ok_or_else(|| AllocError::OutsidePool {
+                addr: a,
+                pool: id.clone(),
+            })?),
+            None => None,
+        };
+        if let Some(h) = known_host {
+            if let Some(held) = sn.records.find_owner(h, owner.endpoint.as_bytes()) {
+                if want_off.is_none_or(|w| w == held) {
+                    let seq = sn.records.get(held).map_or(0, |r| r.seq);
+                    return Ok(Outcome::Allocated {
+                        addr: sn.addr_net(held),
+                        seq,
+                        existing: true,
+                    });
+                }
+                return Err(AllocError::OwnerHoldsOther {
+                    owner: owner.clone(),
+                    pool: id.clone(),
+                    held: sn.addr(held),
+                    asked: sn.addr(want_off.unwrap_or(0)),
+                });
+            }
+        }
+        if !sn.records.has_room() {
+            return Err(AllocError::Invalid(format!(
+                "subnet {} holds the most allocations raftipam supports",
+                sn.net
+            )));
+        }
+        let off = match want_off {
+            Some(off) => {
+                let addr = sn.addr(off);
+                if let Some((o, seq)) = Self::owner_of(&self.hosts, sn, off) {
+                    return Err(AllocError::HeldBy {
+                        addr,
+                        pool: id.clone(),
+                        owner: o,
+                        seq,
+                    });
+                }
+                if let Some(why) = sn.fixed_reason(off) {
+                    return Err(AllocError::Reserved {
+                        addr,
+                        pool: id.clone(),
+                        why: why.to_string(),
+                    });
+                }
+                if let Some(h) = sn.reservations.get(&off) {
+                    let who: Vec<&str> = h.keys().map(String::as_str).collect();
+                    return Err(AllocError::Reserved {
+                        addr,
+                        pool: id.clone(),
+                        why: format!("reserved by {}", who.join(", ")),
+                    });
+                }
+                if let Some(&until_ms) = sn.cooling.get(&off) {
+                    return Err(AllocError::Cooling {
+                        addr,
+                        pool: id.clone(),
+                        until_ms,
+                    });
+                }
+                off
+            }
+            None => {
+                let serial = match order {
+                    Order::Serial => true,
+                    Order::Lowest => false,
+                    Order::PoolDefault => pool.serial,
+                };
+                let (lo, hi) = (pool.lo, pool.hi);
+                let found = if serial {
+                    let start = pool
+                        .cursor
+                        .map_or(lo, |c| c.saturating_add(1))
+                        .clamp(lo, hi.saturating_add(1));
+                    sn.bitmap
+                        .first_clear_in(start, hi)
+                        .or_else(|| sn.bitmap.first_clear_in(lo, hi))
+                } else {
+                    sn.bitmap.first_clear_in(lo, hi)
+                };
+                match found {
+                    Some(off) => off,
+                    None => {
+                        let usage = usage_of(sn, lo, hi);
+                        return Err(AllocError::PoolFull {
+                            pool: id.clone(),
+                            usage,
+                        });
+                    }
+                }
+            }
+        };
+        pool.cursor = Some(off);
+        sn.bitmap.set(off);
+        let addr = sn.addr_net(off);
+        let h = self.host_id(&owner.host)?;
+        self.seq += 1;
+        let at_s = u32::try_from(now / 1000).unwrap_or(u32::MAX);
+        // `locate` again: `host_id` needed `&mut self`.
+        let sn = self
+            .subnets
+            .get_mut(&(id.space.clone(), id.subnet))
+            .ok_or_else(|| AllocError::NoSuchPool(id.clone()))?;
+        sn.records
+            .insert(off, self.seq, at_s, h, owner.endpoint.as_bytes());
+        Ok(Outcome::Allocated {
+            addr,
+            seq: self.seq,
+            existing: false,
+        })
+    }
+
+    fn release(
+        &mut self,
+        now: u64,
+        id: &PoolId,
+        addr: IpAddr,
+        host: &str,
+        force: bool,
+    ) -> Result<Outcome, AllocError> {
+        let hosts = self.hosts.clone();
+        let (pool, sn, off) = self.locate(id, addr)?;
+        sn.expire_cooling(now);
+        if let Some(rec) = sn.records.get(off) {
+            let holder = &hosts[rec.host as usize];
+            if holder != host && !force {
+                let owner = Owner::new(holder.clone(), String::from_utf8_lossy(rec.name));
+                return Err(AllocError::NotOwner {
+                    addr,
+                    pool: id.clone(),
+                    owner,
+                    host: host.to_string(),
+                });
+            }
+            sn.records.remove(off);
+            if pool.cooldown_ms > 0 {
+                sn.start_cooling(off, now.saturating_add(pool.cooldown_ms));
+            } else {
+                sn.bitmap.clear(off);
+            }
+            self.maybe_remove_pool(id);
+            return Ok(Outcome::Released {
+                what: Released::Allocation,
+            });
+        }
+        if let Some(h) = sn.reservations.get_mut(&off) {
+            let mut what = Released::Nothing;
+            if let Some(c) = h.get_mut(host) {
+                *c -= 1;
+                if *c == 0 {
+                    h.remove(host);
+                }
+                what = Released::Reservation;
+            } else if force {
+                h.retain(|k, _| k.starts_with('@'));
+                what = Released::Reservation;
+            }
+            if h.is_empty() {
+                sn.reservations.remove(&off);
+                sn.bitmap.clear(off);
+            }
+            return Ok(Outcome::Released { what });
+        }
+        Ok(Outcome::Released {
+            what: Released::Nothing,
+        })
+    }
+
+    // ---- queries ----
+
+    fn info(&self, id: &PoolId, pool: &Pool) -> PoolInfo {
+        let sn = self.subnets.get(&(id.space.clone(), id.subnet));
+        let usage = sn.map_or(
+            Usage {
+                size: 0,
+                reserved: 0,
+                allocated: 0,
+                cooling: 0,
+                free: 0,
+            },
+            |sn| usage_of(sn, pool.lo, pool.hi),
+        );
+        let reservations = sn.map_or_else(Vec::new, |sn| {
+            sn.reservations
+                .iter()
+                .map(|(o, h)| (sn.addr(*o), h.clone()))
+                .collect()
+        });
+        PoolInfo {
+            id: id.clone(),
+            holders: pool.holders.clone(),
+            serial: pool.serial,
+            cooldown_ms: pool.cooldown_ms,
+            reserve: pool.reserve.clone(),
+            reservations,
+            usage,
+        }
+    }
+
+    /// Every pool, ordered by id.
+    pub fn pools(&self) -> Vec<PoolInfo> {
+        self.pools.iter().map(|(id, p)| self.info(id, p)).collect()
+    }
+
+    /// One pool.
+    pub fn pool(&self, id: &PoolId) -> Result<PoolInfo, AllocError> {
+        let p = self
+            .pools
+            .get(id)
+            .ok_or_else(|| AllocError::NoSuchPool(id.clone()))?;
+        Ok(self.info(id, p))
+    }
+
+    /// Usage of one pool.
+    pub fn usage(&self, id: &PoolId) -> Result<Usage, AllocError> {
+        self.pool(id).map(|p| p.usage)
+    }
+
+    /// Every allocation in the pool's subnet, in address order.
+    pub fn allocations(&self, id: &PoolId) -> Result<Vec<Allocation>, AllocError> {
+        if !self.pools.contains_key(id) {
+            return Err(AllocError::NoSuchPool(id.clone()));
+        }
+        let Some(sn) = self.subnets.get(&(id.space.clone(), id.subnet)) else {
+            return Ok(Vec::new());
+        };
+        Ok(sn
+            .records
+            .iter_sorted()
+            .into_iter()
+            .map(|(off, r)| Allocation {
+                addr: sn.addr(off),
+                owner: Owner::new(
+                    self.hosts[r.host as usize].clone(),
+                    String::from_utf8_lossy(r.name),
+                ),
+                seq: r.seq,
+                at_s: r.at_s,
+            })
+            .collect())
+    }
+
+    /// Every allocation of every pool, as `(pool, allocation)`.
+    pub fn all_allocations(&self) -> Vec<(PoolId, Allocation)> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for id in self.pools.keys() {
+            if seen.insert((id.space.clone(), id.subnet)) {
+                if let Ok(list) = self.allocations(id) {
+                    out.extend(list.into_iter().map(|a| (id.clone(), a)));
+                }
+            }
+        }
+        out
+    }
+
+    /// What holds `addr`, in every address space.
+    pub fn who_has(&self, addr: IpAddr) -> Vec<Holding> {
+        let mut out = Vec::new();
+        for ((space, net), sn) in &self.subnets {
+            let Some(off) = sn.offset(addr) else { continue };
+            let Some(pool) = self
+                .pools
+                .keys()
+                .find(|p| &p.space == space && p.subnet == *net)
+                .cloned()
+            else {
+                continue;
+            };
+            if let Some(r) = sn.records.get(off) {
+                let allocation = Allocation {
+                    addr,
+                    owner: Owner::new(
+                        self.hosts[r.host as usize].clone(),
+                        String::from_utf8_lossy(r.name),
+                    ),
+                    seq: r.seq,
+                    at_s: r.at_s,
+                };
+                out.push(Holding::Allocated { pool, allocation });
+            } else if let Some(why) = sn.fixed_reason(off) {
+                out.push(Holding::Reserved {
+                    pool,
+                    why: why.to_string(),
+                });
+            } else if let Some(h) = sn.reservations.get(&off) {
+                let who: Vec<&str> = h.keys().map(String::as_str).collect();
+                out.push(Holding::Reserved {
+                    pool,
+                    why: format!("reserved by {}", who.join(", ")),
+                });
+            } else if let Some(&until_ms) = sn.cooling.get(&off) {
+                out.push(Holding::Cooling { pool, until_ms });
+            }
+        }
+        out
+    }
+
+    /// Bytes of heap memory held by the subnets' structures (bitmaps, records, names).
+    pub fn heap_bytes(&self) -> usize {
+        self.subnets
+            .values()
+            .map(|s| s.bitmap.heap_bytes() + s.records.heap_bytes())
+            .sum()
+    }
+
+    /// Verifies every internal invariant; the tests call this after every step.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        if self.hosts.len() != self.host_ids.len() {
+            return Err("host table and its index differ in length".into());
+        }
+        for (i, h) in self.hosts.iter().enumerate() {
+            if self.host_ids.get(h) != Some(&(i as u16)) {
+                return Err(format!("host {h:?} is not indexed at {i}"));
+            }
+        }
+        let mut per_subnet: BTreeMap<(String, IpNet), u32> = BTreeMap::new();
+        for (id, p) in &self.pools {
+            *per_subnet.entry(Self::subnet_key(id)).or_default() += 1;
+            if p.holders.values().any(|&c| c == 0) {
+                return Err(format!("pool {id} has a holder with no reference"));
+            }
+            let sn = self
+                .subnets
+                .get(&Self::subnet_key(id))
+                .ok_or_else(|| format!("pool {id} has no subnet"))?;
+            if p.lo > p.hi || p.hi >= sn.size() {
+                return Err(format!("pool {id} has a range outside its subnet"));
+            }
+            if p.holders.is_empty() && (sn.pools != 1 || sn.records.len() == 0) {
+                return Err(format!("pool {id} is held by nobody yet still exists"));
+            }
+        }
+        let mut max_seq = 0;
+        for (key, sn) in &self.subnets {
+            if per_subnet.get(key) != Some(&sn.pools) {
+                return Err(format!(
+                    "subnet {} counts {} pools, but {:?} refer to it",
+                    key.1,
+                    sn.pools,
+                    per_subnet.get(key)
+                ));
+            }
+            for (other, _) in self
+                .subnets
+                .keys()
+                .filter(|k| k.0 == key.0 && k.1 != key.1)
+                .map(|k| (k, ()))
+            {
+                if overlaps(&other.1, &key.1) {
+                    return Err(format!(
+                        "subnets {} and {} overlap in space {}",
+                        other.1, key.1, key.0
+                    ));
+                }
+            }
+            sn.check()?;
+            for (_, r) in sn.records.iter_sorted() {
+                if r.host as usize >= self.hosts.len() {
+                    return Err(format!(
+                        "a record in {} names unknown host {}",
+                        sn.net, r.host
+                    ));
+                }
+                max_seq = max_seq.max(r.seq);
+            }
+        }
+        if max_seq > self.seq {
+            return Err(format!(
+                "a record has sequence {max_seq} past the last {}",
+                self.seq
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn usage_of(sn: &Subnet, lo: u128, hi: u128) -> Usage {
+    let (reserved, allocated, cooling) = sn.counts_in(lo, hi);
+    let size = hi - lo + 1;
+    let free = size.saturating_sub(reserved + u128::from(allocated) + u128::from(cooling));
+    Usage {
+        size,
+        reserved,
+        allocated,
+        cooling,
+        free,
+    }
+}
+
+fn net_at(v: u128, prefix: u8, v6: bool) -> IpNet {
+    let addr = if v6 {
+        IpAddr::V6(v.into())
+    } else {
+        IpAddr::V4((v as u32).into())
+    };
+    IpNet::new(addr, prefix)
+        .map(|n| n.trunc())
+        .unwrap_or_else(|_| IpNet::from(addr))
+}
