@@ -191,13 +191,6 @@ fn check_name(what: &str, name: &str, may_be_empty: bool) -> Result<(), AllocErr
     Ok(())
 }
 
-fn family(net: &IpNet) -> &'static str {
-    match net {
-        IpNet::V4(_) => "IPv4",
-        IpNet::V6(_) => "IPv6",
-    }
-}
-
 /// Checks that the allocator can hold this subnet.
 fn check_subnet(net: &IpNet) -> Result<(), AllocError> {
     let bits = u32::from(net.max_prefix_len() - net.prefix_len());
@@ -451,7 +444,7 @@ impl State {
         })
     }
 
-    /// Removes a pool nobody holds, unless it is the last pool over a subnet with allocations.
+    /// Removes a pool nobody holds once nothing is allocated in its subnet.
     fn maybe_remove_pool(&mut self, id: &PoolId) -> bool {
         let Some(pool) = self.pools.get(id) else {
             return true;
@@ -462,11 +455,26 @@ impl State {
         let Some(sn) = self.subnets.get(&Self::subnet_key(id)) else {
             return false;
         };
-        if sn.pools == 1 && sn.records.len() > 0 {
+        if sn.records.len() > 0 {
             return false;
         }
         self.remove_pool(id);
         true
+    }
+
+    /// After the last allocation of a subnet is gone, removes its pools that nobody holds.
+    fn sweep_subnet(&mut self, id: &PoolId) {
+        let orphans: Vec<PoolId> = self
+            .pools
+            .iter()
+            .filter(|(p, pool)| {
+                p.space == id.space && p.subnet == id.subnet && pool.holders.is_empty()
+            })
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in orphans {
+            self.maybe_remove_pool(&p);
+        }
     }
 
     fn remove_pool(&mut self, id: &PoolId) {
@@ -503,7 +511,7 @@ impl State {
             return Err(AllocError::NoSuchPool(id.clone()));
         }
         if let Some(sn) = self.subnets.get(&Self::subnet_key(id)) {
-            if sn.pools == 1 && sn.records.len() > 0 && !force {
+            if sn.records.len() > 0 && !force {
                 return Err(AllocError::PoolInUse {
                     pool: id.clone(),
                     allocated: sn.records.len(),
@@ -772,7 +780,7 @@ impl State {
             } else {
                 sn.bitmap.clear(off);
             }
-            self.maybe_remove_pool(id);
+            self.sweep_subnet(id);
             return Ok(Outcome::Released {
                 what: Released::Allocation,
             });
@@ -961,7 +969,7 @@ impl State {
             if p.lo > p.hi || p.hi >= sn.size() {
                 return Err(format!("pool {id} has a range outside its subnet"));
             }
-            if p.holders.is_empty() && (sn.pools != 1 || sn.records.len() == 0) {
+            if p.holders.is_empty() && sn.records.len() == 0 {
                 return Err(format!("pool {id} is held by nobody yet still exists"));
             }
         }

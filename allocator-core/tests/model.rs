@@ -1,0 +1,501 @@
+//! Model-based property test: random command sequences applied to the real `State` and to a
+//! plain reference model (B-tree maps and linear scans). After every step the outcomes must
+//! agree and `check_invariants()` must hold.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use allocator_core::{
+    AddrRange, AllocError, Command, Op, Order, Outcome, Owner, PoolId, PoolSpec, Released, State,
+};
+use ipnet::IpNet;
+use proptest::prelude::*;
+
+/// The pools the test may create: small IPv4 and IPv6 subnets (including /30, /31, /32),
+/// ranges, a reserve range, serial order, a cooldown and an overlapping subnet.
+fn specs() -> Vec<PoolSpec> {
+    let s = |space: &str,
+             net: &str,
+             range: Option<&str>,
+             reserve: &[&str],
+             serial: bool,
+             cooldown_ms: u64| PoolSpec {
+        space: space.into(),
+        subnet: Some(net.parse().unwrap()),
+        range: range.map(|r| r.parse().unwrap()),
+        reserve: reserve
+            .iter()
+            .map(|r| r.parse::<AddrRange>().unwrap())
+            .collect(),
+        serial,
+        cooldown_ms,
+        ..Default::default()
+    };
+    vec![
+        s("g", "10.0.0.0/28", None, &[], false, 0),
+        s("g", "10.0.0.0/28", Some("10.0.0.8/29"), &[], true, 0),
+        s("g", "10.0.0.0/27", None, &[], false, 0), // overlaps the /28
+        s("g", "10.0.1.0/30", None, &[], false, 2000),
+        s("g", "10.0.2.0/31", None, &[], true, 0),
+        s("g", "10.0.3.7/32", None, &[], false, 0),
+        s("l", "10.0.0.0/28", None, &["10.0.0.2-10.0.0.4"], false, 0), // another space: no overlap
+        s("g", "fd00::/64", None, &[], false, 1000),
+        s("g", "fd01::/126", Some("fd01::/127"), &[], false, 0),
+        s("g", "fd02::1/128", None, &[], false, 0),
+    ]
+}
+
+const HOSTS: [&str; 3] = ["a", "b", "c"];
+const ENDPOINTS: [&str; 4] = ["", "e1", "e2", "e3"];
+
+#[derive(Clone, Debug)]
+enum Step {
+    RequestPool(usize, usize),
+    ReleasePool(usize, usize),
+    DeletePool(usize, bool),
+    Reserve(usize, u8, usize),
+    Allocate(usize, Option<u8>, usize, usize, u8),
+    Release(usize, u8, usize, bool),
+    Wait(u16),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let n = specs().len();
+    prop_oneof![
+        2 => (0..n, 0..3usize).prop_map(|(p, h)| Step::RequestPool(p, h)),
+        1 => (0..n, 0..3usize).prop_map(|(p, h)| Step::ReleasePool(p, h)),
+        1 => (0..n, any::<bool>()).prop_map(|(p, f)| Step::DeletePool(p, f)),
+        2 => (0..n, any::<u8>(), 0..3usize).prop_map(|(p, a, h)| Step::Reserve(p, a, h)),
+        8 => (0..n, proptest::option::weighted(0.3, any::<u8>()), 0..3usize, 0..4usize, 0..3u8)
+            .prop_map(|(p, a, h, e, o)| Step::Allocate(p, a, h, e, o)),
+        4 => (0..n, any::<u8>(), 0..3usize, proptest::bool::weighted(0.1)).prop_map(|(p, a, h, f)| Step::Release(p, a, h, f)),
+        1 => (0..2500u16).prop_map(Step::Wait),
+    ]
+}
+
+fn to_u128(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(v) => u32::from(v).into(),
+        IpAddr::V6(v) => v.into(),
+    }
+}
+
+fn size(net: &IpNet) -> u128 {
+    1u128 << (net.max_prefix_len() - net.prefix_len())
+}
+
+/// An address of the pool's subnet picked by `x`: mostly inside, sometimes just outside.
+fn pick_addr(spec: &PoolSpec, x: u8) -> IpAddr {
+    let net = spec.subnet.unwrap();
+    let base = to_u128(net.network());
+    let off = u128::from(x) % (size(&net) + 2);
+    let v = base.wrapping_add(off);
+    match net {
+        IpNet::V4(_) => IpAddr::V4((v as u32).into()),
+        IpNet::V6(_) => IpAddr::V6(v.into()),
+    }
+}
+
+#[derive(Default, Debug)]
+struct MSub {
+    fixed: BTreeSet<u128>,
+    reserved: BTreeMap<u128, BTreeMap<String, u32>>,
+    allocated: BTreeMap<u128, (Owner, u64)>,
+    cooling: BTreeMap<u128, u64>,
+    pools: u32,
+}
+
+#[derive(Debug)]
+struct MPool {
+    holders: BTreeMap<String, u32>,
+    lo: u128,
+    hi: u128,
+    serial: bool,
+    cooldown: u64,
+    cursor: Option<u128>,
+}
+
+#[derive(Default, Debug)]
+struct Model {
+    subs: BTreeMap<(String, IpNet), MSub>,
+    pools: BTreeMap<PoolId, MPool>,
+    seq: u64,
+}
+
+fn id_of(spec: &PoolSpec) -> PoolId {
+    PoolId::new(spec.space.clone(), spec.subnet.unwrap(), spec.range)
+}
+
+fn key(id: &PoolId) -> (String, IpNet) {
+    (id.space.clone(), id.subnet)
+}
+
+impl MSub {
+    fn used(&self, off: u128) -> bool {
+        self.fixed.contains(&off)
+            || self.reserved.contains_key(&off)
+            || self.allocated.contains_key(&off)
+            || self.cooling.contains_key(&off)
+    }
+    fn expire(&mut self, now: u64) {
+        self.cooling.retain(|_, until| *until > now);
+    }
+}
+
+/// Error kinds are compared by variant; their texts are the real code's business.
+fn kind(e: &AllocError) -> String {
+    format!("{e:?}")
+        .split(['(', ' ', '{'])
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+impl Model {
+    fn addr_net(net: &IpNet, off: u128) -> IpNet {
+        let v = to_u128(net.network()) + off;
+        let a = match net {
+            IpNet::V4(_) => IpAddr::V4((v as u32).into()),
+            IpNet::V6(_) => IpAddr::V6(v.into()),
+        };
+        IpNet::new(a, net.prefix_len()).unwrap()
+    }
+
+    fn offset(net: &IpNet, a: IpAddr) -> Option<u128> {
+        net.contains(&a)
+            .then(|| to_u128(a) - to_u128(net.network()))
+    }
+
+    fn request_pool(&mut self, spec: &PoolSpec, holder: &str) -> Result<Outcome, String> {
+        let id = id_of(spec);
+        let net = id.subnet;
+        if let Some(p) = self.pools.get_mut(&id) {
+            *p.holders.entry(holder.into()).or_default() += 1;
+            return Ok(Outcome::Pool {
+                pool: id,
+                created: false,
+            });
+        }
+        for (space, other) in self.subs.keys() {
+            if *space == id.space
+                && *other != net
+                && (other.contains(&net.network()) || net.contains(&other.network()))
+            {
+                return Err("Overlap".into());
+            }
+        }
+        let mut fixed = BTreeSet::new();
+        let bits = net.max_prefix_len() - net.prefix_len();
+        if bits >= 2 {
+            fixed.insert(0);
+            if matches!(net, IpNet::V4(_)) {
+                fixed.insert(size(&net) - 1);
+            }
+        }
+        let mut offsets = vec![];
+        for r in &spec.reserve {
+            let (a, b) = (
+                Self::offset(&net, r.first).unwrap(),
+                Self::offset(&net, r.last).unwrap(),
+            );
+            for o in a..=b {
+                if self
+                    .subs
+                    .get(&key(&id))
+                    .is_some_and(|s| s.allocated.contains_key(&o))
+                {
+                    return Err("HeldBy".into());
+                }
+                if !fixed.contains(&o) {
+                    offsets.push(o);
+                }
+            }
+        }
+        let sub = self.subs.entry(key(&id)).or_insert_with(|| MSub {
+            fixed,
+            ..Default::default()
+        });
+        sub.pools += 1;
+        for o in offsets {
+            sub.cooling.remove(&o);
+            *sub.reserved
+                .entry(o)
+                .or_default()
+                .entry(format!("@{id}"))
+                .or_default() += 1;
+        }
+        let (lo, hi) = match spec.range {
+            Some(r) => (
+                Self::offset(&net, r.network()).unwrap(),
+                Self::offset(&net, r.broadcast()).unwrap(),
+            ),
+            None => (0, size(&net) - 1),
+        };
+        let holders = BTreeMap::from([(holder.to_string(), 1)]);
+        self.pools.insert(
+            id.clone(),
+            MPool {
+                holders,
+                lo,
+                hi,
+                serial: spec.serial,
+                cooldown: spec.cooldown_ms,
+                cursor: None,
+            },
+        );
+        Ok(Outcome::Pool {
+            pool: id,
+            created: true,
+        })
+    }
+
+    fn maybe_remove(&mut self, id: &PoolId) -> bool {
+        let Some(p) = self.pools.get(id) else {
+            return true;
+        };
+        let sub = &self.subs[&key(id)];
+        if !p.holders.is_empty() || !sub.allocated.is_empty() {
+            return false;
+        }
+        self.remove(id);
+        true
+    }
+
+    fn remove(&mut self, id: &PoolId) {
+        self.pools.remove(id);
+        let sub = self.subs.get_mut(&key(id)).unwrap();
+        sub.pools -= 1;
+        if sub.pools == 0 {
+            self.subs.remove(&key(id));
+            return;
+        }
+        let tag = format!("@{id}");
+        for h in sub.reserved.values_mut() {
+            h.remove(&tag);
+        }
+        sub.reserved.retain(|_, h| !h.is_empty());
+    }
+
+    fn apply(&mut self, now: u64, op: &Op) -> Result<Outcome, String> {
+        match op {
+            Op::RequestPool { spec, holder } => self.request_pool(spec, holder),
+            Op::ReleasePool { pool, holder } => {
+                let p = self.pools.get_mut(pool).ok_or("NoSuchPool")?;
+                if let Some(c) = p.holders.get_mut(holder) {
+                    *c -= 1;
+                    if *c == 0 {
+                        p.holders.remove(holder);
+                    }
+                }
+                Ok(Outcome::PoolReleased {
+                    removed: self.maybe_remove(pool),
+                })
+            }
+            Op::DeletePool { pool, force } => {
+                self.pools.get(pool).ok_or("NoSuchPool")?;
+                let sub = &self.subs[&key(pool)];
+                if !sub.allocated.is_empty() && !force {
+                    return Err("PoolInUse".into());
+                }
+                self.remove(pool);
+                Ok(Outcome::PoolReleased { removed: true })
+            }
+            Op::Reserve { pool, addr, holder } => {
+                self.pools.get(pool).ok_or("NoSuchPool")?;
+                let sub = self.subs.get_mut(&key(pool)).unwrap();
+                let off = Self::offset(&pool.subnet, *addr).ok_or("OutsidePool")?;
+                sub.expire(now);
+                if sub.allocated.contains_key(&off) {
+                    return Err("HeldBy".into());
+                }
+                if sub.fixed.contains(&off) {
+                    return Err("Reserved".into());
+                }
+                sub.cooling.remove(&off);
+                *sub.reserved
+                    .entry(off)
+                    .or_default()
+                    .entry(holder.clone())
+                    .or_default() += 1;
+                Ok(Outcome::Reserved {
+                    addr: Self::addr_net(&pool.subnet, off),
+                })
+            }
+            Op::Allocate {
+                pool,
+                addr,
+                owner,
+                order,
+            } => {
+                let p = self.pools.get_mut(pool).ok_or("NoSuchPool")?;
+                let sub = self.subs.get_mut(&key(pool)).unwrap();
+                sub.expire(now);
+                let want = match addr {
+                    Some(a) => Some(Self::offset(&pool.subnet, *a).ok_or("OutsidePool")?),
+                    None => None,
+                };
+                if !owner.endpoint.is_empty() {
+                    if let Some((&held, (_, seq))) =
+                        sub.allocated.iter().find(|(_, (o, _))| o == owner)
+                    {
+                        if want.is_none() || want == Some(held) {
+                            return Ok(Outcome::Allocated {
+                                addr: Self::addr_net(&pool.subnet, held),
+                                seq: *seq,
+                                existing: true,
+                            });
+                        }
+                        return Err("OwnerHoldsOther".into());
+                    }
+                }
+                let off = match want {
+                    Some(o) => {
+                        if sub.allocated.contains_key(&o) {
+                            return Err("HeldBy".into());
+                        }
+                        if sub.fixed.contains(&o) || sub.reserved.contains_key(&o) {
+                            return Err("Reserved".into());
+                        }
+                        if sub.cooling.contains_key(&o) {
+                            return Err("Cooling".into());
+                        }
+                        o
+                    }
+                    None => {
+                        let serial = match order {
+                            Order::Serial => true,
+                            Order::Lowest => false,
+                            Order::PoolDefault => p.serial,
+                        };
+                        let lowest = |from: u128| (from..=p.hi).find(|o| !sub.used(*o));
+                        let found = if serial {
+                            let start = p.cursor.map_or(p.lo, |c| c + 1).clamp(p.lo, p.hi + 1);
+                            lowest(start).or_else(|| lowest(p.lo))
+                        } else {
+                            lowest(p.lo)
+                        };
+                        found.ok_or("PoolFull")?
+                    }
+                };
+                p.cursor = Some(off);
+                self.seq += 1;
+                sub.allocated.insert(off, (owner.clone(), self.seq));
+                Ok(Outcome::Allocated {
+                    addr: Self::addr_net(&pool.subnet, off),
+                    seq: self.seq,
+                    existing: false,
+                })
+            }
+            Op::Release {
+                pool,
+                addr,
+                host,
+                force,
+            } => {
+                let p = self.pools.get(pool).ok_or("NoSuchPool")?;
+                let cooldown = p.cooldown;
+                let sub = self.subs.get_mut(&key(pool)).unwrap();
+                let off = Self::offset(&pool.subnet, *addr).ok_or("OutsidePool")?;
+                sub.expire(now);
+                if let Some((o, _)) = sub.allocated.get(&off) {
+                    if &o.host != host && !force {
+                        return Err("NotOwner".into());
+                    }
+                    sub.allocated.remove(&off);
+                    if cooldown > 0 {
+                        sub.cooling.insert(off, now + cooldown);
+                    }
+                    if sub.allocated.is_empty() {
+                        let orphans: Vec<PoolId> = self
+                            .pools
+                            .keys()
+                            .filter(|p| key(p) == key(pool))
+                            .cloned()
+                            .collect();
+                        for p in orphans {
+                            self.maybe_remove(&p);
+                        }
+                    }
+                    return Ok(Outcome::Released {
+                        what: Released::Allocation,
+                    });
+                }
+                if let Some(h) = sub.reserved.get_mut(&off) {
+                    let mut what = Released::Nothing;
+                    if let Some(c) = h.get_mut(host) {
+                        *c -= 1;
+                        if *c == 0 {
+                            h.remove(host);
+                        }
+                        what = Released::Reservation;
+                    } else if *force {
+                        h.retain(|k, _| k.starts_with('@'));
+                        what = Released::Reservation;
+                    }
+                    if h.is_empty() {
+                        sub.reserved.remove(&off);
+                    }
+                    return Ok(Outcome::Released { what });
+                }
+                Ok(Outcome::Released {
+                    what: Released::Nothing,
+                })
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn state_agrees_with_the_reference_model(steps in proptest::collection::vec(step(), 1..120)) {
+        let specs = specs();
+        let mut state = State::default();
+        let mut model = Model::default();
+        let mut now = 1_000_000u64;
+        for s in steps {
+            let op = match s {
+                Step::RequestPool(p, h) => Op::RequestPool { spec: specs[p].clone(), holder: HOSTS[h].into() },
+                Step::ReleasePool(p, h) => Op::ReleasePool { pool: id_of(&specs[p]), holder: HOSTS[h].into() },
+                Step::DeletePool(p, force) => Op::DeletePool { pool: id_of(&specs[p]), force },
+                Step::Reserve(p, a, h) => Op::Reserve { pool: id_of(&specs[p]), addr: pick_addr(&specs[p], a), holder: HOSTS[h].into() },
+                Step::Allocate(p, a, h, e, o) => Op::Allocate {
+                    pool: id_of(&specs[p]),
+                    addr: a.map(|a| pick_addr(&specs[p], a)),
+                    owner: Owner::new(HOSTS[h], ENDPOINTS[e]),
+                    order: [Order::PoolDefault, Order::Lowest, Order::Serial][o as usize],
+                },
+                Step::Release(p, a, h, force) => Op::Release { pool: id_of(&specs[p]), addr: pick_addr(&specs[p], a), host: HOSTS[h].into(), force },
+                Step::Wait(ms) => {
+                    now += u64::from(ms);
+                    continue;
+                }
+            };
+            let got = state.apply(&Command { at_ms: now, op: op.clone() });
+            let want = model.apply(now, &op);
+            match (&got, &want) {
+                (Ok(g), Ok(w)) => prop_assert_eq!(g, w, "op {:?}", op),
+                (Err(g), Err(w)) => prop_assert_eq!(&kind(g), w, "op {:?}: {}", op, g),
+                _ => prop_assert!(false, "op {:?}: state {:?} but model {:?}", op, got, want),
+            }
+            if let Err(e) = state.check_invariants() {
+                prop_assert!(false, "after {:?}: {}", op, e);
+            }
+            // Usage counts agree with the model for every live pool.
+            for (id, p) in &model.pools {
+                let sub = &model.subs[&key(id)];
+                let inr = |o: &u128| (p.lo..=p.hi).contains(o);
+                let u = state.usage(id).unwrap();
+                prop_assert_eq!(u.allocated, sub.allocated.keys().filter(|o| inr(o)).count() as u64);
+                prop_assert_eq!(u.cooling, sub.cooling.keys().filter(|o| inr(o)).count() as u64);
+                let reserved = sub.fixed.iter().chain(sub.reserved.keys()).filter(|o| inr(o)).count() as u128;
+                prop_assert_eq!(u.reserved, reserved);
+            }
+        }
+        // And the state survives a snapshot round trip unchanged.
+        let copy = State::from_snapshot(&state.to_snapshot()).unwrap();
+        prop_assert_eq!(copy.pools(), state.pools());
+        prop_assert_eq!(copy.all_allocations(), state.all_allocations());
+    }
+}
