@@ -12,6 +12,8 @@
 //!
 //! A set bit means "not available" (allocated, reserved or cooling — the bitmap does not care).
 
+use std::collections::{BTreeMap, BTreeSet};
+
 const BLOCK_BITS: u32 = 12; // 4096 addresses per block
 const FANOUT_BITS: u32 = 6; // 64 children per inner node
 const ALL: u64 = u64::MAX;
@@ -41,11 +43,28 @@ enum Node {
 #[derive(Clone)]
 pub struct Bitmap {
     bits: u32,
-    /// Bits covered by one child of the root (the root is a block when `levels == 0`).
-    levels: u32,
-    root: Node,
+    root: Root,
     used: u128,
 }
+
+/// Spaces of up to 2^24 addresses are one tree. Larger ones (IPv6) are a sparse, ordered map
+/// of 2^24-address trees, so a /64 costs three levels per operation instead of nine, plus a
+/// set of the trees that are full.
+#[derive(Clone)]
+enum Root {
+    Single {
+        span: u32,
+        node: Node,
+    },
+    Sparse {
+        tops: BTreeMap<u128, Node>,
+        full: BTreeSet<u128>,
+        n_tops: u128,
+    },
+}
+
+const TOP_BITS: u32 = 24;
+const TOP_MASK: u128 = (1 << TOP_BITS) - 1;
 
 impl std::fmt::Debug for Bitmap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -114,6 +133,13 @@ impl Block {
         }
         let w2 = rest.trailing_zeros();
         Some((w2 << 6) | (!self.words[w2 as usize]).trailing_zeros())
+    }
+
+    /// Finds the lowest clear bit ≥ `from`, sets it; returns it and whether the block is full.
+    fn take_from(&mut self, from: u32) -> Option<(u32, bool)> {
+        let i = self.find_from(from)?;
+        let (_, full) = self.set(i);
+        Some((i, full))
     }
 
     /// Sets a bit; returns (was it clear, is the block full now).
@@ -186,6 +212,54 @@ impl Node {
         }
     }
 
+    fn new_child(child_span: u32) -> Node {
+        if child_span == BLOCK_BITS {
+            Node::Block(Block::empty())
+        } else {
+            Node::Inner(Inner::empty(ALL))
+        }
+    }
+
+    /// Finds the lowest clear offset ≥ `from` and sets it, in one descent. Returns it and
+    /// whether this node is full now.
+    fn take_from(&mut self, span: u32, from: u128) -> Option<(u128, bool)> {
+        match self {
+            Node::Block(b) => b
+                .take_from(from as u32)
+                .map(|(i, full)| (u128::from(i), full)),
+            Node::Inner(n) => {
+                let child_span = span - FANOUT_BITS;
+                let c = (from >> child_span) as u32;
+                let mut found = None;
+                if n.nonfull & (1 << c) != 0 {
+                    let local = from & ((1u128 << child_span) - 1);
+                    let child =
+                        n.children[c as usize].get_or_insert_with(|| Node::new_child(child_span));
+                    found = child
+                        .take_from(child_span, local)
+                        .map(|(x, full)| (c, x, full));
+                }
+                if found.is_none() {
+                    let rest = n.nonfull & above(c);
+                    if rest == 0 {
+                        return None;
+                    }
+                    let c2 = rest.trailing_zeros();
+                    let child =
+                        n.children[c2 as usize].get_or_insert_with(|| Node::new_child(child_span));
+                    found = child
+                        .take_from(child_span, 0)
+                        .map(|(x, full)| (c2, x, full));
+                }
+                let (c, x, child_full) = found?;
+                if child_full {
+                    n.nonfull &= !(1 << c);
+                }
+                Some(((u128::from(c) << child_span) | x, n.nonfull == 0))
+            }
+        }
+    }
+
     /// Sets a bit; returns (was it clear, is this node full now).
     fn set(&mut self, span: u32, i: u128) -> (bool, bool) {
         match self {
@@ -194,13 +268,7 @@ impl Node {
                 let child_span = span - FANOUT_BITS;
                 let c = (i >> child_span) as usize;
                 let local = i & ((1u128 << child_span) - 1);
-                let child = n.children[c].get_or_insert_with(|| {
-                    if child_span == BLOCK_BITS {
-                        Node::Block(Block::empty())
-                    } else {
-                        Node::Inner(Inner::empty(ALL))
-                    }
-                });
+                let child = n.children[c].get_or_insert_with(|| Node::new_child(child_span));
                 let (was_clear, child_full) = child.set(child_span, local);
                 if child_full {
                     n.nonfull &= !(1 << c);
@@ -294,27 +362,31 @@ impl Bitmap {
     /// An empty bitmap over `2^bits` offsets. Panics if `bits > MAX_BITS` (callers validate).
     pub fn new(bits: u32) -> Bitmap {
         assert!(bits <= MAX_BITS, "bitmap of 2^{bits} bits is too large");
-        if bits <= BLOCK_BITS {
-            return Bitmap {
-                bits,
-                levels: 0,
-                root: Node::Block(Block::partial(bits)),
-                used: 0,
-            };
-        }
-        let levels = (bits - BLOCK_BITS).div_ceil(FANOUT_BITS);
-        let root_span = BLOCK_BITS + levels * FANOUT_BITS;
-        let valid_children = 1u32 << (bits - (root_span - FANOUT_BITS));
+        let root = if bits <= BLOCK_BITS {
+            Root::Single {
+                span: BLOCK_BITS,
+                node: Node::Block(Block::partial(bits)),
+            }
+        } else if bits <= TOP_BITS {
+            let levels = (bits - BLOCK_BITS).div_ceil(FANOUT_BITS);
+            let span = BLOCK_BITS + levels * FANOUT_BITS;
+            let valid_children = 1u32 << (bits - (span - FANOUT_BITS));
+            Root::Single {
+                span,
+                node: Node::Inner(Inner::empty(mask_low(valid_children))),
+            }
+        } else {
+            Root::Sparse {
+                tops: BTreeMap::new(),
+                full: BTreeSet::new(),
+                n_tops: 1u128 << (bits - TOP_BITS),
+            }
+        };
         Bitmap {
             bits,
-            levels,
-            root: Node::Inner(Inner::empty(mask_low(valid_children))),
+            root,
             used: 0,
         }
-    }
-
-    fn span(&self) -> u32 {
-        BLOCK_BITS + self.levels * FANOUT_BITS
     }
 
     /// Number of offsets covered: `2^bits`.
@@ -332,7 +404,31 @@ impl Bitmap {
         if from >= self.capacity() {
             return None;
         }
-        self.root.find_from(self.span(), from)
+        match &self.root {
+            Root::Single { span, node } => node.find_from(*span, from),
+            Root::Sparse { tops, full, n_tops } => {
+                let (mut k, mut local) = (from >> TOP_BITS, from & TOP_MASK);
+                // Each turn returns or moves to a later top, skipping full ones: bounded by
+                // the number of tops that exist.
+                loop {
+                    if k >= *n_tops {
+                        return None;
+                    }
+                    if !full.contains(&k) {
+                        match tops.get(&k) {
+                            None => return Some((k << TOP_BITS) | local),
+                            Some(n) => {
+                                if let Some(x) = n.find_from(TOP_BITS, local) {
+                                    return Some((k << TOP_BITS) | x);
+                                }
+                            }
+                        }
+                    }
+                    k = next_not_full(full, k + 1);
+                    local = 0;
+                }
+            }
+        }
     }
 
     /// Lowest clear offset in `lo..=hi`, if any.
@@ -340,9 +436,46 @@ impl Bitmap {
         self.first_clear_from(lo).filter(|&x| x <= hi)
     }
 
+    /// Finds the lowest clear offset in `lo..=hi` and sets it, in one pass.
+    pub fn take_first_in(&mut self, lo: u128, hi: u128) -> Option<u128> {
+        if lo >= self.capacity() {
+            return None;
+        }
+        let got = match &mut self.root {
+            Root::Single { span, node } => {
+                // A find past `hi` must not set anything: only take when the range reaches
+                // the end of the space, else find first and set after.
+                if hi + 1 >= 1u128 << self.bits {
+                    node.take_from(*span, lo).map(|(x, _)| x)
+                } else {
+                    let x = node.find_from(*span, lo).filter(|&x| x <= hi)?;
+                    node.set(*span, x);
+                    Some(x)
+                }
+            }
+            Root::Sparse { .. } => {
+                let x = self.first_clear_in(lo, hi)?;
+                self.set(x);
+                return Some(x);
+            }
+        };
+        if got.is_some() {
+            self.used += 1;
+        }
+        got
+    }
+
     /// Whether `i` is set. Offsets past the end read as set.
     pub fn get(&self, i: u128) -> bool {
-        i >= self.capacity() || self.root.get(self.span(), i)
+        if i >= self.capacity() {
+            return true;
+        }
+        match &self.root {
+            Root::Single { span, node } => node.get(*span, i),
+            Root::Sparse { tops, .. } => tops
+                .get(&(i >> TOP_BITS))
+                .is_some_and(|n| n.get(TOP_BITS, i & TOP_MASK)),
+        }
     }
 
     /// Sets `i`; returns whether it was clear. Offsets past the end are ignored (false).
@@ -350,8 +483,20 @@ impl Bitmap {
         if i >= self.capacity() {
             return false;
         }
-        let span = self.span();
-        let (was_clear, _) = self.root.set(span, i);
+        let was_clear = match &mut self.root {
+            Root::Single { span, node } => node.set(*span, i).0,
+            Root::Sparse { tops, full, .. } => {
+                let k = i >> TOP_BITS;
+                let n = tops
+                    .entry(k)
+                    .or_insert_with(|| Node::Inner(Inner::empty(ALL)));
+                let (was_clear, now_full) = n.set(TOP_BITS, i & TOP_MASK);
+                if now_full {
+                    full.insert(k);
+                }
+                was_clear
+            }
+        };
         if was_clear {
             self.used += 1;
         }
@@ -363,8 +508,19 @@ impl Bitmap {
         if i >= self.capacity() {
             return false;
         }
-        let span = self.span();
-        let was_set = self.root.clear(span, i);
+        let was_set = match &mut self.root {
+            Root::Single { span, node } => node.clear(*span, i),
+            Root::Sparse { tops, full, .. } => {
+                let k = i >> TOP_BITS;
+                let was_set = tops
+                    .get_mut(&k)
+                    .is_some_and(|n| n.clear(TOP_BITS, i & TOP_MASK));
+                if was_set {
+                    full.remove(&k);
+                }
+                was_set
+            }
+        };
         if was_set {
             self.used -= 1;
         }
@@ -373,22 +529,53 @@ impl Bitmap {
 
     /// Bytes of heap memory the bitmap holds.
     pub fn heap_bytes(&self) -> usize {
-        self.root.heap_bytes()
+        match &self.root {
+            Root::Single { node, .. } => node.heap_bytes(),
+            Root::Sparse { tops, full, .. } => {
+                tops.values().map(|n| n.heap_bytes() + 48).sum::<usize>() + full.len() * 24
+            }
+        }
     }
 
     /// Verifies every summary word against the leaves and the population count.
     pub fn check(&self) -> Result<(), String> {
-        let span = self.span();
-        let mut set = self.root.check(span)?;
-        if self.bits < BLOCK_BITS {
-            // The padding past the end of a small root block is marked used.
-            set -= (1u128 << BLOCK_BITS) - (1u128 << self.bits);
-        }
+        let set = match &self.root {
+            Root::Single { span, node } => {
+                let mut set = node.check(*span)?;
+                if self.bits < BLOCK_BITS {
+                    // The padding past the end of a small root block is marked used.
+                    set -= (1u128 << BLOCK_BITS) - (1u128 << self.bits);
+                }
+                set
+            }
+            Root::Sparse { tops, full, .. } => {
+                let mut set = 0;
+                for (k, n) in tops {
+                    let used = n.check(TOP_BITS)?;
+                    if (used == 1u128 << TOP_BITS) != full.contains(k) {
+                        return Err(format!("top {k} fullness disagrees with the full set"));
+                    }
+                    set += used;
+                }
+                set
+            }
+        };
         if set != self.used {
             return Err(format!("bitmap counts {} used but holds {set}", self.used));
         }
         Ok(())
     }
+}
+
+/// The first `k' ≥ k` not in `full`.
+fn next_not_full(full: &BTreeSet<u128>, mut k: u128) -> u128 {
+    for &f in full.range(k..) {
+        if f != k {
+            break;
+        }
+        k += 1;
+    }
+    k
 }
 
 #[cfg(test)]
@@ -443,9 +630,25 @@ mod tests {
         b.check().unwrap();
     }
 
+    #[test]
+    fn a_full_top_of_a_sparse_space_is_skipped() {
+        let mut b = Bitmap::new(26);
+        let top = 1u128 << 24;
+        for i in 0..top {
+            assert_eq!(b.take_first_in(0, u128::MAX), Some(i));
+        }
+        assert_eq!(b.first_clear_from(0), Some(top));
+        assert_eq!(b.first_clear_from(5), Some(top));
+        b.set(top);
+        assert_eq!(b.first_clear_from(0), Some(top + 1));
+        b.clear(7);
+        assert_eq!(b.first_clear_from(0), Some(7));
+        b.check().unwrap();
+    }
+
     proptest! {
         #[test]
-        fn agrees_with_a_btreeset(bits in 0u32..20, ops in proptest::collection::vec((any::<bool>(), any::<u32>(), any::<u32>()), 1..300)) {
+        fn agrees_with_a_btreeset(bits in prop_oneof![0u32..20, 24u32..27], ops in proptest::collection::vec((any::<bool>(), any::<u32>(), any::<u32>()), 1..300)) {
             let mut b = Bitmap::new(bits);
             let mut m = BTreeSet::new();
             let cap = 1u128 << bits;
@@ -455,6 +658,15 @@ mod tests {
                     prop_assert_eq!(b.set(i), i < cap && m.insert(i));
                 } else {
                     prop_assert_eq!(b.clear(i), m.remove(&i));
+                }
+                if x % 7 == 0 {
+                    let lo = u128::from(from) % (cap + 1);
+                    let hi = lo + u128::from(x >> 8) % 70;
+                    let want = (lo..=hi.min(cap.saturating_sub(1))).find(|x| !m.contains(x));
+                    prop_assert_eq!(b.take_first_in(lo, hi), want);
+                    if let Some(w) = want {
+                        m.insert(w);
+                    }
                 }
                 let from = u128::from(from) % (cap + 1);
                 let want = (from..cap).find(|x| !m.contains(x));

@@ -256,8 +256,9 @@ fn rebuild(snap: SnapState<'_>) -> Result<State, SnapshotError> {
             },
             None => (0, sn.size() - 1),
         };
-        *counts.entry(key).or_default() += 1;
+        *counts.entry(key.clone()).or_default() += 1;
         let pool = Pool {
+            key,
             serial: p.serial,
             cooldown_ms: p.cooldown_ms,
             holders: p.holders.into_iter().collect(),

@@ -1,6 +1,8 @@
 //! The allocation state machine: pools, subnets, and `apply`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use hashbrown::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -136,6 +138,8 @@ pub enum Holding {
 }
 
 pub(crate) struct Pool {
+    /// Key of its subnet in `State::subnets`.
+    pub key: (String, IpNet),
     pub serial: bool,
     pub cooldown_ms: u64,
     pub holders: BTreeMap<String, u32>,
@@ -413,6 +417,7 @@ impl State {
         let mut holders = BTreeMap::new();
         holders.insert(holder.to_string(), 1);
         let pool = Pool {
+            key: (id.space.clone(), id.subnet),
             serial: spec.serial,
             cooldown_ms: spec.cooldown_ms,
             holders,
@@ -522,23 +527,27 @@ impl State {
         Ok(Outcome::PoolReleased { removed: true })
     }
 
-    fn locate(
-        &mut self,
+    /// The pool, its subnet and the offset of `addr` in it, borrowed from the state's fields
+    /// (no key is cloned: this is the hot path).
+    fn locate<'a>(
+        pools: &'a mut BTreeMap<PoolId, Pool>,
+        subnets: &'a mut BTreeMap<(String, IpNet), Subnet>,
         id: &PoolId,
-        addr: IpAddr,
-    ) -> Result<(&mut Pool, &mut Subnet, u128), AllocError> {
-        let pool = self
-            .pools
+        addr: Option<IpAddr>,
+    ) -> Result<(&'a mut Pool, &'a mut Subnet, Option<u128>), AllocError> {
+        let pool = pools
             .get_mut(id)
             .ok_or_else(|| AllocError::NoSuchPool(id.clone()))?;
-        let sn = self
-            .subnets
-            .get_mut(&(id.space.clone(), id.subnet))
+        let sn = subnets
+            .get_mut(&pool.key)
             .ok_or_else(|| AllocError::NoSuchPool(id.clone()))?;
-        let off = sn.offset(addr).ok_or_else(|| AllocError::OutsidePool {
-            addr,
-            pool: id.clone(),
-        })?;
+        let off = match addr {
+            Some(a) => Some(sn.offset(a).ok_or_else(|| AllocError::OutsidePool {
+                addr: a,
+                pool: id.clone(),
+            })?),
+            None => None,
+        };
         Ok((pool, sn, off))
     }
 
@@ -601,18 +610,22 @@ impl State {
         })
     }
 
-    fn host_id(&mut self, host: &str) -> Result<u16, AllocError> {
-        if let Some(&h) = self.host_ids.get(host) {
+    fn host_id(
+        hosts: &mut Vec<String>,
+        host_ids: &mut HashMap<String, u16>,
+        host: &str,
+    ) -> Result<u16, AllocError> {
+        if let Some(&h) = host_ids.get(host) {
             return Ok(h);
         }
-        let h = u16::try_from(self.hosts.len()).map_err(|_| {
+        let h = u16::try_from(hosts.len()).map_err(|_| {
             AllocError::Invalid(format!(
                 "more than {} distinct host names; forget hosts that are gone",
                 u16::MAX
             ))
         })?;
-        self.hosts.push(host.to_string());
-        self.host_ids.insert(host.to_string(), h);
+        hosts.push(host.to_string());
+        host_ids.insert(host.to_string(), h);
         Ok(h)
     }
 
@@ -626,24 +639,17 @@ impl State {
     ) -> Result<Outcome, AllocError> {
         check_name("host", &owner.host, false)?;
         check_name("endpoint", &owner.endpoint, true)?;
-        let known_host = self.host_ids.get(&owner.host).copied();
-        let pool = self
-            .pools
-            .get_mut(id)
-            .ok_or_else(|| AllocError::NoSuchPool(id.clone()))?;
-        let sn = self
-            .subnets
-            .get_mut(&(id.space.clone(), id.subnet))
-            .ok_or_else(|| AllocError::NoSuchPool(id.clone()))?;
+        let State {
+            pools,
+            subnets,
+            hosts,
+            host_ids,
+            seq,
+            ..
+        } = self;
+        let (pool, sn, want_off) = Self::locate(pools, subnets, id, want)?;
         sn.expire_cooling(now);
-        let want_off = match want {
-            Some(a) => Some(sn.offset(a).ok_or_else(|| AllocError::OutsidePool {
-                addr: a,
-                pool: id.clone(),
-            })?),
-            None => None,
-        };
-        if let Some(h) = known_host {
+        if let Some(&h) = host_ids.get(&owner.host) {
             if let Some(held) = sn.records.find_owner(h, owner.endpoint.as_bytes()) {
                 if want_off.is_none_or(|w| w == held) {
                     let seq = sn.records.get(held).map_or(0, |r| r.seq);
@@ -667,10 +673,17 @@ impl State {
                 sn.net
             )));
         }
+        if !host_ids.contains_key(&owner.host) && hosts.len() > usize::from(u16::MAX) {
+            return Err(AllocError::Invalid(format!(
+                "more than {} distinct host names; forget hosts that are gone",
+                u16::MAX
+            )));
+        }
+        let mut taken = false;
         let off = match want_off {
             Some(off) => {
                 let addr = sn.addr(off);
-                if let Some((o, seq)) = Self::owner_of(&self.hosts, sn, off) {
+                if let Some((o, seq)) = Self::owner_of(hosts, sn, off) {
                     return Err(AllocError::HeldBy {
                         addr,
                         pool: id.clone(),
@@ -718,7 +731,8 @@ impl State {
                         .first_clear_in(start, hi)
                         .or_else(|| sn.bitmap.first_clear_in(lo, hi))
                 } else {
-                    sn.bitmap.first_clear_in(lo, hi)
+                    taken = true;
+                    sn.bitmap.take_first_in(lo, hi)
                 };
                 match found {
                     Some(off) => off,
@@ -732,22 +746,18 @@ impl State {
                 }
             }
         };
+        let h = Self::host_id(hosts, host_ids, &owner.host)?;
         pool.cursor = Some(off);
-        sn.bitmap.set(off);
-        let addr = sn.addr_net(off);
-        let h = self.host_id(&owner.host)?;
-        self.seq += 1;
+        if !taken {
+            sn.bitmap.set(off);
+        }
+        *seq += 1;
         let at_s = u32::try_from(now / 1000).unwrap_or(u32::MAX);
-        // `locate` again: `host_id` needed `&mut self`.
-        let sn = self
-            .subnets
-            .get_mut(&(id.space.clone(), id.subnet))
-            .ok_or_else(|| AllocError::NoSuchPool(id.clone()))?;
         sn.records
-            .insert(off, self.seq, at_s, h, owner.endpoint.as_bytes());
+            .insert(off, *seq, at_s, h, owner.endpoint.as_bytes());
         Ok(Outcome::Allocated {
-            addr,
-            seq: self.seq,
+            addr: sn.addr_net(off),
+            seq: *seq,
             existing: false,
         })
     }
@@ -760,8 +770,14 @@ impl State {
         host: &str,
         force: bool,
     ) -> Result<Outcome, AllocError> {
-        let hosts = self.hosts.clone();
-        let (pool, sn, off) = self.locate(id, addr)?;
+        let State {
+            pools,
+            subnets,
+            hosts,
+            ..
+        } = self;
+        let (pool, sn, off) = Self::locate(pools, subnets, id, Some(addr))?;
+        let off = off.unwrap_or_default();
         sn.expire_cooling(now);
         if let Some(rec) = sn.records.get(off) {
             let holder = &hosts[rec.host as usize];
@@ -780,7 +796,9 @@ impl State {
             } else {
                 sn.bitmap.clear(off);
             }
-            self.sweep_subnet(id);
+            if sn.records.len() == 0 {
+                self.sweep_subnet(id);
+            }
             return Ok(Outcome::Released {
                 what: Released::Allocation,
             });

@@ -1,0 +1,234 @@
+//! allocator-core benchmarks: the bitmap alone and the whole `apply` path with owners.
+//! Targets and results are in the README ("Benchmarks").
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use allocator_core::bitmap::Bitmap;
+use allocator_core::{Command, Op, Order, Owner, PoolId, PoolSpec, State};
+use benches::{endpoint_name, live_bytes, scattered, Counting};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn cmd(op: Op) -> Command {
+    Command {
+        at_ms: 1_700_000_000_000,
+        op,
+    }
+}
+
+fn pool_state(cidr: &str) -> (State, PoolId) {
+    let mut s = State::default();
+    let spec = PoolSpec {
+        space: "global".into(),
+        subnet: Some(cidr.parse().unwrap()),
+        ..Default::default()
+    };
+    s.apply(&cmd(Op::RequestPool {
+        spec,
+        holder: "bench".into(),
+    }))
+    .unwrap();
+    let id = s.pools()[0].id.clone();
+    (s, id)
+}
+
+fn v4(base: u32, off: u64) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(base + off as u32))
+}
+
+fn alloc_release(c: &mut Criterion) {
+    let mut g = c.benchmark_group("alloc_release_pair");
+    g.measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    for (name, prefix) in [("slash16", 16u32), ("slash8", 8)] {
+        let bits = 32 - prefix;
+        let size = 1u64 << bits;
+        for (fill_name, permille) in [("50pct", 500u64), ("99pct", 990)] {
+            let taken = scattered(size, permille, 42);
+            // The bitmap alone.
+            let mut b = Bitmap::new(bits);
+            b.set(0);
+            b.set(u128::from(size - 1));
+            for &o in &taken {
+                b.set(u128::from(o));
+            }
+            g.bench_function(format!("bitmap/{name}/{fill_name}"), |bench| {
+                bench.iter(|| {
+                    let i = b.first_clear_from(0).unwrap();
+                    b.set(i);
+                    b.clear(black_box(i));
+                })
+            });
+            drop(b);
+            // Through apply, with owners.
+            let base = u32::from(Ipv4Addr::new(10, 0, 0, 0));
+            let (mut s, id) = pool_state(&format!("10.0.0.0/{prefix}"));
+            for &o in &taken {
+                let op = Op::Allocate {
+                    pool: id.clone(),
+                    addr: Some(v4(base, o)),
+                    owner: Owner::new("host-1", endpoint_name(o)),
+                    order: Order::Lowest,
+                };
+                s.apply(&cmd(op)).unwrap();
+            }
+            let alloc = cmd(Op::Allocate {
+                pool: id.clone(),
+                addr: None,
+                owner: Owner::new("host-2", endpoint_name(u64::MAX)),
+                order: Order::Lowest,
+            });
+            let first_free = match s.apply(&alloc).unwrap() {
+                allocator_core::Outcome::Allocated { addr, .. } => addr.addr(),
+                o => panic!("{o:?}"),
+            };
+            let release = cmd(Op::Release {
+                pool: id.clone(),
+                addr: first_free,
+                host: "host-2".into(),
+                force: false,
+            });
+            s.apply(&release).unwrap();
+            g.bench_function(format!("apply/{name}/{fill_name}"), |bench| {
+                bench.iter(|| {
+                    black_box(s.apply(&alloc).unwrap());
+                    black_box(s.apply(&release).unwrap());
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn fill_slash16(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fill_slash16");
+    g.throughput(Throughput::Elements(65_534))
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    g.bench_function("bitmap", |bench| {
+        bench.iter_batched_ref(
+            || Bitmap::new(16),
+            |b| {
+                b.set(0);
+                b.set(65_535);
+                while let Some(i) = b.first_clear_from(0) {
+                    b.set(i);
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    let alloc = cmd(Op::Allocate {
+        pool: "global/10.0.0.0/16".parse().unwrap(),
+        addr: None,
+        owner: Owner::new("host-1", ""),
+        order: Order::Lowest,
+    });
+    g.sample_size(20);
+    g.bench_function("apply", |bench| {
+        bench.iter_batched_ref(
+            || pool_state("10.0.0.0/16").0,
+            |s| {
+                for _ in 0..65_534 {
+                    black_box(s.apply(&alloc).unwrap());
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+const MILLION: u64 = 1_000_000;
+
+fn ipv6_million(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ipv6_slash64_first_million");
+    g.throughput(Throughput::Elements(MILLION))
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10))
+        .warm_up_time(Duration::from_secs(1));
+    g.bench_function("bitmap", |bench| {
+        bench.iter_batched_ref(
+            || Bitmap::new(64),
+            |b| {
+                for _ in 0..MILLION {
+                    let i = b.first_clear_from(0).unwrap();
+                    b.set(i);
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    let id: PoolId = "global/fd00::/64".parse().unwrap();
+    let cmds: Vec<Command> = (0..MILLION)
+        .map(|i| {
+            cmd(Op::Allocate {
+                pool: id.clone(),
+                addr: None,
+                owner: Owner::new("host-1", endpoint_name(i)),
+                order: Order::Lowest,
+            })
+        })
+        .collect();
+    g.bench_function("apply", |bench| {
+        bench.iter_batched_ref(
+            || pool_state("fd00::/64").0,
+            |s| {
+                for c in &cmds {
+                    black_box(s.apply(c).unwrap());
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+    // Memory held afterwards, per allocated address (owners included).
+    let before = live_bytes();
+    let (mut s, _) = pool_state("fd00::/64");
+    for c in &cmds {
+        s.apply(c).unwrap();
+    }
+    let held = live_bytes() - before;
+    println!(
+        "ipv6_slash64_first_million/memory: {held} bytes held for {MILLION} allocations = {:.1} bytes per address (State::heap_bytes says {})",
+        held as f64 / MILLION as f64,
+        s.heap_bytes()
+    );
+}
+
+fn snapshot_million(c: &mut Criterion) {
+    let mut g = c.benchmark_group("snapshot_1m_allocations");
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(10))
+        .warm_up_time(Duration::from_secs(1));
+    let (mut s, id) = pool_state("fd00::/64");
+    for i in 0..MILLION {
+        s.apply(&cmd(Op::Allocate {
+            pool: id.clone(),
+            addr: None,
+            owner: Owner::new("host-1", endpoint_name(i)),
+            order: Order::Lowest,
+        }))
+        .unwrap();
+    }
+    let bytes = s.to_snapshot();
+    println!("snapshot_1m_allocations/size: {} bytes", bytes.len());
+    g.bench_function("encode", |bench| bench.iter(|| black_box(s.to_snapshot())));
+    g.bench_function("decode", |bench| {
+        bench.iter(|| black_box(State::from_snapshot(&bytes).unwrap()))
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    alloc_release,
+    fill_slash16,
+    ipv6_million,
+    snapshot_million
+);
+criterion_main!(benches);
