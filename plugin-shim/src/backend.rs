@@ -1,0 +1,128 @@
+//! The seam between the Docker protocol and whoever allocates.
+//!
+//! The shim must not know whether its allocator is a Raft cluster, a local state machine or a
+//! test double, so it speaks only this trait: apply an [`Op`], read a pool. raft-node
+//! implements it for its cluster client; [`MemoryBackend`] implements it over one in-process
+//! [`State`] for tests and for users who embed the allocator without replication.
+//!
+//! The backend, not the shim, stamps the time into the [`allocator_core::Command`]: in a
+//! cluster it is the node that proposes the command that owns the clock.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use allocator_core::{AllocError, Command, Op, Outcome, PoolId, PoolInfo, State};
+use thiserror::Error;
+
+/// Why a backend could not carry out a call.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BackendError {
+    /// The allocator refused the operation (a full pool, an address held by someone else...).
+    /// Nothing changed.
+    #[error(transparent)]
+    Alloc(#[from] AllocError),
+    /// The allocator could not be reached or could not decide: no quorum, a timeout, the
+    /// cluster unreachable. The message says which. The operation may or may not have been
+    /// applied.
+    #[error("the raftipam cluster is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Something that applies allocator operations: a Raft cluster client, or [`MemoryBackend`].
+///
+/// Implementations may write `async fn apply(&self, op: Op) -> Result<Outcome, BackendError>`
+/// as long as the future is `Send`. The shim bounds every call with its own timeout and drops
+/// the future when that passes, so an implementation need not (but may) time out by itself.
+///
+/// The trait uses `impl Future` in its methods, so it is used generically (`B: Backend`), not
+/// as `dyn Backend`; `Arc<B>` is a `Backend` too, so one backend can serve several shims.
+pub trait Backend: Send + Sync + 'static {
+    /// Applies `op`, stamping it with the current time (ms since the Unix epoch).
+    fn apply(&self, op: Op) -> impl Future<Output = Result<Outcome, BackendError>> + Send;
+
+    /// Reads one pool.
+    fn pool(&self, id: &PoolId) -> impl Future<Output = Result<PoolInfo, BackendError>> + Send;
+}
+
+impl<B: Backend> Backend for Arc<B> {
+    fn apply(&self, op: Op) -> impl Future<Output = Result<Outcome, BackendError>> + Send {
+        B::apply(self, op)
+    }
+
+    fn pool(&self, id: &PoolId) -> impl Future<Output = Result<PoolInfo, BackendError>> + Send {
+        B::pool(self, id)
+    }
+}
+
+/// An allocator in this process: one [`State`] behind a mutex, no replication, no persistence.
+///
+/// For tests, benchmarks and embedding. Its state is lost when the process ends, so a shim
+/// serving dockerd from it forgets every pool on restart (see
+/// [`crate::handshake`] on why the shim does not ask dockerd to replay).
+#[derive(Debug, Default)]
+pub struct MemoryBackend {
+    state: Mutex<State>,
+}
+
+impl MemoryBackend {
+    /// A backend over `state`.
+    pub fn new(state: State) -> Self {
+        MemoryBackend { state: Mutex::new(state) }
+    }
+
+    /// Runs `f` on the state, e.g. to query allocations in a test.
+    pub fn with_state<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        // A panic inside `apply` would poison the lock; the queries are still worth answering.
+        let state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&state)
+    }
+
+    fn now_ms() -> u64 {
+        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn locked(&self) -> Result<std::sync::MutexGuard<'_, State>, BackendError> {
+        // After a panic halfway through `apply` the state may be inconsistent: refuse writes
+        // rather than hand out addresses from it.
+        self.state
+            .lock()
+            .map_err(|_| BackendError::Unavailable("the in-memory allocator was poisoned by an earlier panic; restart the process".into()))
+    }
+}
+
+impl Backend for MemoryBackend {
+    async fn apply(&self, op: Op) -> Result<Outcome, BackendError> {
+        let cmd = Command { at_ms: Self::now_ms(), op };
+        Ok(self.locked()?.apply(&cmd)?)
+    }
+
+    async fn pool(&self, id: &PoolId) -> Result<PoolInfo, BackendError> {
+        Ok(self.locked()?.pool(id)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use allocator_core::PoolSpec;
+
+    #[tokio::test]
+    async fn memory_backend_applies_and_reads_pools() {
+        let backend = Arc::new(MemoryBackend::default());
+        let spec = PoolSpec { space: "local".into(), subnet: "10.9.0.0/24".parse().ok(), ..Default::default() };
+        let out = backend.apply(Op::RequestPool { spec, holder: "h".into() }).await;
+        let Ok(Outcome::Pool { pool, created: true }) = out else { panic!("unexpected {out:?}") };
+        let info = backend.pool(&pool).await.expect("pool exists");
+        assert_eq!(info.holders.get("h"), Some(&1));
+        let missing: PoolId = "local/10.8.0.0/24".parse().expect("valid id");
+        assert!(matches!(backend.pool(&missing).await, Err(BackendError::Alloc(AllocError::NoSuchPool(_)))));
+    }
+
+    #[test]
+    fn unavailable_says_the_cluster_is_unavailable() {
+        let e = BackendError::Unavailable("no quorum: 1 of 3 voters reachable".into());
+        assert_eq!(e.to_string(), "the raftipam cluster is unavailable: no quorum: 1 of 3 voters reachable");
+    }
+}

@@ -1,0 +1,168 @@
+//! The life of the socket file dockerd finds the plugin by.
+//!
+//! dockerd discovers a legacy plugin by a socket in `/run/docker/plugins/` whose base name is
+//! the driver name. This module owns that file: it creates the directory, refuses to take
+//! over a socket that another live process serves (or a file that is not a socket), replaces
+//! a stale socket left by a crash, makes the socket reachable by root only, and removes it
+//! when the shim stops — as soon as shutdown begins, so that dockerd does not connect to a
+//! plugin that will not answer.
+//!
+//! The socket is bound under a temporary name, given mode 0600 and then renamed into place,
+//! so the final path never exists with wider permissions and a stale socket is replaced in
+//! one step.
+
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use crate::backend::Backend;
+use crate::error::ShimError;
+use crate::router::router;
+use crate::ShimConfig;
+
+/// Permissions of the socket: dockerd runs as root, and anyone who can reach the socket can
+/// allocate and release addresses as this host.
+pub const SOCKET_MODE: u32 = 0o600;
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ShimError + 'a {
+    move |source| ShimError::Io { what, path: path.to_path_buf(), source }
+}
+
+/// Removes the socket file when dropped, if the path still names the socket this process
+/// bound (a newer shim may have replaced it).
+#[derive(Debug)]
+struct SocketFile {
+    path: PathBuf,
+    id: (u64, u64),
+}
+
+impl SocketFile {
+    fn remove(&self) {
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == self.id => match std::fs::remove_file(&self.path) {
+                Ok(()) => info!(path = %self.path.display(), "plugin socket removed"),
+                Err(e) => warn!(path = %self.path.display(), error = %e, "could not remove the plugin socket"),
+            },
+            _ => {}
+        }
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// A bound plugin socket, not yet served. Binding first lets a caller know the socket exists
+/// (and start dockerd) before serving begins.
+#[derive(Debug)]
+pub struct PluginSocket {
+    listener: tokio::net::UnixListener,
+    file: SocketFile,
+}
+
+/// Checks what is at `path` now: nothing, a stale socket (fine), or something in the way.
+fn check_existing(path: &Path) -> Result<(), ShimError> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("inspecting", path)(e)),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(ShimError::NotASocket { path: path.to_path_buf() });
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(ShimError::SocketInUse { path: path.to_path_buf() }),
+        Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound) => {
+            info!(path = %path.display(), "replacing a stale plugin socket");
+            Ok(())
+        }
+        Err(e) => Err(io_err("probing the existing socket", path)(e)),
+    }
+}
+
+impl PluginSocket {
+    /// Creates the socket at `path` (and its directory), mode 0600, replacing a stale socket.
+    ///
+    /// Fails if another process serves `path`, or if something other than a socket is there.
+    /// Must be called from within a Tokio runtime.
+    pub async fn bind(path: impl AsRef<Path>) -> Result<PluginSocket, ShimError> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let path = path.as_ref();
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&dir).map_err(io_err("creating the directory", &dir))?;
+        check_existing(path)?;
+
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".raftipam-{}-{n}.tmp", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        let listener = std::os::unix::net::UnixListener::bind(&tmp).map_err(io_err("binding", &tmp))?;
+        let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(SOCKET_MODE))
+            .map_err(io_err("setting permissions on", &tmp))
+            .and_then(|()| std::fs::rename(&tmp, path).map_err(io_err("moving the socket into place at", path)));
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let meta = std::fs::symlink_metadata(path).map_err(io_err("inspecting", path))?;
+        let file = SocketFile { path: path.to_path_buf(), id: (meta.dev(), meta.ino()) };
+        listener.set_nonblocking(true).map_err(io_err("configuring", path))?;
+        let listener = tokio::net::UnixListener::from_std(listener).map_err(io_err("registering", path))?;
+        info!(path = %path.display(), "plugin socket bound");
+        Ok(PluginSocket { listener, file })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.file.path
+    }
+
+    /// Serves the plugin on this socket until `shutdown` completes, then removes the socket
+    /// file and waits for calls in progress (each bounded by `config.call_timeout`).
+    pub async fn serve<B: Backend>(
+        self,
+        backend: Arc<B>,
+        config: ShimConfig,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ShimError> {
+        if config.host.trim().is_empty() {
+            return Err(ShimError::Config("the host name is empty; every Docker host needs a unique, stable name".into()));
+        }
+        let PluginSocket { listener, file } = self;
+        let path = file.path.clone();
+        info!(path = %path.display(), host = %config.host, "serving the raftipam IPAM plugin");
+        let app = router(backend, config);
+        // The file goes when shutdown begins (or with this future, if serving fails first).
+        let shutdown = async move {
+            shutdown.await;
+            info!(path = %file.path.display(), "plugin shutting down");
+            drop(file);
+        };
+        axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(io_err("serving", &path))
+    }
+}
+
+/// Binds `socket_path` (see [`PluginSocket::bind`]) and serves the plugin on it until
+/// `shutdown` completes; the socket file is removed when it does.
+///
+/// `backend` answers every call, made as `config.host`.
+pub async fn serve<B: Backend>(
+    socket_path: impl AsRef<Path>,
+    backend: Arc<B>,
+    config: ShimConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ShimError> {
+    if config.host.trim().is_empty() {
+        return Err(ShimError::Config("the host name is empty; every Docker host needs a unique, stable name".into()));
+    }
+    PluginSocket::bind(socket_path).await?.serve(backend, config, shutdown).await
+}
