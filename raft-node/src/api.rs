@@ -1,0 +1,171 @@
+//! The client API's vocabulary: what a client asks a node and what it gets back.
+//!
+//! These types travel over the wire (postcard) and are what [`crate::Client`] returns. None
+//! of them names an openraft type, so the rest of the project never depends on openraft.
+
+use std::net::IpAddr;
+
+use allocator_core::{AllocError, Allocation, Holding, Op, Outcome, PoolId, PoolInfo};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::types::RequestId;
+
+/// Why a call failed.
+#[derive(Clone, Debug, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum ApiError {
+    /// The allocator refused the command (pool full, address held, ...). Nothing changed.
+    #[error("{0}")]
+    Alloc(#[serde(with = "crate::wire::alloc_error")] AllocError),
+    /// No leader could commit the write (or serve the read) in time: no quorum, or an
+    /// election that did not finish. The write may still be applied later; retrying with the
+    /// same request id is safe.
+    #[error("{0}")]
+    Unavailable(String),
+    /// This node is not the leader (answer to a forwarded call).
+    #[error("node {node} is not the leader (leader: {})", leader.map(|l| l.to_string()).unwrap_or_else(|| "unknown".into()))]
+    NotLeader {
+        /// The node that answered.
+        node: u64,
+        /// The leader it knows of.
+        leader: Option<u64>,
+    },
+    /// A very late duplicate of a request its client had already seen answered.
+    #[error("request {0} is older than what its client has already acknowledged; it was not applied again")]
+    Stale(RequestId),
+    /// A membership change or initialisation was refused.
+    #[error("cluster change refused: {0}")]
+    Cluster(String),
+    /// The node failed internally (storage error, shutting down).
+    #[error("node error: {0}")]
+    Internal(String),
+}
+
+/// A write as sent to a node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WriteRequest {
+    /// The call's identity (the same on every retry).
+    pub id: RequestId,
+    /// The client has seen the answers of all its serials below this.
+    pub acked_below: u64,
+    /// The operation.
+    pub op: Op,
+}
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Consistency {
+    /// Linearizable: reflects every write acknowledged before the read started (the leader
+    /// confirms its leadership with a quorum, and the read waits for the apply).
+    #[default]
+    Linearizable,
+    /// Whatever the answering node has applied (may lag behind).
+    Local,
+}
+
+/// A read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Query {
+    /// Every pool.
+    Pools,
+    /// One pool.
+    Pool(PoolId),
+    /// Allocations of one pool.
+    Allocations(PoolId),
+    /// Every allocation of every pool.
+    AllAllocations,
+    /// What holds an address.
+    WhoHas(IpAddr),
+}
+
+/// The answer to a [`Query`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueryReply {
+    /// Every pool.
+    Pools(Vec<PoolInfo>),
+    /// One pool.
+    Pool(PoolInfo),
+    /// Allocations of one pool.
+    Allocations(Vec<Allocation>),
+    /// Every allocation of every pool.
+    AllAllocations(Vec<(PoolId, Allocation)>),
+    /// What holds an address.
+    WhoHas(Vec<Holding>),
+}
+
+/// A cluster administration command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminCommand {
+    /// Make the receiving node a one-node cluster (only on a node never initialised).
+    Init,
+    /// Add a node: as a learner first, then, once it has caught up, as a voter.
+    AddNode {
+        /// Its id.
+        id: u64,
+        /// Its address `HOST:PORT`.
+        addr: String,
+    },
+    /// Remove a node from the voters and from the cluster.
+    RemoveNode {
+        /// Its id.
+        id: u64,
+    },
+}
+
+/// A member of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Node id.
+    pub id: u64,
+    /// Address.
+    pub addr: String,
+    /// Voter (or learner).
+    pub voter: bool,
+}
+
+/// One node's view of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// This node's id.
+    pub id: u64,
+    /// This node's address.
+    pub addr: String,
+    /// `Leader`, `Follower`, `Candidate`, `Learner` or `Shutdown`.
+    pub state: String,
+    /// Current term.
+    pub term: u64,
+    /// The leader this node knows of.
+    pub leader: Option<u64>,
+    /// Index of the last log entry.
+    pub last_log_index: Option<u64>,
+    /// Index of the last entry known committed.
+    pub committed: Option<u64>,
+    /// Index of the last entry applied to the allocator.
+    pub applied: Option<u64>,
+    /// Index covered by the latest snapshot.
+    pub snapshot: Option<u64>,
+    /// Log entries up to this index have been purged.
+    pub purged: Option<u64>,
+    /// The members, voters and learners.
+    pub members: Vec<Member>,
+}
+
+impl NodeStatus {
+    /// Ids of the voters.
+    pub fn voters(&self) -> Vec<u64> {
+        self.members
+            .iter()
+            .filter(|m| m.voter)
+            .map(|m| m.id)
+            .collect()
+    }
+}
+
+/// Answer of a write: the allocator's outcome and the log index it was committed at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteReply {
+    /// What the command did.
+    pub outcome: Outcome,
+    /// Log index of the entry.
+    pub index: u64,
+}

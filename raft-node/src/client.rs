@@ -1,0 +1,474 @@
+//! The typed async client of a raftipam cluster.
+//!
+//! A [`Client`] knows the cluster's endpoints, talks to one at a time, and moves on to the
+//! next when one fails; the node it talks to forwards to the leader. Every write carries a
+//! [`RequestId`] that stays the same across retries, so a retried call is applied at most
+//! once (the state machine answers a repeat with the first outcome).
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use allocator_core::{
+    AllocError, Allocation, Holding, Op, Order, Outcome, Owner, PoolId, PoolInfo, PoolSpec,
+    Released,
+};
+use ipnet::IpNet;
+use tarpc::client::RpcError;
+use tarpc::context::Context;
+use thiserror::Error;
+
+use crate::api::{
+    AdminCommand, ApiError, Consistency, NodeStatus, Query, QueryReply, WriteReply, WriteRequest,
+};
+use crate::codec::{connect, CHANNEL_API};
+use crate::rpc::ApiRpcClient;
+use crate::types::RequestId;
+
+/// Why a client call failed.
+#[derive(Debug, Clone, Error)]
+pub enum ClientError {
+    /// The cluster answered with an error (the allocator refused, no quorum, ...).
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// No endpoint could be reached in time.
+    #[error("could not reach the cluster ({endpoints}) within {}: {last}", humantime::format_duration(*.timeout))]
+    Unreachable {
+        /// The endpoints tried.
+        endpoints: String,
+        /// The time allowed.
+        timeout: Duration,
+        /// The last error seen.
+        last: String,
+    },
+    /// No endpoints were given.
+    #[error(
+        "no endpoints given: name the cluster with --endpoints HOST:PORT,... or RAFTIPAM_ENDPOINTS"
+    )]
+    NoEndpoints,
+    /// The node answered something this client does not expect.
+    #[error("unexpected reply from the cluster: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The allocator's refusal, if that is what this is.
+    pub fn alloc(&self) -> Option<&AllocError> {
+        match self {
+            ClientError::Api(ApiError::Alloc(e)) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// How a client behaves.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// How long one call may take, retries included (default 15 s: a bit more than a node's
+    /// write timeout, so that the node's "no quorum" answer arrives).
+    pub timeout: Duration,
+    /// How long to wait for a TCP connection (default 2 s).
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+struct Inner {
+    endpoints: Vec<String>,
+    conns: Mutex<Vec<Option<ApiRpcClient>>>,
+    preferred: AtomicUsize,
+    client_id: u64,
+    next_serial: AtomicU64,
+    inflight: Mutex<BTreeSet<u64>>,
+    cfg: ClientConfig,
+}
+
+/// A client of a raftipam cluster. Cheap to clone; clones share connections and the request
+/// id sequence, and may be used concurrently.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+/// Removes a serial from the in-flight set when its call ends (however it ends).
+struct InFlight<'a> {
+    set: &'a Mutex<BTreeSet<u64>>,
+    serial: u64,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.serial);
+    }
+}
+
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+impl Client {
+    /// A client of the cluster reachable at `endpoints` (`HOST:PORT` each). Connections are
+    /// opened on first use.
+    pub fn connect<S: AsRef<str>>(
+        endpoints: impl IntoIterator<Item = S>,
+    ) -> Result<Client, ClientError> {
+        Self::with_config(endpoints, ClientConfig::default())
+    }
+
+    /// Like [`Client::connect`], with settings.
+    pub fn with_config<S: AsRef<str>>(
+        endpoints: impl IntoIterator<Item = S>,
+        cfg: ClientConfig,
+    ) -> Result<Client, ClientError> {
+        let endpoints: Vec<String> = endpoints
+            .into_iter()
+            .map(|s| s.as_ref().trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if endpoints.is_empty() {
+            return Err(ClientError::NoEndpoints);
+        }
+        let n = endpoints.len();
+        Ok(Client {
+            inner: Arc::new(Inner {
+                conns: Mutex::new(vec![None; n]),
+                endpoints,
+                preferred: AtomicUsize::new(0),
+                client_id: random_u64(),
+                next_serial: AtomicU64::new(1),
+                inflight: Mutex::new(BTreeSet::new()),
+                cfg,
+            }),
+        })
+    }
+
+    /// The endpoints this client knows.
+    pub fn endpoints(&self) -> &[String] {
+        &self.inner.endpoints
+    }
+
+    async fn conn(&self, i: usize) -> Result<ApiRpcClient, std::io::Error> {
+        if let Some(c) = &self.inner.conns.lock().unwrap_or_else(|e| e.into_inner())[i] {
+            return Ok(c.clone());
+        }
+        let t = connect(
+            &self.inner.endpoints[i],
+            CHANNEL_API,
+            self.inner.cfg.connect_timeout,
+        )
+        .await?;
+        let c = ApiRpcClient::new(tarpc::client::Config::default(), t).spawn();
+        self.inner.conns.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(c.clone());
+        Ok(c)
+    }
+
+    fn drop_conn(&self, i: usize) {
+        self.inner.conns.lock().unwrap_or_else(|e| e.into_inner())[i] = None;
+    }
+
+    /// Calls `f` on the preferred endpoint, moving on to the next one on transport failures,
+    /// until the client's timeout.
+    async fn call<T, F, Fut>(&self, only: Option<usize>, f: F) -> Result<T, ClientError>
+    where
+        F: Fn(ApiRpcClient, Context) -> Fut,
+        Fut: Future<Output = Result<Result<T, ApiError>, RpcError>>,
+    {
+        self.call_within(only, self.inner.cfg.timeout, f).await
+    }
+
+    async fn call_within<T, F, Fut>(
+        &self,
+        only: Option<usize>,
+        timeout: Duration,
+        f: F,
+    ) -> Result<T, ClientError>
+    where
+        F: Fn(ApiRpcClient, Context) -> Fut,
+        Fut: Future<Output = Result<Result<T, ApiError>, RpcError>>,
+    {
+        let deadline = Instant::now() + timeout;
+        let n = self.inner.endpoints.len();
+        let mut i = only.unwrap_or_else(|| self.inner.preferred.load(Ordering::Relaxed) % n);
+        let mut backoff = Duration::from_millis(20);
+        let mut last = String::from("no attempt finished");
+        loop {
+            if Instant::now() >= deadline {
+                return Err(ClientError::Unreachable {
+                    endpoints: self.inner.endpoints.join(","),
+                    timeout,
+                    last,
+                });
+            }
+            let retry = match self.conn(i).await {
+                Err(e) => {
+                    last = format!("{}: {e}", self.inner.endpoints[i]);
+                    true
+                }
+                Ok(c) => {
+                    let mut ctx = tarpc::context::current();
+                    ctx.deadline = deadline;
+                    match f(c, ctx).await {
+                        Ok(Ok(v)) => {
+                            self.inner.preferred.store(i, Ordering::Relaxed);
+                            return Ok(v);
+                        }
+                        Ok(Err(e @ ApiError::Unavailable(_))) => return Err(e.into()),
+                        Ok(Err(e @ (ApiError::NotLeader { .. } | ApiError::Internal(_)))) => {
+                            last = format!("{}: {e}", self.inner.endpoints[i]);
+                            true
+                        }
+                        Ok(Err(e)) => return Err(e.into()),
+                        Err(e) => {
+                            last = format!("{}: {e}", self.inner.endpoints[i]);
+                            self.drop_conn(i);
+                            true
+                        }
+                    }
+                }
+            };
+            if retry {
+                if only.is_none() {
+                    i = (i + 1) % n;
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                tokio::time::sleep(backoff.min(left)).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+        }
+    }
+
+    /// Applies one operation to the cluster (retried safely: same request id).
+    pub async fn apply(&self, op: Op) -> Result<WriteReply, ClientError> {
+        let serial = self.inner.next_serial.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(serial);
+        let _guard = InFlight {
+            set: &self.inner.inflight,
+            serial,
+        };
+        let id = RequestId {
+            client: self.inner.client_id,
+            serial,
+        };
+        self.call(None, |c, ctx| {
+            let acked_below = self
+                .inner
+                .inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .first()
+                .copied()
+                .unwrap_or(serial);
+            let req = WriteRequest {
+                id,
+                acked_below,
+                op: op.clone(),
+            };
+            async move { c.write(ctx, req, false).await }
+        })
+        .await
+    }
+
+    /// Creates the pool described by `spec`, or joins it if it exists; `holder` (a host name)
+    /// gains a reference. Returns the pool's id.
+    pub async fn create_pool(&self, spec: PoolSpec, holder: &str) -> Result<PoolId, ClientError> {
+        match self
+            .apply(Op::RequestPool {
+                spec,
+                holder: holder.to_string(),
+            })
+            .await?
+            .outcome
+        {
+            Outcome::Pool { pool, .. } => Ok(pool),
+            o => Err(ClientError::Protocol(format!("{o:?}"))),
+        }
+    }
+
+    /// Deletes a pool (with `force`, even if addresses are allocated). True if it is gone.
+    pub async fn delete_pool(&self, pool: &PoolId, force: bool) -> Result<bool, ClientError> {
+        match self
+            .apply(Op::DeletePool {
+                pool: pool.clone(),
+                force,
+            })
+            .await?
+            .outcome
+        {
+            Outcome::PoolReleased { removed } => Ok(removed),
+            o => Err(ClientError::Protocol(format!("{o:?}"))),
+        }
+    }
+
+    /// Allocates an address to `owner`: `addr` if given, else the pool's next free one.
+    pub async fn allocate(
+        &self,
+        pool: &PoolId,
+        addr: Option<IpAddr>,
+        owner: Owner,
+    ) -> Result<IpNet, ClientError> {
+        match self
+            .apply(Op::Allocate {
+                pool: pool.clone(),
+                addr,
+                owner,
+                order: Order::PoolDefault,
+            })
+            .await?
+            .outcome
+        {
+            Outcome::Allocated { addr, .. } => Ok(addr),
+            o => Err(ClientError::Protocol(format!("{o:?}"))),
+        }
+    }
+
+    /// Releases `addr` held by `host` (or, with `force`, whoever holds it).
+    pub async fn release(
+        &self,
+        pool: &PoolId,
+        addr: IpAddr,
+        host: &str,
+        force: bool,
+    ) -> Result<Released, ClientError> {
+        match self
+            .apply(Op::Release {
+                pool: pool.clone(),
+                addr,
+                host: host.to_string(),
+                force,
+            })
+            .await?
+            .outcome
+        {
+            Outcome::Released { what } => Ok(what),
+            o => Err(ClientError::Protocol(format!("{o:?}"))),
+        }
+    }
+
+    /// Runs a query with the given consistency.
+    pub async fn query(
+        &self,
+        q: Query,
+        consistency: Consistency,
+    ) -> Result<QueryReply, ClientError> {
+        self.call(None, |c, ctx| {
+            let q = q.clone();
+            async move { c.read(ctx, q, consistency, false).await }
+        })
+        .await
+    }
+
+    /// Runs a local (non-linearizable) query on the node at endpoint `index` only.
+    pub async fn query_node(&self, index: usize, q: Query) -> Result<QueryReply, ClientError> {
+        self.call(Some(index), |c, ctx| {
+            let q = q.clone();
+            async move { c.read(ctx, q, Consistency::Local, false).await }
+        })
+        .await
+    }
+
+    /// Every pool (linearizable).
+    pub async fn pools(&self) -> Result<Vec<PoolInfo>, ClientError> {
+        match self.query(Query::Pools, Consistency::Linearizable).await? {
+            QueryReply::Pools(p) => Ok(p),
+            r => Err(ClientError::Protocol(format!("{r:?}"))),
+        }
+    }
+
+    /// One pool (linearizable).
+    pub async fn pool(&self, id: &PoolId) -> Result<PoolInfo, ClientError> {
+        match self
+            .query(Query::Pool(id.clone()), Consistency::Linearizable)
+            .await?
+        {
+            QueryReply::Pool(p) => Ok(p),
+            r => Err(ClientError::Protocol(format!("{r:?}"))),
+        }
+    }
+
+    /// The allocations of one pool (linearizable).
+    pub async fn allocations(&self, id: &PoolId) -> Result<Vec<Allocation>, ClientError> {
+        match self
+            .query(Query::Allocations(id.clone()), Consistency::Linearizable)
+            .await?
+        {
+            QueryReply::Allocations(a) => Ok(a),
+            r => Err(ClientError::Protocol(format!("{r:?}"))),
+        }
+    }
+
+    /// Every allocation of every pool (linearizable).
+    pub async fn all_allocations(&self) -> Result<Vec<(PoolId, Allocation)>, ClientError> {
+        match self
+            .query(Query::AllAllocations, Consistency::Linearizable)
+            .await?
+        {
+            QueryReply::AllAllocations(a) => Ok(a),
+            r => Err(ClientError::Protocol(format!("{r:?}"))),
+        }
+    }
+
+    /// What holds `addr` (linearizable).
+    pub async fn who_has(&self, addr: IpAddr) -> Result<Vec<Holding>, ClientError> {
+        match self
+            .query(Query::WhoHas(addr), Consistency::Linearizable)
+            .await?
+        {
+            QueryReply::WhoHas(h) => Ok(h),
+            r => Err(ClientError::Protocol(format!("{r:?}"))),
+        }
+    }
+
+    /// The status of the first node that answers.
+    pub async fn status(&self) -> Result<NodeStatus, ClientError> {
+        self.call(None, |c, ctx| async move { c.status(ctx).await.map(Ok) })
+            .await
+    }
+
+    /// The status of the node at endpoint `index`.
+    pub async fn node_status(&self, index: usize) -> Result<NodeStatus, ClientError> {
+        self.call(
+            Some(index),
+            |c, ctx| async move { c.status(ctx).await.map(Ok) },
+        )
+        .await
+    }
+
+    /// Sends an administration command (to the first endpoint for `Init`, else to any node,
+    /// which forwards it to the leader). Adding a node waits until it has caught up (up to
+    /// about a minute).
+    pub async fn admin(&self, cmd: AdminCommand) -> Result<NodeStatus, ClientError> {
+        let only = (cmd == AdminCommand::Init).then_some(0);
+        let timeout = self.inner.cfg.timeout.max(Duration::from_secs(70));
+        self.call_within(only, timeout, |c, ctx| {
+            let cmd = cmd.clone();
+            async move { c.admin(ctx, cmd, false).await }
+        })
+        .await
+    }
+}

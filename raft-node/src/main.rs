@@ -1,0 +1,2 @@
+//! The `raftipam` binary.
+fn main() {}

@@ -1,0 +1,194 @@
+//! Prometheus metrics of a node, served as text on `--metrics HOST:PORT` (`GET /metrics`).
+//!
+//! Counters and the latency histogram are updated on the write path; the Raft gauges and the
+//! per-pool usage gauges are refreshed from the node's state at every scrape, so they never
+//! go stale.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// The metrics of one node.
+pub struct Metrics {
+    registry: Registry,
+    /// Writes proposed to Raft by this node (as leader).
+    pub proposals: Counter,
+    /// Proposals that failed (timeout, leader change, storage).
+    pub proposal_failures: Counter,
+    /// Time from proposal to the applied outcome, in seconds.
+    pub apply_latency: Histogram,
+    term: Gauge,
+    leader: Gauge,
+    is_leader: Gauge,
+    last_log_index: Gauge,
+    commit_index: Gauge,
+    applied_index: Gauge,
+    snapshot_index: Gauge,
+    pool_addresses: Family<Vec<(String, String)>, Gauge<f64, AtomicU64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("raftipam");
+        let proposals = Counter::default();
+        let proposal_failures = Counter::default();
+        let apply_latency = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
+        let (term, leader, is_leader) = (Gauge::default(), Gauge::default(), Gauge::default());
+        let (last_log_index, commit_index, applied_index, snapshot_index) = (
+            Gauge::default(),
+            Gauge::default(),
+            Gauge::default(),
+            Gauge::default(),
+        );
+        let pool_addresses = Family::default();
+        registry.register(
+            "proposals",
+            "Writes proposed to Raft by this node",
+            proposals.clone(),
+        );
+        registry.register(
+            "proposal_failures",
+            "Proposals that failed (timeout, leader change, storage)",
+            proposal_failures.clone(),
+        );
+        registry.register(
+            "apply_latency_seconds",
+            "Time from proposing a write to its applied outcome",
+            apply_latency.clone(),
+        );
+        registry.register("term", "Current Raft term", term.clone());
+        registry.register(
+            "leader",
+            "Id of the leader this node knows of (-1: none)",
+            leader.clone(),
+        );
+        registry.register(
+            "is_leader",
+            "1 if this node is the leader",
+            is_leader.clone(),
+        );
+        registry.register(
+            "last_log_index",
+            "Index of the last log entry",
+            last_log_index.clone(),
+        );
+        registry.register(
+            "commit_index",
+            "Index of the last committed entry",
+            commit_index.clone(),
+        );
+        registry.register(
+            "applied_index",
+            "Index of the last applied entry",
+            applied_index.clone(),
+        );
+        registry.register(
+            "snapshot_index",
+            "Index covered by the latest snapshot",
+            snapshot_index.clone(),
+        );
+        registry.register(
+            "pool_addresses",
+            "Addresses of each pool by state (allocated, reserved, cooling, free)",
+            pool_addresses.clone(),
+        );
+        Metrics {
+            registry,
+            proposals,
+            proposal_failures,
+            apply_latency,
+            term,
+            leader,
+            is_leader,
+            last_log_index,
+            commit_index,
+            applied_index,
+            snapshot_index,
+            pool_addresses,
+        }
+    }
+
+    /// Refreshes the gauges from `status` and `pools`, then encodes everything as text.
+    pub fn render(
+        &self,
+        status: &crate::api::NodeStatus,
+        pools: &[allocator_core::PoolInfo],
+    ) -> String {
+        let i = |v: Option<u64>| v.map(|x| x as i64).unwrap_or(-1);
+        self.term.set(status.term as i64);
+        self.leader.set(i(status.leader));
+        self.is_leader
+            .set(i64::from(status.leader == Some(status.id)));
+        self.last_log_index.set(i(status.last_log_index));
+        self.commit_index.set(i(status.committed));
+        self.applied_index.set(i(status.applied));
+        self.snapshot_index.set(i(status.snapshot));
+        self.pool_addresses.clear();
+        for p in pools {
+            let u = &p.usage;
+            for (state, v) in [
+                ("allocated", u.allocated as f64),
+                ("reserved", u.reserved as f64),
+                ("cooling", u.cooling as f64),
+                ("free", u.free as f64),
+            ] {
+                self.pool_addresses
+                    .get_or_create(&vec![
+                        ("pool".to_string(), p.id.to_string()),
+                        ("state".to_string(), state.to_string()),
+                    ])
+                    .set(v);
+            }
+        }
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Serves `GET /metrics` on `addr` until the returned task is aborted.
+pub(crate) async fn serve(
+    addr: SocketAddr,
+    node: Arc<crate::node::NodeInner>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    use axum::routing::get;
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let node = node.clone();
+            async move {
+                let status = node.status();
+                let pools = node.sm.read().state.pools();
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    node.metrics.render(&status, &pools),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!("metrics server stopped: {e}");
+        }
+    }))
+}

@@ -1,0 +1,151 @@
+//! openraft's network over tarpc: one lazily connected [`RaftRpcClient`] per peer.
+//!
+//! A failed call drops the connection so that the next call reconnects; a peer that cannot
+//! be reached is reported as `Unreachable`, which makes openraft back off.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use openraft::errors::{
+    NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::type_config::alias::{SnapshotOf, VoteOf};
+use openraft::{BasicNode, OptionalSend, RaftNetworkFactory, RaftNetworkV2};
+
+use crate::codec::{connect, CHANNEL_RAFT};
+use crate::rpc::RaftRpcClient;
+use crate::types::TypeConfig;
+
+type C = TypeConfig;
+
+/// Shortest deadline given to an AppendEntries call: openraft passes the heartbeat interval,
+/// which is too short for a large batch that the follower must sync to disk.
+const MIN_APPEND_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Creates peer clients.
+#[derive(Clone)]
+pub struct NetworkFactory {
+    /// This node's id (for error reports).
+    pub id: u64,
+}
+
+impl RaftNetworkFactory<C> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
+        PeerClient {
+            id: self.id,
+            target,
+            addr: node.addr.clone(),
+            client: None,
+        }
+    }
+}
+
+/// A connection to one peer, opened on first use.
+pub struct PeerClient {
+    id: u64,
+    target: u64,
+    addr: String,
+    client: Option<RaftRpcClient>,
+}
+
+impl PeerClient {
+    async fn client(&mut self, timeout: Duration) -> Result<RaftRpcClient, Unreachable<C>> {
+        if let Some(c) = &self.client {
+            return Ok(c.clone());
+        }
+        let t = connect(&self.addr, CHANNEL_RAFT, timeout)
+            .await
+            .map_err(|e| Unreachable::new(&e))?;
+        let c = RaftRpcClient::new(tarpc::client::Config::default(), t).spawn();
+        self.client = Some(c.clone());
+        Ok(c)
+    }
+
+    fn rpc_error<E: std::error::Error>(
+        &mut self,
+        e: tarpc::client::RpcError,
+        action: RPCTypes,
+        ttl: Duration,
+    ) -> RPCError<C, E> {
+        match e {
+            tarpc::client::RpcError::DeadlineExceeded => RPCError::Timeout(Timeout {
+                action,
+                id: self.id,
+                target: self.target,
+                timeout: ttl,
+            }),
+            other => {
+                self.client = None;
+                RPCError::Unreachable(Unreachable::new(&other))
+            }
+        }
+    }
+}
+
+fn ctx(ttl: Duration) -> tarpc::context::Context {
+    let mut c = tarpc::context::current();
+    c.deadline = Instant::now() + ttl;
+    c
+}
+
+impl RaftNetworkV2<C> for PeerClient {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<C>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
+        let ttl = option.hard_ttl().max(MIN_APPEND_DEADLINE);
+        let client = self.client(ttl).await.map_err(RPCError::Unreachable)?;
+        match client.append(ctx(ttl), rpc).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(RPCError::Unreachable(Unreachable::new(&e))),
+            Err(e) => Err(self.rpc_error(e, RPCTypes::AppendEntries, ttl)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<C>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        let ttl = option.hard_ttl();
+        let client = self.client(ttl).await.map_err(RPCError::Unreachable)?;
+        match client.vote(ctx(ttl), rpc).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(RPCError::Unreachable(Unreachable::new(&e))),
+            Err(e) => Err(self.rpc_error(e, RPCTypes::Vote, ttl)),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<C>,
+        snapshot: SnapshotOf<C, Vec<u8>>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
+        let ttl = option.hard_ttl();
+        let client = self
+            .client(ttl)
+            .await
+            .map_err(StreamingError::Unreachable)?;
+        let call = client.snapshot(ctx(ttl), vote, snapshot.meta, snapshot.snapshot);
+        tokio::pin!(cancel);
+        tokio::select! {
+            closed = &mut cancel => Err(StreamingError::Closed(closed)),
+            r = call => match r {
+                Ok(Ok(r)) => Ok(r),
+                Ok(Err(e)) => Err(StreamingError::Network(NetworkError::new(&e))),
+                Err(e) => Err(self.rpc_error::<openraft::errors::Infallible>(e, RPCTypes::InstallSnapshot, ttl).into()),
+            }
+        }
+    }
+}

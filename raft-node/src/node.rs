@@ -1,0 +1,783 @@
+//! A running node: its Raft instance, its stores, and the TCP port serving both tarpc
+//! services.
+//!
+//! Any node accepts every call. Writes, linearizable reads and membership changes run on the
+//! leader; a follower forwards them (one hop: a forwarded call is never forwarded again) and
+//! retries while leadership moves, until the call's deadline. A call that finds no leader
+//! with a quorum within the write timeout fails with [`ApiError::Unavailable`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use allocator_core::Command;
+use futures::StreamExt;
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::{ClientWriteError, Fatal, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::type_config::alias::{SnapshotMetaOf, VoteOf};
+use openraft::{BasicNode, ChangeMembers, ReadPolicy, ServerState, SnapshotPolicy};
+use tarpc::context::Context;
+use tarpc::server::{BaseChannel, Channel};
+use thiserror::Error;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::api::{
+    AdminCommand, ApiError, Consistency, Member, NodeStatus, Query, QueryReply, WriteReply,
+    WriteRequest,
+};
+use crate::codec::{connect, transport, CHANNEL_API, CHANNEL_RAFT};
+use crate::metrics::Metrics;
+use crate::network::NetworkFactory;
+use crate::rpc::{ApiRpc, ApiRpcClient, RaftRpc};
+use crate::store::{open_db, LogStore, StateMachineStore, StoreError};
+use crate::types::{Raft, Request, Response, TypeConfig};
+
+type C = TypeConfig;
+
+/// How a node is run.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's id (unique in the cluster, never reused).
+    pub id: u64,
+    /// Address to listen on, `HOST:PORT` (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Address the other nodes and clients reach this node at; default: the bound address.
+    pub advertise: Option<String>,
+    /// Data directory (created if missing; must belong to this node id).
+    pub data_dir: PathBuf,
+    /// Serve Prometheus metrics on this address.
+    pub metrics: Option<SocketAddr>,
+    /// How long a write (or linearizable read) may wait for a leader with a quorum.
+    pub write_timeout: Duration,
+    /// Raft heartbeat interval.
+    pub heartbeat: Duration,
+    /// Raft election timeout, lower bound (the upper bound is twice this).
+    pub election_timeout: Duration,
+    /// Build a snapshot after this many log entries since the last one.
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot (for followers slightly behind).
+    pub keep_logs: u64,
+}
+
+impl NodeConfig {
+    /// A configuration with the defaults: 10 s write timeout, 100 ms heartbeats, 1 s election
+    /// timeout, a snapshot every 10,000 entries keeping 1,000 behind it.
+    pub fn new(id: u64, listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
+        NodeConfig {
+            id,
+            listen,
+            advertise: None,
+            data_dir: data_dir.into(),
+            metrics: None,
+            write_timeout: Duration::from_secs(10),
+            heartbeat: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(1000),
+            snapshot_every: 10_000,
+            keep_logs: 1_000,
+        }
+    }
+}
+
+/// Why a node could not start or stop.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    /// The data directory.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Binding or serving a port.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The configuration is not usable.
+    #[error("invalid node configuration: {0}")]
+    Config(String),
+    /// Raft failed.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// Local I/O.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// State shared by the servers of one node.
+pub(crate) struct NodeInner {
+    pub(crate) id: u64,
+    pub(crate) addr: String,
+    pub(crate) raft: Raft,
+    pub(crate) sm: StateMachineStore,
+    pub(crate) metrics: Metrics,
+    write_timeout: Duration,
+    peers: Mutex<HashMap<String, ApiRpcClient>>,
+}
+
+/// A running node. Dropping it does not stop it; call [`Node::shutdown`].
+pub struct Node {
+    inner: Arc<NodeInner>,
+    tasks: Vec<JoinHandle<()>>,
+    db: Weak<rocksdb::DB>,
+}
+
+impl Node {
+    /// Opens the data directory, starts Raft and serves the port. Returns once the port
+    /// accepts connections. A node whose data directory is new waits to be initialised
+    /// (`cluster init`) or added to a cluster (`cluster add`).
+    pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
+        let et = cfg.election_timeout.as_millis() as u64;
+        let raft_cfg = openraft::Config {
+            cluster_name: "raftipam".into(),
+            heartbeat_interval: cfg.heartbeat.as_millis() as u64,
+            election_timeout_min: et,
+            election_timeout_max: et * 2,
+            install_snapshot_timeout: 120_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every.max(1)),
+            max_in_snapshot_log_to_keep: cfg.keep_logs,
+            purge_batch_size: 1024,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| NodeError::Config(e.to_string()))?;
+
+        let db = open_db(&cfg.data_dir, cfg.id)?;
+        let weak_db = Arc::downgrade(&db);
+        let log = LogStore::new(db.clone())?;
+        let sm = StateMachineStore::open(db)?;
+
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| NodeError::Listen {
+                addr: cfg.listen,
+                source,
+            })?;
+        let bound = listener.local_addr()?;
+        let addr = cfg.advertise.clone().unwrap_or_else(|| bound.to_string());
+
+        let raft = Raft::new(
+            cfg.id,
+            Arc::new(raft_cfg),
+            NetworkFactory { id: cfg.id },
+            log,
+            sm.clone(),
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+
+        let inner = Arc::new(NodeInner {
+            id: cfg.id,
+            addr,
+            raft,
+            sm,
+            metrics: Metrics::new(),
+            write_timeout: cfg.write_timeout,
+            peers: Mutex::new(HashMap::new()),
+        });
+        let mut tasks = vec![tokio::spawn(accept_loop(listener, inner.clone()))];
+        if let Some(m) = cfg.metrics {
+            let t = crate::metrics::serve(m, inner.clone())
+                .await
+                .map_err(|source| NodeError::Listen { addr: m, source })?;
+            tasks.push(t);
+        }
+        tracing::info!(id = cfg.id, addr = %inner.addr, "node started");
+        Ok(Node {
+            inner,
+            tasks,
+            db: weak_db,
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// The address this node is reached at.
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+
+    /// This node's view of the cluster.
+    pub fn status(&self) -> NodeStatus {
+        self.inner.status()
+    }
+
+    /// Makes this node a one-node cluster (see [`AdminCommand::Init`]).
+    pub async fn init(&self) -> Result<NodeStatus, ApiError> {
+        self.inner.admin_local(&AdminCommand::Init).await
+    }
+
+    /// Runs `f` on this node's allocator state as applied so far (a local, possibly stale
+    /// read; for tests and embedding).
+    pub fn with_state<T>(&self, f: impl FnOnce(&allocator_core::State) -> T) -> T {
+        f(&self.inner.sm.read().state)
+    }
+
+    /// Prometheus text of this node's metrics.
+    pub fn metrics_text(&self) -> String {
+        let pools = self.inner.sm.read().state.pools();
+        self.inner.metrics.render(&self.inner.status(), &pools)
+    }
+
+    /// Stops serving and stops Raft, then waits (up to 10 s) until the database is closed, so
+    /// that the data directory can be opened again.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.inner
+            .raft
+            .shutdown()
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        drop(self.inner);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.db.strong_count() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if self.db.strong_count() > 0 {
+            return Err(NodeError::Raft(
+                "the database was still open 10 s after shutdown".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+async fn accept_loop(listener: TcpListener, inner: Arc<NodeInner>) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => { conns.spawn(serve_conn(s, inner.clone())); }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+async fn serve_conn(mut s: TcpStream, inner: Arc<NodeInner>) {
+    if s.set_nodelay(true).is_err() {
+        return;
+    }
+    let mut b = [0u8; 1];
+    match tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut b)).await {
+        Ok(Ok(_)) => {}
+        _ => return,
+    }
+    // Requests of one connection run concurrently, in tasks of this connection's set, so
+    // that stopping the node stops them too.
+    let mut reqs = JoinSet::new();
+    match b[0] {
+        CHANNEL_RAFT => {
+            let srv = RaftServer {
+                raft: inner.raft.clone(),
+            };
+            let mut stream =
+                std::pin::pin!(BaseChannel::with_defaults(transport(s)).execute(srv.serve()));
+            while let Some(f) = stream.next().await {
+                reqs.spawn(f);
+                while reqs.try_join_next().is_some() {}
+            }
+        }
+        CHANNEL_API => {
+            let srv = ApiServer { inner };
+            let mut stream =
+                std::pin::pin!(BaseChannel::with_defaults(transport(s)).execute(srv.serve()));
+            while let Some(f) = stream.next().await {
+                reqs.spawn(f);
+                while reqs.try_join_next().is_some() {}
+            }
+        }
+        _ => {}
+    }
+    while reqs.join_next().await.is_some() {}
+}
+
+#[derive(Clone)]
+struct RaftServer {
+    raft: Raft,
+}
+
+impl RaftRpc for RaftServer {
+    async fn append(
+        self,
+        _: Context,
+        req: AppendEntriesRequest<C>,
+    ) -> Result<AppendEntriesResponse<C>, RaftError<C>> {
+        self.raft.append_entries(req).await
+    }
+
+    async fn vote(self, _: Context, req: VoteRequest<C>) -> Result<VoteResponse<C>, RaftError<C>> {
+        self.raft.vote(req).await
+    }
+
+    async fn snapshot(
+        self,
+        _: Context,
+        vote: VoteOf<C>,
+        meta: SnapshotMetaOf<C>,
+        data: Vec<u8>,
+    ) -> Result<SnapshotResponse<C>, Fatal<C>> {
+        self.raft
+            .install_full_snapshot(
+                vote,
+                openraft::Snapshot {
+                    meta,
+                    snapshot: data,
+                },
+            )
+            .await
+    }
+}
+
+#[derive(Clone)]
+struct ApiServer {
+    inner: Arc<NodeInner>,
+}
+
+impl ApiRpc for ApiServer {
+    async fn write(
+        self,
+        ctx: Context,
+        req: WriteRequest,
+        forwarded: bool,
+    ) -> Result<WriteReply, ApiError> {
+        let deadline = self.inner.deadline(&ctx);
+        match self
+            .inner
+            .route(Call::Write(req), forwarded, deadline)
+            .await?
+        {
+            Reply::Write(w) => Ok(w),
+            _ => Err(ApiError::Internal("mismatched reply".into())),
+        }
+    }
+
+    async fn read(
+        self,
+        ctx: Context,
+        query: Query,
+        consistency: Consistency,
+        forwarded: bool,
+    ) -> Result<QueryReply, ApiError> {
+        if consistency == Consistency::Local {
+            return self.inner.query_local(&query);
+        }
+        let deadline = self.inner.deadline(&ctx);
+        match self
+            .inner
+            .route(Call::Read(query), forwarded, deadline)
+            .await?
+        {
+            Reply::Read(r) => Ok(r),
+            _ => Err(ApiError::Internal("mismatched reply".into())),
+        }
+    }
+
+    async fn status(self, _: Context) -> NodeStatus {
+        self.inner.status()
+    }
+
+    async fn admin(
+        self,
+        ctx: Context,
+        cmd: AdminCommand,
+        forwarded: bool,
+    ) -> Result<NodeStatus, ApiError> {
+        if cmd == AdminCommand::Init {
+            return self.inner.admin_local(&cmd).await;
+        }
+        // Adding a node waits for it to catch up: allow more than a write.
+        let deadline = Instant::now() + self.inner.write_timeout.max(Duration::from_secs(60));
+        let deadline = deadline.min(ctx.deadline);
+        match self
+            .inner
+            .route(Call::Admin(cmd), forwarded, deadline)
+            .await?
+        {
+            Reply::Admin(s) => Ok(s),
+            _ => Err(ApiError::Internal("mismatched reply".into())),
+        }
+    }
+}
+
+/// A call that must run on the leader.
+#[derive(Clone)]
+enum Call {
+    Write(WriteRequest),
+    Read(Query),
+    Admin(AdminCommand),
+}
+
+enum Reply {
+    Write(WriteReply),
+    Read(QueryReply),
+    Admin(NodeStatus),
+}
+
+/// What running a call locally gave.
+enum Local {
+    Done(Result<Reply, ApiError>),
+    /// Not (or no longer) the leader: find the leader and try again.
+    NotLeader,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn unavailable(what: &str, timeout: Duration) -> ApiError {
+    ApiError::Unavailable(format!(
+        "no quorum / no leader within {}: the {what} was not confirmed (a write may still be applied; retrying it with the same request id is safe)",
+        humantime::format_duration(timeout)
+    ))
+}
+
+impl NodeInner {
+    /// The deadline of a call: the write timeout, or the caller's deadline if sooner.
+    fn deadline(&self, ctx: &Context) -> Instant {
+        let own = Instant::now() + self.write_timeout;
+        own.min(
+            ctx.deadline
+                .checked_sub(Duration::from_millis(50))
+                .unwrap_or(ctx.deadline),
+        )
+    }
+
+    pub(crate) fn status(&self) -> NodeStatus {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, n)| Member {
+                id: *id,
+                addr: n.addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect();
+        let state = match m.state {
+            ServerState::Leader => "Leader",
+            ServerState::Follower => "Follower",
+            ServerState::Candidate => "Candidate",
+            ServerState::Learner => "Learner",
+            ServerState::Shutdown => "Shutdown",
+        };
+        NodeStatus {
+            id: self.id,
+            addr: self.addr.clone(),
+            state: state.to_string(),
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index,
+            committed: m.local_committed.as_ref().map(|l| l.index),
+            applied: m.last_applied.as_ref().map(|l| l.index),
+            snapshot: m.snapshot.as_ref().map(|l| l.index),
+            purged: m.purged.as_ref().map(|l| l.index),
+            members,
+        }
+    }
+
+    fn leader(&self) -> Option<(u64, Option<String>)> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let l = m.current_leader?;
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&l)
+            .map(|n| n.addr.clone());
+        Some((l, addr))
+    }
+
+    async fn peer(&self, addr: &str) -> Result<ApiRpcClient, std::io::Error> {
+        if let Some(c) = self
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(addr)
+        {
+            return Ok(c.clone());
+        }
+        let t = connect(addr, CHANNEL_API, Duration::from_secs(2)).await?;
+        let c = ApiRpcClient::new(tarpc::client::Config::default(), t).spawn();
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    fn drop_peer(&self, addr: &str) {
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(addr);
+    }
+
+    /// Runs `call` on the leader: here, or forwarded; retries while leadership moves.
+    async fn route(
+        &self,
+        call: Call,
+        forwarded: bool,
+        deadline: Instant,
+    ) -> Result<Reply, ApiError> {
+        let what = match &call {
+            Call::Write(_) => "write",
+            Call::Read(_) => "read",
+            Call::Admin(_) => "membership change",
+        };
+        let mut metrics_rx = self.raft.metrics();
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(unavailable(what, self.write_timeout));
+            }
+            let remaining = deadline - now;
+            match self.leader() {
+                Some((l, _)) if l == self.id => match self.run_local(&call, remaining).await {
+                    Local::Done(r) => return r,
+                    Local::NotLeader => {}
+                },
+                Some((l, addr)) if !forwarded => {
+                    let Some(addr) = addr else {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    };
+                    match self.forward(&addr, &call, deadline).await {
+                        Ok(Err(ApiError::NotLeader { .. })) => {}
+                        Ok(r) => return r,
+                        Err(e) => {
+                            tracing::debug!(leader = l, "forwarding to {addr} failed: {e}");
+                            self.drop_peer(&addr);
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                leader => {
+                    if forwarded {
+                        return Err(ApiError::NotLeader {
+                            node: self.id,
+                            leader: leader.map(|l| l.0),
+                        });
+                    }
+                }
+            }
+            // Wait for something to change (a leader elected), briefly.
+            let wait = remaining.min(Duration::from_millis(100));
+            let _ = tokio::time::timeout(wait, metrics_rx.changed()).await;
+        }
+    }
+
+    async fn forward(
+        &self,
+        addr: &str,
+        call: &Call,
+        deadline: Instant,
+    ) -> Result<Result<Reply, ApiError>, tarpc::client::RpcError> {
+        let client = self
+            .peer(addr)
+            .await
+            .map_err(|e| tarpc::client::RpcError::Send(Box::new(e)))?;
+        let mut ctx = tarpc::context::current();
+        ctx.deadline = deadline;
+        Ok(match call {
+            Call::Write(w) => client.write(ctx, w.clone(), true).await?.map(Reply::Write),
+            Call::Read(q) => client
+                .read(ctx, q.clone(), Consistency::Linearizable, true)
+                .await?
+                .map(Reply::Read),
+            Call::Admin(a) => client.admin(ctx, a.clone(), true).await?.map(Reply::Admin),
+        })
+    }
+
+    async fn run_local(&self, call: &Call, remaining: Duration) -> Local {
+        match call {
+            Call::Write(w) => self.write_local(w, remaining).await,
+            Call::Read(q) => {
+                match tokio::time::timeout(
+                    remaining,
+                    self.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+                )
+                .await
+                {
+                    Err(_) => Local::Done(Err(unavailable("read", self.write_timeout))),
+                    Ok(Ok(_)) => Local::Done(self.query_local(q).map(Reply::Read)),
+                    Ok(Err(RaftError::Fatal(f))) => {
+                        Local::Done(Err(ApiError::Internal(f.to_string())))
+                    }
+                    Ok(Err(RaftError::APIError(_))) => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        Local::NotLeader
+                    }
+                }
+            }
+            Call::Admin(a) => match tokio::time::timeout(remaining, self.admin_local(a)).await {
+                Err(_) => Local::Done(Err(unavailable("membership change", self.write_timeout))),
+                Ok(Err(ApiError::NotLeader { .. })) => Local::NotLeader,
+                Ok(r) => Local::Done(r.map(Reply::Admin)),
+            },
+        }
+    }
+
+    async fn write_local(&self, w: &WriteRequest, remaining: Duration) -> Local {
+        let req = Request {
+            id: w.id,
+            acked_below: w.acked_below,
+            cmd: Command {
+                at_ms: now_ms(),
+                op: w.op.clone(),
+            },
+        };
+        self.metrics.proposals.inc();
+        let start = Instant::now();
+        let r = tokio::time::timeout(remaining, self.raft.client_write(req)).await;
+        let r = match r {
+            Err(_) => {
+                self.metrics.proposal_failures.inc();
+                return Local::Done(Err(unavailable("write", self.write_timeout)));
+            }
+            Ok(r) => r,
+        };
+        match r {
+            Ok(resp) => {
+                self.metrics
+                    .apply_latency
+                    .observe(start.elapsed().as_secs_f64());
+                let index = resp.log_id.index;
+                Local::Done(match resp.data {
+                    Response::Done(Ok(outcome)) => Ok(Reply::Write(WriteReply { outcome, index })),
+                    Response::Done(Err(e)) => Err(ApiError::Alloc(e.0)),
+                    Response::Stale => Err(ApiError::Stale(w.id)),
+                    Response::None => Err(ApiError::Internal("empty response".into())),
+                })
+            }
+            Err(e) => {
+                self.metrics.proposal_failures.inc();
+                if e.forward_to_leader().is_some() {
+                    Local::NotLeader
+                } else {
+                    Local::Done(Err(ApiError::Internal(e.to_string())))
+                }
+            }
+        }
+    }
+
+    pub(crate) fn query_local(&self, q: &Query) -> Result<QueryReply, ApiError> {
+        let d = self.sm.read();
+        let st = &d.state;
+        Ok(match q {
+            Query::Pools => QueryReply::Pools(st.pools()),
+            Query::Pool(id) => QueryReply::Pool(st.pool(id).map_err(ApiError::Alloc)?),
+            Query::Allocations(id) => {
+                QueryReply::Allocations(st.allocations(id).map_err(ApiError::Alloc)?)
+            }
+            Query::AllAllocations => QueryReply::AllAllocations(st.all_allocations()),
+            Query::WhoHas(ip) => QueryReply::WhoHas(st.who_has(*ip)),
+        })
+    }
+
+    async fn admin_local(&self, cmd: &AdminCommand) -> Result<NodeStatus, ApiError> {
+        let cluster = |e: &dyn std::fmt::Display| ApiError::Cluster(e.to_string());
+        match cmd {
+            AdminCommand::Init => {
+                let done = self
+                    .raft
+                    .is_initialized()
+                    .await
+                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                if done {
+                    return Err(ApiError::Cluster(format!(
+                        "node {} is already part of an initialised cluster",
+                        self.id
+                    )));
+                }
+                let members = BTreeMap::from([(self.id, BasicNode::new(self.addr.clone()))]);
+                self.raft
+                    .initialize(members)
+                    .await
+                    .map_err(|e| cluster(&e))?;
+                // Wait (briefly) for this node to become the leader of its one-node cluster.
+                let _ = self
+                    .raft
+                    .wait(Some(Duration::from_secs(10)))
+                    .state(ServerState::Leader, "init")
+                    .await;
+            }
+            AdminCommand::AddNode { id, addr } => {
+                let status = self.status();
+                if let Some(m) = status.members.iter().find(|m| m.id == *id) {
+                    if m.addr != *addr {
+                        return Err(ApiError::Cluster(format!(
+                            "node {id} is already a member at {}; remove it first",
+                            m.addr
+                        )));
+                    }
+                    if m.voter {
+                        return Ok(status);
+                    }
+                } else {
+                    self.raft
+                        .add_learner(*id, BasicNode::new(addr.clone()), true)
+                        .await
+                        .map_err(|e| self.membership_err(e))?;
+                }
+                self.raft
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([*id])), false)
+                    .await
+                    .map_err(|e| self.membership_err(e))?;
+            }
+            AdminCommand::RemoveNode { id } => {
+                let status = self.status();
+                let Some(m) = status.members.iter().find(|m| m.id == *id) else {
+                    return Ok(status);
+                };
+                if m.voter {
+                    self.raft
+                        .change_membership(
+                            ChangeMembers::RemoveVoters(BTreeSet::from([*id])),
+                            false,
+                        )
+                        .await
+                        .map_err(|e| self.membership_err(e))?;
+                } else {
+                    self.raft
+                        .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([*id])), false)
+                        .await
+                        .map_err(|e| self.membership_err(e))?;
+                }
+            }
+        }
+        Ok(self.status())
+    }
+
+    fn membership_err(&self, e: RaftError<C, ClientWriteError<C>>) -> ApiError {
+        if let Some(f) = e.forward_to_leader() {
+            return ApiError::NotLeader {
+                node: self.id,
+                leader: f.leader_id,
+            };
+        }
+        ApiError::Cluster(e.to_string())
+    }
+}

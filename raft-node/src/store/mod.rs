@@ -1,0 +1,253 @@
+//! Everything a node keeps on disk, in one RocksDB database inside its data directory.
+//!
+//! The data directory holds a small metadata record (`raftipam-node.json`: format, version,
+//! node id) next to the database. Opening checks that record *before* anything is written:
+//! a directory that belongs to another node, was written by another program, or is damaged
+//! gives a [`StoreError`] that says which, and is left untouched.
+//!
+//! Column families: `meta` (vote, last purged log id, committed log id), `logs` (the Raft
+//! log, keyed by big-endian index) and `sm` (the latest snapshot of the state machine).
+
+mod log;
+mod sm;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, Options, DB};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use log::LogStore;
+pub use sm::StateMachineStore;
+
+pub(crate) const CF_META: &str = "meta";
+pub(crate) const CF_LOGS: &str = "logs";
+pub(crate) const CF_SM: &str = "sm";
+
+const META_FILE: &str = "raftipam-node.json";
+const DB_DIR: &str = "db";
+const FORMAT: &str = "raftipam-data";
+const VERSION: u32 = 1;
+
+/// Why a data directory could not be opened.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The directory is not empty and was not written by raftipam.
+    #[error("{path} is not a raftipam data directory (it is not empty and has no {META_FILE}); refusing to touch it — give an empty or new directory")]
+    Foreign {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The directory belongs to another node.
+    #[error("{path} holds the data of node {found}, not node {expected}; give this node its own data directory or the right --id")]
+    WrongNode {
+        /// The directory.
+        path: PathBuf,
+        /// Node id recorded in it.
+        found: u64,
+        /// Node id asked for.
+        expected: u64,
+    },
+    /// Written by a newer raftipam.
+    #[error("{path} has data format version {found}; this build reads version {VERSION}")]
+    Version {
+        /// The directory.
+        path: PathBuf,
+        /// Version found.
+        found: u32,
+    },
+    /// The metadata record or the database is damaged.
+    #[error("data directory {path} is damaged: {why}")]
+    Damaged {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// An I/O error.
+    #[error("data directory {path}: {source}")]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct MetaRecord {
+    format: String,
+    version: u32,
+    node_id: u64,
+}
+
+/// Opens (or creates) the data directory of node `node_id` and its database.
+pub fn open_db(dir: &Path, node_id: u64) -> Result<Arc<DB>, StoreError> {
+    let io = |source| StoreError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let meta_path = dir.join(META_FILE);
+    let fresh = if meta_path.exists() {
+        check_meta(dir, &meta_path, node_id)?;
+        false
+    } else if dir.exists() {
+        let mut entries = fs::read_dir(dir).map_err(io)?;
+        if entries.next().is_some() {
+            return Err(StoreError::Foreign {
+                path: dir.to_path_buf(),
+            });
+        }
+        true
+    } else {
+        true
+    };
+    if fresh {
+        fs::create_dir_all(dir).map_err(io)?;
+        write_meta(dir, &meta_path, node_id).map_err(io)?;
+    }
+    let db_path = dir.join(DB_DIR);
+    if !fresh && !db_path.join("CURRENT").exists() {
+        return Err(StoreError::Damaged {
+            path: dir.to_path_buf(),
+            why: format!("the database in {} is missing", db_path.display()),
+        });
+    }
+    let mut opts = Options::default();
+    opts.create_if_missing(fresh);
+    opts.create_missing_column_families(fresh);
+    opts.set_paranoid_checks(true);
+    let cfs = [CF_META, CF_LOGS, CF_SM]
+        .into_iter()
+        .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+    let db = DB::open_cf_descriptors(&opts, &db_path, cfs).map_err(|e| StoreError::Damaged {
+        path: dir.to_path_buf(),
+        why: format!("cannot open the database: {e}"),
+    })?;
+    Ok(Arc::new(db))
+}
+
+fn check_meta(dir: &Path, meta_path: &Path, node_id: u64) -> Result<(), StoreError> {
+    let bytes = fs::read(meta_path).map_err(|source| StoreError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let damaged = |why: String| StoreError::Damaged {
+        path: dir.to_path_buf(),
+        why,
+    };
+    let rec: MetaRecord = serde_json::from_slice(&bytes)
+        .map_err(|e| damaged(format!("{META_FILE} does not parse: {e}")))?;
+    if rec.format != FORMAT {
+        return Err(StoreError::Foreign {
+            path: dir.to_path_buf(),
+        });
+    }
+    if rec.version != VERSION {
+        return Err(StoreError::Version {
+            path: dir.to_path_buf(),
+            found: rec.version,
+        });
+    }
+    if rec.node_id != node_id {
+        return Err(StoreError::WrongNode {
+            path: dir.to_path_buf(),
+            found: rec.node_id,
+            expected: node_id,
+        });
+    }
+    Ok(())
+}
+
+fn write_meta(dir: &Path, meta_path: &Path, node_id: u64) -> std::io::Result<()> {
+    let rec = MetaRecord {
+        format: FORMAT.to_string(),
+        version: VERSION,
+        node_id,
+    };
+    let tmp = dir.join(format!("{META_FILE}.tmp"));
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(&rec).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    fs::rename(&tmp, meta_path)?;
+    fs::File::open(dir)?.sync_all()
+}
+
+pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, std::io::Error> {
+    postcard::to_allocvec(v).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, std::io::Error> {
+    postcard::from_bytes(b).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily, std::io::Error> {
+    db.cf_handle(name)
+        .ok_or_else(|| std::io::Error::other(format!("column family {name} is missing")))
+}
+
+pub(crate) fn db_err(e: rocksdb::Error) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_directory_is_created_and_reopened_by_the_same_node() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("n1");
+        drop(open_db(&dir, 1).unwrap());
+        drop(open_db(&dir, 1).unwrap());
+    }
+
+    #[test]
+    fn another_node_id_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        drop(open_db(t.path(), 1).unwrap());
+        let e = open_db(t.path(), 2).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StoreError::WrongNode {
+                    found: 1,
+                    expected: 2,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_foreign_directory_is_refused_and_left_alone() {
+        let t = tempfile::tempdir().unwrap();
+        fs::write(t.path().join("notes.txt"), "hello").unwrap();
+        let e = open_db(t.path(), 1).unwrap_err();
+        assert!(matches!(e, StoreError::Foreign { .. }), "{e}");
+        let names: Vec<_> = fs::read_dir(t.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn a_damaged_metadata_record_is_reported() {
+        let t = tempfile::tempdir().unwrap();
+        drop(open_db(t.path(), 1).unwrap());
+        fs::write(t.path().join(META_FILE), "{garbage").unwrap();
+        let e = open_db(t.path(), 1).unwrap_err();
+        assert!(matches!(e, StoreError::Damaged { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_damaged_database_is_reported() {
+        let t = tempfile::tempdir().unwrap();
+        drop(open_db(t.path(), 1).unwrap());
+        fs::write(t.path().join(DB_DIR).join("CURRENT"), "MANIFEST-999999\n").unwrap();
+        let e = open_db(t.path(), 1).unwrap_err();
+        assert!(matches!(e, StoreError::Damaged { .. }), "{e}");
+    }
+}

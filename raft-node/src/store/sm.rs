@@ -1,0 +1,355 @@
+//! The state machine: allocator-core's [`State`] in memory, plus the table of client
+//! sessions that makes retried requests idempotent.
+//!
+//! The state itself is not written on every apply: the Raft log already holds every command
+//! durably. What is persisted is the snapshot (allocator state + sessions + the last applied
+//! log id and membership), written with a synced write whenever openraft builds or installs
+//! one. On start the node loads that snapshot and openraft re-applies the log after it.
+//!
+//! **Sessions.** Each entry carries a [`RequestId`] `(client, serial)` and the client's
+//! `acked_below` mark. The outcome of every applied request is kept per client until the
+//! client says it has seen it (its serial falls below `acked_below`), so a retry of a
+//! request whose first attempt was committed gets the first outcome back instead of being
+//! applied again. Bounds: at most [`MAX_OUTCOMES_PER_CLIENT`] outcomes per client, and a
+//! client silent for [`SESSION_TTL_MS`] (by the commands' own clock) is forgotten. All of this
+//! is a function of the log, so every replica keeps the same table.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use allocator_core::State;
+use futures::TryStreamExt;
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::type_config::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StoredMembership};
+use rocksdb::{WriteOptions, DB};
+use serde::{Deserialize, Serialize};
+
+use super::{cf, db_err, decode, encode, CF_SM};
+use crate::types::{Request, Response, TypeConfig};
+use crate::wire::{WireAllocError, WireResult};
+
+type C = TypeConfig;
+
+/// Outcomes kept per client at most (a client with more requests in flight than this loses
+/// idempotency for its oldest ones).
+pub const MAX_OUTCOMES_PER_CLIENT: usize = 4096;
+/// A client whose last request is older than this (1 hour) is forgotten.
+pub const SESSION_TTL_MS: u64 = 3_600_000;
+const SWEEP_EVERY_MS: u64 = 60_000;
+const KEY_SNAPSHOT: &[u8] = b"snapshot";
+const BLOB_VERSION: u16 = 1;
+
+/// One client's remembered outcomes.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Session {
+    last_at_ms: u64,
+    acked_below: u64,
+    outcomes: BTreeMap<u64, WireResult>,
+}
+
+/// The table of client sessions.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Sessions {
+    next_sweep_ms: u64,
+    clients: BTreeMap<u64, Session>,
+}
+
+impl Sessions {
+    /// Applies `req` to `state` unless it was applied before.
+    fn apply(&mut self, state: &mut State, req: &Request) -> Response {
+        let at = req.cmd.at_ms;
+        if at >= self.next_sweep_ms {
+            self.clients
+                .retain(|_, s| s.last_at_ms.saturating_add(SESSION_TTL_MS) >= at);
+            self.next_sweep_ms = at.saturating_add(SWEEP_EVERY_MS);
+        }
+        let s = self.clients.entry(req.id.client).or_default();
+        s.last_at_ms = s.last_at_ms.max(at);
+        if req.acked_below > s.acked_below {
+            s.acked_below = req.acked_below;
+            s.outcomes = s.outcomes.split_off(&req.acked_below);
+        }
+        if let Some(prev) = s.outcomes.get(&req.id.serial) {
+            return Response::Done(prev.clone());
+        }
+        if req.id.serial < s.acked_below {
+            return Response::Stale;
+        }
+        let r = state.apply(&req.cmd).map_err(WireAllocError);
+        s.outcomes.insert(req.id.serial, r.clone());
+        while s.outcomes.len() > MAX_OUTCOMES_PER_CLIENT {
+            s.outcomes.pop_first();
+        }
+        Response::Done(r)
+    }
+}
+
+/// The in-memory state machine, shared between openraft and the query path.
+pub struct SmData {
+    /// The allocator.
+    pub state: State,
+    sessions: Sessions,
+    /// Last log id applied.
+    pub last_applied: Option<LogIdOf<C>>,
+    /// Last membership applied.
+    pub membership: StoredMembershipOf<C>,
+}
+
+/// What a snapshot carries (postcard).
+#[derive(Serialize, Deserialize)]
+struct Blob {
+    version: u16,
+    state: Vec<u8>,
+    sessions: Sessions,
+}
+
+/// A snapshot as stored in the `sm` column family.
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMetaOf<C>,
+    data: Vec<u8>,
+}
+
+/// The state machine store: cheap to clone, all clones share the same state.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    data: Arc<RwLock<SmData>>,
+    db: Arc<DB>,
+}
+
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+impl StateMachineStore {
+    /// Opens the state machine: the latest stored snapshot, or an empty state.
+    pub fn open(db: Arc<DB>) -> io::Result<Self> {
+        let mut data = SmData {
+            state: State::default(),
+            sessions: Sessions::default(),
+            last_applied: None,
+            membership: StoredMembership::default(),
+        };
+        if let Some(snap) = load_snapshot(&db)? {
+            restore(&mut data, &snap.meta, &snap.data)?;
+        }
+        Ok(StateMachineStore {
+            data: Arc::new(RwLock::new(data)),
+            db,
+        })
+    }
+
+    /// Read access to the state (never held across an await).
+    pub fn read(&self) -> RwLockReadGuard<'_, SmData> {
+        self.data.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, SmData> {
+        self.data.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn persist(&self, snap: StoredSnapshot) -> io::Result<()> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(cur) = load_snapshot(&db)? {
+                if cur.meta.last_log_id > snap.meta.last_log_id {
+                    return Ok(()); // a newer one was installed meanwhile
+                }
+            }
+            let mut wo = WriteOptions::default();
+            wo.set_sync(true);
+            db.put_cf_opt(cf(&db, CF_SM)?, KEY_SNAPSHOT, encode(&snap)?, &wo)
+                .map_err(db_err)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+}
+
+fn load_snapshot(db: &DB) -> io::Result<Option<StoredSnapshot>> {
+    match db.get_cf(cf(db, CF_SM)?, KEY_SNAPSHOT).map_err(db_err)? {
+        Some(b) => Ok(Some(decode(&b)?)),
+        None => Ok(None),
+    }
+}
+
+fn restore(data: &mut SmData, meta: &SnapshotMetaOf<C>, bytes: &[u8]) -> io::Result<()> {
+    let blob: Blob = decode(bytes)?;
+    if blob.version != BLOB_VERSION {
+        return Err(invalid(format!(
+            "snapshot blob version {} is not supported",
+            blob.version
+        )));
+    }
+    let state = State::from_snapshot(&blob.state).map_err(|e| invalid(e.to_string()))?;
+    data.state = state;
+    data.sessions = blob.sessions;
+    data.last_applied = meta.last_log_id.clone();
+    data.membership = meta.last_membership.clone();
+    Ok(())
+}
+
+/// Builds snapshots from the shared state.
+pub struct SnapshotBuilder {
+    sm: StateMachineStore,
+}
+
+impl RaftSnapshotBuilder<C> for SnapshotBuilder {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, Vec<u8>>, io::Error> {
+        let (meta, data) = {
+            let d = self.sm.read();
+            let blob = Blob {
+                version: BLOB_VERSION,
+                state: d.state.to_snapshot(),
+                sessions: d.sessions.clone(),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: d.last_applied.clone(),
+                last_membership: d.membership.clone(),
+            };
+            (meta, encode(&blob)?)
+        };
+        self.sm
+            .persist(StoredSnapshot {
+                meta: meta.clone(),
+                data: data.clone(),
+            })
+            .await?;
+        tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "snapshot built");
+        Ok(openraft::Snapshot {
+            meta,
+            snapshot: data,
+        })
+    }
+}
+
+impl RaftStateMachine<C> for StateMachineStore {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
+        let d = self.read();
+        Ok((d.last_applied.clone(), d.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: futures::Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let resp = {
+                let mut guard = self.write();
+                let d = &mut *guard;
+                let resp = match &entry.payload {
+                    EntryPayload::Blank => Response::None,
+                    EntryPayload::Normal(req) => d.sessions.apply(&mut d.state, req),
+                    EntryPayload::Membership(m) => {
+                        d.membership = StoredMembership::new(Some(entry.log_id.clone()), m.clone());
+                        Response::None
+                    }
+                };
+                d.last_applied = Some(entry.log_id.clone());
+                resp
+            };
+            if let Some(r) = responder {
+                r.send(resp);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder { sm: self.clone() }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMetaOf<C>,
+        snapshot: Vec<u8>,
+    ) -> Result<(), io::Error> {
+        {
+            let mut d = self.write();
+            restore(&mut d, meta, &snapshot)?;
+        }
+        self.persist(StoredSnapshot {
+            meta: meta.clone(),
+            data: snapshot,
+        })
+        .await?;
+        tracing::info!(last_log_id = ?meta.last_log_id, "snapshot installed");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, Vec<u8>>>, io::Error> {
+        let db = self.db.clone();
+        let s = tokio::task::spawn_blocking(move || load_snapshot(&db))
+            .await
+            .map_err(io::Error::other)??;
+        Ok(s.map(|s| openraft::Snapshot {
+            meta: s.meta,
+            snapshot: s.data,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::RequestId;
+    use allocator_core::{Command, Op, PoolSpec};
+
+    fn req(client: u64, serial: u64, acked_below: u64, at_ms: u64) -> Request {
+        let spec = PoolSpec {
+            space: "g".into(),
+            subnet: Some("10.0.0.0/24".parse().unwrap()),
+            ..Default::default()
+        };
+        Request {
+            id: RequestId { client, serial },
+            acked_below,
+            cmd: Command {
+                at_ms,
+                op: Op::RequestPool {
+                    spec,
+                    holder: format!("h{serial}"),
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn a_retried_request_is_answered_from_the_table_and_not_applied_twice() {
+        let mut st = State::default();
+        let mut s = Sessions::default();
+        let a = s.apply(&mut st, &req(7, 1, 1, 0));
+        let b = s.apply(&mut st, &req(7, 1, 1, 5));
+        assert_eq!(a, b);
+        let pool = &st.pools()[0];
+        assert_eq!(pool.holders.len(), 1);
+    }
+
+    #[test]
+    fn acknowledged_outcomes_are_forgotten_and_late_duplicates_are_stale() {
+        let mut st = State::default();
+        let mut s = Sessions::default();
+        s.apply(&mut st, &req(7, 1, 1, 0));
+        s.apply(&mut st, &req(7, 2, 2, 0));
+        assert_eq!(s.clients[&7].outcomes.len(), 1);
+        assert_eq!(s.apply(&mut st, &req(7, 1, 1, 0)), Response::Stale);
+    }
+
+    #[test]
+    fn idle_clients_expire() {
+        let mut st = State::default();
+        let mut s = Sessions::default();
+        s.apply(&mut st, &req(1, 1, 1, 0));
+        s.apply(&mut st, &req(2, 1, 1, SESSION_TTL_MS + SWEEP_EVERY_MS + 1));
+        assert!(!s.clients.contains_key(&1));
+    }
+}

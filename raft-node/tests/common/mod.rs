@@ -1,0 +1,166 @@
+//! A cluster harness: real nodes (real tarpc on loopback, real RocksDB in a temp dir) in
+//! this process, so that fault scenarios read like scripts.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+use allocator_core::{Allocation, PoolId, PoolSpec};
+use raft_node::{AdminCommand, Client, ClientConfig, Node, NodeConfig, Query, QueryReply};
+
+/// Waits until `f` returns `Some`, checking every 50 ms, for at most `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr")
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub addrs: BTreeMap<u64, SocketAddr>,
+    pub nodes: BTreeMap<u64, Node>,
+    pub tune: fn(&mut NodeConfig),
+}
+
+fn no_tune(_: &mut NodeConfig) {}
+
+impl Cluster {
+    /// Starts `n` nodes (ids 1..=n), initialises node 1 and adds the others as voters.
+    pub async fn start(n: u64) -> Cluster {
+        Self::start_with(n, no_tune).await
+    }
+
+    pub async fn start_with(n: u64, tune: fn(&mut NodeConfig)) -> Cluster {
+        let mut c = Cluster {
+            dir: tempfile::tempdir().expect("tempdir"),
+            addrs: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            tune,
+        };
+        for id in 1..=n {
+            c.addrs.insert(id, free_addr());
+            c.restart(id).await;
+        }
+        c.nodes[&1].init().await.expect("init");
+        let admin = c.client();
+        for id in 2..=n {
+            admin
+                .admin(AdminCommand::AddNode {
+                    id,
+                    addr: c.addrs[&id].to_string(),
+                })
+                .await
+                .expect("add node");
+        }
+        c
+    }
+
+    pub fn config(&self, id: u64) -> NodeConfig {
+        let mut cfg = NodeConfig::new(id, self.addrs[&id], self.dir.path().join(format!("n{id}")));
+        (self.tune)(&mut cfg);
+        cfg
+    }
+
+    /// Starts (or restarts) node `id` from its data directory.
+    pub async fn restart(&mut self, id: u64) {
+        self.addrs.entry(id).or_insert_with(free_addr);
+        let node = Node::start(self.config(id)).await.expect("start node");
+        self.nodes.insert(id, node);
+    }
+
+    /// Stops node `id` abruptly (its tasks are aborted; what is on disk stays).
+    pub async fn kill(&mut self, id: u64) {
+        if let Some(n) = self.nodes.remove(&id) {
+            n.shutdown().await.expect("shutdown");
+        }
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.values().map(|n| n.addr().to_string()).collect()
+    }
+
+    /// A client of every running node.
+    pub fn client(&self) -> Client {
+        Client::with_config(
+            self.endpoints(),
+            ClientConfig {
+                timeout: Duration::from_secs(30),
+                ..Default::default()
+            },
+        )
+        .expect("client")
+    }
+
+    /// A client of node `id` only.
+    pub fn client_of(&self, id: u64) -> Client {
+        Client::connect([self.addrs[&id].to_string()]).expect("client")
+    }
+
+    /// The leader, once the running nodes agree on one.
+    pub async fn leader(&self) -> u64 {
+        eventually(30, "a leader", || async {
+            let ls: Vec<Option<u64>> = self.nodes.values().map(|n| n.status().leader).collect();
+            let l = ls.first().copied().flatten()?;
+            (ls.iter().all(|x| *x == Some(l)) && self.nodes.contains_key(&l)).then_some(l)
+        })
+        .await
+    }
+
+    /// Waits until every running node has applied the same index, then returns every
+    /// node's allocations (asserting that they are identical and that the invariants hold).
+    pub async fn converged(&self) -> Vec<(PoolId, Allocation)> {
+        eventually(60, "all nodes to apply the same index", || async {
+            let a: Vec<Option<u64>> = self.nodes.values().map(|n| n.status().applied).collect();
+            let c: Vec<Option<u64>> = self.nodes.values().map(|n| n.status().committed).collect();
+            (a.iter().all(|x| *x == a[0]) && a[0].is_some() && a[0] >= c.iter().copied().max().flatten()).then_some(())
+        })
+        .await;
+        let mut all = Vec::new();
+        for n in self.nodes.values() {
+            let (allocs, inv) = n.with_state(|s| (s.all_allocations(), s.check_invariants()));
+            inv.expect("invariants");
+            all.push(allocs);
+        }
+        for (i, a) in all.iter().enumerate() {
+            assert_eq!(a, &all[0], "node #{i} differs from the first");
+        }
+        all.swap_remove(0)
+    }
+
+    pub async fn shutdown(mut self) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.kill(id).await;
+        }
+    }
+}
+
+pub fn spec(cidr: &str) -> PoolSpec {
+    PoolSpec {
+        space: "global".into(),
+        subnet: Some(cidr.parse().expect("cidr")),
+        ..Default::default()
+    }
+}
+
+pub async fn local_allocations(c: &Client, i: usize) -> Vec<(PoolId, Allocation)> {
+    match c.query_node(i, Query::AllAllocations).await.expect("query") {
+        QueryReply::AllAllocations(a) => a,
+        r => panic!("unexpected {r:?}"),
+    }
+}
