@@ -35,7 +35,10 @@ use crate::backend::Backend;
 use crate::error::ApiError;
 use crate::options::address_order;
 use crate::pool::parse_pool_id;
-use crate::wire::{Empty, ReleaseAddressRequest, RequestAddressRequest, RequestAddressResponse, ENDPOINT_NAME, GATEWAY_TYPE, REQUEST_ADDRESS_TYPE};
+use crate::wire::{
+    Empty, ReleaseAddressRequest, RequestAddressRequest, RequestAddressResponse, ENDPOINT_NAME,
+    GATEWAY_TYPE, REQUEST_ADDRESS_TYPE,
+};
 use crate::ShimConfig;
 
 /// What a `RequestAddress` asks for.
@@ -96,7 +99,9 @@ pub fn parse_addr(field: &str, value: &str, pool: &PoolId) -> Result<IpAddr, Api
         )));
     }
     if !subnet.contains(&addr) {
-        return Err(ApiError::bad_request(format!("{field} {addr} is outside pool {pool} (subnet {subnet})")));
+        return Err(ApiError::bad_request(format!(
+            "{field} {addr} is outside pool {pool} (subnet {subnet})"
+        )));
     }
     Ok(addr)
 }
@@ -108,38 +113,68 @@ pub fn default_gateway(subnet: &IpNet) -> IpAddr {
     let host_bits = subnet.max_prefix_len() - subnet.prefix_len();
     let step = u8::from(host_bits >= 2);
     match subnet {
-        IpNet::V4(n) => IpAddr::V4(Ipv4Addr::from(u32::from(n.network()).wrapping_add(u32::from(step)))),
-        IpNet::V6(n) => IpAddr::V6(Ipv6Addr::from(u128::from(n.network()).wrapping_add(u128::from(step)))),
+        IpNet::V4(n) => IpAddr::V4(Ipv4Addr::from(
+            u32::from(n.network()).wrapping_add(u32::from(step)),
+        )),
+        IpNet::V6(n) => IpAddr::V6(Ipv6Addr::from(
+            u128::from(n.network()).wrapping_add(u128::from(step)),
+        )),
     }
 }
 
 /// Tells what a `RequestAddress` asks for.
 pub fn classify(req: &RequestAddressRequest, pool: &PoolId) -> Result<AddressRequest, ApiError> {
-    let addr = if req.address.trim().is_empty() { None } else { Some(parse_addr("Address", &req.address, pool)?) };
+    let addr = if req.address.trim().is_empty() {
+        None
+    } else {
+        Some(parse_addr("Address", &req.address, pool)?)
+    };
     let Some(options) = &req.options else {
         // dockerd sends aux addresses with nil options; with no address either, all that is
         // left is "any address", i.e. an endpoint without a name.
         return Ok(match addr {
             Some(addr) => AddressRequest::Aux { addr },
-            None => AddressRequest::Endpoint { addr: None, name: String::new(), order: Order::PoolDefault },
+            None => AddressRequest::Endpoint {
+                addr: None,
+                name: String::new(),
+                order: Order::PoolDefault,
+            },
         });
     };
     if options.get(REQUEST_ADDRESS_TYPE).map(String::as_str) == Some(GATEWAY_TYPE) {
         return Ok(AddressRequest::Gateway { addr });
     }
     let name = options.get(ENDPOINT_NAME).cloned().unwrap_or_default();
-    Ok(AddressRequest::Endpoint { addr, name, order: address_order(options)? })
+    Ok(AddressRequest::Endpoint {
+        addr,
+        name,
+        order: address_order(options)?,
+    })
 }
 
 fn address_reply(addr: IpNet) -> RequestAddressResponse {
-    RequestAddressResponse { address: addr.to_string(), data: Default::default() }
+    RequestAddressResponse {
+        address: addr.to_string(),
+        data: Default::default(),
+    }
 }
 
-async fn reserve<B: Backend>(backend: &Arc<B>, config: &ShimConfig, pool: &PoolId, addr: IpAddr) -> Result<IpNet, ApiError> {
-    let op = Op::Reserve { pool: pool.clone(), addr, holder: config.host.clone() };
+async fn reserve<B: Backend>(
+    backend: &Arc<B>,
+    config: &ShimConfig,
+    pool: &PoolId,
+    addr: IpAddr,
+) -> Result<IpNet, ApiError> {
+    let op = Op::Reserve {
+        pool: pool.clone(),
+        addr,
+        holder: config.host.clone(),
+    };
     match backend.apply(op).await? {
         Outcome::Reserved { addr } => Ok(addr),
-        other => Err(ApiError::internal(format!("the backend answered {other:?} to Reserve"))),
+        other => Err(ApiError::internal(format!(
+            "the backend answered {other:?} to Reserve"
+        ))),
     }
 }
 
@@ -152,7 +187,9 @@ pub async fn request_address<B: Backend>(
     let pool = parse_pool_id(&req.pool_id)?;
     match classify(&req, &pool)? {
         AddressRequest::Gateway { addr: Some(addr) } => {
-            let got = reserve(backend, config, &pool, addr).await.map_err(|e| e.context(format!("gateway {addr}")))?;
+            let got = reserve(backend, config, &pool, addr)
+                .await
+                .map_err(|e| e.context(format!("gateway {addr}")))?;
             info!(pool = %pool, host = %config.host, gateway = %got, "gateway reserved");
             Ok(address_reply(got))
         }
@@ -170,15 +207,26 @@ pub async fn request_address<B: Backend>(
             Ok(address_reply(got))
         }
         AddressRequest::Aux { addr } => {
-            let got = reserve(backend, config, &pool, addr).await.map_err(|e| e.context(format!("aux address {addr}")))?;
+            let got = reserve(backend, config, &pool, addr)
+                .await
+                .map_err(|e| e.context(format!("aux address {addr}")))?;
             info!(pool = %pool, host = %config.host, aux = %got, "aux address reserved");
             Ok(address_reply(got))
         }
         AddressRequest::Endpoint { addr, name, order } => {
             let owner = Owner::new(config.host.clone(), name);
-            let op = Op::Allocate { pool: pool.clone(), addr, owner: owner.clone(), order };
+            let op = Op::Allocate {
+                pool: pool.clone(),
+                addr,
+                owner: owner.clone(),
+                order,
+            };
             match backend.apply(op).await? {
-                Outcome::Allocated { addr, seq, existing } => {
+                Outcome::Allocated {
+                    addr,
+                    seq,
+                    existing,
+                } => {
                     if existing {
                         debug!(pool = %pool, owner = %owner, addr = %addr, seq, "repeated request: same address");
                     } else {
@@ -186,26 +234,41 @@ pub async fn request_address<B: Backend>(
                     }
                     Ok(address_reply(addr))
                 }
-                other => Err(ApiError::internal(format!("the backend answered {other:?} to Allocate"))),
+                other => Err(ApiError::internal(format!(
+                    "the backend answered {other:?} to Allocate"
+                ))),
             }
         }
     }
 }
 
 /// `ReleaseAddress`: releases this host's allocation or reservation of the address.
-pub async fn release_address<B: Backend>(backend: &Arc<B>, config: &ShimConfig, req: ReleaseAddressRequest) -> Result<Empty, ApiError> {
+pub async fn release_address<B: Backend>(
+    backend: &Arc<B>,
+    config: &ShimConfig,
+    req: ReleaseAddressRequest,
+) -> Result<Empty, ApiError> {
     let pool = parse_pool_id(&req.pool_id)?;
     if req.address.trim().is_empty() {
-        return Err(ApiError::bad_request("Address is empty: which address should be released?"));
+        return Err(ApiError::bad_request(
+            "Address is empty: which address should be released?",
+        ));
     }
     let addr = parse_addr("Address", &req.address, &pool)?;
-    let op = Op::Release { pool: pool.clone(), addr, host: config.host.clone(), force: false };
+    let op = Op::Release {
+        pool: pool.clone(),
+        addr,
+        host: config.host.clone(),
+        force: false,
+    };
     match backend.apply(op).await? {
         Outcome::Released { what } => {
             info!(pool = %pool, host = %config.host, addr = %addr, ?what, "address released");
             Ok(Empty {})
         }
-        other => Err(ApiError::internal(format!("the backend answered {other:?} to Release"))),
+        other => Err(ApiError::internal(format!(
+            "the backend answered {other:?} to Release"
+        ))),
     }
 }
 
@@ -222,7 +285,11 @@ mod tests {
         RequestAddressRequest {
             pool_id: "local/10.0.0.0/24".into(),
             address: addr.into(),
-            options: options.map(|o| o.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()),
+            options: options.map(|o| {
+                o.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<BTreeMap<_, _>>()
+            }),
         }
     }
 
@@ -230,31 +297,78 @@ mod tests {
     fn classifies_like_dockerd_means_it() {
         let p = pool("local/10.0.0.0/24");
         let ip = |s: &str| s.parse::<IpAddr>().ok();
-        assert_eq!(classify(&req("", Some(&[(REQUEST_ADDRESS_TYPE, GATEWAY_TYPE)])), &p).ok(), Some(AddressRequest::Gateway { addr: None }));
         assert_eq!(
-            classify(&req("10.0.0.254", Some(&[(REQUEST_ADDRESS_TYPE, GATEWAY_TYPE)])), &p).ok(),
-            Some(AddressRequest::Gateway { addr: ip("10.0.0.254") })
+            classify(&req("", Some(&[(REQUEST_ADDRESS_TYPE, GATEWAY_TYPE)])), &p).ok(),
+            Some(AddressRequest::Gateway { addr: None })
         );
-        assert_eq!(classify(&req("10.0.0.9", None), &p).ok(), Some(AddressRequest::Aux { addr: "10.0.0.9".parse().expect("ip") }));
+        assert_eq!(
+            classify(
+                &req("10.0.0.254", Some(&[(REQUEST_ADDRESS_TYPE, GATEWAY_TYPE)])),
+                &p
+            )
+            .ok(),
+            Some(AddressRequest::Gateway {
+                addr: ip("10.0.0.254")
+            })
+        );
+        assert_eq!(
+            classify(&req("10.0.0.9", None), &p).ok(),
+            Some(AddressRequest::Aux {
+                addr: "10.0.0.9".parse().expect("ip")
+            })
+        );
         assert_eq!(
             classify(&req("", Some(&[(ENDPOINT_NAME, "web")])), &p).ok(),
-            Some(AddressRequest::Endpoint { addr: None, name: "web".into(), order: Order::PoolDefault })
+            Some(AddressRequest::Endpoint {
+                addr: None,
+                name: "web".into(),
+                order: Order::PoolDefault
+            })
         );
         assert_eq!(
-            classify(&req("10.0.0.7", Some(&[(ENDPOINT_NAME, "web"), ("com.docker.network.ipam.serial", "true")])), &p).ok(),
-            Some(AddressRequest::Endpoint { addr: ip("10.0.0.7"), name: "web".into(), order: Order::Serial })
+            classify(
+                &req(
+                    "10.0.0.7",
+                    Some(&[
+                        (ENDPOINT_NAME, "web"),
+                        ("com.docker.network.ipam.serial", "true")
+                    ])
+                ),
+                &p
+            )
+            .ok(),
+            Some(AddressRequest::Endpoint {
+                addr: ip("10.0.0.7"),
+                name: "web".into(),
+                order: Order::Serial
+            })
         );
     }
 
     #[test]
     fn addresses_are_checked_against_the_pool() {
         let p = pool("local/10.0.0.0/24");
-        assert_eq!(parse_addr("Address", "10.0.0.5/24", &p).ok(), "10.0.0.5".parse().ok());
-        assert_eq!(parse_addr("Address", "::ffff:10.0.0.5", &p).ok(), "10.0.0.5".parse().ok());
+        assert_eq!(
+            parse_addr("Address", "10.0.0.5/24", &p).ok(),
+            "10.0.0.5".parse().ok()
+        );
+        assert_eq!(
+            parse_addr("Address", "::ffff:10.0.0.5", &p).ok(),
+            "10.0.0.5".parse().ok()
+        );
         let e = parse_addr("Address", "10.0.1.5", &p).expect_err("outside");
-        assert!(e.message.contains("outside pool local/10.0.0.0/24"), "{}", e.message);
+        assert!(
+            e.message.contains("outside pool local/10.0.0.0/24"),
+            "{}",
+            e.message
+        );
         let e = parse_addr("Address", "fd00::5", &p).expect_err("family");
-        assert!(e.message.contains("IPv6 address but pool local/10.0.0.0/24 is IPv4"), "{}", e.message);
+        assert!(
+            e.message
+                .contains("IPv6 address but pool local/10.0.0.0/24 is IPv4"),
+            "{}",
+            e.message
+        );
         let e = parse_addr("Address", "10.0.0.x", &p).expect_err("garbage");
         assert!(e.message.contains("not an IP address"), "{}", e.message);
     }

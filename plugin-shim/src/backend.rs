@@ -68,38 +68,50 @@ pub struct MemoryBackend {
 impl MemoryBackend {
     /// A backend over `state`.
     pub fn new(state: State) -> Self {
-        MemoryBackend { state: Mutex::new(state) }
+        MemoryBackend {
+            state: Mutex::new(state),
+        }
     }
 
     /// Runs `f` on the state, e.g. to query allocations in a test.
     pub fn with_state<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         // A panic inside `apply` would poison the lock; the queries are still worth answering.
-        let state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&state)
     }
 
     fn now_ms() -> u64 {
-        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn locked(&self) -> Result<std::sync::MutexGuard<'_, State>, BackendError> {
-        // After a panic halfway through `apply` the state may be inconsistent: refuse writes
-        // rather than hand out addresses from it.
-        self.state
-            .lock()
-            .map_err(|_| BackendError::Unavailable("the in-memory allocator was poisoned by an earlier panic; restart the process".into()))
+    /// After a panic halfway through `apply` the state may be inconsistent: refuse to use it
+    /// rather than hand out addresses from it.
+    fn poisoned() -> BackendError {
+        BackendError::Unavailable(
+            "the in-memory allocator was poisoned by an earlier panic; restart the process".into(),
+        )
     }
 }
 
 impl Backend for MemoryBackend {
     async fn apply(&self, op: Op) -> Result<Outcome, BackendError> {
-        let cmd = Command { at_ms: Self::now_ms(), op };
-        Ok(self.locked()?.apply(&cmd)?)
+        let cmd = Command {
+            at_ms: Self::now_ms(),
+            op,
+        };
+        let mut state = self.state.lock().map_err(|_| Self::poisoned())?;
+        Ok(state.apply(&cmd)?)
     }
 
     async fn pool(&self, id: &PoolId) -> Result<PoolInfo, BackendError> {
-        Ok(self.locked()?.pool(id)?)
+        let state = self.state.lock().map_err(|_| Self::poisoned())?;
+        Ok(state.pool(id)?)
     }
 }
 
@@ -111,18 +123,39 @@ mod tests {
     #[tokio::test]
     async fn memory_backend_applies_and_reads_pools() {
         let backend = Arc::new(MemoryBackend::default());
-        let spec = PoolSpec { space: "local".into(), subnet: "10.9.0.0/24".parse().ok(), ..Default::default() };
-        let out = backend.apply(Op::RequestPool { spec, holder: "h".into() }).await;
-        let Ok(Outcome::Pool { pool, created: true }) = out else { panic!("unexpected {out:?}") };
+        let spec = PoolSpec {
+            space: "local".into(),
+            subnet: "10.9.0.0/24".parse().ok(),
+            ..Default::default()
+        };
+        let out = backend
+            .apply(Op::RequestPool {
+                spec,
+                holder: "h".into(),
+            })
+            .await;
+        let Ok(Outcome::Pool {
+            pool,
+            created: true,
+        }) = out
+        else {
+            panic!("unexpected {out:?}")
+        };
         let info = backend.pool(&pool).await.expect("pool exists");
         assert_eq!(info.holders.get("h"), Some(&1));
         let missing: PoolId = "local/10.8.0.0/24".parse().expect("valid id");
-        assert!(matches!(backend.pool(&missing).await, Err(BackendError::Alloc(AllocError::NoSuchPool(_)))));
+        assert!(matches!(
+            backend.pool(&missing).await,
+            Err(BackendError::Alloc(AllocError::NoSuchPool(_)))
+        ));
     }
 
     #[test]
     fn unavailable_says_the_cluster_is_unavailable() {
         let e = BackendError::Unavailable("no quorum: 1 of 3 voters reachable".into());
-        assert_eq!(e.to_string(), "the raftipam cluster is unavailable: no quorum: 1 of 3 voters reachable");
+        assert_eq!(
+            e.to_string(),
+            "the raftipam cluster is unavailable: no quorum: 1 of 3 voters reachable"
+        );
     }
 }

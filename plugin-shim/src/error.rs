@@ -70,9 +70,10 @@ impl From<AllocError> for ApiError {
     fn from(e: AllocError) -> Self {
         let message = e.to_string();
         match e {
-            AllocError::NoSuchPool(_) | AllocError::OutsidePool { .. } | AllocError::InvalidPool(_) | AllocError::Invalid(_) => {
-                ApiError::bad_request(message)
-            }
+            AllocError::NoSuchPool(_)
+            | AllocError::OutsidePool { .. }
+            | AllocError::InvalidPool(_)
+            | AllocError::Invalid(_) => ApiError::bad_request(message),
             AllocError::Overlap { .. }
             | AllocError::NoDefaultSubnet { .. }
             | AllocError::PoolFull { .. }
@@ -100,7 +101,8 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&ErrorResponse { err: self.message })
             .unwrap_or_else(|_| br#"{"Err":"the error could not be encoded"}"#.to_vec());
         let mut resp = (self.status, body).into_response();
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
         resp
     }
 }
@@ -143,7 +145,11 @@ mod tests {
     fn unavailable_backend_is_503_and_says_so() {
         let e: ApiError = BackendError::Unavailable("no quorum".into()).into();
         assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(e.message.contains("unavailable: no quorum"), "{}", e.message);
+        assert!(
+            e.message.contains("unavailable: no quorum"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -40,13 +40,18 @@ pub const GLOBAL_ADDRESS_SPACE: &str = "global";
 
 /// `/Plugin.Activate`: `{"Implements": ["IpamDriver"]}`.
 pub fn activate() -> ActivateResponse {
-    ActivateResponse { implements: vec![IMPLEMENTS.to_string()] }
+    ActivateResponse {
+        implements: vec![IMPLEMENTS.to_string()],
+    }
 }
 
 /// `/IpamDriver.GetCapabilities`: no MAC address needed, no replay wanted (see the module
 /// documentation for why).
 pub fn capabilities() -> CapabilitiesResponse {
-    CapabilitiesResponse { requires_mac_address: false, requires_request_replay: false }
+    CapabilitiesResponse {
+        requires_mac_address: false,
+        requires_request_replay: false,
+    }
 }
 
 /// `/IpamDriver.GetDefaultAddressSpaces`: `local` and `global`.

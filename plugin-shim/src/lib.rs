@@ -76,7 +76,11 @@ pub struct ShimConfig {
 impl ShimConfig {
     /// A configuration for `host` with the default timeout and body limit.
     pub fn new(host: impl Into<String>) -> Self {
-        ShimConfig { host: host.into(), call_timeout: DEFAULT_CALL_TIMEOUT, body_limit: DEFAULT_BODY_LIMIT }
+        ShimConfig {
+            host: host.into(),
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            body_limit: DEFAULT_BODY_LIMIT,
+        }
     }
 
     /// The same configuration with another call timeout.

@@ -53,7 +53,9 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, ApiError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" | "" => Ok(false),
-        _ => Err(ApiError::bad_request(format!("option {key}={value:?}: expected true or false"))),
+        _ => Err(ApiError::bad_request(format!(
+            "option {key}={value:?}: expected true or false"
+        ))),
     }
 }
 
@@ -63,7 +65,8 @@ fn parse_cooldown(value: &str) -> Result<u64, ApiError> {
     let d = if v == "0" || v.is_empty() {
         Duration::ZERO
     } else {
-        humantime::parse_duration(v).map_err(|e| bad(format!("{e}; expected a duration such as 30s, 5m or 1h")))?
+        humantime::parse_duration(v)
+            .map_err(|e| bad(format!("{e}; expected a duration such as 30s, 5m or 1h")))?
     };
     u64::try_from(d.as_millis()).map_err(|_| bad("the duration is too long".into()))
 }
@@ -72,7 +75,10 @@ fn parse_reserve(value: &str) -> Result<Vec<AddrRange>, ApiError> {
     value
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<AddrRange>().map_err(|e| ApiError::bad_request(format!("option {RESERVE}: {e}"))))
+        .map(|s| {
+            s.parse::<AddrRange>()
+                .map_err(|e| ApiError::bad_request(format!("option {RESERVE}: {e}")))
+        })
         .collect()
 }
 
@@ -99,7 +105,11 @@ pub fn address_order(options: &BTreeMap<String, String>) -> Result<Order, ApiErr
             serial |= parse_bool(key, v)?;
         }
     }
-    Ok(if serial { Order::Serial } else { Order::PoolDefault })
+    Ok(if serial {
+        Order::Serial
+    } else {
+        Order::PoolDefault
+    })
 }
 
 #[cfg(test)]
@@ -107,7 +117,10 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -128,18 +141,30 @@ mod tests {
 
     #[test]
     fn refuses_unreadable_values_naming_the_option() {
-        for (k, v) in [(SERIAL, "maybe"), (COOLDOWN, "soon"), (RESERVE, "10.0.0.9-10.0.0.2"), (RESERVE, "x")] {
+        for (k, v) in [
+            (SERIAL, "maybe"),
+            (COOLDOWN, "soon"),
+            (RESERVE, "10.0.0.9-10.0.0.2"),
+            (RESERVE, "x"),
+        ] {
             let e = pool_options(&map(&[(k, v)])).expect_err("invalid");
             assert!(e.message.contains(k), "{}", e.message);
         }
-        let e = pool_options(&map(&[(COOLDOWN, "600000000000000000000000s")])).expect_err("too long");
+        let e =
+            pool_options(&map(&[(COOLDOWN, "600000000000000000000000s")])).expect_err("too long");
         assert!(e.message.contains(COOLDOWN), "{}", e.message);
     }
 
     #[test]
     fn address_order_follows_the_pool_unless_asked() {
         assert_eq!(address_order(&map(&[])).ok(), Some(Order::PoolDefault));
-        assert_eq!(address_order(&map(&[(DOCKER_SERIAL, "true")])).ok(), Some(Order::Serial));
-        assert_eq!(address_order(&map(&[(SERIAL, "false")])).ok(), Some(Order::PoolDefault));
+        assert_eq!(
+            address_order(&map(&[(DOCKER_SERIAL, "true")])).ok(),
+            Some(Order::Serial)
+        );
+        assert_eq!(
+            address_order(&map(&[(SERIAL, "false")])).ok(),
+            Some(Order::PoolDefault)
+        );
     }
 }

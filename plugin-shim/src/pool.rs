@@ -32,8 +32,14 @@ fn is_v4(net: &IpNet) -> bool {
 fn parse_cidr(field: &str, value: &str) -> Result<IpNet, ApiError> {
     let v = value.trim();
     v.parse::<IpNet>().map_err(|_| {
-        let hint = if v.parse::<IpAddr>().is_ok() { " (it lacks a /prefix length)" } else { "" };
-        ApiError::bad_request(format!("{field} {value:?} is not a CIDR such as 10.1.0.0/24{hint}"))
+        let hint = if v.parse::<IpAddr>().is_ok() {
+            " (it lacks a /prefix length)"
+        } else {
+            ""
+        };
+        ApiError::bad_request(format!(
+            "{field} {value:?} is not a CIDR such as 10.1.0.0/24{hint}"
+        ))
     })
 }
 
@@ -42,22 +48,38 @@ pub fn parse_pool_id(value: &str) -> Result<PoolId, ApiError> {
     if value.is_empty() {
         return Err(ApiError::bad_request("PoolID is empty"));
     }
-    value.parse::<PoolId>().map_err(|e| ApiError::bad_request(e.to_string()))
+    value
+        .parse::<PoolId>()
+        .map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 /// Builds the allocator's pool spec from Docker's request.
 pub fn pool_spec(req: &RequestPoolRequest) -> Result<(PoolSpec, PoolOptions), ApiError> {
     if req.address_space.trim().is_empty() {
-        return Err(ApiError::bad_request("AddressSpace is empty; dockerd sends \"local\" or \"global\""));
+        return Err(ApiError::bad_request(
+            "AddressSpace is empty; dockerd sends \"local\" or \"global\"",
+        ));
     }
-    let subnet = if req.pool.trim().is_empty() { None } else { Some(parse_cidr("Pool", &req.pool)?) };
-    let range = if req.sub_pool.trim().is_empty() { None } else { Some(parse_cidr("SubPool", &req.sub_pool)?) };
+    let subnet = if req.pool.trim().is_empty() {
+        None
+    } else {
+        Some(parse_cidr("Pool", &req.pool)?)
+    };
+    let range = if req.sub_pool.trim().is_empty() {
+        None
+    } else {
+        Some(parse_cidr("SubPool", &req.sub_pool)?)
+    };
     if let (None, Some(r)) = (subnet, range) {
-        return Err(ApiError::bad_request(format!("SubPool {r} was given without a Pool; --ip-range needs --subnet")));
+        return Err(ApiError::bad_request(format!(
+            "SubPool {r} was given without a Pool; --ip-range needs --subnet"
+        )));
     }
     if let (Some(s), Some(r)) = (subnet, range) {
         if is_v4(&s) != is_v4(&r) || !s.contains(&r) {
-            return Err(ApiError::bad_request(format!("SubPool {r} is not inside Pool {s}")));
+            return Err(ApiError::bad_request(format!(
+                "SubPool {r} is not inside Pool {s}"
+            )));
         }
     }
     let opts = match &req.options {
@@ -87,10 +109,17 @@ pub async fn request_pool<B: Backend>(
     if !opts.ignored.is_empty() {
         info!(options = ?opts.ignored, "RequestPool: ignoring options raftipam does not know");
     }
-    let op = Op::RequestPool { spec, holder: config.host.clone() };
+    let op = Op::RequestPool {
+        spec,
+        holder: config.host.clone(),
+    };
     let (pool, created) = match backend.apply(op).await? {
         Outcome::Pool { pool, created } => (pool, created),
-        other => return Err(ApiError::internal(format!("the backend answered {other:?} to RequestPool"))),
+        other => {
+            return Err(ApiError::internal(format!(
+                "the backend answered {other:?} to RequestPool"
+            )))
+        }
     };
     if created {
         info!(pool = %pool, host = %config.host, "pool created");
@@ -100,19 +129,31 @@ pub async fn request_pool<B: Backend>(
             compare_settings_later(backend, config, pool.clone(), opts);
         }
     }
-    Ok(RequestPoolResponse { pool_id: pool.to_string(), pool: pool.subnet.to_string(), data: Default::default() })
+    Ok(RequestPoolResponse {
+        pool_id: pool.to_string(),
+        pool: pool.subnet.to_string(),
+        data: Default::default(),
+    })
 }
 
 /// Logs a warning if an existing pool's settings differ from what this request asked for.
 /// Runs apart from the call: a slow read must not fail a `RequestPool` that has succeeded
 /// (dockerd would then never release it).
-fn compare_settings_later<B: Backend>(backend: &Arc<B>, config: &ShimConfig, pool: PoolId, asked: PoolOptions) {
+fn compare_settings_later<B: Backend>(
+    backend: &Arc<B>,
+    config: &ShimConfig,
+    pool: PoolId,
+    asked: PoolOptions,
+) {
     let backend = Arc::clone(backend);
     let timeout = config.call_timeout;
     tokio::spawn(async move {
         match tokio::time::timeout(timeout, backend.pool(&pool)).await {
             Ok(Ok(info)) => {
-                if info.serial != asked.serial || info.cooldown_ms != asked.cooldown_ms || info.reserve != asked.reserve {
+                if info.serial != asked.serial
+                    || info.cooldown_ms != asked.cooldown_ms
+                    || info.reserve != asked.reserve
+                {
                     warn!(
                         pool = %pool,
                         existing_serial = info.serial,
@@ -125,22 +166,33 @@ fn compare_settings_later<B: Backend>(backend: &Arc<B>, config: &ShimConfig, poo
                     );
                 }
             }
-            Ok(Err(e)) => debug!(pool = %pool, error = %e, "could not read the joined pool's settings"),
+            Ok(Err(e)) => {
+                debug!(pool = %pool, error = %e, "could not read the joined pool's settings")
+            }
             Err(_) => debug!(pool = %pool, "reading the joined pool's settings timed out"),
         }
     });
 }
 
 /// `ReleasePool`: drops this host's reference to the pool.
-pub async fn release_pool<B: Backend>(backend: &Arc<B>, config: &ShimConfig, req: ReleasePoolRequest) -> Result<Empty, ApiError> {
+pub async fn release_pool<B: Backend>(
+    backend: &Arc<B>,
+    config: &ShimConfig,
+    req: ReleasePoolRequest,
+) -> Result<Empty, ApiError> {
     let pool = parse_pool_id(&req.pool_id)?;
-    let op = Op::ReleasePool { pool: pool.clone(), holder: config.host.clone() };
+    let op = Op::ReleasePool {
+        pool: pool.clone(),
+        holder: config.host.clone(),
+    };
     match backend.apply(op).await? {
         Outcome::PoolReleased { removed } => {
             info!(pool = %pool, host = %config.host, removed, "pool released");
             Ok(Empty {})
         }
-        other => Err(ApiError::internal(format!("the backend answered {other:?} to ReleasePool"))),
+        other => Err(ApiError::internal(format!(
+            "the backend answered {other:?} to ReleasePool"
+        ))),
     }
 }
 
@@ -149,7 +201,13 @@ mod tests {
     use super::*;
 
     fn req(pool: &str, sub: &str) -> RequestPoolRequest {
-        RequestPoolRequest { address_space: "local".into(), pool: pool.into(), sub_pool: sub.into(), options: None, v6: false }
+        RequestPoolRequest {
+            address_space: "local".into(),
+            pool: pool.into(),
+            sub_pool: sub.into(),
+            options: None,
+            v6: false,
+        }
     }
 
     #[test]

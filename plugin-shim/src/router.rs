@@ -33,7 +33,10 @@ use tracing::{debug, info, warn};
 
 use crate::backend::Backend;
 use crate::error::ApiError;
-use crate::wire::{ReleaseAddressRequest, ReleasePoolRequest, RequestAddressRequest, RequestPoolRequest, CONTENT_TYPE};
+use crate::wire::{
+    ReleaseAddressRequest, ReleasePoolRequest, RequestAddressRequest, RequestPoolRequest,
+    CONTENT_TYPE,
+};
 use crate::{address, handshake, pool, ShimConfig};
 
 /// Every method this plugin serves, as dockerd names it (the path without its `/`).
@@ -55,7 +58,10 @@ struct Ctx<B> {
 
 impl<B> Clone for Ctx<B> {
     fn clone(&self) -> Self {
-        Ctx { backend: Arc::clone(&self.backend), config: Arc::clone(&self.config) }
+        Ctx {
+            backend: Arc::clone(&self.backend),
+            config: Arc::clone(&self.config),
+        }
     }
 }
 
@@ -63,11 +69,23 @@ impl<B> Clone for Ctx<B> {
 /// unix socket; tests and benchmarks may drive it directly as a `tower::Service`.
 pub fn router<B: Backend>(backend: Arc<B>, config: ShimConfig) -> Router {
     let limit = config.body_limit;
-    let ctx = Ctx { backend, config: Arc::new(config) };
+    let ctx = Ctx {
+        backend,
+        config: Arc::new(config),
+    };
     Router::new()
-        .route("/Plugin.Activate", post(|| async { reply(&handshake::activate()) }))
-        .route("/IpamDriver.GetCapabilities", post(|| async { reply(&handshake::capabilities()) }))
-        .route("/IpamDriver.GetDefaultAddressSpaces", post(|| async { reply(&handshake::default_address_spaces()) }))
+        .route(
+            "/Plugin.Activate",
+            post(|| async { reply(&handshake::activate()) }),
+        )
+        .route(
+            "/IpamDriver.GetCapabilities",
+            post(|| async { reply(&handshake::capabilities()) }),
+        )
+        .route(
+            "/IpamDriver.GetDefaultAddressSpaces",
+            post(|| async { reply(&handshake::default_address_spaces()) }),
+        )
         .route("/IpamDriver.RequestPool", post(request_pool::<B>))
         .route("/IpamDriver.ReleasePool", post(release_pool::<B>))
         .route("/IpamDriver.RequestAddress", post(request_address::<B>))
@@ -78,30 +96,65 @@ pub fn router<B: Backend>(backend: Arc<B>, config: ShimConfig) -> Router {
         .with_state(ctx)
 }
 
-async fn request_pool<B: Backend>(State(ctx): State<Ctx<B>>, body: Result<Bytes, BytesRejection>) -> Response {
-    call(ctx, "IpamDriver.RequestPool", body, |b, c, r: RequestPoolRequest| async move { pool::request_pool(&b, &c, r).await }).await
-}
-
-async fn release_pool<B: Backend>(State(ctx): State<Ctx<B>>, body: Result<Bytes, BytesRejection>) -> Response {
-    call(ctx, "IpamDriver.ReleasePool", body, |b, c, r: ReleasePoolRequest| async move { pool::release_pool(&b, &c, r).await }).await
-}
-
-async fn request_address<B: Backend>(State(ctx): State<Ctx<B>>, body: Result<Bytes, BytesRejection>) -> Response {
-    call(ctx, "IpamDriver.RequestAddress", body, |b, c, r: RequestAddressRequest| async move {
-        address::request_address(&b, &c, r).await
-    })
+async fn request_pool<B: Backend>(
+    State(ctx): State<Ctx<B>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    call(
+        ctx,
+        "IpamDriver.RequestPool",
+        body,
+        |b, c, r: RequestPoolRequest| async move { pool::request_pool(&b, &c, r).await },
+    )
     .await
 }
 
-async fn release_address<B: Backend>(State(ctx): State<Ctx<B>>, body: Result<Bytes, BytesRejection>) -> Response {
-    call(ctx, "IpamDriver.ReleaseAddress", body, |b, c, r: ReleaseAddressRequest| async move {
-        address::release_address(&b, &c, r).await
-    })
+async fn release_pool<B: Backend>(
+    State(ctx): State<Ctx<B>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    call(
+        ctx,
+        "IpamDriver.ReleasePool",
+        body,
+        |b, c, r: ReleasePoolRequest| async move { pool::release_pool(&b, &c, r).await },
+    )
+    .await
+}
+
+async fn request_address<B: Backend>(
+    State(ctx): State<Ctx<B>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    call(
+        ctx,
+        "IpamDriver.RequestAddress",
+        body,
+        |b, c, r: RequestAddressRequest| async move { address::request_address(&b, &c, r).await },
+    )
+    .await
+}
+
+async fn release_address<B: Backend>(
+    State(ctx): State<Ctx<B>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    call(
+        ctx,
+        "IpamDriver.ReleaseAddress",
+        body,
+        |b, c, r: ReleaseAddressRequest| async move { address::release_address(&b, &c, r).await },
+    )
     .await
 }
 
 /// Decodes the body, runs `f` as a bounded task and turns the result into a reply.
-async fn call<B, Req, Resp, F, Fut>(ctx: Ctx<B>, method: &'static str, body: Result<Bytes, BytesRejection>, f: F) -> Response
+async fn call<B, Req, Resp, F, Fut>(
+    ctx: Ctx<B>,
+    method: &'static str,
+    body: Result<Bytes, BytesRejection>,
+    f: F,
+) -> Response
 where
     B: Backend,
     Req: DeserializeOwned + Debug,
@@ -113,7 +166,12 @@ where
         let bytes = body.map_err(|r| body_rejection(method, r, ctx.config.body_limit))?;
         let req: Req = decode(method, &bytes)?;
         debug!(method, request = ?req, "plugin call");
-        bounded(method, ctx.config.call_timeout, f(Arc::clone(&ctx.backend), Arc::clone(&ctx.config), req)).await
+        bounded(
+            method,
+            ctx.config.call_timeout,
+            f(Arc::clone(&ctx.backend), Arc::clone(&ctx.config), req),
+        )
+        .await
     }
     .await;
     match result {
@@ -134,10 +192,13 @@ fn reply<T: Serialize>(value: &T) -> Response {
     match serde_json::to_vec(value) {
         Ok(body) => {
             let mut resp = (StatusCode::OK, body).into_response();
-            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
             resp
         }
-        Err(e) => ApiError::internal(format!("the reply could not be encoded: {e}")).into_response(),
+        Err(e) => {
+            ApiError::internal(format!("the reply could not be encoded: {e}")).into_response()
+        }
     }
 }
 
@@ -148,15 +209,29 @@ fn body_rejection(method: &str, rejection: BytesRejection, limit: usize) -> ApiE
             format!("{method}: the request body is larger than {limit} bytes, the most this plugin accepts"),
         );
     }
-    ApiError::new(rejection.status(), format!("{method}: the request body could not be read: {}", rejection.body_text()))
+    ApiError::new(
+        rejection.status(),
+        format!(
+            "{method}: the request body could not be read: {}",
+            rejection.body_text()
+        ),
+    )
 }
 
 /// Decodes a JSON object body, naming the field that is wrong.
 fn decode<T: DeserializeOwned>(method: &str, bytes: &[u8]) -> Result<T, ApiError> {
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-        None => return Err(ApiError::bad_request(format!("{method} needs a JSON object body; the request had none"))),
+        None => {
+            return Err(ApiError::bad_request(format!(
+                "{method} needs a JSON object body; the request had none"
+            )))
+        }
         Some(b'{') => {}
-        Some(_) => return Err(ApiError::bad_request(format!("{method}: the body must be a JSON object ({{...}})"))),
+        Some(_) => {
+            return Err(ApiError::bad_request(format!(
+                "{method}: the body must be a JSON object ({{...}})"
+            )))
+        }
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -168,7 +243,11 @@ fn decode<T: DeserializeOwned>(method: &str, bytes: &[u8]) -> Result<T, ApiError
             ApiError::bad_request(format!("{method}: field {path}: {inner}"))
         }
     })?;
-    de.end().map_err(|e| ApiError::bad_request(format!("{method}: unexpected data after the JSON object: {e}")))?;
+    de.end().map_err(|e| {
+        ApiError::bad_request(format!(
+            "{method}: unexpected data after the JSON object: {e}"
+        ))
+    })?;
     Ok(value)
 }
 
@@ -213,13 +292,19 @@ async fn unknown_method(uri: Uri) -> ApiError {
     let path: String = uri.path().chars().take(128).collect();
     ApiError::new(
         StatusCode::NOT_FOUND,
-        format!("unknown plugin method {path:?}: raftipam implements {}", METHODS.join(", ")),
+        format!(
+            "unknown plugin method {path:?}: raftipam implements {}",
+            METHODS.join(", ")
+        ),
     )
 }
 
 async fn wrong_http_method(method: Method, uri: Uri) -> ApiError {
     let path: String = uri.path().chars().take(128).collect();
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("{method} {path}: plugin methods are called with POST"))
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} {path}: plugin methods are called with POST"),
+    )
 }
 
 #[cfg(test)]
@@ -228,7 +313,8 @@ mod tests {
 
     #[test]
     fn decode_names_the_wrong_field() {
-        let e = decode::<RequestPoolRequest>("M", br#"{"AddressSpace":"local","V6":"yes"}"#).expect_err("wrong type");
+        let e = decode::<RequestPoolRequest>("M", br#"{"AddressSpace":"local","V6":"yes"}"#)
+            .expect_err("wrong type");
         assert!(e.message.contains("field V6"), "{}", e.message);
         let e = decode::<RequestPoolRequest>("M", br#"{"AddressSpace":"#).expect_err("truncated");
         assert!(e.message.contains("not valid JSON"), "{}", e.message);
@@ -237,12 +323,17 @@ mod tests {
         let e = decode::<RequestPoolRequest>("M", b"{} {}").expect_err("trailing");
         assert!(e.message.contains("after the JSON object"), "{}", e.message);
         let e = decode::<RequestPoolRequest>("M", b"  \n").expect_err("empty");
-        assert!(e.message.contains("needs a JSON object body"), "{}", e.message);
+        assert!(
+            e.message.contains("needs a JSON object body"),
+            "{}",
+            e.message
+        );
     }
 
     #[tokio::test]
     async fn bounded_turns_a_panic_into_a_500() {
-        let r: Result<(), ApiError> = bounded("M", Duration::from_secs(60), async { panic!("boom") }).await;
+        let r: Result<(), ApiError> =
+            bounded("M", Duration::from_secs(60), async { panic!("boom") }).await;
         let e = r.expect_err("panicked");
         assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(e.message.contains("boom"), "{}", e.message);

@@ -30,7 +30,11 @@ use crate::ShimConfig;
 pub const SOCKET_MODE: u32 = 0o600;
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ShimError + 'a {
-    move |source| ShimError::Io { what, path: path.to_path_buf(), source }
+    move |source| ShimError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Removes the socket file when dropped, if the path still names the socket this process
@@ -46,7 +50,9 @@ impl SocketFile {
         match std::fs::symlink_metadata(&self.path) {
             Ok(m) if (m.dev(), m.ino()) == self.id => match std::fs::remove_file(&self.path) {
                 Ok(()) => info!(path = %self.path.display(), "plugin socket removed"),
-                Err(e) => warn!(path = %self.path.display(), error = %e, "could not remove the plugin socket"),
+                Err(e) => {
+                    warn!(path = %self.path.display(), error = %e, "could not remove the plugin socket")
+                }
             },
             _ => {}
         }
@@ -75,11 +81,20 @@ fn check_existing(path: &Path) -> Result<(), ShimError> {
         Err(e) => return Err(io_err("inspecting", path)(e)),
     };
     if !meta.file_type().is_socket() {
-        return Err(ShimError::NotASocket { path: path.to_path_buf() });
+        return Err(ShimError::NotASocket {
+            path: path.to_path_buf(),
+        });
     }
     match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(ShimError::SocketInUse { path: path.to_path_buf() }),
-        Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound) => {
+        Ok(_) => Err(ShimError::SocketInUse {
+            path: path.to_path_buf(),
+        }),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
+            ) =>
+        {
             info!(path = %path.display(), "replacing a stale plugin socket");
             Ok(())
         }
@@ -105,18 +120,27 @@ impl PluginSocket {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = dir.join(format!(".raftipam-{}-{n}.tmp", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
-        let listener = std::os::unix::net::UnixListener::bind(&tmp).map_err(io_err("binding", &tmp))?;
+        let listener =
+            std::os::unix::net::UnixListener::bind(&tmp).map_err(io_err("binding", &tmp))?;
         let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(SOCKET_MODE))
             .map_err(io_err("setting permissions on", &tmp))
-            .and_then(|()| std::fs::rename(&tmp, path).map_err(io_err("moving the socket into place at", path)));
+            .and_then(|()| {
+                std::fs::rename(&tmp, path).map_err(io_err("moving the socket into place at", path))
+            });
         if let Err(e) = placed {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
         let meta = std::fs::symlink_metadata(path).map_err(io_err("inspecting", path))?;
-        let file = SocketFile { path: path.to_path_buf(), id: (meta.dev(), meta.ino()) };
-        listener.set_nonblocking(true).map_err(io_err("configuring", path))?;
-        let listener = tokio::net::UnixListener::from_std(listener).map_err(io_err("registering", path))?;
+        let file = SocketFile {
+            path: path.to_path_buf(),
+            id: (meta.dev(), meta.ino()),
+        };
+        listener
+            .set_nonblocking(true)
+            .map_err(io_err("configuring", path))?;
+        let listener =
+            tokio::net::UnixListener::from_std(listener).map_err(io_err("registering", path))?;
         info!(path = %path.display(), "plugin socket bound");
         Ok(PluginSocket { listener, file })
     }
@@ -135,7 +159,9 @@ impl PluginSocket {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ShimError> {
         if config.host.trim().is_empty() {
-            return Err(ShimError::Config("the host name is empty; every Docker host needs a unique, stable name".into()));
+            return Err(ShimError::Config(
+                "the host name is empty; every Docker host needs a unique, stable name".into(),
+            ));
         }
         let PluginSocket { listener, file } = self;
         let path = file.path.clone();
@@ -147,7 +173,10 @@ impl PluginSocket {
             info!(path = %file.path.display(), "plugin shutting down");
             drop(file);
         };
-        axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(io_err("serving", &path))
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(io_err("serving", &path))
     }
 }
 
@@ -162,7 +191,12 @@ pub async fn serve<B: Backend>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ShimError> {
     if config.host.trim().is_empty() {
-        return Err(ShimError::Config("the host name is empty; every Docker host needs a unique, stable name".into()));
+        return Err(ShimError::Config(
+            "the host name is empty; every Docker host needs a unique, stable name".into(),
+        ));
     }
-    PluginSocket::bind(socket_path).await?.serve(backend, config, shutdown).await
+    PluginSocket::bind(socket_path)
+        .await?
+        .serve(backend, config, shutdown)
+        .await
 }

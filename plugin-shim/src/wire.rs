@@ -158,8 +158,10 @@ mod tests {
 
     #[test]
     fn decodes_what_dockerd_sends() {
-        let aux: RequestAddressRequest =
-            serde_json::from_str(r#"{"PoolID":"local/10.0.0.0/24","Address":"10.0.0.9","Options":null}"#).expect("valid");
+        let aux: RequestAddressRequest = serde_json::from_str(
+            r#"{"PoolID":"local/10.0.0.0/24","Address":"10.0.0.9","Options":null}"#,
+        )
+        .expect("valid");
         assert_eq!(aux.options, None);
         let pool: RequestPoolRequest =
             serde_json::from_str("{\"AddressSpace\":\"local\",\"Pool\":\"\",\"SubPool\":\"\",\"Options\":null,\"V6\":true}\n")
@@ -177,12 +179,22 @@ mod tests {
 
     #[test]
     fn encodes_docker_field_names() {
-        let caps = CapabilitiesResponse { requires_mac_address: false, requires_request_replay: false };
+        let caps = CapabilitiesResponse {
+            requires_mac_address: false,
+            requires_request_replay: false,
+        };
         assert_eq!(
             serde_json::to_string(&caps).expect("encodes"),
             r#"{"RequiresMACAddress":false,"RequiresRequestReplay":false}"#
         );
-        let pool = RequestPoolResponse { pool_id: "p".into(), pool: "10.0.0.0/24".into(), data: BTreeMap::new() };
-        assert_eq!(serde_json::to_string(&pool).expect("encodes"), r#"{"PoolID":"p","Pool":"10.0.0.0/24","Data":{}}"#);
+        let pool = RequestPoolResponse {
+            pool_id: "p".into(),
+            pool: "10.0.0.0/24".into(),
+            data: BTreeMap::new(),
+        };
+        assert_eq!(
+            serde_json::to_string(&pool).expect("encodes"),
+            r#"{"PoolID":"p","Pool":"10.0.0.0/24","Data":{}}"#
+        );
     }
 }

@@ -1,0 +1,219 @@
+//! Random method names and random bodies — bytes, and JSON shaped like Docker's — driven
+//! through the router: no call panics, no call fails as a bug (500), every failure is a
+//! non-200 JSON `{"Err": "<non-empty>"}`, every success is JSON.
+
+use std::sync::Arc;
+
+use allocator_core::{Op, PoolSpec};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use plugin_shim::router::METHODS;
+use plugin_shim::{router, Backend, MemoryBackend, ShimConfig};
+use proptest::prelude::*;
+use serde_json::{Map, Value};
+use tower::ServiceExt;
+
+const WORDS: &[&str] = &[
+    "",
+    "local",
+    "global",
+    "local/10.0.0.0/24",
+    "local/10.0.0.0/24/10.0.0.128/25",
+    "local/fd00::/64",
+    "local/10.1.0.0/24",
+    "nope",
+    "10.0.0.0/24",
+    "10.0.0.128/25",
+    "10.0.0.5",
+    "10.0.0.1",
+    "10.0.0.255",
+    "10.0.0.300",
+    "fd00::5",
+    "0.0.0.0/0",
+    "::/0",
+    "10.0.0.0/8",
+    "com.docker.network.gateway",
+    "com.docker.network.endpoint.name",
+    "com.docker.network.ipam.serial",
+    "RequestAddressType",
+    "serial",
+    "cooldown",
+    "reserve",
+    "true",
+    "30s",
+    "10.0.0.2-10.0.0.9",
+    "web",
+];
+
+const KEYS: &[&str] = &[
+    "PoolID",
+    "Address",
+    "Options",
+    "AddressSpace",
+    "Pool",
+    "SubPool",
+    "V6",
+    "Err",
+    "poolid",
+    "x",
+];
+
+fn word() -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop::sample::select(WORDS).prop_map(str::to_string),
+        "\\PC{0,20}"
+    ]
+}
+
+fn leaf() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        word().prop_map(Value::String),
+    ]
+}
+
+fn json_value() -> impl Strategy<Value = Value> {
+    leaf().prop_recursive(3, 24, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(word(), inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// An object with Docker's keys (mostly) and plausible or random values.
+fn docker_like() -> impl Strategy<Value = Vec<u8>> {
+    let options = prop::collection::btree_map(word(), word(), 0..4).prop_map(|m| {
+        Value::Object(
+            m.into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect::<Map<_, _>>(),
+        )
+    });
+    let value = prop_oneof![3 => word().prop_map(Value::String), 1 => options, 1 => json_value()];
+    prop::collection::btree_map(
+        prop::sample::select(KEYS).prop_map(str::to_string),
+        value,
+        0..6,
+    )
+    .prop_map(|m| serde_json::to_vec(&Value::Object(m.into_iter().collect())).unwrap_or_default())
+}
+
+fn body() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        4 => docker_like(),
+        1 => json_value().prop_map(|v| serde_json::to_vec(&v).unwrap_or_default()),
+        1 => prop::collection::vec(any::<u8>(), 0..64),
+        1 => prop::collection::vec(any::<u8>(), 600..1200), // over the body limit below
+    ]
+}
+
+fn path() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => prop::sample::select(&METHODS[..]).prop_map(|m| format!("/{m}")),
+        1 => "[A-Za-z0-9._-]{0,30}".prop_map(|m| format!("/{m}")),
+        1 => "[A-Za-z0-9._/-]{0,30}".prop_map(|m| format!("/IpamDriver.{m}")),
+    ]
+}
+
+fn http_method() -> impl Strategy<Value = &'static str> {
+    prop_oneof![8 => Just("POST"), 1 => Just("GET"), 1 => Just("PUT")]
+}
+
+fn pick(words: &'static [&'static str]) -> impl Strategy<Value = Value> {
+    prop::sample::select(words).prop_map(|w| Value::String(w.to_string()))
+}
+
+/// A well-formed call of a state-changing method, so that successes and conflicts are
+/// exercised as well as rejections.
+fn plausible_call() -> impl Strategy<Value = (&'static str, String, Vec<u8>)> {
+    const IDS: &[&str] = &[
+        "local/10.0.0.0/24",
+        "local/fd00::/64",
+        "local/10.0.0.0/24/10.0.0.128/25",
+        "local/10.3.0.0/24",
+    ];
+    const ADDRS: &[&str] = &[
+        "",
+        "",
+        "10.0.0.1",
+        "10.0.0.5",
+        "10.0.0.130",
+        "10.0.0.255",
+        "fd00::1",
+        "fd00::9",
+        "10.3.0.7",
+    ];
+    const POOLS: &[&str] = &["", "10.0.0.0/24", "10.3.0.0/24", "fd00::/64", "10.0.0.0/16"];
+    const SUBS: &[&str] = &["", "", "10.0.0.128/25"];
+    const NAMES: &[&str] = &["web", "db", ""];
+    let options = prop_oneof![
+        Just(Value::Null),
+        Just(serde_json::json!({"RequestAddressType": "com.docker.network.gateway"})),
+        pick(NAMES).prop_map(|n| serde_json::json!({"com.docker.network.endpoint.name": n})),
+        pick(NAMES).prop_map(|n| serde_json::json!({"com.docker.network.endpoint.name": n, "com.docker.network.ipam.serial": "true"})),
+    ];
+    let pool_options = prop_oneof![
+        Just(Value::Null),
+        Just(
+            serde_json::json!({"serial": "true", "cooldown": "1h", "reserve": "10.0.0.2-10.0.0.4"})
+        ),
+    ];
+    prop_oneof![
+        (pick(IDS), pick(ADDRS), options).prop_map(|(p, a, o)| {
+            ("/IpamDriver.RequestAddress", serde_json::json!({"PoolID": p, "Address": a, "Options": o}))
+        }),
+        (pick(IDS), pick(ADDRS)).prop_map(|(p, a)| ("/IpamDriver.ReleaseAddress", serde_json::json!({"PoolID": p, "Address": a}))),
+        (pick(POOLS), pick(SUBS), pool_options, any::<bool>()).prop_map(|(p, s, o, v6)| {
+            ("/IpamDriver.RequestPool", serde_json::json!({"AddressSpace": "local", "Pool": p, "SubPool": s, "Options": o, "V6": v6}))
+        }),
+        pick(IDS).prop_map(|p| ("/IpamDriver.ReleasePool", serde_json::json!({"PoolID": p}))),
+    ]
+    .prop_map(|(path, body)| ("POST", path.to_string(), serde_json::to_vec(&body).unwrap_or_default()))
+}
+
+fn any_call() -> impl Strategy<Value = (&'static str, String, Vec<u8>)> {
+    prop_oneof![1 => (http_method(), path(), body()), 1 => plausible_call()]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_call_gets_json_and_every_failure_an_err(calls in prop::collection::vec(any_call(), 1..16)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let backend = Arc::new(MemoryBackend::default());
+            for subnet in ["10.0.0.0/24", "fd00::/64"] {
+                let spec = PoolSpec { space: "local".into(), subnet: subnet.parse().ok(), ..Default::default() };
+                backend.apply(Op::RequestPool { spec, holder: "seed".into() }).await.expect("seed pool");
+            }
+            let app = router(backend, ShimConfig::new("host-a").with_body_limit(512));
+            for (method, path, body) in calls {
+                let req = Request::builder().method(method).uri(path.as_str()).body(Body::from(body.clone())).expect("request");
+                let resp = app.clone().oneshot(req).await.expect("infallible");
+                let status = resp.status();
+                let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+                prop_assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "{} {} {:?} -> {:?}", method, path, String::from_utf8_lossy(&body), bytes);
+                let v: Value = serde_json::from_slice(&bytes).map_err(|e| TestCaseError::fail(format!("not JSON ({e}): {bytes:?}")))?;
+                if status != StatusCode::OK {
+                    let err = v.get("Err").and_then(Value::as_str).unwrap_or("");
+                    prop_assert!(!err.trim().is_empty(), "{} {} -> {} {}", method, path, status, v);
+                } else {
+                    prop_assert!(v.is_object(), "{}", v);
+                    prop_assert!(v.get("Err").is_none(), "{}", v);
+                    if path == "/IpamDriver.RequestAddress" {
+                        let addr = v.get("Address").and_then(Value::as_str).unwrap_or("");
+                        prop_assert!(addr.parse::<ipnet::IpNet>().is_ok(), "Address {:?} is not CIDR", addr);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+    }
+}
