@@ -149,6 +149,9 @@ impl Records {
     /// Records an allocation at an offset that has none. The caller has checked `has_room()`,
     /// that the name is at most `u16::MAX` bytes, and that `{host, name}` holds nothing else.
     pub fn insert(&mut self, off: u128, seq: u64, at_s: u32, host: u16, name: &[u8]) {
+        if !name.is_empty() && self.owners.len() == self.owners.capacity() {
+            self.grow_owners();
+        }
         let word = off >> 6;
         let bit = (off & 63) as u32;
         let slot = match self.slot_of(word) {
@@ -182,6 +185,26 @@ impl Records {
             });
         }
         self.len += 1;
+    }
+
+    /// Doubles the owner index by walking the records in memory order. Letting the hash table
+    /// rehash itself would look every entry's name up at random: several cache misses per
+    /// entry, which made growth the largest cost of filling a big pool.
+    fn grow_owners(&mut self) {
+        let mut grown = HashTable::with_capacity((self.owners.capacity() * 2).max(64));
+        for (s, w) in self.slots.iter().enumerate() {
+            let mut mask = w.alloc;
+            for r in &w.recs {
+                let bit = mask.trailing_zeros();
+                mask &= mask - 1;
+                if r.name_len > 0 {
+                    let h = self.hasher.hash_one((r.host, name_of(&self.arena, r)));
+                    // Capacity is reserved: the rehash closure is never called.
+                    grown.insert_unique(h, ((s as u32) << 6) | bit, |_| 0);
+                }
+            }
+        }
+        self.owners = grown;
     }
 
     /// Removes the record at `off`, returning its sequence number and host.
