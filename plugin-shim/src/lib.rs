@@ -33,7 +33,7 @@
 //!
 //! Code map: [`backend`] (the seam to the allocator), [`wire`] (Docker's request and reply
 //! bodies), [`options`] (driver options), [`handshake`], [`pool`] and [`address`] (one file
-//! per group of methods), [`error`] (how failures become `{"Err"}` replies), [`router`] (the
+//! per group of methods), [`error`] (how failures become `{"Err"}` replies), [`mod@router`] (the
 //! HTTP surface) and [`socket`] (the socket file's life).
 
 #![deny(missing_docs)]
