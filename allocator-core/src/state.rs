@@ -282,7 +282,7 @@ impl State {
             // Each turn either returns or jumps past one existing subnet: bounded by their count.
             'next: while cand <= end && cand.checked_add(step - 1).is_some_and(|e| e <= end) {
                 let net = net_at(cand, size, spec.v6);
-                for ((space, existing), _) in &self.subnets {
+                for (space, existing) in self.subnets.keys() {
                     if space == &spec.space && overlaps(existing, &net) {
                         let past = addr_to_u128(existing.broadcast()) + 1;
                         cand = past.div_ceil(step).saturating_mul(step).max(cand + step);

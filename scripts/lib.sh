@@ -1,0 +1,32 @@
+# Shared by scripts/run.sh and scripts/test.sh: one target directory outside the clone (so the
+# RocksDB C++ build happens once per machine), one cargo profile (release), and installing the
+# Debian packages a step needs when they are missing.
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/raftipam/target}"
+export RAFTIPAM_BIN="$CARGO_TARGET_DIR/release/raftipam"
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# apt_need PKG:COMMAND... installs each package whose command (or file) is missing.
+apt_need() {
+  local missing=() pc pkg probe
+  for pc in "$@"; do
+    pkg=${pc%%:*}
+    probe=${pc#*:}
+    if [[ $probe == /* ]]; then [[ -e $probe ]] && continue; else command -v "$probe" >/dev/null 2>&1 && continue; fi
+    missing+=("$pkg")
+  done
+  ((${#missing[@]})) || return 0
+  if [[ $(id -u) -ne 0 ]]; then
+    log "missing packages: ${missing[*]} — run as root or install them with apt-get"
+    return 1
+  fi
+  log "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# RocksDB's bindings need clang and libclang; the C++ build needs g++.
+need_build_tools() {
+  apt_need clang:clang libclang-dev:/usr/lib/llvm-14/lib/libclang.so g++:g++ make:make
+}
