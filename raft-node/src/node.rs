@@ -15,9 +15,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use allocator_core::Command;
 use futures::StreamExt;
 use openraft::async_runtime::WatchReceiver;
-use openraft::errors::{ClientWriteError, Fatal, RaftError};
+use openraft::errors::{ChangeMembershipError, ClientWriteError, Fatal, RaftError};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, SnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::type_config::alias::{SnapshotMetaOf, VoteOf};
 use openraft::{BasicNode, ChangeMembers, ReadPolicy, ServerState, SnapshotPolicy};
@@ -433,6 +434,7 @@ enum Reply {
 }
 
 /// What running a call locally gave.
+#[allow(clippy::large_enum_variant)]
 enum Local {
     Done(Result<Reply, ApiError>),
     /// Not (or no longer) the leader: find the leader and try again.
@@ -717,11 +719,18 @@ impl NodeInner {
                     .initialize(members)
                     .await
                     .map_err(|e| cluster(&e))?;
-                // Wait (briefly) for this node to become the leader of its one-node cluster.
+                // Wait (briefly) until this node leads its one-node cluster and has committed
+                // the initial membership, so that nodes can be added right away.
                 let _ = self
                     .raft
                     .wait(Some(Duration::from_secs(10)))
-                    .state(ServerState::Leader, "init")
+                    .metrics(
+                        |m| {
+                            m.state == ServerState::Leader
+                                && m.last_applied.as_ref().map(|l| l.index) == m.last_log_index
+                        },
+                        "init",
+                    )
                     .await;
             }
             AdminCommand::AddNode { id, addr } => {
@@ -737,38 +746,60 @@ impl NodeInner {
                         return Ok(status);
                     }
                 } else {
-                    self.raft
-                        .add_learner(*id, BasicNode::new(addr.clone()), true)
-                        .await
-                        .map_err(|e| self.membership_err(e))?;
+                    self.retry_membership(|| {
+                        self.raft
+                            .add_learner(*id, BasicNode::new(addr.clone()), true)
+                    })
+                    .await?;
                 }
-                self.raft
-                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([*id])), false)
-                    .await
-                    .map_err(|e| self.membership_err(e))?;
+                self.retry_membership(|| {
+                    self.raft
+                        .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([*id])), false)
+                })
+                .await?;
             }
             AdminCommand::RemoveNode { id } => {
                 let status = self.status();
                 let Some(m) = status.members.iter().find(|m| m.id == *id) else {
                     return Ok(status);
                 };
+                let ids = BTreeSet::from([*id]);
                 if m.voter {
-                    self.raft
-                        .change_membership(
-                            ChangeMembers::RemoveVoters(BTreeSet::from([*id])),
-                            false,
-                        )
-                        .await
-                        .map_err(|e| self.membership_err(e))?;
+                    self.retry_membership(|| {
+                        self.raft
+                            .change_membership(ChangeMembers::RemoveVoters(ids.clone()), false)
+                    })
+                    .await?;
                 } else {
-                    self.raft
-                        .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([*id])), false)
-                        .await
-                        .map_err(|e| self.membership_err(e))?;
+                    self.retry_membership(|| {
+                        self.raft
+                            .change_membership(ChangeMembers::RemoveNodes(ids.clone()), false)
+                    })
+                    .await?;
                 }
             }
         }
         Ok(self.status())
+    }
+
+    /// Runs a membership change, retrying while another one is still in progress.
+    async fn retry_membership<F, Fut>(&self, f: F) -> Result<(), ApiError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<
+            Output = Result<ClientWriteResponse<C>, RaftError<C, ClientWriteError<C>>>,
+        >,
+    {
+        loop {
+            match f().await {
+                Ok(_) => return Ok(()),
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(_)
+                    | ChangeMembershipError::UncommittedLeaderLog(_),
+                ))) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) => return Err(self.membership_err(e)),
+            }
+        }
     }
 
     fn membership_err(&self, e: RaftError<C, ClientWriteError<C>>) -> ApiError {

@@ -11,15 +11,23 @@ use common::{spec, Cluster};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_allocations_from_all_nodes_are_distinct_and_replicated() {
     let c = Cluster::start(3).await;
-    let pool = c.client().create_pool(spec("10.10.0.0/16"), "h").await.expect("pool");
+    let pool = c
+        .client()
+        .create_pool(spec("10.10.0.0/16"), "h")
+        .await
+        .expect("pool");
     let clients: Vec<_> = c.nodes.keys().map(|id| c.client_of(*id)).collect();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..1000usize {
         let cl = clients[i % clients.len()].clone();
         let pool = pool.clone();
         tasks.spawn(async move {
-            cl.allocate(&pool, None, Owner::new(format!("h{}", i % 7), format!("e{i}")))
-                .await
+            cl.allocate(
+                &pool,
+                None,
+                Owner::new(format!("h{}", i % 7), format!("e{i}")),
+            )
+            .await
         });
     }
     let mut got = BTreeSet::new();
@@ -30,5 +38,234 @@ async fn concurrent_allocations_from_all_nodes_are_distinct_and_replicated() {
     assert_eq!(got.len(), 1000);
     let all = c.converged().await;
     assert_eq!(all.len(), 1000);
+    c.shutdown().await;
+}
+
+/// Allocation load in the background: `workers` tasks allocating until `total` are
+/// acknowledged (or `total * 2` attempts), returning what was acknowledged.
+fn load(
+    client: raft_node::Client,
+    pool: allocator_core::PoolId,
+    prefix: &'static str,
+    workers: usize,
+    total: usize,
+) -> tokio::task::JoinHandle<Vec<(std::net::IpAddr, Owner)>> {
+    tokio::spawn(async move {
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..workers {
+            let (client, pool, acked, next) =
+                (client.clone(), pool.clone(), acked.clone(), next.clone());
+            tasks.spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= total * 2 || acked.lock().unwrap().len() >= total {
+                        break;
+                    }
+                    let owner = Owner::new("load", format!("{prefix}{i}"));
+                    match client.allocate(&pool, None, owner.clone()).await {
+                        Ok(a) => acked.lock().unwrap().push((a.addr(), owner)),
+                        Err(e) => eprintln!("allocation {i} not acknowledged: {e}"),
+                    }
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        let v = acked.lock().unwrap().clone();
+        v
+    })
+}
+
+/// Every acknowledged allocation is in `state` with its owner, and no address twice.
+fn assert_all_present(
+    acked: &[(std::net::IpAddr, Owner)],
+    state: &[(allocator_core::PoolId, allocator_core::Allocation)],
+) {
+    let held: std::collections::BTreeMap<_, _> = state
+        .iter()
+        .map(|(_, a)| (a.addr, a.owner.clone()))
+        .collect();
+    assert_eq!(held.len(), state.len(), "an address is held twice");
+    for (addr, owner) in acked {
+        assert_eq!(
+            held.get(addr),
+            Some(owner),
+            "acknowledged {addr} for {owner} is missing"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_leader_under_load_loses_no_acknowledged_allocation() {
+    let mut c = Cluster::start(3).await;
+    let client = c.client();
+    let pool = client
+        .create_pool(spec("10.20.0.0/16"), "h")
+        .await
+        .expect("pool");
+    let job = load(client.clone(), pool.clone(), "e", 8, 300);
+    common::eventually(60, "some allocations", || async {
+        c.nodes
+            .values()
+            .next()
+            .and_then(|n| n.status().applied)
+            .filter(|a| *a > 100)
+            .map(|_| ())
+    })
+    .await;
+    let old = c.leader().await;
+    c.kill(old).await;
+    let acked = job.await.expect("load");
+    assert!(acked.len() >= 250, "only {} acknowledged", acked.len());
+    let new = c.leader().await;
+    assert_ne!(new, old);
+    let state = c.converged().await;
+    assert_all_present(&acked, &state);
+    // The killed node comes back from its disk and catches up.
+    c.restart(old).await;
+    let after = c.converged().await;
+    assert_eq!(after, state);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_restarted_from_disk_has_the_same_state() {
+    let mut c = Cluster::start(3).await;
+    let client = c.client();
+    let pool = client
+        .create_pool(spec("10.30.0.0/16"), "h")
+        .await
+        .expect("pool");
+    let acked = load(client.clone(), pool.clone(), "e", 4, 200)
+        .await
+        .expect("load");
+    let before = c.converged().await;
+    assert_all_present(&acked, &before);
+    for id in [1, 2, 3] {
+        c.kill(id).await;
+    }
+    for id in [1, 2, 3] {
+        c.restart(id).await;
+    }
+    c.leader().await;
+    // A write after the restart commits, and the old state is intact.
+    let extra = c
+        .client()
+        .allocate(&pool, None, Owner::new("h", "after"))
+        .await
+        .expect("allocate");
+    let after = c.converged().await;
+    assert_eq!(after.len(), before.len() + 1);
+    assert!(after.iter().any(|(_, a)| a.addr == extra.addr()));
+    assert_all_present(&acked, &after);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn membership_grows_to_five_and_shrinks_to_three_under_load() {
+    let mut c = Cluster::start(3).await;
+    for id in [4, 5] {
+        c.addrs.insert(id, common::free_addr());
+    }
+    let all: Vec<String> = c.addrs.values().map(|a| a.to_string()).collect();
+    let client = raft_node::Client::with_config(
+        all,
+        raft_node::ClientConfig {
+            timeout: Duration::from_secs(30),
+            ..Default::default()
+        },
+    )
+    .expect("client");
+    let pool = client
+        .create_pool(spec("10.40.0.0/16"), "h")
+        .await
+        .expect("pool");
+    let job = load(client.clone(), pool.clone(), "e", 4, 400);
+    c.add(4).await;
+    c.add(5).await;
+    assert_eq!(c.nodes[&1].status().voters(), vec![1, 2, 3, 4, 5]);
+    // Remove two of the original nodes, the leader among them if it is one of them.
+    let leader = c.leader().await;
+    let first = if leader <= 3 { leader } else { 1 };
+    let second = if first == 2 { 3 } else { 2 };
+    c.remove(first).await;
+    c.remove(second).await;
+    let acked = job.await.expect("load");
+    let voters = c.nodes.values().next().expect("a node").status().voters();
+    assert_eq!(voters.len(), 3, "voters: {voters:?}");
+    let state = c.converged().await;
+    assert_all_present(&acked, &state);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_added_after_the_log_was_purged_catches_up_through_a_snapshot() {
+    let mut c = Cluster::start_with(3, |cfg| {
+        cfg.snapshot_every = 50;
+        cfg.keep_logs = 10;
+    })
+    .await;
+    let client = c.client();
+    let pool = client
+        .create_pool(spec("10.50.0.0/16"), "h")
+        .await
+        .expect("pool");
+    let acked = load(client.clone(), pool.clone(), "e", 4, 300)
+        .await
+        .expect("load");
+    let leader = c.leader().await;
+    common::eventually(60, "the leader to purge its log", || async {
+        c.nodes[&leader]
+            .status()
+            .purged
+            .filter(|p| *p > 100)
+            .map(|_| ())
+    })
+    .await;
+    c.add(4).await;
+    let state = c.converged().await;
+    assert_all_present(&acked, &state);
+    let s4 = c.nodes[&4].status();
+    assert!(
+        s4.snapshot.is_some(),
+        "node 4 did not install a snapshot: {s4:?}"
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_quorum_a_write_fails_within_the_timeout_with_a_clear_error() {
+    let mut c = Cluster::start_with(3, |cfg| cfg.write_timeout = Duration::from_secs(3)).await;
+    let pool = c
+        .client()
+        .create_pool(spec("10.60.0.0/16"), "h")
+        .await
+        .expect("pool");
+    let leader = c.leader().await;
+    let survivor = *c
+        .nodes
+        .keys()
+        .find(|id| **id != leader)
+        .expect("a follower");
+    let others: Vec<u64> = c
+        .nodes
+        .keys()
+        .copied()
+        .filter(|id| *id != survivor)
+        .collect();
+    for id in others {
+        c.kill(id).await;
+    }
+    let client = c.client_of(survivor);
+    let start = std::time::Instant::now();
+    let e = client
+        .allocate(&pool, None, Owner::new("h", "x"))
+        .await
+        .expect_err("a write without quorum must fail");
+    let took = start.elapsed();
+    let msg = e.to_string();
+    assert!(msg.contains("no quorum / no leader within 3s"), "{msg}");
+    assert!(took < Duration::from_secs(30), "took {took:?}");
     c.shutdown().await;
 }

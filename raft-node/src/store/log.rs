@@ -146,7 +146,7 @@ impl RaftLogStorage<C> for LogStore {
             }
         };
         let last_purged_log_id: Option<LogIdOf<C>> = self.get_meta(KEY_PURGED)?;
-        let last_log_id = last.or_else(|| last_purged_log_id.clone());
+        let last_log_id = last.or(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,

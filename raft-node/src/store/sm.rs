@@ -186,7 +186,7 @@ fn restore(data: &mut SmData, meta: &SnapshotMetaOf<C>, bytes: &[u8]) -> io::Res
     let state = State::from_snapshot(&blob.state).map_err(|e| invalid(e.to_string()))?;
     data.state = state;
     data.sessions = blob.sessions;
-    data.last_applied = meta.last_log_id.clone();
+    data.last_applied = meta.last_log_id;
     data.membership = meta.last_membership.clone();
     Ok(())
 }
@@ -208,7 +208,7 @@ impl RaftSnapshotBuilder<C> for SnapshotBuilder {
                 sessions: d.sessions.clone(),
             };
             let meta = SnapshotMeta {
-                last_log_id: d.last_applied.clone(),
+                last_log_id: d.last_applied,
                 last_membership: d.membership.clone(),
             };
             (meta, encode(&blob)?)
@@ -235,7 +235,7 @@ impl RaftStateMachine<C> for StateMachineStore {
         &mut self,
     ) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
         let d = self.read();
-        Ok((d.last_applied.clone(), d.membership.clone()))
+        Ok((d.last_applied, d.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -250,11 +250,11 @@ impl RaftStateMachine<C> for StateMachineStore {
                     EntryPayload::Blank => Response::None,
                     EntryPayload::Normal(req) => d.sessions.apply(&mut d.state, req),
                     EntryPayload::Membership(m) => {
-                        d.membership = StoredMembership::new(Some(entry.log_id.clone()), m.clone());
+                        d.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                         Response::None
                     }
                 };
-                d.last_applied = Some(entry.log_id.clone());
+                d.last_applied = Some(entry.log_id);
                 resp
             };
             if let Some(r) = responder {

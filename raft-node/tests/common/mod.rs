@@ -20,7 +20,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -127,7 +130,10 @@ impl Cluster {
         eventually(60, "all nodes to apply the same index", || async {
             let a: Vec<Option<u64>> = self.nodes.values().map(|n| n.status().applied).collect();
             let c: Vec<Option<u64>> = self.nodes.values().map(|n| n.status().committed).collect();
-            (a.iter().all(|x| *x == a[0]) && a[0].is_some() && a[0] >= c.iter().copied().max().flatten()).then_some(())
+            (a.iter().all(|x| *x == a[0])
+                && a[0].is_some()
+                && a[0] >= c.iter().copied().max().flatten())
+            .then_some(())
         })
         .await;
         let mut all = Vec::new();
@@ -140,6 +146,27 @@ impl Cluster {
             assert_eq!(a, &all[0], "node #{i} differs from the first");
         }
         all.swap_remove(0)
+    }
+
+    /// Starts a new node `id` and adds it to the cluster as a voter.
+    pub async fn add(&mut self, id: u64) {
+        self.restart(id).await;
+        self.client()
+            .admin(AdminCommand::AddNode {
+                id,
+                addr: self.addrs[&id].to_string(),
+            })
+            .await
+            .expect("add node");
+    }
+
+    /// Removes node `id` from the cluster and stops it.
+    pub async fn remove(&mut self, id: u64) {
+        self.client()
+            .admin(AdminCommand::RemoveNode { id })
+            .await
+            .expect("remove node");
+        self.kill(id).await;
     }
 
     pub async fn shutdown(mut self) {

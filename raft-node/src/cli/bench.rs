@@ -1,0 +1,226 @@
+//! `raftipam bench`: the load generator users run against their own cluster.
+//!
+//! Creates a scratch pool (a /8 in an address space of its own, so it overlaps nothing),
+//! allocates `--count` addresses with `--clients` concurrent clients, releases them the same
+//! way, deletes the pool, and prints operations/s with p50/p99/max latency per phase.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use allocator_core::{Owner, PoolId, PoolSpec};
+use anyhow::Context;
+use clap::Args;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use raft_node::Client;
+use serde::Serialize;
+
+use super::Ctx;
+
+/// Measure allocations/s and latency.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Concurrent clients (each with its own connection).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    clients: u64,
+    /// Addresses to allocate (and then release).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    count: u64,
+}
+
+#[derive(Serialize)]
+struct Phase {
+    phase: &'static str,
+    ops: u64,
+    errors: u64,
+    seconds: f64,
+    ops_per_sec: f64,
+    p50_us: u64,
+    p99_us: u64,
+    max_us: u64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    clients: u64,
+    count: u64,
+    phases: Vec<Phase>,
+}
+
+fn progress(ctx: &Ctx, len: u64, what: &'static str) -> ProgressBar {
+    if ctx.json {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg:>9} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+    {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(what);
+    pb
+}
+
+/// Runs `count` operations with `clients` workers; `op(client, i)` performs operation `i`.
+async fn phase<F, Fut>(
+    name: &'static str,
+    clients: &[Client],
+    count: u64,
+    pb: ProgressBar,
+    op: F,
+) -> anyhow::Result<Phase>
+where
+    F: Fn(Client, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), raft_node::ClientError>> + Send,
+{
+    let next = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let op = Arc::new(op);
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in clients {
+        let (c, next, errors, op, pb) = (
+            c.clone(),
+            next.clone(),
+            errors.clone(),
+            op.clone(),
+            pb.clone(),
+        );
+        tasks.spawn(async move {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    break;
+                }
+                let t = Instant::now();
+                match op(c.clone(), i).await {
+                    Ok(()) => h.saturating_record(t.elapsed().as_micros() as u64),
+                    Err(e) => {
+                        if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                            pb.println(format!("{name} {i} failed: {e}"));
+                        }
+                    }
+                }
+                pb.inc(1);
+            }
+            Ok::<_, anyhow::Error>(h)
+        });
+    }
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    while let Some(r) = tasks.join_next().await {
+        let h = r.context("a bench worker panicked")??;
+        all.add(&h).context("merging latencies")?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    let ops = all.len();
+    Ok(Phase {
+        phase: name,
+        ops,
+        errors: errors.load(Ordering::Relaxed),
+        seconds: secs,
+        ops_per_sec: ops as f64 / secs.max(1e-9),
+        p50_us: all.value_at_quantile(0.5),
+        p99_us: all.value_at_quantile(0.99),
+        max_us: all.max(),
+    })
+}
+
+pub async fn run(ctx: &Ctx, a: BenchArgs) -> anyhow::Result<()> {
+    let admin = ctx.client()?;
+    let tag = format!(
+        "{:08x}",
+        std::process::id() ^ (Instant::now().elapsed().subsec_nanos())
+    );
+    let space = format!("bench-{tag}");
+    let spec = PoolSpec {
+        space: space.clone(),
+        subnet: Some("10.0.0.0/8".parse().context("bench subnet")?),
+        ..Default::default()
+    };
+    let pool: PoolId = admin
+        .create_pool(spec, "bench")
+        .await
+        .context("creating the scratch pool")?;
+    let clients: Vec<Client> = (0..a.clients)
+        .map(|_| ctx.client())
+        .collect::<Result<_, _>>()?;
+    // Warm the connections up so that connecting is not measured.
+    for c in &clients {
+        c.status().await?;
+    }
+    let p = pool.clone();
+    let alloc = phase(
+        "allocate",
+        &clients,
+        a.count,
+        progress(ctx, a.count, "allocate"),
+        move |c, i| {
+            let p = p.clone();
+            async move {
+                c.allocate(&p, None, Owner::new("bench", format!("e{i}")))
+                    .await
+                    .map(|_| ())
+            }
+        },
+    )
+    .await?;
+    let held: Vec<std::net::IpAddr> = admin
+        .allocations(&pool)
+        .await?
+        .into_iter()
+        .map(|x| x.addr)
+        .collect();
+    let held = Arc::new(held);
+    let p = pool.clone();
+    let h = held.clone();
+    let release = phase(
+        "release",
+        &clients,
+        held.len() as u64,
+        progress(ctx, held.len() as u64, "release"),
+        move |c, i| {
+            let (p, h) = (p.clone(), h.clone());
+            async move {
+                let addr = h[i as usize];
+                c.release(&p, addr, "bench", false).await.map(|_| ())
+            }
+        },
+    )
+    .await?;
+    admin
+        .delete_pool(&pool, true)
+        .await
+        .context("deleting the scratch pool")?;
+    let report = Report {
+        clients: a.clients,
+        count: a.count,
+        phases: vec![alloc, release],
+    };
+    ctx.print(&report, |r| {
+        println!("{} clients, {} addresses", r.clients, r.count);
+        for p in &r.phases {
+            println!(
+                "{:<9} {:>10.0} ops/s  p50 {:>8}  p99 {:>8}  max {:>8}  ({} ops in {:.2}s, {} errors)",
+                p.phase,
+                p.ops_per_sec,
+                fmt_us(p.p50_us),
+                fmt_us(p.p99_us),
+                fmt_us(p.max_us),
+                p.ops,
+                p.seconds,
+                p.errors
+            );
+        }
+    })
+}
+
+fn fmt_us(us: u64) -> String {
+    if us < 1000 {
+        format!("{us}µs")
+    } else {
+        format!("{:.2}ms", Duration::from_micros(us).as_secs_f64() * 1000.0)
+    }
+}

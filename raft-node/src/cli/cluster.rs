@@ -1,0 +1,123 @@
+//! `raftipam cluster`: initialise, grow, shrink and inspect the cluster.
+
+use clap::Subcommand;
+use raft_node::{AdminCommand, NodeStatus};
+
+use super::Ctx;
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCmd {
+    /// Make the first endpoint a one-node cluster (once, on a new node).
+    Init,
+    /// Add a node: it catches up as a learner, then becomes a voter.
+    Add {
+        /// Its id.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        id: u64,
+        /// Its address, HOST:PORT.
+        #[arg(long, value_parser = parse_addr)]
+        addr: String,
+    },
+    /// Remove a node from the cluster.
+    Remove {
+        /// Its id.
+        #[arg(long)]
+        id: u64,
+    },
+    /// Show every endpoint's view of the cluster.
+    Status,
+}
+
+fn parse_addr(s: &str) -> Result<String, String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not HOST:PORT"))?;
+    if host.is_empty() {
+        return Err(format!("{s:?} has no host"));
+    }
+    port.parse::<u16>()
+        .map_err(|_| format!("{s:?}: {port:?} is not a port number"))?;
+    Ok(s.to_string())
+}
+
+pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> anyhow::Result<()> {
+    let client = ctx.client()?;
+    match cmd {
+        ClusterCmd::Init => {
+            let s = client.admin(AdminCommand::Init).await?;
+            ctx.print(&s, |s| {
+                println!(
+                    "initialised a one-node cluster: node {} at {}",
+                    s.id, s.addr
+                )
+            })
+        }
+        ClusterCmd::Add { id, addr } => {
+            let s = client.admin(AdminCommand::AddNode { id, addr }).await?;
+            ctx.print(&s, |s| {
+                println!("node {id} added; voters: {:?}", s.voters());
+            })
+        }
+        ClusterCmd::Remove { id } => {
+            let s = client.admin(AdminCommand::RemoveNode { id }).await?;
+            ctx.print(&s, |s| {
+                println!("node {id} removed; voters: {:?}", s.voters());
+            })
+        }
+        ClusterCmd::Status => {
+            let mut all: Vec<Result<NodeStatus, String>> = Vec::new();
+            for i in 0..client.endpoints().len() {
+                all.push(client.node_status(i).await.map_err(|e| e.to_string()));
+            }
+            if all.iter().all(|r| r.is_err()) {
+                anyhow::bail!("no endpoint answered: {}", client.endpoints().join(", "));
+            }
+            let json: Vec<serde_json::Value> = all
+                .iter()
+                .zip(client.endpoints())
+                .map(|(r, ep)| match r {
+                    Ok(s) => serde_json::json!({"endpoint": ep, "status": s}),
+                    Err(e) => serde_json::json!({"endpoint": ep, "error": e}),
+                })
+                .collect();
+            ctx.print(&json, |_| {
+                println!(
+                    "{:<22} {:>4} {:<10} {:>5} {:>6} {:>10} {:>10} {:>10}  members",
+                    "endpoint", "id", "state", "term", "leader", "last_log", "committed", "applied"
+                );
+                let o = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_else(|| "-".into());
+                for (r, ep) in all.iter().zip(client.endpoints()) {
+                    match r {
+                        Ok(s) => {
+                            let members: Vec<String> = s
+                                .members
+                                .iter()
+                                .map(|m| {
+                                    format!(
+                                        "{}{}@{}",
+                                        m.id,
+                                        if m.voter { "" } else { "(learner)" },
+                                        m.addr
+                                    )
+                                })
+                                .collect();
+                            println!(
+                                "{:<22} {:>4} {:<10} {:>5} {:>6} {:>10} {:>10} {:>10}  {}",
+                                ep,
+                                s.id,
+                                s.state,
+                                s.term,
+                                o(s.leader),
+                                o(s.last_log_index),
+                                o(s.committed),
+                                o(s.applied),
+                                members.join(" ")
+                            );
+                        }
+                        Err(e) => println!("{ep:<22} unreachable: {e}"),
+                    }
+                }
+            })
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Command-line parsing and dispatch. Each command group lives in its own module; this one
+//! holds the global options, the client they build, and how results are printed.
+
+mod addr;
+mod bench;
+mod cluster;
+mod node;
+mod pool;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use raft_node::{Client, ClientConfig};
+use serde::Serialize;
+
+/// raftipam: one IP address authority for a whole Docker cluster, replicated with Raft.
+///
+/// Run `raftipam node` on 3 or 5 machines, `raftipam cluster init` once and `raftipam
+/// cluster add` for the others; then manage pools and addresses from anywhere with
+/// `--endpoints` naming any of the nodes.
+///
+/// With `--json`, every command prints one JSON document on stdout: the same data the
+/// library's types hold (`PoolInfo`, `Allocation`, `Holding`, `NodeStatus`, ...), serialised
+/// with serde. Errors go to stderr as text, with a non-zero exit status.
+#[derive(Parser, Debug)]
+#[command(name = "raftipam", version, propagate_version = true)]
+pub struct Cli {
+    /// The cluster's nodes, HOST:PORT, comma separated.
+    #[arg(long, global = true, env = "RAFTIPAM_ENDPOINTS", value_delimiter = ',')]
+    endpoints: Vec<String>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// How long a client call may take, retries included (e.g. 15s, 1m).
+    #[arg(long, global = true, default_value = "15s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a node (until SIGINT or SIGTERM).
+    Node(node::NodeArgs),
+    /// Initialise the cluster, add or remove nodes, show its status.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCmd),
+    /// Create, list, show and delete pools.
+    #[command(subcommand)]
+    Pool(pool::PoolCmd),
+    /// Allocate, release, list and look up addresses.
+    #[command(subcommand)]
+    Addr(addr::AddrCmd),
+    /// Load-generate against the cluster: allocations/s and latency.
+    Bench(bench::BenchArgs),
+}
+
+/// What commands share: the parsed global options.
+pub struct Ctx {
+    endpoints: Vec<String>,
+    json: bool,
+    timeout: Duration,
+}
+
+impl Ctx {
+    /// A client of the cluster named by `--endpoints`.
+    fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::with_config(
+            &self.endpoints,
+            ClientConfig {
+                timeout: self.timeout,
+                ..Default::default()
+            },
+        )?)
+    }
+
+    /// Prints `v` as JSON with `--json`, else runs `human`.
+    fn print<T: Serialize>(&self, v: &T, human: impl FnOnce(&T)) -> anyhow::Result<()> {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(v).context("encoding JSON")?
+            );
+        } else {
+            human(v);
+        }
+        Ok(())
+    }
+}
+
+/// Parses the command line, runs the command, and maps errors to exit status 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ctx = Ctx {
+        endpoints: cli.endpoints,
+        json: cli.json,
+        timeout: cli.timeout,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let r = rt.block_on(async {
+        match cli.command {
+            Command::Node(a) => node::run(a).await,
+            Command::Cluster(c) => cluster::run(&ctx, c).await,
+            Command::Pool(c) => pool::run(&ctx, c).await,
+            Command::Addr(c) => addr::run(&ctx, c).await,
+            Command::Bench(a) => bench::run(&ctx, a).await,
+        }
+    });
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses a pool id: `SPACE/SUBNET[/RANGE]`, or a bare `SUBNET` in the `global` space.
+pub fn parse_pool(s: &str) -> Result<allocator_core::PoolId, String> {
+    match s.parse::<allocator_core::PoolId>() {
+        Ok(p) => Ok(p),
+        Err(e) => match s.parse::<ipnet::IpNet>() {
+            Ok(net) => Ok(allocator_core::PoolId::new("global", net, None)),
+            Err(_) => Err(e.to_string()),
+        },
+    }
+}

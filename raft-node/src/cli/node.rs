@@ -1,0 +1,70 @@
+//! `raftipam node`: run one node in the foreground.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use raft_node::{Node, NodeConfig};
+
+/// Run a node.
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    /// This node's id: a positive integer, unique in the cluster and never reused.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    id: u64,
+    /// Address to listen on for nodes and clients, HOST:PORT.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// Address the others reach this node at, if not --listen (e.g. when listening on 0.0.0.0).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Data directory (created if missing; must belong to this node id).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Serve Prometheus metrics on HOST:PORT (GET /metrics).
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+    /// How long a write may wait for a leader with a quorum before failing.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    write_timeout: Duration,
+    /// Build a snapshot (and purge the log behind it) every this many entries.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_every: u64,
+    /// Log entries to keep behind a snapshot.
+    #[arg(long, default_value_t = 1_000)]
+    keep_logs: u64,
+}
+
+pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut cfg = NodeConfig::new(a.id, a.listen, a.data_dir);
+    cfg.advertise = a.advertise;
+    cfg.metrics = a.metrics;
+    cfg.write_timeout = a.write_timeout;
+    cfg.snapshot_every = a.snapshot_every;
+    cfg.keep_logs = a.keep_logs;
+    let node = Node::start(cfg).await.context("cannot start the node")?;
+    eprintln!("raftipam node {} serving on {}", node.id(), node.addr());
+    wait_for_signal().await?;
+    eprintln!("stopping");
+    node.shutdown().await.context("stopping the node")?;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

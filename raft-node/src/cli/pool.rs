@@ -1,0 +1,151 @@
+//! `raftipam pool`: create, list, show and delete pools.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use allocator_core::{AddrRange, Op, PoolId, PoolInfo, PoolSpec};
+use clap::Subcommand;
+use ipnet::IpNet;
+
+use super::{parse_pool, Ctx};
+
+#[derive(Subcommand, Debug)]
+pub enum PoolCmd {
+    /// Create a pool (or join it, if the same one exists).
+    Create {
+        /// The subnet, e.g. 10.1.0.0/16 or fd00:1::/64.
+        cidr: IpNet,
+        /// Hand out addresses without a preference from this sub-range only.
+        #[arg(long)]
+        range: Option<IpNet>,
+        /// Reserve this gateway address.
+        #[arg(long)]
+        gateway: Option<IpAddr>,
+        /// Never hand out these addresses (IP or IP-IP); repeatable.
+        #[arg(long, value_parser = parse_range)]
+        reserve: Vec<AddrRange>,
+        /// Hand out addresses in serial order (next after the last one) by default.
+        #[arg(long)]
+        serial: bool,
+        /// Hold released addresses back from reuse this long (e.g. 30s, 5m).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        cooldown: Option<Duration>,
+        /// Address space.
+        #[arg(long, default_value = "global")]
+        space: String,
+        /// Who holds the pool (a host name).
+        #[arg(long, default_value = "cli")]
+        holder: String,
+    },
+    /// List every pool.
+    Ls,
+    /// Show one pool (SPACE/SUBNET[/RANGE], or a bare SUBNET in the global space).
+    Show {
+        /// The pool.
+        #[arg(value_parser = parse_pool)]
+        pool: PoolId,
+    },
+    /// Delete a pool whoever holds it.
+    Delete {
+        /// The pool.
+        #[arg(value_parser = parse_pool)]
+        pool: PoolId,
+        /// Also drop its allocations.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn parse_range(s: &str) -> Result<AddrRange, String> {
+    s.parse::<AddrRange>().map_err(|e| e.to_string())
+}
+
+fn show(p: &PoolInfo) {
+    println!("pool {}", p.id);
+    println!("  usage:   {}", p.usage);
+    println!("  serial:  {}", p.serial);
+    if p.cooldown_ms > 0 {
+        println!(
+            "  cooldown: {}",
+            humantime::format_duration(Duration::from_millis(p.cooldown_ms))
+        );
+    }
+    if !p.holders.is_empty() {
+        let h: Vec<String> = p.holders.iter().map(|(k, v)| format!("{k}({v})")).collect();
+        println!("  holders: {}", h.join(", "));
+    }
+    for r in &p.reserve {
+        println!("  reserve: {r}");
+    }
+    for (a, who) in &p.reservations {
+        let w: Vec<&str> = who.keys().map(String::as_str).collect();
+        println!("  reserved {a} by {}", w.join(", "));
+    }
+}
+
+pub async fn run(ctx: &Ctx, cmd: PoolCmd) -> anyhow::Result<()> {
+    let client = ctx.client()?;
+    match cmd {
+        PoolCmd::Create {
+            cidr,
+            range,
+            gateway,
+            reserve,
+            serial,
+            cooldown,
+            space,
+            holder,
+        } => {
+            let spec = PoolSpec {
+                space,
+                subnet: Some(cidr),
+                range,
+                reserve,
+                serial,
+                cooldown_ms: cooldown.map(|d| d.as_millis() as u64).unwrap_or(0),
+                ..Default::default()
+            };
+            let id = client.create_pool(spec, &holder).await?;
+            if let Some(gw) = gateway {
+                client
+                    .apply(Op::Reserve {
+                        pool: id.clone(),
+                        addr: gw,
+                        holder: holder.clone(),
+                    })
+                    .await?;
+            }
+            let info = client.pool(&id).await?;
+            ctx.print(&info, show)
+        }
+        PoolCmd::Ls => {
+            let pools = client.pools().await?;
+            ctx.print(&pools, |pools| {
+                if pools.is_empty() {
+                    println!("no pools");
+                }
+                for p in pools {
+                    println!(
+                        "{:<40} {:>8} allocated {:>12} free",
+                        p.id.to_string(),
+                        p.usage.allocated,
+                        p.usage.free
+                    );
+                }
+            })
+        }
+        PoolCmd::Show { pool } => {
+            let info = client.pool(&pool).await?;
+            ctx.print(&info, show)
+        }
+        PoolCmd::Delete { pool, force } => {
+            let removed = client.delete_pool(&pool, force).await?;
+            ctx.print(
+                &serde_json::json!({"pool": pool.to_string(), "removed": removed}),
+                |_| {
+                    println!("pool {pool} deleted");
+                },
+            )
+        }
+    }
+}
