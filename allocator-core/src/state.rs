@@ -649,7 +649,8 @@ impl State {
         } = self;
         let (pool, sn, want_off) = Self::locate(pools, subnets, id, want)?;
         sn.expire_cooling(now);
-        if let Some(&h) = host_ids.get(&owner.host) {
+        let known_host = host_ids.get(&owner.host).copied();
+        if let Some(h) = known_host {
             if let Some(held) = sn.records.find_owner(h, owner.endpoint.as_bytes()) {
                 if want_off.is_none_or(|w| w == held) {
                     let seq = sn.records.get(held).map_or(0, |r| r.seq);
@@ -673,7 +674,7 @@ impl State {
                 sn.net
             )));
         }
-        if !host_ids.contains_key(&owner.host) && hosts.len() > usize::from(u16::MAX) {
+        if known_host.is_none() && hosts.len() > usize::from(u16::MAX) {
             return Err(AllocError::Invalid(format!(
                 "more than {} distinct host names; forget hosts that are gone",
                 u16::MAX
@@ -746,7 +747,10 @@ impl State {
                 }
             }
         };
-        let h = Self::host_id(hosts, host_ids, &owner.host)?;
+        let h = match known_host {
+            Some(h) => h,
+            None => Self::host_id(hosts, host_ids, &owner.host)?,
+        };
         pool.cursor = Some(off);
         if !taken {
             sn.bitmap.set(off);
