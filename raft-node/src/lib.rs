@@ -26,6 +26,7 @@ pub mod metrics;
 mod network;
 pub mod node;
 mod rpc;
+pub mod shim_backend;
 mod store;
 pub mod types;
 mod wire;
