@@ -6,6 +6,8 @@ mod bench;
 mod cluster;
 mod node;
 mod pool;
+mod shim;
+mod up;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -55,6 +57,10 @@ enum Command {
     Addr(addr::AddrCmd),
     /// Load-generate against the cluster: allocations/s and latency.
     Bench(bench::BenchArgs),
+    /// Serve Docker's IPAM plugin on this host against the cluster named by --endpoints.
+    Shim(shim::ShimArgs),
+    /// Run a one-node cluster and Docker's IPAM plugin in one process (the embedded default).
+    Up(up::UpArgs),
 }
 
 /// What commands share: the parsed global options.
@@ -115,6 +121,8 @@ pub fn main() -> ExitCode {
             Command::Pool(c) => pool::run(&ctx, c).await,
             Command::Addr(c) => addr::run(&ctx, c).await,
             Command::Bench(a) => bench::run(&ctx, a).await,
+            Command::Shim(a) => shim::run(&ctx, a).await,
+            Command::Up(a) => up::run(a).await,
         }
     });
     match r {

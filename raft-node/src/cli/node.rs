@@ -35,6 +35,15 @@ pub struct NodeArgs {
     /// Log entries to keep behind a snapshot.
     #[arg(long, default_value_t = 1_000)]
     keep_logs: u64,
+    /// Also serve Docker's IPAM plugin on this socket (its base name is the driver name).
+    #[arg(long)]
+    plugin_socket: Option<std::path::PathBuf>,
+    /// With --plugin-socket: this Docker host's name (default: the machine's hostname).
+    #[arg(long, requires = "plugin_socket")]
+    host: Option<String>,
+    /// With --plugin-socket: longest time one plugin call may take.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    plugin_call_timeout: Duration,
 }
 
 pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
@@ -53,8 +62,27 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
     cfg.keep_logs = a.keep_logs;
     let node = Node::start(cfg).await.context("cannot start the node")?;
     eprintln!("raftipam node {} serving on {}", node.id(), node.addr());
+    let plugin = match &a.plugin_socket {
+        Some(socket) => {
+            match super::shim::start_for_node(&node, socket, a.host.clone(), a.plugin_call_timeout)
+                .await
+            {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    let _ = node.shutdown().await;
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
     wait_for_signal().await?;
     eprintln!("stopping");
+    if let Some(p) = plugin {
+        if let Err(e) = p.stop().await {
+            eprintln!("error stopping the plugin: {e:#}");
+        }
+    }
     node.shutdown().await.context("stopping the node")?;
     Ok(())
 }

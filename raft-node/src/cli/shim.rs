@@ -1,0 +1,176 @@
+//! `raftipam shim`: Docker's IPAM plugin alone, on a Docker host that is not a Raft voter,
+//! talking to the cluster as a client. Also the pieces `node --plugin-socket` and `up` share:
+//! starting the plugin on a socket, the default host name, and waiting for a signal.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use plugin_shim::{PluginSocket, ShimConfig};
+use raft_node::shim_backend::{shim_client_config, SHIM_CALL_TIMEOUT};
+use raft_node::Client;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::Ctx;
+
+/// Where dockerd looks for the plugin by default (the base name is the driver name).
+pub const DEFAULT_SOCKET: &str = "/run/docker/plugins/raftipam.sock";
+
+/// Run Docker's IPAM plugin against a cluster.
+#[derive(Args, Debug)]
+pub struct ShimArgs {
+    /// The plugin socket; its base name is the driver name (`--ipam-driver raftipam`).
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// This Docker host's name, unique in the cluster and stable across restarts (default:
+    /// the machine's hostname).
+    #[arg(long)]
+    host: Option<String>,
+    /// Longest time one plugin call may take before dockerd gets an error.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    call_timeout: Duration,
+}
+
+pub async fn run(ctx: &Ctx, a: ShimArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let host = host_name(a.host)?;
+    let client = Client::with_config(&ctx.endpoints, shim_client_config(a.call_timeout))?;
+    let plugin = Plugin::start(client, &a.socket, &host, a.call_timeout).await?;
+    eprintln!(
+        "raftipam shim for host {host} serving {} (driver {}) against {}",
+        a.socket.display(),
+        driver_name(&a.socket),
+        ctx.endpoints.join(",")
+    );
+    wait_for_signal().await?;
+    eprintln!("stopping");
+    plugin.stop().await
+}
+
+/// Logs to stderr, `RUST_LOG` or `info`.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// `--host`, or the machine's hostname.
+pub fn host_name(given: Option<String>) -> anyhow::Result<String> {
+    if let Some(h) = given {
+        let h = h.trim().to_string();
+        anyhow::ensure!(
+            !h.is_empty(),
+            "--host is empty: give this Docker host a unique, stable name"
+        );
+        return Ok(h);
+    }
+    let from_kernel = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    from_kernel
+        .or_else(|| {
+            std::env::var("HOSTNAME")
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        })
+        .context("cannot read this machine's hostname: name this Docker host with --host NAME")
+}
+
+/// The driver name dockerd derives from a socket path (its base name without `.sock`).
+pub fn driver_name(socket: &Path) -> String {
+    socket
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "raftipam".into())
+}
+
+/// A plugin being served in the background.
+pub struct Plugin {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), plugin_shim::ShimError>>,
+    call_timeout: Duration,
+}
+
+impl Plugin {
+    /// Binds `socket` (the file exists when this returns) and serves the plugin on it, as
+    /// `host`, against the cluster `client`.
+    pub async fn start(
+        client: Client,
+        socket: &Path,
+        host: &str,
+        call_timeout: Duration,
+    ) -> anyhow::Result<Plugin> {
+        let call_timeout = if call_timeout.is_zero() {
+            SHIM_CALL_TIMEOUT
+        } else {
+            call_timeout
+        };
+        let bound = PluginSocket::bind(socket)
+            .await
+            .with_context(|| format!("cannot create the plugin socket {}", socket.display()))?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let config = ShimConfig::new(host).with_call_timeout(call_timeout);
+        let task = tokio::spawn(
+            bound.serve(std::sync::Arc::new(client), config, async move {
+                let _ = stopped.await;
+            }),
+        );
+        Ok(Plugin {
+            stop,
+            task,
+            call_timeout,
+        })
+    }
+
+    /// Stops serving: the socket file goes at once, calls in progress finish (each bounded
+    /// by the call timeout).
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        match tokio::time::timeout(self.call_timeout + Duration::from_secs(2), self.task).await {
+            Ok(Ok(r)) => r.context("serving the plugin"),
+            Ok(Err(e)) => Err(anyhow::anyhow!("the plugin task failed: {e}")),
+            Err(_) => Err(anyhow::anyhow!(
+                "the plugin did not stop within {}",
+                humantime::format_duration(self.call_timeout + Duration::from_secs(2))
+            )),
+        }
+    }
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+/// Starts the plugin inside a running node (`node --plugin-socket`): a client of the node's
+/// own address, so writes take the same path (and leader forwarding) as any client's.
+pub async fn start_for_node(
+    node: &raft_node::Node,
+    socket: &Path,
+    host: Option<String>,
+    call_timeout: Duration,
+) -> anyhow::Result<Plugin> {
+    let host = host_name(host)?;
+    let client = Client::with_config([node.addr()], shim_client_config(call_timeout))?;
+    let plugin = Plugin::start(client, socket, &host, call_timeout).await?;
+    eprintln!(
+        "raftipam plugin for host {host} serving {} (driver {})",
+        socket.display(),
+        driver_name(socket)
+    );
+    Ok(plugin)
+}

@@ -1,0 +1,106 @@
+//! `raftipam up`: the embedded default. A one-node cluster (initialised on first start,
+//! reused afterwards) and Docker's IPAM plugin in one process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use raft_node::shim_backend::shim_client_config;
+use raft_node::{Client, Node, NodeConfig};
+
+use super::shim::{driver_name, host_name, init_tracing, wait_for_signal, Plugin, DEFAULT_SOCKET};
+
+/// Run a one-node cluster with the Docker plugin.
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Data directory (created on first start, reused afterwards).
+    #[arg(long, default_value = "/var/lib/raftipam")]
+    data_dir: PathBuf,
+    /// Address the node listens on for clients (`raftipam pool ls --endpoints ...`).
+    #[arg(long, default_value = "127.0.0.1:7379")]
+    listen: SocketAddr,
+    /// The plugin socket; its base name is the driver name (`--ipam-driver raftipam`).
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// This Docker host's name, stable across restarts (default: the machine's hostname).
+    #[arg(long)]
+    host: Option<String>,
+    /// Serve Prometheus metrics on HOST:PORT (GET /metrics).
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+    /// Longest time one plugin call may take before dockerd gets an error.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    call_timeout: Duration,
+}
+
+/// How long `up` waits for its node to become leader.
+const LEADER_WAIT: Duration = Duration::from_secs(30);
+
+pub async fn run(a: UpArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let host = host_name(a.host.clone())?;
+    let mut cfg = NodeConfig::new(1, a.listen, a.data_dir.clone());
+    cfg.metrics = a.metrics;
+    let node = Node::start(cfg).await.with_context(|| {
+        format!(
+            "cannot start the node (data in {}, listening on {})",
+            a.data_dir.display(),
+            a.listen
+        )
+    })?;
+    let r = serve(&node, &host, &a).await;
+    if let Err(e) = node.shutdown().await {
+        eprintln!("error stopping the node: {e}");
+    }
+    r
+}
+
+async fn serve(node: &Node, host: &str, a: &UpArgs) -> anyhow::Result<()> {
+    let fresh = node.status().members.is_empty();
+    if fresh {
+        node.init()
+            .await
+            .context("initialising the one-node cluster")?;
+        eprintln!(
+            "initialised a new one-node cluster in {}",
+            a.data_dir.display()
+        );
+    } else {
+        eprintln!("reusing the cluster in {}", a.data_dir.display());
+    }
+    let deadline = Instant::now() + LEADER_WAIT;
+    loop {
+        let s = node.status();
+        if s.state == "Leader" {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "node {} did not become leader within {} (state {}, members {:?}); is {} another cluster's data?",
+            s.id,
+            humantime::format_duration(LEADER_WAIT),
+            s.state,
+            s.voters(),
+            a.data_dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = Client::with_config([node.addr()], shim_client_config(a.call_timeout))?;
+    let plugin = Plugin::start(client, &a.socket, host, a.call_timeout).await?;
+    eprintln!(
+        "raftipam node 1 on {} (data {}), plugin socket {} for host {host}",
+        node.addr(),
+        a.data_dir.display(),
+        a.socket.display()
+    );
+    println!(
+        "raftipam is ready: docker network create --ipam-driver {} --subnet 10.20.0.0/24 mynet",
+        driver_name(&a.socket)
+    );
+    let waited = wait_for_signal().await;
+    eprintln!("stopping");
+    let stopped = plugin.stop().await;
+    waited.and(stopped)
+}
