@@ -143,7 +143,7 @@ impl Node {
             install_snapshot_timeout: 120_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every.max(1)),
             max_in_snapshot_log_to_keep: cfg.keep_logs,
-            purge_batch_size: 1024,
+            purge_batch_size: cfg.snapshot_every.clamp(1, 256),
             ..Default::default()
         }
         .validate()
