@@ -4,9 +4,18 @@
 //! They take no input and touch no state, but their answers shape everything after, so the
 //! choices are recorded here.
 //!
-//! ## `RequiresMACAddress: false`
+//! ## `RequiresMACAddress: true`
 //!
-//! raftipam identifies an endpoint by `{host, endpoint name}`, not by MAC address.
+//! raftipam identifies an endpoint by `{host, endpoint name}`, not by MAC address, but it
+//! needs dockerd to send the MAC anyway: Docker 20.10 (Debian's `docker.io`) sends *no*
+//! endpoint name, and without `RequiresMACAddress` a container's `RequestAddress` carries
+//! nil options — the same form as an `--aux-address` request (moby 20.10
+//! `libnetwork/network.go` `ipamAllocateVersion`, `endpoint.go`). A `docker run --ip X` would
+//! then be taken for an aux address and become a *shared* reservation, so two containers
+//! could get the same address (seen with a real dockerd: `raft-node/tests/docker_e2e.rs`).
+//! With `RequiresMACAddress`, libnetwork puts `com.docker.network.endpoint.macaddress` in
+//! every endpoint's options, so endpoint requests always have non-nil options and are
+//! exclusive allocations, while aux addresses keep nil options.
 //!
 //! ## `RequiresRequestReplay: false`
 //!
@@ -45,11 +54,11 @@ pub fn activate() -> ActivateResponse {
     }
 }
 
-/// `/IpamDriver.GetCapabilities`: no MAC address needed, no replay wanted (see the module
-/// documentation for why).
+/// `/IpamDriver.GetCapabilities`: the MAC address wanted (so that endpoint requests are told
+/// from aux addresses), no replay wanted (see the module documentation for why).
 pub fn capabilities() -> CapabilitiesResponse {
     CapabilitiesResponse {
-        requires_mac_address: false,
+        requires_mac_address: true,
         requires_request_replay: false,
     }
 }

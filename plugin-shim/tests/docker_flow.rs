@@ -71,7 +71,7 @@ async fn network_create_endpoints_and_delete_like_dockerd() {
     );
     assert_eq!(
         c.call_empty("IpamDriver.GetCapabilities").await.ok(),
-        json!({"RequiresMACAddress": false, "RequiresRequestReplay": false})
+        json!({"RequiresMACAddress": true, "RequiresRequestReplay": false})
     );
     assert_eq!(
         c.call_empty("IpamDriver.GetDefaultAddressSpaces")
