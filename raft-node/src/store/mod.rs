@@ -116,6 +116,9 @@ pub fn open_db(dir: &Path, node_id: u64) -> Result<Arc<DB>, StoreError> {
             why: format!("the database in {} is missing", db_path.display()),
         });
     }
+    if !fresh {
+        check_db_read_only(dir, &db_path)?;
+    }
     let mut opts = Options::default();
     opts.create_if_missing(fresh);
     opts.create_missing_column_families(fresh);
@@ -128,6 +131,33 @@ pub fn open_db(dir: &Path, node_id: u64) -> Result<Arc<DB>, StoreError> {
         why: format!("cannot open the database: {e}"),
     })?;
     Ok(Arc::new(db))
+}
+
+/// Opens an existing database read-only, with RocksDB's own log file written to a scratch
+/// directory, so that a damaged database is reported before anything in the data directory
+/// is written (a normal open would at least rotate RocksDB's `LOG`).
+fn check_db_read_only(dir: &Path, db_path: &Path) -> Result<(), StoreError> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let scratch =
+        std::env::temp_dir().join(format!("raftipam-check-{}-{nanos}", std::process::id()));
+    let mut opts = Options::default();
+    opts.set_paranoid_checks(true);
+    opts.set_db_log_dir(&scratch);
+    let r = DB::open_cf_for_read_only(&opts, db_path, [CF_META, CF_LOGS, CF_SM], false);
+    let _ = fs::remove_dir_all(&scratch);
+    match r {
+        Ok(db) => {
+            drop(db);
+            Ok(())
+        }
+        Err(e) => Err(StoreError::Damaged {
+            path: dir.to_path_buf(),
+            why: format!("cannot open the database: {e}"),
+        }),
+    }
 }
 
 fn check_meta(dir: &Path, meta_path: &Path, node_id: u64) -> Result<(), StoreError> {

@@ -1,0 +1,579 @@
+//! The real `raftipam` binary as separate processes: SIGKILL of the leader and of every
+//! node, restarts from disk, and bad input on the command line and in data directories.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use allocator_core::{Allocation, Owner, PoolId};
+use common::{eventually, free_addr, spec};
+use raft_node::{AdminCommand, Client, ClientConfig};
+
+const BIN: &str = env!("CARGO_BIN_EXE_raftipam");
+
+struct Procs {
+    dir: tempfile::TempDir,
+    addrs: BTreeMap<u64, String>,
+    children: BTreeMap<u64, Child>,
+}
+
+impl Procs {
+    fn new() -> Procs {
+        Procs {
+            dir: tempfile::tempdir().expect("tempdir"),
+            addrs: BTreeMap::new(),
+            children: BTreeMap::new(),
+        }
+    }
+
+    fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("n{id}"))
+    }
+
+    /// Starts (or restarts) node `id` as a process and waits until it answers.
+    async fn start(&mut self, id: u64) {
+        let addr = self
+            .addrs
+            .entry(id)
+            .or_insert_with(|| free_addr().to_string())
+            .clone();
+        let log =
+            std::fs::File::create(self.dir.path().join(format!("n{id}.log"))).expect("log file");
+        let child = Command::new(BIN)
+            .args([
+                "node",
+                "--id",
+                &id.to_string(),
+                "--listen",
+                &addr,
+                "--data-dir",
+            ])
+            .arg(self.data_dir(id))
+            .args(["--snapshot-every", "100", "--keep-logs", "20"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn raftipam node");
+        self.children.insert(id, child);
+        let c = Client::with_config(
+            [addr],
+            ClientConfig {
+                timeout: Duration::from_secs(2),
+                ..Default::default()
+            },
+        )
+        .expect("client");
+        eventually(60, "the node to answer", || {
+            let c = c.clone();
+            async move { c.status().await.ok() }
+        })
+        .await;
+    }
+
+    /// SIGKILL.
+    fn kill(&mut self, id: u64) {
+        if let Some(mut c) = self.children.remove(&id) {
+            c.kill().expect("SIGKILL"); // Child::kill sends SIGKILL on Unix
+            let _ = c.wait();
+        }
+    }
+
+    fn client(&self) -> Client {
+        let eps: Vec<String> = self
+            .children
+            .keys()
+            .map(|id| self.addrs[id].clone())
+            .collect();
+        Client::with_config(
+            eps,
+            ClientConfig {
+                timeout: Duration::from_secs(30),
+                ..Default::default()
+            },
+        )
+        .expect("client")
+    }
+
+    async fn leader(&self) -> u64 {
+        let c = self.client();
+        eventually(60, "a leader among the running nodes", || {
+            let c = c.clone();
+            async move {
+                let s = c.status().await.ok()?;
+                s.leader.filter(|l| self.children.contains_key(l))
+            }
+        })
+        .await
+    }
+
+    /// Waits until every running node has applied the same index; returns their states,
+    /// asserting that they are identical.
+    async fn converged(&self) -> Vec<(PoolId, Allocation)> {
+        let c = self.client();
+        let n = self.children.len();
+        eventually(60, "all nodes to apply the same index", || {
+            let c = c.clone();
+            async move {
+                let mut applied = Vec::new();
+                let mut committed = Vec::new();
+                for i in 0..n {
+                    let s = c.node_status(i).await.ok()?;
+                    applied.push(s.applied);
+                    committed.push(s.committed);
+                }
+                let max_c = committed.iter().copied().max().flatten();
+                (applied.iter().all(|a| *a == applied[0])
+                    && applied[0] >= max_c
+                    && applied[0].is_some())
+                .then_some(())
+            }
+        })
+        .await;
+        let mut states = Vec::new();
+        for i in 0..n {
+            states.push(common::local_allocations(&c, i).await);
+        }
+        for s in &states {
+            assert_eq!(s, &states[0], "the nodes' states differ");
+        }
+        states.swap_remove(0)
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        let ids: Vec<u64> = self.children.keys().copied().collect();
+        for id in ids {
+            self.kill(id);
+        }
+    }
+}
+
+async fn three_node_cluster() -> Procs {
+    let mut p = Procs::new();
+    for id in 1..=3 {
+        p.start(id).await;
+    }
+    let c = p.client();
+    c.admin(AdminCommand::Init).await.expect("init");
+    for id in 2..=3 {
+        c.admin(AdminCommand::AddNode {
+            id,
+            addr: p.addrs[&id].clone(),
+        })
+        .await
+        .expect("add");
+    }
+    p
+}
+
+fn assert_all_present(acked: &[(std::net::IpAddr, Owner)], state: &[(PoolId, Allocation)]) {
+    let held: BTreeMap<_, _> = state
+        .iter()
+        .map(|(_, a)| (a.addr, a.owner.clone()))
+        .collect();
+    assert_eq!(held.len(), state.len(), "an address is held twice");
+    for (addr, owner) in acked {
+        assert_eq!(
+            held.get(addr),
+            Some(owner),
+            "acknowledged {addr} for {owner} is missing"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_of_the_leader_and_then_of_every_node_loses_no_acknowledged_allocation() {
+    let mut p = three_node_cluster().await;
+    let client = p.client();
+    let pool = client
+        .create_pool(spec("10.70.0.0/16"), "h")
+        .await
+        .expect("pool");
+
+    // Load from 8 workers; SIGKILL the leader once some of it is in.
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..8u32 {
+        let (client, pool, acked) = (client.clone(), pool.clone(), acked.clone());
+        tasks.spawn(async move {
+            for i in 0..60u32 {
+                let owner = Owner::new("load", format!("w{w}-{i}"));
+                if let Ok(a) = client.allocate(&pool, None, owner.clone()).await {
+                    acked.lock().unwrap().push((a.addr(), owner));
+                }
+            }
+        });
+    }
+    eventually(60, "some allocations", || async {
+        (acked.lock().unwrap().len() > 100).then_some(())
+    })
+    .await;
+    let old = p.leader().await;
+    p.kill(old);
+    while tasks.join_next().await.is_some() {}
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 400, "only {} acknowledged", acked.len());
+    let new = p.leader().await;
+    assert_ne!(new, old);
+    let state = p.converged().await;
+    assert_all_present(&acked, &state);
+
+    // The killed node restarts from its disk and catches up.
+    p.start(old).await;
+    assert_eq!(p.converged().await, state);
+
+    // Every node killed at once, then restarted: the same state.
+    for id in [1, 2, 3] {
+        p.kill(id);
+    }
+    for id in [1, 2, 3] {
+        p.start(id).await;
+    }
+    p.leader().await;
+    let after = p.converged().await;
+    assert_eq!(after, state);
+    assert_all_present(&acked, &after);
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("RAFTIPAM_ENDPOINTS")
+        .output()
+        .expect("run raftipam")
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("read dir") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Starting a node on `dir` fails at once with a message containing `want`, and leaves the
+/// directory's files as they were.
+fn node_refuses(id: u64, dir: &Path, want: &str) {
+    let before: Vec<(PathBuf, Vec<u8>)> = files_under(dir)
+        .into_iter()
+        .map(|p| {
+            let b = std::fs::read(&p).expect("read");
+            (p, b)
+        })
+        .collect();
+    let addr = free_addr().to_string();
+    let out = run(&[
+        "node",
+        "--id",
+        &id.to_string(),
+        "--listen",
+        &addr,
+        "--data-dir",
+        dir.to_str().expect("utf-8 path"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "node started on {dir:?}: {err}");
+    assert!(err.contains(want), "expected {want:?} in: {err}");
+    let after: Vec<(PathBuf, Vec<u8>)> = files_under(dir)
+        .into_iter()
+        .map(|p| {
+            let b = std::fs::read(&p).expect("read");
+            (p, b)
+        })
+        .collect();
+    let names = |v: &[(PathBuf, Vec<u8>)]| v.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        names(&after),
+        names(&before),
+        "files were added or removed in {dir:?}"
+    );
+    // The database's own files are compared by name only (RocksDB may rotate its LOG);
+    // everything else must be byte-identical.
+    for ((p, a), (_, b)) in before.iter().zip(&after) {
+        if !p.to_string_lossy().contains("/db/") {
+            assert_eq!(a, b, "{p:?} changed");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_data_directories_are_refused_with_a_clear_error_and_left_untouched() {
+    let t = tempfile::tempdir().expect("tempdir");
+    // A real data directory of node 1.
+    let good = t.path().join("n1");
+    {
+        let mut p = Procs::new();
+        p.dir = tempfile::tempdir_in(t.path()).expect("tempdir");
+        p.start(1).await;
+        p.kill(1);
+        std::fs::rename(p.data_dir(1), &good).expect("move data dir");
+    }
+    // Wrong node id.
+    node_refuses(2, &good, "holds the data of node 1, not node 2");
+    // Foreign directory.
+    let foreign = t.path().join("foreign");
+    std::fs::create_dir(&foreign).expect("mkdir");
+    std::fs::write(foreign.join("important.txt"), "do not touch").expect("write");
+    node_refuses(1, &foreign, "is not a raftipam data directory");
+    // Damaged metadata record.
+    let damaged = t.path().join("damaged");
+    std::fs::create_dir(&damaged).expect("mkdir");
+    std::fs::write(damaged.join("raftipam-node.json"), "{not json").expect("write");
+    node_refuses(1, &damaged, "is damaged");
+    // Damaged database.
+    std::fs::write(good.join("db").join("CURRENT"), "MANIFEST-424242\n").expect("write");
+    node_refuses(1, &good, "is damaged");
+}
+
+#[test]
+fn malformed_command_lines_fail_with_a_clear_error_before_contacting_anyone() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "--endpoints",
+                "127.0.0.1:1",
+                "pool",
+                "create",
+                "10.0.0.0/33",
+            ],
+            "invalid value '10.0.0.0/33'",
+        ),
+        (
+            &[
+                "--endpoints",
+                "127.0.0.1:1",
+                "pool",
+                "create",
+                "10.0.0.0/24",
+                "--gateway",
+                "10.0.0.300",
+            ],
+            "invalid value '10.0.0.300'",
+        ),
+        (
+            &[
+                "--endpoints",
+                "127.0.0.1:1",
+                "pool",
+                "create",
+                "10.0.0.0/24",
+                "--reserve",
+                "10.0.0.9-10.0.0.2",
+            ],
+            "the first address is after the last",
+        ),
+        (
+            &[
+                "--endpoints",
+                "127.0.0.1:1",
+                "pool",
+                "create",
+                "10.0.0.0/24",
+                "--cooldown",
+                "soon",
+            ],
+            "invalid value 'soon'",
+        ),
+        (
+            &[
+                "--endpoints",
+                "127.0.0.1:1",
+                "addr",
+                "alloc",
+                "global/10.0.0.0",
+                "--ip",
+                "10.0.0.5",
+            ],
+            "invalid pool id",
+        ),
+        (
+            &[
+                "--endpoints",
+                "127.0.0.1:1",
+                "addr",
+                "alloc",
+                "10.0.0.0/24",
+                "--ip",
+                "ten",
+            ],
+            "invalid value 'ten'",
+        ),
+        (
+            &[
+                "--endpoints",
+                "127.0.0.1:1",
+                "addr",
+                "alloc",
+                "10.0.0.0/24",
+                "--owner",
+                "/x",
+            ],
+            "invalid owner",
+        ),
+        (
+            &["--endpoints", "127.0.0.1:1", "addr", "who-has", "10.0.0"],
+            "invalid value '10.0.0'",
+        ),
+        (
+            &[
+                "--endpoints",
+                "127.0.0.1:1",
+                "cluster",
+                "add",
+                "--id",
+                "2",
+                "--addr",
+                "nohost",
+            ],
+            "is not HOST:PORT",
+        ),
+        (
+            &[
+                "node",
+                "--id",
+                "0",
+                "--listen",
+                "127.0.0.1:1",
+                "--data-dir",
+                "/nonexistent/x",
+            ],
+            "invalid value '0'",
+        ),
+        (
+            &[
+                "node",
+                "--id",
+                "1",
+                "--listen",
+                "localhost",
+                "--data-dir",
+                "/nonexistent/x",
+            ],
+            "invalid value 'localhost'",
+        ),
+        (&["pool", "ls"], "no endpoints given"),
+    ];
+    for (args, want) in cases {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(want), "{args:?}: expected {want:?} in: {err}");
+    }
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        &["--help"][..],
+        &["node", "--help"],
+        &["cluster", "--help"],
+        &["cluster", "init", "--help"],
+        &["cluster", "add", "--help"],
+        &["cluster", "remove", "--help"],
+        &["cluster", "status", "--help"],
+        &["pool", "--help"],
+        &["pool", "create", "--help"],
+        &["pool", "ls", "--help"],
+        &["pool", "show", "--help"],
+        &["pool", "delete", "--help"],
+        &["addr", "--help"],
+        &["addr", "alloc", "--help"],
+        &["addr", "release", "--help"],
+        &["addr", "ls", "--help"],
+        &["addr", "who-has", "--help"],
+        &["bench", "--help"],
+    ] {
+        let out = run(args);
+        assert!(out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage:"),
+            "{args:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_drives_a_cluster_end_to_end_with_json_output() {
+    let mut p = Procs::new();
+    p.start(1).await;
+    let ep = p.addrs[&1].clone();
+    let cli = |args: &[&str]| {
+        let mut v = vec!["--endpoints", ep.as_str(), "--json"];
+        v.extend_from_slice(args);
+        let out = run(&v);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
+    };
+    cli(&["cluster", "init"]);
+    let pool = cli(&[
+        "pool",
+        "create",
+        "10.80.0.0/24",
+        "--gateway",
+        "10.80.0.1",
+        "--reserve",
+        "10.80.0.2-10.80.0.4",
+        "--serial",
+        "--cooldown",
+        "30s",
+    ]);
+    assert_eq!(pool["id"]["space"], "global");
+    let a = cli(&["addr", "alloc", "10.80.0.0/24", "--owner", "h1/web"]);
+    assert_eq!(a["address"], "10.80.0.5/24");
+    let again = cli(&["addr", "alloc", "global/10.80.0.0/24", "--owner", "h1/web"]);
+    assert_eq!(again["address"], "10.80.0.5/24");
+    let who = cli(&["addr", "who-has", "10.80.0.5"]);
+    assert_eq!(
+        who[0]["Allocated"]["allocation"]["owner"]["endpoint"],
+        "web"
+    );
+    let ls = cli(&["addr", "ls", "10.80.0.0/24"]);
+    assert_eq!(ls.as_array().map(|a| a.len()), Some(1));
+    // Another host may not release it; the owner may.
+    let out = run(&[
+        "--endpoints",
+        &ep,
+        "addr",
+        "release",
+        "10.80.0.0/24",
+        "10.80.0.5",
+        "--host",
+        "h2",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("held by h1/web"));
+    cli(&[
+        "addr",
+        "release",
+        "10.80.0.0/24",
+        "10.80.0.5",
+        "--host",
+        "h1",
+    ]);
+    let out = run(&["--endpoints", &ep, "pool", "delete", "10.80.0.0/24"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pools = cli(&["pool", "ls"]);
+    assert_eq!(pools.as_array().map(|a| a.len()), Some(0));
+    let bench = cli(&["bench", "--clients", "4", "--count", "200"]);
+    assert_eq!(bench["phases"][0]["ops"], 200);
+    let status = cli(&["cluster", "status"]);
+    assert_eq!(status[0]["status"]["state"], "Leader");
+}
