@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -87,6 +87,9 @@ struct Inner {
     endpoints: Vec<String>,
     conns: Mutex<Vec<Option<ApiRpcClient>>>,
     preferred: AtomicUsize,
+    /// The preferred endpoint may not be the leader: look the leader up before the next call.
+    stale_leader: AtomicBool,
+    refreshing: AtomicBool,
     client_id: u64,
     next_serial: AtomicU64,
     inflight: Mutex<BTreeSet<u64>>,
@@ -156,6 +159,8 @@ impl Client {
                 conns: Mutex::new(vec![None; n]),
                 endpoints,
                 preferred: AtomicUsize::new(0),
+                stale_leader: AtomicBool::new(true),
+                refreshing: AtomicBool::new(false),
                 client_id: random_u64(),
                 next_serial: AtomicU64::new(1),
                 inflight: Mutex::new(BTreeSet::new()),
@@ -210,6 +215,9 @@ impl Client {
     {
         let deadline = Instant::now() + timeout;
         let n = self.inner.endpoints.len();
+        if only.is_none() && self.inner.stale_leader.load(Ordering::Relaxed) {
+            self.refresh_leader(deadline).await;
+        }
         let mut i = only.unwrap_or_else(|| self.inner.preferred.load(Ordering::Relaxed) % n);
         let mut backoff = Duration::from_millis(20);
         let mut last = String::from("no attempt finished");
@@ -251,12 +259,41 @@ impl Client {
             if retry {
                 if only.is_none() {
                     i = (i + 1) % n;
+                    self.inner.stale_leader.store(true, Ordering::Relaxed);
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
                 tokio::time::sleep(backoff.min(left)).await;
                 backoff = (backoff * 2).min(Duration::from_millis(500));
             }
         }
+    }
+
+    /// Makes the leader the preferred endpoint, if it is one of the endpoints, so that writes
+    /// skip the forwarding hop. One caller looks it up; concurrent callers go on meanwhile.
+    async fn refresh_leader(&self, deadline: Instant) {
+        if self.inner.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let n = self.inner.endpoints.len();
+        let start = self.inner.preferred.load(Ordering::Relaxed) % n;
+        for k in 0..n {
+            let i = (start + k) % n;
+            let Ok(c) = self.conn(i).await else { continue };
+            let mut ctx = tarpc::context::current();
+            ctx.deadline = deadline.min(Instant::now() + self.inner.cfg.connect_timeout);
+            let Ok(s) = c.status(ctx).await else {
+                self.drop_conn(i);
+                continue;
+            };
+            let Some(leader) = s.leader else { break };
+            let addr = s.members.iter().find(|m| m.id == leader).map(|m| &m.addr);
+            if let Some(j) = addr.and_then(|a| self.inner.endpoints.iter().position(|e| e == a)) {
+                self.inner.preferred.store(j, Ordering::Relaxed);
+            }
+            self.inner.stale_leader.store(false, Ordering::Relaxed);
+            break;
+        }
+        self.inner.refreshing.store(false, Ordering::Release);
     }
 
     /// Applies one operation to the cluster (retried safely: same request id).
