@@ -509,3 +509,58 @@ impl Client {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::{Node, NodeConfig};
+
+    /// A write retried with the same request id (as after a lost answer) is applied once:
+    /// even an allocation for an owner without an endpoint name, which the allocator itself
+    /// would happily grant twice, gets the first answer back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retried_write_with_the_same_request_id_is_applied_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = NodeConfig::new(
+            1,
+            "127.0.0.1:0".parse().expect("addr"),
+            dir.path().join("n1"),
+        );
+        let node = Node::start(cfg).await.expect("start");
+        node.init().await.expect("init");
+        let client = Client::connect([node.addr().to_string()]).expect("client");
+        let spec = PoolSpec {
+            space: "g".into(),
+            subnet: Some("10.9.0.0/24".parse().expect("cidr")),
+            ..Default::default()
+        };
+        let pool = client.create_pool(spec, "h").await.expect("pool");
+        let conn = client.conn(0).await.expect("connect");
+        let req = WriteRequest {
+            id: RequestId {
+                client: 42,
+                serial: 7,
+            },
+            acked_below: 7,
+            op: Op::Allocate {
+                pool: pool.clone(),
+                addr: None,
+                owner: Owner::new("h", ""),
+                order: Order::Lowest,
+            },
+        };
+        let first = conn
+            .write(tarpc::context::current(), req.clone(), false)
+            .await
+            .expect("rpc")
+            .expect("write");
+        let again = conn
+            .write(tarpc::context::current(), req, false)
+            .await
+            .expect("rpc")
+            .expect("write");
+        assert_eq!(first.outcome, again.outcome);
+        assert_eq!(client.allocations(&pool).await.expect("list").len(), 1);
+        node.shutdown().await.expect("shutdown");
+    }
+}

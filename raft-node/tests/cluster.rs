@@ -269,3 +269,61 @@ async fn without_quorum_a_write_fails_within_the_timeout_with_a_clear_error() {
     assert!(took < Duration::from_secs(30), "took {took:?}");
     c.shutdown().await;
 }
+
+/// `GET /metrics` over a plain TCP connection.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .expect("send");
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_string(&mut out))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_as_prometheus_text() {
+    // The rendering, after some writes...
+    let c = Cluster::start(1).await;
+    let client = c.client();
+    let pool = client
+        .create_pool(spec("10.90.0.0/24"), "h")
+        .await
+        .expect("pool");
+    client
+        .allocate(&pool, None, Owner::new("h", "a"))
+        .await
+        .expect("allocate");
+    let text = c.nodes[&1].metrics_text();
+    for want in [
+        "raftipam_term ",
+        "raftipam_leader 1",
+        "raftipam_is_leader 1",
+        "raftipam_commit_index ",
+        "raftipam_applied_index ",
+        "raftipam_proposals_total ",
+        "raftipam_apply_latency_seconds_bucket",
+        "raftipam_pool_addresses{pool=\"global/10.90.0.0/24\",state=\"allocated\"} 1",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+    c.shutdown().await;
+
+    // ...and the HTTP endpoint.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let maddr = common::free_addr();
+    let mut cfg = raft_node::NodeConfig::new(1, common::free_addr(), dir.path().join("n"));
+    cfg.metrics = Some(maddr);
+    let node = raft_node::Node::start(cfg).await.expect("start");
+    let page = http_get(maddr, "/metrics").await;
+    assert!(
+        page.starts_with("HTTP/1.0 200") || page.starts_with("HTTP/1.1 200"),
+        "{page}"
+    );
+    assert!(page.contains("raftipam_applied_index"), "{page}");
+    node.shutdown().await.expect("shutdown");
+}
