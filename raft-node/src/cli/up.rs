@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use raft_node::shim_backend::shim_client_config;
-use raft_node::{Client, Node, NodeConfig};
+use raft_node::{ApiError, Client, Node, NodeConfig};
 
 use super::shim::{driver_name, host_name, init_tracing, wait_for_signal, Plugin, DEFAULT_SOCKET};
 
@@ -58,17 +58,17 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(node: &Node, host: &str, a: &UpArgs) -> anyhow::Result<()> {
-    let fresh = node.status().members.is_empty();
-    if fresh {
-        node.init()
-            .await
-            .context("initialising the one-node cluster")?;
-        eprintln!(
+    // The membership may not be loaded into the node's status yet right after start, so ask
+    // Raft: initialisation is refused (and only refused) when the data is already a cluster's.
+    match node.init().await {
+        Ok(_) => eprintln!(
             "initialised a new one-node cluster in {}",
             a.data_dir.display()
-        );
-    } else {
-        eprintln!("reusing the cluster in {}", a.data_dir.display());
+        ),
+        Err(ApiError::Cluster(_)) => {
+            eprintln!("reusing the cluster in {}", a.data_dir.display())
+        }
+        Err(e) => return Err(e).context("initialising the one-node cluster"),
     }
     let deadline = Instant::now() + LEADER_WAIT;
     loop {

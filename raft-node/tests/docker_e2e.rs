@@ -1,0 +1,880 @@
+//! End-to-end tests against a real dockerd: the `raftipam` binary (`up` and `shim`) as child
+//! processes serving the IPAM plugin socket, and the `docker` CLI creating networks and
+//! running containers on it.
+//!
+//! `scripts/test.sh` starts containerd and dockerd and builds the `raftipam-busybox` image
+//! (`scripts/dockerd.sh`). When no Docker daemon answers, each test prints a loud SKIP and
+//! returns; that is the only skip.
+//!
+//! Every test has its own cluster (data dir, port), its own driver names (the socket's base
+//! name), networks, subnets and container names, so tests run in parallel. Cleanup (containers,
+//! networks, veth pairs, child processes) is done by Drop guards, so it happens on failure too.
+//! Every wait is bounded. Containers only `sleep`.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_raftipam");
+const IMAGE: &str = "raftipam-busybox";
+const PLUGIN_DIR: &str = "/run/docker/plugins";
+const WAIT: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------------------
+// docker and raftipam command lines
+
+fn docker_host() -> Option<String> {
+    std::env::var("RAFTIPAM_DOCKER_HOST")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// Runs `docker ARGS` (bounded by `timeout 120`).
+fn docker(args: &[&str]) -> Output {
+    let mut c = Command::new("timeout");
+    c.args(["120", "docker"]).args(args);
+    if let Some(h) = docker_host() {
+        c.env("DOCKER_HOST", h);
+    }
+    c.stdin(Stdio::null())
+        .output()
+        .expect("cannot run `docker` (is docker.io installed?)")
+}
+
+/// Runs `docker ARGS`, fails the test unless it succeeds; returns stdout, trimmed.
+fn docker_ok(args: &[&str]) -> String {
+    let o = docker(args);
+    assert!(
+        o.status.success(),
+        "docker {} failed ({}):\n{}{}",
+        args.join(" "),
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// True if a Docker daemon answers and has the test image. Prints the loud SKIP otherwise
+/// (a daemon without the image is a broken setup: that fails instead).
+fn docker_ready(test: &str) -> bool {
+    let info = Command::new("timeout")
+        .args(["30", "docker", "info"])
+        .envs(docker_host().map(|h| ("DOCKER_HOST", h)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !matches!(info, Ok(s) if s.success()) {
+        eprintln!(
+            "\n\
+             ************************************************************************\n\
+             SKIP {test}: no Docker daemon answers `docker info` here.\n\
+             Run `bash scripts/test.sh` (as root) to start containerd and dockerd.\n\
+             ************************************************************************\n"
+        );
+        return false;
+    }
+    let img = docker(&["image", "inspect", IMAGE]);
+    assert!(
+        img.status.success(),
+        "dockerd runs but the image {IMAGE} is missing: run `bash scripts/dockerd.sh` to build it"
+    );
+    true
+}
+
+/// Runs `raftipam ARGS --endpoints 127.0.0.1:PORT --json` and parses stdout.
+fn raftipam_json(port: u16, args: &[&str]) -> Value {
+    let o = Command::new("timeout")
+        .arg("60")
+        .arg(BIN)
+        .args(args)
+        .args(["--endpoints", &format!("127.0.0.1:{port}"), "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run raftipam");
+    assert!(
+        o.status.success(),
+        "raftipam {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "raftipam {} printed no JSON ({e}): {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stdout)
+        )
+    })
+}
+
+/// The allocated addresses of `pool`, with their owners' hosts, as the cluster sees them.
+fn cluster_allocations(port: u16, pool: &str) -> Vec<(IpAddr, String)> {
+    let v = raftipam_json(port, &["addr", "ls", pool]);
+    v.as_array()
+        .expect("addr ls --json prints an array")
+        .iter()
+        .map(|a| {
+            let addr = a["addr"]
+                .as_str()
+                .expect("addr")
+                .parse()
+                .expect("an address");
+            let host = a["owner"]["host"].as_str().expect("owner.host").to_string();
+            (addr, host)
+        })
+        .collect()
+}
+
+fn cluster_addrs(port: u16, pool: &str) -> BTreeSet<IpAddr> {
+    cluster_allocations(port, pool)
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect()
+}
+
+/// Every pool id in the cluster.
+fn cluster_pools(port: u16) -> Vec<String> {
+    raftipam_json(port, &["pool", "ls"])
+        .as_array()
+        .expect("pool ls --json prints an array")
+        .iter()
+        .map(|p| {
+            let id = &p["id"];
+            let mut s = format!(
+                "{}/{}",
+                id["space"].as_str().unwrap_or("?"),
+                id["subnet"].as_str().unwrap_or("?")
+            );
+            if let Some(r) = id["range"].as_str() {
+                s.push('/');
+                s.push_str(r);
+            }
+            s
+        })
+        .collect()
+}
+
+/// The container's IPv4 (and IPv6) address on `network`, from `docker inspect`.
+fn ips_of(container: &str, network: &str) -> (Option<IpAddr>, Option<IpAddr>) {
+    let fmt = format!(
+        "{{{{with index .NetworkSettings.Networks \"{network}\"}}}}{{{{.IPAddress}}}} {{{{.GlobalIPv6Address}}}}{{{{end}}}}"
+    );
+    let out = docker_ok(&["inspect", "-f", &fmt, container]);
+    let mut it = out.split_whitespace().map(|s| s.parse::<IpAddr>().ok());
+    (it.next().flatten(), it.next().flatten())
+}
+
+fn ip_of(container: &str, network: &str) -> IpAddr {
+    ips_of(container, network)
+        .0
+        .unwrap_or_else(|| panic!("container {container} has no IPv4 address on {network}"))
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse().expect("a subnet")
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("an address")
+}
+
+// ---------------------------------------------------------------------------------------
+// guards
+
+/// A child process killed (SIGKILL) and reaped on drop; its output goes to a log file.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL, as a crash would.
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit status.
+    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Containers and networks removed on drop (containers first), and leftovers of an earlier
+/// run of the same test removed on creation.
+struct Docker {
+    prefix: String,
+    containers: Vec<String>,
+    networks: Vec<String>,
+}
+
+impl Docker {
+    /// A guard for the containers and networks whose names start with `prefix`.
+    fn new(prefix: &str) -> Docker {
+        let d = Docker {
+            prefix: prefix.to_string(),
+            containers: Vec::new(),
+            networks: Vec::new(),
+        };
+        d.remove_leftovers();
+        d
+    }
+
+    fn remove_leftovers(&self) {
+        let filter = format!("name={}", self.prefix);
+        let ids = docker(&["ps", "-aq", "--filter", &filter]);
+        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+            let _ = docker(&["rm", "-f", id]);
+        }
+        let nets = docker(&["network", "ls", "-q", "--filter", &filter]);
+        for id in String::from_utf8_lossy(&nets.stdout).split_whitespace() {
+            let _ = docker(&["network", "rm", id]);
+        }
+    }
+
+    fn name(&self, what: &str) -> String {
+        format!("{}{what}", self.prefix)
+    }
+
+    /// `docker network create ARGS NAME`; returns the network's name.
+    fn network(&mut self, what: &str, args: &[&str]) -> String {
+        let name = self.name(what);
+        let mut a = vec!["network", "create"];
+        a.extend_from_slice(args);
+        a.push(&name);
+        self.networks.push(name.clone());
+        docker_ok(&a);
+        name
+    }
+
+    /// `docker run -d --name NAME --network NET EXTRA raftipam-busybox sleep 300`.
+    fn run(&mut self, what: &str, network: &str, extra: &[&str]) -> Output {
+        let name = self.name(what);
+        self.containers.push(name.clone());
+        let mut a = vec!["run", "-d", "--name", &name, "--network", network];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&[IMAGE, "sleep", "300"]);
+        docker(&a)
+    }
+
+    /// Like [`Docker::run`], failing the test unless the container starts; returns its name.
+    fn run_ok(&mut self, what: &str, network: &str, extra: &[&str]) -> String {
+        let o = self.run(what, network, extra);
+        assert!(
+            o.status.success(),
+            "docker run {what} on {network} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        self.name(what)
+    }
+
+    fn rm(&mut self, name: &str) {
+        docker_ok(&["rm", "-f", name]);
+        self.containers.retain(|c| c != name);
+    }
+
+    fn network_rm(&mut self, name: &str) {
+        docker_ok(&["network", "rm", name]);
+        self.networks.retain(|n| n != name);
+    }
+}
+
+impl Drop for Docker {
+    fn drop(&mut self) {
+        for c in self.containers.drain(..) {
+            let _ = docker(&["rm", "-f", &c]);
+        }
+        for n in self.networks.drain(..).rev() {
+            let _ = docker(&["network", "rm", &n]);
+        }
+    }
+}
+
+/// A veth pair, deleted on drop.
+struct Veth {
+    a: String,
+    b: String,
+}
+
+impl Veth {
+    fn new(a: &str, b: &str) -> Veth {
+        let _ = Command::new("ip").args(["link", "del", a]).output();
+        let ok = |args: &[&str]| {
+            let o = Command::new("ip").args(args).output().expect("run ip");
+            assert!(
+                o.status.success(),
+                "ip {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
+        ok(&["link", "add", a, "type", "veth", "peer", "name", b]);
+        let v = Veth {
+            a: a.to_string(),
+            b: b.to_string(),
+        };
+        ok(&["link", "set", a, "up"]);
+        ok(&["link", "set", b, "up"]);
+        v
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.a]).output();
+        let _ = Command::new("ip").args(["link", "del", &self.b]).output();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// raftipam processes
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn socket_path(driver: &str) -> PathBuf {
+    Path::new(PLUGIN_DIR).join(format!("{driver}.sock"))
+}
+
+static STARTS: AtomicU32 = AtomicU32::new(0);
+
+fn spawn(dir: &Path, args: &[String]) -> Proc {
+    let n = STARTS.fetch_add(1, Ordering::Relaxed);
+    let log = dir.join(format!("raftipam-{n}.log"));
+    let file = std::fs::File::create(&log).expect("log file");
+    let err = file.try_clone().expect("log file");
+    let child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "info,openraft=warn")
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(err)
+        .spawn()
+        .expect("spawn raftipam");
+    Proc { child, log }
+}
+
+/// Waits until `p`'s log contains `what` (and `socket` exists); panics with the log if it
+/// exits or the wait runs out.
+fn wait_started(p: &mut Proc, what: &str, socket: &Path) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if p.log_text().contains(what) && socket.exists() {
+            return;
+        }
+        if let Ok(Some(s)) = p.child.try_wait() {
+            panic!(
+                "raftipam exited ({s}) before it was ready:\n{}",
+                p.log_text()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "raftipam not ready within {WAIT:?}:\n{}",
+            p.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One `raftipam up`: a one-node cluster with the plugin, restartable on the same data.
+struct Up {
+    dir: tempfile::TempDir,
+    port: u16,
+    driver: String,
+    host: String,
+    proc: Option<Proc>,
+}
+
+impl Up {
+    fn start(driver: &str, host: &str) -> Up {
+        let mut up = Up {
+            dir: tempfile::tempdir().expect("tempdir"),
+            port: free_port(),
+            driver: driver.to_string(),
+            host: host.to_string(),
+            proc: None,
+        };
+        up.restart();
+        up
+    }
+
+    fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts `up` (again) on the same data dir, port and socket; waits for the ready line.
+    fn restart(&mut self) {
+        let socket = socket_path(&self.driver);
+        let args = vec![
+            "up".to_string(),
+            "--data-dir".into(),
+            self.dir.path().join("data").display().to_string(),
+            "--listen".into(),
+            self.endpoint(),
+            "--socket".into(),
+            socket.display().to_string(),
+            "--host".into(),
+            self.host.clone(),
+        ];
+        let mut p = spawn(self.dir.path(), &args);
+        wait_started(&mut p, "raftipam is ready:", &socket);
+        assert!(
+            p.log_text().contains(&format!(
+                "docker network create --ipam-driver {} --subnet",
+                self.driver
+            )),
+            "the ready line names the driver:\n{}",
+            p.log_text()
+        );
+        self.proc = Some(p);
+    }
+
+    fn proc(&mut self) -> &mut Proc {
+        self.proc.as_mut().expect("up is running")
+    }
+
+    /// A `raftipam shim` for another host on this cluster.
+    fn shim(&self, driver: &str, host: &str) -> Proc {
+        let socket = socket_path(driver);
+        let args = vec![
+            "shim".to_string(),
+            "--endpoints".into(),
+            self.endpoint(),
+            "--socket".into(),
+            socket.display().to_string(),
+            "--host".into(),
+            host.into(),
+        ];
+        let mut p = spawn(self.dir.path(), &args);
+        wait_started(&mut p, "raftipam shim for host", &socket);
+        p
+    }
+}
+
+macro_rules! require_docker {
+    ($name:expr) => {
+        if !docker_ready($name) {
+            return;
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------------------
+// the tests
+
+/// 1. A bridge network with `--subnet --ip-range --gateway --aux-address`: 20 containers get
+///    20 distinct addresses inside the range, none the gateway or an aux address, and the
+///    cluster (`raftipam addr ls`) agrees with `docker inspect`.
+#[test]
+fn twenty_containers_get_distinct_addresses_in_the_range() {
+    require_docker!("twenty_containers_get_distinct_addresses_in_the_range");
+    let up = Up::start("rtest1", "hostrt1");
+    let mut d = Docker::new("rt1-");
+    let gateway = ip("10.101.0.1");
+    let aux = [ip("10.101.0.129"), ip("10.101.0.131"), ip("10.101.0.140")];
+    let range = net("10.101.0.128/27");
+    let n = d.network(
+        "net",
+        &[
+            "--ipam-driver",
+            "rtest1",
+            "--subnet",
+            "10.101.0.0/24",
+            "--ip-range",
+            "10.101.0.128/27",
+            "--gateway",
+            "10.101.0.1",
+            "--aux-address",
+            "a=10.101.0.129",
+            "--aux-address",
+            "b=10.101.0.131",
+            "--aux-address",
+            "c=10.101.0.140",
+        ],
+    );
+    let gw = docker_ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
+        &n,
+    ]);
+    assert_eq!(gw, "10.101.0.1");
+
+    let mut seen = BTreeSet::new();
+    for i in 0..20 {
+        let c = d.run_ok(&format!("c{i}"), &n, &[]);
+        let a = ip_of(&c, &n);
+        assert!(range.contains(&a), "{c} got {a}, outside {range}");
+        assert_ne!(a, gateway, "{c} got the gateway");
+        assert!(!aux.contains(&a), "{c} got aux address {a}");
+        assert!(seen.insert(a), "{c} got {a} twice");
+    }
+    assert_eq!(seen.len(), 20);
+
+    let pool = "local/10.101.0.0/24/10.101.0.128/27";
+    let allocs = cluster_allocations(up.port, pool);
+    let cluster: BTreeSet<IpAddr> = allocs.iter().map(|(a, _)| *a).collect();
+    assert_eq!(cluster, seen, "the cluster and docker inspect disagree");
+    assert!(allocs.iter().all(|(_, h)| h == "hostrt1"), "{allocs:?}");
+}
+
+/// 2. `--ip` for a free address works; for a taken one `docker run` fails with a message
+///    naming who holds it.
+#[test]
+fn ip_option_free_works_taken_fails_naming_the_holder() {
+    require_docker!("ip_option_free_works_taken_fails_naming_the_holder");
+    let up = Up::start("rtest2", "hostrt2");
+    let mut d = Docker::new("rt2-");
+    let n = d.network(
+        "net",
+        &[
+            "--ipam-driver",
+            "rtest2",
+            "--subnet",
+            "10.102.0.0/24",
+            "--aux-address",
+            "h=10.102.0.60",
+        ],
+    );
+    let first = d.run_ok("c1", &n, &["--ip", "10.102.0.50"]);
+    assert_eq!(ip_of(&first, &n), ip("10.102.0.50"));
+
+    // The same address again: refused, and the message says who has it.
+    let o = d.run("c2", &n, &["--ip", "10.102.0.50"]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success(), "a second container got 10.102.0.50");
+    assert!(
+        err.contains("10.102.0.50") && err.contains("held by") && err.contains("hostrt2"),
+        "the error does not name the holder: {err}"
+    );
+    // An aux address and the gateway are refused too.
+    let o = d.run("c3", &n, &["--ip", "10.102.0.60"]);
+    assert!(!o.status.success(), "a container got the aux address");
+    let o = d.run("c4", &n, &["--ip", "10.102.0.1"]);
+    assert!(!o.status.success(), "a container got the gateway");
+
+    // Only the first container holds an address.
+    assert_eq!(
+        cluster_addrs(up.port, "local/10.102.0.0/24"),
+        BTreeSet::from([ip("10.102.0.50")])
+    );
+    // A container without --ip skips the taken ones.
+    let c5 = d.run_ok("c5", &n, &[]);
+    let a5 = ip_of(&c5, &n);
+    assert!(
+        ![ip("10.102.0.1"), ip("10.102.0.50"), ip("10.102.0.60")].contains(&a5),
+        "{a5}"
+    );
+}
+
+/// 3. Two Docker hosts (an `up` and a `shim` with other `--host` and socket names) on one
+///    cluster: networks on the same subnet under two driver names; addresses unique across
+///    both. (Two macvlan networks on the two ends of a veth pair: one dockerd refuses two
+///    bridge networks on one subnet, which two real hosts would not.)
+#[test]
+fn two_shims_on_one_cluster_never_share_an_address() {
+    require_docker!("two_shims_on_one_cluster_never_share_an_address");
+    let up = Up::start("rtest3a", "hostrt3a");
+    let _shim_b = up.shim("rtest3b", "hostrt3b");
+    let veth = Veth::new("rt3va", "rt3vb");
+    let mut d = Docker::new("rt3-");
+    let parent_a = format!("parent={}", veth.a);
+    let parent_b = format!("parent={}", veth.b);
+    let common = ["--subnet", "10.103.0.0/24", "--gateway", "10.103.0.1"];
+    let mut args_a = vec!["-d", "macvlan", "-o", &parent_a, "--ipam-driver", "rtest3a"];
+    args_a.extend_from_slice(&common);
+    let mut args_b = vec!["-d", "macvlan", "-o", &parent_b, "--ipam-driver", "rtest3b"];
+    args_b.extend_from_slice(&common);
+    let na = d.network("neta", &args_a);
+    let nb = d.network("netb", &args_b);
+
+    let mut seen = BTreeSet::new();
+    for i in 0..6 {
+        for (host, n) in [("a", &na), ("b", &nb)] {
+            let c = d.run_ok(&format!("{host}{i}"), n, &[]);
+            let a = ip_of(&c, n);
+            assert_ne!(a, ip("10.103.0.1"));
+            assert!(
+                seen.insert(a),
+                "{c} got {a}, already given to another container"
+            );
+        }
+    }
+    // A fixed address held on host A is refused on host B.
+    let held = *seen.iter().next().expect("addresses");
+    let o = d.run("bx", &nb, &["--ip", &held.to_string()]);
+    assert!(!o.status.success(), "host B got {held}, held on host A");
+
+    // One pool, held by both hosts; the cluster agrees with docker.
+    let pools = cluster_pools(up.port);
+    assert_eq!(pools, vec!["local/10.103.0.0/24".to_string()]);
+    let allocs = cluster_allocations(up.port, "local/10.103.0.0/24");
+    let addrs: BTreeSet<IpAddr> = allocs.iter().map(|(a, _)| *a).collect();
+    assert_eq!(addrs, seen);
+    for host in ["hostrt3a", "hostrt3b"] {
+        assert_eq!(
+            allocs.iter().filter(|(_, h)| h == host).count(),
+            6,
+            "{allocs:?}"
+        );
+    }
+    drop(d);
+    assert!(
+        cluster_pools(up.port).is_empty(),
+        "the pool outlived both networks"
+    );
+}
+
+/// 4. `docker rm` releases the address; `docker network rm` releases the pool (and the
+///    gateway and aux reservations); nothing is left in the cluster.
+#[test]
+fn rm_releases_the_address_and_network_rm_the_pool() {
+    require_docker!("rm_releases_the_address_and_network_rm_the_pool");
+    let up = Up::start("rtest4", "hostrt4");
+    let mut d = Docker::new("rt4-");
+    let pool = "local/10.104.0.0/24";
+    let n = d.network(
+        "net",
+        &[
+            "--ipam-driver",
+            "rtest4",
+            "--subnet",
+            "10.104.0.0/24",
+            "--aux-address",
+            "x=10.104.0.2",
+        ],
+    );
+    let c: Vec<String> = (0..3)
+        .map(|i| d.run_ok(&format!("c{i}"), &n, &[]))
+        .collect();
+    let addrs: Vec<IpAddr> = c.iter().map(|c| ip_of(c, &n)).collect();
+    assert_eq!(
+        cluster_addrs(up.port, pool),
+        addrs.iter().copied().collect()
+    );
+
+    d.rm(&c[1]);
+    let left = cluster_addrs(up.port, pool);
+    assert!(!left.contains(&addrs[1]), "{} still allocated", addrs[1]);
+    assert_eq!(left, BTreeSet::from([addrs[0], addrs[2]]));
+    // The freed address is given out again (lowest free first).
+    let again = d.run_ok("c3", &n, &[]);
+    assert_eq!(ip_of(&again, &n), addrs[1]);
+
+    for name in [&c[0], &c[2], &again] {
+        d.rm(name);
+    }
+    assert!(cluster_addrs(up.port, pool).is_empty());
+    d.network_rm(&n);
+    assert!(
+        cluster_pools(up.port).is_empty(),
+        "pools left after network rm"
+    );
+    let who = raftipam_json(up.port, &["addr", "who-has", "10.104.0.1"]);
+    assert_eq!(who, Value::Array(vec![]), "the gateway is still reserved");
+    let who = raftipam_json(up.port, &["addr", "who-has", "10.104.0.2"]);
+    assert_eq!(
+        who,
+        Value::Array(vec![]),
+        "the aux address is still reserved"
+    );
+}
+
+/// 5. `raftipam up` killed (SIGKILL) and started again on the same data while containers
+///    run: every container keeps its address, the cluster still knows them, new containers
+///    get other addresses, and releases after the restart work. SIGTERM removes the socket.
+#[test]
+fn restarted_up_keeps_every_address() {
+    require_docker!("restarted_up_keeps_every_address");
+    let mut up = Up::start("rtest5", "hostrt5");
+    let mut d = Docker::new("rt5-");
+    let pool = "local/10.105.0.0/24";
+    let n = d.network(
+        "net",
+        &["--ipam-driver", "rtest5", "--subnet", "10.105.0.0/24"],
+    );
+    let old: Vec<String> = (0..4)
+        .map(|i| d.run_ok(&format!("old{i}"), &n, &[]))
+        .collect();
+    let before: Vec<IpAddr> = old.iter().map(|c| ip_of(c, &n)).collect();
+
+    up.proc().kill9();
+    assert!(
+        socket_path("rtest5").exists(),
+        "a killed process leaves its socket"
+    );
+    up.restart(); // replaces the stale socket
+    let log = up.proc().log_text();
+    assert!(log.contains("reusing the cluster"), "{log}");
+
+    let after: Vec<IpAddr> = old.iter().map(|c| ip_of(c, &n)).collect();
+    assert_eq!(before, after);
+    assert_eq!(
+        cluster_addrs(up.port, pool),
+        before.iter().copied().collect()
+    );
+    let mut all: BTreeSet<IpAddr> = before.iter().copied().collect();
+    for i in 0..4 {
+        let c = d.run_ok(&format!("new{i}"), &n, &[]);
+        let a = ip_of(&c, &n);
+        assert!(
+            all.insert(a),
+            "{c} got {a}, held by a container from before the restart"
+        );
+    }
+    assert_eq!(cluster_addrs(up.port, pool), all);
+
+    // Releases after the restart.
+    d.rm(&old[0]);
+    all.remove(&before[0]);
+    assert_eq!(cluster_addrs(up.port, pool), all);
+
+    // A second, graceful restart: SIGTERM removes the socket and exits 0.
+    let status = up.proc().terminate().expect("up exits on SIGTERM");
+    assert!(status.success(), "up exited with {status}");
+    assert!(
+        !socket_path("rtest5").exists(),
+        "SIGTERM left the socket behind"
+    );
+    up.restart();
+    assert_eq!(cluster_addrs(up.port, pool), all);
+    drop(d);
+    assert!(cluster_pools(up.port).is_empty());
+}
+
+/// 6. An IPv6 network (`--ipv6 --subnet fd..::/64`) and dual-stack containers.
+#[test]
+fn ipv6_dual_stack_containers() {
+    require_docker!("ipv6_dual_stack_containers");
+    let up = Up::start("rtest6", "hostrt6");
+    let mut d = Docker::new("rt6-");
+    let v4 = net("10.106.0.0/24");
+    let v6 = net("fd00:106::/64");
+    let n = d.network(
+        "net",
+        &[
+            "--ipv6",
+            "--ipam-driver",
+            "rtest6",
+            "--subnet",
+            "10.106.0.0/24",
+            "--subnet",
+            "fd00:106::/64",
+        ],
+    );
+    let mut seen4 = BTreeSet::new();
+    let mut seen6 = BTreeSet::new();
+    for i in 0..3 {
+        let c = d.run_ok(&format!("c{i}"), &n, &[]);
+        let (a4, a6) = ips_of(&c, &n);
+        let a4 = a4.unwrap_or_else(|| panic!("{c} has no IPv4 address"));
+        let a6 = a6.unwrap_or_else(|| panic!("{c} has no IPv6 address"));
+        assert!(v4.contains(&a4) && v6.contains(&a6), "{a4} {a6}");
+        assert!(seen4.insert(a4) && seen6.insert(a6));
+    }
+    let fixed = d.run_ok("fixed", &n, &["--ip6", "fd00:106::abcd"]);
+    let (_, a6) = ips_of(&fixed, &n);
+    assert_eq!(a6, Some(ip("fd00:106::abcd")));
+    seen6.insert(ip("fd00:106::abcd"));
+    let o = d.run("dup", &n, &["--ip6", "fd00:106::abcd"]);
+    assert!(!o.status.success(), "fd00:106::abcd given twice");
+
+    assert_eq!(cluster_addrs(up.port, "local/fd00:106::/64"), seen6);
+    // Every IPv4 address docker shows is the cluster's. dockerd 20.10 does not release an
+    // endpoint's IPv4 address when its IPv6 request fails (moby `network.go` createEndpoint
+    // installs its release only after both succeed), so the refused `dup` may leave one
+    // IPv4 allocation of this host behind: tolerated here, and nothing else.
+    seen4.insert(ips_of(&fixed, &n).0.expect("IPv4 of fixed"));
+    let cluster4 = cluster_allocations(up.port, "local/10.106.0.0/24");
+    let addrs4: BTreeSet<IpAddr> = cluster4.iter().map(|(a, _)| *a).collect();
+    assert!(addrs4.is_superset(&seen4), "{addrs4:?} vs {seen4:?}");
+    assert!(addrs4.len() <= seen4.len() + 1, "{cluster4:?} vs {seen4:?}");
+    assert!(cluster4.iter().all(|(_, h)| h == "hostrt6"), "{cluster4:?}");
+}
+
+/// 7. A macvlan network on one end of a veth pair, with the hosts' addresses given as
+///    `--aux-address`: no container gets a host's address.
+#[test]
+fn macvlan_containers_never_get_a_host_address() {
+    require_docker!("macvlan_containers_never_get_a_host_address");
+    let up = Up::start("rtest7", "hostrt7");
+    let veth = Veth::new("rt7va", "rt7vb");
+    // The "LAN" side has hosts at .2, .3 and .4.
+    let o = Command::new("ip")
+        .args(["addr", "add", "10.107.0.2/24", "dev", &veth.b])
+        .output()
+        .expect("ip addr add");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut d = Docker::new("rt7-");
+    let parent = format!("parent={}", veth.a);
+    let n = d.network(
+        "net",
+        &[
+            "-d",
+            "macvlan",
+            "-o",
+            &parent,
+            "--ipam-driver",
+            "rtest7",
+            "--subnet",
+            "10.107.0.0/24",
+            "--gateway",
+            "10.107.0.1",
+            "--aux-address",
+            "host1=10.107.0.2",
+            "--aux-address",
+            "host2=10.107.0.3",
+            "--aux-address",
+            "host3=10.107.0.4",
+        ],
+    );
+    let hosts = [
+        ip("10.107.0.1"),
+        ip("10.107.0.2"),
+        ip("10.107.0.3"),
+        ip("10.107.0.4"),
+    ];
+    let mut seen = BTreeSet::new();
+    for i in 0..5 {
+        let c = d.run_ok(&format!("c{i}"), &n, &[]);
+        let a = ip_of(&c, &n);
+        assert!(!hosts.contains(&a), "{c} got a host's address {a}");
+        assert!(seen.insert(a));
+    }
+    let o = d.run("h", &n, &["--ip", "10.107.0.3"]);
+    assert!(!o.status.success(), "a container got host2's address");
+    assert_eq!(cluster_addrs(up.port, "local/10.107.0.0/24"), seen);
+}
