@@ -40,15 +40,31 @@ pub(crate) struct RecView<'a> {
     pub name: &'a [u8],
 }
 
-/// Most word slots a subnet can have: an owner-index entry is `slot << 6 | bit` in 32 bits.
-const MAX_SLOTS: usize = 1 << 26;
+/// Most word slots a subnet can have (2^20 words: 67 million allocations per subnet).
+const MAX_SLOTS: usize = 1 << 20;
+const SLOT_MASK: u32 = (1 << 20) - 1;
+
+/// An owner-index entry: `tag << 26 | slot << 6 | bit`. The 6-bit tag is more of the owner's
+/// hash: a lookup that lands on another owner's entry is rejected without following it into
+/// the records and the name arena (three dependent cache misses on a large pool).
+fn entry(hash: u64, slot: u32, bit: u32) -> u32 {
+    (((hash >> 40) as u32 & 63) << 26) | (slot << 6) | bit
+}
+
+fn tag_matches(e: u32, hash: u64) -> bool {
+    e >> 26 == (hash >> 40) as u32 & 63
+}
+
+fn slot_bit(e: u32) -> (u32, u32) {
+    ((e >> 6) & SLOT_MASK, e & 63)
+}
 
 #[derive(Default)]
 pub(crate) struct Records {
     slots: Vec<WordRecs>,
     free_slots: Vec<u32>,
     by_word: HashTable<u32>,
-    /// Entries are `slot << 6 | bit`, hashed by the record's `{host, name}`.
+    /// Entries (see [`entry`]), hashed by the record's `{host, name}`.
     owners: HashTable<u32>,
     arena: Vec<u8>,
     garbage: usize,
@@ -65,9 +81,10 @@ fn name_of<'a>(arena: &'a [u8], r: &Rec) -> &'a [u8] {
     &arena[off..off + r.name_len as usize]
 }
 
-fn rec_at(slots: &[WordRecs], entry: u32) -> &Rec {
-    let w = &slots[(entry >> 6) as usize];
-    &w.recs[rank(w.alloc, entry & 63)]
+fn rec_at(slots: &[WordRecs], e: u32) -> &Rec {
+    let (slot, bit) = slot_bit(e);
+    let w = &slots[slot as usize];
+    &w.recs[rank(w.alloc, bit)]
 }
 
 impl Records {
@@ -111,11 +128,15 @@ impl Records {
             return None;
         }
         let (slots, arena) = (&self.slots, &self.arena);
-        let e = self.owners.find(self.hasher.hash_one((host, name)), |&e| {
-            let r = rec_at(slots, e);
-            r.host == host && name_of(arena, r) == name
+        let h = self.hasher.hash_one((host, name));
+        let e = self.owners.find(h, |&e| {
+            tag_matches(e, h) && {
+                let r = rec_at(slots, e);
+                r.host == host && name_of(arena, r) == name
+            }
         })?;
-        Some((slots[(e >> 6) as usize].word << 6) | u128::from(e & 63))
+        let (slot, bit) = slot_bit(*e);
+        Some((slots[slot as usize].word << 6) | u128::from(bit))
     }
 
     fn new_slot(&mut self, word: u128) -> u32 {
@@ -179,7 +200,8 @@ impl Records {
                 arena,
                 ..
             } = self;
-            owners.insert_unique(hasher.hash_one((host, name)), (slot << 6) | bit, |&e| {
+            let h = hasher.hash_one((host, name));
+            owners.insert_unique(h, entry(h, slot, bit), |&e| {
                 let r = rec_at(slots, e);
                 hasher.hash_one((r.host, name_of(arena, r)))
             });
@@ -200,7 +222,7 @@ impl Records {
                 if r.name_len > 0 {
                     let h = self.hasher.hash_one((r.host, name_of(&self.arena, r)));
                     // Capacity is reserved: the rehash closure is never called.
-                    grown.insert_unique(h, ((s as u32) << 6) | bit, |_| 0);
+                    grown.insert_unique(h, entry(h, s as u32, bit), |_| 0);
                 }
             }
         }
@@ -211,7 +233,6 @@ impl Records {
     pub fn remove(&mut self, off: u128) -> Option<(u64, u16)> {
         let slot = self.slot_of(off >> 6)?;
         let bit = (off & 63) as u32;
-        let entry = (slot << 6) | bit;
         let w = &self.slots[slot as usize];
         if w.alloc & (1 << bit) == 0 {
             return None;
@@ -219,7 +240,8 @@ impl Records {
         let r = w.recs[rank(w.alloc, bit)];
         if r.name_len > 0 {
             let h = self.hasher.hash_one((r.host, name_of(&self.arena, &r)));
-            if let Ok(found) = self.owners.find_entry(h, |&e| e == entry) {
+            let mine = entry(h, slot, bit);
+            if let Ok(found) = self.owners.find_entry(h, |&e| e == mine) {
                 found.remove();
             }
             self.garbage += r.name_len as usize;
