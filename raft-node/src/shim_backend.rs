@@ -43,8 +43,11 @@ pub fn shim_client_config(call_timeout: Duration) -> ClientConfig {
 pub fn backend_error(e: ClientError) -> BackendError {
     match e {
         ClientError::Api(ApiError::Alloc(a)) => BackendError::Alloc(a),
+        ClientError::Api(ApiError::Unavailable(m)) if m.contains("quorum") => {
+            BackendError::Unavailable(m)
+        }
         ClientError::Api(ApiError::Unavailable(m)) => {
-            BackendError::Unavailable(format!("the cluster has no quorum: {m}"))
+            BackendError::Unavailable(format!("no quorum: {m}"))
         }
         e @ ClientError::Unreachable { .. } => BackendError::Unavailable(format!(
             "no node of the cluster answered (no quorum, or the nodes are down or unreachable): {e}"
@@ -91,6 +94,9 @@ mod tests {
         );
         let quorum = backend_error(ClientError::Api(ApiError::Unavailable("x".into())));
         assert!(matches!(&quorum, BackendError::Unavailable(m) if m.contains("no quorum")));
+        let said = "no quorum / no leader within 10s".to_string();
+        let quorum = backend_error(ClientError::Api(ApiError::Unavailable(said.clone())));
+        assert_eq!(quorum, BackendError::Unavailable(said));
         let gone = backend_error(ClientError::Unreachable {
             endpoints: "127.0.0.1:1".into(),
             timeout: Duration::from_secs(8),

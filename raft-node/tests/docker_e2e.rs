@@ -188,10 +188,12 @@ fn ip(s: &str) -> IpAddr {
 // ---------------------------------------------------------------------------------------
 // guards
 
-/// A child process killed (SIGKILL) and reaped on drop; its output goes to a log file.
+/// A child process stopped and reaped on drop (SIGTERM, then SIGKILL after 15 s and its plugin
+/// socket removed); its output goes to a log file.
 struct Proc {
     child: Child,
     log: PathBuf,
+    socket: Option<PathBuf>,
 }
 
 impl Proc {
@@ -210,7 +212,7 @@ impl Proc {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok(Some(s)) = self.child.try_wait() {
                 return Some(s);
@@ -223,7 +225,16 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        self.kill9();
+        // A process the test already stopped keeps whatever it left (a killed one's stale
+        // socket is for the next start to replace).
+        if let Ok(None) = self.child.try_wait() {
+            if self.terminate().is_none() {
+                self.kill9();
+                if let Some(s) = &self.socket {
+                    let _ = std::fs::remove_file(s);
+                }
+            }
+        }
     }
 }
 
@@ -382,12 +393,17 @@ fn spawn(dir: &Path, args: &[String]) -> Proc {
         .stderr(err)
         .spawn()
         .expect("spawn raftipam");
-    Proc { child, log }
+    Proc {
+        child,
+        log,
+        socket: None,
+    }
 }
 
 /// Waits until `p`'s log contains `what` (and `socket` exists); panics with the log if it
 /// exits or the wait runs out.
 fn wait_started(p: &mut Proc, what: &str, socket: &Path) {
+    p.socket = Some(socket.to_path_buf());
     let deadline = Instant::now() + WAIT;
     loop {
         if p.log_text().contains(what) && socket.exists() {
@@ -436,6 +452,7 @@ impl Up {
 
     /// Starts `up` (again) on the same data dir, port and socket; waits for the ready line.
     fn restart(&mut self) {
+        drop(self.proc.take());
         let socket = socket_path(&self.driver);
         let args = vec![
             "up".to_string(),
@@ -877,4 +894,138 @@ fn macvlan_containers_never_get_a_host_address() {
     let o = d.run("h", &n, &["--ip", "10.107.0.3"]);
     assert!(!o.status.success(), "a container got host2's address");
     assert_eq!(cluster_addrs(up.port, "local/10.107.0.0/24"), seen);
+}
+
+/// 8. `raftipam node --plugin-socket --host`: the plugin inside a node. Before the node is
+///    part of a cluster there is no quorum: `docker network create` fails within the call
+///    timeout with a message saying so (dockerd is not blocked). After `cluster init` the same
+///    command works.
+#[test]
+fn node_with_plugin_socket_says_no_quorum_then_works() {
+    require_docker!("node_with_plugin_socket_says_no_quorum_then_works");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let socket = socket_path("rtest8");
+    let args: Vec<String> = [
+        "node",
+        "--id",
+        "1",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+        &dir.path().join("data").display().to_string(),
+        "--plugin-socket",
+        &socket.display().to_string(),
+        "--host",
+        "hostrt8",
+        "--plugin-call-timeout",
+        "4s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut node = spawn(dir.path(), &args);
+    wait_started(&mut node, "raftipam plugin for host hostrt8", &socket);
+    let mut d = Docker::new("rt8-");
+    let create = ["--ipam-driver", "rtest8", "--subnet", "10.108.0.0/24"];
+
+    let name = d.name("net");
+    let t = Instant::now();
+    let o = docker(&[
+        "network", "create", create[0], create[1], create[2], create[3], &name,
+    ]);
+    let took = t.elapsed();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        !o.status.success(),
+        "a network was created without a cluster"
+    );
+    assert!(
+        err.contains("no quorum"),
+        "the error does not say why: {err}"
+    );
+    assert!(took < Duration::from_secs(30), "dockerd waited {took:?}");
+
+    let o = Command::new("timeout")
+        .arg("60")
+        .arg(BIN)
+        .args([
+            "cluster",
+            "init",
+            "--endpoints",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .output()
+        .expect("run raftipam cluster init");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let n = d.network("net", &create);
+    let c = d.run_ok("c1", &n, &[]);
+    let a = ip_of(&c, &n);
+    assert_eq!(
+        cluster_allocations(port, "local/10.108.0.0/24"),
+        vec![(a, "hostrt8".to_string())]
+    );
+    drop(d);
+    let status = node.terminate().expect("node exits on SIGTERM");
+    assert!(
+        status.success(),
+        "node exited with {status}:\n{}",
+        node.log_text()
+    );
+    assert!(!socket.exists(), "the node left its plugin socket behind");
+}
+
+/// 9. `raftipam shim` whose cluster is down: every call fails within the call timeout with a
+///    message saying the cluster did not answer.
+#[test]
+fn shim_without_a_cluster_fails_fast_and_says_why() {
+    require_docker!("shim_without_a_cluster_fails_fast_and_says_why");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dead = free_port(); // nothing listens there
+    let socket = socket_path("rtest9");
+    let args: Vec<String> = [
+        "shim",
+        "--endpoints",
+        &format!("127.0.0.1:{dead}"),
+        "--socket",
+        &socket.display().to_string(),
+        "--host",
+        "hostrt9",
+        "--call-timeout",
+        "3s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut shim = spawn(dir.path(), &args);
+    wait_started(&mut shim, "raftipam shim for host hostrt9", &socket);
+    let mut d = Docker::new("rt9-");
+    let name = d.name("net");
+    d.networks.push(name.clone());
+    let t = Instant::now();
+    let o = docker(&[
+        "network",
+        "create",
+        "--ipam-driver",
+        "rtest9",
+        "--subnet",
+        "10.109.0.0/24",
+        &name,
+    ]);
+    let took = t.elapsed();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        !o.status.success(),
+        "a network was created without a cluster"
+    );
+    assert!(
+        err.contains("did not answer") || err.contains("no node"),
+        "the error does not say why: {err}"
+    );
+    assert!(
+        err.contains(&dead.to_string()),
+        "the error names no endpoint: {err}"
+    );
+    assert!(took < Duration::from_secs(30), "dockerd waited {took:?}");
 }
