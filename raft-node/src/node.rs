@@ -149,11 +149,7 @@ impl Node {
         .validate()
         .map_err(|e| NodeError::Config(e.to_string()))?;
 
-        let db = open_db(&cfg.data_dir, cfg.id)?;
-        let weak_db = Arc::downgrade(&db);
-        let log = LogStore::new(db.clone())?;
-        let sm = StateMachineStore::open(db)?;
-
+        // The port first: a node that cannot serve writes nothing to its data directory.
         let listener = TcpListener::bind(cfg.listen)
             .await
             .map_err(|source| NodeError::Listen {
@@ -162,6 +158,14 @@ impl Node {
             })?;
         let bound = listener.local_addr()?;
         let addr = cfg.advertise.clone().unwrap_or_else(|| bound.to_string());
+
+        let db = open_db(&cfg.data_dir, cfg.id)?;
+        let weak_db = Arc::downgrade(&db);
+        let log = LogStore::new(db.clone())?;
+        let sm = StateMachineStore::open(db).map_err(|e| StoreError::Damaged {
+            path: cfg.data_dir.clone(),
+            why: format!("the stored snapshot does not load: {e}"),
+        })?;
 
         let raft = Raft::new(
             cfg.id,
@@ -635,7 +639,13 @@ impl NodeInner {
                 }
             }
             Call::Admin(a) => match tokio::time::timeout(remaining, self.admin_local(a)).await {
-                Err(_) => Local::Done(Err(unavailable("membership change", self.write_timeout))),
+                Err(_) => Local::Done(Err(match a {
+                    AdminCommand::AddNode { id, addr } => ApiError::Cluster(format!(
+                        "node {id} at {addr} did not catch up within {}: is it running and reachable from the leader? It stays a learner until `cluster add` is run again (or `cluster remove --id {id}`)",
+                        humantime::format_duration(Duration::from_secs(remaining.as_secs_f64().round() as u64))
+                    )),
+                    _ => unavailable("membership change", self.write_timeout),
+                })),
                 Ok(Err(ApiError::NotLeader { .. })) => Local::NotLeader,
                 Ok(r) => Local::Done(r.map(Reply::Admin)),
             },
