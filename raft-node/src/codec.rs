@@ -82,3 +82,41 @@ where
     })??;
     Ok(transport(s))
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::{SinkExt, StreamExt};
+
+    use super::*;
+
+    /// A frame far above tokio-util's default 8 MiB limit (a snapshot) goes through whole.
+    #[tokio::test]
+    async fn a_frame_larger_than_the_default_limit_travels_whole() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut b = [0u8; 1];
+            tokio::io::AsyncReadExt::read_exact(&mut s, &mut b)
+                .await
+                .expect("channel byte");
+            assert_eq!(b[0], CHANNEL_RAFT);
+            let mut t: Transport<Vec<u8>, usize> = transport(s);
+            let got = t.next().await.expect("a frame").expect("decoded");
+            t.send(got.len()).await.expect("reply");
+            got.iter().map(|x| *x as u64).sum::<u64>()
+        });
+        let payload: Vec<u8> = (0..20 << 20).map(|i| (i % 251) as u8).collect();
+        let sum: u64 = payload.iter().map(|x| *x as u64).sum();
+        let mut t: Transport<usize, Vec<u8>> =
+            connect(&addr, CHANNEL_RAFT, Duration::from_secs(10))
+                .await
+                .expect("connect");
+        t.send(payload).await.expect("send");
+        let n = t.next().await.expect("a reply").expect("decoded");
+        assert_eq!(n, 20 << 20);
+        assert_eq!(server.await.expect("server"), sum);
+    }
+}
