@@ -576,4 +576,28 @@ async fn the_cli_drives_a_cluster_end_to_end_with_json_output() {
     assert_eq!(bench["phases"][0]["ops"], 200);
     let status = cli(&["cluster", "status"]);
     assert_eq!(status[0]["status"]["state"], "Leader");
+    // Grow to two voters and shrink back with the CLI.
+    p.start(2).await;
+    let added = cli(&[
+        "cluster",
+        "add",
+        "--id",
+        "2",
+        "--addr",
+        &p.addrs[&2].clone(),
+    ]);
+    let voters = |s: &serde_json::Value| -> Vec<u64> {
+        s["members"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .filter(|x| x["voter"] == true)
+                    .filter_map(|x| x["id"].as_u64())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(voters(&added), vec![1, 2]);
+    let removed = cli(&["cluster", "remove", "--id", "2"]);
+    assert_eq!(voters(&removed), vec![1]);
 }
