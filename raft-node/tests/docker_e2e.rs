@@ -35,11 +35,16 @@ fn docker_host() -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// Runs `docker ARGS` (bounded by `timeout 120`).
+/// Runs `docker ARGS` against the test daemon (bounded by `timeout 120`).
 fn docker(args: &[&str]) -> Output {
+    docker_at(docker_host().as_deref(), args)
+}
+
+/// Runs `docker ARGS` against the daemon at `host` (default: `DOCKER_HOST` or docker's own).
+fn docker_at(host: Option<&str>, args: &[&str]) -> Output {
     let mut c = Command::new("timeout");
     c.args(["120", "docker"]).args(args);
-    if let Some(h) = docker_host() {
+    if let Some(h) = host {
         c.env("DOCKER_HOST", h);
     }
     c.stdin(Stdio::null())
@@ -49,7 +54,11 @@ fn docker(args: &[&str]) -> Output {
 
 /// Runs `docker ARGS`, fails the test unless it succeeds; returns stdout, trimmed.
 fn docker_ok(args: &[&str]) -> String {
-    let o = docker(args);
+    docker_ok_at(docker_host().as_deref(), args)
+}
+
+fn docker_ok_at(host: Option<&str>, args: &[&str]) -> String {
+    let o = docker_at(host, args);
     assert!(
         o.status.success(),
         "docker {} failed ({}):\n{}{}",
@@ -163,10 +172,18 @@ fn cluster_pools(port: u16) -> Vec<String> {
 
 /// The container's IPv4 (and IPv6) address on `network`, from `docker inspect`.
 fn ips_of(container: &str, network: &str) -> (Option<IpAddr>, Option<IpAddr>) {
+    ips_of_at(docker_host().as_deref(), container, network)
+}
+
+fn ips_of_at(
+    host: Option<&str>,
+    container: &str,
+    network: &str,
+) -> (Option<IpAddr>, Option<IpAddr>) {
     let fmt = format!(
         "{{{{with index .NetworkSettings.Networks \"{network}\"}}}}{{{{.IPAddress}}}} {{{{.GlobalIPv6Address}}}}{{{{end}}}}"
     );
-    let out = docker_ok(&["inspect", "-f", &fmt, container]);
+    let out = docker_ok_at(host, &["inspect", "-f", &fmt, container]);
     let mut it = out.split_whitespace().map(|s| s.parse::<IpAddr>().ok());
     (it.next().flatten(), it.next().flatten())
 }
@@ -241,6 +258,7 @@ impl Drop for Proc {
 /// Containers and networks removed on drop (containers first), and leftovers of an earlier
 /// run of the same test removed on creation.
 struct Docker {
+    host: Option<String>,
     prefix: String,
     containers: Vec<String>,
     networks: Vec<String>,
@@ -249,7 +267,13 @@ struct Docker {
 impl Docker {
     /// A guard for the containers and networks whose names start with `prefix`.
     fn new(prefix: &str) -> Docker {
+        Docker::at(docker_host(), prefix)
+    }
+
+    /// Like [`Docker::new`], for the daemon at `host`.
+    fn at(host: Option<String>, prefix: &str) -> Docker {
         let d = Docker {
+            host,
             prefix: prefix.to_string(),
             containers: Vec::new(),
             networks: Vec::new(),
@@ -260,13 +284,16 @@ impl Docker {
 
     fn remove_leftovers(&self) {
         let filter = format!("name={}", self.prefix);
-        let ids = docker(&["ps", "-aq", "--filter", &filter]);
+        let ids = docker_at(self.host.as_deref(), &["ps", "-aq", "--filter", &filter]);
         for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-            let _ = docker(&["rm", "-f", id]);
+            let _ = docker_at(self.host.as_deref(), &["rm", "-f", id]);
         }
-        let nets = docker(&["network", "ls", "-q", "--filter", &filter]);
+        let nets = docker_at(
+            self.host.as_deref(),
+            &["network", "ls", "-q", "--filter", &filter],
+        );
         for id in String::from_utf8_lossy(&nets.stdout).split_whitespace() {
-            let _ = docker(&["network", "rm", id]);
+            let _ = docker_at(self.host.as_deref(), &["network", "rm", id]);
         }
     }
 
@@ -281,7 +308,7 @@ impl Docker {
         a.extend_from_slice(args);
         a.push(&name);
         self.networks.push(name.clone());
-        docker_ok(&a);
+        docker_ok_at(self.host.as_deref(), &a);
         name
     }
 
@@ -292,7 +319,7 @@ impl Docker {
         let mut a = vec!["run", "-d", "--name", &name, "--network", network];
         a.extend_from_slice(extra);
         a.extend_from_slice(&[IMAGE, "sleep", "300"]);
-        docker(&a)
+        docker_at(self.host.as_deref(), &a)
     }
 
     /// Like [`Docker::run`], failing the test unless the container starts; returns its name.
@@ -307,12 +334,12 @@ impl Docker {
     }
 
     fn rm(&mut self, name: &str) {
-        docker_ok(&["rm", "-f", name]);
+        docker_ok_at(self.host.as_deref(), &["rm", "-f", name]);
         self.containers.retain(|c| c != name);
     }
 
     fn network_rm(&mut self, name: &str) {
-        docker_ok(&["network", "rm", name]);
+        docker_ok_at(self.host.as_deref(), &["network", "rm", name]);
         self.networks.retain(|n| n != name);
     }
 }
@@ -320,10 +347,10 @@ impl Docker {
 impl Drop for Docker {
     fn drop(&mut self) {
         for c in self.containers.drain(..) {
-            let _ = docker(&["rm", "-f", &c]);
+            let _ = docker_at(self.host.as_deref(), &["rm", "-f", &c]);
         }
         for n in self.networks.drain(..).rev() {
-            let _ = docker(&["network", "rm", &n]);
+            let _ = docker_at(self.host.as_deref(), &["network", "rm", &n]);
         }
     }
 }
@@ -1028,4 +1055,240 @@ fn shim_without_a_cluster_fails_fast_and_says_why() {
         "the error names no endpoint: {err}"
     );
     assert!(took < Duration::from_secs(30), "dockerd waited {took:?}");
+}
+
+/// A dockerd of this test's own (own data and exec roots, socket, containerd namespace, no
+/// default bridge), sharing the machine's containerd and `/run/docker/plugins`, so that it
+/// can be restarted without disturbing the other tests. Stopped, and its mounts undone, on
+/// drop.
+struct PrivateDockerd {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+const CONTAINERD_SOCK: &str = "/run/containerd/containerd.sock";
+
+impl PrivateDockerd {
+    fn start(live_restore: bool) -> PrivateDockerd {
+        assert!(
+            Path::new(CONTAINERD_SOCK).exists(),
+            "no containerd at {CONTAINERD_SOCK} (scripts/dockerd.sh starts one)"
+        );
+        let mut d = PrivateDockerd {
+            // Short paths: dockerd puts unix sockets under its exec root.
+            dir: tempfile::Builder::new()
+                .prefix("rtd")
+                .tempdir_in("/tmp")
+                .expect("tempdir"),
+            child: None,
+        };
+        std::fs::write(d.dir.path().join("daemon.json"), "{}").expect("daemon.json");
+        d.launch(live_restore);
+        let img = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "docker save {IMAGE} | DOCKER_HOST={} docker load",
+                d.host()
+            ))
+            .envs(docker_host().map(|h| ("DOCKER_HOST", h)))
+            .output()
+            .expect("docker save | docker load");
+        assert!(
+            img.status.success(),
+            "copying {IMAGE} to the private dockerd: {}",
+            String::from_utf8_lossy(&img.stderr)
+        );
+        d
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.dir.path().join("docker.sock").display())
+    }
+
+    fn launch(&mut self, live_restore: bool) {
+        let p = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p.join("dockerd.log"))
+            .expect("dockerd log");
+        let mut c = Command::new("dockerd");
+        c.args(["--iptables=false", "--ip6tables=false", "--bridge", "none"])
+            .args(["--containerd", CONTAINERD_SOCK])
+            .args(["--containerd-namespace", "raftipam-e2e"])
+            .args(["--containerd-plugins-namespace", "raftipam-e2e-plugins"])
+            .args(["--shutdown-timeout", "2"])
+            .arg("--data-root")
+            .arg(p.join("data"))
+            .arg("--exec-root")
+            .arg(p.join("exec"))
+            .arg("--pidfile")
+            .arg(p.join("docker.pid"))
+            .arg("--config-file")
+            .arg(p.join("daemon.json"))
+            .args(["-H", &self.host()]);
+        if live_restore {
+            c.arg("--live-restore");
+        }
+        let err = log.try_clone().expect("dockerd log");
+        self.child = Some(
+            c.stdin(Stdio::null())
+                .stdout(log)
+                .stderr(err)
+                .spawn()
+                .expect("spawn dockerd"),
+        );
+        let deadline = Instant::now() + WAIT;
+        while !docker_at(Some(&self.host()), &["info"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "the private dockerd did not answer within {WAIT:?}:\n{}",
+                std::fs::read_to_string(p.join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// SIGTERM; waits (bounded) for the exit.
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    fn restart(&mut self, live_restore: bool) {
+        self.stop();
+        self.launch(live_restore);
+    }
+}
+
+impl Drop for PrivateDockerd {
+    fn drop(&mut self) {
+        self.stop();
+        for root in ["data", "exec"] {
+            let _ = Command::new("umount")
+                .arg("-R")
+                .arg(self.dir.path().join(root))
+                .output();
+        }
+    }
+}
+
+/// 10. dockerd restarted with containers running — with `--live-restore` (containers keep
+///     running and their endpoints; no plugin call is replayed) and without (containers are
+///     stopped, releasing their addresses; those with a restart policy come back with
+///     addresses again): every running container keeps a unique address, the cluster holds
+///     exactly the running containers' addresses (nothing leaks), and a new container gets
+///     a fresh one. Proves `RequiresRequestReplay: false` against a real dockerd.
+#[test]
+fn dockerd_restarted_with_containers_running() {
+    require_docker!("dockerd_restarted_with_containers_running");
+    let up = Up::start("rtest10", "hostrt10");
+    let mut dockerd = PrivateDockerd::start(true);
+    let host = dockerd.host();
+    let mut d = Docker::at(Some(host.clone()), "rt10-");
+    let pool = "local/10.110.0.0/24";
+    let n = d.network(
+        "net",
+        &[
+            "--ipam-driver",
+            "rtest10",
+            "--subnet",
+            "10.110.0.0/24",
+            "--aux-address",
+            "x=10.110.0.3",
+        ],
+    );
+    let mut running: Vec<String> = Vec::new();
+    for i in 0..4 {
+        let extra: &[&str] = if i < 2 { &["--restart", "always"] } else { &[] };
+        running.push(d.run_ok(&format!("c{i}"), &n, extra));
+    }
+    let addrs = |d: &Docker, names: &[String]| -> Vec<IpAddr> {
+        names
+            .iter()
+            .map(|c| {
+                ips_of_at(d.host.as_deref(), c, &n)
+                    .0
+                    .unwrap_or_else(|| panic!("{c} has no address"))
+            })
+            .collect()
+    };
+    let before = addrs(&d, &running);
+    let set: BTreeSet<IpAddr> = before.iter().copied().collect();
+    assert_eq!(set.len(), 4);
+    assert_eq!(cluster_addrs(up.port, pool), set);
+
+    // Live restore: the containers run on, with the same addresses, and nothing changes in
+    // the cluster.
+    dockerd.restart(true);
+    let states = docker_ok_at(
+        Some(&host),
+        &["ps", "--filter", "name=rt10-", "--format", "{{.Names}}"],
+    );
+    assert_eq!(
+        states.lines().count(),
+        4,
+        "containers did not survive: {states}"
+    );
+    assert_eq!(addrs(&d, &running), before);
+    assert_eq!(cluster_addrs(up.port, pool), set);
+    running.push(d.run_ok("new0", &n, &[]));
+    let now = addrs(&d, &running);
+    let now_set: BTreeSet<IpAddr> = now.iter().copied().collect();
+    assert_eq!(
+        now_set.len(),
+        5,
+        "a new container got a taken address: {now:?}"
+    );
+    assert_eq!(cluster_addrs(up.port, pool), now_set);
+
+    // A plain restart: containers without a restart policy stop (and release their
+    // addresses), the two with `--restart always` come back.
+    dockerd.restart(false);
+    let deadline = Instant::now() + WAIT;
+    let up_names = loop {
+        let out = docker_ok_at(
+            Some(&host),
+            &["ps", "--filter", "name=rt10-", "--format", "{{.Names}}"],
+        );
+        let mut names: Vec<String> = out.lines().map(str::to_string).collect();
+        names.sort();
+        if names == ["rt10-c0", "rt10-c1"] {
+            break names;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected rt10-c0 and rt10-c1 running, got {names:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let back: BTreeSet<IpAddr> = addrs(&d, &up_names).into_iter().collect();
+    assert_eq!(back.len(), 2);
+    assert_eq!(
+        cluster_addrs(up.port, pool),
+        back,
+        "the cluster holds addresses of stopped containers"
+    );
+    let fresh = d.run_ok("new1", &n, &[]);
+    let a = ips_of_at(Some(&host), &fresh, &n).0.expect("an address");
+    assert!(!back.contains(&a) && a != ip("10.110.0.3"), "{a}");
+
+    drop(d);
+    assert!(
+        cluster_pools(up.port).is_empty(),
+        "pools left after cleanup"
+    );
 }
