@@ -14,15 +14,25 @@ use hashbrown::hash_table::HashTable;
 use hashbrown::DefaultHashBuilder;
 use std::hash::BuildHasher;
 
-/// One allocation. Packed to 4-byte alignment: 20 bytes.
+/// Largest sequence number a record holds (48 bits: 281 trillion allocations).
+pub(crate) const MAX_SEQ: u64 = (1 << 48) - 1;
+
+/// One allocation. Packed to 2-byte alignment: 18 bytes.
 #[derive(Clone, Copy, Debug)]
-#[repr(C, packed(4))]
+#[repr(C, packed(2))]
 pub(crate) struct Rec {
-    pub seq: u64,
+    seq_lo: u32,
+    seq_hi: u16,
     pub at_s: u32,
     name_off: u32,
     pub host: u16,
     name_len: u16,
+}
+
+impl Rec {
+    fn seq(&self) -> u64 {
+        u64::from(self.seq_lo) | (u64::from(self.seq_hi) << 32)
+    }
 }
 
 struct WordRecs {
@@ -115,7 +125,7 @@ impl Records {
         }
         let r = &w.recs[rank(w.alloc, bit)];
         Some(RecView {
-            seq: r.seq,
+            seq: r.seq(),
             at_s: r.at_s,
             host: r.host,
             name: name_of(&self.arena, r),
@@ -181,8 +191,10 @@ impl Records {
         };
         let name_off = self.arena.len() as u32;
         self.arena.extend_from_slice(name);
+        debug_assert!(seq <= MAX_SEQ);
         let rec = Rec {
-            seq,
+            seq_lo: seq as u32,
+            seq_hi: (seq >> 32) as u16,
             at_s,
             name_off,
             host,
@@ -229,17 +241,31 @@ impl Records {
         self.owners = grown;
     }
 
-    /// Removes the record at `off`, returning its sequence number and host.
-    pub fn remove(&mut self, off: u128) -> Option<(u64, u16)> {
-        let slot = self.slot_of(off >> 6)?;
+    /// Removes the record at `off` if `allow` accepts it; returns its sequence number and host,
+    /// `Ok(None)` when nothing is recorded there, or `allow`'s refusal (nothing removed).
+    pub fn remove_if<E>(
+        &mut self,
+        off: u128,
+        allow: impl FnOnce(RecView<'_>) -> Result<(), E>,
+    ) -> Result<Option<(u64, u16)>, E> {
+        let Some(slot) = self.slot_of(off >> 6) else {
+            return Ok(None);
+        };
         let bit = (off & 63) as u32;
         let w = &self.slots[slot as usize];
         if w.alloc & (1 << bit) == 0 {
-            return None;
+            return Ok(None);
         }
         let r = w.recs[rank(w.alloc, bit)];
+        let name = name_of(&self.arena, &r);
+        allow(RecView {
+            seq: r.seq(),
+            at_s: r.at_s,
+            host: r.host,
+            name,
+        })?;
         if r.name_len > 0 {
-            let h = self.hasher.hash_one((r.host, name_of(&self.arena, &r)));
+            let h = self.hasher.hash_one((r.host, name));
             let mine = entry(h, slot, bit);
             if let Ok(found) = self.owners.find_entry(h, |&e| e == mine) {
                 found.remove();
@@ -264,7 +290,7 @@ impl Records {
         if self.garbage > 4096 && self.garbage * 2 > self.arena.len() {
             self.compact();
         }
-        Some((r.seq, r.host))
+        Ok(Some((r.seq(), r.host)))
     }
 
     /// Rewrites the name arena without the names of released records.
@@ -292,7 +318,7 @@ impl Records {
                 let bit = mask.trailing_zeros();
                 mask &= mask - 1;
                 let view = RecView {
-                    seq: r.seq,
+                    seq: r.seq(),
                     at_s: r.at_s,
                     host: r.host,
                     name: name_of(&self.arena, r),

@@ -217,6 +217,7 @@ fn rebuild(snap: SnapState<'_>) -> Result<State, SnapshotError> {
                 || usize::from(a.host) >= state.hosts.len()
                 || a.name.len() > MAX_NAME_LEN
                 || a.seq > state.seq
+                || a.seq > crate::records::MAX_SEQ
             {
                 return Err(bad(format!("bad allocation at offset {} of {net}", a.off)));
             }

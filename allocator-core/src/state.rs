@@ -674,6 +674,11 @@ impl State {
                 sn.net
             )));
         }
+        if *seq >= crate::records::MAX_SEQ {
+            return Err(AllocError::Invalid(
+                "the allocation sequence number is exhausted".into(),
+            ));
+        }
         if known_host.is_none() && hosts.len() > usize::from(u16::MAX) {
             return Err(AllocError::Invalid(format!(
                 "more than {} distinct host names; forget hosts that are gone",
@@ -783,18 +788,19 @@ impl State {
         let (pool, sn, off) = Self::locate(pools, subnets, id, Some(addr))?;
         let off = off.unwrap_or_default();
         sn.expire_cooling(now);
-        if let Some(rec) = sn.records.get(off) {
+        let removed = sn.records.remove_if(off, |rec| {
             let holder = &hosts[rec.host as usize];
             if holder != host && !force {
-                let owner = Owner::new(holder.clone(), String::from_utf8_lossy(rec.name));
                 return Err(AllocError::NotOwner {
                     addr,
                     pool: id.clone(),
-                    owner,
+                    owner: Owner::new(holder.clone(), String::from_utf8_lossy(rec.name)),
                     host: host.to_string(),
                 });
             }
-            sn.records.remove(off);
+            Ok(())
+        })?;
+        if removed.is_some() {
             if pool.cooldown_ms > 0 {
                 sn.start_cooling(off, now.saturating_add(pool.cooldown_ms));
             } else {
