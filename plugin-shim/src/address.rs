@@ -343,6 +343,26 @@ mod tests {
                 order: Order::Serial
             })
         );
+        // Docker 20.10: `docker run --ip` sends no endpoint name, only the MAC (asked for
+        // with RequiresMACAddress): still an exclusive allocation, never an aux reservation.
+        assert_eq!(
+            classify(
+                &req(
+                    "10.0.0.7",
+                    Some(&[(
+                        "com.docker.network.endpoint.macaddress",
+                        "02:42:0a:00:00:07"
+                    )])
+                ),
+                &p
+            )
+            .ok(),
+            Some(AddressRequest::Endpoint {
+                addr: ip("10.0.0.7"),
+                name: String::new(),
+                order: Order::PoolDefault
+            })
+        );
     }
 
     #[test]
