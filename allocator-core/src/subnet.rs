@@ -82,10 +82,11 @@ impl Subnet {
     }
 
     pub fn offset(&self, a: IpAddr) -> Option<u128> {
-        if a.is_ipv4() != matches!(self.net, IpNet::V4(_)) || !self.net.contains(&a) {
+        if a.is_ipv4() != matches!(self.net, IpNet::V4(_)) {
             return None;
         }
-        Some(addr_to_u128(a) - self.base)
+        let off = addr_to_u128(a).checked_sub(self.base)?;
+        (off >> self.bits == 0).then_some(off)
     }
 
     pub fn addr(&self, off: u128) -> IpAddr {
