@@ -26,11 +26,35 @@ type C = TypeConfig;
 /// which is too short for a large batch that the follower must sync to disk.
 const MIN_APPEND_DEADLINE: Duration = Duration::from_secs(3);
 
+/// Peers this node pretends it cannot reach (fault injection for tests: a partition is
+/// both sides cutting each other).
+#[derive(Default, Debug)]
+pub struct Cut {
+    peers: std::sync::RwLock<std::collections::BTreeSet<u64>>,
+}
+
+impl Cut {
+    /// Whether traffic to `peer` is cut.
+    pub fn blocks(&self, peer: u64) -> bool {
+        self.peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&peer)
+    }
+
+    /// Cuts traffic to exactly `peers` (empty: heal).
+    pub fn set(&self, peers: impl IntoIterator<Item = u64>) {
+        *self.peers.write().unwrap_or_else(|e| e.into_inner()) = peers.into_iter().collect();
+    }
+}
+
 /// Creates peer clients.
 #[derive(Clone)]
 pub struct NetworkFactory {
     /// This node's id (for error reports).
     pub id: u64,
+    /// Injected faults.
+    pub cut: std::sync::Arc<Cut>,
 }
 
 impl RaftNetworkFactory<C> for NetworkFactory {
@@ -42,6 +66,7 @@ impl RaftNetworkFactory<C> for NetworkFactory {
             target,
             addr: node.addr.clone(),
             client: None,
+            cut: self.cut.clone(),
         }
     }
 }
@@ -52,10 +77,17 @@ pub struct PeerClient {
     target: u64,
     addr: String,
     client: Option<RaftRpcClient>,
+    cut: std::sync::Arc<Cut>,
 }
 
 impl PeerClient {
     async fn client(&mut self, timeout: Duration) -> Result<RaftRpcClient, Unreachable<C>> {
+        if self.cut.blocks(self.target) {
+            return Err(Unreachable::from_string(format!(
+                "traffic to node {} is cut (fault injection)",
+                self.target
+            )));
+        }
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }

@@ -35,7 +35,7 @@ use crate::api::{
 };
 use crate::codec::{connect, transport, CHANNEL_API, CHANNEL_RAFT};
 use crate::metrics::Metrics;
-use crate::network::NetworkFactory;
+use crate::network::{Cut, NetworkFactory};
 use crate::rpc::{ApiRpc, ApiRpcClient, RaftRpc};
 use crate::store::{open_db, LogStore, StateMachineStore, StoreError};
 use crate::types::{Raft, Request, Response, TypeConfig};
@@ -120,6 +120,7 @@ pub(crate) struct NodeInner {
     pub(crate) metrics: Metrics,
     write_timeout: Duration,
     peers: Mutex<HashMap<String, ApiRpcClient>>,
+    cut: Arc<Cut>,
 }
 
 /// A running node. Dropping it does not stop it; call [`Node::shutdown`].
@@ -167,10 +168,14 @@ impl Node {
             why: format!("the stored snapshot does not load: {e}"),
         })?;
 
+        let cut = Arc::new(Cut::default());
         let raft = Raft::new(
             cfg.id,
             Arc::new(raft_cfg),
-            NetworkFactory { id: cfg.id },
+            NetworkFactory {
+                id: cfg.id,
+                cut: cut.clone(),
+            },
             log,
             sm.clone(),
         )
@@ -185,6 +190,7 @@ impl Node {
             metrics: Metrics::new(),
             write_timeout: cfg.write_timeout,
             peers: Mutex::new(HashMap::new()),
+            cut,
         });
         let mut tasks = vec![tokio::spawn(accept_loop(listener, inner.clone()))];
         if let Some(m) = cfg.metrics {
@@ -225,6 +231,13 @@ impl Node {
     /// read; for tests and embedding).
     pub fn with_state<T>(&self, f: impl FnOnce(&allocator_core::State) -> T) -> T {
         f(&self.inner.sm.read().state)
+    }
+
+    /// Fault injection for tests: this node stops sending Raft messages to, and forwarding
+    /// calls to, the nodes in `peers` (an empty list heals). Cut both sides for a partition.
+    #[doc(hidden)]
+    pub fn cut_off(&self, peers: &[u64]) {
+        self.inner.cut.set(peers.iter().copied());
     }
 
     /// Prometheus text of this node's metrics.
@@ -564,7 +577,7 @@ impl NodeInner {
                     Local::Done(r) => return r,
                     Local::NotLeader => {}
                 },
-                Some((l, addr)) if !forwarded => {
+                Some((l, addr)) if !forwarded && !self.cut.blocks(l) => {
                     let Some(addr) = addr else {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         continue;

@@ -327,3 +327,58 @@ async fn metrics_are_served_as_prometheus_text() {
     assert!(page.contains("raftipam_applied_index"), "{page}");
     node.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_isolated_leader_cannot_write_the_majority_can_and_it_catches_up_after_healing() {
+    let c = Cluster::start_with(3, |cfg| cfg.write_timeout = Duration::from_secs(3)).await;
+    let pool = c
+        .client()
+        .create_pool(spec("10.95.0.0/16"), "h")
+        .await
+        .expect("pool");
+    let old = c.leader().await;
+    let others: Vec<u64> = c.nodes.keys().copied().filter(|id| *id != old).collect();
+    c.nodes[&old].cut_off(&others);
+    for id in &others {
+        c.nodes[id].cut_off(&[old]);
+    }
+    // The minority side: a write fails within its timeout, saying why.
+    let e = c
+        .client_of(old)
+        .allocate(&pool, None, Owner::new("h", "minority"))
+        .await
+        .expect_err("the isolated leader has no quorum");
+    assert!(
+        e.to_string().contains("no quorum / no leader within 3s"),
+        "{e}"
+    );
+    // The majority side elects a leader and writes.
+    let majority = raft_node::Client::with_config(
+        others.iter().map(|id| c.addrs[id].to_string()),
+        raft_node::ClientConfig {
+            timeout: Duration::from_secs(30),
+            ..Default::default()
+        },
+    )
+    .expect("client");
+    let mut acked = Vec::new();
+    for i in 0..50 {
+        let owner = Owner::new("h", format!("majority{i}"));
+        let a = majority
+            .allocate(&pool, None, owner.clone())
+            .await
+            .expect("majority write");
+        acked.push((a.addr(), owner));
+    }
+    // Heal: the old leader steps down, catches up, and every node holds the same state.
+    for n in c.nodes.values() {
+        n.cut_off(&[]);
+    }
+    let state = c.converged().await;
+    assert_all_present(&acked, &state);
+    assert!(
+        !state.iter().any(|(_, a)| a.owner.endpoint == "minority"),
+        "the minority write was applied"
+    );
+    c.shutdown().await;
+}
