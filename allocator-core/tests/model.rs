@@ -329,11 +329,12 @@ impl Model {
             } => {
                 let p = self.pools.get_mut(pool).ok_or("NoSuchPool")?;
                 let sub = self.subs.get_mut(&key(pool)).unwrap();
-                sub.expire(now);
+                // A refused address changes nothing, not even expired cooldowns.
                 let want = match addr {
                     Some(a) => Some(Self::offset(&pool.subnet, *a).ok_or("OutsidePool")?),
                     None => None,
                 };
+                sub.expire(now);
                 if !owner.endpoint.is_empty() {
                     if let Some((&held, (_, seq))) =
                         sub.allocated.iter().find(|(_, (o, _))| o == owner)
@@ -446,7 +447,7 @@ impl Model {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
     #[test]
     fn state_agrees_with_the_reference_model(steps in proptest::collection::vec(step(), 1..120)) {
