@@ -551,6 +551,32 @@ impl State {
         Ok((pool, sn, off))
     }
 
+    /// Refuses an address that is allocated, or reserved by the subnet itself.
+    fn refuse_held_or_fixed(
+        hosts: &[String],
+        sn: &Subnet,
+        id: &PoolId,
+        off: u128,
+    ) -> Result<(), AllocError> {
+        let addr = sn.addr(off);
+        if let Some((owner, seq)) = Self::owner_of(hosts, sn, off) {
+            return Err(AllocError::HeldBy {
+                addr,
+                pool: id.clone(),
+                owner,
+                seq,
+            });
+        }
+        if let Some(why) = sn.fixed_reason(off) {
+            return Err(AllocError::Reserved {
+                addr,
+                pool: id.clone(),
+                why: why.to_string(),
+            });
+        }
+        Ok(())
+    }
+
     fn owner_of(hosts: &[String], sn: &Subnet, off: u128) -> Option<(Owner, u64)> {
         let rec = sn.records.get(off)?;
         Some((
@@ -583,21 +609,7 @@ impl State {
             pool: id.clone(),
         })?;
         sn.expire_cooling(now);
-        if let Some((owner, seq)) = Self::owner_of(hosts, sn, off) {
-            return Err(AllocError::HeldBy {
-                addr,
-                pool: id.clone(),
-                owner,
-                seq,
-            });
-        }
-        if let Some(why) = sn.fixed_reason(off) {
-            return Err(AllocError::Reserved {
-                addr,
-                pool: id.clone(),
-                why: why.to_string(),
-            });
-        }
+        Self::refuse_held_or_fixed(hosts, sn, id, off)?;
         sn.stop_cooling(off);
         sn.bitmap.set(off);
         *sn.reservations
@@ -689,21 +701,7 @@ impl State {
         let off = match want_off {
             Some(off) => {
                 let addr = sn.addr(off);
-                if let Some((o, seq)) = Self::owner_of(hosts, sn, off) {
-                    return Err(AllocError::HeldBy {
-                        addr,
-                        pool: id.clone(),
-                        owner: o,
-                        seq,
-                    });
-                }
-                if let Some(why) = sn.fixed_reason(off) {
-                    return Err(AllocError::Reserved {
-                        addr,
-                        pool: id.clone(),
-                        why: why.to_string(),
-                    });
-                }
+                Self::refuse_held_or_fixed(hosts, sn, id, off)?;
                 if let Some(h) = sn.reservations.get(&off) {
                     let who: Vec<&str> = h.keys().map(String::as_str).collect();
                     return Err(AllocError::Reserved {
