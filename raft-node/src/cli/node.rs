@@ -76,15 +76,16 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    wait_for_signal().await?;
-    eprintln!("stopping");
-    if let Some(p) = plugin {
-        if let Err(e) = p.stop().await {
-            eprintln!("error stopping the plugin: {e:#}");
+    let r = match plugin {
+        Some(p) => p.until_signal().await,
+        None => {
+            let r = wait_for_signal().await;
+            eprintln!("stopping");
+            r
         }
-    }
+    };
     node.shutdown().await.context("stopping the node")?;
-    Ok(())
+    r
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

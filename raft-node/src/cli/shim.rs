@@ -44,9 +44,7 @@ pub async fn run(ctx: &Ctx, a: ShimArgs) -> anyhow::Result<()> {
         driver_name(&a.socket),
         ctx.endpoints.join(",")
     );
-    wait_for_signal().await?;
-    eprintln!("stopping");
-    plugin.stop().await
+    plugin.until_signal().await
 }
 
 /// Logs to stderr, `RUST_LOG` or `info`.
@@ -128,6 +126,23 @@ impl Plugin {
             task,
             call_timeout,
         })
+    }
+
+    /// Serves until SIGINT or SIGTERM, then stops (see [`Plugin::stop`]). Fails if the
+    /// plugin stops serving by itself first.
+    pub async fn until_signal(mut self) -> anyhow::Result<()> {
+        tokio::select! {
+            r = wait_for_signal() => {
+                eprintln!("stopping");
+                let stopped = self.stop().await;
+                r.and(stopped)
+            }
+            r = &mut self.task => Err(match r {
+                Ok(Ok(())) => anyhow::anyhow!("the plugin stopped serving"),
+                Ok(Err(e)) => anyhow::Error::new(e).context("the plugin stopped serving"),
+                Err(e) => anyhow::anyhow!("the plugin task failed: {e}"),
+            }),
+        }
     }
 
     /// Stops serving: the socket file goes at once, calls in progress finish (each bounded

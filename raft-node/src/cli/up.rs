@@ -10,7 +10,7 @@ use clap::Args;
 use raft_node::shim_backend::shim_client_config;
 use raft_node::{ApiError, Client, Node, NodeConfig};
 
-use super::shim::{driver_name, host_name, init_tracing, wait_for_signal, Plugin, DEFAULT_SOCKET};
+use super::shim::{driver_name, host_name, init_tracing, Plugin, DEFAULT_SOCKET};
 
 /// Run a one-node cluster with the Docker plugin.
 #[derive(Args, Debug)]
@@ -99,8 +99,5 @@ async fn serve(node: &Node, host: &str, a: &UpArgs) -> anyhow::Result<()> {
         "raftipam is ready: docker network create --ipam-driver {} --subnet 10.20.0.0/24 mynet",
         driver_name(&a.socket)
     );
-    let waited = wait_for_signal().await;
-    eprintln!("stopping");
-    let stopped = plugin.stop().await;
-    waited.and(stopped)
+    plugin.until_signal().await
 }
