@@ -65,6 +65,8 @@ enum Mirror {
         pool: PoolId,
         allocated: u64,
     },
+    /// A variant this mirror does not know yet, as its message.
+    Other(String),
 }
 
 impl From<&AllocError> for Mirror {
@@ -133,6 +135,9 @@ impl From<&AllocError> for Mirror {
             },
             A::Invalid(s) => Mirror::Invalid(s),
             A::PoolInUse { pool, allocated } => Mirror::PoolInUse { pool, allocated },
+            // A variant added to allocator-core after this mirror travels as its message.
+            #[allow(unreachable_patterns)]
+            other => Mirror::Other(other.to_string()),
         }
     }
 }
@@ -207,6 +212,7 @@ impl From<Mirror> for AllocError {
             },
             Mirror::Invalid(s) => A::Invalid(s),
             Mirror::PoolInUse { pool, allocated } => A::PoolInUse { pool, allocated },
+            Mirror::Other(msg) => A::Invalid(msg),
         }
     }
 }
@@ -232,3 +238,30 @@ pub struct WireAllocError(#[serde(with = "alloc_error")] pub AllocError);
 
 /// The allocator's answer, in a form that travels.
 pub type WireResult = Result<allocator_core::Outcome, WireAllocError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alloc_errors_survive_a_round_trip_through_postcard() {
+        let pool: PoolId = "g/10.0.0.0/24".parse().expect("pool id");
+        for e in [
+            AllocError::NoDefaultSubnet {
+                family: "IPv6",
+                prefix_len: 64,
+            },
+            AllocError::HeldBy {
+                addr: "10.0.0.5".parse().expect("ip"),
+                pool: pool.clone(),
+                owner: Owner::new("h1", "web"),
+                seq: 9,
+            },
+            AllocError::NoSuchPool(pool),
+        ] {
+            let bytes = postcard::to_allocvec(&WireAllocError(e.clone())).expect("encode");
+            let back: WireAllocError = postcard::from_bytes(&bytes).expect("decode");
+            assert_eq!(back.0, e);
+        }
+    }
+}
