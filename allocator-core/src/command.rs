@@ -157,6 +157,32 @@ pub enum Op {
         /// Operator override: release whoever holds it.
         force: bool,
     },
+    /// Release an allocation only if it is still the same one: owned by `host` with sequence
+    /// number `seq`. Reconciliation uses it, so an address released and handed out again since
+    /// it was seen leaked is never freed by mistake. Anything else is a no-op.
+    ReleaseIfUnchanged {
+        /// The pool.
+        pool: PoolId,
+        /// The address.
+        addr: IpAddr,
+        /// The host that holds it.
+        host: String,
+        /// The sequence number it was seen with.
+        seq: u64,
+    },
+    /// A shim's heartbeat: the host is alive, running `version`.
+    Heartbeat {
+        /// Host name.
+        host: String,
+        /// raftipam version of its shim.
+        version: String,
+    },
+    /// Operator: a host is gone for good. Releases every allocation it holds, its shares of
+    /// reservations and its holds on pools, and forgets its heartbeat.
+    ForgetHost {
+        /// Host name.
+        host: String,
+    },
 }
 
 /// A command: an operation and the time it was proposed at (ms since the Unix epoch).
@@ -197,7 +223,21 @@ pub enum Outcome {
         /// True when this repeated a request already granted to the same owner.
         existing: bool,
     },
-    /// Result of [`Op::Release`].
+    /// Result of [`Op::Heartbeat`].
+    HostSeen {
+        /// True the first time this host reports (or the first time after it was forgotten).
+        first: bool,
+    },
+    /// Result of [`Op::ForgetHost`].
+    HostForgotten {
+        /// Allocations released.
+        allocations: u64,
+        /// Reservation references dropped.
+        reservations: u64,
+        /// Pool holds dropped.
+        pools: u64,
+    },
+    /// Result of [`Op::Release`] and [`Op::ReleaseIfUnchanged`].
     Released {
         /// What was released.
         what: Released,

@@ -47,6 +47,6 @@ pub use error::{AllocError, ParseError};
 pub use id::{Owner, PoolId};
 pub use snapshot::SnapshotError;
 pub use state::{
-    Allocation, Config, DefaultPool, Holding, PoolInfo, State, Usage, MAX_NAME_LEN,
+    Allocation, Config, DefaultPool, Holding, HostInfo, PoolInfo, State, Usage, MAX_NAME_LEN,
     MAX_RESERVED_PER_POOL,
 };

@@ -80,6 +80,8 @@ struct SnapState<'a> {
     #[serde(borrow)]
     subnets: Vec<SnapSubnet<'a>>,
     pools: Vec<SnapPool>,
+    /// Heartbeats: host, version, last seen (ms).
+    seen: Vec<(String, String, u64)>,
 }
 
 fn bad(msg: impl Into<String>) -> SnapshotError {
@@ -133,6 +135,11 @@ impl State {
             hosts: self.hosts.clone(),
             subnets,
             pools,
+            seen: self
+                .seen
+                .iter()
+                .map(|(h, s)| (h.clone(), s.version.clone(), s.last_seen_ms))
+                .collect(),
         };
         // Serialising plain owned data into a Vec cannot fail.
         let body = postcard::to_allocvec(&snap).unwrap_or_default();
@@ -270,6 +277,15 @@ fn rebuild(snap: SnapState<'_>) -> Result<State, SnapshotError> {
         };
         if state.pools.insert(p.id.clone(), pool).is_some() {
             return Err(bad(format!("pool {} appears twice", p.id)));
+        }
+    }
+    for (host, version, last_seen_ms) in snap.seen {
+        let seen = crate::state::Seen {
+            version,
+            last_seen_ms,
+        };
+        if state.seen.insert(host.clone(), seen).is_some() {
+            return Err(bad(format!("heartbeat of host {host:?} appears twice")));
         }
     }
     for (key, sn) in state.subnets.iter_mut() {

@@ -13,6 +13,7 @@ use crate::bitmap::MAX_BITS;
 use crate::command::{AddrRange, Command, Op, Order, Outcome, PoolSpec, Released};
 use crate::error::AllocError;
 use crate::id::{Owner, PoolId};
+use crate::records::RecView;
 use crate::subnet::{addr_to_u128, Subnet};
 
 /// Longest endpoint or host name accepted, in bytes.
@@ -137,6 +138,30 @@ pub enum Holding {
     },
 }
 
+/// What the last heartbeat of a host said.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Seen {
+    pub version: String,
+    pub last_seen_ms: u64,
+}
+
+/// A host as [`State::hosts`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// Host name.
+    pub name: String,
+    /// Version its shim last reported.
+    pub version: Option<String>,
+    /// Time of its last heartbeat (ms since the Unix epoch), if it ever sent one.
+    pub last_seen_ms: Option<u64>,
+    /// Addresses allocated to it.
+    pub allocations: u64,
+    /// Reservation references it holds.
+    pub reservations: u64,
+    /// Pools it holds.
+    pub pools: u64,
+}
+
 pub(crate) struct Pool {
     /// Key of its subnet in `State::subnets`.
     pub key: (String, IpNet),
@@ -161,6 +186,7 @@ pub struct State {
     pub(crate) host_ids: HashMap<String, u16>,
     pub(crate) subnets: BTreeMap<(String, IpNet), Subnet>,
     pub(crate) pools: BTreeMap<PoolId, Pool>,
+    pub(crate) seen: BTreeMap<String, Seen>,
 }
 
 impl Default for State {
@@ -223,6 +249,7 @@ impl State {
             host_ids: HashMap::new(),
             subnets: BTreeMap::new(),
             pools: BTreeMap::new(),
+            seen: BTreeMap::new(),
         }
     }
 
@@ -255,6 +282,22 @@ impl State {
                 host,
                 force,
             } => self.release(cmd.at_ms, pool, *addr, host, *force),
+            Op::ReleaseIfUnchanged {
+                pool,
+                addr,
+                host,
+                seq,
+            } => self.release_if_unchanged(cmd.at_ms, pool, *addr, host, *seq),
+            Op::Heartbeat { host, version } => {
+                check_name("host", host, false)?;
+                let seen = Seen {
+                    version: version.clone(),
+                    last_seen_ms: cmd.at_ms,
+                };
+                let first = self.seen.insert(host.clone(), seen).is_none();
+                Ok(Outcome::HostSeen { first })
+            }
+            Op::ForgetHost { host } => Ok(self.forget_host(cmd.at_ms, host)),
         }
     }
 
@@ -799,11 +842,7 @@ impl State {
             Ok(())
         })?;
         if removed.is_some() {
-            if pool.cooldown_ms > 0 {
-                sn.start_cooling(off, now.saturating_add(pool.cooldown_ms));
-            } else {
-                sn.bitmap.clear(off);
-            }
+            sn.free_or_cool(off, now, pool.cooldown_ms);
             if sn.records.len() == 0 {
                 self.sweep_subnet(id);
             }
@@ -834,7 +873,166 @@ impl State {
         })
     }
 
+    fn release_if_unchanged(
+        &mut self,
+        now: u64,
+        id: &PoolId,
+        addr: IpAddr,
+        host: &str,
+        seq: u64,
+    ) -> Result<Outcome, AllocError> {
+        let State {
+            pools,
+            subnets,
+            hosts,
+            ..
+        } = self;
+        let (pool, sn, off) = Self::locate(pools, subnets, id, Some(addr))?;
+        let off = off.unwrap_or_default();
+        sn.expire_cooling(now);
+        let same = |rec: RecView<'_>| {
+            if hosts[rec.host as usize] == host && rec.seq == seq {
+                Ok(())
+            } else {
+                Err(())
+            }
+        };
+        if let Ok(Some(_)) = sn.records.remove_if(off, same) {
+            sn.free_or_cool(off, now, pool.cooldown_ms);
+            if sn.records.len() == 0 {
+                self.sweep_subnet(id);
+            }
+            return Ok(Outcome::Released {
+                what: Released::Allocation,
+            });
+        }
+        Ok(Outcome::Released {
+            what: Released::Nothing,
+        })
+    }
+
+    fn forget_host(&mut self, now: u64, host: &str) -> Outcome {
+        self.seen.remove(host);
+        let (mut allocations, mut reservations, mut pools_dropped) = (0, 0, 0);
+        // Pool holds first, so pools left without holders can go once their subnet is empty.
+        for pool in self.pools.values_mut() {
+            if let Some(c) = pool.holders.remove(host) {
+                pools_dropped += u64::from(c);
+            }
+        }
+        let hid = self.host_ids.get(host).copied();
+        for (key, sn) in self.subnets.iter_mut() {
+            // Released addresses cool down as long as the longest cooldown of the subnet's pools.
+            let cooldown = self
+                .pools
+                .values()
+                .filter(|p| &p.key == key)
+                .map(|p| p.cooldown_ms)
+                .max()
+                .unwrap_or(0);
+            sn.expire_cooling(now);
+            if let Some(hid) = hid {
+                let mine: Vec<u128> = sn
+                    .records
+                    .iter_sorted()
+                    .into_iter()
+                    .filter(|(_, r)| r.host == hid)
+                    .map(|(off, _)| off)
+                    .collect();
+                for off in mine {
+                    if let Ok(Some(_)) = sn.records.remove_if(off, |_| Ok::<(), ()>(())) {
+                        sn.free_or_cool(off, now, cooldown);
+                        allocations += 1;
+                    }
+                }
+            }
+            let held: Vec<u128> = sn
+                .reservations
+                .iter()
+                .filter(|(_, h)| h.contains_key(host))
+                .map(|(off, _)| *off)
+                .collect();
+            for off in held {
+                if let Some(h) = sn.reservations.get_mut(&off) {
+                    reservations += u64::from(h.remove(host).unwrap_or(0));
+                    if h.is_empty() {
+                        sn.reservations.remove(&off);
+                        sn.bitmap.clear(off);
+                    }
+                }
+            }
+        }
+        let orphans: Vec<PoolId> = self
+            .pools
+            .iter()
+            .filter(|(_, p)| p.holders.is_empty())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in orphans {
+            self.maybe_remove_pool(&id);
+        }
+        Outcome::HostForgotten {
+            allocations,
+            reservations,
+            pools: pools_dropped,
+        }
+    }
+
     // ---- queries ----
+
+    /// Every host that holds something or has sent a heartbeat, by name.
+    pub fn hosts(&self) -> Vec<HostInfo> {
+        let mut out: BTreeMap<&str, HostInfo> = BTreeMap::new();
+        for (name, seen) in &self.seen {
+            out.insert(
+                name,
+                HostInfo {
+                    name: name.clone(),
+                    version: Some(seen.version.clone()),
+                    last_seen_ms: Some(seen.last_seen_ms),
+                    allocations: 0,
+                    reservations: 0,
+                    pools: 0,
+                },
+            );
+        }
+        let blank = |name: &str| HostInfo {
+            name: name.to_string(),
+            version: None,
+            last_seen_ms: None,
+            allocations: 0,
+            reservations: 0,
+            pools: 0,
+        };
+        for sn in self.subnets.values() {
+            for (_, r) in sn.records.iter_sorted() {
+                let name = self.hosts[r.host as usize].as_str();
+                out.entry(name).or_insert_with(|| blank(name)).allocations += 1;
+            }
+            for h in sn.reservations.values() {
+                for (name, c) in h {
+                    if !name.starts_with('@') {
+                        out.entry(name).or_insert_with(|| blank(name)).reservations +=
+                            u64::from(*c);
+                    }
+                }
+            }
+        }
+        for p in self.pools.values() {
+            for name in p.holders.keys() {
+                out.entry(name).or_insert_with(|| blank(name)).pools += 1;
+            }
+        }
+        out.into_values().collect()
+    }
+
+    /// Every allocation held by `host`, as `(pool, allocation)`.
+    pub fn host_allocations(&self, host: &str) -> Vec<(PoolId, Allocation)> {
+        self.all_allocations()
+            .into_iter()
+            .filter(|(_, a)| a.owner.host == host)
+            .collect()
+    }
 
     fn info(&self, id: &PoolId, pool: &Pool) -> PoolInfo {
         let sn = self.subnets.get(&(id.space.clone(), id.subnet));

@@ -115,6 +115,15 @@ impl Subnet {
         }
     }
 
+    /// After an allocation at `off` is released: free it, or hold it back for `cooldown_ms`.
+    pub fn free_or_cool(&mut self, off: u128, now_ms: u64, cooldown_ms: u64) {
+        if cooldown_ms > 0 {
+            self.start_cooling(off, now_ms.saturating_add(cooldown_ms));
+        } else {
+            self.bitmap.clear(off);
+        }
+    }
+
     pub fn start_cooling(&mut self, off: u128, until: u64) {
         self.cooling.insert(off, until);
         self.cooling_q.insert((until, off));

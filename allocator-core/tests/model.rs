@@ -57,6 +57,9 @@ enum Step {
     Allocate(usize, Option<u8>, usize, usize, u8),
     Release(usize, u8, usize, bool),
     Wait(u16),
+    ReleaseIfUnchanged(usize, u8, usize, u8),
+    Heartbeat(usize),
+    ForgetHost(usize),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -70,6 +73,9 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(p, a, h, e, o)| Step::Allocate(p, a, h, e, o)),
         4 => (0..n, any::<u8>(), 0..3usize, proptest::bool::weighted(0.1)).prop_map(|(p, a, h, f)| Step::Release(p, a, h, f)),
         1 => (0..2500u16).prop_map(Step::Wait),
+        2 => (0..n, any::<u8>(), 0..3usize, 0..2u8).prop_map(|(p, a, h, d)| Step::ReleaseIfUnchanged(p, a, h, d)),
+        1 => (0..3usize).prop_map(Step::Heartbeat),
+        1 => (0..3usize).prop_map(Step::ForgetHost),
     ]
 }
 
@@ -120,6 +126,7 @@ struct Model {
     subs: BTreeMap<(String, IpNet), MSub>,
     pools: BTreeMap<PoolId, MPool>,
     seq: u64,
+    seen: BTreeSet<String>,
 }
 
 fn id_of(spec: &PoolSpec) -> PoolId {
@@ -387,6 +394,94 @@ impl Model {
                     existing: false,
                 })
             }
+            Op::Heartbeat { host, .. } => Ok(Outcome::HostSeen {
+                first: self.seen.insert(host.clone()),
+            }),
+            Op::ForgetHost { host } => {
+                self.seen.remove(host);
+                let (mut allocations, mut reservations, mut pools) = (0, 0, 0);
+                for p in self.pools.values_mut() {
+                    pools += u64::from(p.holders.remove(host).unwrap_or(0));
+                }
+                for (k, sub) in self.subs.iter_mut() {
+                    let cooldown = self
+                        .pools
+                        .iter()
+                        .filter(|(id, _)| &key(id) == k)
+                        .map(|(_, p)| p.cooldown)
+                        .max()
+                        .unwrap_or(0);
+                    sub.expire(now);
+                    let mine: Vec<u128> = sub
+                        .allocated
+                        .iter()
+                        .filter(|(_, (o, _))| &o.host == host)
+                        .map(|(off, _)| *off)
+                        .collect();
+                    for off in mine {
+                        sub.allocated.remove(&off);
+                        allocations += 1;
+                        if cooldown > 0 {
+                            sub.cooling.insert(off, now + cooldown);
+                        }
+                    }
+                    for h in sub.reserved.values_mut() {
+                        reservations += u64::from(h.remove(host).unwrap_or(0));
+                    }
+                    sub.reserved.retain(|_, h| !h.is_empty());
+                }
+                let orphans: Vec<PoolId> = self
+                    .pools
+                    .iter()
+                    .filter(|(_, p)| p.holders.is_empty())
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in orphans {
+                    self.maybe_remove(&id);
+                }
+                Ok(Outcome::HostForgotten {
+                    allocations,
+                    reservations,
+                    pools,
+                })
+            }
+            Op::ReleaseIfUnchanged {
+                pool,
+                addr,
+                host,
+                seq,
+            } => {
+                let p = self.pools.get(pool).ok_or("NoSuchPool")?;
+                let cooldown = p.cooldown;
+                let sub = self.subs.get_mut(&key(pool)).unwrap();
+                let off = Self::offset(&pool.subnet, *addr).ok_or("OutsidePool")?;
+                sub.expire(now);
+                match sub.allocated.get(&off) {
+                    Some((o, s)) if &o.host == host && s == seq => {
+                        sub.allocated.remove(&off);
+                        if cooldown > 0 {
+                            sub.cooling.insert(off, now + cooldown);
+                        }
+                        if sub.allocated.is_empty() {
+                            let orphans: Vec<PoolId> = self
+                                .pools
+                                .keys()
+                                .filter(|p| key(p) == key(pool))
+                                .cloned()
+                                .collect();
+                            for p in orphans {
+                                self.maybe_remove(&p);
+                            }
+                        }
+                        Ok(Outcome::Released {
+                            what: Released::Allocation,
+                        })
+                    }
+                    _ => Ok(Outcome::Released {
+                        what: Released::Nothing,
+                    }),
+                }
+            }
             Op::Release {
                 pool,
                 addr,
@@ -468,6 +563,14 @@ proptest! {
                     order: [Order::PoolDefault, Order::Lowest, Order::Serial][o as usize],
                 },
                 Step::Release(p, a, h, force) => Op::Release { pool: id_of(&specs[p]), addr: pick_addr(&specs[p], a), host: HOSTS[h].into(), force },
+                Step::Heartbeat(h) => Op::Heartbeat { host: HOSTS[h].into(), version: "test".into() },
+                Step::ForgetHost(h) => Op::ForgetHost { host: HOSTS[h].into() },
+                Step::ReleaseIfUnchanged(p, a, h, d) => {
+                    let addr = pick_addr(&specs[p], a);
+                    let id = id_of(&specs[p]);
+                    let seen = model.subs.get(&key(&id)).and_then(|s| Model::offset(&id.subnet, addr).and_then(|o| s.allocated.get(&o))).map_or(model.seq, |(_, s)| *s);
+                    Op::ReleaseIfUnchanged { pool: id, addr, host: HOSTS[h].into(), seq: seen + u64::from(d) }
+                }
                 Step::Wait(ms) => {
                     now += u64::from(ms);
                     continue;
@@ -494,9 +597,18 @@ proptest! {
                 prop_assert_eq!(u.reserved, reserved);
             }
         }
+        // Per-host counts agree with the model.
+        for info in state.hosts() {
+            let allocs = model.subs.values().flat_map(|s| s.allocated.values()).filter(|(o, _)| o.host == info.name).count() as u64;
+            let res: u64 = model.subs.values().flat_map(|s| s.reserved.values()).map(|h| u64::from(h.get(&info.name).copied().unwrap_or(0))).sum();
+            let pools = model.pools.values().filter(|p| p.holders.contains_key(&info.name)).count() as u64;
+            prop_assert_eq!((info.allocations, info.reservations, info.pools), (allocs, res, pools), "host {}", info.name);
+            prop_assert_eq!(info.last_seen_ms.is_some(), model.seen.contains(&info.name));
+        }
         // And the state survives a snapshot round trip unchanged.
         let copy = State::from_snapshot(&state.to_snapshot()).unwrap();
         prop_assert_eq!(copy.pools(), state.pools());
         prop_assert_eq!(copy.all_allocations(), state.all_allocations());
+        prop_assert_eq!(copy.hosts(), state.hosts());
     }
 }
