@@ -601,3 +601,57 @@ async fn the_cli_drives_a_cluster_end_to_end_with_json_output() {
     let removed = cli(&["cluster", "remove", "--id", "2"]);
     assert_eq!(voters(&removed), vec![1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_of_every_node_in_the_middle_of_load_keeps_every_acknowledged_allocation() {
+    let mut p = three_node_cluster().await;
+    let client = Client::with_config(
+        p.addrs.values().cloned(),
+        ClientConfig {
+            timeout: Duration::from_secs(3),
+            ..Default::default()
+        },
+    )
+    .expect("client");
+    let pool = client
+        .create_pool(spec("10.75.0.0/16"), "h")
+        .await
+        .expect("pool");
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..16u32 {
+        let (client, pool, acked, stop) =
+            (client.clone(), pool.clone(), acked.clone(), stop.clone());
+        tasks.spawn(async move {
+            for i in 0..10_000u32 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let owner = Owner::new("load", format!("w{w}-{i}"));
+                if let Ok(a) = client.allocate(&pool, None, owner.clone()).await {
+                    acked.lock().unwrap().push((a.addr(), owner));
+                }
+            }
+        });
+    }
+    eventually(60, "load to be under way", || async {
+        (acked.lock().unwrap().len() > 300).then_some(())
+    })
+    .await;
+    // Every node at once, while writes are in flight.
+    for id in [1, 2, 3] {
+        p.kill(id);
+    }
+    let acked_at_kill = acked.lock().unwrap().clone();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    while tasks.join_next().await.is_some() {}
+    for id in [1, 2, 3] {
+        p.start(id).await;
+    }
+    p.leader().await;
+    let state = p.converged().await;
+    assert_all_present(&acked_at_kill, &state);
+    // Answers that arrived after the kill came from before it too: all present.
+    assert_all_present(&acked.lock().unwrap(), &state);
+}
