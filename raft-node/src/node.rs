@@ -150,6 +150,12 @@ impl Node {
         .validate()
         .map_err(|e| NodeError::Config(e.to_string()))?;
 
+        if cfg.advertise.is_none() && cfg.listen.ip().is_unspecified() {
+            return Err(NodeError::Config(format!(
+                "listening on {} needs an advertise address (--advertise HOST:PORT) that the other nodes and clients can reach",
+                cfg.listen
+            )));
+        }
         // The port first: a node that cannot serve writes nothing to its data directory.
         let listener = TcpListener::bind(cfg.listen)
             .await

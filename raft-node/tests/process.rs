@@ -462,6 +462,18 @@ fn malformed_command_lines_fail_with_a_clear_error_before_contacting_anyone() {
             "invalid value 'localhost'",
         ),
         (&["pool", "ls"], "no endpoints given"),
+        (
+            &[
+                "node",
+                "--id",
+                "1",
+                "--listen",
+                "0.0.0.0:0",
+                "--data-dir",
+                "/nonexistent/x",
+            ],
+            "needs an advertise address",
+        ),
     ];
     for (args, want) in cases {
         let out = run(args);
