@@ -28,8 +28,15 @@ where
     }
 }
 
+/// A free port on an address of its own in 127.0.0.0/8 (not 127.0.0.1): clients connect from
+/// 127.0.0.1, so their ephemeral ports can never take a node's port between a stop and a
+/// restart.
 pub fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) + std::process::id() % 50_000;
+    let ip = std::net::Ipv4Addr::new(127, 0, (1 + (n / 250) % 250) as u8, (2 + n % 250) as u8);
+    let l = TcpListener::bind((ip, 0)).expect("bind a free port");
     l.local_addr().expect("local addr")
 }
 
