@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use allocator_core::{AllocError, Allocation, Holding, Op, Outcome, PoolId, PoolInfo};
+use allocator_core::{AllocError, Allocation, Holding, HostInfo, Op, Outcome, PoolId, PoolInfo};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -76,6 +76,10 @@ pub enum Query {
     AllAllocations,
     /// What holds an address.
     WhoHas(IpAddr),
+    /// Every host that holds something or sent a heartbeat.
+    Hosts,
+    /// The allocator state as snapshot bytes (`State::to_snapshot`): a backup.
+    Snapshot,
 }
 
 /// The answer to a [`Query`].
@@ -91,6 +95,10 @@ pub enum QueryReply {
     AllAllocations(Vec<(PoolId, Allocation)>),
     /// What holds an address.
     WhoHas(Vec<Holding>),
+    /// Every host that holds something or sent a heartbeat.
+    Hosts(Vec<HostInfo>),
+    /// The allocator state as snapshot bytes.
+    Snapshot(Vec<u8>),
 }
 
 /// A cluster administration command.

@@ -64,9 +64,11 @@
 pub mod api;
 pub mod client;
 pub mod codec;
+pub mod docker;
 pub mod metrics;
 mod network;
 pub mod node;
+pub mod reconcile;
 mod rpc;
 pub mod shim_backend;
 mod store;

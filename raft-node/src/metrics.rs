@@ -32,6 +32,8 @@ pub struct Metrics {
     applied_index: Gauge,
     snapshot_index: Gauge,
     pool_addresses: Family<Vec<(String, String)>, Gauge<f64, AtomicU64>>,
+    host_last_seen_age: Family<Vec<(String, String)>, Gauge<f64, AtomicU64>>,
+    hosts: Gauge,
 }
 
 impl Default for Metrics {
@@ -106,7 +108,22 @@ impl Metrics {
             "Addresses of each pool by state (allocated, reserved, cooling, free)",
             pool_addresses.clone(),
         );
+        let host_last_seen_age = Family::default();
+        let hosts = Gauge::default();
+        registry.register(
+            "host_last_seen_age_seconds",
+            "Seconds since each host's last heartbeat",
+            host_last_seen_age.clone(),
+        );
+        registry.register(
+            "hosts",
+            "Hosts that hold something or sent a heartbeat",
+            hosts.clone(),
+        );
+        crate::reconcile::ops_metrics().register(&mut registry);
         Metrics {
+            host_last_seen_age,
+            hosts,
             registry,
             proposals,
             proposal_failures,
@@ -119,6 +136,19 @@ impl Metrics {
             applied_index,
             snapshot_index,
             pool_addresses,
+        }
+    }
+
+    /// Refreshes the per-host gauges from `hosts` (ages measured at `now_ms`).
+    pub fn set_hosts(&self, hosts: &[allocator_core::HostInfo], now_ms: u64) {
+        self.hosts.set(hosts.len() as i64);
+        self.host_last_seen_age.clear();
+        for h in hosts {
+            if let Some(seen) = h.last_seen_ms {
+                self.host_last_seen_age
+                    .get_or_create(&vec![("host".to_string(), h.name.clone())])
+                    .set(now_ms.saturating_sub(seen) as f64 / 1000.0);
+            }
         }
     }
 
@@ -175,6 +205,12 @@ pub(crate) async fn serve(
             async move {
                 let status = node.status();
                 let pools = node.sm.read().state.pools();
+                let hosts = node.sm.read().state.hosts();
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                node.metrics.set_hosts(&hosts, now_ms);
                 (
                     [(
                         axum::http::header::CONTENT_TYPE,

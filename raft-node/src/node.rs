@@ -725,6 +725,8 @@ impl NodeInner {
             }
             Query::AllAllocations => QueryReply::AllAllocations(st.all_allocations()),
             Query::WhoHas(ip) => QueryReply::WhoHas(st.who_has(*ip)),
+            Query::Hosts => QueryReply::Hosts(st.hosts()),
+            Query::Snapshot => QueryReply::Snapshot(st.to_snapshot()),
         })
     }
 

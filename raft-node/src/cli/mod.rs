@@ -5,6 +5,7 @@ mod addr;
 mod bench;
 mod cluster;
 mod node;
+mod ops;
 mod pool;
 mod shim;
 mod up;

@@ -44,6 +44,8 @@ pub struct NodeArgs {
     /// With --plugin-socket: longest time one plugin call may take.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     plugin_call_timeout: Duration,
+    #[command(flatten)]
+    ops: super::ops::OpsArgs,
 }
 
 pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
@@ -75,6 +77,21 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
             }
         }
         None => None,
+    };
+    // With the plugin: this host's heartbeat and reconciliation, through the node's own address.
+    let _ops = match (&plugin, &a.plugin_socket) {
+        (Some(_), Some(socket)) => {
+            let host = super::shim::host_name(a.host.clone())?;
+            let client = raft_node::Client::with_config(
+                [node.addr()],
+                raft_node::shim_backend::shim_client_config(a.plugin_call_timeout),
+            )?;
+            Some(
+                a.ops
+                    .start(client, &host, &super::shim::driver_name(socket)),
+            )
+        }
+        _ => None,
     };
     let r = match plugin {
         Some(p) => p.until_signal().await,

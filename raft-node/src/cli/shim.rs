@@ -31,13 +31,23 @@ pub struct ShimArgs {
     /// Longest time one plugin call may take before dockerd gets an error.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     call_timeout: Duration,
+    /// Serve this shim's Prometheus metrics (reconciliation, heartbeats) on HOST:PORT.
+    #[arg(long)]
+    metrics: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    ops: super::ops::OpsArgs,
 }
 
 pub async fn run(ctx: &Ctx, a: ShimArgs) -> anyhow::Result<()> {
     init_tracing();
     let host = host_name(a.host)?;
     let client = Client::with_config(&ctx.endpoints, shim_client_config(a.call_timeout))?;
-    let plugin = Plugin::start(client, &a.socket, &host, a.call_timeout).await?;
+    let plugin = Plugin::start(client.clone(), &a.socket, &host, a.call_timeout).await?;
+    let _ops = a.ops.start(client, &host, &driver_name(&a.socket));
+    let _metrics = match a.metrics {
+        Some(m) => Some(AbortOnDrop(super::ops::serve_shim_metrics(m).await?)),
+        None => None,
+    };
     eprintln!(
         "raftipam shim for host {host} serving {} (driver {}) against {}",
         a.socket.display(),
@@ -45,6 +55,15 @@ pub async fn run(ctx: &Ctx, a: ShimArgs) -> anyhow::Result<()> {
         ctx.endpoints.join(",")
     );
     plugin.until_signal().await
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Logs to stderr, `RUST_LOG` or `info`.

@@ -33,6 +33,8 @@ pub struct UpArgs {
     /// Longest time one plugin call may take before dockerd gets an error.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     call_timeout: Duration,
+    #[command(flatten)]
+    ops: super::ops::OpsArgs,
 }
 
 /// How long `up` waits for its node to become leader.
@@ -88,7 +90,8 @@ async fn serve(node: &Node, host: &str, a: &UpArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let client = Client::with_config([node.addr()], shim_client_config(a.call_timeout))?;
-    let plugin = Plugin::start(client, &a.socket, host, a.call_timeout).await?;
+    let plugin = Plugin::start(client.clone(), &a.socket, host, a.call_timeout).await?;
+    let _ops = a.ops.start(client, host, &driver_name(&a.socket));
     eprintln!(
         "raftipam node 1 on {} (data {}), plugin socket {} for host {host}",
         node.addr(),

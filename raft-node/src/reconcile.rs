@@ -1,0 +1,488 @@
+//! Leaks: comparing what the cluster says a host holds with what its dockerd has, and
+//! releasing what nobody uses any more.
+//!
+//! - [`compare`] makes one [`Report`]: *leaked* (allocated to this host, no endpoint in
+//!   dockerd), *missing* (an endpoint whose address the cluster does not hold for this host)
+//!   and *held twice* (one address allocated twice, or used by two local endpoints — must never
+//!   happen).
+//! - [`Reconciler`] runs in every shim: a pass at every interval; an allocation is released
+//!   only when it was seen leaked at two passes at least the grace period apart with the same
+//!   sequence number, and then with [`Op::ReleaseIfUnchanged`], so an address released and
+//!   handed out again in between is never freed by mistake.
+//! - [`heartbeat`] reports the host to the cluster ([`Op::Heartbeat`]) at start and then
+//!   periodically.
+//!
+//! Counters are process-wide ([`ops_metrics`]) and appear in the node's `/metrics` and in the
+//! shim's own `--metrics`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use allocator_core::{Allocation, Op, Outcome, PoolId, Released};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+
+use crate::client::{Client, ClientError};
+use crate::docker::{Docker, DockerError, Endpoint};
+
+/// The version a shim reports in its heartbeat.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Why a comparison could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    /// dockerd did not answer.
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    /// The cluster did not answer.
+    #[error("the cluster did not answer: {0}")]
+    Cluster(#[from] ClientError),
+}
+
+/// An allocation of this host with no endpoint in its dockerd.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leak {
+    /// The pool.
+    pub pool: PoolId,
+    /// The allocation.
+    pub allocation: Allocation,
+}
+
+/// An endpoint whose address the cluster does not hold for this host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Missing {
+    /// The endpoint.
+    pub endpoint: Endpoint,
+    /// Who the cluster says holds the address instead (`host/endpoint`), if anyone.
+    pub held_by: Option<String>,
+}
+
+/// One address held by more than one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Twice {
+    /// The address.
+    pub addr: IpAddr,
+    /// Where: `cluster` (two allocations) or `docker` (two local endpoints).
+    pub source: String,
+    /// The holders, `host/endpoint` or `network/container`.
+    pub holders: Vec<String>,
+}
+
+/// The outcome of one comparison.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// The host compared.
+    pub host: String,
+    /// Endpoints of raftipam networks in dockerd.
+    pub endpoints: usize,
+    /// Allocations the cluster holds for the host.
+    pub allocations: usize,
+    /// Allocated to the host, no endpoint.
+    pub leaked: Vec<Leak>,
+    /// Endpoint addresses the cluster does not hold for the host.
+    pub missing: Vec<Missing>,
+    /// Addresses held twice.
+    pub held_twice: Vec<Twice>,
+}
+
+impl Report {
+    /// Nothing wrong.
+    pub fn is_clean(&self) -> bool {
+        self.leaked.is_empty() && self.missing.is_empty() && self.held_twice.is_empty()
+    }
+}
+
+fn owner_str(a: &Allocation) -> String {
+    format!("{}/{}", a.owner.host, a.owner.endpoint)
+}
+
+/// Compares two lists already fetched: the cluster's allocations (all hosts) and the
+/// endpoints of this host's dockerd.
+pub fn compare_lists(
+    host: &str,
+    cluster: &[(PoolId, Allocation)],
+    endpoints: &[Endpoint],
+) -> Report {
+    let mut by_addr: BTreeMap<IpAddr, Vec<&(PoolId, Allocation)>> = BTreeMap::new();
+    for pa in cluster {
+        by_addr.entry(pa.1.addr).or_default().push(pa);
+    }
+    let mut held_twice = Vec::new();
+    for (addr, list) in &by_addr {
+        if list.len() > 1 {
+            held_twice.push(Twice {
+                addr: *addr,
+                source: "cluster".into(),
+                holders: list
+                    .iter()
+                    .map(|(p, a)| format!("{} in {p}", owner_str(a)))
+                    .collect(),
+            });
+        }
+    }
+    let mut local: BTreeMap<IpAddr, Vec<&Endpoint>> = BTreeMap::new();
+    for e in endpoints {
+        local.entry(e.addr).or_default().push(e);
+    }
+    for (addr, list) in &local {
+        if list.len() > 1 {
+            held_twice.push(Twice {
+                addr: *addr,
+                source: "docker".into(),
+                holders: list
+                    .iter()
+                    .map(|e| format!("{}/{}", e.network, e.container))
+                    .collect(),
+            });
+        }
+    }
+    let mine: Vec<&(PoolId, Allocation)> = cluster
+        .iter()
+        .filter(|(_, a)| a.owner.host == host)
+        .collect();
+    let leaked = mine
+        .iter()
+        .filter(|(_, a)| !local.contains_key(&a.addr))
+        .map(|(p, a)| Leak {
+            pool: p.clone(),
+            allocation: a.clone(),
+        })
+        .collect();
+    let missing = endpoints
+        .iter()
+        .filter(|e| !mine.iter().any(|(_, a)| a.addr == e.addr))
+        .map(|e| Missing {
+            endpoint: e.clone(),
+            held_by: by_addr
+                .get(&e.addr)
+                .and_then(|l| l.first())
+                .map(|(_, a)| owner_str(a)),
+        })
+        .collect();
+    Report {
+        host: host.to_string(),
+        endpoints: endpoints.len(),
+        allocations: mine.len(),
+        leaked,
+        missing,
+        held_twice,
+    }
+}
+
+/// Compares what the cluster says `host` holds with the endpoints of networks whose IPAM
+/// driver is `driver` in `docker`. The cluster is read first, so an endpoint created while
+/// this runs shows as missing rather than its allocation as leaked.
+pub async fn compare(
+    client: &Client,
+    docker: &Docker,
+    host: &str,
+    driver: &str,
+) -> Result<Report, CompareError> {
+    let cluster = client.all_allocations().await?;
+    let endpoints = docker.endpoints(driver).await?;
+    Ok(compare_lists(host, &cluster, &endpoints))
+}
+
+/// Releases one leak if it is still the same allocation. True if it was released.
+pub async fn release_leak(client: &Client, host: &str, leak: &Leak) -> Result<bool, ClientError> {
+    let w = client
+        .apply(Op::ReleaseIfUnchanged {
+            pool: leak.pool.clone(),
+            addr: leak.allocation.addr,
+            host: host.to_string(),
+            seq: leak.allocation.seq,
+        })
+        .await?;
+    Ok(matches!(
+        w.outcome,
+        Outcome::Released {
+            what: Released::Allocation
+        }
+    ))
+}
+
+/// Process-wide counters of reconciliation and heartbeats.
+pub struct OpsMetrics {
+    /// Leaked addresses found (counted once per address and sequence number).
+    pub leaked_found: Counter,
+    /// Leaked addresses released.
+    pub repaired: Counter,
+    /// Reconciliation passes completed.
+    pub passes: Counter,
+    /// Reconciliation passes that failed (dockerd or the cluster did not answer).
+    pub pass_failures: Counter,
+    /// Addresses seen leaked at the last pass.
+    pub leaked_now: Gauge,
+    /// Heartbeats sent successfully.
+    pub heartbeats: Counter,
+}
+
+impl OpsMetrics {
+    /// Adds these counters to `registry` (the node's, or the shim's own).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "leaked_found",
+            "Leaked addresses found by reconciliation (allocated to this host, no endpoint in dockerd)",
+            self.leaked_found.clone(),
+        );
+        registry.register(
+            "leaked_repaired",
+            "Leaked addresses released by reconciliation or check --repair",
+            self.repaired.clone(),
+        );
+        registry.register(
+            "reconcile_passes",
+            "Reconciliation passes completed",
+            self.passes.clone(),
+        );
+        registry.register(
+            "reconcile_failures",
+            "Reconciliation passes that failed (dockerd or the cluster did not answer)",
+            self.pass_failures.clone(),
+        );
+        registry.register(
+            "leaked_addresses",
+            "Addresses seen leaked at the last reconciliation pass",
+            self.leaked_now.clone(),
+        );
+        registry.register(
+            "heartbeats",
+            "Heartbeats this process sent to the cluster",
+            self.heartbeats.clone(),
+        );
+    }
+}
+
+static OPS: LazyLock<OpsMetrics> = LazyLock::new(|| OpsMetrics {
+    leaked_found: Counter::default(),
+    repaired: Counter::default(),
+    passes: Counter::default(),
+    pass_failures: Counter::default(),
+    leaked_now: Gauge::default(),
+    heartbeats: Counter::default(),
+});
+
+/// This process's reconciliation and heartbeat counters.
+pub fn ops_metrics() -> &'static OpsMetrics {
+    &OPS
+}
+
+/// How a shim reconciles.
+#[derive(Clone, Debug)]
+pub struct ReconcileConfig {
+    /// This host's name in the cluster.
+    pub host: String,
+    /// The IPAM driver name of the shim (networks of other drivers are not looked at).
+    pub driver: String,
+    /// Time between passes.
+    pub interval: Duration,
+    /// A leak is released only when seen at two passes at least this far apart.
+    pub grace: Duration,
+}
+
+/// The state kept between passes: when each leak was first seen, with its sequence number.
+pub struct Reconciler {
+    client: Client,
+    docker: Docker,
+    cfg: ReconcileConfig,
+    seen: HashMap<(PoolId, IpAddr), (u64, Instant)>,
+}
+
+/// What one pass did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PassResult {
+    /// Leaks seen.
+    pub leaked: usize,
+    /// Of those, released now.
+    pub released: usize,
+}
+
+impl Reconciler {
+    /// A reconciler for `cfg.host`, comparing `client`'s cluster with `docker`.
+    pub fn new(client: Client, docker: Docker, cfg: ReconcileConfig) -> Reconciler {
+        Reconciler {
+            client,
+            docker,
+            cfg,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// One pass at time `now`.
+    pub async fn pass(&mut self, now: Instant) -> Result<PassResult, CompareError> {
+        let m = ops_metrics();
+        let report = compare(&self.client, &self.docker, &self.cfg.host, &self.cfg.driver).await?;
+        for t in &report.held_twice {
+            tracing::error!(
+                addr = %t.addr,
+                source = %t.source,
+                holders = ?t.holders,
+                "address held twice: this must never happen; report it"
+            );
+        }
+        let mut result = PassResult {
+            leaked: report.leaked.len(),
+            released: 0,
+        };
+        m.leaked_now.set(report.leaked.len() as i64);
+        let mut still = HashMap::new();
+        for leak in &report.leaked {
+            let key = (leak.pool.clone(), leak.allocation.addr);
+            let seq = leak.allocation.seq;
+            let first = match self.seen.get(&key) {
+                Some((s, at)) if *s == seq => *at,
+                _ => {
+                    m.leaked_found.inc();
+                    tracing::info!(
+                        pool = %leak.pool,
+                        addr = %leak.allocation.addr,
+                        owner = %owner_str(&leak.allocation),
+                        seq,
+                        grace = %humantime::format_duration(self.cfg.grace),
+                        "leaked address seen (allocated to this host, no endpoint in dockerd); released if still leaked after the grace period"
+                    );
+                    now
+                }
+            };
+            if now.duration_since(first) >= self.cfg.grace {
+                match release_leak(&self.client, &self.cfg.host, leak).await {
+                    Ok(true) => {
+                        m.repaired.inc();
+                        result.released += 1;
+                        tracing::warn!(
+                            pool = %leak.pool,
+                            addr = %leak.allocation.addr,
+                            owner = %owner_str(&leak.allocation),
+                            seq,
+                            "released leaked address"
+                        );
+                    }
+                    Ok(false) => tracing::info!(
+                        pool = %leak.pool,
+                        addr = %leak.allocation.addr,
+                        seq,
+                        "leaked address changed before its release; left alone"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(pool = %leak.pool, addr = %leak.allocation.addr, "releasing a leaked address failed: {e}");
+                        still.insert(key, (seq, first));
+                    }
+                }
+            } else {
+                still.insert(key, (seq, first));
+            }
+        }
+        self.seen = still;
+        m.passes.inc();
+        Ok(result)
+    }
+
+    /// Runs passes every interval, forever (abort the task to stop). The first pass runs
+    /// one interval after the start, when the shim's own start-up has settled.
+    pub async fn run(mut self) {
+        let mut tick = tokio::time::interval(self.cfg.interval.max(Duration::from_millis(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match self.pass(Instant::now()).await {
+                Ok(r) => tracing::debug!(
+                    leaked = r.leaked,
+                    released = r.released,
+                    "reconciliation pass"
+                ),
+                Err(e) => {
+                    ops_metrics().pass_failures.inc();
+                    tracing::warn!("reconciliation pass failed: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Sends a heartbeat for `host` now and then every `every`, forever (abort the task to stop).
+pub async fn heartbeat(client: Client, host: String, every: Duration) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        let op = Op::Heartbeat {
+            host: host.clone(),
+            version: VERSION.to_string(),
+        };
+        match client.apply(op).await {
+            Ok(_) => {
+                ops_metrics().heartbeats.inc();
+                if failing {
+                    tracing::info!("heartbeat for host {host} delivered again");
+                }
+                failing = false;
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!("heartbeat for host {host} failed: {e}");
+                }
+                failing = true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use allocator_core::Owner;
+
+    fn alloc(host: &str, ep: &str, addr: &str, seq: u64) -> (PoolId, Allocation) {
+        (
+            PoolId::new("global", "10.0.0.0/24".parse().unwrap(), None),
+            Allocation {
+                addr: addr.parse().unwrap(),
+                owner: Owner::new(host, ep),
+                seq,
+                at_s: 0,
+            },
+        )
+    }
+
+    fn ep(container: &str, addr: &str) -> Endpoint {
+        Endpoint {
+            network: "n".into(),
+            network_id: "nid".into(),
+            container: container.into(),
+            container_id: "cid".into(),
+            addr: addr.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn leaked_missing_and_twice_are_told_apart() {
+        let cluster = vec![
+            alloc("a", "web", "10.0.0.2", 1),
+            alloc("a", "gone", "10.0.0.3", 2),
+            alloc("b", "db", "10.0.0.4", 3),
+            alloc("b", "x", "10.0.0.2", 4),
+        ];
+        let eps = vec![
+            ep("web", "10.0.0.2"),
+            ep("db", "10.0.0.4"),
+            ep("new", "10.0.0.9"),
+        ];
+        let r = compare_lists("a", &cluster, &eps);
+        assert_eq!(r.leaked.len(), 1);
+        assert_eq!(r.leaked[0].allocation.addr.to_string(), "10.0.0.3");
+        assert_eq!(r.missing.len(), 2);
+        assert_eq!(r.missing[0].held_by.as_deref(), Some("b/db"));
+        assert_eq!(r.missing[1].held_by, None);
+        assert_eq!(r.held_twice.len(), 1);
+        assert_eq!(r.held_twice[0].source, "cluster");
+        assert!(!r.is_clean());
+        let clean = compare_lists("a", &cluster[..1], &eps[..1]);
+        assert!(clean.is_clean());
+    }
+}
