@@ -1,11 +1,14 @@
 //! A plain program for profilers (`perf record`): fills an IPv6 /64 with N allocations with
 //! 32-character endpoint names through `apply`, then allocates and releases on a /16 at 99%.
-//! `cargo run --release -p benches --example profile_fill -- 1000000`
+//! `cargo run --release -p allocator-core --example profile -- 1000000 1000000` (fill count, pair count)
 
 use std::time::Instant;
 
 use allocator_core::{Command, Op, Order, Owner, PoolId, PoolSpec, State};
-use benches::endpoint_name;
+/// A 32-character endpoint name.
+fn endpoint_name(i: u64) -> String {
+    format!("container-{i:022}")
+}
 
 fn main() {
     let n: u64 = std::env::args()
@@ -65,7 +68,8 @@ fn main() {
         },
     })
     .expect("pool");
-    for o in benches::scattered(65_536, 990, 42) {
+    // 99% full: every address but one in a hundred, scattered by a multiplicative hash.
+    for o in (1..65_535u64).filter(|o| o.wrapping_mul(0x9E37_79B9_7F4A_7C15) % 100 != 0) {
         let addr = std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + o as u32));
         let op = Op::Allocate {
             pool: id.clone(),
@@ -98,7 +102,10 @@ fn main() {
     };
     s.apply(&release).expect("release");
     let t = Instant::now();
-    let n = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(n);
+    let n = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(n);
     for _ in 0..n {
         s.apply(&alloc).expect("alloc");
         s.apply(&release).expect("release");

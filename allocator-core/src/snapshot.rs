@@ -243,7 +243,7 @@ fn rebuild(snap: SnapState<'_>) -> Result<State, SnapshotError> {
             sn.records
                 .insert(a.off, a.seq, a.at_s, a.host, a.name.as_bytes());
         }
-        if state.subnets.insert((s.space.clone(), net), sn).is_some() {
+        if !state.subnets.insert_new((s.space.clone(), net), sn) {
             return Err(bad(format!(
                 "subnet {net} of space {} appears twice",
                 s.space
@@ -266,6 +266,7 @@ fn rebuild(snap: SnapState<'_>) -> Result<State, SnapshotError> {
         };
         *counts.entry(key.clone()).or_default() += 1;
         let pool = Pool {
+            sid: state.subnets.id_of(&key).unwrap_or(usize::MAX),
             key,
             serial: p.serial,
             cooldown_ms: p.cooldown_ms,

@@ -14,7 +14,7 @@ use crate::command::{AddrRange, Command, Op, Order, Outcome, PoolSpec, Released}
 use crate::error::AllocError;
 use crate::id::{Owner, PoolId};
 use crate::records::RecView;
-use crate::subnet::{addr_to_u128, Subnet};
+use crate::subnet::{addr_to_u128, Subnet, Subnets};
 
 /// Longest endpoint or host name accepted, in bytes.
 pub const MAX_NAME_LEN: usize = 1024;
@@ -165,6 +165,8 @@ pub struct HostInfo {
 pub(crate) struct Pool {
     /// Key of its subnet in `State::subnets`.
     pub key: (String, IpNet),
+    /// Slot of its subnet in `State::subnets`.
+    pub sid: usize,
     pub serial: bool,
     pub cooldown_ms: u64,
     pub holders: BTreeMap<String, u32>,
@@ -184,7 +186,7 @@ pub struct State {
     pub(crate) seq: u64,
     pub(crate) hosts: Vec<String>,
     pub(crate) host_ids: HashMap<String, u16>,
-    pub(crate) subnets: BTreeMap<(String, IpNet), Subnet>,
+    pub(crate) subnets: Subnets,
     pub(crate) pools: BTreeMap<PoolId, Pool>,
     pub(crate) seen: BTreeMap<String, Seen>,
 }
@@ -247,7 +249,7 @@ impl State {
             seq: 0,
             hosts: Vec::new(),
             host_ids: HashMap::new(),
-            subnets: BTreeMap::new(),
+            subnets: Subnets::default(),
             pools: BTreeMap::new(),
             seen: BTreeMap::new(),
         }
@@ -380,7 +382,8 @@ impl State {
                 let existing_id = self
                     .pools
                     .keys()
-                    .find(|p| p.space == *space && p.subnet == *existing)
+                    .filter(|p| p.space == *space && p.subnet == *existing)
+                    .min()
                     .cloned()
                     .unwrap_or_else(|| PoolId::new(space.clone(), *existing, None));
                 return Err(AllocError::Overlap {
@@ -442,10 +445,7 @@ impl State {
                 }
             }
         }
-        let sn = self
-            .subnets
-            .entry(key)
-            .or_insert_with(|| Subnet::new(subnet));
+        let (sid, sn) = self.subnets.get_or_insert_with(key, || Subnet::new(subnet));
         sn.pools += 1;
         let tag = format!("@{id}");
         for off in offsets {
@@ -461,6 +461,7 @@ impl State {
         holders.insert(holder.to_string(), 1);
         let pool = Pool {
             key: (id.space.clone(), id.subnet),
+            sid,
             serial: spec.serial,
             cooldown_ms: spec.cooldown_ms,
             holders,
@@ -574,7 +575,7 @@ impl State {
     /// (no key is cloned: this is the hot path).
     fn locate<'a>(
         pools: &'a mut BTreeMap<PoolId, Pool>,
-        subnets: &'a mut BTreeMap<(String, IpNet), Subnet>,
+        subnets: &'a mut Subnets,
         id: &PoolId,
         addr: Option<IpAddr>,
     ) -> Result<(&'a mut Pool, &'a mut Subnet, Option<u128>), AllocError> {
@@ -582,7 +583,7 @@ impl State {
             .get_mut(id)
             .ok_or_else(|| AllocError::NoSuchPool(id.clone()))?;
         let sn = subnets
-            .get_mut(&pool.key)
+            .by_id_mut(pool.sid)
             .ok_or_else(|| AllocError::NoSuchPool(id.clone()))?;
         let off = match addr {
             Some(a) => Some(sn.offset(a).ok_or_else(|| AllocError::OutsidePool {
@@ -1128,7 +1129,8 @@ impl State {
             let Some(pool) = self
                 .pools
                 .keys()
-                .find(|p| &p.space == space && p.subnet == *net)
+                .filter(|p| &p.space == space && p.subnet == *net)
+                .min()
                 .cloned()
             else {
                 continue;
@@ -1190,6 +1192,9 @@ impl State {
                 .subnets
                 .get(&Self::subnet_key(id))
                 .ok_or_else(|| format!("pool {id} has no subnet"))?;
+            if self.subnets.id_of(&p.key) != Some(p.sid) || p.key != Self::subnet_key(id) {
+                return Err(format!("pool {id} points at the wrong subnet slot"));
+            }
             if p.lo > p.hi || p.hi >= sn.size() {
                 return Err(format!("pool {id} has a range outside its subnet"));
             }
