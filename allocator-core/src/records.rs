@@ -41,6 +41,13 @@ struct WordRecs {
     recs: Vec<Rec>,
 }
 
+/// `{host, endpoint name}` and its hash in the owner index.
+pub(crate) struct OwnerKey<'a> {
+    host: u16,
+    name: &'a [u8],
+    hash: u64,
+}
+
 /// A record as read out, with its name borrowed from the arena.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RecView<'a> {
@@ -132,13 +139,22 @@ impl Records {
         })
     }
 
+    /// An owner with its hash, computed once for a lookup and the insert that may follow.
+    pub fn owner_key<'a>(&self, host: u16, name: &'a [u8]) -> OwnerKey<'a> {
+        OwnerKey {
+            host,
+            name,
+            hash: self.hasher.hash_one((host, name)),
+        }
+    }
+
     /// The offset held by `{host, name}` (empty names are not indexed).
-    pub fn find_owner(&self, host: u16, name: &[u8]) -> Option<u128> {
+    pub fn find_owner(&self, key: &OwnerKey<'_>) -> Option<u128> {
+        let (host, name, h) = (key.host, key.name, key.hash);
         if name.is_empty() {
             return None;
         }
         let (slots, arena) = (&self.slots, &self.arena);
-        let h = self.hasher.hash_one((host, name));
         let e = self.owners.find(h, |&e| {
             tag_matches(e, h) && {
                 let r = rec_at(slots, e);
@@ -179,7 +195,8 @@ impl Records {
 
     /// Records an allocation at an offset that has none. The caller has checked `has_room()`,
     /// that the name is at most `u16::MAX` bytes, and that `{host, name}` holds nothing else.
-    pub fn insert(&mut self, off: u128, seq: u64, at_s: u32, host: u16, name: &[u8]) {
+    pub fn insert(&mut self, off: u128, seq: u64, at_s: u32, key: &OwnerKey<'_>) {
+        let (host, name) = (key.host, key.name);
         if !name.is_empty() && self.owners.len() == self.owners.capacity() {
             self.grow_owners();
         }
@@ -212,7 +229,7 @@ impl Records {
                 arena,
                 ..
             } = self;
-            let h = hasher.hash_one((host, name));
+            let h = key.hash;
             owners.insert_unique(h, entry(h, slot, bit), |&e| {
                 let r = rec_at(slots, e);
                 hasher.hash_one((r.host, name_of(arena, r)))
@@ -370,7 +387,7 @@ impl Records {
                 if !name.is_empty() {
                     named += 1;
                     let off = (w.word << 6) | u128::from(bit);
-                    if self.find_owner(r.host, name) != Some(off) {
+                    if self.find_owner(&self.owner_key(r.host, name)) != Some(off) {
                         return Err(format!("owner index misses the record at offset {off}"));
                     }
                 }

@@ -231,7 +231,12 @@ fn rebuild(snap: SnapState<'_>) -> Result<State, SnapshotError> {
             if !sn.bitmap.set(a.off) {
                 return Err(bad(format!("offset {} of {net} is used twice", a.off)));
             }
-            if !a.name.is_empty() && sn.records.find_owner(a.host, a.name.as_bytes()).is_some() {
+            if !a.name.is_empty()
+                && sn
+                    .records
+                    .find_owner(&sn.records.owner_key(a.host, a.name.as_bytes()))
+                    .is_some()
+            {
                 return Err(bad(format!(
                     "owner of offset {} of {net} holds two addresses",
                     a.off
@@ -240,8 +245,12 @@ fn rebuild(snap: SnapState<'_>) -> Result<State, SnapshotError> {
             if !sn.records.has_room() {
                 return Err(bad(format!("{net} holds too many allocations")));
             }
-            sn.records
-                .insert(a.off, a.seq, a.at_s, a.host, a.name.as_bytes());
+            sn.records.insert(
+                a.off,
+                a.seq,
+                a.at_s,
+                &sn.records.owner_key(a.host, a.name.as_bytes()),
+            );
         }
         if !state.subnets.insert_new((s.space.clone(), net), sn) {
             return Err(bad(format!(

@@ -706,8 +706,11 @@ impl State {
         let (pool, sn, want_off) = Self::locate(pools, subnets, id, want)?;
         sn.expire_cooling(now);
         let known_host = host_ids.get(&owner.host).copied();
-        if let Some(h) = known_host {
-            if let Some(held) = sn.records.find_owner(h, owner.endpoint.as_bytes()) {
+        let name = owner.endpoint.as_bytes();
+        // Hashed once: for the idempotency lookup and for the insert below.
+        let known_key = known_host.map(|h| sn.records.owner_key(h, name));
+        if let Some(key) = &known_key {
+            if let Some(held) = sn.records.find_owner(key) {
                 if want_off.is_none_or(|w| w == held) {
                     let seq = sn.records.get(held).map_or(0, |r| r.seq);
                     return Ok(Outcome::Allocated {
@@ -794,9 +797,11 @@ impl State {
                 }
             }
         };
-        let h = match known_host {
-            Some(h) => h,
-            None => Self::host_id(hosts, host_ids, &owner.host)?,
+        let key = match known_key {
+            Some(key) => key,
+            None => sn
+                .records
+                .owner_key(Self::host_id(hosts, host_ids, &owner.host)?, name),
         };
         pool.cursor = Some(off);
         if !taken {
@@ -804,8 +809,7 @@ impl State {
         }
         *seq += 1;
         let at_s = u32::try_from(now / 1000).unwrap_or(u32::MAX);
-        sn.records
-            .insert(off, *seq, at_s, h, owner.endpoint.as_bytes());
+        sn.records.insert(off, *seq, at_s, &key);
         Ok(Outcome::Allocated {
             addr: sn.addr_net(off),
             seq: *seq,
