@@ -40,7 +40,13 @@ pub enum CompareError {
     Docker(#[from] DockerError),
     /// The cluster did not answer.
     #[error("the cluster did not answer: {0}")]
-    Cluster(#[from] ClientError),
+    Cluster(ClientError),
+}
+
+impl From<ClientError> for CompareError {
+    fn from(e: ClientError) -> Self {
+        CompareError::Cluster(e)
+    }
 }
 
 /// An allocation of this host with no endpoint in its dockerd.

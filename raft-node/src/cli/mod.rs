@@ -2,8 +2,12 @@
 //! holds the global options, the client they build, and how results are printed.
 
 mod addr;
+mod backup;
 mod bench;
+mod check;
 mod cluster;
+mod config;
+mod host;
 mod node;
 mod ops;
 mod pool;
@@ -39,6 +43,10 @@ pub struct Cli {
     /// How long a client call may take, retries included (e.g. 15s, 1m).
     #[arg(long, global = true, default_value = "15s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// Read options from this TOML file (top-level keys: global options; `[node]`, `[shim]`,
+    /// ... tables: that command's options). Flags and environment variables override it.
+    #[arg(long, global = true, env = "RAFTIPAM_CONFIG")]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -62,6 +70,23 @@ enum Command {
     Shim(shim::ShimArgs),
     /// Run a one-node cluster and Docker's IPAM plugin in one process (the embedded default).
     Up(up::UpArgs),
+    /// Compare what the cluster says this host holds with what its dockerd has (leaked,
+    /// missing, held twice); exit status 1 if anything is wrong. --repair fixes what it can.
+    Check(check::CheckArgs),
+    /// List the Docker hosts the cluster knows; forget one that is gone for good.
+    #[command(subcommand)]
+    Host(host::HostCmd),
+    /// Write the allocator state (a snapshot) to a file.
+    Backup(backup::BackupArgs),
+    /// Replay a backup into a running, empty cluster.
+    Restore(backup::RestoreArgs),
+    /// Print raftipam's version.
+    Version,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// What commands share: the parsed global options.
@@ -99,7 +124,14 @@ impl Ctx {
 
 /// Parses the command line, runs the command, and maps errors to exit status 1.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv = match config::argv() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(argv);
     let ctx = Ctx {
         endpoints: cli.endpoints,
         json: cli.json,
@@ -124,6 +156,23 @@ pub fn main() -> ExitCode {
             Command::Bench(a) => bench::run(&ctx, a).await,
             Command::Shim(a) => shim::run(&ctx, a).await,
             Command::Up(a) => up::run(a).await,
+            Command::Check(a) => check::run(&ctx, a).await,
+            Command::Host(c) => host::run(&ctx, c).await,
+            Command::Backup(a) => backup::backup(&ctx, a).await,
+            Command::Restore(a) => backup::restore(&ctx, a).await,
+            Command::Version => ctx.print(
+                &serde_json::json!({"version": env!("CARGO_PKG_VERSION")}),
+                |_| println!("raftipam {}", env!("CARGO_PKG_VERSION")),
+            ),
+            Command::Completions { shell } => {
+                use clap::CommandFactory;
+                use std::io::Write;
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut Cli::command(), "raftipam", &mut script);
+                std::io::stdout()
+                    .write_all(&script)
+                    .context("writing the completion script")
+            }
         }
     });
     match r {

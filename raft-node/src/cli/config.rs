@@ -1,0 +1,152 @@
+//! `--config FILE`: a TOML file as an alternative to flags; flags (and environment variables)
+//! override it.
+//!
+//! Top-level keys are the global options (`endpoints`, `timeout`, `json`); a table per command
+//! (`[node]`, `[shim]`, `[up]`, `[check]`, ...) holds that command's options. Keys are the
+//! flags' long names, with `-` or `_`:
+//!
+//! ```toml
+//! endpoints = ["10.0.0.1:7379", "10.0.0.2:7379", "10.0.0.3:7379"]
+//!
+//! [shim]
+//! host = "docker-17"
+//! reconcile-interval = "5m"
+//! ```
+//!
+//! How: the command line is parsed once to learn the command and which options it sets;
+//! every key of the file the command line (or the environment) does not set is appended as
+//! `--key value`, and the result is parsed again. So the file can say nothing the command
+//! line could not, and unknown keys are errors naming the file.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory};
+
+use super::Cli;
+
+/// The config file named by `--config FILE` / `--config=FILE` or `RAFTIPAM_CONFIG`.
+fn config_path(args: &[OsString]) -> Option<PathBuf> {
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        let s = a.to_string_lossy();
+        if s == "--" {
+            break;
+        }
+        if s == "--config" {
+            return it.next().map(PathBuf::from);
+        }
+        if let Some(p) = s.strip_prefix("--config=") {
+            return Some(PathBuf::from(p));
+        }
+    }
+    std::env::var_os("RAFTIPAM_CONFIG")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+fn value_strings(key: &str, v: &toml::Value, file: &Path) -> anyhow::Result<Vec<String>> {
+    Ok(match v {
+        toml::Value::String(s) => vec![s.clone()],
+        toml::Value::Integer(i) => vec![i.to_string()],
+        toml::Value::Float(f) => vec![f.to_string()],
+        toml::Value::Boolean(b) => vec![b.to_string()],
+        toml::Value::Array(a) => {
+            let mut out = Vec::new();
+            for x in a {
+                out.extend(value_strings(key, x, file)?);
+            }
+            out
+        }
+        _ => anyhow::bail!(
+            "{}: the value of {key} must be a string, number, boolean or list",
+            file.display()
+        ),
+    })
+}
+
+/// Appends `table`'s keys that `matches` did not get from the command line or the
+/// environment. `cmd` is the (sub)command the keys belong to.
+fn append(
+    out: &mut Vec<OsString>,
+    table: &toml::Table,
+    cmd: &clap::Command,
+    matches: &ArgMatches,
+    section: &str,
+    file: &Path,
+) -> anyhow::Result<()> {
+    for (key, v) in table {
+        if v.is_table() {
+            continue;
+        }
+        let id = key.replace('-', "_");
+        let Some(arg) = cmd.get_arguments().find(|a| a.get_id().as_str() == id) else {
+            anyhow::bail!(
+                "{}: unknown key {key:?} in {section} (keys are the long flag names of `raftipam {}--help`)",
+                file.display(),
+                if section == "the top level" { String::new() } else { format!("{} ", section.trim_matches(['[', ']'])) }
+            );
+        };
+        let Some(long) = arg.get_long() else {
+            anyhow::bail!("{}: {key} cannot be set from the file", file.display());
+        };
+        if matches!(
+            matches
+                .try_get_raw(&id)
+                .ok()
+                .flatten()
+                .and(matches.value_source(&id)),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        ) {
+            continue;
+        }
+        let takes_value = arg.get_action().takes_values();
+        let values = value_strings(key, v, file)?;
+        if !takes_value {
+            if values.iter().any(|s| s == "true") {
+                out.push(format!("--{long}").into());
+            }
+            continue;
+        }
+        for s in values {
+            out.push(format!("--{long}={s}").into());
+        }
+    }
+    Ok(())
+}
+
+/// The command line with the config file's settings added where the command line (or the
+/// environment) does not give them.
+pub fn argv() -> anyhow::Result<Vec<OsString>> {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let Some(file) = config_path(&args) else {
+        return Ok(args);
+    };
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read the config file {}", file.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{} is not valid TOML", file.display()))?;
+    let mut root = Cli::command();
+    root.build();
+    // A command line clap refuses is left for the real parse to report.
+    let Ok(matches) = root.clone().try_get_matches_from(&args) else {
+        return Ok(args);
+    };
+    let mut out = args.clone();
+    append(&mut out, &table, &root, &matches, "the top level", &file)?;
+    if let Some((name, sub)) = matches.subcommand() {
+        if let Some(section) = table.get(name).and_then(|v| v.as_table()) {
+            if let Some(cmd) = root.find_subcommand(name) {
+                append(&mut out, section, cmd, sub, &format!("[{name}]"), &file)?;
+            }
+        }
+    }
+    for (k, v) in &table {
+        if v.is_table() && root.find_subcommand(k).is_none() {
+            anyhow::bail!("{}: unknown section [{k}]", file.display());
+        }
+    }
+    Ok(out)
+}
