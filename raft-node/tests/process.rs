@@ -531,6 +531,18 @@ async fn the_cli_drives_a_cluster_end_to_end_with_json_output() {
         serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
     };
     cli(&["cluster", "init"]);
+    let fails = |args: &[&str], want: &str| {
+        let mut v = vec!["--endpoints", ep.as_str()];
+        v.extend_from_slice(args);
+        let out = run(&v);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(want), "{args:?}: expected {want:?} in: {err}");
+    };
+    fails(
+        &["cluster", "init"],
+        "already part of an initialised cluster",
+    );
     let pool = cli(&[
         "pool",
         "create",
@@ -544,6 +556,14 @@ async fn the_cli_drives_a_cluster_end_to_end_with_json_output() {
         "30s",
     ]);
     assert_eq!(pool["id"]["space"], "global");
+    fails(
+        &["pool", "create", "10.80.0.128/25"],
+        "overlaps pool global/10.80.0.0/24",
+    );
+    fails(
+        &["pool", "show", "10.81.0.0/24"],
+        "pool global/10.81.0.0/24 does not exist",
+    );
     let a = cli(&["addr", "alloc", "10.80.0.0/24", "--owner", "h1/web"]);
     assert_eq!(a["address"], "10.80.0.5/24");
     let again = cli(&["addr", "alloc", "global/10.80.0.0/24", "--owner", "h1/web"]);
@@ -555,19 +575,42 @@ async fn the_cli_drives_a_cluster_end_to_end_with_json_output() {
     );
     let ls = cli(&["addr", "ls", "10.80.0.0/24"]);
     assert_eq!(ls.as_array().map(|a| a.len()), Some(1));
+    fails(
+        &[
+            "addr",
+            "alloc",
+            "10.80.0.0/24",
+            "--ip",
+            "10.80.0.5",
+            "--owner",
+            "h2/db",
+        ],
+        "already held by h1/web",
+    );
+    fails(
+        &[
+            "addr",
+            "alloc",
+            "10.80.0.0/24",
+            "--ip",
+            "10.80.0.1",
+            "--owner",
+            "h2/db",
+        ],
+        "reserved",
+    );
     // Another host may not release it; the owner may.
-    let out = run(&[
-        "--endpoints",
-        &ep,
-        "addr",
-        "release",
-        "10.80.0.0/24",
-        "10.80.0.5",
-        "--host",
-        "h2",
-    ]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("held by h1/web"));
+    fails(
+        &[
+            "addr",
+            "release",
+            "10.80.0.0/24",
+            "10.80.0.5",
+            "--host",
+            "h2",
+        ],
+        "held by h1/web",
+    );
     cli(&[
         "addr",
         "release",
