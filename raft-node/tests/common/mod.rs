@@ -144,13 +144,20 @@ impl Cluster {
         })
         .await;
         let mut all = Vec::new();
+        let mut snaps = Vec::new();
         for n in self.nodes.values() {
-            let (allocs, inv) = n.with_state(|s| (s.all_allocations(), s.check_invariants()));
+            let (allocs, inv, snap) =
+                n.with_state(|s| (s.all_allocations(), s.check_invariants(), s.to_snapshot()));
             inv.expect("invariants");
             all.push(allocs);
+            snaps.push(snap);
         }
         for (i, a) in all.iter().enumerate() {
             assert_eq!(a, &all[0], "node #{i} differs from the first");
+        }
+        // The whole allocator state (pools, reservations, cursors, cooldowns), byte for byte.
+        for (i, s) in snaps.iter().enumerate() {
+            assert!(s == &snaps[0], "node #{i}'s state differs from the first's");
         }
         all.swap_remove(0)
     }
