@@ -453,10 +453,34 @@ impl Bitmap {
                     Some(x)
                 }
             }
-            Root::Sparse { .. } => {
-                let x = self.first_clear_in(lo, hi)?;
-                self.set(x);
-                return Some(x);
+            Root::Sparse { tops, full, n_tops } => {
+                let (mut k, mut local) = (lo >> TOP_BITS, lo & TOP_MASK);
+                // As in `first_clear_from`, but taking in the same descent: bounded by the
+                // number of tops that exist.
+                loop {
+                    if k >= *n_tops || (k << TOP_BITS) > hi {
+                        return None;
+                    }
+                    if !full.contains(&k) {
+                        let node = tops
+                            .entry(k)
+                            .or_insert_with(|| Node::Inner(Inner::empty(ALL)));
+                        if let Some((x, now_full)) = node.take_from(TOP_BITS, local) {
+                            let off = (k << TOP_BITS) | x;
+                            if off > hi {
+                                // Past the range: put it back.
+                                node.clear(TOP_BITS, x);
+                                return None;
+                            }
+                            if now_full {
+                                full.insert(k);
+                            }
+                            break Some(off);
+                        }
+                    }
+                    k = next_not_full(full, k + 1);
+                    local = 0;
+                }
             }
         };
         if got.is_some() {
