@@ -68,7 +68,15 @@ impl ApiError {
 
 impl From<AllocError> for ApiError {
     fn from(e: AllocError) -> Self {
-        let message = e.to_string();
+        let mut message = e.to_string();
+        if matches!(e, AllocError::PoolFull { .. }) {
+            message.push_str(
+                ". Addresses of containers removed while a host's raftipam plugin was down stay \
+                 allocated: `raftipam check` on each Docker host finds such leaks (`--repair` \
+                 releases them; the plugin also releases them by itself after its grace period), \
+                 `raftipam pool show` and `raftipam host ls` show who holds what",
+            );
+        }
         match e {
             AllocError::NoSuchPool(_)
             | AllocError::OutsidePool { .. }
@@ -84,6 +92,31 @@ impl From<AllocError> for ApiError {
             | AllocError::NotOwner { .. }
             | AllocError::PoolInUse { .. } => ApiError::conflict(message),
         }
+    }
+}
+
+#[cfg(test)]
+mod pool_full_tests {
+    use super::*;
+
+    #[test]
+    fn a_full_pool_points_at_check() {
+        let pool: allocator_core::PoolId = "global/10.0.0.0/30".parse().expect("pool id");
+        let e = AllocError::PoolFull {
+            pool,
+            usage: allocator_core::Usage {
+                size: 4,
+                reserved: 2,
+                allocated: 2,
+                cooling: 0,
+                free: 0,
+            },
+        };
+        let api = ApiError::from(e);
+        assert_eq!(api.status, StatusCode::CONFLICT);
+        assert!(api.message.contains("is full"), "{}", api.message);
+        assert!(api.message.contains("2 allocated"), "{}", api.message);
+        assert!(api.message.contains("raftipam check"), "{}", api.message);
     }
 }
 
