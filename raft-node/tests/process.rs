@@ -564,6 +564,21 @@ async fn the_cli_drives_a_cluster_end_to_end_with_json_output() {
         &["pool", "show", "10.81.0.0/24"],
         "pool global/10.81.0.0/24 does not exist",
     );
+    // A pool with a range is found by its bare subnet while it is the only one on it.
+    cli(&[
+        "pool",
+        "create",
+        "10.82.0.0/24",
+        "--range",
+        "10.82.0.128/25",
+    ]);
+    let r = cli(&["addr", "alloc", "10.82.0.0/24", "--owner", "h1/r"]);
+    assert_eq!(r["address"], "10.82.0.128/24");
+    cli(&["pool", "create", "10.82.0.0/24", "--range", "10.82.0.0/25"]);
+    fails(
+        &["addr", "ls", "10.82.0.0/24"],
+        "name one of global/10.82.0.0/24/10.82.0.0/25, global/10.82.0.0/24/10.82.0.128/25",
+    );
     let a = cli(&["addr", "alloc", "10.80.0.0/24", "--owner", "h1/web"]);
     assert_eq!(a["address"], "10.80.0.5/24");
     let again = cli(&["addr", "alloc", "global/10.80.0.0/24", "--owner", "h1/web"]);
@@ -626,7 +641,7 @@ async fn the_cli_drives_a_cluster_end_to_end_with_json_output() {
         String::from_utf8_lossy(&out.stderr)
     );
     let pools = cli(&["pool", "ls"]);
-    assert_eq!(pools.as_array().map(|a| a.len()), Some(0));
+    assert_eq!(pools.as_array().map(|a| a.len()), Some(2));
     let bench = cli(&["bench", "--clients", "4", "--count", "200"]);
     assert_eq!(bench["phases"][0]["ops"], 200);
     let status = cli(&["cluster", "status"]);

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use allocator_core::{Holding, Owner, PoolId};
 use clap::Subcommand;
 
-use super::{parse_pool, Ctx};
+use super::{parse_pool, resolve_pool, Ctx};
 
 #[derive(Subcommand, Debug)]
 pub enum AddrCmd {
@@ -57,6 +57,7 @@ pub async fn run(ctx: &Ctx, cmd: AddrCmd) -> anyhow::Result<()> {
     let client = ctx.client()?;
     match cmd {
         AddrCmd::Alloc { pool, ip, owner } => {
+            let pool = resolve_pool(&client, pool).await?;
             let addr = client.allocate(&pool, ip, owner.clone()).await?;
             ctx.print(
                 &serde_json::json!({"pool": pool.to_string(), "address": addr.to_string(), "owner": owner.to_string()}),
@@ -69,12 +70,14 @@ pub async fn run(ctx: &Ctx, cmd: AddrCmd) -> anyhow::Result<()> {
             host,
             force,
         } => {
+            let pool = resolve_pool(&client, pool).await?;
             let what = client.release(&pool, ip, &host, force).await?;
             ctx.print(&serde_json::json!({"pool": pool.to_string(), "address": ip, "released": format!("{what:?}")}), |_| {
                 println!("{ip}: released ({what:?})")
             })
         }
         AddrCmd::Ls { pool } => {
+            let pool = resolve_pool(&client, pool).await?;
             let list = client.allocations(&pool).await?;
             ctx.print(&list, |list| {
                 if list.is_empty() {

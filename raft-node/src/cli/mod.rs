@@ -17,6 +17,7 @@ mod up;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use allocator_core::PoolId;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use raft_node::{Client, ClientConfig};
@@ -180,6 +181,36 @@ pub fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves a pool named without a range: if no pool has exactly that id but exactly one pool
+/// of that space covers that subnet (with a sub-range), that is the one meant. Saves typing
+/// `global/10.0.0.0/24/10.0.0.128/25` for a network created with `--range`.
+pub async fn resolve_pool(client: &Client, id: PoolId) -> anyhow::Result<PoolId> {
+    if id.range.is_some() {
+        return Ok(id);
+    }
+    let pools = client.pools().await?;
+    if pools.iter().any(|p| p.id == id) {
+        return Ok(id);
+    }
+    let same: Vec<&PoolId> = pools
+        .iter()
+        .map(|p| &p.id)
+        .filter(|p| p.space == id.space && p.subnet == id.subnet)
+        .collect();
+    match same.as_slice() {
+        [] => Ok(id),
+        [only] => Ok((*only).clone()),
+        many => {
+            let names: Vec<String> = many.iter().map(|p| p.to_string()).collect();
+            anyhow::bail!(
+                "{id} names no pool, and {} pools share its subnet: name one of {}",
+                many.len(),
+                names.join(", ")
+            )
         }
     }
 }

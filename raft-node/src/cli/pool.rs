@@ -7,7 +7,7 @@ use allocator_core::{AddrRange, Op, PoolId, PoolInfo, PoolSpec};
 use clap::Subcommand;
 use ipnet::IpNet;
 
-use super::{parse_pool, Ctx};
+use super::{parse_pool, resolve_pool, Ctx};
 
 #[derive(Subcommand, Debug)]
 pub enum PoolCmd {
@@ -135,10 +135,12 @@ pub async fn run(ctx: &Ctx, cmd: PoolCmd) -> anyhow::Result<()> {
             })
         }
         PoolCmd::Show { pool } => {
+            let pool = resolve_pool(&client, pool).await?;
             let info = client.pool(&pool).await?;
             ctx.print(&info, show)
         }
         PoolCmd::Delete { pool, force } => {
+            let pool = resolve_pool(&client, pool).await?;
             let removed = client.delete_pool(&pool, force).await?;
             ctx.print(
                 &serde_json::json!({"pool": pool.to_string(), "removed": removed}),
