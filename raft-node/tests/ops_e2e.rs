@@ -860,3 +860,52 @@ fn backup_then_restore_into_a_fresh_cluster_gives_the_same_state() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("damaged"));
     assert_eq!(c.json(&["pool", "ls"]), serde_json::json!([]));
 }
+
+/// `--config`: the file's settings apply, flags override them, unknown keys are refused
+/// naming the file; `version` and `completions` work. (No dockerd needed.)
+#[test]
+fn config_file_version_and_completions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let file = dir.path().join("raftipam.toml");
+    std::fs::write(
+        &file,
+        format!("endpoints = [\"127.0.0.1:{port}\"]\ntimeout = \"2s\"\n[check]\nhost = \"h\"\n"),
+    )
+    .expect("write config");
+    let run = |args: &[&str]| {
+        Command::new("timeout")
+            .arg("60")
+            .arg(BIN)
+            .args(args)
+            .env_remove("RAFTIPAM_ENDPOINTS")
+            .env_remove("RAFTIPAM_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run raftipam")
+    };
+    let cfg = file.display().to_string();
+    let o = run(&["--config", &cfg, "check"]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success());
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("within 2s"),
+        "{err}"
+    );
+    let o = run(&["--config", &cfg, "check", "--timeout", "1s"]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        err.contains("within 1s"),
+        "the flag overrides the file: {err}"
+    );
+    std::fs::write(&file, "[check]\nbogus = 1\n").expect("write config");
+    let o = run(&["--config", &cfg, "check"]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(err.contains("bogus") && err.contains(&cfg), "{err}");
+
+    let o = run(&["version"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let o = run(&["completions", "bash"]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("raftipam"));
+}

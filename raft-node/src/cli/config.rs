@@ -130,8 +130,9 @@ pub fn argv() -> anyhow::Result<Vec<OsString>> {
         toml::from_str(&text).with_context(|| format!("{} is not valid TOML", file.display()))?;
     let mut root = Cli::command();
     root.build();
-    // A command line clap refuses is left for the real parse to report.
-    let Ok(matches) = root.clone().try_get_matches_from(&args) else {
+    // Parsed leniently (nothing required: the file may give it); a command line clap still
+    // refuses is left for the real parse to report.
+    let Ok(matches) = lenient(root.clone()).try_get_matches_from(&args) else {
         return Ok(args);
     };
     let mut out = args.clone();
@@ -149,4 +150,20 @@ pub fn argv() -> anyhow::Result<Vec<OsString>> {
         }
     }
     Ok(out)
+}
+
+/// `cmd` and its subcommands with no argument required.
+fn lenient(mut cmd: clap::Command) -> clap::Command {
+    let ids: Vec<clap::Id> = cmd.get_arguments().map(|a| a.get_id().clone()).collect();
+    for id in ids {
+        cmd = cmd.mut_arg(id, |a| a.required(false));
+    }
+    let subs: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    for name in subs {
+        cmd = cmd.mut_subcommand(name, lenient);
+    }
+    cmd
 }
