@@ -67,6 +67,12 @@ pub enum StoreError {
         /// What is wrong.
         why: String,
     },
+    /// Another process (or another node in this one) has the database open.
+    #[error("data directory {path} is in use by another raftipam node (its database is locked); stop that one first")]
+    InUse {
+        /// The directory.
+        path: PathBuf,
+    },
     /// An I/O error.
     #[error("data directory {path}: {source}")]
     Io {
@@ -126,9 +132,17 @@ pub fn open_db(dir: &Path, node_id: u64) -> Result<Arc<DB>, StoreError> {
     let cfs = [CF_META, CF_LOGS, CF_SM]
         .into_iter()
         .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
-    let db = DB::open_cf_descriptors(&opts, &db_path, cfs).map_err(|e| StoreError::Damaged {
-        path: dir.to_path_buf(),
-        why: format!("cannot open the database: {e}"),
+    let db = DB::open_cf_descriptors(&opts, &db_path, cfs).map_err(|e| {
+        if e.to_string().contains("lock") {
+            StoreError::InUse {
+                path: dir.to_path_buf(),
+            }
+        } else {
+            StoreError::Damaged {
+                path: dir.to_path_buf(),
+                why: format!("cannot open the database: {e}"),
+            }
+        }
     })?;
     Ok(Arc::new(db))
 }
@@ -251,6 +265,15 @@ mod tests {
             ),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_directory_open_in_another_node_is_reported_in_use() {
+        let t = tempfile::tempdir().unwrap();
+        let db = open_db(t.path(), 1).unwrap();
+        let e = open_db(t.path(), 1).unwrap_err();
+        assert!(matches!(e, StoreError::InUse { .. }), "{e}");
+        drop(db);
     }
 
     #[test]
