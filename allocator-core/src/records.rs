@@ -87,6 +87,10 @@ pub(crate) struct Records {
     garbage: usize,
     len: u64,
     hasher: DefaultHashBuilder,
+    /// The word and slot of the last insert or removal: consecutive operations mostly touch
+    /// the same word (lowest-free fills a word before the next, a release often follows an
+    /// allocation), so they skip the word index.
+    hot: Option<(u128, u32)>,
 }
 
 fn rank(mask: u64, bit: u32) -> usize {
@@ -115,6 +119,11 @@ impl Records {
     }
 
     fn slot_of(&self, word: u128) -> Option<u32> {
+        if let Some((w, s)) = self.hot {
+            if w == word {
+                return Some(s);
+            }
+        }
         let slots = &self.slots;
         self.by_word
             .find(self.hasher.hash_one(word), |&s| {
@@ -206,6 +215,7 @@ impl Records {
             Some(s) => s,
             None => self.new_slot(word),
         };
+        self.hot = Some((word, slot));
         let name_off = self.arena.len() as u32;
         self.arena.extend_from_slice(name);
         debug_assert!(seq <= MAX_SEQ);
@@ -265,7 +275,8 @@ impl Records {
         off: u128,
         allow: impl FnOnce(RecView<'_>) -> Result<(), E>,
     ) -> Result<Option<(u64, u16)>, E> {
-        let Some(slot) = self.slot_of(off >> 6) else {
+        let word = off >> 6;
+        let Some(slot) = self.slot_of(word) else {
             return Ok(None);
         };
         let bit = (off & 63) as u32;
@@ -302,6 +313,9 @@ impl Records {
                 found.remove();
             }
             self.free_slots.push(slot);
+            self.hot = None;
+        } else {
+            self.hot = Some((word, slot));
         }
         self.len -= 1;
         if self.garbage > 4096 && self.garbage * 2 > self.arena.len() {
