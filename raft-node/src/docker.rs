@@ -235,7 +235,7 @@ impl Docker {
                 }
             }
         }
-        out.sort_by(|a, b| a.addr.cmp(&b.addr));
+        out.sort_by_key(|a| a.addr);
         Ok(out)
     }
 }
