@@ -1479,3 +1479,64 @@ fn three_node_cluster_without_quorum_blocks_nobody() {
     drop(d); // its releases need the quorum: before the nodes go
     drop((n2, n3));
 }
+
+/// 12. `--ipam-opt` through a real dockerd: `serial=true` hands out the next address after
+///     the last one (a released address is not reused at once), `reserve=` keeps a range out,
+///     `cooldown=` holds a released address back in lowest-first order.
+#[test]
+fn ipam_options_serial_reserve_cooldown() {
+    require_docker!("ipam_options_serial_reserve_cooldown");
+    let _up = Up::start("rtest12", "hostrt12");
+    let mut d = Docker::new("rt12-");
+    let serial = d.network(
+        "serial",
+        &[
+            "--ipam-driver",
+            "rtest12",
+            "--subnet",
+            "10.112.0.0/24",
+            "--ipam-opt",
+            "serial=true",
+            "--ipam-opt",
+            "reserve=10.112.0.4-10.112.0.6",
+        ],
+    );
+    let a: Vec<IpAddr> = (0..3)
+        .map(|i| {
+            let c = d.run_ok(&format!("s{i}"), &serial, &[]);
+            ip_of(&c, &serial)
+        })
+        .collect();
+    // .1 is the gateway, .4-.6 reserved.
+    assert_eq!(a, [ip("10.112.0.2"), ip("10.112.0.3"), ip("10.112.0.7")]);
+    d.rm(&d.name("s0"));
+    let next = d.run_ok("s3", &serial, &[]);
+    assert_eq!(
+        ip_of(&next, &serial),
+        ip("10.112.0.8"),
+        "serial order reused an address"
+    );
+    let o = d.run("s4", &serial, &["--ip", "10.112.0.5"]);
+    assert!(!o.status.success(), "a reserved address was handed out");
+
+    let cool = d.network(
+        "cool",
+        &[
+            "--ipam-driver",
+            "rtest12",
+            "--subnet",
+            "10.113.0.0/24",
+            "--ipam-opt",
+            "cooldown=5m",
+        ],
+    );
+    let c0 = d.run_ok("c0", &cool, &[]);
+    let first = ip_of(&c0, &cool);
+    d.rm(&c0);
+    let c1 = d.run_ok("c1", &cool, &[]);
+    assert_ne!(
+        ip_of(&c1, &cool),
+        first,
+        "a cooling address was handed out again"
+    );
+}
