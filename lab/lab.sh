@@ -173,8 +173,11 @@ lab_start_node() { # N
   local n=$1 d="$LAB_DIR/h$1"
   rm -f "$d/plugins/raftipam.sock"
   # The socket lands in hN/plugins, which is /run/docker/plugins for that host's dockerd.
-  lab_in "h$n" "$RAFTIPAM_BIN" node --id "$n" --listen "$(lab_host_ip "$n"):$LAB_PORT" \
-    --data-dir "$d/raft" --plugin-socket "$d/plugins/raftipam.sock" --host "h$n" \
+  # nsenter execs the node (no fork), so $! is the node's pid. Reconciliation compares with
+  # this host's own dockerd, not the machine's.
+  nsenter --net="/run/netns/$(lab_ns "h$n")" -- "$RAFTIPAM_BIN" node --id "$n" \
+    --listen "$(lab_host_ip "$n"):$LAB_PORT" --data-dir "$d/raft" \
+    --plugin-socket "$d/plugins/raftipam.sock" --host "h$n" --docker-host "$d/docker.sock" \
     </dev/null >>"$d/node.log" 2>&1 &
   echo $! >"$d/node.pid"
   lab_wait 30 test -S "$d/plugins/raftipam.sock" ||
@@ -291,7 +294,7 @@ lab_pids() {
   for p in /proc/[0-9]*; do
     p=${p#/proc/}
     [[ $p == "$$" || $p == "$BASHPID" ]] && continue
-    if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF -- "$LAB_DIR/"; then roots+=("$p"); fi
+    if tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | grep -qF -- "$LAB_DIR/"; then roots+=("$p"); fi
   done
   for ns in lan h1 h2 h3 legacy; do
     ns=$(lab_ns "$ns")

@@ -1,0 +1,612 @@
+//! The seed's scenario end to end, in a lab of network namespaces on this one machine
+//! (`lab/lab.sh`): a Linux bridge as the LAN (10.231.0.0/24), three Docker hosts — each a
+//! netns with its own containerd, dockerd, private `/run/docker/plugins` and a raftipam node
+//! talking Raft over its LAN address — and a legacy host with no Docker. Containers join a
+//! `macvlan` network on the LAN, as thin VMs.
+//!
+//! One lab per test, one test at a time (a lock): each lab is 3 dockerds on shared cores.
+//! The lab is torn down by a Drop guard (`lab.sh down`), so also when a test fails; logs of
+//! the nodes and dockerds are printed first when it does. Every wait is bounded. When
+//! network namespaces or dockerd cannot run here at all, each test prints a loud SKIP.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_raftipam");
+const IMAGE: &str = "raftipam-busybox";
+const NET: &str = "lan";
+const POOL: &str = "local/10.231.0.0/24";
+const SUBNET_PREFIX: &str = "10.231.0.";
+/// Gateway, the three Docker hosts and the legacy host: never a container's.
+const RESERVED: [&str; 5] = [
+    "10.231.0.1",
+    "10.231.0.11",
+    "10.231.0.12",
+    "10.231.0.13",
+    "10.231.0.20",
+];
+
+static ONE_LAB_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../lab/lab.sh")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("not an address: {s:?}"))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Raftipam,
+    Default,
+}
+
+/// A running lab; `Drop` tears it down completely.
+struct Lab {
+    dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Lab {
+    /// Brings a lab up, or prints a loud SKIP and returns `None` when this machine cannot run
+    /// one at all (`lab.sh check` exits 77).
+    fn up(test: &str, mode: Mode) -> Option<Lab> {
+        let check = Command::new("bash")
+            .arg(script())
+            .arg("check")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run bash");
+        if check.status.code() == Some(77) {
+            eprintln!(
+                "\n\
+                 ************************************************************************\n\
+                 SKIP {test}: {}\
+                 ************************************************************************\n",
+                String::from_utf8_lossy(&check.stderr)
+            );
+            return None;
+        }
+        assert!(check.status.success(), "lab.sh check: {}", text(&check));
+        let tmp = tempfile::Builder::new()
+            .prefix("rlab-")
+            .tempdir()
+            .expect("tempdir");
+        let lab = Lab {
+            dir: tmp.path().join("lab"),
+            _tmp: tmp,
+        };
+        let mode = match mode {
+            Mode::Raftipam => "raftipam",
+            Mode::Default => "default",
+        };
+        let t = Instant::now();
+        let o = Command::new("timeout")
+            .args(["300", "bash"])
+            .arg(script())
+            .arg("up")
+            .arg(&lab.dir)
+            .arg(mode)
+            .env("RAFTIPAM_BIN", BIN)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run lab.sh up");
+        assert!(o.status.success(), "lab.sh up {mode} failed:\n{}", text(&o));
+        eprintln!("[{test}] lab ({mode}) up in {:?}", t.elapsed());
+        Some(lab)
+    }
+
+    fn sh(&self, cmd: &str, args: &[&str]) -> Output {
+        Command::new("timeout")
+            .args(["180", "bash"])
+            .arg(script())
+            .arg(cmd)
+            .arg(&self.dir)
+            .args(args)
+            .env("RAFTIPAM_BIN", BIN)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run lab.sh")
+    }
+
+    fn sh_ok(&self, cmd: &str, args: &[&str]) -> String {
+        let o = self.sh(cmd, args);
+        assert!(
+            o.status.success(),
+            "lab.sh {cmd} {} failed:\n{}",
+            args.join(" "),
+            text(&o)
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    /// `docker ARGS` against host `n`'s dockerd.
+    fn docker(&self, n: usize, args: &[&str]) -> Output {
+        let host = format!("unix://{}/h{n}/docker.sock", self.dir.display());
+        Command::new("timeout")
+            .args(["120", "docker", "-H", &host])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run docker")
+    }
+
+    fn docker_ok(&self, n: usize, args: &[&str]) -> String {
+        let o = self.docker(n, args);
+        assert!(
+            o.status.success(),
+            "docker (h{n}) {} failed:\n{}",
+            args.join(" "),
+            text(&o)
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    /// The macvlan network on the LAN on every host (raftipam's IPAM in raftipam mode).
+    fn networks(&self) {
+        for n in 1..=3 {
+            self.sh_ok("network", &[&n.to_string(), NET]);
+        }
+    }
+
+    fn run(&self, n: usize, name: &str) -> Output {
+        self.docker(
+            n,
+            &[
+                "run",
+                "-d",
+                "--name",
+                name,
+                "--network",
+                NET,
+                IMAGE,
+                "sleep",
+                "1d",
+            ],
+        )
+    }
+
+    /// Starts container `name` on host `n`; returns its address.
+    fn run_ok(&self, n: usize, name: &str) -> IpAddr {
+        let o = self.run(n, name);
+        assert!(
+            o.status.success(),
+            "docker run {name} on h{n} failed:\n{}",
+            text(&o)
+        );
+        self.ip_of(n, name)
+    }
+
+    fn inspect(&self, n: usize, name: &str, field: &str) -> String {
+        let fmt = format!(
+            "{{{{with index .NetworkSettings.Networks \"{NET}\"}}}}{{{{.{field}}}}}{{{{end}}}}"
+        );
+        self.docker_ok(n, &["inspect", "-f", &fmt, name])
+    }
+
+    fn ip_of(&self, n: usize, name: &str) -> IpAddr {
+        ip(&self.inspect(n, name, "IPAddress"))
+    }
+
+    fn mac_of(&self, n: usize, name: &str) -> String {
+        self.inspect(n, name, "MacAddress").to_lowercase()
+    }
+
+    /// Running containers of host `n` on the LAN network: name → address.
+    fn running(&self, n: usize) -> BTreeMap<String, IpAddr> {
+        let names = self.docker_ok(n, &["ps", "--format", "{{.Names}}"]);
+        names
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|c| (c.to_string(), self.ip_of(n, c)))
+            .collect()
+    }
+
+    /// Host → running containers' addresses, across the lab.
+    fn all_running(&self, hosts: &[usize]) -> Vec<(usize, String, IpAddr)> {
+        let mut v = Vec::new();
+        for &n in hosts {
+            for (c, a) in self.running(n) {
+                v.push((n, c, a));
+            }
+        }
+        v
+    }
+
+    /// How many answer ARP for `addr` (replies per broadcast probe from the legacy host), and
+    /// the MACs that answered.
+    fn arp(&self, addr: IpAddr) -> (usize, Vec<String>) {
+        let out = self.sh_ok("arp", &[&addr.to_string()]);
+        let mut it = out.split_whitespace();
+        let count = it
+            .next()
+            .and_then(|s| s.parse().ok())
+            .expect("lab.sh arp prints a count");
+        let macs = it
+            .next()
+            .filter(|m| *m != "-")
+            .map(|m| m.split(',').map(str::to_string).collect())
+            .unwrap_or_default();
+        (count, macs)
+    }
+
+    fn ping(&self, addr: IpAddr) -> bool {
+        self.sh(
+            "legacy",
+            &[
+                "busybox",
+                "ping",
+                "-c",
+                "2",
+                "-W",
+                "2",
+                "-w",
+                "4",
+                &addr.to_string(),
+            ],
+        )
+        .status
+        .success()
+    }
+
+    /// `raftipam ARGS --json` from host `n`'s netns, every node as an endpoint.
+    fn raftipam(&self, n: usize, args: &[&str]) -> Output {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let mut all = vec![n.to_string()];
+        all.extend(a.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        self.sh("raftipam", &refs)
+    }
+
+    /// The cluster's allocations in the LAN pool: (address, owner host), asked via host `n`.
+    fn allocations(&self, n: usize) -> Vec<(IpAddr, String)> {
+        let o = self.raftipam(n, &["addr", "ls", POOL]);
+        assert!(o.status.success(), "raftipam addr ls failed:\n{}", text(&o));
+        let v: Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("addr ls printed no JSON ({e}): {}", text(&o)));
+        v.as_array()
+            .expect("addr ls --json prints an array")
+            .iter()
+            .map(|a| {
+                (
+                    ip(a["addr"].as_str().expect("addr")),
+                    a["owner"]["host"].as_str().expect("owner.host").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Prints the tail of every log in the lab (on failure, before teardown).
+    fn dump_logs(&self) {
+        for n in 1..=3 {
+            for log in ["node.log", "dockerd.log"] {
+                let p = self.dir.join(format!("h{n}/{log}"));
+                if let Ok(s) = std::fs::read_to_string(&p) {
+                    let lines: Vec<&str> = s.lines().collect();
+                    let tail = &lines[lines.len().saturating_sub(15)..];
+                    eprintln!("---- h{n}/{log} (last lines) ----\n{}", tail.join("\n"));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        let o = Command::new("timeout")
+            .args(["120", "bash"])
+            .arg(script())
+            .arg("down")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .output();
+        match o {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => eprintln!("lab.sh down failed:\n{}", text(&o)),
+            Err(e) => eprintln!("cannot run lab.sh down: {e}"),
+        }
+    }
+}
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+macro_rules! lab_or_skip {
+    ($test:expr, $mode:expr) => {
+        match Lab::up($test, $mode) {
+            Some(l) => l,
+            None => return,
+        }
+    };
+}
+
+/// Every address is a container's own: inside the subnet, not reserved, held once.
+fn assert_unique_and_not_reserved(held: &[(usize, String, IpAddr)]) {
+    let mut seen: BTreeMap<IpAddr, (usize, &str)> = BTreeMap::new();
+    for (n, c, a) in held {
+        assert!(
+            a.to_string().starts_with(SUBNET_PREFIX),
+            "{c} on h{n} got {a}, outside the LAN subnet"
+        );
+        assert!(
+            !RESERVED.contains(&a.to_string().as_str()),
+            "{c} on h{n} got {a}: a host's or the gateway's address"
+        );
+        if let Some((n0, c0)) = seen.insert(*a, (*n, c)) {
+            panic!("{a} held twice: {c0} on h{n0} and {c} on h{n}");
+        }
+    }
+}
+
+/// The cluster holds each address once and holds every running container's address, owned
+/// by that container's host.
+fn assert_cluster_agrees(lab: &Lab, via: usize, held: &[(usize, String, IpAddr)]) {
+    let alloc = lab.allocations(via);
+    let mut owners: BTreeMap<IpAddr, String> = BTreeMap::new();
+    for (a, h) in &alloc {
+        if let Some(h0) = owners.insert(*a, h.clone()) {
+            panic!("the cluster lists {a} twice ({h0}, {h})");
+        }
+        assert!(
+            !RESERVED.contains(&a.to_string().as_str()),
+            "the cluster allocated reserved {a}"
+        );
+    }
+    for (n, c, a) in held {
+        assert_eq!(
+            owners.get(a).map(String::as_str),
+            Some(format!("h{n}").as_str()),
+            "{c} on h{n} uses {a} but the cluster says {:?}",
+            owners.get(a)
+        );
+    }
+}
+
+/// Exactly one responder per address, the container's own MAC; and reachable by ping.
+fn assert_one_responder_each(lab: &Lab, held: &[(usize, String, IpAddr)]) {
+    for (n, c, a) in held {
+        let mac = lab.mac_of(*n, c);
+        let (count, macs) = lab.arp(*a);
+        assert_eq!(
+            count, 1,
+            "{a} ({c} on h{n}) answered ARP {count} times per probe: {macs:?}"
+        );
+        assert_eq!(
+            macs,
+            vec![mac.clone()],
+            "{a} answered by {macs:?}, not {c}'s {mac}"
+        );
+        assert!(
+            lab.ping(*a),
+            "the legacy host cannot ping {a} ({c} on h{n})"
+        );
+    }
+}
+
+/// Waits until node `n` has applied everything the leader had committed when asked.
+fn wait_caught_up(lab: &Lab, n: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let o = lab.raftipam(n, &["cluster", "status"]);
+        if o.status.success() {
+            if let Ok(v) = serde_json::from_slice::<Value>(&o.stdout) {
+                let nodes: Vec<&Value> = v
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|e| e.get("status")).collect())
+                    .unwrap_or_default();
+                let leader_committed = nodes
+                    .iter()
+                    .find(|s| s["state"] == "Leader")
+                    .and_then(|s| s["committed"].as_u64());
+                let applied = nodes
+                    .iter()
+                    .find(|s| s["id"].as_u64() == Some(n as u64))
+                    .and_then(|s| s["applied"].as_u64());
+                if let (Some(c), Some(a)) = (leader_committed, applied) {
+                    if a >= c {
+                        return;
+                    }
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {n} did not catch up within {within:?}; cluster status:\n{}",
+            text(&o)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Retries `docker run` for up to `within` (a leader election may be under way); each failed
+/// attempt's leftover container is removed.
+fn run_eventually(lab: &Lab, n: usize, name: &str, within: Duration) -> IpAddr {
+    let deadline = Instant::now() + within;
+    loop {
+        let o = lab.run(n, name);
+        if o.status.success() {
+            return lab.ip_of(n, name);
+        }
+        let _ = lab.docker(n, &["rm", "-f", name]);
+        assert!(
+            Instant::now() < deadline,
+            "docker run {name} on h{n} kept failing for {within:?}:\n{}",
+            text(&o)
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// 1 and 2. Each host creates the macvlan network with raftipam's IPAM, the gateway and every
+/// host's address as aux addresses; two containers on each host get addresses distinct
+/// across the cluster, never a host's or the gateway's; the legacy host pings every one and
+/// each address is answered by exactly one MAC.
+#[test]
+fn lab_raftipam_addresses_unique_across_hosts_and_reachable() {
+    let _g = lock();
+    let lab = lab_or_skip!(
+        "lab_raftipam_addresses_unique_across_hosts_and_reachable",
+        Mode::Raftipam
+    );
+    lab.networks();
+    for round in 0..2 {
+        for n in 1..=3 {
+            lab.run_ok(n, &format!("c{n}-{round}"));
+        }
+    }
+    let held = lab.all_running(&[1, 2, 3]);
+    assert_eq!(held.len(), 6, "{held:?}");
+    assert_unique_and_not_reserved(&held);
+    assert_cluster_agrees(&lab, 1, &held);
+    assert_one_responder_each(&lab, &held);
+    eprintln!("addresses: {held:?}");
+}
+
+/// 3. Host 2 dies (its node and dockerd killed -9): hosts 1 and 3 keep starting containers
+/// with unique addresses. Host 2 comes back, catches up, starts containers again; nothing is
+/// held twice and every address still has one ARP responder.
+#[test]
+fn lab_raftipam_host_dies_and_comes_back() {
+    let _g = lock();
+    let lab = lab_or_skip!("lab_raftipam_host_dies_and_comes_back", Mode::Raftipam);
+    lab.networks();
+    for n in 1..=3 {
+        lab.run_ok(n, &format!("before{n}"));
+    }
+    lab.sh_ok("kill-host", &["2"]);
+    for round in 0..2 {
+        for n in [1, 3] {
+            // A leader election may follow the kill: the write timeout covers it, allow one
+            // more attempt on top.
+            run_eventually(
+                &lab,
+                n,
+                &format!("while{n}-{round}"),
+                Duration::from_secs(30),
+            );
+        }
+    }
+    let held = lab.all_running(&[1, 3]);
+    assert_eq!(held.len(), 6, "{held:?}");
+    assert_unique_and_not_reserved(&held);
+    assert_cluster_agrees(&lab, 1, &held);
+
+    // Back: same data; its node rejoins and catches up, its dockerd restarts.
+    lab.sh_ok("start-host", &["2"]);
+    wait_caught_up(&lab, 2, Duration::from_secs(60));
+    let after = run_eventually(&lab, 2, "after2", Duration::from_secs(60));
+    let held = lab.all_running(&[1, 2, 3]);
+    assert!(held.iter().any(|(_, c, _)| c == "after2"), "{held:?}");
+    assert!(!RESERVED.contains(&after.to_string().as_str()));
+    assert_unique_and_not_reserved(&held);
+    assert_cluster_agrees(&lab, 2, &held);
+    assert_one_responder_each(&lab, &held);
+}
+
+/// 4. Host 3 is cut off from the LAN (its bridge port down): it cannot allocate and says so
+/// within the timeout, while hosts 1 and 2 go on. After the link is back, no address is held
+/// twice and host 3's earlier container keeps its address.
+#[test]
+fn lab_raftipam_host_cut_off_then_heals() {
+    let _g = lock();
+    let lab = lab_or_skip!("lab_raftipam_host_cut_off_then_heals", Mode::Raftipam);
+    lab.networks();
+    for n in 1..=3 {
+        lab.run_ok(n, &format!("before{n}"));
+    }
+    let before3 = lab.ip_of(3, "before3");
+
+    lab.sh_ok("cut", &["3"]);
+    let t = Instant::now();
+    let o = lab.run(3, "cut3");
+    let took = t.elapsed();
+    assert!(
+        !o.status.success(),
+        "a container on the cut-off host got an address: {}",
+        text(&o)
+    );
+    let err = text(&o);
+    assert!(
+        err.contains("no quorum") || err.contains("no leader"),
+        "the cut-off host's error does not say why: {err}"
+    );
+    assert!(took < Duration::from_secs(30), "docker run waited {took:?}");
+    let _ = lab.docker(3, &["rm", "-f", "cut3"]);
+    for round in 0..2 {
+        for n in [1, 2] {
+            run_eventually(
+                &lab,
+                n,
+                &format!("while{n}-{round}"),
+                Duration::from_secs(30),
+            );
+        }
+    }
+    let held = lab.all_running(&[1, 2, 3]);
+    assert_unique_and_not_reserved(&held);
+
+    lab.sh_ok("heal", &["3"]);
+    wait_caught_up(&lab, 3, Duration::from_secs(60));
+    run_eventually(&lab, 3, "after3", Duration::from_secs(60));
+    assert_eq!(lab.ip_of(3, "before3"), before3, "before3 lost its address");
+    let held = lab.all_running(&[1, 2, 3]);
+    assert_eq!(held.len(), 3 + 4 + 1, "{held:?}");
+    assert_unique_and_not_reserved(&held);
+    assert_cluster_agrees(&lab, 3, &held);
+    assert_one_responder_each(&lab, &held);
+}
+
+/// 5. The same lab with Docker's default IPAM shows the problem: each host hands out the same
+/// first addresses, and those addresses have several ARP responders on the LAN.
+#[test]
+fn lab_default_ipam_hands_out_duplicates() {
+    let _g = lock();
+    let lab = lab_or_skip!("lab_default_ipam_hands_out_duplicates", Mode::Default);
+    lab.networks();
+    for round in 0..2 {
+        for n in 1..=3 {
+            lab.run_ok(n, &format!("c{n}-{round}"));
+        }
+    }
+    let held = lab.all_running(&[1, 2, 3]);
+    assert_eq!(held.len(), 6, "{held:?}");
+    let distinct: BTreeSet<IpAddr> = held.iter().map(|(_, _, a)| *a).collect();
+    assert!(
+        distinct.len() < held.len(),
+        "default IPAM gave distinct addresses: the lab cannot show the problem: {held:?}"
+    );
+    let dup = *held
+        .iter()
+        .map(|(_, _, a)| a)
+        .find(|a| held.iter().filter(|(_, _, b)| b == *a).count() == 3)
+        .expect("an address every host handed out");
+    let (count, macs) = lab.arp(dup);
+    assert_eq!(
+        count, 3,
+        "{dup} is held on three hosts; ARP answers: {macs:?}"
+    );
+    eprintln!("default IPAM: {held:?}; {dup} answered by {count} responders");
+}
