@@ -180,6 +180,7 @@ lab_start_node() { # N
     --plugin-socket "$d/plugins/raftipam.sock" --host "h$n" --docker-host "$d/docker.sock" \
     </dev/null >>"$d/node.log" 2>&1 &
   echo $! >"$d/node.pid"
+  disown $! 2>/dev/null # no "Killed" job notices when a script sourcing this kills it
   lab_wait 30 test -S "$d/plugins/raftipam.sock" ||
     lab_die "node $n did not start; its log:" || { tail -20 "$d/node.log" >&2; return 1; }
 }
@@ -219,6 +220,7 @@ lab_start_dockerd() { # N: in the mount namespace of host N's containerd
     --iptables=false --ip6tables=false --bridge=none --cgroup-parent "$LAB_ID-h$n" \
     </dev/null >>"$d/dockerd.log" 2>&1 &
   echo $! >"$d/dockerd.pid"
+  disown $! 2>/dev/null
 }
 
 lab_wait_dockerd() { # N

@@ -486,8 +486,8 @@ fn lab_raftipam_addresses_unique_across_hosts_and_reachable() {
 }
 
 /// 3. Host 2 dies (its node and dockerd killed -9): hosts 1 and 3 keep starting containers
-/// with unique addresses. Host 2 comes back, catches up, starts containers again; nothing is
-/// held twice and every address still has one ARP responder.
+///    with unique addresses. Host 2 comes back, catches up, starts containers again; nothing is
+///    held twice and every address still has one ARP responder.
 #[test]
 fn lab_raftipam_host_dies_and_comes_back() {
     let _g = lock();
@@ -527,8 +527,8 @@ fn lab_raftipam_host_dies_and_comes_back() {
 }
 
 /// 4. Host 3 is cut off from the LAN (its bridge port down): it cannot allocate and says so
-/// within the timeout, while hosts 1 and 2 go on. After the link is back, no address is held
-/// twice and host 3's earlier container keeps its address.
+///    within the timeout, while hosts 1 and 2 go on. After the link is back, no address is held
+///    twice and host 3's earlier container keeps its address.
 #[test]
 fn lab_raftipam_host_cut_off_then_heals() {
     let _g = lock();
@@ -580,7 +580,7 @@ fn lab_raftipam_host_cut_off_then_heals() {
 }
 
 /// 5. The same lab with Docker's default IPAM shows the problem: each host hands out the same
-/// first addresses, and those addresses have several ARP responders on the LAN.
+///    first addresses, and those addresses have several ARP responders on the LAN.
 #[test]
 fn lab_default_ipam_hands_out_duplicates() {
     let _g = lock();
