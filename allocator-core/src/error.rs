@@ -58,7 +58,7 @@ pub enum AllocError {
     #[error("no free /{prefix_len} subnet left in the default pools for {family}; give a --subnet explicitly")]
     NoDefaultSubnet {
         /// `IPv4` or `IPv6`.
-        family: &'static str,
+        family: String,
         /// The size asked for.
         prefix_len: u8,
     },

@@ -341,7 +341,7 @@ impl State {
             }
         }
         Err(AllocError::NoDefaultSubnet {
-            family: fam,
+            family: fam.to_string(),
             prefix_len: wanted.unwrap_or(0),
         })
     }

@@ -16,7 +16,7 @@ use crate::types::RequestId;
 pub enum ApiError {
     /// The allocator refused the command (pool full, address held, ...). Nothing changed.
     #[error("{0}")]
-    Alloc(#[serde(with = "crate::wire::alloc_error")] AllocError),
+    Alloc(AllocError),
     /// No leader could commit the write (or serve the read) in time: no quorum, or an
     /// election that did not finish. The write may still be applied later; retrying with the
     /// same request id is safe.
