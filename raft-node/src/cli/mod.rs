@@ -187,7 +187,9 @@ pub fn main() -> ExitCode {
 
 /// Resolves a pool named without a range: if no pool has exactly that id but exactly one pool
 /// of that space covers that subnet (with a sub-range), that is the one meant. Saves typing
-/// `global/10.0.0.0/24/10.0.0.128/25` for a network created with `--range`.
+/// `global/10.0.0.0/24/10.0.0.128/25` for a network created with `--range`. A bare subnet
+/// (the `global` space) that names no pool there also finds the one pool over that subnet in
+/// another space, e.g. `local/...` for a network `docker network create` made.
 pub async fn resolve_pool(client: &Client, id: PoolId) -> anyhow::Result<PoolId> {
     if id.range.is_some() {
         return Ok(id);
@@ -196,11 +198,20 @@ pub async fn resolve_pool(client: &Client, id: PoolId) -> anyhow::Result<PoolId>
     if pools.iter().any(|p| p.id == id) {
         return Ok(id);
     }
-    let same: Vec<&PoolId> = pools
+    let mut same: Vec<&PoolId> = pools
         .iter()
         .map(|p| &p.id)
         .filter(|p| p.space == id.space && p.subnet == id.subnet)
         .collect();
+    if same.is_empty() && id.space == "global" {
+        // A bare subnet: Docker's ordinary (local-scope) networks put their pools in the
+        // `local` space, so look in every space.
+        same = pools
+            .iter()
+            .map(|p| &p.id)
+            .filter(|p| p.subnet == id.subnet)
+            .collect();
+    }
     match same.as_slice() {
         [] => Ok(id),
         [only] => Ok((*only).clone()),
