@@ -55,6 +55,8 @@ pub struct Endpoint {
     pub container: String,
     /// The container's id.
     pub container_id: String,
+    /// The network's IPAM driver.
+    pub ipam_driver: String,
     /// The address.
     pub addr: IpAddr,
 }
@@ -196,25 +198,35 @@ impl Docker {
         Ok(())
     }
 
-    /// Names of the networks whose IPAM driver is `driver`.
-    pub async fn networks(&self, driver: &str) -> Result<Vec<(String, String)>, DockerError> {
+    /// `(id, name, IPAM driver)` of every network.
+    pub async fn networks(&self) -> Result<Vec<(String, String, String)>, DockerError> {
         let list: Vec<NetworkSummary> = self.get("/networks").await?;
         Ok(list
             .into_iter()
-            .filter(|n| {
-                n.ipam
-                    .as_ref()
-                    .and_then(|i| i.driver.as_deref())
-                    .is_some_and(|d| d == driver)
+            .map(|n| {
+                let driver = n
+                    .ipam
+                    .and_then(|i| i.driver)
+                    .unwrap_or_else(|| "default".to_string());
+                (n.id, n.name, driver)
             })
-            .map(|n| (n.id, n.name))
             .collect())
     }
 
     /// Every address of every container in the networks whose IPAM driver is `driver`.
     pub async fn endpoints(&self, driver: &str) -> Result<Vec<Endpoint>, DockerError> {
+        Ok(self
+            .all_endpoints()
+            .await?
+            .into_iter()
+            .filter(|e| e.ipam_driver == driver)
+            .collect())
+    }
+
+    /// Every address of every container in every network, whatever its IPAM driver.
+    pub async fn all_endpoints(&self) -> Result<Vec<Endpoint>, DockerError> {
         let mut out = Vec::new();
-        for (id, name) in self.networks(driver).await? {
+        for (id, name, driver) in self.networks().await? {
             let detail: NetworkDetail = match self.get(&format!("/networks/{id}")).await {
                 Ok(d) => d,
                 // Removed between the list and the inspect: it has no endpoints.
@@ -229,6 +241,7 @@ impl Docker {
                             network_id: id.clone(),
                             container: c.name.clone(),
                             container_id: cid.clone(),
+                            ipam_driver: driver.clone(),
                             addr,
                         });
                     }

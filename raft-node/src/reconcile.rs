@@ -107,12 +107,23 @@ fn owner_str(a: &Allocation) -> String {
 }
 
 /// Compares two lists already fetched: the cluster's allocations (all hosts) and the
-/// endpoints of this host's dockerd.
+/// endpoints of this host's dockerd in networks of IPAM driver `driver`. An allocation of
+/// this host whose address any local endpoint uses (whatever its network's driver: another
+/// shim of the same host name, say) is not called leaked: reconciliation must never free an
+/// address in use.
 pub fn compare_lists(
     host: &str,
+    driver: &str,
     cluster: &[(PoolId, Allocation)],
-    endpoints: &[Endpoint],
+    all_endpoints: &[Endpoint],
 ) -> Report {
+    let in_use: std::collections::BTreeSet<IpAddr> = all_endpoints.iter().map(|e| e.addr).collect();
+    let endpoints: Vec<Endpoint> = all_endpoints
+        .iter()
+        .filter(|e| e.ipam_driver == driver)
+        .cloned()
+        .collect();
+    let endpoints = &endpoints[..];
     let mut by_addr: BTreeMap<IpAddr, Vec<&(PoolId, Allocation)>> = BTreeMap::new();
     for pa in cluster {
         by_addr.entry(pa.1.addr).or_default().push(pa);
@@ -152,7 +163,7 @@ pub fn compare_lists(
         .collect();
     let leaked = mine
         .iter()
-        .filter(|(_, a)| !local.contains_key(&a.addr))
+        .filter(|(_, a)| !in_use.contains(&a.addr))
         .map(|(p, a)| Leak {
             pool: p.clone(),
             allocation: a.clone(),
@@ -189,8 +200,8 @@ pub async fn compare(
     driver: &str,
 ) -> Result<Report, CompareError> {
     let cluster = client.all_allocations().await?;
-    let endpoints = docker.endpoints(driver).await?;
-    Ok(compare_lists(host, &cluster, &endpoints))
+    let endpoints = docker.all_endpoints().await?;
+    Ok(compare_lists(host, driver, &cluster, &endpoints))
 }
 
 /// Releases one leak if it is still the same allocation. True if it was released.
@@ -462,6 +473,7 @@ mod tests {
             network_id: "nid".into(),
             container: container.into(),
             container_id: "cid".into(),
+            ipam_driver: "raftipam".into(),
             addr: addr.parse().unwrap(),
         }
     }
@@ -479,7 +491,7 @@ mod tests {
             ep("db", "10.0.0.4"),
             ep("new", "10.0.0.9"),
         ];
-        let r = compare_lists("a", &cluster, &eps);
+        let r = compare_lists("a", "raftipam", &cluster, &eps);
         assert_eq!(r.leaked.len(), 1);
         assert_eq!(r.leaked[0].allocation.addr.to_string(), "10.0.0.3");
         assert_eq!(r.missing.len(), 2);
@@ -488,7 +500,12 @@ mod tests {
         assert_eq!(r.held_twice.len(), 1);
         assert_eq!(r.held_twice[0].source, "cluster");
         assert!(!r.is_clean());
-        let clean = compare_lists("a", &cluster[..1], &eps[..1]);
+        let clean = compare_lists("a", "raftipam", &cluster[..1], &eps[..1]);
         assert!(clean.is_clean());
+        // In use in a network of another driver: not leaked (and not this driver's missing).
+        let mut other = ep("gone", "10.0.0.3");
+        other.ipam_driver = "other".into();
+        let r = compare_lists("a", "raftipam", &cluster[..2], &[eps[0].clone(), other]);
+        assert!(r.is_clean(), "{r:?}");
     }
 }
