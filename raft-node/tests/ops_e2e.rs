@@ -814,6 +814,22 @@ fn backup_then_restore_into_a_fresh_cluster_gives_the_same_state() {
         "--owner",
         "ops-other/db",
     ]);
+    // Usage that tells the truth: size, reserved, allocated, cooling, free, and who holds what.
+    let show = a.json(&["pool", "show", "10.157.0.0/16"]);
+    assert_eq!(show["allocated_by_host"]["ops-other"], 2, "{show}");
+    assert_eq!(show["holders"]["ops-cli"], 1, "{show}");
+    let u = &show["usage"];
+    assert_eq!(u["size"], 256, "{show}");
+    assert_eq!(u["reserved"], 9, "the reserve range: {show}");
+    assert_eq!(u["allocated"], 1, "in the range: {show}");
+    assert_eq!(u["cooling"], 0, "{show}");
+    assert_eq!(u["free"], 246, "{show}");
+    let text = a.cli_ok(&["pool", "show", "10.157.0.0/16"]);
+    assert!(
+        text.contains("allocated by host (whole subnet): ops-other: 2"),
+        "{text}"
+    );
+    assert!(text.contains("holders: ops-cli(1)"), "{text}");
     let file = a.dir.path().join("backup.raftipam");
     let out = a.json(&["backup", &file.display().to_string()]);
     assert_eq!(out["allocations"], 5, "{out}");

@@ -56,6 +56,14 @@ pub enum PoolCmd {
     },
 }
 
+/// What `pool show` prints: the pool, and how many addresses of its subnet each host holds.
+#[derive(serde::Serialize)]
+struct PoolShow {
+    #[serde(flatten)]
+    info: PoolInfo,
+    allocated_by_host: std::collections::BTreeMap<String, u64>,
+}
+
 fn parse_range(s: &str) -> Result<AddrRange, String> {
     s.parse::<AddrRange>().map_err(|e| e.to_string())
 }
@@ -137,7 +145,25 @@ pub async fn run(ctx: &Ctx, cmd: PoolCmd) -> anyhow::Result<()> {
         PoolCmd::Show { pool } => {
             let pool = resolve_pool(&client, pool).await?;
             let info = client.pool(&pool).await?;
-            ctx.print(&info, show)
+            let mut by_host = std::collections::BTreeMap::<String, u64>::new();
+            for a in client.allocations(&pool).await? {
+                *by_host.entry(a.owner.host).or_default() += 1;
+            }
+            let out = PoolShow {
+                info,
+                allocated_by_host: by_host,
+            };
+            ctx.print(&out, |o| {
+                show(&o.info);
+                let h: Vec<String> = o
+                    .allocated_by_host
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect();
+                if !h.is_empty() {
+                    println!("  allocated by host (whole subnet): {}", h.join(", "));
+                }
+            })
         }
         PoolCmd::Delete { pool, force } => {
             let pool = resolve_pool(&client, pool).await?;
