@@ -406,6 +406,21 @@ fn assert_one_responder_each(lab: &Lab, held: &[(usize, String, IpAddr)]) {
     }
 }
 
+/// The id (= host number) of the current leader, from `cluster status`.
+fn leader(lab: &Lab) -> usize {
+    let o = lab.raftipam(1, &["cluster", "status"]);
+    assert!(o.status.success(), "cluster status failed:\n{}", text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("cluster status --json");
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.get("status"))
+        .find(|s| s["state"] == "Leader")
+        .and_then(|s| s["id"].as_u64())
+        .map(|id| id as usize)
+        .unwrap_or_else(|| panic!("no leader in cluster status: {v}"))
+}
+
 /// Waits until node `n` has applied everything the leader had committed when asked.
 fn wait_caught_up(lab: &Lab, n: usize, within: Duration) {
     let deadline = Instant::now() + within;
@@ -485,9 +500,10 @@ fn lab_raftipam_addresses_unique_across_hosts_and_reachable() {
     eprintln!("addresses: {held:?}");
 }
 
-/// 3. Host 2 dies (its node and dockerd killed -9): hosts 1 and 3 keep starting containers
-///    with unique addresses. Host 2 comes back, catches up, starts containers again; nothing is
-///    held twice and every address still has one ARP responder.
+/// 3. The leader's host dies (its node and dockerd killed -9; its containers stay, as in a
+///    dockerd crash): the other two hosts elect a leader and keep starting containers with
+///    unique addresses. The host comes back, its node catches up, its dockerd starts
+///    containers again; nothing is held twice and every address has one ARP responder.
 #[test]
 fn lab_raftipam_host_dies_and_comes_back() {
     let _g = lock();
@@ -496,11 +512,14 @@ fn lab_raftipam_host_dies_and_comes_back() {
     for n in 1..=3 {
         lab.run_ok(n, &format!("before{n}"));
     }
-    lab.sh_ok("kill-host", &["2"]);
+    let v = leader(&lab);
+    let others: Vec<usize> = (1..=3).filter(|&n| n != v).collect();
+    let victims = (v, format!("before{v}"), lab.ip_of(v, &format!("before{v}")));
+    let victims_mac = lab.mac_of(v, &victims.1);
+    lab.sh_ok("kill-host", &[&v.to_string()]);
     for round in 0..2 {
-        for n in [1, 3] {
-            // A leader election may follow the kill: the write timeout covers it, allow one
-            // more attempt on top.
+        for &n in &others {
+            // The election after the kill is covered by the write timeout; allow a retry.
             run_eventually(
                 &lab,
                 n,
@@ -509,26 +528,41 @@ fn lab_raftipam_host_dies_and_comes_back() {
             );
         }
     }
-    let held = lab.all_running(&[1, 3]);
+    let mut held = lab.all_running(&others);
     assert_eq!(held.len(), 6, "{held:?}");
+    assert_one_responder_each(&lab, &held);
+    // The dead host's container still runs (containerd lives on) and keeps its address.
+    let (count, macs) = lab.arp(victims.2);
+    assert_eq!(
+        (count, macs),
+        (1, vec![victims_mac]),
+        "ARP for {}",
+        victims.2
+    );
+    held.push(victims);
     assert_unique_and_not_reserved(&held);
-    assert_cluster_agrees(&lab, 1, &held);
+    assert_cluster_agrees(&lab, others[0], &held);
 
-    // Back: same data; its node rejoins and catches up, its dockerd restarts.
-    lab.sh_ok("start-host", &["2"]);
-    wait_caught_up(&lab, 2, Duration::from_secs(60));
-    let after = run_eventually(&lab, 2, "after2", Duration::from_secs(60));
+    // Back: same data; its node rejoins and catches up, its dockerd restarts (and, without
+    // live-restore, stops the containers it had, releasing their addresses).
+    lab.sh_ok("start-host", &[&v.to_string()]);
+    wait_caught_up(&lab, v, Duration::from_secs(60));
+    let after = run_eventually(&lab, v, "after", Duration::from_secs(60));
     let held = lab.all_running(&[1, 2, 3]);
-    assert!(held.iter().any(|(_, c, _)| c == "after2"), "{held:?}");
+    assert!(
+        held.iter().any(|(n, c, _)| *n == v && c == "after"),
+        "{held:?}"
+    );
     assert!(!RESERVED.contains(&after.to_string().as_str()));
     assert_unique_and_not_reserved(&held);
-    assert_cluster_agrees(&lab, 2, &held);
+    assert_cluster_agrees(&lab, v, &held);
     assert_one_responder_each(&lab, &held);
 }
 
-/// 4. Host 3 is cut off from the LAN (its bridge port down): it cannot allocate and says so
-///    within the timeout, while hosts 1 and 2 go on. After the link is back, no address is held
-///    twice and host 3's earlier container keeps its address.
+/// 4. The leader's host is cut off from the LAN (its bridge port down): it cannot allocate
+///    and says so within the timeout, while the other two elect a leader and go on. After the
+///    link is back, no address is held twice, the cut-off host's earlier container keeps its
+///    address and the host allocates again.
 #[test]
 fn lab_raftipam_host_cut_off_then_heals() {
     let _g = lock();
@@ -537,26 +571,29 @@ fn lab_raftipam_host_cut_off_then_heals() {
     for n in 1..=3 {
         lab.run_ok(n, &format!("before{n}"));
     }
-    let before3 = lab.ip_of(3, "before3");
+    let v = leader(&lab);
+    let others: Vec<usize> = (1..=3).filter(|&n| n != v).collect();
+    let before = format!("before{v}");
+    let before_addr = lab.ip_of(v, &before);
 
-    lab.sh_ok("cut", &["3"]);
+    lab.sh_ok("cut", &[&v.to_string()]);
     let t = Instant::now();
-    let o = lab.run(3, "cut3");
+    let o = lab.run(v, "cut");
     let took = t.elapsed();
+    let err = text(&o);
     assert!(
         !o.status.success(),
-        "a container on the cut-off host got an address: {}",
-        text(&o)
+        "a container on the cut-off host got an address: {err}"
     );
-    let err = text(&o);
     assert!(
         err.contains("no quorum") || err.contains("no leader"),
         "the cut-off host's error does not say why: {err}"
     );
     assert!(took < Duration::from_secs(30), "docker run waited {took:?}");
-    let _ = lab.docker(3, &["rm", "-f", "cut3"]);
+    eprintln!("cut-off h{v} refused in {took:?}: {}", err.trim());
+    let _ = lab.docker(v, &["rm", "-f", "cut"]);
     for round in 0..2 {
-        for n in [1, 2] {
+        for &n in &others {
             run_eventually(
                 &lab,
                 n,
@@ -565,17 +602,28 @@ fn lab_raftipam_host_cut_off_then_heals() {
             );
         }
     }
-    let held = lab.all_running(&[1, 2, 3]);
+    let held = lab.all_running(&others);
     assert_unique_and_not_reserved(&held);
+    assert_cluster_agrees(&lab, others[0], &held);
+    for (n, c, a) in &held {
+        assert!(
+            lab.ping(*a),
+            "the legacy host cannot ping {a} ({c} on h{n})"
+        );
+    }
 
-    lab.sh_ok("heal", &["3"]);
-    wait_caught_up(&lab, 3, Duration::from_secs(60));
-    run_eventually(&lab, 3, "after3", Duration::from_secs(60));
-    assert_eq!(lab.ip_of(3, "before3"), before3, "before3 lost its address");
+    lab.sh_ok("heal", &[&v.to_string()]);
+    wait_caught_up(&lab, v, Duration::from_secs(60));
+    run_eventually(&lab, v, "after", Duration::from_secs(60));
+    assert_eq!(
+        lab.ip_of(v, &before),
+        before_addr,
+        "{before} on h{v} lost its address"
+    );
     let held = lab.all_running(&[1, 2, 3]);
     assert_eq!(held.len(), 3 + 4 + 1, "{held:?}");
     assert_unique_and_not_reserved(&held);
-    assert_cluster_agrees(&lab, 3, &held);
+    assert_cluster_agrees(&lab, v, &held);
     assert_one_responder_each(&lab, &held);
 }
 
