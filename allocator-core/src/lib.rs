@@ -37,6 +37,7 @@ pub mod bitmap;
 mod command;
 mod error;
 mod id;
+mod keyed;
 mod records;
 mod snapshot;
 mod state;

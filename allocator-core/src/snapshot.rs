@@ -285,7 +285,7 @@ fn rebuild(snap: SnapState<'_>) -> Result<State, SnapshotError> {
             lo,
             hi,
         };
-        if state.pools.insert(p.id.clone(), pool).is_some() {
+        if !state.pools.insert_new(p.id.clone(), pool) {
             return Err(bad(format!("pool {} appears twice", p.id)));
         }
     }

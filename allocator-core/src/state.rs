@@ -13,6 +13,7 @@ use crate::bitmap::MAX_BITS;
 use crate::command::{AddrRange, Command, Op, Order, Outcome, PoolSpec, Released};
 use crate::error::AllocError;
 use crate::id::{Owner, PoolId};
+use crate::keyed::Keyed;
 use crate::records::RecView;
 use crate::subnet::{addr_to_u128, Subnet, Subnets};
 
@@ -187,7 +188,7 @@ pub struct State {
     pub(crate) hosts: Vec<String>,
     pub(crate) host_ids: HashMap<String, u16>,
     pub(crate) subnets: Subnets,
-    pub(crate) pools: BTreeMap<PoolId, Pool>,
+    pub(crate) pools: Keyed<PoolId, Pool>,
     pub(crate) seen: BTreeMap<String, Seen>,
 }
 
@@ -250,7 +251,7 @@ impl State {
             hosts: Vec::new(),
             host_ids: HashMap::new(),
             subnets: Subnets::default(),
-            pools: BTreeMap::new(),
+            pools: Keyed::default(),
             seen: BTreeMap::new(),
         }
     }
@@ -470,7 +471,7 @@ impl State {
             lo,
             hi,
         };
-        self.pools.insert(id.clone(), pool);
+        self.pools.insert_new(id.clone(), pool);
         Ok(Outcome::Pool {
             pool: id,
             created: true,
@@ -574,7 +575,7 @@ impl State {
     /// The pool, its subnet and the offset of `addr` in it, borrowed from the state's fields
     /// (no key is cloned: this is the hot path).
     fn locate<'a>(
-        pools: &'a mut BTreeMap<PoolId, Pool>,
+        pools: &'a mut Keyed<PoolId, Pool>,
         subnets: &'a mut Subnets,
         id: &PoolId,
         addr: Option<IpAddr>,

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::bitmap::Bitmap;
+use crate::keyed::Keyed;
 use crate::records::Records;
 
 /// Integer value of an address (IPv4 in the low 32 bits).
@@ -229,113 +230,5 @@ impl Subnet {
     }
 }
 
-/// Every subnet of the state, by `(space, subnet)`, in a slab: the hot path reaches a pool's
-/// subnet by its slot number instead of searching a map with a string key.
-#[derive(Default)]
-pub(crate) struct Subnets {
-    index: BTreeMap<(String, IpNet), usize>,
-    slab: Vec<Option<((String, IpNet), Subnet)>>,
-    free: Vec<usize>,
-}
-
-impl Subnets {
-    pub fn id_of(&self, key: &(String, IpNet)) -> Option<usize> {
-        self.index.get(key).copied()
-    }
-
-    pub fn get(&self, key: &(String, IpNet)) -> Option<&Subnet> {
-        self.by_id(self.id_of(key)?)
-    }
-
-    pub fn get_mut(&mut self, key: &(String, IpNet)) -> Option<&mut Subnet> {
-        let id = self.id_of(key)?;
-        self.by_id_mut(id)
-    }
-
-    pub fn by_id(&self, id: usize) -> Option<&Subnet> {
-        self.slab.get(id)?.as_ref().map(|(_, s)| s)
-    }
-
-    pub fn by_id_mut(&mut self, id: usize) -> Option<&mut Subnet> {
-        self.slab.get_mut(id)?.as_mut().map(|(_, s)| s)
-    }
-
-    /// The subnet under `key`, created with `make` if absent; returns its slot too.
-    pub fn get_or_insert_with(
-        &mut self,
-        key: (String, IpNet),
-        make: impl FnOnce() -> Subnet,
-    ) -> (usize, &mut Subnet) {
-        let id = match self.id_of(&key) {
-            Some(id) => id,
-            None => {
-                let entry = Some((key.clone(), make()));
-                let id = match self.free.pop() {
-                    Some(id) => {
-                        self.slab[id] = entry;
-                        id
-                    }
-                    None => {
-                        self.slab.push(entry);
-                        self.slab.len() - 1
-                    }
-                };
-                self.index.insert(key, id);
-                id
-            }
-        };
-        // The slot was just found or filled.
-        let sn = self.slab[id]
-            .as_mut()
-            .map(|(_, s)| s)
-            .expect("slot is filled");
-        (id, sn)
-    }
-
-    /// Inserts a subnet; false if one is there already (nothing changes then).
-    pub fn insert_new(&mut self, key: (String, IpNet), sn: Subnet) -> bool {
-        if self.index.contains_key(&key) {
-            return false;
-        }
-        let mut sn = Some(sn);
-        self.get_or_insert_with(key, || sn.take().expect("called once"));
-        true
-    }
-
-    pub fn remove(&mut self, key: &(String, IpNet)) -> Option<Subnet> {
-        let id = self.index.remove(key)?;
-        self.free.push(id);
-        self.slab[id].take().map(|(_, s)| s)
-    }
-
-    /// In key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&(String, IpNet), &Subnet)> {
-        self.index
-            .iter()
-            .filter_map(|(k, &id)| self.by_id(id).map(|s| (k, s)))
-    }
-
-    /// In key order.
-    pub fn keys(&self) -> impl Iterator<Item = &(String, IpNet)> {
-        self.index.keys()
-    }
-
-    /// In key order.
-    pub fn values(&self) -> impl Iterator<Item = &Subnet> {
-        self.iter().map(|(_, s)| s)
-    }
-
-    /// In slot order (not key order).
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&(String, IpNet), &mut Subnet)> {
-        self.slab.iter_mut().flatten().map(|(k, s)| (&*k, s))
-    }
-}
-
-impl<'a> IntoIterator for &'a Subnets {
-    type Item = (&'a (String, IpNet), &'a Subnet);
-    type IntoIter = Box<dyn Iterator<Item = Self::Item> + 'a>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        Box::new(self.iter())
-    }
-}
+/// Every subnet of the state, by `(space, subnet)`; a pool reaches its subnet by slot.
+pub(crate) type Subnets = Keyed<(String, IpNet), Subnet>;
