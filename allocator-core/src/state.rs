@@ -818,14 +818,17 @@ impl State {
         })
     }
 
-    fn release(
+    /// Removes the allocation at `addr` if `check` passes on its holder and record: the
+    /// address is freed (or cools down) and pools left without holders or allocations go.
+    /// `check` refuses with `Err(Some(e))` (the command fails) or `Err(None)` (nothing happens).
+    /// Returns whether an allocation was removed, and the address's offset.
+    fn remove_allocation(
         &mut self,
         now: u64,
         id: &PoolId,
         addr: IpAddr,
-        host: &str,
-        force: bool,
-    ) -> Result<Outcome, AllocError> {
+        check: impl FnOnce(&str, RecView<'_>) -> Result<(), Option<AllocError>>,
+    ) -> Result<(bool, u128), AllocError> {
         let State {
             pools,
             subnets,
@@ -835,48 +838,70 @@ impl State {
         let (pool, sn, off) = Self::locate(pools, subnets, id, Some(addr))?;
         let off = off.unwrap_or_default();
         sn.expire_cooling(now);
-        let removed = sn.records.remove_if(off, |rec| {
-            let holder = &hosts[rec.host as usize];
+        match sn
+            .records
+            .remove_if(off, |rec| check(&hosts[rec.host as usize], rec))
+        {
+            Ok(Some(_)) => {}
+            Ok(None) | Err(None) => return Ok((false, off)),
+            Err(Some(e)) => return Err(e),
+        }
+        sn.free_or_cool(off, now, pool.cooldown_ms);
+        if sn.records.len() == 0 {
+            self.sweep_subnet(id);
+        }
+        Ok((true, off))
+    }
+
+    fn release(
+        &mut self,
+        now: u64,
+        id: &PoolId,
+        addr: IpAddr,
+        host: &str,
+        force: bool,
+    ) -> Result<Outcome, AllocError> {
+        let (removed, off) = self.remove_allocation(now, id, addr, |holder, rec| {
             if holder != host && !force {
-                return Err(AllocError::NotOwner {
+                return Err(Some(AllocError::NotOwner {
                     addr,
                     pool: id.clone(),
-                    owner: Owner::new(holder.clone(), String::from_utf8_lossy(rec.name)),
+                    owner: Owner::new(holder, String::from_utf8_lossy(rec.name)),
                     host: host.to_string(),
-                });
+                }));
             }
             Ok(())
         })?;
-        if removed.is_some() {
-            sn.free_or_cool(off, now, pool.cooldown_ms);
-            if sn.records.len() == 0 {
-                self.sweep_subnet(id);
-            }
+        if removed {
             return Ok(Outcome::Released {
                 what: Released::Allocation,
             });
         }
-        if let Some(h) = sn.reservations.get_mut(&off) {
-            let mut what = Released::Nothing;
-            if let Some(c) = h.get_mut(host) {
-                *c -= 1;
-                if *c == 0 {
-                    h.remove(host);
+        let mut what = Released::Nothing;
+        // `remove_allocation` found the pool and its subnet.
+        let sn = match self.pools.get(id) {
+            Some(p) => self.subnets.by_id_mut(p.sid),
+            None => None,
+        };
+        if let Some(sn) = sn {
+            if let Some(h) = sn.reservations.get_mut(&off) {
+                if let Some(c) = h.get_mut(host) {
+                    *c -= 1;
+                    if *c == 0 {
+                        h.remove(host);
+                    }
+                    what = Released::Reservation;
+                } else if force {
+                    h.retain(|k, _| k.starts_with('@'));
+                    what = Released::Reservation;
                 }
-                what = Released::Reservation;
-            } else if force {
-                h.retain(|k, _| k.starts_with('@'));
-                what = Released::Reservation;
+                if h.is_empty() {
+                    sn.reservations.remove(&off);
+                    sn.bitmap.clear(off);
+                }
             }
-            if h.is_empty() {
-                sn.reservations.remove(&off);
-                sn.bitmap.clear(off);
-            }
-            return Ok(Outcome::Released { what });
         }
-        Ok(Outcome::Released {
-            what: Released::Nothing,
-        })
+        Ok(Outcome::Released { what })
     }
 
     fn release_if_unchanged(
@@ -887,34 +912,19 @@ impl State {
         host: &str,
         seq: u64,
     ) -> Result<Outcome, AllocError> {
-        let State {
-            pools,
-            subnets,
-            hosts,
-            ..
-        } = self;
-        let (pool, sn, off) = Self::locate(pools, subnets, id, Some(addr))?;
-        let off = off.unwrap_or_default();
-        sn.expire_cooling(now);
-        let same = |rec: RecView<'_>| {
-            if hosts[rec.host as usize] == host && rec.seq == seq {
+        let (removed, _) = self.remove_allocation(now, id, addr, |holder, rec| {
+            if holder == host && rec.seq == seq {
                 Ok(())
             } else {
-                Err(())
+                Err(None)
             }
+        })?;
+        let what = if removed {
+            Released::Allocation
+        } else {
+            Released::Nothing
         };
-        if let Ok(Some(_)) = sn.records.remove_if(off, same) {
-            sn.free_or_cool(off, now, pool.cooldown_ms);
-            if sn.records.len() == 0 {
-                self.sweep_subnet(id);
-            }
-            return Ok(Outcome::Released {
-                what: Released::Allocation,
-            });
-        }
-        Ok(Outcome::Released {
-            what: Released::Nothing,
-        })
+        Ok(Outcome::Released { what })
     }
 
     fn forget_host(&mut self, now: u64, host: &str) -> Outcome {
