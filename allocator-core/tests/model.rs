@@ -256,6 +256,26 @@ impl Model {
         })
     }
 
+    /// Frees (or cools) an allocation, then drops the subnet's pools nobody holds if it is empty.
+    fn free_allocation(&mut self, now: u64, pool: &PoolId, off: u128, cooldown: u64) {
+        let sub = self.subs.get_mut(&key(pool)).unwrap();
+        sub.allocated.remove(&off);
+        if cooldown > 0 {
+            sub.cooling.insert(off, now + cooldown);
+        }
+        if sub.allocated.is_empty() {
+            let orphans: Vec<PoolId> = self
+                .pools
+                .keys()
+                .filter(|p| key(p) == key(pool))
+                .cloned()
+                .collect();
+            for p in orphans {
+                self.maybe_remove(&p);
+            }
+        }
+    }
+
     fn maybe_remove(&mut self, id: &PoolId) -> bool {
         let Some(p) = self.pools.get(id) else {
             return true;
@@ -458,21 +478,7 @@ impl Model {
                 sub.expire(now);
                 match sub.allocated.get(&off) {
                     Some((o, s)) if &o.host == host && s == seq => {
-                        sub.allocated.remove(&off);
-                        if cooldown > 0 {
-                            sub.cooling.insert(off, now + cooldown);
-                        }
-                        if sub.allocated.is_empty() {
-                            let orphans: Vec<PoolId> = self
-                                .pools
-                                .keys()
-                                .filter(|p| key(p) == key(pool))
-                                .cloned()
-                                .collect();
-                            for p in orphans {
-                                self.maybe_remove(&p);
-                            }
-                        }
+                        self.free_allocation(now, pool, off, cooldown);
                         Ok(Outcome::Released {
                             what: Released::Allocation,
                         })
@@ -497,21 +503,7 @@ impl Model {
                     if &o.host != host && !force {
                         return Err("NotOwner".into());
                     }
-                    sub.allocated.remove(&off);
-                    if cooldown > 0 {
-                        sub.cooling.insert(off, now + cooldown);
-                    }
-                    if sub.allocated.is_empty() {
-                        let orphans: Vec<PoolId> = self
-                            .pools
-                            .keys()
-                            .filter(|p| key(p) == key(pool))
-                            .cloned()
-                            .collect();
-                        for p in orphans {
-                            self.maybe_remove(&p);
-                        }
-                    }
+                    self.free_allocation(now, pool, off, cooldown);
                     return Ok(Outcome::Released {
                         what: Released::Allocation,
                     });
