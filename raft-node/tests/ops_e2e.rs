@@ -262,6 +262,7 @@ fn socket_path(driver: &str) -> PathBuf {
 struct Cluster {
     dir: tempfile::TempDir,
     port: u16,
+    metrics: u16,
     node: Option<Proc>,
 }
 
@@ -283,6 +284,7 @@ impl Cluster {
     fn start() -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
+        let metrics = free_port();
         let args: Vec<String> = [
             "node",
             "--id",
@@ -291,6 +293,8 @@ impl Cluster {
             &format!("127.0.0.1:{port}"),
             "--data-dir",
             &dir.path().join("data").display().to_string(),
+            "--metrics",
+            &format!("127.0.0.1:{metrics}"),
         ]
         .iter()
         .map(|s| s.to_string())
@@ -300,6 +304,7 @@ impl Cluster {
         let c = Cluster {
             dir,
             port,
+            metrics,
             node: Some(node),
         };
         c.cli_ok(&["cluster", "init"]);
@@ -390,6 +395,11 @@ impl Cluster {
 
     /// A `raftipam shim` for `host` serving `driver`.
     fn shim(&self, driver: &str, host: &str, t: ShimTiming) -> Proc {
+        self.shim_with(driver, host, t, &[])
+    }
+
+    /// Like [`Cluster::shim`], with more arguments.
+    fn shim_with(&self, driver: &str, host: &str, t: ShimTiming, extra: &[&str]) -> Proc {
         let socket = socket_path(driver);
         let args: Vec<String> = [
             "shim",
@@ -407,6 +417,7 @@ impl Cluster {
             t.heartbeat,
         ]
         .iter()
+        .chain(extra)
         .map(|s| s.to_string())
         .collect();
         let mut p = spawn(self.dir.path(), &args);
@@ -433,6 +444,25 @@ fn pool_id(p: &Value) -> String {
         s.push_str(r);
     }
     s
+}
+
+/// `GET /metrics` at 127.0.0.1:`port` (with curl, bounded).
+fn metrics(port: u16) -> String {
+    let o = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            &format!("http://127.0.0.1:{port}/metrics"),
+        ])
+        .output()
+        .expect("run curl");
+    assert!(
+        o.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
 }
 
 /// Waits (bounded) until `f` holds.
@@ -512,7 +542,8 @@ fn a_leak_made_while_the_shim_was_stopped_is_found_and_repaired_after_the_grace(
 
     // The shim comes back with a short grace: the leak goes after it, not before.
     let started = Instant::now();
-    let shim = cluster.shim(
+    let shim_metrics = free_port();
+    let shim = cluster.shim_with(
         driver,
         host,
         ShimTiming {
@@ -520,6 +551,7 @@ fn a_leak_made_while_the_shim_was_stopped_is_found_and_repaired_after_the_grace(
             grace: "4s",
             heartbeat: "1s",
         },
+        &["--metrics", &format!("127.0.0.1:{shim_metrics}")],
     );
     wait_until("the leak is released", Duration::from_secs(60), || {
         cluster.holds(gone_ip).is_none()
@@ -534,6 +566,10 @@ fn a_leak_made_while_the_shim_was_stopped_is_found_and_repaired_after_the_grace(
         "{}",
         shim.log_text()
     );
+    let m = metrics(shim_metrics);
+    assert!(m.contains("raftipam_leaked_repaired_total 1"), "{m}");
+    assert!(m.contains("raftipam_leaked_found_total 1"), "{m}");
+    assert!(!m.contains("raftipam_reconcile_passes_total 0"), "{m}");
     assert_eq!(
         cluster.holds(keep_ip).map(|h| h.0),
         Some(host.to_string()),
@@ -740,6 +776,12 @@ fn host_forget_releases_a_dead_hosts_holdings_and_refuses_a_live_one() {
     assert!(dh["last_seen_age_s"].as_u64().is_some(), "{dh}");
     let text = cluster.cli_ok(&["host", "ls"]);
     assert!(text.contains("ops-dead") && text.contains("ago"), "{text}");
+    let m = metrics(cluster.metrics);
+    assert!(
+        m.contains("raftipam_host_last_seen_age_seconds{host=\"ops-dead\"}"),
+        "{m}"
+    );
+    assert!(m.contains("raftipam_hosts 2"), "{m}");
 
     // Live: refused (fresh heartbeat), whatever --yes says.
     let o = cluster.cli(&["host", "forget", "ops-live", "--yes"]);
