@@ -13,7 +13,6 @@ use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use plugin_shim::{Backend, MemoryBackend, PluginSocket, ShimConfig};
-use raft_node::{AdminCommand, Client, Node, NodeConfig};
 use serde_json::{json, Value};
 
 /// One HTTP/1.1 connection to the plugin socket.
@@ -102,30 +101,6 @@ fn request_release(
     g.finish();
 }
 
-async fn three_node_client(dir: &std::path::Path) -> (Vec<Node>, Client) {
-    let mut nodes = Vec::new();
-    for id in 1..=3 {
-        let cfg = NodeConfig::new(
-            id,
-            "127.0.0.1:0".parse().expect("addr"),
-            dir.join(format!("n{id}")),
-        );
-        nodes.push(Node::start(cfg).await.expect("start"));
-    }
-    nodes[0].init().await.expect("init");
-    let client = Client::connect(nodes.iter().map(|n| n.addr().to_string())).expect("client");
-    for n in &nodes[1..] {
-        client
-            .admin(AdminCommand::AddNode {
-                id: n.id(),
-                addr: n.addr().to_string(),
-            })
-            .await
-            .expect("add node");
-    }
-    (nodes, client)
-}
-
 fn plugin(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -141,7 +116,7 @@ fn plugin(c: &mut Criterion) {
     }
     {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (nodes, client) = rt.block_on(three_node_client(dir.path()));
+        let (nodes, client) = rt.block_on(benches::three_nodes(dir.path()));
         let (mut p, pool) = rt.block_on(plugin_with(dir.path(), client));
         request_release(c, "three_node_cluster", &rt, &mut p, &pool);
         drop(p);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use allocator_core::{Owner, PoolId, PoolSpec};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use raft_node::{AdminCommand, Client, Node, NodeConfig};
+use raft_node::{Client, Node};
 
 struct Cluster {
     _dir: tempfile::TempDir,
@@ -18,26 +18,7 @@ struct Cluster {
 
 async fn cluster() -> Cluster {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut nodes = Vec::new();
-    for id in 1..=3 {
-        let cfg = NodeConfig::new(
-            id,
-            "127.0.0.1:0".parse().expect("addr"),
-            dir.path().join(format!("n{id}")),
-        );
-        nodes.push(Node::start(cfg).await.expect("start"));
-    }
-    nodes[0].init().await.expect("init");
-    let client = Client::connect(nodes.iter().map(|n| n.addr().to_string())).expect("client");
-    for n in &nodes[1..] {
-        client
-            .admin(AdminCommand::AddNode {
-                id: n.id(),
-                addr: n.addr().to_string(),
-            })
-            .await
-            .expect("add");
-    }
+    let (nodes, client) = benches::three_nodes(dir.path()).await;
     let spec = PoolSpec {
         space: "bench".into(),
         subnet: Some("10.0.0.0/8".parse().expect("cidr")),

@@ -73,3 +73,28 @@ pub fn scattered(size: u64, fill_permille: u64, seed: u64) -> Vec<u64> {
 pub fn endpoint_name(i: u64) -> String {
     format!("container-{i:022}")
 }
+
+/// Three raft-node nodes in this process on loopback (RocksDB in `dir`, syncs on), joined into
+/// one cluster, and a client of all three.
+pub async fn three_nodes(dir: &std::path::Path) -> (Vec<raft_node::Node>, raft_node::Client) {
+    use raft_node::{AdminCommand, Client, Node, NodeConfig};
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        let cfg = NodeConfig::new(
+            id,
+            "127.0.0.1:0".parse().expect("addr"),
+            dir.join(format!("n{id}")),
+        );
+        nodes.push(Node::start(cfg).await.expect("start"));
+    }
+    nodes[0].init().await.expect("init");
+    let client = Client::connect(nodes.iter().map(|n| n.addr().to_string())).expect("client");
+    for n in &nodes[1..] {
+        let add = AdminCommand::AddNode {
+            id: n.id(),
+            addr: n.addr().to_string(),
+        };
+        client.admin(add).await.expect("add node");
+    }
+    (nodes, client)
+}
