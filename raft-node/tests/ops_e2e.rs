@@ -967,3 +967,80 @@ fn config_file_version_and_completions() {
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("raftipam"));
 }
+
+/// `up` and `node --plugin-socket` send heartbeats too (`host ls` lists their hosts with the
+/// version), and their reconciliation starts. (No dockerd needed: the plugin sockets are in a
+/// temporary directory.)
+#[test]
+fn up_and_node_with_a_plugin_send_heartbeats() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (up_port, node_port) = (free_port(), free_port());
+    let up_args: Vec<String> = [
+        "up",
+        "--data-dir",
+        &dir.path().join("up").display().to_string(),
+        "--listen",
+        &format!("127.0.0.1:{up_port}"),
+        "--socket",
+        &dir.path().join("opsup.sock").display().to_string(),
+        "--host",
+        "ops-up-host",
+        "--heartbeat-interval",
+        "1s",
+        "--reconcile-interval",
+        "1s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut up = spawn(dir.path(), &up_args);
+    up.wait_for("raftipam is ready:", None);
+    let node_args: Vec<String> = [
+        "node",
+        "--id",
+        "1",
+        "--listen",
+        &format!("127.0.0.1:{node_port}"),
+        "--data-dir",
+        &dir.path().join("node").display().to_string(),
+        "--plugin-socket",
+        &dir.path().join("opsnode.sock").display().to_string(),
+        "--host",
+        "ops-node-host",
+        "--heartbeat-interval",
+        "1s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut node = spawn(dir.path(), &node_args);
+    node.wait_for("raftipam plugin for host ops-node-host", None);
+    let cli = |port: u16, args: &[&str]| -> Value {
+        let o = Command::new("timeout")
+            .arg("60")
+            .arg(BIN)
+            .args(args)
+            .args(["--endpoints", &format!("127.0.0.1:{port}"), "--json"])
+            .env_remove("RAFTIPAM_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run raftipam");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).expect("JSON")
+    };
+    cli(node_port, &["cluster", "init"]);
+    for (port, host) in [(up_port, "ops-up-host"), (node_port, "ops-node-host")] {
+        wait_until(
+            &format!("{host} is listed"),
+            Duration::from_secs(30),
+            || {
+                cli(port, &["host", "ls"]).as_array().is_some_and(|hs| {
+                    hs.iter()
+                        .any(|h| h["name"] == host && h["version"] == env!("CARGO_PKG_VERSION"))
+                })
+            },
+        );
+    }
+    up.wait_for("reconciling leaked addresses of host ops-up-host", None);
+    node.wait_for("reconciling leaked addresses of host ops-node-host", None);
+}
