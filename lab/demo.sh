@@ -17,6 +17,8 @@ if [[ ! -x $RAFTIPAM_BIN ]]; then
   cargo build --release -p raft-node --bin raftipam >&2 || exit 1
 fi
 export RAFTIPAM_BIN
+export LAB_OWNER_PID=$$ # a lab this script leaves (killed with SIGKILL) is swept by the next
+lab_sweep
 
 work=$(mktemp -d /tmp/rlab-demo.XXXXXX)
 current=

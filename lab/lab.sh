@@ -9,6 +9,7 @@
 #   lab.sh check                      exit 0 if a lab can run here, 77 (with the reason) if not
 #   lab.sh up DIR MODE                MODE = raftipam | default; DIR must not exist
 #   lab.sh down DIR                   kill everything, remove netns, cgroups, DIR (idempotent)
+#   lab.sh sweep                      `down` every lab whose owner (LAB_OWNER_PID at `up`) died
 #   lab.sh kill-host DIR N            kill -9 host N's raftipam node and dockerd
 #   lab.sh start-host DIR N           start host N's node (raftipam mode) and dockerd again
 #   lab.sh cut DIR N | heal DIR N     take host N's LAN link down / up (the bridge-side port)
@@ -27,6 +28,7 @@ LAB_SUBNET_PREFIX=${LAB_SUBNET_PREFIX:-10.231.0}
 LAB_HOSTS=(h1 h2 h3)
 LAB_PORT=7379
 LAB_IMAGE=raftipam-busybox
+LAB_REGISTRY=/run/raftipam-lab
 
 lab_log() { printf '[lab] %s\n' "$*" >&2; }
 lab_die() {
@@ -131,6 +133,10 @@ LAB_SUBNET_PREFIX=$LAB_SUBNET_PREFIX
 RAFTIPAM_BIN=${RAFTIPAM_BIN:-}
 EOF
   lab_load "$dir" || return 1
+  # Registered with the pid that owns the lab, so `sweep` can tear down labs whose owner died
+  # without tearing them down (a test run killed with SIGKILL).
+  mkdir -p "$LAB_REGISTRY"
+  printf '%s %s\n' "${LAB_OWNER_PID:-$PPID}" "$LAB_DIR" >"$LAB_REGISTRY/$LAB_ID"
   lab_log "$LAB_ID ($mode) in $LAB_DIR"
 
   # The LAN: a bridge in its own netns, so the root namespace is not touched.
@@ -344,7 +350,35 @@ lab_down() { # DIR
     umount -l "$m" 2>/dev/null
   done
   rm -rf "$LAB_DIR"
+  rm -f "$LAB_REGISTRY/$LAB_ID"
   lab_log "$LAB_ID down"
+}
+
+lab_sweep() { # tears down every registered lab whose owner process is gone
+  local f owner dir id
+  for f in "$LAB_REGISTRY"/rlab*; do
+    [[ -f $f ]] || continue
+    read -r owner dir <"$f"
+    kill -0 "$owner" 2>/dev/null && continue
+    id=${f##*/}
+    lab_log "sweeping $id (owner $owner gone)"
+    if [[ -f $dir/lab.env ]]; then
+      (lab_down "$dir")
+    else
+      (
+        LAB_ID=$id LAB_DIR=$dir
+        for pass in 1 2 3; do
+          pids=$(lab_pids)
+          [[ -z $pids ]] && break
+          # shellcheck disable=SC2086
+          kill -9 $pids 2>/dev/null
+          sleep 0.3
+        done
+        for h in h1 h2 h3 legacy lan; do ip netns del "$id-$h" 2>/dev/null; done
+        rm -f "$f"
+      )
+    fi
+  done
 }
 
 # Command-line use.
@@ -364,6 +398,7 @@ if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
     }
     ;;
   down) lab_down "$1" ;;
+  sweep) lab_sweep ;;
   kill-host) lab_load "$1" && lab_kill_host "$2" ;;
   start-host) lab_load "$1" && lab_start_host "$2" ;;
   cut) lab_load "$1" && lab_cut "$2" ;;

@@ -85,6 +85,13 @@ impl Lab {
             return None;
         }
         assert!(check.status.success(), "lab.sh check: {}", text(&check));
+        // Labs left by a test run that was killed outright (no Drop): gone before this one.
+        let _ = Command::new("timeout")
+            .args(["120", "bash"])
+            .arg(script())
+            .arg("sweep")
+            .stdin(Stdio::null())
+            .status();
         let tmp = tempfile::Builder::new()
             .prefix("rlab-")
             .tempdir()
@@ -106,6 +113,7 @@ impl Lab {
             .arg(mode)
             .env("RAFTIPAM_BIN", BIN)
             .env("RUST_LOG", "info")
+            .env("LAB_OWNER_PID", std::process::id().to_string())
             .stdin(Stdio::null())
             .output()
             .expect("run lab.sh up");
