@@ -80,6 +80,8 @@ pub enum Query {
     Hosts,
     /// The allocator state as snapshot bytes (`State::to_snapshot`): a backup.
     Snapshot,
+    /// Every allocation held by one host (what its reconciliation compares).
+    HostAllocations(String),
 }
 
 /// The answer to a [`Query`].
@@ -99,6 +101,8 @@ pub enum QueryReply {
     Hosts(Vec<HostInfo>),
     /// The allocator state as snapshot bytes.
     Snapshot(Vec<u8>),
+    /// Every allocation held by one host.
+    HostAllocations(Vec<(PoolId, Allocation)>),
 }
 
 /// A cluster administration command.

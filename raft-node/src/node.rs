@@ -727,6 +727,7 @@ impl NodeInner {
             Query::WhoHas(ip) => QueryReply::WhoHas(st.who_has(*ip)),
             Query::Hosts => QueryReply::Hosts(st.hosts()),
             Query::Snapshot => QueryReply::Snapshot(st.to_snapshot()),
+            Query::HostAllocations(h) => QueryReply::HostAllocations(st.host_allocations(h)),
         })
     }
 

@@ -26,6 +26,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
+use crate::api::{Consistency, Query, QueryReply};
 use crate::client::{Client, ClientError};
 use crate::docker::{Docker, DockerError, Endpoint};
 
@@ -204,6 +205,33 @@ pub async fn compare(
     Ok(compare_lists(host, driver, &cluster, &endpoints))
 }
 
+/// Like [`compare`], reading only `host`'s allocations from the cluster (what a shim's
+/// periodic pass needs, cheap however many hosts the cluster has). `held_twice` and
+/// `Missing::held_by` then only see this host's allocations.
+pub async fn compare_host(
+    client: &Client,
+    docker: &Docker,
+    host: &str,
+    driver: &str,
+) -> Result<Report, CompareError> {
+    let mine = match client
+        .query(
+            Query::HostAllocations(host.to_string()),
+            Consistency::Linearizable,
+        )
+        .await?
+    {
+        QueryReply::HostAllocations(a) => a,
+        r => {
+            return Err(CompareError::Cluster(ClientError::Protocol(format!(
+                "unexpected answer to a host allocations query: {r:?}"
+            ))))
+        }
+    };
+    let endpoints = docker.all_endpoints().await?;
+    Ok(compare_lists(host, driver, &mine, &endpoints))
+}
+
 /// Releases one leak if it is still the same allocation. True if it was released.
 pub async fn release_leak(client: &Client, host: &str, leak: &Leak) -> Result<bool, ClientError> {
     let w = client
@@ -332,7 +360,8 @@ impl Reconciler {
     /// One pass at time `now`.
     pub async fn pass(&mut self, now: Instant) -> Result<PassResult, CompareError> {
         let m = ops_metrics();
-        let report = compare(&self.client, &self.docker, &self.cfg.host, &self.cfg.driver).await?;
+        let report =
+            compare_host(&self.client, &self.docker, &self.cfg.host, &self.cfg.driver).await?;
         for t in &report.held_twice {
             tracing::error!(
                 addr = %t.addr,
