@@ -505,6 +505,14 @@ fn lab_raftipam_addresses_unique_across_hosts_and_reachable() {
     assert_unique_and_not_reserved(&held);
     assert_cluster_agrees(&lab, 1, &held);
     assert_one_responder_each(&lab, &held);
+    // On the wire too: each host's address is answered by that host alone, the gateway's
+    // (no router in the lab) by nobody.
+    for h in &RESERVED[1..4] {
+        let (count, macs) = lab.arp(ip(h));
+        assert_eq!(count, 1, "host address {h} answered by {macs:?}");
+    }
+    let (count, macs) = lab.arp(ip(RESERVED[0]));
+    assert_eq!(count, 0, "the gateway address is answered by {macs:?}");
     eprintln!("addresses: {held:?}");
 }
 
