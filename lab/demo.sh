@@ -7,7 +7,7 @@
 # by side, which host's container got which address and how many ARP responders each address
 # has, then tears the lab down (also on Ctrl-C or an error).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 source scripts/lib.sh
 source lab/lab.sh
 

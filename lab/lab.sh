@@ -205,6 +205,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 EOF
   echo '{}' >"$d/daemon.json"
   mkdir -p /run/docker/plugins
+  # shellcheck disable=SC2016 # the inner script gets its values as $1 and $2
   unshare -m --propagation private -- bash -c '
     set -e
     mount --bind "$1/plugins" /run/docker/plugins
@@ -306,7 +307,7 @@ lab_pids() {
   done
   for ns in lan h1 h2 h3 legacy; do
     ns=$(lab_ns "$ns")
-    [[ -e /run/netns/$ns ]] && roots+=($(ip netns pids "$ns" 2>/dev/null))
+    [[ -e /run/netns/$ns ]] && mapfile -t -O "${#roots[@]}" roots < <(ip netns pids "$ns" 2>/dev/null)
   done
   ((${#roots[@]})) || return 0
   # descendants: walk the ppid table
@@ -325,8 +326,8 @@ lab_pids() {
 
 lab_down() { # DIR
   lab_load "$1" 2>/dev/null || { [[ -d $1 ]] && rm -rf "$1"; return 0; }
-  local pass pids
-  for pass in 1 2 3 4 5 6 7 8 9 10; do
+  local pids
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
     pids=$(lab_pids | grep -vx -e "$$" -e "$BASHPID" || true)
     [[ -z $pids ]] && break
     # shellcheck disable=SC2086
@@ -367,7 +368,7 @@ lab_sweep() { # tears down every registered lab whose owner process is gone
     else
       (
         LAB_ID=$id LAB_DIR=$dir
-        for pass in 1 2 3; do
+        for _ in 1 2 3; do
           pids=$(lab_pids)
           [[ -z $pids ]] && break
           # shellcheck disable=SC2086
