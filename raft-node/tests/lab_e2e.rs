@@ -61,7 +61,6 @@ enum Mode {
 /// A running lab; `Drop` tears it down completely.
 struct Lab {
     dir: PathBuf,
-    _tmp: tempfile::TempDir,
 }
 
 impl Lab {
@@ -92,13 +91,14 @@ impl Lab {
             .arg("sweep")
             .stdin(Stdio::null())
             .status();
-        let tmp = tempfile::Builder::new()
-            .prefix("rlab-")
-            .tempdir()
-            .expect("tempdir");
+        // A fresh path `lab.sh up` creates and `down` removes whole (also `sweep`, after a
+        // killed run): no parent directory is left behind.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
         let lab = Lab {
-            dir: tmp.path().join("lab"),
-            _tmp: tmp,
+            dir: std::env::temp_dir().join(format!("rlab-{}-{nanos}", std::process::id())),
         };
         let mode = match mode {
             Mode::Raftipam => "raftipam",
