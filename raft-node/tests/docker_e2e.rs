@@ -12,7 +12,7 @@
 //! Every wait is bounded. Containers only `sleep`.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, TcpListener};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -21,82 +21,9 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_raftipam");
-const IMAGE: &str = "raftipam-busybox";
-const PLUGIN_DIR: &str = "/run/docker/plugins";
-const WAIT: Duration = Duration::from_secs(60);
-
-// ---------------------------------------------------------------------------------------
-// docker and raftipam command lines
-
-fn docker_host() -> Option<String> {
-    std::env::var("RAFTIPAM_DOCKER_HOST")
-        .ok()
-        .filter(|s| !s.is_empty())
-}
-
-/// Runs `docker ARGS` against the test daemon (bounded by `timeout 120`).
-fn docker(args: &[&str]) -> Output {
-    docker_at(docker_host().as_deref(), args)
-}
-
-/// Runs `docker ARGS` against the daemon at `host` (default: `DOCKER_HOST` or docker's own).
-fn docker_at(host: Option<&str>, args: &[&str]) -> Output {
-    let mut c = Command::new("timeout");
-    c.args(["120", "docker"]).args(args);
-    if let Some(h) = host {
-        c.env("DOCKER_HOST", h);
-    }
-    c.stdin(Stdio::null())
-        .output()
-        .expect("cannot run `docker` (is docker.io installed?)")
-}
-
-/// Runs `docker ARGS`, fails the test unless it succeeds; returns stdout, trimmed.
-fn docker_ok(args: &[&str]) -> String {
-    docker_ok_at(docker_host().as_deref(), args)
-}
-
-fn docker_ok_at(host: Option<&str>, args: &[&str]) -> String {
-    let o = docker_at(host, args);
-    assert!(
-        o.status.success(),
-        "docker {} failed ({}):\n{}{}",
-        args.join(" "),
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
-/// True if a Docker daemon answers and has the test image. Prints the loud SKIP otherwise
-/// (a daemon without the image is a broken setup: that fails instead).
-fn docker_ready(test: &str) -> bool {
-    let info = Command::new("timeout")
-        .args(["30", "docker", "info"])
-        .envs(docker_host().map(|h| ("DOCKER_HOST", h)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !matches!(info, Ok(s) if s.success()) {
-        eprintln!(
-            "\n\
-             ************************************************************************\n\
-             SKIP {test}: no Docker daemon answers `docker info` here.\n\
-             Run `bash scripts/test.sh` (as root) to start containerd and dockerd.\n\
-             ************************************************************************\n"
-        );
-        return false;
-    }
-    let img = docker(&["image", "inspect", IMAGE]);
-    assert!(
-        img.status.success(),
-        "dockerd runs but the image {IMAGE} is missing: run `bash scripts/dockerd.sh` to build it"
-    );
-    true
-}
+#[macro_use]
+mod support;
+use support::*;
 
 /// Runs `raftipam ARGS --endpoints 127.0.0.1:PORT --json` and parses stdout.
 fn raftipam_json(port: u16, args: &[&str]) -> Value {
@@ -394,17 +321,6 @@ impl Drop for Veth {
 // ---------------------------------------------------------------------------------------
 // raftipam processes
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-fn socket_path(driver: &str) -> PathBuf {
-    Path::new(PLUGIN_DIR).join(format!("{driver}.sock"))
-}
-
 static STARTS: AtomicU32 = AtomicU32::new(0);
 
 fn spawn(dir: &Path, args: &[String]) -> Proc {
@@ -533,14 +449,6 @@ impl Up {
         wait_started(&mut p, "raftipam shim for host", &socket);
         p
     }
-}
-
-macro_rules! require_docker {
-    ($name:expr) => {
-        if !docker_ready($name) {
-            return;
-        }
-    };
 }
 
 // ---------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@
 //! `docker_e2e.rs`. Cleanup is done by Drop guards; every wait is bounded. When no Docker
 //! daemon answers, each test prints a loud SKIP and returns.
 
-use std::net::{IpAddr, TcpListener};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -16,67 +16,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_raftipam");
-const IMAGE: &str = "raftipam-busybox";
-const PLUGIN_DIR: &str = "/run/docker/plugins";
-const WAIT: Duration = Duration::from_secs(60);
-
-// ---------------------------------------------------------------------------------------
-// docker
-
-fn docker(args: &[&str]) -> Output {
-    Command::new("timeout")
-        .args(["120", "docker"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("cannot run `docker` (is docker.io installed?)")
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    let o = docker(args);
-    assert!(
-        o.status.success(),
-        "docker {} failed ({}):\n{}{}",
-        args.join(" "),
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
-fn docker_ready(test: &str) -> bool {
-    let info = Command::new("timeout")
-        .args(["30", "docker", "info"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !matches!(info, Ok(s) if s.success()) {
-        eprintln!(
-            "\n\
-             ************************************************************************\n\
-             SKIP {test}: no Docker daemon answers `docker info` here.\n\
-             Run `bash scripts/test.sh` (as root) to start containerd and dockerd.\n\
-             ************************************************************************\n"
-        );
-        return false;
-    }
-    assert!(
-        docker(&["image", "inspect", IMAGE]).status.success(),
-        "dockerd runs but the image {IMAGE} is missing: run `bash scripts/dockerd.sh` to build it"
-    );
-    true
-}
-
-macro_rules! require_docker {
-    ($name:expr) => {
-        if !docker_ready($name) {
-            return;
-        }
-    };
-}
+#[macro_use]
+mod support;
+use support::*;
 
 /// Containers and networks whose names start with a prefix: leftovers removed on creation,
 /// everything removed on drop (containers first).
@@ -245,17 +187,6 @@ fn spawn(dir: &Path, args: &[String]) -> Proc {
         .spawn()
         .expect("spawn raftipam");
     Proc { child, log }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-fn socket_path(driver: &str) -> PathBuf {
-    Path::new(PLUGIN_DIR).join(format!("{driver}.sock"))
 }
 
 /// A one-node cluster (`raftipam node` + `cluster init`) and the shims started on it.
