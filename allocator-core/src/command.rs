@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ParseError;
 use crate::id::{Owner, PoolId};
+use crate::report::HostReport;
 
 /// An inclusive range of addresses, `a.b.c.d` or `a.b.c.d-a.b.c.z`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -177,6 +178,21 @@ pub enum Op {
         /// raftipam version of its shim.
         version: String,
     },
+    /// A shim's finding at its last reconciliation pass (see [`crate::report`]). Replaces the
+    /// host's previous report; changes no allocation.
+    Report {
+        /// Host name.
+        host: String,
+        /// What it found.
+        report: HostReport,
+    },
+    /// Replace the whole, empty state with a backup (bytes of [`crate::State::to_snapshot`]):
+    /// pools, allocations with their sequence numbers, cooling addresses, serial cursors,
+    /// heartbeats and reports come back exactly. Refused unless the state is empty.
+    Restore {
+        /// The backup's bytes.
+        snapshot: Vec<u8>,
+    },
     /// Operator: a host is gone for good. Releases every allocation it holds, its shares of
     /// reservations and its holds on pools, and forgets its heartbeat.
     ForgetHost {
@@ -227,6 +243,15 @@ pub enum Outcome {
     HostSeen {
         /// True the first time this host reports (or the first time after it was forgotten).
         first: bool,
+    },
+    /// Result of [`Op::Report`].
+    Reported,
+    /// Result of [`Op::Restore`].
+    Restored {
+        /// Pools restored.
+        pools: u64,
+        /// Allocations restored.
+        allocations: u64,
     },
     /// Result of [`Op::ForgetHost`].
     HostForgotten {

@@ -6,6 +6,7 @@ use ipnet::IpNet;
 use thiserror::Error;
 
 use crate::id::{Owner, PoolId};
+use crate::report::LeakHint;
 use crate::state::Usage;
 
 /// A text that could not be parsed (a pool id, an owner, an address range).
@@ -63,12 +64,14 @@ pub enum AllocError {
         prefix_len: u8,
     },
     /// Every address the pool may hand out is taken.
-    #[error("pool {pool} is full: {usage}")]
+    #[error("pool {pool} is full: {usage}; {leaks}")]
     PoolFull {
         /// The pool.
         pool: PoolId,
         /// Its usage at the time.
         usage: Usage,
+        /// Which of its allocations hosts reported leaked at their last check.
+        leaks: LeakHint,
     },
     /// The address is not inside the pool's subnet (or is of the other IP family).
     #[error("address {addr} is outside pool {pool}")]
@@ -149,4 +152,7 @@ pub enum AllocError {
         /// How many are allocated.
         allocated: u64,
     },
+    /// A restore was asked of a state that already holds something.
+    #[error("the cluster is not empty ({0}); restore a backup only into a new, empty cluster")]
+    NotEmpty(String),
 }

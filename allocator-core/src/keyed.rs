@@ -35,6 +35,10 @@ impl<K: Ord + Clone, V> Keyed<K, V> {
         self.index.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
     pub fn contains_key(&self, key: &K) -> bool {
         self.index.contains_key(key)
     }

@@ -39,6 +39,7 @@ mod error;
 mod id;
 mod keyed;
 mod records;
+pub mod report;
 mod snapshot;
 mod state;
 mod subnet;
@@ -46,6 +47,7 @@ mod subnet;
 pub use command::{AddrRange, Command, Op, Order, Outcome, PoolSpec, Released};
 pub use error::{AllocError, ParseError};
 pub use id::{Owner, PoolId};
+pub use report::{HostReport, LeakHint, ReportedLeak, ReportedMissing, StoredReport};
 pub use snapshot::SnapshotError;
 pub use state::{
     Allocation, Config, DefaultPool, Holding, HostInfo, PoolInfo, State, Usage, MAX_NAME_LEN,

@@ -13,11 +13,13 @@ use thiserror::Error;
 
 use crate::command::AddrRange;
 use crate::id::PoolId;
+use crate::report::StoredReport;
 use crate::state::{Config, Pool, State, MAX_NAME_LEN};
 use crate::subnet::Subnet;
 
 const MAGIC: &[u8; 8] = b"RIPAMSNP";
-const VERSION: u16 = 1;
+/// Version 2 added hosts' reports; version 1 (without them) is still read.
+const VERSION: u16 = 2;
 const HEADER: usize = 8 + 2 + 4;
 
 /// Why a snapshot could not be read.
@@ -72,8 +74,10 @@ struct SnapPool {
     reserve: Vec<AddrRange>,
 }
 
+/// The body. `R` is the reports: `()` in version 1 (postcard writes nothing for it), a list
+/// in version 2.
 #[derive(Serialize, Deserialize)]
-struct SnapState<'a> {
+struct SnapState<'a, R> {
     config: Config,
     seq: u64,
     hosts: Vec<String>,
@@ -82,6 +86,7 @@ struct SnapState<'a> {
     pools: Vec<SnapPool>,
     /// Heartbeats: host, version, last seen (ms).
     seen: Vec<(String, String, u64)>,
+    reports: R,
 }
 
 fn bad(msg: impl Into<String>) -> SnapshotError {
@@ -140,6 +145,7 @@ impl State {
                 .iter()
                 .map(|(h, s)| (h.clone(), s.version.clone(), s.last_seen_ms))
                 .collect(),
+            reports: self.reports.values().collect::<Vec<&StoredReport>>(),
         };
         // Serialising plain owned data into a Vec cannot fail.
         let body = postcard::to_allocvec(&snap).unwrap_or_default();
@@ -157,7 +163,7 @@ impl State {
             return Err(SnapshotError::Foreign);
         }
         let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-        if version != VERSION {
+        if version != VERSION && version != 1 {
             return Err(SnapshotError::Version(version));
         }
         let expected = u32::from_le_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]);
@@ -166,13 +172,34 @@ impl State {
         if found != expected {
             return Err(SnapshotError::Checksum { expected, found });
         }
-        let snap: SnapState<'_> =
-            postcard::from_bytes(body).map_err(|e| bad(format!("cannot decode: {e}")))?;
+        let cannot = |e: postcard::Error| bad(format!("cannot decode: {e}"));
+        if version == 1 {
+            let snap: SnapState<'_, ()> = postcard::from_bytes(body).map_err(cannot)?;
+            let SnapState {
+                config,
+                seq,
+                hosts,
+                subnets,
+                pools,
+                seen,
+                reports: (),
+            } = snap;
+            return rebuild(SnapState {
+                config,
+                seq,
+                hosts,
+                subnets,
+                pools,
+                seen,
+                reports: Vec::new(),
+            });
+        }
+        let snap: SnapState<'_, Vec<StoredReport>> = postcard::from_bytes(body).map_err(cannot)?;
         rebuild(snap)
     }
 }
 
-fn rebuild(snap: SnapState<'_>) -> Result<State, SnapshotError> {
+fn rebuild(snap: SnapState<'_, Vec<StoredReport>>) -> Result<State, SnapshotError> {
     let mut state = State::new(snap.config);
     state.seq = snap.seq;
     if snap.hosts.len() > usize::from(u16::MAX) + 1 {
@@ -298,6 +325,15 @@ fn rebuild(snap: SnapState<'_>) -> Result<State, SnapshotError> {
             return Err(bad(format!("heartbeat of host {host:?} appears twice")));
         }
     }
+    for r in snap.reports {
+        crate::state::check_name("host", &r.host, false)
+            .and_then(|()| r.report.validate())
+            .map_err(|e| bad(format!("report of host {:?}: {e}", r.host)))?;
+        let host = r.host.clone();
+        if state.reports.insert(host.clone(), r).is_some() {
+            return Err(bad(format!("report of host {host:?} appears twice")));
+        }
+    }
     for (key, sn) in state.subnets.iter_mut() {
         sn.pools = counts.get(key).copied().unwrap_or(0);
     }
@@ -409,5 +445,65 @@ mod tests {
                 prop_assert!(s.check_invariants().is_ok());
             }
         }
+    }
+
+    #[test]
+    fn version_1_snapshots_still_load() {
+        let st = sample();
+        let v2 = st.to_snapshot();
+        // Version 1 had no reports: its body is version 2's without the empty list's length.
+        let body = &v2[HEADER..v2.len() - 1];
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(MAGIC);
+        v1.extend_from_slice(&1u16.to_le_bytes());
+        v1.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+        v1.extend_from_slice(body);
+        let back = State::from_snapshot(&v1).expect("a version 1 snapshot loads");
+        assert_eq!(back.to_snapshot(), v2);
+        let mut v3 = v2.clone();
+        v3[8] = 3;
+        assert_eq!(
+            State::from_snapshot(&v3).err(),
+            Some(SnapshotError::Version(3))
+        );
+    }
+
+    #[test]
+    fn reports_survive_a_snapshot_and_bad_ones_are_refused() {
+        use crate::{HostReport, ReportedLeak};
+        let mut st = sample();
+        let pool: PoolId = "g/10.0.0.0/24".parse().unwrap();
+        let a = st.allocations(&pool).unwrap()[0].clone();
+        let report = HostReport {
+            leaked: vec![ReportedLeak {
+                pool: pool.clone(),
+                addr: a.addr,
+                seq: a.seq,
+                endpoint: a.owner.endpoint.clone(),
+            }],
+            leaked_total: 1,
+            ..Default::default()
+        };
+        let op = Op::Report {
+            host: a.owner.host.clone(),
+            report: report.clone(),
+        };
+        st.apply(&Command { at_ms: 7, op }).unwrap();
+        assert_eq!(
+            st.current_leaks(&pool).by_host,
+            vec![(a.owner.host.clone(), 1)]
+        );
+        let back = State::from_snapshot(&st.to_snapshot()).unwrap();
+        assert_eq!(back.reports(), st.reports());
+        assert_eq!(back.report(&a.owner.host).unwrap().at_ms, 7);
+        // Totals below the list's length, or too many entries, are refused and change nothing.
+        let mut lying = report.clone();
+        lying.leaked_total = 0;
+        let op = Op::Report {
+            host: "z".into(),
+            report: lying,
+        };
+        assert!(st.apply(&Command { at_ms: 8, op }).is_err());
+        assert!(st.report("z").is_none());
     }
 }

@@ -15,6 +15,7 @@ use crate::error::AllocError;
 use crate::id::{Owner, PoolId};
 use crate::keyed::Keyed;
 use crate::records::RecView;
+use crate::report::StoredReport;
 use crate::subnet::{addr_to_u128, Subnet, Subnets};
 
 /// Longest endpoint or host name accepted, in bytes.
@@ -190,6 +191,7 @@ pub struct State {
     pub(crate) subnets: Subnets,
     pub(crate) pools: Keyed<PoolId, Pool>,
     pub(crate) seen: BTreeMap<String, Seen>,
+    pub(crate) reports: BTreeMap<String, StoredReport>,
 }
 
 impl Default for State {
@@ -211,7 +213,7 @@ fn invalid(msg: impl Into<String>) -> AllocError {
     AllocError::InvalidPool(msg.into())
 }
 
-fn check_name(what: &str, name: &str, may_be_empty: bool) -> Result<(), AllocError> {
+pub(crate) fn check_name(what: &str, name: &str, may_be_empty: bool) -> Result<(), AllocError> {
     if name.is_empty() && !may_be_empty {
         return Err(AllocError::Invalid(format!("the {what} name is empty")));
     }
@@ -253,6 +255,7 @@ impl State {
             subnets: Subnets::default(),
             pools: Keyed::default(),
             seen: BTreeMap::new(),
+            reports: BTreeMap::new(),
         }
     }
 
@@ -300,6 +303,11 @@ impl State {
                 let first = self.seen.insert(host.clone(), seen).is_none();
                 Ok(Outcome::HostSeen { first })
             }
+            Op::Report { host, report } => {
+                self.store_report(cmd.at_ms, host, report)?;
+                Ok(Outcome::Reported)
+            }
+            Op::Restore { snapshot } => self.restore(snapshot),
             Op::ForgetHost { host } => Ok(self.forget_host(cmd.at_ms, host)),
         }
     }
@@ -790,9 +798,11 @@ impl State {
                     Some(off) => off,
                     None => {
                         let usage = usage_of(sn, lo, hi);
+                        let leaks = self.current_leaks(id);
                         return Err(AllocError::PoolFull {
                             pool: id.clone(),
                             usage,
+                            leaks,
                         });
                     }
                 }
@@ -927,8 +937,36 @@ impl State {
         Ok(Outcome::Released { what })
     }
 
+    /// True when nothing was ever kept: no pool, subnet, host, heartbeat or report.
+    pub fn is_empty(&self) -> bool {
+        self.pools.is_empty()
+            && self.subnets.is_empty()
+            && self.hosts.is_empty()
+            && self.seen.is_empty()
+            && self.reports.is_empty()
+            && self.seq == 0
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<Outcome, AllocError> {
+        if !self.is_empty() {
+            return Err(AllocError::NotEmpty(format!(
+                "{} pools, {} hosts, last sequence number {}",
+                self.pools.len(),
+                self.hosts().len(),
+                self.seq
+            )));
+        }
+        let restored = State::from_snapshot(snapshot)
+            .map_err(|e| AllocError::Invalid(format!("the backup does not load: {e}")))?;
+        let pools = restored.pools.len() as u64;
+        let allocations = restored.subnets.values().map(|sn| sn.records.len()).sum();
+        *self = restored;
+        Ok(Outcome::Restored { pools, allocations })
+    }
+
     fn forget_host(&mut self, now: u64, host: &str) -> Outcome {
         self.seen.remove(host);
+        self.reports.remove(host);
         let (mut allocations, mut reservations, mut pools_dropped) = (0, 0, 0);
         // Pool holds first, so pools left without holders can go once their subnet is empty.
         for pool in self.pools.values_mut() {

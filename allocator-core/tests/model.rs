@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use allocator_core::{
-    AddrRange, AllocError, Command, Op, Order, Outcome, Owner, PoolId, PoolSpec, Released, State,
+    AddrRange, AllocError, Command, HostReport, Op, Order, Outcome, Owner, PoolId, PoolSpec,
+    Released, ReportedLeak, State,
 };
 use ipnet::IpNet;
 use proptest::prelude::*;
@@ -60,6 +61,8 @@ enum Step {
     ReleaseIfUnchanged(usize, u8, usize, u8),
     Heartbeat(usize),
     ForgetHost(usize),
+    /// A host reports leaks: (host, [(pool, address, sequence-number offset)]).
+    Report(usize, Vec<(usize, u8, u8)>),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -76,6 +79,8 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (0..n, any::<u8>(), 0..3usize, 0..2u8).prop_map(|(p, a, h, d)| Step::ReleaseIfUnchanged(p, a, h, d)),
         1 => (0..3usize).prop_map(Step::Heartbeat),
         1 => (0..3usize).prop_map(Step::ForgetHost),
+        2 => (0..3usize, proptest::collection::vec((0..n, any::<u8>(), 0..2u8), 0..4))
+            .prop_map(|(h, l)| Step::Report(h, l)),
     ]
 }
 
@@ -127,6 +132,8 @@ struct Model {
     pools: BTreeMap<PoolId, MPool>,
     seq: u64,
     seen: BTreeSet<String>,
+    /// Each host's last reported leaks: (pool, address, sequence number).
+    reports: BTreeMap<String, Vec<(PoolId, IpAddr, u64)>>,
 }
 
 fn id_of(spec: &PoolSpec) -> PoolId {
@@ -417,8 +424,19 @@ impl Model {
             Op::Heartbeat { host, .. } => Ok(Outcome::HostSeen {
                 first: self.seen.insert(host.clone()),
             }),
+            Op::Restore { .. } => unreachable!("the steps make no restore"),
+            Op::Report { host, report } => {
+                let leaks = report
+                    .leaked
+                    .iter()
+                    .map(|l| (l.pool.clone(), l.addr, l.seq))
+                    .collect();
+                self.reports.insert(host.clone(), leaks);
+                Ok(Outcome::Reported)
+            }
             Op::ForgetHost { host } => {
                 self.seen.remove(host);
+                self.reports.remove(host);
                 let (mut allocations, mut reservations, mut pools) = (0, 0, 0);
                 for p in self.pools.values_mut() {
                     pools += u64::from(p.holders.remove(host).unwrap_or(0));
@@ -563,6 +581,23 @@ proptest! {
                     let seen = model.subs.get(&key(&id)).and_then(|s| Model::offset(&id.subnet, addr).and_then(|o| s.allocated.get(&o))).map_or(model.seq, |(_, s)| *s);
                     Op::ReleaseIfUnchanged { pool: id, addr, host: HOSTS[h].into(), seq: seen + u64::from(d) }
                 }
+                Step::Report(h, leaks) => {
+                    let leaked: Vec<ReportedLeak> = leaks
+                        .iter()
+                        .map(|&(p, a, d)| {
+                            let id = id_of(&specs[p]);
+                            let addr = pick_addr(&specs[p], a);
+                            let seq = model
+                                .subs
+                                .get(&key(&id))
+                                .and_then(|s| Model::offset(&id.subnet, addr).and_then(|o| s.allocated.get(&o)))
+                                .map_or(model.seq, |(_, s)| *s);
+                            ReportedLeak { pool: id, addr, seq: seq + u64::from(d), endpoint: String::new() }
+                        })
+                        .collect();
+                    let report = HostReport { leaked_total: leaked.len() as u64, leaked, ..Default::default() };
+                    Op::Report { host: HOSTS[h].into(), report }
+                }
                 Step::Wait(ms) => {
                     now += u64::from(ms);
                     continue;
@@ -587,6 +622,21 @@ proptest! {
                 prop_assert_eq!(u.cooling, sub.cooling.keys().filter(|o| inr(o)).count() as u64);
                 let reserved = sub.fixed.iter().chain(sub.reserved.keys()).filter(|o| inr(o)).count() as u128;
                 prop_assert_eq!(u.reserved, reserved);
+                // Reported leaks count while the allocation is unchanged (same host and seq).
+                let mut want: BTreeMap<String, u64> = BTreeMap::new();
+                for (host, leaks) in &model.reports {
+                    for (lp, addr, seq) in leaks {
+                        if key(lp) != key(id) {
+                            continue;
+                        }
+                        let Some(o) = Model::offset(&id.subnet, *addr) else { continue };
+                        if inr(&o) && sub.allocated.get(&o).is_some_and(|(ow, s)| ow.host == *host && s == seq) {
+                            *want.entry(host.clone()).or_default() += 1;
+                        }
+                    }
+                }
+                let want: Vec<(String, u64)> = want.into_iter().collect();
+                prop_assert_eq!(state.current_leaks(id).by_host, want, "leaks of {}", id);
             }
         }
         // Per-host counts agree with the model.
@@ -602,5 +652,13 @@ proptest! {
         prop_assert_eq!(copy.pools(), state.pools());
         prop_assert_eq!(copy.all_allocations(), state.all_allocations());
         prop_assert_eq!(copy.hosts(), state.hosts());
+        prop_assert_eq!(copy.reports(), state.reports());
+        // A restore into an empty state gives the same bytes back; into this one it is refused.
+        let snap = state.to_snapshot();
+        let mut fresh = State::default();
+        fresh.apply(&Command { at_ms: now, op: Op::Restore { snapshot: snap.clone() } }).unwrap();
+        prop_assert_eq!(fresh.to_snapshot(), snap.clone());
+        let again = state.apply(&Command { at_ms: now, op: Op::Restore { snapshot: snap } });
+        prop_assert_eq!(again.is_err(), !State::from_snapshot(&state.to_snapshot()).unwrap().is_empty());
     }
 }

@@ -69,13 +69,22 @@ impl ApiError {
 impl From<AllocError> for ApiError {
     fn from(e: AllocError) -> Self {
         let mut message = e.to_string();
-        if matches!(e, AllocError::PoolFull { .. }) {
-            message.push_str(
-                ". Addresses of containers removed while a host's raftipam plugin was down stay \
-                 allocated: `raftipam check` on each Docker host finds such leaks (`--repair` \
-                 releases them; the plugin also releases them by itself after its grace period), \
-                 `raftipam pool show` and `raftipam host ls` show who holds what",
-            );
+        if let AllocError::PoolFull { pool, leaks, .. } = &e {
+            if leaks.total() > 0 {
+                message.push_str(
+                    ". Each host's raftipam plugin releases its leaks by itself once its grace \
+                     period has passed; `raftipam check --repair` on ",
+                );
+                let hosts: Vec<&str> = leaks.by_host.iter().map(|(h, _)| h.as_str()).collect();
+                message.push_str(&hosts.join(", "));
+                message.push_str(" releases them now");
+            } else {
+                message.push_str(&format!(
+                    ". The pool is really in use: remove containers or give the network a larger \
+                     subnet; `raftipam pool show {pool}` shows who holds what, `raftipam check` \
+                     looks for leaks again"
+                ));
+            }
         }
         match e {
             AllocError::NoSuchPool(_)
@@ -90,7 +99,8 @@ impl From<AllocError> for ApiError {
             | AllocError::Cooling { .. }
             | AllocError::OwnerHoldsOther { .. }
             | AllocError::NotOwner { .. }
-            | AllocError::PoolInUse { .. } => ApiError::conflict(message),
+            | AllocError::PoolInUse { .. }
+            | AllocError::NotEmpty(_) => ApiError::conflict(message),
         }
     }
 }
@@ -99,10 +109,9 @@ impl From<AllocError> for ApiError {
 mod pool_full_tests {
     use super::*;
 
-    #[test]
-    fn a_full_pool_points_at_check() {
+    fn full(leaks: allocator_core::LeakHint) -> ApiError {
         let pool: allocator_core::PoolId = "global/10.0.0.0/30".parse().expect("pool id");
-        let e = AllocError::PoolFull {
+        ApiError::from(AllocError::PoolFull {
             pool,
             usage: allocator_core::Usage {
                 size: 4,
@@ -111,12 +120,51 @@ mod pool_full_tests {
                 cooling: 0,
                 free: 0,
             },
-        };
-        let api = ApiError::from(e);
+            leaks,
+        })
+    }
+
+    #[test]
+    fn a_full_pool_says_its_usage_and_that_nobody_reported_leaks() {
+        let api = full(Default::default());
         assert_eq!(api.status, StatusCode::CONFLICT);
         assert!(api.message.contains("is full"), "{}", api.message);
         assert!(api.message.contains("2 allocated"), "{}", api.message);
-        assert!(api.message.contains("raftipam check"), "{}", api.message);
+        assert!(
+            api.message.contains("no host reported leaks"),
+            "{}",
+            api.message
+        );
+        assert!(
+            api.message
+                .contains("raftipam pool show global/10.0.0.0/30"),
+            "{}",
+            api.message
+        );
+    }
+
+    #[test]
+    fn a_full_pool_with_reported_leaks_names_the_hosts_and_the_repair() {
+        let leaks = allocator_core::LeakHint {
+            by_host: vec![("host-a".into(), 1), ("host-b".into(), 2)],
+        };
+        let api = full(leaks);
+        assert!(
+            api.message.contains("3 of its addresses are leaked"),
+            "{}",
+            api.message
+        );
+        assert!(
+            api.message.contains("host-a (1), host-b (2)"),
+            "{}",
+            api.message
+        );
+        assert!(
+            api.message
+                .contains("`raftipam check --repair` on host-a, host-b"),
+            "{}",
+            api.message
+        );
     }
 }
 
