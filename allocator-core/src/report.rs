@@ -174,6 +174,20 @@ impl State {
         self.reports.get(host)
     }
 
+    /// Whether a leak `host` reported still stands: the allocation at its address still has
+    /// the reported host and sequence number.
+    pub fn leak_stands(&self, host: &str, l: &ReportedLeak) -> bool {
+        let Some(sn) = self.subnets.get(&(l.pool.space.clone(), l.pool.subnet)) else {
+            return false;
+        };
+        let Some(off) = sn.offset(l.addr) else {
+            return false;
+        };
+        sn.records.get(off).is_some_and(|rec| {
+            rec.seq == l.seq && self.hosts.get(rec.host as usize).map(String::as_str) == Some(host)
+        })
+    }
+
     /// The reported leaks that still stand in `pool`'s range: the allocation at the address
     /// still has the reported host and sequence number.
     pub fn current_leaks(&self, pool: &PoolId) -> LeakHint {
@@ -189,16 +203,8 @@ impl State {
                 if l.pool.space != pool.space || l.pool.subnet != pool.subnet {
                     continue;
                 }
-                let Some(off) = sn.offset(l.addr) else {
-                    continue;
-                };
-                if off < p.lo || off > p.hi {
-                    continue;
-                }
-                let still = sn.records.get(off).is_some_and(|rec| {
-                    rec.seq == l.seq && self.hosts.get(rec.host as usize) == Some(&r.host)
-                });
-                if still {
+                let in_range = sn.offset(l.addr).is_some_and(|o| o >= p.lo && o <= p.hi);
+                if in_range && self.leak_stands(&r.host, l) {
                     *by_host.entry(r.host.as_str()).or_default() += 1;
                 }
             }

@@ -162,6 +162,10 @@ pub struct HostInfo {
     pub reservations: u64,
     /// Pools it holds.
     pub pools: u64,
+    /// Time of its last report (ms since the Unix epoch), if its shim ever sent one.
+    pub report_ms: Option<u64>,
+    /// Leaks its last report listed that still stand (same allocation).
+    pub leaked: Option<u64>,
 }
 
 pub(crate) struct Pool {
@@ -1047,6 +1051,8 @@ impl State {
                     allocations: 0,
                     reservations: 0,
                     pools: 0,
+                    report_ms: None,
+                    leaked: None,
                 },
             );
         }
@@ -1057,7 +1063,20 @@ impl State {
             allocations: 0,
             reservations: 0,
             pools: 0,
+            report_ms: None,
+            leaked: None,
         };
+        for (name, r) in &self.reports {
+            let info = out.entry(name).or_insert_with(|| blank(name));
+            info.report_ms = Some(r.at_ms);
+            info.leaked = Some(
+                r.report
+                    .leaked
+                    .iter()
+                    .filter(|l| self.leak_stands(name, l))
+                    .count() as u64,
+            );
+        }
         for sn in self.subnets.values() {
             for (_, r) in sn.records.iter_sorted() {
                 let name = self.hosts[r.host as usize].as_str();

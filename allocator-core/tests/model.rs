@@ -646,6 +646,17 @@ proptest! {
             let pools = model.pools.values().filter(|p| p.holders.contains_key(&info.name)).count() as u64;
             prop_assert_eq!((info.allocations, info.reservations, info.pools), (allocs, res, pools), "host {}", info.name);
             prop_assert_eq!(info.last_seen_ms.is_some(), model.seen.contains(&info.name));
+            let leaked = model.reports.get(&info.name).map(|leaks| {
+                leaks
+                    .iter()
+                    .filter(|(lp, addr, seq)| {
+                        let Some(sub) = model.subs.get(&key(lp)) else { return false };
+                        let Some(o) = Model::offset(&lp.subnet, *addr) else { return false };
+                        sub.allocated.get(&o).is_some_and(|(ow, s)| ow.host == info.name && s == seq)
+                    })
+                    .count() as u64
+            });
+            prop_assert_eq!(info.leaked, leaked, "leaks of host {}", info.name);
         }
         // And the state survives a snapshot round trip unchanged.
         let copy = State::from_snapshot(&state.to_snapshot()).unwrap();

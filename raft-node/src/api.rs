@@ -5,7 +5,9 @@
 
 use std::net::IpAddr;
 
-use allocator_core::{AllocError, Allocation, Holding, HostInfo, Op, Outcome, PoolId, PoolInfo};
+use allocator_core::{
+    AllocError, Allocation, Holding, HostInfo, Op, Outcome, PoolId, PoolInfo, StoredReport,
+};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -82,6 +84,8 @@ pub enum Query {
     Snapshot,
     /// Every allocation held by one host (what its reconciliation compares).
     HostAllocations(String),
+    /// Every host's last reconciliation report.
+    Reports,
 }
 
 /// The answer to a [`Query`].
@@ -103,6 +107,8 @@ pub enum QueryReply {
     Snapshot(Vec<u8>),
     /// Every allocation held by one host.
     HostAllocations(Vec<(PoolId, Allocation)>),
+    /// Every host's last reconciliation report.
+    Reports(Vec<StoredReport>),
 }
 
 /// A cluster administration command.

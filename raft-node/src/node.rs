@@ -728,6 +728,7 @@ impl NodeInner {
             Query::Hosts => QueryReply::Hosts(st.hosts()),
             Query::Snapshot => QueryReply::Snapshot(st.to_snapshot()),
             Query::HostAllocations(h) => QueryReply::HostAllocations(st.host_allocations(h)),
+            Query::Reports => QueryReply::Reports(st.reports()),
         })
     }
 

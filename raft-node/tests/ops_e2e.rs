@@ -83,6 +83,23 @@ impl DockerGuard {
         name
     }
 
+    /// `docker run` that may fail: its output.
+    fn try_run(&mut self, what: &str, network: &str) -> Output {
+        let name = self.name(what);
+        self.containers.push(name.clone());
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            network,
+            IMAGE,
+            "sleep",
+            "600",
+        ])
+    }
+
     fn rm(&mut self, name: &str) {
         docker_ok(&["rm", "-f", name]);
         self.containers.retain(|c| c != name);
@@ -515,6 +532,129 @@ fn a_leak_made_while_the_shim_was_stopped_is_found_and_repaired_after_the_grace(
     );
 }
 
+/// Usage that tells the truth across hosts. A pool filled up, one of its addresses leaked
+/// while the shim was stopped (grace far away, so nothing is released by itself): the shim's
+/// next pass reports the leak into the cluster; `host ls` counts it; `check` run as another
+/// host (which cannot see this dockerd) lists it from the report and exits 1; dockerd's
+/// "pool full" error says that 1 address is leaked and where to repair it. After the repair on
+/// the leaking host the address is used again, and the next "pool full" says no host
+/// reported leaks.
+#[test]
+fn a_full_pool_says_which_hosts_leak_and_check_speaks_for_every_host() {
+    require_docker!("a_full_pool_says_which_hosts_leak_and_check_speaks_for_every_host");
+    let cluster = Cluster::start();
+    let (driver, host) = ("opsfull", "ops-full-a");
+    let quick = ShimTiming {
+        interval: "1s",
+        grace: "1h",
+        heartbeat: "1s",
+    };
+    let mut shim = cluster.shim(driver, host, quick);
+    let mut d = DockerGuard::new("opsfull-");
+    // .0 network, .1 gateway, .7 broadcast: five addresses for containers.
+    let net = d.network("net", driver, "10.158.0.0/29");
+    let mut names = Vec::new();
+    for i in 0..5 {
+        names.push(d.run(&format!("c{i}"), &net));
+    }
+    let gone_ip = ip_of(&names[0], &net);
+    shim.stop();
+    d.rm(&names[0]);
+    drop(shim);
+    let _shim = cluster.shim(driver, host, quick);
+    let leaked_of = |c: &Cluster| {
+        c.json(&["host", "ls"])
+            .as_array()
+            .expect("hosts")
+            .iter()
+            .find(|h| h["name"] == host)
+            .map(|h| h["leaked"].clone())
+    };
+    wait_until("the shim reports the leak", Duration::from_secs(60), || {
+        leaked_of(&cluster) == Some(serde_json::json!(1))
+    });
+    let text = cluster.cli_ok(&["host", "ls"]);
+    assert!(text.contains("LEAKED"), "{text}");
+
+    // `check` on another host: this host's part comes from its report.
+    let o = cluster.cli(&[
+        "check",
+        "--host",
+        "ops-full-b",
+        "--driver",
+        "opsnone",
+        "--json",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).expect("check --json");
+    let others = v["others"].as_array().expect("others");
+    let a = others
+        .iter()
+        .find(|o| o["host"] == host)
+        .expect("host a in others");
+    assert_eq!(a["status"], "reported", "{v}");
+    let leaked: Vec<&str> = a["leaked"]
+        .as_array()
+        .expect("leaked")
+        .iter()
+        .filter_map(|l| l["allocation"]["addr"].as_str())
+        .collect();
+    assert_eq!(leaked, vec![gone_ip.to_string().as_str()], "{v}");
+    assert_eq!(v["ok"], false, "{v}");
+    // `--local` looks at the checking host only: clean.
+    let o = cluster.cli(&[
+        "check",
+        "--host",
+        "ops-full-b",
+        "--driver",
+        "opsnone",
+        "--local",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+
+    // dockerd's error for a container the full pool cannot take names the leak.
+    let o = d.try_run("c5", &net);
+    assert!(!o.status.success(), "the pool should be full");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("is full"), "{err}");
+    assert!(err.contains("1 of its addresses are leaked"), "{err}");
+    assert!(err.contains(&format!("{host} (1)")), "{err}");
+    assert!(
+        err.contains(&format!("`raftipam check --repair` on {host}")),
+        "{err}"
+    );
+
+    // Repaired on the leaking host: the address serves again; the next refusal finds no leak.
+    cluster.cli_ok(&[
+        "check",
+        "--host",
+        host,
+        "--driver",
+        driver,
+        "--repair",
+        "--min-age",
+        "0s",
+    ]);
+    let _ = docker(&["rm", "-f", &d.name("c5")]);
+    d.run("c6", &net);
+    let o = d.try_run("c7", &net);
+    assert!(!o.status.success(), "the pool should be full again");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no host reported leaks"), "{err}");
+    let o = cluster.cli(&["check", "--host", "ops-full-b", "--driver", "opsnone"]);
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 /// `check --repair` releases a leak at once (after saying what it will do), and claims for the
 /// host an endpoint address the cluster holds for nobody.
 #[test]
@@ -748,9 +888,11 @@ fn host_forget_releases_a_dead_hosts_holdings_and_refuses_a_live_one() {
     drop(live);
 }
 
-/// `backup` then `restore` into a fresh cluster: the same pools (ids, holders, reserve ranges,
-/// settings, reservations, usage), the same allocations (addresses and owners), the same
-/// hosts' holdings. A restore into a cluster that has pools is refused; a damaged file too.
+/// `backup` then `restore` into a fresh cluster: exactly the same state — a backup of the
+/// restored cluster is byte for byte the first backup (pools, holders, reserve ranges,
+/// settings, reservations, allocations with their sequence numbers, a cooling address, serial
+/// cursors, heartbeats). A restore into a cluster that holds anything is refused; a damaged
+/// file too, and nothing changes.
 #[test]
 fn backup_then_restore_into_a_fresh_cluster_gives_the_same_state() {
     require_docker!("backup_then_restore_into_a_fresh_cluster_gives_the_same_state");
@@ -787,6 +929,24 @@ fn backup_then_restore_into_a_fresh_cluster_gives_the_same_state() {
         "--owner",
         "ops-other/db",
     ]);
+    // An address released in the pool with a cooldown: cooling, and must stay so.
+    a.cli_ok(&[
+        "addr",
+        "alloc",
+        "10.157.0.0/16",
+        "--ip",
+        "10.157.1.77",
+        "--owner",
+        "ops-other/tmp",
+    ]);
+    a.cli_ok(&[
+        "addr",
+        "release",
+        "10.157.0.0/16",
+        "10.157.1.77",
+        "--host",
+        "ops-other",
+    ]);
     // Usage that tells the truth: size, reserved, allocated, cooling, free, and who holds what.
     let show = a.json(&["pool", "show", "10.157.0.0/16"]);
     assert_eq!(show["allocated_by_host"]["ops-other"], 2, "{show}");
@@ -795,8 +955,8 @@ fn backup_then_restore_into_a_fresh_cluster_gives_the_same_state() {
     assert_eq!(u["size"], 256, "{show}");
     assert_eq!(u["reserved"], 9, "the reserve range: {show}");
     assert_eq!(u["allocated"], 1, "in the range: {show}");
-    assert_eq!(u["cooling"], 0, "{show}");
-    assert_eq!(u["free"], 246, "{show}");
+    assert_eq!(u["cooling"], 1, "{show}");
+    assert_eq!(u["free"], 245, "{show}");
     let text = a.cli_ok(&["pool", "show", "10.157.0.0/16"]);
     assert!(
         text.contains("allocated by host (whole subnet): ops-other: 2"),
@@ -810,6 +970,14 @@ fn backup_then_restore_into_a_fresh_cluster_gives_the_same_state() {
     let b = Cluster::start();
     let out = b.json(&["restore", &file.display().to_string()]);
     assert_eq!(out["pools"], 2, "{out}");
+    let again = b.dir.path().join("again.raftipam");
+    b.json(&["backup", &again.display().to_string()]);
+    assert!(
+        std::fs::read(&file).expect("backup") == std::fs::read(&again).expect("second backup"),
+        "the restored cluster's backup differs from the backup it was restored from"
+    );
+    let who = b.json(&["addr", "who-has", "10.157.1.77"]);
+    assert!(who.to_string().contains("ooling"), "{who}");
 
     let strip_hosts = |v: Value| -> Vec<Value> {
         v.as_array()
@@ -829,6 +997,11 @@ fn backup_then_restore_into_a_fresh_cluster_gives_the_same_state() {
     };
     assert_eq!(owners(&a), owners(&b));
     assert_eq!(owners(&b).len(), 5);
+    assert_eq!(
+        a.allocations(),
+        b.allocations(),
+        "the same sequence numbers"
+    );
     assert_eq!(
         strip_hosts(a.json(&["host", "ls"])),
         strip_hosts(b.json(&["host", "ls"]))

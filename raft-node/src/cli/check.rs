@@ -1,12 +1,23 @@
-//! `raftipam check [--repair]`: compare what the cluster says this host holds with what its
-//! dockerd has.
+//! `raftipam check [--repair]`: compare what the cluster says each host holds with what its
+//! dockerd has — this host live, the others from their shims' last reports.
+//!
+//! This host's dockerd is asked now. Another host's dockerd is not reachable from here, so its
+//! part comes from the report its shim writes into the cluster at every reconciliation pass
+//! (`Op::Report`): its leaks that still stand, its missing endpoints, and what they imply
+//! across hosts (an endpoint on one host whose address another host holds and does not call
+//! leaked: held twice). `--repair` acts on this host only; run it on each host, or let each
+//! shim release its leaks after the grace period.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use allocator_core::{Op, Order, Outcome, Owner};
 use clap::Args;
+use raft_node::api::{Consistency, Query, QueryReply};
 use raft_node::docker::{Docker, DEFAULT_DOCKER_HOST};
-use raft_node::reconcile::{compare, ops_metrics, release_leak, Leak, Missing, Report};
+use raft_node::reconcile::{
+    assess_others, compare, compare_lists, ops_metrics, publish, release_leak, Leak, Missing,
+    OtherHost, Report, Twice,
+};
 use serde::Serialize;
 
 use super::Ctx;
@@ -31,6 +42,13 @@ pub struct CheckArgs {
     /// address a moment before dockerd lists it).
     #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
     min_age: Duration,
+    /// Another host's report older than this is stale: shown, but it accuses nobody (3 of the
+    /// default reconciliation intervals).
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    max_report_age: Duration,
+    /// Check this host only.
+    #[arg(long)]
+    local: bool,
 }
 
 /// What `check --json` prints.
@@ -42,8 +60,100 @@ struct CheckOutput<'a> {
     released: Vec<&'a Leak>,
     /// Missing addresses claimed for this host by --repair.
     claimed: Vec<&'a Missing>,
-    /// Whether anything is still wrong.
+    /// The other hosts, from their last reports.
+    others: &'a [OtherHost],
+    /// Addresses the hosts' reports show used on two hosts.
+    across_hosts: &'a [Twice],
+    /// Hosts whose report is stale or missing: not verified.
+    unverified: Vec<&'a str>,
+    /// Whether nothing is wrong (unverified hosts aside).
     ok: bool,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn fmt_age(s: Option<u64>) -> String {
+    match s {
+        Some(s) => format!("{} ago", humantime::format_duration(Duration::from_secs(s))),
+        None => "never".into(),
+    }
+}
+
+fn print_leak(l: &Leak) {
+    println!(
+        "leaked   {} in {} (owner {}/{}, seq {}): allocated, no endpoint in dockerd",
+        l.allocation.addr,
+        l.pool,
+        l.allocation.owner.host,
+        l.allocation.owner.endpoint,
+        l.allocation.seq
+    );
+}
+
+fn print_twice(t: &Twice) {
+    println!(
+        "TWICE    {} ({}): {}",
+        t.addr,
+        t.source,
+        t.holders.join(", ")
+    );
+}
+
+fn print_others(others: &[OtherHost], across: &[Twice]) {
+    for o in others {
+        match o.status.as_str() {
+            "reported" => println!(
+                "host {} (its shim's report, {}): {} allocations in the cluster, {} endpoints in dockerd",
+                o.host,
+                fmt_age(o.report_age_s),
+                o.allocations,
+                o.endpoints.unwrap_or(0)
+            ),
+            "stale" => println!(
+                "host {}: not verified — its shim's last report is {} (is its shim running?); {} allocations in the cluster",
+                o.host,
+                fmt_age(o.report_age_s),
+                o.allocations
+            ),
+            _ => println!(
+                "host {}: not verified — its shim never reported (reconciliation off, or not a raftipam host); {} allocations in the cluster",
+                o.host, o.allocations
+            ),
+        }
+        for l in &o.leaked {
+            print_leak(l);
+        }
+        for m in &o.missing {
+            let held = match &m.held_by {
+                Some(h) => format!("the cluster says {h} holds it"),
+                None => "the cluster holds it for nobody".to_string(),
+            };
+            println!(
+                "missing  {} of container {} in network {}: {held}",
+                m.addr, m.container, m.network
+            );
+        }
+        if o.unlisted > 0 {
+            println!("         and {} more not listed in the report", o.unlisted);
+        }
+        if o.held_twice > 0 {
+            println!(
+                "TWICE    {} address(es) held twice on that host: run `raftipam check` there",
+                o.held_twice
+            );
+        }
+        if o.status == "reported" && o.is_clean() {
+            println!("ok");
+        }
+    }
+    for t in across {
+        print_twice(t);
+    }
 }
 
 fn print_report(r: &Report) {
@@ -52,14 +162,7 @@ fn print_report(r: &Report) {
         r.host, r.allocations, r.endpoints
     );
     for l in &r.leaked {
-        println!(
-            "leaked   {} in {} (owner {}/{}, seq {}): allocated, no endpoint in dockerd",
-            l.allocation.addr,
-            l.pool,
-            l.allocation.owner.host,
-            l.allocation.owner.endpoint,
-            l.allocation.seq
-        );
+        print_leak(l);
     }
     for m in &r.missing {
         let held = match &m.held_by {
@@ -72,12 +175,7 @@ fn print_report(r: &Report) {
         );
     }
     for t in &r.held_twice {
-        println!(
-            "TWICE    {} ({}): {}",
-            t.addr,
-            t.source,
-            t.holders.join(", ")
-        );
+        print_twice(t);
     }
     if r.is_clean() {
         println!("ok: nothing leaked, nothing missing, nothing held twice");
@@ -85,27 +183,80 @@ fn print_report(r: &Report) {
 }
 
 pub async fn run(ctx: &Ctx, a: CheckArgs) -> anyhow::Result<()> {
-    let host = super::shim::host_name(a.host)?;
+    let host = super::shim::host_name(a.host.clone())?;
     let client = ctx.client()?;
     let docker = Docker::new(&a.docker_host);
-    let report = compare(&client, &docker, &host, &a.driver).await?;
+    // The cluster first: an endpoint created meanwhile shows as missing, not as a leak.
+    let cluster = client.all_allocations().await?;
+    let endpoints = docker.all_endpoints().await?;
+    let report = compare_lists(&host, &a.driver, &cluster, &endpoints);
     if !a.repair {
-        let ok = report.is_clean();
+        // What this host's shim would have written at its next pass, fresher.
+        if let Err(e) = publish(&client, &report).await {
+            eprintln!("warning: could not write this check's report into the cluster: {e}");
+        }
+    }
+    let (others, across) = if a.local {
+        (Vec::new(), Vec::new())
+    } else {
+        let reports = match client
+            .query(Query::Reports, Consistency::Linearizable)
+            .await?
+        {
+            QueryReply::Reports(r) => r,
+            r => anyhow::bail!("unexpected answer to a reports query: {r:?}"),
+        };
+        let hosts = super::host::hosts(&client).await?;
+        assess_others(
+            &host,
+            Some(&report),
+            &reports,
+            &cluster,
+            &hosts,
+            now_ms(),
+            a.max_report_age,
+        )
+    };
+    let unverified: Vec<&str> = others
+        .iter()
+        .filter(|o| o.status != "reported")
+        .map(|o| o.host.as_str())
+        .collect();
+    let others_bad = others.iter().filter(|o| !o.is_clean()).count();
+    let say_unverified = |ctx: &Ctx| {
+        if !unverified.is_empty() && !ctx.json {
+            println!(
+                "not verified: {} (no fresh report from their shims; run `raftipam check` on them)",
+                unverified.join(", ")
+            );
+        }
+    };
+    if !a.repair {
+        let ok = report.is_clean() && others_bad == 0 && across.is_empty();
         ctx.print(
             &CheckOutput {
                 report: &report,
                 released: vec![],
                 claimed: vec![],
+                others: &others,
+                across_hosts: &across,
+                unverified: unverified.clone(),
                 ok,
             },
-            |o| print_report(o.report),
+            |o| {
+                print_report(o.report);
+                print_others(o.others, o.across_hosts);
+            },
         )?;
+        say_unverified(ctx);
         anyhow::ensure!(
             ok,
-            "host {host}: {} leaked, {} missing, {} held twice (raftipam check --repair releases the leaked ones)",
+            "host {host}: {} leaked, {} missing, {} held twice; other hosts: {others_bad} with problems; \
+             {} address(es) used on two hosts (`raftipam check --repair` on a host releases its leaks)",
             report.leaked.len(),
             report.missing.len(),
-            report.held_twice.len()
+            report.held_twice.len(),
+            across.len()
         );
         return Ok(());
     }
@@ -131,6 +282,8 @@ pub async fn run(ctx: &Ctx, a: CheckArgs) -> anyhow::Result<()> {
     };
     if !ctx.json {
         print_report(&report);
+        print_others(&others, &across);
+        say_unverified(ctx);
     }
     for l in &report.leaked {
         if !old_enough(l) {
@@ -204,13 +357,27 @@ pub async fn run(ctx: &Ctx, a: CheckArgs) -> anyhow::Result<()> {
     }
     let remaining = report.leaked.len() - released.len() + report.missing.len() - claimed.len()
         + report.held_twice.len();
-    let ok = remaining == 0 && failures.is_empty();
+    let ok = remaining == 0 && failures.is_empty() && others_bad == 0 && across.is_empty();
+    // The cluster's view of this host after the repair.
+    match compare(&client, &docker, &host, &a.driver).await {
+        Ok(after) => {
+            if let Err(e) = publish(&client, &after).await {
+                eprintln!(
+                    "warning: could not write the report after the repair into the cluster: {e}"
+                );
+            }
+        }
+        Err(e) => eprintln!("warning: could not compare again after the repair: {e}"),
+    }
     if ctx.json {
         ctx.print(
             &CheckOutput {
                 report: &report,
                 released,
                 claimed,
+                others: &others,
+                across_hosts: &across,
+                unverified: unverified.clone(),
                 ok,
             },
             |_| {},
@@ -221,11 +388,20 @@ pub async fn run(ctx: &Ctx, a: CheckArgs) -> anyhow::Result<()> {
     }
     anyhow::ensure!(
         ok,
-        "host {host}: {remaining} problem(s) remain after the repair{}",
+        "host {host}: {remaining} problem(s) remain after the repair{}{}",
         if failures.is_empty() {
             String::new()
         } else {
             format!(", {} failure(s)", failures.len())
+        },
+        if others_bad + across.len() > 0 {
+            format!(
+                "; other hosts: {others_bad} with problems, {} address(es) used on two hosts \
+                 (repair them on those hosts)",
+                across.len()
+            )
+        } else {
+            String::new()
         }
     );
     Ok(())

@@ -41,6 +41,8 @@ struct HostRow {
     info: HostInfo,
     /// Seconds since the last heartbeat (by this machine's clock).
     last_seen_age_s: Option<u64>,
+    /// Seconds since its shim's last reconciliation report.
+    report_age_s: Option<u64>,
 }
 
 fn now_ms() -> u64 {
@@ -86,6 +88,7 @@ pub async fn run(ctx: &Ctx, cmd: HostCmd) -> anyhow::Result<()> {
                 .into_iter()
                 .map(|info| HostRow {
                     last_seen_age_s: age(&info, now).map(|d| d.as_secs()),
+                    report_age_s: info.report_ms.map(|t| now.saturating_sub(t) / 1000),
                     info,
                 })
                 .collect();
@@ -95,18 +98,20 @@ pub async fn run(ctx: &Ctx, cmd: HostCmd) -> anyhow::Result<()> {
                     return;
                 }
                 println!(
-                    "{:<24} {:<10} {:<20} {:>9} {:>12} {:>5}",
-                    "HOST", "VERSION", "LAST SEEN", "ADDRESSES", "RESERVATIONS", "POOLS"
+                    "{:<24} {:<10} {:<20} {:>9} {:>12} {:>5} {:>6}  CHECKED",
+                    "HOST", "VERSION", "LAST SEEN", "ADDRESSES", "RESERVATIONS", "POOLS", "LEAKED"
                 );
                 for r in rows {
                     println!(
-                        "{:<24} {:<10} {:<20} {:>9} {:>12} {:>5}",
+                        "{:<24} {:<10} {:<20} {:>9} {:>12} {:>5} {:>6}  {}",
                         r.info.name,
                         r.info.version.as_deref().unwrap_or("-"),
                         fmt_age(r.last_seen_age_s.map(Duration::from_secs)),
                         r.info.allocations,
                         r.info.reservations,
-                        r.info.pools
+                        r.info.pools,
+                        r.info.leaked.map_or("-".to_string(), |n| n.to_string()),
+                        fmt_age(r.report_age_s.map(Duration::from_secs)),
                     );
                 }
             })
