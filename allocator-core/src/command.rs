@@ -188,7 +188,9 @@ pub enum Op {
     },
     /// Replace the whole, empty state with a backup (bytes of [`crate::State::to_snapshot`]):
     /// pools, allocations with their sequence numbers, cooling addresses, serial cursors,
-    /// heartbeats and reports come back exactly. Refused unless the state is empty.
+    /// heartbeats and reports come back exactly. Refused unless the state holds no pool and
+    /// never allocated ([`crate::State::is_empty`]); heartbeats and reports already received
+    /// are kept where newer than the backup's.
     Restore {
         /// The backup's bytes.
         snapshot: Vec<u8>,

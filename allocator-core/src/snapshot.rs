@@ -344,7 +344,7 @@ fn rebuild(snap: SnapState<'_, Vec<StoredReport>>) -> Result<State, SnapshotErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Command, Op, Order, Owner, PoolSpec};
+    use crate::{Command, Op, Order, Outcome, Owner, PoolSpec};
     use proptest::prelude::*;
 
     fn sample() -> State {
@@ -505,5 +505,86 @@ mod tests {
         };
         assert!(st.apply(&Command { at_ms: 8, op }).is_err());
         assert!(st.report("z").is_none());
+    }
+
+    #[test]
+    fn restore_is_exact_refused_when_not_empty_and_keeps_newer_heartbeats() {
+        let mut src = sample();
+        let beat = |host: &str| Op::Heartbeat {
+            host: host.into(),
+            version: "1".into(),
+        };
+        src.apply(&Command {
+            at_ms: 50,
+            op: beat("old"),
+        })
+        .unwrap();
+        src.apply(&Command {
+            at_ms: 50,
+            op: beat("live"),
+        })
+        .unwrap();
+        let backup = src.to_snapshot();
+        // A new cluster whose shim already beat (later than the backup's) takes the backup.
+        let mut dst = State::default();
+        dst.apply(&Command {
+            at_ms: 90,
+            op: beat("live"),
+        })
+        .unwrap();
+        let out = dst
+            .apply(&Command {
+                at_ms: 100,
+                op: Op::Restore {
+                    snapshot: backup.clone(),
+                },
+            })
+            .unwrap();
+        let allocations = src.all_allocations().len() as u64;
+        assert_eq!(
+            out,
+            Outcome::Restored {
+                pools: 1,
+                allocations
+            }
+        );
+        assert_eq!(dst.all_allocations(), src.all_allocations());
+        assert_eq!(dst.last_seq(), src.last_seq());
+        let seen = |s: &State, h: &str| {
+            s.hosts()
+                .into_iter()
+                .find(|i| i.name == h)
+                .and_then(|i| i.last_seen_ms)
+        };
+        assert_eq!(seen(&dst, "live"), Some(90), "the newer heartbeat stays");
+        assert_eq!(seen(&dst, "old"), Some(50));
+        // Into a fresh state: byte for byte. Into a state holding something: refused, unchanged.
+        let mut fresh = State::default();
+        let op = Op::Restore {
+            snapshot: backup.clone(),
+        };
+        fresh
+            .apply(&Command {
+                at_ms: 1,
+                op: op.clone(),
+            })
+            .unwrap();
+        assert_eq!(fresh.to_snapshot(), backup);
+        let before = dst.to_snapshot();
+        let err = dst.apply(&Command { at_ms: 2, op }).unwrap_err();
+        assert!(matches!(err, crate::AllocError::NotEmpty(_)), "{err}");
+        assert_eq!(dst.to_snapshot(), before);
+        // Damaged bytes: refused with the reason, the empty state stays empty.
+        let mut bad = backup.clone();
+        bad[HEADER + 3] ^= 0x55;
+        let mut empty = State::default();
+        let err = empty
+            .apply(&Command {
+                at_ms: 3,
+                op: Op::Restore { snapshot: bad },
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("checksum"), "{err}");
+        assert!(empty.is_empty());
     }
 }

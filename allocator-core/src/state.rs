@@ -941,29 +941,43 @@ impl State {
         Ok(Outcome::Released { what })
     }
 
-    /// True when nothing was ever kept: no pool, subnet, host, heartbeat or report.
+    /// True when the state holds no pool, subnet or allocation and never allocated (hosts'
+    /// heartbeats and reports aside): what [`Op::Restore`] accepts.
     pub fn is_empty(&self) -> bool {
-        self.pools.is_empty()
-            && self.subnets.is_empty()
-            && self.hosts.is_empty()
-            && self.seen.is_empty()
-            && self.reports.is_empty()
-            && self.seq == 0
+        self.pools.is_empty() && self.subnets.is_empty() && self.hosts.is_empty() && self.seq == 0
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<Outcome, AllocError> {
         if !self.is_empty() {
             return Err(AllocError::NotEmpty(format!(
-                "{} pools, {} hosts, last sequence number {}",
+                "{} pools, last sequence number {}",
                 self.pools.len(),
-                self.hosts().len(),
                 self.seq
             )));
         }
-        let restored = State::from_snapshot(snapshot)
+        let mut restored = State::from_snapshot(snapshot)
             .map_err(|e| AllocError::Invalid(format!("the backup does not load: {e}")))?;
         let pools = restored.pools.len() as u64;
         let allocations = restored.subnets.values().map(|sn| sn.records.len()).sum();
+        // Shims running while the backup is restored keep their newer heartbeats and reports.
+        for (host, seen) in std::mem::take(&mut self.seen) {
+            if restored
+                .seen
+                .get(&host)
+                .is_none_or(|r| r.last_seen_ms < seen.last_seen_ms)
+            {
+                restored.seen.insert(host, seen);
+            }
+        }
+        for (host, report) in std::mem::take(&mut self.reports) {
+            if restored
+                .reports
+                .get(&host)
+                .is_none_or(|r| r.at_ms < report.at_ms)
+            {
+                restored.reports.insert(host, report);
+            }
+        }
         *self = restored;
         Ok(Outcome::Restored { pools, allocations })
     }
