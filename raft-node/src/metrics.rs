@@ -33,6 +33,8 @@ pub struct Metrics {
     snapshot_index: Gauge,
     pool_addresses: Family<Vec<(String, String)>, Gauge<f64, AtomicU64>>,
     host_last_seen_age: Family<Vec<(String, String)>, Gauge<f64, AtomicU64>>,
+    host_report_age: Family<Vec<(String, String)>, Gauge<f64, AtomicU64>>,
+    host_leaked: Family<Vec<(String, String)>, Gauge>,
     hosts: Gauge,
 }
 
@@ -120,9 +122,23 @@ impl Metrics {
             "Hosts that hold something or sent a heartbeat",
             hosts.clone(),
         );
+        let host_report_age = Family::default();
+        registry.register(
+            "host_report_age_seconds",
+            "Seconds since each host's shim last reported its reconciliation pass",
+            host_report_age.clone(),
+        );
+        let host_leaked = Family::default();
+        registry.register(
+            "host_leaked_addresses",
+            "Addresses each host's last report calls leaked that are still allocated the same way (cluster-wide view)",
+            host_leaked.clone(),
+        );
         crate::reconcile::ops_metrics().register(&mut registry);
         Metrics {
             host_last_seen_age,
+            host_report_age,
+            host_leaked,
             hosts,
             registry,
             proposals,
@@ -143,11 +159,22 @@ impl Metrics {
     pub fn set_hosts(&self, hosts: &[allocator_core::HostInfo], now_ms: u64) {
         self.hosts.set(hosts.len() as i64);
         self.host_last_seen_age.clear();
+        self.host_report_age.clear();
+        self.host_leaked.clear();
         for h in hosts {
+            let label = vec![("host".to_string(), h.name.clone())];
             if let Some(seen) = h.last_seen_ms {
                 self.host_last_seen_age
-                    .get_or_create(&vec![("host".to_string(), h.name.clone())])
+                    .get_or_create(&label)
                     .set(now_ms.saturating_sub(seen) as f64 / 1000.0);
+            }
+            if let Some(at) = h.report_ms {
+                self.host_report_age
+                    .get_or_create(&label)
+                    .set(now_ms.saturating_sub(at) as f64 / 1000.0);
+            }
+            if let Some(n) = h.leaked {
+                self.host_leaked.get_or_create(&label).set(n as i64);
             }
         }
     }

@@ -575,6 +575,19 @@ fn a_full_pool_says_which_hosts_leak_and_check_speaks_for_every_host() {
     });
     let text = cluster.cli_ok(&["host", "ls"]);
     assert!(text.contains("LEAKED"), "{text}");
+    let m = metrics(cluster.metrics);
+    assert!(
+        m.contains(&format!(
+            "raftipam_host_leaked_addresses{{host=\"{host}\"}} 1"
+        )),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            "raftipam_host_report_age_seconds{{host=\"{host}\"}}"
+        )),
+        "{m}"
+    );
 
     // `check` on another host: this host's part comes from its report.
     let o = cluster.cli(&[
