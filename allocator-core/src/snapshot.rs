@@ -175,31 +175,18 @@ impl State {
         let cannot = |e: postcard::Error| bad(format!("cannot decode: {e}"));
         if version == 1 {
             let snap: SnapState<'_, ()> = postcard::from_bytes(body).map_err(cannot)?;
-            let SnapState {
-                config,
-                seq,
-                hosts,
-                subnets,
-                pools,
-                seen,
-                reports: (),
-            } = snap;
-            return rebuild(SnapState {
-                config,
-                seq,
-                hosts,
-                subnets,
-                pools,
-                seen,
-                reports: Vec::new(),
-            });
+            return rebuild(snap, Vec::new());
         }
-        let snap: SnapState<'_, Vec<StoredReport>> = postcard::from_bytes(body).map_err(cannot)?;
-        rebuild(snap)
+        let mut snap: SnapState<'_, Vec<StoredReport>> =
+            postcard::from_bytes(body).map_err(cannot)?;
+        let reports = std::mem::take(&mut snap.reports);
+        rebuild(snap, reports)
     }
 }
 
-fn rebuild(snap: SnapState<'_, Vec<StoredReport>>) -> Result<State, SnapshotError> {
+/// Builds the state from a decoded body (whatever its version's `reports` field) and the
+/// reports.
+fn rebuild<R>(snap: SnapState<'_, R>, reports: Vec<StoredReport>) -> Result<State, SnapshotError> {
     let mut state = State::new(snap.config);
     state.seq = snap.seq;
     if snap.hosts.len() > usize::from(u16::MAX) + 1 {
@@ -325,7 +312,7 @@ fn rebuild(snap: SnapState<'_, Vec<StoredReport>>) -> Result<State, SnapshotErro
             return Err(bad(format!("heartbeat of host {host:?} appears twice")));
         }
     }
-    for r in snap.reports {
+    for r in reports {
         crate::state::check_name("host", &r.host, false)
             .and_then(|()| r.report.validate())
             .map_err(|e| bad(format!("report of host {:?}: {e}", r.host)))?;

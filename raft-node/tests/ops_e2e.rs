@@ -67,20 +67,13 @@ impl DockerGuard {
     }
 
     fn run(&mut self, what: &str, network: &str) -> String {
-        let name = self.name(what);
-        self.containers.push(name.clone());
-        docker_ok(&[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network",
-            network,
-            IMAGE,
-            "sleep",
-            "600",
-        ]);
-        name
+        let o = self.try_run(what, network);
+        assert!(
+            o.status.success(),
+            "docker run {what} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        self.name(what)
     }
 
     /// `docker run` that may fail: its output.
