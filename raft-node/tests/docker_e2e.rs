@@ -13,9 +13,8 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -97,30 +96,6 @@ fn cluster_pools(port: u16) -> Vec<String> {
         .collect()
 }
 
-/// The container's IPv4 (and IPv6) address on `network`, from `docker inspect`.
-fn ips_of(container: &str, network: &str) -> (Option<IpAddr>, Option<IpAddr>) {
-    ips_of_at(docker_host().as_deref(), container, network)
-}
-
-fn ips_of_at(
-    host: Option<&str>,
-    container: &str,
-    network: &str,
-) -> (Option<IpAddr>, Option<IpAddr>) {
-    let fmt = format!(
-        "{{{{with index .NetworkSettings.Networks \"{network}\"}}}}{{{{.IPAddress}}}} {{{{.GlobalIPv6Address}}}}{{{{end}}}}"
-    );
-    let out = docker_ok_at(host, &["inspect", "-f", &fmt, container]);
-    let mut it = out.split_whitespace().map(|s| s.parse::<IpAddr>().ok());
-    (it.next().flatten(), it.next().flatten())
-}
-
-fn ip_of(container: &str, network: &str) -> IpAddr {
-    ips_of(container, network)
-        .0
-        .unwrap_or_else(|| panic!("container {container} has no IPv4 address on {network}"))
-}
-
 fn net(s: &str) -> IpNet {
     s.parse().expect("a subnet")
 }
@@ -131,156 +106,6 @@ fn ip(s: &str) -> IpAddr {
 
 // ---------------------------------------------------------------------------------------
 // guards
-
-/// A child process stopped and reaped on drop (SIGTERM, then SIGKILL after 15 s and its plugin
-/// socket removed); its output goes to a log file.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-    socket: Option<PathBuf>,
-}
-
-impl Proc {
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL, as a crash would.
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM, then waits (bounded) for the exit status.
-    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // A process the test already stopped keeps whatever it left (a killed one's stale
-        // socket is for the next start to replace).
-        if let Ok(None) = self.child.try_wait() {
-            if self.terminate().is_none() {
-                self.kill9();
-                if let Some(s) = &self.socket {
-                    let _ = std::fs::remove_file(s);
-                }
-            }
-        }
-    }
-}
-
-/// Containers and networks removed on drop (containers first), and leftovers of an earlier
-/// run of the same test removed on creation.
-struct Docker {
-    host: Option<String>,
-    prefix: String,
-    containers: Vec<String>,
-    networks: Vec<String>,
-}
-
-impl Docker {
-    /// A guard for the containers and networks whose names start with `prefix`.
-    fn new(prefix: &str) -> Docker {
-        Docker::at(docker_host(), prefix)
-    }
-
-    /// Like [`Docker::new`], for the daemon at `host`.
-    fn at(host: Option<String>, prefix: &str) -> Docker {
-        let d = Docker {
-            host,
-            prefix: prefix.to_string(),
-            containers: Vec::new(),
-            networks: Vec::new(),
-        };
-        d.remove_leftovers();
-        d
-    }
-
-    fn remove_leftovers(&self) {
-        let filter = format!("name={}", self.prefix);
-        let ids = docker_at(self.host.as_deref(), &["ps", "-aq", "--filter", &filter]);
-        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-            let _ = docker_at(self.host.as_deref(), &["rm", "-f", id]);
-        }
-        let nets = docker_at(
-            self.host.as_deref(),
-            &["network", "ls", "-q", "--filter", &filter],
-        );
-        for id in String::from_utf8_lossy(&nets.stdout).split_whitespace() {
-            let _ = docker_at(self.host.as_deref(), &["network", "rm", id]);
-        }
-    }
-
-    fn name(&self, what: &str) -> String {
-        format!("{}{what}", self.prefix)
-    }
-
-    /// `docker network create ARGS NAME`; returns the network's name.
-    fn network(&mut self, what: &str, args: &[&str]) -> String {
-        let name = self.name(what);
-        let mut a = vec!["network", "create"];
-        a.extend_from_slice(args);
-        a.push(&name);
-        self.networks.push(name.clone());
-        docker_ok_at(self.host.as_deref(), &a);
-        name
-    }
-
-    /// `docker run -d --name NAME --network NET EXTRA raftipam-busybox sleep 300`.
-    fn run(&mut self, what: &str, network: &str, extra: &[&str]) -> Output {
-        let name = self.name(what);
-        self.containers.push(name.clone());
-        let mut a = vec!["run", "-d", "--name", &name, "--network", network];
-        a.extend_from_slice(extra);
-        a.extend_from_slice(&[IMAGE, "sleep", "300"]);
-        docker_at(self.host.as_deref(), &a)
-    }
-
-    /// Like [`Docker::run`], failing the test unless the container starts; returns its name.
-    fn run_ok(&mut self, what: &str, network: &str, extra: &[&str]) -> String {
-        let o = self.run(what, network, extra);
-        assert!(
-            o.status.success(),
-            "docker run {what} on {network} failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        self.name(what)
-    }
-
-    fn rm(&mut self, name: &str) {
-        docker_ok_at(self.host.as_deref(), &["rm", "-f", name]);
-        self.containers.retain(|c| c != name);
-    }
-
-    fn network_rm(&mut self, name: &str) {
-        docker_ok_at(self.host.as_deref(), &["network", "rm", name]);
-        self.networks.retain(|n| n != name);
-    }
-}
-
-impl Drop for Docker {
-    fn drop(&mut self) {
-        for c in self.containers.drain(..) {
-            let _ = docker_at(self.host.as_deref(), &["rm", "-f", &c]);
-        }
-        for n in self.networks.drain(..).rev() {
-            let _ = docker_at(self.host.as_deref(), &["network", "rm", &n]);
-        }
-    }
-}
 
 /// A veth pair, deleted on drop.
 struct Veth {
@@ -320,52 +145,6 @@ impl Drop for Veth {
 
 // ---------------------------------------------------------------------------------------
 // raftipam processes
-
-static STARTS: AtomicU32 = AtomicU32::new(0);
-
-fn spawn(dir: &Path, args: &[String]) -> Proc {
-    let n = STARTS.fetch_add(1, Ordering::Relaxed);
-    let log = dir.join(format!("raftipam-{n}.log"));
-    let file = std::fs::File::create(&log).expect("log file");
-    let err = file.try_clone().expect("log file");
-    let child = Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "info,openraft=warn")
-        .stdin(Stdio::null())
-        .stdout(file)
-        .stderr(err)
-        .spawn()
-        .expect("spawn raftipam");
-    Proc {
-        child,
-        log,
-        socket: None,
-    }
-}
-
-/// Waits until `p`'s log contains `what` (and `socket` exists); panics with the log if it
-/// exits or the wait runs out.
-fn wait_started(p: &mut Proc, what: &str, socket: &Path) {
-    p.socket = Some(socket.to_path_buf());
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if p.log_text().contains(what) && socket.exists() {
-            return;
-        }
-        if let Ok(Some(s)) = p.child.try_wait() {
-            panic!(
-                "raftipam exited ({s}) before it was ready:\n{}",
-                p.log_text()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "raftipam not ready within {WAIT:?}:\n{}",
-            p.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// One `raftipam up`: a one-node cluster with the plugin, restartable on the same data.
 struct Up {
@@ -417,7 +196,7 @@ impl Up {
         ];
         let args: Vec<String> = args.into_iter().chain(self.extra.clone()).collect();
         let mut p = spawn(self.dir.path(), &args);
-        wait_started(&mut p, "raftipam is ready:", &socket);
+        p.wait_started("raftipam is ready:", &socket);
         assert!(
             p.log_text().contains(&format!(
                 "docker network create --ipam-driver {} --subnet",
@@ -446,7 +225,7 @@ impl Up {
             host.into(),
         ];
         let mut p = spawn(self.dir.path(), &args);
-        wait_started(&mut p, "raftipam shim for host", &socket);
+        p.wait_started("raftipam shim for host", &socket);
         p
     }
 }
@@ -892,7 +671,7 @@ fn node_with_plugin_socket_says_no_quorum_then_works() {
     .map(|s| s.to_string())
     .collect();
     let mut node = spawn(dir.path(), &args);
-    wait_started(&mut node, "raftipam plugin for host hostrt8", &socket);
+    node.wait_started("raftipam plugin for host hostrt8", &socket);
     let mut d = Docker::new("rt8-");
     let create = ["--ipam-driver", "rtest8", "--subnet", "10.108.0.0/24"];
 
@@ -966,7 +745,7 @@ fn shim_without_a_cluster_fails_fast_and_says_why() {
     .map(|s| s.to_string())
     .collect();
     let mut shim = spawn(dir.path(), &args);
-    wait_started(&mut shim, "raftipam shim for host hostrt9", &socket);
+    shim.wait_started("raftipam shim for host hostrt9", &socket);
     let mut d = Docker::new("rt9-");
     let name = d.name("net");
     d.networks.push(name.clone());
@@ -1295,7 +1074,7 @@ fn three_node_cluster_without_quorum_blocks_nobody() {
         } else {
             dir.path().join(format!("n{}", i + 1))
         };
-        wait_started(&mut p, ready, &probe);
+        p.wait_for(ready, Some(&probe));
         if i != 0 {
             p.socket = None;
         }

@@ -9,9 +9,7 @@
 //! daemon answers, each test prints a loud SKIP and returns.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -20,184 +18,8 @@ use serde_json::Value;
 mod support;
 use support::*;
 
-/// Containers and networks whose names start with a prefix: leftovers removed on creation,
-/// everything removed on drop (containers first).
-struct DockerGuard {
-    prefix: String,
-    containers: Vec<String>,
-    networks: Vec<String>,
-}
-
-impl DockerGuard {
-    fn new(prefix: &str) -> DockerGuard {
-        let d = DockerGuard {
-            prefix: prefix.to_string(),
-            containers: Vec::new(),
-            networks: Vec::new(),
-        };
-        let filter = format!("name={prefix}");
-        let ids = docker(&["ps", "-aq", "--filter", &filter]);
-        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-            let _ = docker(&["rm", "-f", id]);
-        }
-        let nets = docker(&["network", "ls", "-q", "--filter", &filter]);
-        for id in String::from_utf8_lossy(&nets.stdout).split_whitespace() {
-            let _ = docker(&["network", "rm", id]);
-        }
-        d
-    }
-
-    fn name(&self, what: &str) -> String {
-        format!("{}{what}", self.prefix)
-    }
-
-    fn network(&mut self, what: &str, driver: &str, subnet: &str) -> String {
-        let name = self.name(what);
-        self.networks.push(name.clone());
-        docker_ok(&[
-            "network",
-            "create",
-            "--ipam-driver",
-            driver,
-            "--subnet",
-            subnet,
-            &name,
-        ]);
-        name
-    }
-
-    fn run(&mut self, what: &str, network: &str) -> String {
-        let o = self.try_run(what, network);
-        assert!(
-            o.status.success(),
-            "docker run {what} failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        self.name(what)
-    }
-
-    /// `docker run` that may fail: its output.
-    fn try_run(&mut self, what: &str, network: &str) -> Output {
-        let name = self.name(what);
-        self.containers.push(name.clone());
-        docker(&[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network",
-            network,
-            IMAGE,
-            "sleep",
-            "600",
-        ])
-    }
-
-    fn rm(&mut self, name: &str) {
-        docker_ok(&["rm", "-f", name]);
-        self.containers.retain(|c| c != name);
-    }
-}
-
-impl Drop for DockerGuard {
-    fn drop(&mut self) {
-        for c in self.containers.drain(..) {
-            let _ = docker(&["rm", "-f", &c]);
-        }
-        for n in self.networks.drain(..).rev() {
-            let _ = docker(&["network", "rm", &n]);
-        }
-    }
-}
-
-fn ip_of(container: &str, network: &str) -> IpAddr {
-    let fmt = format!(
-        "{{{{with index .NetworkSettings.Networks \"{network}\"}}}}{{{{.IPAddress}}}}{{{{end}}}}"
-    );
-    docker_ok(&["inspect", "-f", &fmt, container])
-        .parse()
-        .unwrap_or_else(|_| panic!("container {container} has no IPv4 address on {network}"))
-}
-
 // ---------------------------------------------------------------------------------------
 // raftipam processes
-
-/// A child process stopped (SIGTERM, then SIGKILL) and reaped on drop; output in a log file.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn stop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    /// Waits until the log contains `what` (and `file`, if any, exists).
-    fn wait_for(&mut self, what: &str, file: Option<&Path>) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if self.log_text().contains(what) && file.is_none_or(|f| f.exists()) {
-                return;
-            }
-            if let Ok(Some(s)) = self.child.try_wait() {
-                panic!(
-                    "raftipam exited ({s}) before {what:?}:\n{}",
-                    self.log_text()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {what:?} within {WAIT:?}:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-static STARTS: AtomicU32 = AtomicU32::new(0);
-
-fn spawn(dir: &Path, args: &[String]) -> Proc {
-    let n = STARTS.fetch_add(1, Ordering::Relaxed);
-    let log = dir.join(format!("raftipam-{n}.log"));
-    let file = std::fs::File::create(&log).expect("log file");
-    let err = file.try_clone().expect("log file");
-    let child = Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "info,openraft=warn")
-        .env_remove("RAFTIPAM_ENDPOINTS")
-        .env_remove("RAFTIPAM_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(file)
-        .stderr(err)
-        .spawn()
-        .expect("spawn raftipam");
-    Proc { child, log }
-}
 
 /// A one-node cluster (`raftipam node` + `cluster init`) and the shims started on it.
 struct Cluster {
@@ -362,7 +184,7 @@ impl Cluster {
         .map(|s| s.to_string())
         .collect();
         let mut p = spawn(self.dir.path(), &args);
-        p.wait_for("raftipam shim for host", Some(&socket));
+        p.wait_started("raftipam shim for host", &socket);
         p
     }
 }
@@ -428,10 +250,13 @@ fn a_leak_made_while_the_shim_was_stopped_is_found_and_repaired_after_the_grace(
     let cluster = Cluster::start();
     let (driver, host) = ("opsleak", "ops-leak-host");
     let mut shim = cluster.shim(driver, host, SLOW);
-    let mut d = DockerGuard::new("opsleak-");
-    let net = d.network("net", driver, "10.151.0.0/24");
-    let keep = d.run("keep", &net);
-    let gone = d.run("gone", &net);
+    let mut d = Docker::new("opsleak-");
+    let net = d.network(
+        "net",
+        &["--ipam-driver", driver, "--subnet", "10.151.0.0/24"],
+    );
+    let keep = d.run_ok("keep", &net, &[]);
+    let gone = d.run_ok("gone", &net, &[]);
     let keep_ip = ip_of(&keep, &net);
     let gone_ip = ip_of(&gone, &net);
     let check = |extra: &[&str]| {
@@ -543,12 +368,15 @@ fn a_full_pool_says_which_hosts_leak_and_check_speaks_for_every_host() {
         heartbeat: "1s",
     };
     let mut shim = cluster.shim(driver, host, quick);
-    let mut d = DockerGuard::new("opsfull-");
+    let mut d = Docker::new("opsfull-");
     // .0 network, .1 gateway, .7 broadcast: five addresses for containers.
-    let net = d.network("net", driver, "10.158.0.0/29");
+    let net = d.network(
+        "net",
+        &["--ipam-driver", driver, "--subnet", "10.158.0.0/29"],
+    );
     let mut names = Vec::new();
     for i in 0..5 {
-        names.push(d.run(&format!("c{i}"), &net));
+        names.push(d.run_ok(&format!("c{i}"), &net, &[]));
     }
     let gone_ip = ip_of(&names[0], &net);
     shim.stop();
@@ -624,7 +452,7 @@ fn a_full_pool_says_which_hosts_leak_and_check_speaks_for_every_host() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
 
     // dockerd's error for a container the full pool cannot take names the leak.
-    let o = d.try_run("c5", &net);
+    let o = d.run("c5", &net, &[]);
     assert!(!o.status.success(), "the pool should be full");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("is full"), "{err}");
@@ -647,8 +475,8 @@ fn a_full_pool_says_which_hosts_leak_and_check_speaks_for_every_host() {
         "0s",
     ]);
     let _ = docker(&["rm", "-f", &d.name("c5")]);
-    d.run("c6", &net);
-    let o = d.try_run("c7", &net);
+    d.run_ok("c6", &net, &[]);
+    let o = d.run("c7", &net, &[]);
     assert!(!o.status.success(), "the pool should be full again");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("no host reported leaks"), "{err}");
@@ -669,9 +497,12 @@ fn check_repair_releases_leaks_and_claims_missing_addresses() {
     let cluster = Cluster::start();
     let (driver, host) = ("opsrepair", "ops-repair-host");
     let _shim = cluster.shim(driver, host, SLOW);
-    let mut d = DockerGuard::new("opsrepair-");
-    let net = d.network("net", driver, "10.152.0.0/24");
-    let c = d.run("c", &net);
+    let mut d = Docker::new("opsrepair-");
+    let net = d.network(
+        "net",
+        &["--ipam-driver", driver, "--subnet", "10.152.0.0/24"],
+    );
+    let c = d.run_ok("c", &net, &[]);
     let c_ip = ip_of(&c, &net);
     let pool = cluster.pool_of("10.152.0.0");
     // A leak (allocated to this host, no endpoint) and a missing one (the cluster forgets c's).
@@ -726,9 +557,12 @@ fn an_address_released_and_reallocated_between_passes_is_not_freed() {
     let cluster = Cluster::start();
     let (driver, host) = ("opsreuse", "ops-reuse-host");
     let _shim = cluster.shim(driver, host, SLOW);
-    let mut d = DockerGuard::new("opsreuse-");
-    let net = d.network("net", driver, "10.153.0.0/24");
-    let keep = d.run("keep", &net);
+    let mut d = Docker::new("opsreuse-");
+    let net = d.network(
+        "net",
+        &["--ipam-driver", driver, "--subnet", "10.153.0.0/24"],
+    );
+    let keep = d.run_ok("keep", &net, &[]);
     let keep_ip = ip_of(&keep, &net);
     let pool = cluster.pool_of("10.153.0.0");
     let x: IpAddr = "10.153.0.100".parse().unwrap();
@@ -824,12 +658,18 @@ fn host_forget_releases_a_dead_hosts_holdings_and_refuses_a_live_one() {
     let cluster = Cluster::start();
     let live = cluster.shim("opsfgtlive", "ops-live", SLOW);
     let dead = cluster.shim("opsfgtdead", "ops-dead", SLOW);
-    let mut d = DockerGuard::new("opsfgt-");
-    let live_net = d.network("live", "opsfgtlive", "10.154.0.0/24");
-    let dead_net = d.network("dead", "opsfgtdead", "10.155.0.0/24");
-    let l = d.run("l", &live_net);
-    let a = d.run("a", &dead_net);
-    let b = d.run("b", &dead_net);
+    let mut d = Docker::new("opsfgt-");
+    let live_net = d.network(
+        "live",
+        &["--ipam-driver", "opsfgtlive", "--subnet", "10.154.0.0/24"],
+    );
+    let dead_net = d.network(
+        "dead",
+        &["--ipam-driver", "opsfgtdead", "--subnet", "10.155.0.0/24"],
+    );
+    let l = d.run_ok("l", &live_net, &[]);
+    let a = d.run_ok("a", &dead_net, &[]);
+    let b = d.run_ok("b", &dead_net, &[]);
     let l_ip = ip_of(&l, &live_net);
     let (a_ip, b_ip) = (ip_of(&a, &dead_net), ip_of(&b, &dead_net));
 
@@ -904,10 +744,13 @@ fn backup_then_restore_into_a_fresh_cluster_gives_the_same_state() {
     require_docker!("backup_then_restore_into_a_fresh_cluster_gives_the_same_state");
     let a = Cluster::start();
     let _shim = a.shim("opsbackup", "ops-backup-host", SLOW);
-    let mut d = DockerGuard::new("opsbackup-");
-    let net = d.network("net", "opsbackup", "10.156.0.0/24");
+    let mut d = Docker::new("opsbackup-");
+    let net = d.network(
+        "net",
+        &["--ipam-driver", "opsbackup", "--subnet", "10.156.0.0/24"],
+    );
     for i in 0..3 {
-        d.run(&format!("c{i}"), &net);
+        d.run_ok(&format!("c{i}"), &net, &[]);
     }
     a.cli_ok(&[
         "pool",

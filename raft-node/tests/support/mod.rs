@@ -1,12 +1,14 @@
 //! Helpers shared by the end-to-end tests that drive the `raftipam` binary and a real
 //! dockerd (`docker_e2e.rs`, `ops_e2e.rs`): the docker command line, the loud SKIP when no
-//! daemon answers, free ports and plugin socket paths.
+//! daemon answers, free ports and plugin socket paths, the guard of containers and networks
+//! ([`Docker`]) and of `raftipam` child processes ([`Proc`], [`spawn`]).
 #![allow(dead_code)]
 
-use std::net::TcpListener;
+use std::net::{IpAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_raftipam");
 pub const IMAGE: &str = "raftipam-busybox";
@@ -99,4 +101,244 @@ macro_rules! require_docker {
             return;
         }
     };
+}
+
+/// The container's IPv4 (and IPv6) address on `network`, from `docker inspect`.
+pub fn ips_of(container: &str, network: &str) -> (Option<IpAddr>, Option<IpAddr>) {
+    ips_of_at(docker_host().as_deref(), container, network)
+}
+
+pub fn ips_of_at(
+    host: Option<&str>,
+    container: &str,
+    network: &str,
+) -> (Option<IpAddr>, Option<IpAddr>) {
+    let fmt = format!(
+        "{{{{with index .NetworkSettings.Networks \"{network}\"}}}}{{{{.IPAddress}}}} {{{{.GlobalIPv6Address}}}}{{{{end}}}}"
+    );
+    let out = docker_ok_at(host, &["inspect", "-f", &fmt, container]);
+    let mut it = out.split_whitespace().map(|s| s.parse::<IpAddr>().ok());
+    (it.next().flatten(), it.next().flatten())
+}
+
+/// The container's IPv4 address on `network`; fails the test if it has none.
+pub fn ip_of(container: &str, network: &str) -> IpAddr {
+    ips_of(container, network)
+        .0
+        .unwrap_or_else(|| panic!("container {container} has no IPv4 address on {network}"))
+}
+
+/// Containers and networks whose names start with a prefix: leftovers of an earlier run
+/// removed on creation, everything removed on drop (containers first).
+pub struct Docker {
+    /// The daemon (`DOCKER_HOST`), or docker's default.
+    pub host: Option<String>,
+    prefix: String,
+    containers: Vec<String>,
+    /// Networks removed on drop.
+    pub networks: Vec<String>,
+}
+
+impl Docker {
+    /// A guard for the containers and networks whose names start with `prefix`.
+    pub fn new(prefix: &str) -> Docker {
+        Docker::at(docker_host(), prefix)
+    }
+
+    /// Like [`Docker::new`], for the daemon at `host`.
+    pub fn at(host: Option<String>, prefix: &str) -> Docker {
+        let d = Docker {
+            host,
+            prefix: prefix.to_string(),
+            containers: Vec::new(),
+            networks: Vec::new(),
+        };
+        d.remove_leftovers();
+        d
+    }
+
+    fn remove_leftovers(&self) {
+        let filter = format!("name={}", self.prefix);
+        let ids = docker_at(self.host.as_deref(), &["ps", "-aq", "--filter", &filter]);
+        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+            let _ = docker_at(self.host.as_deref(), &["rm", "-f", id]);
+        }
+        let nets = docker_at(
+            self.host.as_deref(),
+            &["network", "ls", "-q", "--filter", &filter],
+        );
+        for id in String::from_utf8_lossy(&nets.stdout).split_whitespace() {
+            let _ = docker_at(self.host.as_deref(), &["network", "rm", id]);
+        }
+    }
+
+    /// The full name of `what` (the prefix in front).
+    pub fn name(&self, what: &str) -> String {
+        format!("{}{what}", self.prefix)
+    }
+
+    /// `docker network create ARGS NAME`; returns the network's name.
+    pub fn network(&mut self, what: &str, args: &[&str]) -> String {
+        let name = self.name(what);
+        let mut a = vec!["network", "create"];
+        a.extend_from_slice(args);
+        a.push(&name);
+        self.networks.push(name.clone());
+        docker_ok_at(self.host.as_deref(), &a);
+        name
+    }
+
+    /// `docker run -d --name NAME --network NET EXTRA raftipam-busybox sleep 300`, which may
+    /// fail: its output.
+    pub fn run(&mut self, what: &str, network: &str, extra: &[&str]) -> Output {
+        let name = self.name(what);
+        self.containers.push(name.clone());
+        let mut a = vec!["run", "-d", "--name", &name, "--network", network];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&[IMAGE, "sleep", "300"]);
+        docker_at(self.host.as_deref(), &a)
+    }
+
+    /// Like [`Docker::run`], failing the test unless the container starts; returns its name.
+    pub fn run_ok(&mut self, what: &str, network: &str, extra: &[&str]) -> String {
+        let o = self.run(what, network, extra);
+        assert!(
+            o.status.success(),
+            "docker run {what} on {network} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        self.name(what)
+    }
+
+    pub fn rm(&mut self, name: &str) {
+        docker_ok_at(self.host.as_deref(), &["rm", "-f", name]);
+        self.containers.retain(|c| c != name);
+    }
+
+    pub fn network_rm(&mut self, name: &str) {
+        docker_ok_at(self.host.as_deref(), &["network", "rm", name]);
+        self.networks.retain(|n| n != name);
+    }
+}
+
+impl Drop for Docker {
+    fn drop(&mut self) {
+        for c in self.containers.drain(..) {
+            let _ = docker_at(self.host.as_deref(), &["rm", "-f", &c]);
+        }
+        for n in self.networks.drain(..).rev() {
+            let _ = docker_at(self.host.as_deref(), &["network", "rm", &n]);
+        }
+    }
+}
+
+/// A `raftipam` child process, its output in a log file. Dropped while running, it is stopped
+/// (SIGTERM, then SIGKILL after 15 s and its plugin socket removed) and reaped; a process the
+/// test already stopped keeps whatever it left (a killed one's stale socket is for the next
+/// start to replace).
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+    /// The plugin socket it serves, once known ([`Proc::wait_started`]).
+    pub socket: Option<PathBuf>,
+}
+
+impl Proc {
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> Option<ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Stops it if it runs: SIGTERM, and SIGKILL (its socket removed) if that is not enough.
+    pub fn stop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            if self.terminate().is_none() {
+                self.kill9();
+                if let Some(s) = &self.socket {
+                    let _ = std::fs::remove_file(s);
+                }
+            }
+        }
+    }
+
+    /// Waits until the log contains `what` (and `file`, if any, exists); panics with the log
+    /// if the process exits or the wait runs out.
+    pub fn wait_for(&mut self, what: &str, file: Option<&Path>) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if self.log_text().contains(what) && file.is_none_or(|f| f.exists()) {
+                return;
+            }
+            if let Ok(Some(s)) = self.child.try_wait() {
+                panic!(
+                    "raftipam exited ({s}) before {what:?}:\n{}",
+                    self.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what:?} within {WAIT:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Like [`Proc::wait_for`], for a process serving the plugin socket `socket`.
+    pub fn wait_started(&mut self, what: &str, socket: &Path) {
+        self.socket = Some(socket.to_path_buf());
+        self.wait_for(what, Some(socket));
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+static STARTS: AtomicU32 = AtomicU32::new(0);
+
+/// Starts `raftipam ARGS` with its output in `dir/raftipam-N.log`, `RUST_LOG=info` and no
+/// `RAFTIPAM_ENDPOINTS` / `RAFTIPAM_CONFIG` from the test's environment.
+pub fn spawn(dir: &Path, args: &[String]) -> Proc {
+    let n = STARTS.fetch_add(1, Ordering::Relaxed);
+    let log = dir.join(format!("raftipam-{n}.log"));
+    let file = std::fs::File::create(&log).expect("log file");
+    let err = file.try_clone().expect("log file");
+    let child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "info,openraft=warn")
+        .env_remove("RAFTIPAM_ENDPOINTS")
+        .env_remove("RAFTIPAM_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(err)
+        .spawn()
+        .expect("spawn raftipam");
+    Proc {
+        child,
+        log,
+        socket: None,
+    }
 }
