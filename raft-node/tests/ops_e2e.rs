@@ -145,6 +145,13 @@ impl Cluster {
             .map(|a| (a.1, a.2, a.3))
     }
 
+    /// `raftipam check --host HOST --driver DRIVER EXTRA`.
+    fn check(&self, host: &str, driver: &str, extra: &[&str]) -> Output {
+        let mut a = vec!["check", "--host", host, "--driver", driver];
+        a.extend_from_slice(extra);
+        self.cli(&a)
+    }
+
     /// The pool over `subnet`.
     fn pool_of(&self, subnet: &str) -> String {
         self.json(&["pool", "ls"])
@@ -209,6 +216,18 @@ fn pool_id(p: &Value) -> String {
     s
 }
 
+/// Fails the test unless `o` succeeded; its stdout.
+fn ok_out(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed ({}):\n{}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
 /// `GET /metrics` at 127.0.0.1:`port` (with curl, bounded).
 fn metrics(port: u16) -> String {
     let o = Command::new("curl")
@@ -259,12 +278,8 @@ fn a_leak_made_while_the_shim_was_stopped_is_found_and_repaired_after_the_grace(
     let gone = d.run_ok("gone", &net, &[]);
     let keep_ip = ip_of(&keep, &net);
     let gone_ip = ip_of(&gone, &net);
-    let check = |extra: &[&str]| {
-        let mut a = vec!["check", "--host", host, "--driver", driver, "--json"];
-        a.extend_from_slice(extra);
-        cluster.cli(&a)
-    };
-    let o = check(&[]);
+    let check = || cluster.check(host, driver, &["--json"]);
+    let o = check();
     assert!(
         o.status.success(),
         "check on a healthy host: {}{}",
@@ -281,7 +296,7 @@ fn a_leak_made_while_the_shim_was_stopped_is_found_and_repaired_after_the_grace(
         "the removed container's address is still allocated (leaked)"
     );
 
-    let o = check(&[]);
+    let o = check();
     assert_eq!(o.status.code(), Some(1), "check exits 1 on a leak");
     let report: Value = serde_json::from_slice(&o.stdout).expect("check --json");
     let leaked: Vec<String> = report["leaked"]
@@ -302,7 +317,7 @@ fn a_leak_made_while_the_shim_was_stopped_is_found_and_repaired_after_the_grace(
         "{report}"
     );
     // Human output names it too.
-    let o = cluster.cli(&["check", "--host", host, "--driver", driver]);
+    let o = cluster.check(host, driver, &[]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains(&format!("leaked   {gone_ip}")), "{text}");
 
@@ -341,7 +356,7 @@ fn a_leak_made_while_the_shim_was_stopped_is_found_and_repaired_after_the_grace(
         Some(host.to_string()),
         "the running container keeps its address"
     );
-    let o = check(&[]);
+    let o = check();
     assert!(
         o.status.success(),
         "check after the repair: {}{}",
@@ -411,14 +426,7 @@ fn a_full_pool_says_which_hosts_leak_and_check_speaks_for_every_host() {
     );
 
     // `check` on another host: this host's part comes from its report.
-    let o = cluster.cli(&[
-        "check",
-        "--host",
-        "ops-full-b",
-        "--driver",
-        "opsnone",
-        "--json",
-    ]);
+    let o = cluster.check("ops-full-b", "opsnone", &["--json"]);
     assert_eq!(
         o.status.code(),
         Some(1),
@@ -441,14 +449,7 @@ fn a_full_pool_says_which_hosts_leak_and_check_speaks_for_every_host() {
     assert_eq!(leaked, vec![gone_ip.to_string().as_str()], "{v}");
     assert_eq!(v["ok"], false, "{v}");
     // `--local` looks at the checking host only: clean.
-    let o = cluster.cli(&[
-        "check",
-        "--host",
-        "ops-full-b",
-        "--driver",
-        "opsnone",
-        "--local",
-    ]);
+    let o = cluster.check("ops-full-b", "opsnone", &["--local"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
 
     // dockerd's error for a container the full pool cannot take names the leak.
@@ -464,23 +465,14 @@ fn a_full_pool_says_which_hosts_leak_and_check_speaks_for_every_host() {
     );
 
     // Repaired on the leaking host: the address serves again; the next refusal finds no leak.
-    cluster.cli_ok(&[
-        "check",
-        "--host",
-        host,
-        "--driver",
-        driver,
-        "--repair",
-        "--min-age",
-        "0s",
-    ]);
+    ok_out(cluster.check(host, driver, &["--repair", "--min-age", "0s"]));
     let _ = docker(&["rm", "-f", &d.name("c5")]);
     d.run_ok("c6", &net, &[]);
     let o = d.run("c7", &net, &[]);
     assert!(!o.status.success(), "the pool should be full again");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("no host reported leaks"), "{err}");
-    let o = cluster.cli(&["check", "--host", "ops-full-b", "--driver", "opsnone"]);
+    let o = cluster.check("ops-full-b", "opsnone", &[]);
     assert!(
         o.status.success(),
         "{}{}",
@@ -516,18 +508,9 @@ fn check_repair_releases_leaks_and_claims_missing_addresses() {
         &format!("{host}/ghost"),
     ]);
     cluster.cli_ok(&["addr", "release", &pool, &c_ip.to_string(), "--force"]);
-    let o = cluster.cli(&["check", "--host", host, "--driver", driver]);
+    let o = cluster.check(host, driver, &[]);
     assert_eq!(o.status.code(), Some(1));
-    let o = cluster.cli(&[
-        "check",
-        "--host",
-        host,
-        "--driver",
-        driver,
-        "--repair",
-        "--min-age",
-        "0s",
-    ]);
+    let o = cluster.check(host, driver, &["--repair", "--min-age", "0s"]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
         o.status.success(),
@@ -542,7 +525,7 @@ fn check_repair_releases_leaks_and_claims_missing_addresses() {
         cluster.holds(c_ip).filter(|h| h.0 == host && h.1 == c)
     );
     assert!(cluster.holds(c_ip).is_some());
-    let o = cluster.cli(&["check", "--host", host, "--driver", driver]);
+    let o = cluster.check(host, driver, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
 }
 
