@@ -1,6 +1,8 @@
 //! A plain program for profilers (`perf record`): fills an IPv6 /64 with N allocations with
 //! 32-character endpoint names through `apply`, then allocates and releases on a /16 at 99%.
-//! `cargo run --release -p allocator-core --example profile -- 1000000 1000000` (fill count, pair count)
+//! `cargo run --release -p allocator-core --example profile -- 1000000 1000000 [FILE]` (fill
+//! count, pair count; with FILE, the filled /64's state is also written there as a snapshot —
+//! a file `raftipam restore` takes, for measuring a large restore).
 
 use std::time::Instant;
 
@@ -51,6 +53,11 @@ fn main() {
         el,
         el.as_nanos() as f64 / n as f64
     );
+    if let Some(file) = std::env::args().nth(3) {
+        let bytes = s.to_snapshot();
+        std::fs::write(&file, &bytes).unwrap_or_else(|e| panic!("cannot write {file}: {e}"));
+        println!("wrote {file}: {} bytes", bytes.len());
+    }
 
     // Allocate + release on a /16 at 99% full, scattered.
     let id: PoolId = "global/10.0.0.0/16".parse().expect("id");
