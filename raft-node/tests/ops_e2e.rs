@@ -448,6 +448,28 @@ fn a_full_pool_says_which_hosts_leak_and_check_speaks_for_every_host() {
         .collect();
     assert_eq!(leaked, vec![gone_ip.to_string().as_str()], "{v}");
     assert_eq!(v["ok"], false, "{v}");
+    // From reports alone (no dockerd asked): the same finding.
+    let o = cluster.cli(&["check", "--from-reports", "--json"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).expect("check --from-reports --json");
+    assert!(v.get("leaked").is_none(), "no live part: {v}");
+    let a = v["others"]
+        .as_array()
+        .expect("others")
+        .iter()
+        .find(|o| o["host"] == host)
+        .expect("host a listed")
+        .clone();
+    assert_eq!(
+        a["leaked"][0]["allocation"]["addr"],
+        gone_ip.to_string(),
+        "{v}"
+    );
     // `--local` looks at the checking host only: clean.
     let o = cluster.check("ops-full-b", "opsnone", &["--local"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));

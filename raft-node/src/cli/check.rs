@@ -5,7 +5,8 @@
 //! part comes from the report its shim writes into the cluster at every reconciliation pass
 //! (`Op::Report`): its leaks that still stand, its missing endpoints, and what they imply
 //! across hosts (an endpoint on one host whose address another host holds and does not call
-//! leaked: held twice). `--repair` acts on this host only; run it on each host, or let each
+//! leaked: held twice). `--from-reports` asks no dockerd (every host from its report).
+//! `--repair` acts on this host only; run it on each host, or let each
 //! shim release its leaks after the grace period.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -49,13 +50,18 @@ pub struct CheckArgs {
     /// Check this host only.
     #[arg(long)]
     local: bool,
+    /// Ask no local dockerd: every host, this one too, from its shim's last report (to check
+    /// from a machine without Docker, e.g. a node that serves no containers).
+    #[arg(long, conflicts_with_all = ["repair", "local"])]
+    from_reports: bool,
 }
 
 /// What `check --json` prints.
 #[derive(Serialize)]
 struct CheckOutput<'a> {
+    /// This host, compared live (absent with --from-reports).
     #[serde(flatten)]
-    report: &'a Report,
+    report: Option<&'a Report>,
     /// Leaks released by --repair.
     released: Vec<&'a Leak>,
     /// Missing addresses claimed for this host by --repair.
@@ -183,19 +189,26 @@ fn print_report(r: &Report) {
 }
 
 pub async fn run(ctx: &Ctx, a: CheckArgs) -> anyhow::Result<()> {
-    let host = super::shim::host_name(a.host.clone())?;
     let client = ctx.client()?;
     let docker = Docker::new(&a.docker_host);
     // The cluster first: an endpoint created meanwhile shows as missing, not as a leak.
     let cluster = client.all_allocations().await?;
-    let endpoints = docker.all_endpoints().await?;
-    let report = compare_lists(&host, &a.driver, &cluster, &endpoints);
-    if !a.repair {
-        // What this host's shim would have written at its next pass, fresher.
-        if let Err(e) = publish(&client, &report).await {
-            eprintln!("warning: could not write this check's report into the cluster: {e}");
+    let (host, local) = if a.from_reports {
+        (String::new(), None)
+    } else {
+        let host = super::shim::host_name(a.host.clone())?;
+        let endpoints = docker.all_endpoints().await.map_err(|e| {
+            anyhow::anyhow!("{e}; to check from reports only (no dockerd here), use --from-reports")
+        })?;
+        let report = compare_lists(&host, &a.driver, &cluster, &endpoints);
+        if !a.repair {
+            // What this host's shim would have written at its next pass, fresher.
+            if let Err(e) = publish(&client, &report).await {
+                eprintln!("warning: could not write this check's report into the cluster: {e}");
+            }
         }
-    }
+        (host, Some(report))
+    };
     let (others, across) = if a.local {
         (Vec::new(), Vec::new())
     } else {
@@ -209,7 +222,7 @@ pub async fn run(ctx: &Ctx, a: CheckArgs) -> anyhow::Result<()> {
         let hosts = super::host::hosts(&client).await?;
         assess_others(
             &host,
-            Some(&report),
+            local.as_ref(),
             &reports,
             &cluster,
             &hosts,
@@ -231,11 +244,12 @@ pub async fn run(ctx: &Ctx, a: CheckArgs) -> anyhow::Result<()> {
             );
         }
     };
-    if !a.repair {
-        let ok = report.is_clean() && others_bad == 0 && across.is_empty();
+    let local_clean = local.as_ref().is_none_or(Report::is_clean);
+    let Some(report) = local.as_ref().filter(|_| a.repair) else {
+        let ok = local_clean && others_bad == 0 && across.is_empty();
         ctx.print(
             &CheckOutput {
-                report: &report,
+                report: local.as_ref(),
                 released: vec![],
                 claimed: vec![],
                 others: &others,
@@ -244,22 +258,30 @@ pub async fn run(ctx: &Ctx, a: CheckArgs) -> anyhow::Result<()> {
                 ok,
             },
             |o| {
-                print_report(o.report);
+                if let Some(r) = o.report {
+                    print_report(r);
+                }
                 print_others(o.others, o.across_hosts);
             },
         )?;
         say_unverified(ctx);
+        let here = match &local {
+            Some(r) => format!(
+                "host {host}: {} leaked, {} missing, {} held twice; ",
+                r.leaked.len(),
+                r.missing.len(),
+                r.held_twice.len()
+            ),
+            None => String::new(),
+        };
         anyhow::ensure!(
             ok,
-            "host {host}: {} leaked, {} missing, {} held twice; other hosts: {others_bad} with problems; \
-             {} address(es) used on two hosts (`raftipam check --repair` on a host releases its leaks)",
-            report.leaked.len(),
-            report.missing.len(),
-            report.held_twice.len(),
+            "{here}other hosts: {others_bad} with problems; {} address(es) used on two hosts \
+             (`raftipam check --repair` on a host releases its leaks)",
             across.len()
         );
         return Ok(());
-    }
+    };
 
     let now_s = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -281,7 +303,7 @@ pub async fn run(ctx: &Ctx, a: CheckArgs) -> anyhow::Result<()> {
         }
     };
     if !ctx.json {
-        print_report(&report);
+        print_report(report);
         print_others(&others, &across);
         say_unverified(ctx);
     }
@@ -372,7 +394,7 @@ pub async fn run(ctx: &Ctx, a: CheckArgs) -> anyhow::Result<()> {
     if ctx.json {
         ctx.print(
             &CheckOutput {
-                report: &report,
+                report: Some(report),
                 released,
                 claimed,
                 others: &others,
