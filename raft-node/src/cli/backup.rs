@@ -91,11 +91,11 @@ pub async fn restore(ctx: &Ctx, a: RestoreArgs) -> anyhow::Result<()> {
             a.file.display()
         )
     })?;
+    let s = summary(&a.file, bytes.len(), &st);
+    drop(st);
     let client = ctx.client()?;
     let w = client
-        .apply(Op::Restore {
-            snapshot: bytes.clone(),
-        })
+        .apply(Op::Restore { snapshot: bytes })
         .await
         .with_context(|| {
             format!(
@@ -109,7 +109,6 @@ pub async fn restore(ctx: &Ctx, a: RestoreArgs) -> anyhow::Result<()> {
         "unexpected answer to a restore: {:?}",
         w.outcome
     );
-    let s = summary(&a.file, bytes.len(), &st);
     ctx.print(&s, |s| {
         println!(
             "restored {}: {} pools, {} allocations, {} hosts — sequence numbers, cooling addresses, serial cursors, heartbeats and reports as they were",
