@@ -918,6 +918,11 @@ fn config_file_version_and_completions() {
     let o = run(&["--config", &cfg, "check"]);
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(err.contains("bogus") && err.contains(&cfg), "{err}");
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a config error is a usage error: {err}"
+    );
 
     let o = run(&["version"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains(env!("CARGO_PKG_VERSION")));

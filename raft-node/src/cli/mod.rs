@@ -123,13 +123,15 @@ impl Ctx {
     }
 }
 
-/// Parses the command line, runs the command, and maps errors to exit status 1.
+/// Parses the command line, runs the command, and maps errors to exit status 1. A bad config
+/// file exits with status 2, as a bad command line does (clap): a usage error, which the
+/// systemd units do not restart (`RestartPreventExitStatus=2`).
 pub fn main() -> ExitCode {
     let argv = match config::argv() {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {e:#}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(2);
         }
     };
     let cli = Cli::parse_from(argv);

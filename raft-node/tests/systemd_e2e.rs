@@ -1,0 +1,56 @@
+//! The systemd units of `packaging/systemd` under a real systemd: `scripts/systemd-test.sh`
+//! boots systemd as PID 1 of a `systemd-nspawn` container (a throw-away overlay of this
+//! machine's `/`, its own network namespace, so only its own loopback) with the binary cargo
+//! built for this test, and checks start, the node answering on loopback only, the data under
+//! `/var/lib/raftipam`, the plugin socket, a clean stop on SIGTERM within `TimeoutStopSec`, the
+//! data kept across a restart, `Restart=on-failure` after SIGKILL, the order against
+//! `docker.service`, and the shim. It needs root; without root, or where no systemd can boot in
+//! a container (the script says why), the test prints a loud SKIP.
+
+use std::path::Path;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_raftipam");
+
+fn skip(why: &str) {
+    eprintln!(
+        "\n\
+         ************************************************************************\n\
+         SKIP the systemd units test: {why}\n\
+         ************************************************************************\n"
+    );
+}
+
+#[test]
+fn the_systemd_units_start_stop_restart_and_order_before_docker() {
+    let uid = Command::new("id").arg("-u").output().expect("run id");
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        skip("it needs root (systemd-nspawn, mounts); run `bash scripts/test.sh` as root");
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/systemd-test.sh");
+    let o = Command::new("timeout")
+        .args(["-k", "30", "900", "bash"])
+        .arg(&script)
+        .arg(BIN)
+        .output()
+        .expect("run scripts/systemd-test.sh");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    println!("{out}");
+    eprintln!("{err}");
+    if let Some(line) = out.lines().find(|l| l.starts_with("SKIP:")) {
+        assert!(
+            o.status.success(),
+            "SKIP with a failure status:\n{out}{err}"
+        );
+        skip(line);
+        return;
+    }
+    assert!(o.status.success(), "systemd-test.sh failed:\n{out}{err}");
+    assert!(!out.contains("FAIL:"), "{out}");
+    assert!(
+        out.contains("PASS: all") && out.contains("checks passed"),
+        "no summary line:\n{out}"
+    );
+}
