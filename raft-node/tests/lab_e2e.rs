@@ -486,7 +486,9 @@ fn run_eventually(lab: &Lab, n: usize, name: &str, within: Duration) -> IpAddr {
 /// 1 and 2. Each host creates the macvlan network with raftipam's IPAM, the gateway and every
 /// host's address as aux addresses; two containers on each host get addresses distinct
 /// across the cluster, never a host's or the gateway's; the legacy host pings every one and
-/// each address is answered by exactly one MAC.
+/// each address is answered by exactly one MAC. Then `check` across hosts, each with its own
+/// dockerd: a leak of h2, seen by `check` on h2, is listed by `check` on h1 from h2's report,
+/// and gone after `check --repair` on h2.
 #[test]
 fn lab_raftipam_addresses_unique_across_hosts_and_reachable() {
     let _g = lock();
@@ -514,6 +516,63 @@ fn lab_raftipam_addresses_unique_across_hosts_and_reachable() {
     let (count, macs) = lab.arp(ip(RESERVED[0]));
     assert_eq!(count, 0, "the gateway address is answered by {macs:?}");
     eprintln!("addresses: {held:?}");
+
+    // `check` across hosts, each with its own dockerd: a leak on h2 (an address allocated to
+    // it that no container of its dockerd uses), found by `check` on h2 and written into the
+    // cluster as h2's report; `check` on h1 (its own dockerd clean) lists h2's leak from that
+    // report and exits 1; after `check --repair` on h2, `check` on h1 passes.
+    let o = lab.raftipam(1, &["addr", "alloc", POOL, "--owner", "h2/ghost"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("addr alloc --json");
+    let ghost = v["address"]
+        .as_str()
+        .and_then(|a| a.split('/').next())
+        .map(ip)
+        .unwrap_or_else(|| panic!("no address in {v}"));
+    let check = |n: usize, extra: &[&str]| {
+        let sock = lab.dir.join(format!("h{n}/docker.sock"));
+        let host = format!("h{n}");
+        let mut a = vec!["check", "--host", &host, "--docker-host"];
+        let sock = sock.display().to_string();
+        a.push(&sock);
+        a.extend_from_slice(extra);
+        lab.raftipam(n, &a)
+    };
+    let o = check(2, &[]);
+    assert_eq!(o.status.code(), Some(1), "check on h2: {}", text(&o));
+    let o = check(1, &[]);
+    assert_eq!(o.status.code(), Some(1), "check on h1: {}", text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("check --json");
+    assert_eq!(
+        v["leaked"].as_array().map(Vec::len),
+        Some(0),
+        "h1 is clean: {v}"
+    );
+    let h2 = v["others"]
+        .as_array()
+        .and_then(|o| o.iter().find(|h| h["host"] == "h2"))
+        .unwrap_or_else(|| panic!("h2 not among the others: {v}"));
+    assert_eq!(h2["status"], "reported", "{v}");
+    let leaked: Vec<&str> = h2["leaked"]
+        .as_array()
+        .expect("leaked")
+        .iter()
+        .filter_map(|l| l["allocation"]["addr"].as_str())
+        .collect();
+    assert_eq!(leaked, vec![ghost.to_string().as_str()], "{v}");
+    assert_eq!(v["across_hosts"].as_array().map(Vec::len), Some(0), "{v}");
+    let o = check(2, &["--repair", "--min-age", "0s"]);
+    assert!(o.status.success(), "check --repair on h2: {}", text(&o));
+    let o = check(1, &[]);
+    assert!(
+        o.status.success(),
+        "check on h1 after the repair: {}",
+        text(&o)
+    );
+    assert!(
+        !lab.allocations(1).iter().any(|(a, _)| *a == ghost),
+        "the leak is released"
+    );
 }
 
 /// 3. The leader's host dies (its node and dockerd killed -9; its containers stay, as in a
