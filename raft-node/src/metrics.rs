@@ -233,11 +233,7 @@ pub(crate) async fn serve(
                 let status = node.status();
                 let pools = node.sm.read().state.pools();
                 let hosts = node.sm.read().state.hosts();
-                let now_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0);
-                node.metrics.set_hosts(&hosts, now_ms);
+                node.metrics.set_hosts(&hosts, crate::node::now_ms());
                 (
                     [(
                         axum::http::header::CONTENT_TYPE,

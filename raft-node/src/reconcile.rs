@@ -272,13 +272,25 @@ impl Report {
     }
 }
 
+/// How much a host's last report can be trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportStatus {
+    /// A report younger than the limit: its findings count.
+    Reported,
+    /// A report older than the limit: shown, accuses nobody.
+    Stale,
+    /// No report at all.
+    Unreported,
+}
+
 /// What `check` can say of a host it cannot see: its shim's last report.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OtherHost {
     /// The host.
     pub host: String,
-    /// `reported` (a report younger than the limit), `stale` (older) or `unreported`.
-    pub status: String,
+    /// Whether its report is fresh, stale or missing.
+    pub status: ReportStatus,
     /// Seconds since its last report.
     pub report_age_s: Option<u64>,
     /// Endpoints its dockerd had at its last report.
@@ -338,7 +350,7 @@ pub fn assess_others(
         }
         let mut o = OtherHost {
             host: h.name.clone(),
-            status: "unreported".into(),
+            status: ReportStatus::Unreported,
             report_age_s: r.map(|r| now_ms.saturating_sub(r.at_ms) / 1000),
             endpoints: r.map(|r| r.report.endpoints),
             allocations: h.allocations,
@@ -348,7 +360,11 @@ pub fn assess_others(
             held_twice: 0,
         };
         if let Some(r) = r {
-            o.status = if fresh(r) { "reported" } else { "stale" }.into();
+            o.status = if fresh(r) {
+                ReportStatus::Reported
+            } else {
+                ReportStatus::Stale
+            };
         }
         if let Some(r) = r.filter(|r| fresh(r)) {
             o.leaked = r
@@ -384,7 +400,7 @@ pub fn assess_others(
         .collect();
     let checked: BTreeMap<&str, bool> = others
         .iter()
-        .map(|o| (o.host.as_str(), o.status == "reported"))
+        .map(|o| (o.host.as_str(), o.status == ReportStatus::Reported))
         .chain(local_report.map(|_| (local, true)))
         .collect();
     let mut claims: Vec<(String, IpAddr, String)> = Vec::new();
@@ -826,7 +842,7 @@ mod tests {
         );
         let names: Vec<&str> = others.iter().map(|o| o.host.as_str()).collect();
         assert_eq!(names, ["b", "c", "d"], "e holds nothing and never reported");
-        assert_eq!(others[0].status, "reported");
+        assert_eq!(others[0].status, ReportStatus::Reported);
         let leaked: Vec<String> = others[0]
             .leaked
             .iter()
@@ -835,7 +851,7 @@ mod tests {
         assert_eq!(leaked, ["10.0.0.3"]);
         assert!(!others[0].is_clean());
         assert_eq!(others[1].missing.len(), 1);
-        assert_eq!(others[2].status, "stale");
+        assert_eq!(others[2].status, ReportStatus::Stale);
         assert!(others[2].is_clean(), "a stale report accuses nobody");
         assert_eq!(twice.len(), 1, "{twice:?}");
         assert_eq!(twice[0].addr.to_string(), "10.0.0.4");

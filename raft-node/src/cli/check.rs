@@ -9,7 +9,7 @@
 //! `--repair` acts on this host only; run it on each host, or let each
 //! shim release its leaks after the grace period.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use allocator_core::{Op, Order, Outcome, Owner};
 use clap::Args;
@@ -17,7 +17,7 @@ use raft_node::api::{Consistency, Query, QueryReply};
 use raft_node::docker::{Docker, DEFAULT_DOCKER_HOST};
 use raft_node::reconcile::{
     assess_others, compare, compare_lists, ops_metrics, publish, release_leak, Leak, Missing,
-    OtherHost, Report, Twice,
+    OtherHost, Report, ReportStatus, Twice,
 };
 use serde::Serialize;
 
@@ -76,18 +76,8 @@ struct CheckOutput<'a> {
     ok: bool,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 fn fmt_age(s: Option<u64>) -> String {
-    match s {
-        Some(s) => format!("{} ago", humantime::format_duration(Duration::from_secs(s))),
-        None => "never".into(),
-    }
+    super::host::fmt_age(s.map(Duration::from_secs))
 }
 
 fn print_leak(l: &Leak) {
@@ -112,21 +102,21 @@ fn print_twice(t: &Twice) {
 
 fn print_others(others: &[OtherHost], across: &[Twice]) {
     for o in others {
-        match o.status.as_str() {
-            "reported" => println!(
+        match o.status {
+            ReportStatus::Reported => println!(
                 "host {} (its shim's report, {}): {} allocations in the cluster, {} endpoints in dockerd",
                 o.host,
                 fmt_age(o.report_age_s),
                 o.allocations,
                 o.endpoints.unwrap_or(0)
             ),
-            "stale" => println!(
+            ReportStatus::Stale => println!(
                 "host {}: not verified — its shim's last report is {} (is its shim running?); {} allocations in the cluster",
                 o.host,
                 fmt_age(o.report_age_s),
                 o.allocations
             ),
-            _ => println!(
+            ReportStatus::Unreported => println!(
                 "host {}: not verified — its shim never reported (reconciliation off, or not a raftipam host); {} allocations in the cluster",
                 o.host, o.allocations
             ),
@@ -153,7 +143,7 @@ fn print_others(others: &[OtherHost], across: &[Twice]) {
                 o.held_twice
             );
         }
-        if o.status == "reported" && o.is_clean() {
+        if o.status == ReportStatus::Reported && o.is_clean() {
             println!("ok");
         }
     }
@@ -226,13 +216,13 @@ pub async fn run(ctx: &Ctx, a: CheckArgs) -> anyhow::Result<()> {
             &reports,
             &cluster,
             &hosts,
-            now_ms(),
+            raft_node::node::now_ms(),
             a.max_report_age,
         )
     };
     let unverified: Vec<&str> = others
         .iter()
-        .filter(|o| o.status != "reported")
+        .filter(|o| o.status != ReportStatus::Reported)
         .map(|o| o.host.as_str())
         .collect();
     let others_bad = others.iter().filter(|o| !o.is_clean()).count();
@@ -283,10 +273,7 @@ pub async fn run(ctx: &Ctx, a: CheckArgs) -> anyhow::Result<()> {
         return Ok(());
     };
 
-    let now_s = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now_s = raft_node::node::now_ms() / 1000;
     let old_enough =
         |l: &Leak| now_s.saturating_sub(u64::from(l.allocation.at_s)) >= a.min_age.as_secs();
     let to_release: Vec<&Leak> = report.leaked.iter().filter(|l| old_enough(l)).collect();

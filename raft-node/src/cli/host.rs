@@ -2,12 +2,13 @@
 //! forgetting one that is gone for good.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use allocator_core::{HostInfo, Op, Outcome};
 use anyhow::Context;
 use clap::Subcommand;
 use raft_node::api::{Consistency, Query, QueryReply};
+use raft_node::node::now_ms;
 use raft_node::Client;
 use serde::Serialize;
 
@@ -45,13 +46,6 @@ struct HostRow {
     report_age_s: Option<u64>,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Every host the cluster knows (linearizable).
 pub async fn hosts(client: &Client) -> anyhow::Result<Vec<HostInfo>> {
     match client
@@ -68,7 +62,8 @@ fn age(h: &HostInfo, now: u64) -> Option<Duration> {
         .map(|t| Duration::from_millis(now.saturating_sub(t)))
 }
 
-fn fmt_age(d: Option<Duration>) -> String {
+/// "3m 2s ago", or "never".
+pub(super) fn fmt_age(d: Option<Duration>) -> String {
     match d {
         Some(d) => format!(
             "{} ago",
