@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::AllocError;
 use crate::id::PoolId;
 use crate::state::{check_name, State};
+use crate::subnet::Subnet;
 
 /// Most leaks and most missing endpoints one report lists (the totals count them all).
 pub const MAX_REPORTED: usize = 1024;
@@ -69,12 +70,7 @@ pub struct HostReport {
 }
 
 impl HostReport {
-    /// Nothing wrong was reported.
-    pub fn is_clean(&self) -> bool {
-        self.leaked_total == 0 && self.missing_total == 0 && self.held_twice == 0
-    }
-
-    pub(crate) fn validate(&self) -> Result<(), AllocError> {
+    fn validate(&self) -> Result<(), AllocError> {
         let bad = |m: String| Err(AllocError::Invalid(format!("host report: {m}")));
         if self.leaked.len() > MAX_REPORTED || self.missing.len() > MAX_REPORTED {
             return bad(format!(
@@ -109,6 +105,15 @@ pub struct StoredReport {
     pub at_ms: u64,
     /// What it said.
     pub report: HostReport,
+}
+
+impl StoredReport {
+    /// Checks what [`crate::Op::Report`] and a snapshot's decoder both accept: a host name and
+    /// a report within bounds.
+    pub(crate) fn validate(&self) -> Result<(), AllocError> {
+        check_name("host", &self.host, false)?;
+        self.report.validate()
+    }
 }
 
 /// Leaks of one pool that hosts reported and that still stand, by host.
@@ -151,16 +156,13 @@ impl State {
         host: &str,
         report: &HostReport,
     ) -> Result<(), AllocError> {
-        check_name("host", host, false)?;
-        report.validate()?;
-        self.reports.insert(
-            host.to_string(),
-            StoredReport {
-                host: host.to_string(),
-                at_ms,
-                report: report.clone(),
-            },
-        );
+        let stored = StoredReport {
+            host: host.to_string(),
+            at_ms,
+            report: report.clone(),
+        };
+        stored.validate()?;
+        self.reports.insert(host.to_string(), stored);
         Ok(())
     }
 
@@ -177,12 +179,14 @@ impl State {
     /// Whether a leak `host` reported still stands: the allocation at its address still has
     /// the reported host and sequence number.
     pub fn leak_stands(&self, host: &str, l: &ReportedLeak) -> bool {
-        let Some(sn) = self.subnets.get(&(l.pool.space.clone(), l.pool.subnet)) else {
-            return false;
-        };
-        let Some(off) = sn.offset(l.addr) else {
-            return false;
-        };
+        self.subnets
+            .get(&(l.pool.space.clone(), l.pool.subnet))
+            .and_then(|sn| Some((sn, sn.offset(l.addr)?)))
+            .is_some_and(|(sn, off)| self.stands_at(sn, off, host, l))
+    }
+
+    /// Whether the allocation at offset `off` of `sn` is still the one `host` reported in `l`.
+    fn stands_at(&self, sn: &Subnet, off: u128, host: &str, l: &ReportedLeak) -> bool {
         sn.records.get(off).is_some_and(|rec| {
             rec.seq == l.seq && self.hosts.get(rec.host as usize).map(String::as_str) == Some(host)
         })
@@ -203,8 +207,10 @@ impl State {
                 if l.pool.space != pool.space || l.pool.subnet != pool.subnet {
                     continue;
                 }
-                let in_range = sn.offset(l.addr).is_some_and(|o| o >= p.lo && o <= p.hi);
-                if in_range && self.leak_stands(&r.host, l) {
+                let stands = sn
+                    .offset(l.addr)
+                    .is_some_and(|o| o >= p.lo && o <= p.hi && self.stands_at(sn, o, &r.host, l));
+                if stands {
                     *by_host.entry(r.host.as_str()).or_default() += 1;
                 }
             }

@@ -313,8 +313,7 @@ fn rebuild<R>(snap: SnapState<'_, R>, reports: Vec<StoredReport>) -> Result<Stat
         }
     }
     for r in reports {
-        crate::state::check_name("host", &r.host, false)
-            .and_then(|()| r.report.validate())
+        r.validate()
             .map_err(|e| bad(format!("report of host {:?}: {e}", r.host)))?;
         let host = r.host.clone();
         if state.reports.insert(host.clone(), r).is_some() {

@@ -1054,22 +1054,6 @@ impl State {
 
     /// Every host that holds something or has sent a heartbeat, by name.
     pub fn hosts(&self) -> Vec<HostInfo> {
-        let mut out: BTreeMap<&str, HostInfo> = BTreeMap::new();
-        for (name, seen) in &self.seen {
-            out.insert(
-                name,
-                HostInfo {
-                    name: name.clone(),
-                    version: Some(seen.version.clone()),
-                    last_seen_ms: Some(seen.last_seen_ms),
-                    allocations: 0,
-                    reservations: 0,
-                    pools: 0,
-                    report_ms: None,
-                    leaked: None,
-                },
-            );
-        }
         let blank = |name: &str| HostInfo {
             name: name.to_string(),
             version: None,
@@ -1080,6 +1064,12 @@ impl State {
             report_ms: None,
             leaked: None,
         };
+        let mut out: BTreeMap<&str, HostInfo> = BTreeMap::new();
+        for (name, seen) in &self.seen {
+            let info = out.entry(name).or_insert_with(|| blank(name));
+            info.version = Some(seen.version.clone());
+            info.last_seen_ms = Some(seen.last_seen_ms);
+        }
         for (name, r) in &self.reports {
             let info = out.entry(name).or_insert_with(|| blank(name));
             info.report_ms = Some(r.at_ms);
