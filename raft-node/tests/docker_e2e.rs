@@ -80,19 +80,7 @@ fn cluster_pools(port: u16) -> Vec<String> {
         .as_array()
         .expect("pool ls --json prints an array")
         .iter()
-        .map(|p| {
-            let id = &p["id"];
-            let mut s = format!(
-                "{}/{}",
-                id["space"].as_str().unwrap_or("?"),
-                id["subnet"].as_str().unwrap_or("?")
-            );
-            if let Some(r) = id["range"].as_str() {
-                s.push('/');
-                s.push_str(r);
-            }
-            s
-        })
+        .map(pool_id)
         .collect()
 }
 

@@ -92,16 +92,7 @@ impl Cluster {
     }
 
     fn cli_ok(&self, args: &[&str]) -> String {
-        let o = self.cli(args);
-        assert!(
-            o.status.success(),
-            "raftipam {} failed ({}):\n{}{}",
-            args.join(" "),
-            o.status,
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).to_string()
+        stdout_ok(&format!("raftipam {}", args.join(" ")), &self.cli(args))
     }
 
     fn json(&self, args: &[&str]) -> Value {
@@ -200,32 +191,6 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         drop(self.node.take());
     }
-}
-
-fn pool_id(p: &Value) -> String {
-    let id = &p["id"];
-    let mut s = format!(
-        "{}/{}",
-        id["space"].as_str().unwrap_or("?"),
-        id["subnet"].as_str().unwrap_or("?")
-    );
-    if let Some(r) = id["range"].as_str() {
-        s.push('/');
-        s.push_str(r);
-    }
-    s
-}
-
-/// Fails the test unless `o` succeeded; its stdout.
-fn ok_out(o: Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed ({}):\n{}{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).to_string()
 }
 
 /// `GET /metrics` at 127.0.0.1:`port` (with curl, bounded).
@@ -487,7 +452,10 @@ fn a_full_pool_says_which_hosts_leak_and_check_speaks_for_every_host() {
     );
 
     // Repaired on the leaking host: the address serves again; the next refusal finds no leak.
-    ok_out(cluster.check(host, driver, &["--repair", "--min-age", "0s"]));
+    stdout_ok(
+        "check --repair",
+        &cluster.check(host, driver, &["--repair", "--min-age", "0s"]),
+    );
     let _ = docker(&["rm", "-f", &d.name("c5")]);
     d.run_ok("c6", &net, &[]);
     let o = d.run("c7", &net, &[]);

@@ -45,15 +45,36 @@ pub fn docker_ok(args: &[&str]) -> String {
 
 pub fn docker_ok_at(host: Option<&str>, args: &[&str]) -> String {
     let o = docker_at(host, args);
+    stdout_ok(&format!("docker {}", args.join(" ")), &o)
+        .trim()
+        .to_string()
+}
+
+/// Fails the test, naming `what` with its status and output, unless `o` succeeded; its stdout.
+pub fn stdout_ok(what: &str, o: &Output) -> String {
     assert!(
         o.status.success(),
-        "docker {} failed ({}):\n{}{}",
-        args.join(" "),
+        "{what} failed ({}):\n{}{}",
         o.status,
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// A pool's id (`SPACE/SUBNET[/RANGE]`) from its `pool ls --json` entry.
+pub fn pool_id(p: &serde_json::Value) -> String {
+    let id = &p["id"];
+    let mut s = format!(
+        "{}/{}",
+        id["space"].as_str().unwrap_or("?"),
+        id["subnet"].as_str().unwrap_or("?")
+    );
+    if let Some(r) = id["range"].as_str() {
+        s.push('/');
+        s.push_str(r);
+    }
+    s
 }
 
 /// True if a Docker daemon answers and has the test image. Prints the loud SKIP otherwise
