@@ -3,69 +3,13 @@
 //! Everything a replica needs to compute the same result travels inside the command: the
 //! proposing node stamps the time once (`at_ms`), so `apply` never reads a clock.
 
-use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::error::ParseError;
-use crate::id::{Owner, PoolId};
+use crate::id::{AddrRange, Owner, PoolId};
 use crate::report::HostReport;
-
-/// An inclusive range of addresses, `a.b.c.d` or `a.b.c.d-a.b.c.z`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct AddrRange {
-    /// First address.
-    pub first: IpAddr,
-    /// Last address (equal to `first` for a single address).
-    pub last: IpAddr,
-}
-
-impl AddrRange {
-    /// A range of one address.
-    pub fn single(a: IpAddr) -> Self {
-        AddrRange { first: a, last: a }
-    }
-}
-
-impl fmt::Display for AddrRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.first == self.last {
-            write!(f, "{}", self.first)
-        } else {
-            write!(f, "{}-{}", self.first, self.last)
-        }
-    }
-}
-
-impl FromStr for AddrRange {
-    type Err = ParseError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = |why: &str| ParseError::Range {
-            input: s.to_string(),
-            why: why.to_string(),
-        };
-        let (a, b) = s.split_once('-').unwrap_or((s, s));
-        let first: IpAddr = a
-            .trim()
-            .parse()
-            .map_err(|_| bad(&format!("{a:?} is not an IP address")))?;
-        let last: IpAddr = b
-            .trim()
-            .parse()
-            .map_err(|_| bad(&format!("{b:?} is not an IP address")))?;
-        if first.is_ipv4() != last.is_ipv4() {
-            return Err(bad("both ends must be of the same IP family"));
-        }
-        if first > last {
-            return Err(bad("the first address is after the last"));
-        }
-        Ok(AddrRange { first, last })
-    }
-}
 
 /// How an allocation without a preferred address picks one.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,38 +3,11 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::id::{Owner, PoolId};
-use crate::report::LeakHint;
-use crate::state::Usage;
-
-/// A text that could not be parsed (a pool id, an owner, an address range).
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum ParseError {
-    /// A pool id that is not `SPACE/SUBNET[/RANGE]`.
-    #[error("invalid pool id {input:?}: {why}")]
-    PoolId {
-        /// The text given.
-        input: String,
-        /// What is wrong with it.
-        why: String,
-    },
-    /// An owner that is not `HOST/ENDPOINT`.
-    #[error("invalid owner {input:?}: expected HOST/ENDPOINT with a non-empty host")]
-    Owner {
-        /// The text given.
-        input: String,
-    },
-    /// An address range that is not `IP` or `IP-IP`.
-    #[error("invalid address range {input:?}: {why}")]
-    Range {
-        /// The text given.
-        input: String,
-        /// What is wrong with it.
-        why: String,
-    },
-}
+use crate::view::Usage;
 
 /// Why a command was refused. Commands that fail change nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Error, serde::Serialize, serde::Deserialize)]
@@ -155,4 +128,37 @@ pub enum AllocError {
     /// A restore was asked of a state that already holds something.
     #[error("the cluster is not empty ({0}); restore a backup only into a new, empty cluster")]
     NotEmpty(String),
+}
+
+/// Leaks of one pool that hosts reported and that still stand, by host.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeakHint {
+    /// `(host, count)`, by host name.
+    pub by_host: Vec<(String, u64)>,
+}
+
+impl LeakHint {
+    /// Addresses in all.
+    pub fn total(&self) -> u64 {
+        self.by_host.iter().map(|(_, n)| n).sum()
+    }
+}
+
+impl std::fmt::Display for LeakHint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.by_host.is_empty() {
+            return write!(f, "no host reported leaks in it at its last check");
+        }
+        let hosts: Vec<String> = self
+            .by_host
+            .iter()
+            .map(|(h, n)| format!("{h} ({n})"))
+            .collect();
+        write!(
+            f,
+            "{} of its addresses are leaked (allocated, no container) according to the last check of host {}",
+            self.total(),
+            hosts.join(", ")
+        )
+    }
 }

@@ -1,16 +1,46 @@
-//! Names of things in the allocator: pool ids and address owners.
+//! Names of things in the allocator: pool ids and address owners, and why a text is not one.
+//!
+//! The bottom of the vocabulary: this file depends on nothing else in the crate.
 //!
 //! A pool id is what Docker stores and hands back to us, so it must be printable and parseable
 //! without any lookup: `space/subnet[/range]`, the same convention as Docker's default IPAM
 //! (`global/10.1.0.0/16/10.1.2.0/24`).
 
 use std::fmt;
+use std::net::IpAddr;
 use std::str::FromStr;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::error::ParseError;
+use thiserror::Error;
+
+/// A text that could not be parsed (a pool id, an owner, an address range).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ParseError {
+    /// A pool id that is not `SPACE/SUBNET[/RANGE]`.
+    #[error("invalid pool id {input:?}: {why}")]
+    PoolId {
+        /// The text given.
+        input: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// An owner that is not `HOST/ENDPOINT`.
+    #[error("invalid owner {input:?}: expected HOST/ENDPOINT with a non-empty host")]
+    Owner {
+        /// The text given.
+        input: String,
+    },
+    /// An address range that is not `IP` or `IP-IP`.
+    #[error("invalid address range {input:?}: {why}")]
+    Range {
+        /// The text given.
+        input: String,
+        /// What is wrong with it.
+        why: String,
+    },
+}
 
 /// Identity of a pool: an address space, a subnet and an optional sub-range of that subnet.
 ///
@@ -122,6 +152,59 @@ impl FromStr for Owner {
         }
         let ep = if ep == "-" { "" } else { ep };
         Ok(Owner::new(host, ep))
+    }
+}
+
+/// An inclusive range of addresses, `a.b.c.d` or `a.b.c.d-a.b.c.z`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AddrRange {
+    /// First address.
+    pub first: IpAddr,
+    /// Last address (equal to `first` for a single address).
+    pub last: IpAddr,
+}
+
+impl AddrRange {
+    /// A range of one address.
+    pub fn single(a: IpAddr) -> Self {
+        AddrRange { first: a, last: a }
+    }
+}
+
+impl fmt::Display for AddrRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
+impl FromStr for AddrRange {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| ParseError::Range {
+            input: s.to_string(),
+            why: why.to_string(),
+        };
+        let (a, b) = s.split_once('-').unwrap_or((s, s));
+        let first: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| bad(&format!("{a:?} is not an IP address")))?;
+        let last: IpAddr = b
+            .trim()
+            .parse()
+            .map_err(|_| bad(&format!("{b:?} is not an IP address")))?;
+        if first.is_ipv4() != last.is_ipv4() {
+            return Err(bad("both ends must be of the same IP family"));
+        }
+        if first > last {
+            return Err(bad("the first address is after the last"));
+        }
+        Ok(AddrRange { first, last })
     }
 }
 

@@ -38,18 +38,19 @@ mod command;
 mod error;
 mod id;
 mod keyed;
+mod limits;
 mod records;
 pub mod report;
 mod snapshot;
 mod state;
 mod subnet;
+mod view;
 
-pub use command::{AddrRange, Command, Op, Order, Outcome, PoolSpec, Released};
-pub use error::{AllocError, ParseError};
-pub use id::{Owner, PoolId};
-pub use report::{HostReport, LeakHint, ReportedLeak, ReportedMissing, StoredReport};
+pub use command::{Command, Op, Order, Outcome, PoolSpec, Released};
+pub use error::{AllocError, LeakHint};
+pub use id::{AddrRange, Owner, ParseError, PoolId};
+pub use limits::{MAX_NAME_LEN, MAX_RESERVED_PER_POOL};
+pub use report::{HostReport, ReportedLeak, ReportedMissing, StoredReport};
 pub use snapshot::SnapshotError;
-pub use state::{
-    Allocation, Config, DefaultPool, Holding, HostInfo, PoolInfo, State, Usage, MAX_NAME_LEN,
-    MAX_RESERVED_PER_POOL,
-};
+pub use state::{Config, DefaultPool, State};
+pub use view::{Allocation, Holding, HostInfo, PoolInfo, Usage};

@@ -11,15 +11,13 @@
 //! that address still has the reported sequence number and host ([`State::current_leaks`]):
 //! an address released and handed out again since is no longer called leaked.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::AllocError;
 use crate::id::PoolId;
-use crate::state::{check_name, State};
-use crate::subnet::Subnet;
+use crate::limits::check_name;
 
 /// Most leaks and most missing endpoints one report lists (the totals count them all).
 pub const MAX_REPORTED: usize = 1024;
@@ -113,113 +111,5 @@ impl StoredReport {
     pub(crate) fn validate(&self) -> Result<(), AllocError> {
         check_name("host", &self.host, false)?;
         self.report.validate()
-    }
-}
-
-/// Leaks of one pool that hosts reported and that still stand, by host.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeakHint {
-    /// `(host, count)`, by host name.
-    pub by_host: Vec<(String, u64)>,
-}
-
-impl LeakHint {
-    /// Addresses in all.
-    pub fn total(&self) -> u64 {
-        self.by_host.iter().map(|(_, n)| n).sum()
-    }
-}
-
-impl std::fmt::Display for LeakHint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.by_host.is_empty() {
-            return write!(f, "no host reported leaks in it at its last check");
-        }
-        let hosts: Vec<String> = self
-            .by_host
-            .iter()
-            .map(|(h, n)| format!("{h} ({n})"))
-            .collect();
-        write!(
-            f,
-            "{} of its addresses are leaked (allocated, no container) according to the last check of host {}",
-            self.total(),
-            hosts.join(", ")
-        )
-    }
-}
-
-impl State {
-    pub(crate) fn store_report(
-        &mut self,
-        at_ms: u64,
-        host: &str,
-        report: &HostReport,
-    ) -> Result<(), AllocError> {
-        let stored = StoredReport {
-            host: host.to_string(),
-            at_ms,
-            report: report.clone(),
-        };
-        stored.validate()?;
-        self.reports.insert(host.to_string(), stored);
-        Ok(())
-    }
-
-    /// Every host's last report, by host name.
-    pub fn reports(&self) -> Vec<StoredReport> {
-        self.reports.values().cloned().collect()
-    }
-
-    /// The last report of `host`.
-    pub fn report(&self, host: &str) -> Option<&StoredReport> {
-        self.reports.get(host)
-    }
-
-    /// Whether a leak `host` reported still stands: the allocation at its address still has
-    /// the reported host and sequence number.
-    pub fn leak_stands(&self, host: &str, l: &ReportedLeak) -> bool {
-        self.subnets
-            .get(&(l.pool.space.clone(), l.pool.subnet))
-            .and_then(|sn| Some((sn, sn.offset(l.addr)?)))
-            .is_some_and(|(sn, off)| self.stands_at(sn, off, host, l))
-    }
-
-    /// Whether the allocation at offset `off` of `sn` is still the one `host` reported in `l`.
-    fn stands_at(&self, sn: &Subnet, off: u128, host: &str, l: &ReportedLeak) -> bool {
-        sn.records.get(off).is_some_and(|rec| {
-            rec.seq == l.seq && self.hosts.get(rec.host as usize).map(String::as_str) == Some(host)
-        })
-    }
-
-    /// The reported leaks that still stand in `pool`'s range: the allocation at the address
-    /// still has the reported host and sequence number.
-    pub fn current_leaks(&self, pool: &PoolId) -> LeakHint {
-        let Some(p) = self.pools.get(pool) else {
-            return LeakHint::default();
-        };
-        let Some(sn) = self.subnets.get(&p.key) else {
-            return LeakHint::default();
-        };
-        let mut by_host: BTreeMap<&str, u64> = BTreeMap::new();
-        for r in self.reports.values() {
-            for l in &r.report.leaked {
-                if l.pool.space != pool.space || l.pool.subnet != pool.subnet {
-                    continue;
-                }
-                let stands = sn
-                    .offset(l.addr)
-                    .is_some_and(|o| o >= p.lo && o <= p.hi && self.stands_at(sn, o, &r.host, l));
-                if stands {
-                    *by_host.entry(r.host.as_str()).or_default() += 1;
-                }
-            }
-        }
-        LeakHint {
-            by_host: by_host
-                .into_iter()
-                .map(|(h, n)| (h.to_string(), n))
-                .collect(),
-        }
     }
 }

@@ -11,10 +11,11 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::command::AddrRange;
+use crate::id::AddrRange;
 use crate::id::PoolId;
+use crate::limits::MAX_NAME_LEN;
 use crate::report::StoredReport;
-use crate::state::{Config, Pool, State, MAX_NAME_LEN};
+use crate::state::{Config, Pool, State};
 use crate::subnet::Subnet;
 
 const MAGIC: &[u8; 8] = b"RIPAMSNP";

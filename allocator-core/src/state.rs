@@ -1,4 +1,9 @@
 //! The allocation state machine: pools, subnets, and `apply`.
+//!
+//! The only file that changes allocator state. The vocabulary it speaks (ids, commands,
+//! errors, reports, query views) depends on nothing here.
+
+mod reports;
 
 use std::collections::BTreeMap;
 
@@ -10,18 +15,15 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::bitmap::MAX_BITS;
-use crate::command::{AddrRange, Command, Op, Order, Outcome, PoolSpec, Released};
+use crate::command::{Command, Op, Order, Outcome, PoolSpec, Released};
 use crate::error::AllocError;
-use crate::id::{Owner, PoolId};
+use crate::id::{AddrRange, Owner, PoolId};
 use crate::keyed::Keyed;
+use crate::limits::{check_name, MAX_RESERVED_PER_POOL};
 use crate::records::RecView;
 use crate::report::StoredReport;
 use crate::subnet::{addr_to_u128, Subnet, Subnets};
-
-/// Longest endpoint or host name accepted, in bytes.
-pub const MAX_NAME_LEN: usize = 1024;
-/// Most addresses the reserve ranges of one pool may cover.
-pub const MAX_RESERVED_PER_POOL: u128 = 65_536;
+use crate::view::{Allocation, Holding, HostInfo, PoolInfo, Usage};
 
 /// A block that subnets are carved from when a pool is requested without one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,115 +59,11 @@ impl Default for Config {
     }
 }
 
-/// How much of a pool is used. Counts cover the pool's range, or its subnet without one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Usage {
-    /// Addresses in the range (or subnet).
-    pub size: u128,
-    /// Reserved: network, broadcast, gateways, aux and reserve ranges.
-    pub reserved: u128,
-    /// Allocated to endpoints.
-    pub allocated: u64,
-    /// Released, cooling down before reuse.
-    pub cooling: u64,
-    /// Free to hand out.
-    pub free: u128,
-}
-
-impl fmt::Display for Usage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} addresses: {} allocated, {} reserved, {} cooling down, {} free",
-            self.size, self.allocated, self.reserved, self.cooling, self.free
-        )
-    }
-}
-
-/// A pool as the queries show it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PoolInfo {
-    /// Its id.
-    pub id: PoolId,
-    /// Hosts holding it, with their reference counts.
-    pub holders: BTreeMap<String, u32>,
-    /// Serial order by default.
-    pub serial: bool,
-    /// Cooldown of released addresses (ms).
-    pub cooldown_ms: u64,
-    /// Reserve ranges given at creation.
-    pub reserve: Vec<AddrRange>,
-    /// Shared reservations (gateways, aux addresses) with their holders.
-    pub reservations: Vec<(IpAddr, BTreeMap<String, u32>)>,
-    /// Usage.
-    pub usage: Usage,
-}
-
-/// One allocated address.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Allocation {
-    /// The address.
-    pub addr: IpAddr,
-    /// Who holds it.
-    pub owner: Owner,
-    /// Its sequence number (increases with every allocation in the whole state).
-    pub seq: u64,
-    /// When it was allocated (seconds since the Unix epoch).
-    pub at_s: u32,
-}
-
-/// What holds an address, as [`State::who_has`] reports it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Holding {
-    /// Allocated to an endpoint.
-    Allocated {
-        /// A pool over the subnet holding it.
-        pool: PoolId,
-        /// The allocation.
-        allocation: Allocation,
-    },
-    /// Reserved.
-    Reserved {
-        /// A pool over the subnet holding it.
-        pool: PoolId,
-        /// What reserves it.
-        why: String,
-    },
-    /// Released and cooling down.
-    Cooling {
-        /// A pool over the subnet holding it.
-        pool: PoolId,
-        /// Free again at (ms since the Unix epoch).
-        until_ms: u64,
-    },
-}
-
 /// What the last heartbeat of a host said.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Seen {
     pub version: String,
     pub last_seen_ms: u64,
-}
-
-/// A host as [`State::hosts`] reports it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostInfo {
-    /// Host name.
-    pub name: String,
-    /// Version its shim last reported.
-    pub version: Option<String>,
-    /// Time of its last heartbeat (ms since the Unix epoch), if it ever sent one.
-    pub last_seen_ms: Option<u64>,
-    /// Addresses allocated to it.
-    pub allocations: u64,
-    /// Reservation references it holds.
-    pub reservations: u64,
-    /// Pools it holds.
-    pub pools: u64,
-    /// Time of its last report (ms since the Unix epoch), if its shim ever sent one.
-    pub report_ms: Option<u64>,
-    /// Leaks its last report listed that still stand (same allocation).
-    pub leaked: Option<u64>,
 }
 
 pub(crate) struct Pool {
@@ -215,19 +113,6 @@ impl fmt::Debug for State {
 
 fn invalid(msg: impl Into<String>) -> AllocError {
     AllocError::InvalidPool(msg.into())
-}
-
-pub(crate) fn check_name(what: &str, name: &str, may_be_empty: bool) -> Result<(), AllocError> {
-    if name.is_empty() && !may_be_empty {
-        return Err(AllocError::Invalid(format!("the {what} name is empty")));
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(AllocError::Invalid(format!(
-            "the {what} name is {} bytes long; at most {MAX_NAME_LEN} are allowed",
-            name.len()
-        )));
-    }
-    Ok(())
 }
 
 /// Checks that the allocator can hold this subnet.

@@ -1,0 +1,85 @@
+//! The hosts' reports kept in the state ([`crate::Op::Report`]) and the questions asked of
+//! them: which reported leaks still stand (same host, same sequence number at the address).
+
+use std::collections::BTreeMap;
+
+use super::State;
+use crate::error::{AllocError, LeakHint};
+use crate::id::PoolId;
+use crate::report::{HostReport, ReportedLeak, StoredReport};
+use crate::subnet::Subnet;
+
+impl State {
+    pub(crate) fn store_report(
+        &mut self,
+        at_ms: u64,
+        host: &str,
+        report: &HostReport,
+    ) -> Result<(), AllocError> {
+        let stored = StoredReport {
+            host: host.to_string(),
+            at_ms,
+            report: report.clone(),
+        };
+        stored.validate()?;
+        self.reports.insert(host.to_string(), stored);
+        Ok(())
+    }
+
+    /// Every host's last report, by host name.
+    pub fn reports(&self) -> Vec<StoredReport> {
+        self.reports.values().cloned().collect()
+    }
+
+    /// The last report of `host`.
+    pub fn report(&self, host: &str) -> Option<&StoredReport> {
+        self.reports.get(host)
+    }
+
+    /// Whether a leak `host` reported still stands: the allocation at its address still has
+    /// the reported host and sequence number.
+    pub fn leak_stands(&self, host: &str, l: &ReportedLeak) -> bool {
+        self.subnets
+            .get(&(l.pool.space.clone(), l.pool.subnet))
+            .and_then(|sn| Some((sn, sn.offset(l.addr)?)))
+            .is_some_and(|(sn, off)| self.stands_at(sn, off, host, l))
+    }
+
+    /// Whether the allocation at offset `off` of `sn` is still the one `host` reported in `l`.
+    fn stands_at(&self, sn: &Subnet, off: u128, host: &str, l: &ReportedLeak) -> bool {
+        sn.records.get(off).is_some_and(|rec| {
+            rec.seq == l.seq && self.hosts.get(rec.host as usize).map(String::as_str) == Some(host)
+        })
+    }
+
+    /// The reported leaks that still stand in `pool`'s range: the allocation at the address
+    /// still has the reported host and sequence number.
+    pub fn current_leaks(&self, pool: &PoolId) -> LeakHint {
+        let Some(p) = self.pools.get(pool) else {
+            return LeakHint::default();
+        };
+        let Some(sn) = self.subnets.get(&p.key) else {
+            return LeakHint::default();
+        };
+        let mut by_host: BTreeMap<&str, u64> = BTreeMap::new();
+        for r in self.reports.values() {
+            for l in &r.report.leaked {
+                if l.pool.space != pool.space || l.pool.subnet != pool.subnet {
+                    continue;
+                }
+                let stands = sn
+                    .offset(l.addr)
+                    .is_some_and(|o| o >= p.lo && o <= p.hi && self.stands_at(sn, o, &r.host, l));
+                if stands {
+                    *by_host.entry(r.host.as_str()).or_default() += 1;
+                }
+            }
+        }
+        LeakHint {
+            by_host: by_host
+                .into_iter()
+                .map(|(h, n)| (h.to_string(), n))
+                .collect(),
+        }
+    }
+}
