@@ -1,12 +1,12 @@
 //! In-process clusters: replication, leader loss, restarts, membership, snapshots, quorum.
 
-mod common;
+mod in_process;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use allocator_core::Owner;
-use common::{spec, Cluster};
+use in_process::{spec, Cluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_allocations_from_all_nodes_are_distinct_and_replicated() {
@@ -105,7 +105,7 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_allocation() {
         .await
         .expect("pool");
     let job = load(client.clone(), pool.clone(), "e", 8, 300);
-    common::eventually(60, "some allocations", || async {
+    in_process::eventually(60, "some allocations", || async {
         c.nodes
             .values()
             .next()
@@ -166,7 +166,7 @@ async fn a_cluster_restarted_from_disk_has_the_same_state() {
 async fn membership_grows_to_five_and_shrinks_to_three_under_load() {
     let mut c = Cluster::start(3).await;
     for id in [4, 5] {
-        c.addrs.insert(id, common::free_addr());
+        c.addrs.insert(id, in_process::free_addr());
     }
     let all: Vec<String> = c.addrs.values().map(|a| a.to_string()).collect();
     let client = raft_node::Client::with_config(
@@ -215,7 +215,7 @@ async fn a_node_added_after_the_log_was_purged_catches_up_through_a_snapshot() {
         .await
         .expect("load");
     let leader = c.leader().await;
-    common::eventually(60, "the leader to purge its log", || async {
+    in_process::eventually(60, "the leader to purge its log", || async {
         c.nodes[&leader]
             .status()
             .purged
@@ -315,8 +315,8 @@ async fn metrics_are_served_as_prometheus_text() {
 
     // ...and the HTTP endpoint.
     let dir = tempfile::tempdir().expect("tempdir");
-    let maddr = common::free_addr();
-    let mut cfg = raft_node::NodeConfig::new(1, common::free_addr(), dir.path().join("n"));
+    let maddr = in_process::free_addr();
+    let mut cfg = raft_node::NodeConfig::new(1, in_process::free_addr(), dir.path().join("n"));
     cfg.metrics = Some(maddr);
     let node = raft_node::Node::start(cfg).await.expect("start");
     let page = http_get(maddr, "/metrics").await;

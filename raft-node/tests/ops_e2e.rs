@@ -5,7 +5,7 @@
 //! Each test runs its own cluster (`raftipam node` + `cluster init` on a free port) and its own
 //! shims, with driver names, networks, containers and subnets of its own (prefix `ops`,
 //! subnets 10.151–10.159), so these tests run in parallel with each other and with
-//! `docker_e2e.rs`. Cleanup is done by Drop guards; every wait is bounded. When no Docker
+//! `docker_e2e`. Cleanup is done by Drop guards; every wait is bounded. When no Docker
 //! daemon answers, each test prints a loud SKIP and returns.
 
 use std::net::IpAddr;
@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 #[macro_use]
-mod support;
-use support::*;
+mod binary;
+use binary::*;
 
 // ---------------------------------------------------------------------------------------
 // raftipam processes

@@ -1,31 +1,32 @@
 //! The real `raftipam` binary as separate processes: SIGKILL of the leader and of every
 //! node, restarts from disk, and bad input on the command line and in data directories.
 
-mod common;
+mod binary;
+mod in_process;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use allocator_core::{Allocation, Owner, PoolId};
-use common::{eventually, free_addr, spec};
+use binary::{Proc, BIN};
+use in_process::{eventually, free_addr, spec};
 use raft_node::{AdminCommand, Client, ClientConfig};
 
-const BIN: &str = env!("CARGO_BIN_EXE_raftipam");
-
 struct Procs {
+    /// The running nodes, SIGKILLed on drop — before `dir` is removed (fields drop in order).
+    children: BTreeMap<u64, Proc>,
     dir: tempfile::TempDir,
     addrs: BTreeMap<u64, String>,
-    children: BTreeMap<u64, Child>,
 }
 
 impl Procs {
     fn new() -> Procs {
         Procs {
+            children: BTreeMap::new(),
             dir: tempfile::tempdir().expect("tempdir"),
             addrs: BTreeMap::new(),
-            children: BTreeMap::new(),
         }
     }
 
@@ -40,24 +41,26 @@ impl Procs {
             .entry(id)
             .or_insert_with(|| free_addr().to_string())
             .clone();
-        let log =
-            std::fs::File::create(self.dir.path().join(format!("n{id}.log"))).expect("log file");
-        let child = Command::new(BIN)
-            .args([
-                "node",
-                "--id",
-                &id.to_string(),
-                "--listen",
-                &addr,
-                "--data-dir",
-            ])
-            .arg(self.data_dir(id))
-            .args(["--snapshot-every", "100", "--keep-logs", "20"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn raftipam node");
-        self.children.insert(id, child);
+        let log = self.dir.path().join(format!("n{id}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let node = Proc::start(
+            Command::new(BIN)
+                .args([
+                    "node",
+                    "--id",
+                    &id.to_string(),
+                    "--listen",
+                    &addr,
+                    "--data-dir",
+                ])
+                .arg(self.data_dir(id))
+                .args(["--snapshot-every", "100", "--keep-logs", "20"])
+                .stdout(Stdio::null())
+                .stderr(file),
+            log,
+        )
+        .kill_on_drop();
+        self.children.insert(id, node);
         let c = Client::with_config(
             [addr],
             ClientConfig {
@@ -75,9 +78,8 @@ impl Procs {
 
     /// SIGKILL.
     fn kill(&mut self, id: u64) {
-        if let Some(mut c) = self.children.remove(&id) {
-            c.kill().expect("SIGKILL"); // Child::kill sends SIGKILL on Unix
-            let _ = c.wait();
+        if let Some(mut node) = self.children.remove(&id) {
+            node.kill9();
         }
     }
 
@@ -134,21 +136,12 @@ impl Procs {
         .await;
         let mut states = Vec::new();
         for i in 0..n {
-            states.push(common::local_allocations(&c, i).await);
+            states.push(in_process::local_allocations(&c, i).await);
         }
         for s in &states {
             assert_eq!(s, &states[0], "the nodes' states differ");
         }
         states.swap_remove(0)
-    }
-}
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        let ids: Vec<u64> = self.children.keys().copied().collect();
-        for id in ids {
-            self.kill(id);
-        }
     }
 }
 

@@ -1,7 +1,10 @@
-//! Helpers shared by the end-to-end tests that drive the `raftipam` binary and a real
-//! dockerd (`docker_e2e.rs`, `ops_e2e.rs`): the docker command line, the loud SKIP when no
-//! daemon answers, free ports and plugin socket paths, the guard of containers and networks
-//! ([`Docker`]) and of `raftipam` child processes ([`Proc`], [`spawn`]).
+//! The binary harness: helpers for the tests that run the `raftipam` binary (and a dockerd)
+//! as child processes and drive a real Docker daemon — `docker_e2e/`, `ops_e2e.rs`, and
+//! `process.rs` for its child guard. The docker command line, the loud SKIP when no daemon
+//! answers ([`docker_ready`], `require_docker!`), free ports and plugin socket paths, the guard
+//! of containers and networks ([`Docker`]), and the one guard of child processes ([`Proc`]:
+//! [`spawn`] starts a `raftipam`, [`Proc::start`] any command). Tests with real nodes inside
+//! the test process use `tests/in_process/mod.rs` instead.
 #![allow(dead_code)]
 
 use std::net::{IpAddr, TcpListener};
@@ -116,6 +119,7 @@ pub fn socket_path(driver: &str) -> PathBuf {
     Path::new(PLUGIN_DIR).join(format!("{driver}.sock"))
 }
 
+#[allow(unused_macros)]
 macro_rules! require_docker {
     ($name:expr) => {
         if !docker_ready($name) {
@@ -253,18 +257,51 @@ impl Drop for Docker {
     }
 }
 
-/// A `raftipam` child process, its output in a log file. Dropped while running, it is stopped
-/// (SIGTERM, then SIGKILL after 15 s and its plugin socket removed) and reaped; a process the
-/// test already stopped keeps whatever it left (a killed one's stale socket is for the next
-/// start to replace).
+/// A child process of a test — a `raftipam` ([`spawn`]) or any other command such as a dockerd
+/// ([`Proc::start`]) — its output in a log file: the one guard of the tests' child processes.
+/// Dropped while running, it is stopped ([`Proc::stop`]: SIGTERM, then SIGKILL after its grace
+/// and its plugin socket removed) or, if made with [`Proc::kill_on_drop`], SIGKILLed at once;
+/// either way reaped. A process the test already stopped keeps whatever it left (a killed
+/// one's stale socket is for the next start to replace).
 pub struct Proc {
     pub child: Child,
     pub log: PathBuf,
     /// The plugin socket it serves, once known ([`Proc::wait_started`]).
     pub socket: Option<PathBuf>,
+    /// How long [`Proc::terminate`] waits for the exit after SIGTERM.
+    grace: Duration,
+    /// Dropped while running: SIGKILL at once instead of [`Proc::stop`].
+    kill_on_drop: bool,
 }
 
 impl Proc {
+    /// Spawns `cmd` as the caller set it up (arguments, environment, stdio — its output
+    /// pointed at `log`) and guards the child: a grace of 15 s, stopped on drop.
+    pub fn start(cmd: &mut Command, log: PathBuf) -> Proc {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {:?}: {e}", cmd.get_program()));
+        Proc {
+            child,
+            log,
+            socket: None,
+            grace: Duration::from_secs(15),
+            kill_on_drop: false,
+        }
+    }
+
+    /// The time [`Proc::terminate`] (and so [`Proc::stop`]) gives it to exit after SIGTERM.
+    pub fn with_grace(mut self, grace: Duration) -> Proc {
+        self.grace = grace;
+        self
+    }
+
+    /// Dropped while running, it is SIGKILLed at once (as a crash would), not stopped.
+    pub fn kill_on_drop(mut self) -> Proc {
+        self.kill_on_drop = true;
+        self
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -275,12 +312,12 @@ impl Proc {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM, then waits (bounded) for the exit status.
+    /// SIGTERM, then waits (bounded by its grace) for the exit status.
     pub fn terminate(&mut self) -> Option<ExitStatus> {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + self.grace;
         while Instant::now() < deadline {
             if let Ok(Some(s)) = self.child.try_wait() {
                 return Some(s);
@@ -334,7 +371,11 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        self.stop();
+        if !self.kill_on_drop {
+            self.stop();
+        } else if let Ok(None) = self.child.try_wait() {
+            self.kill9();
+        }
     }
 }
 
@@ -347,19 +388,15 @@ pub fn spawn(dir: &Path, args: &[String]) -> Proc {
     let log = dir.join(format!("raftipam-{n}.log"));
     let file = std::fs::File::create(&log).expect("log file");
     let err = file.try_clone().expect("log file");
-    let child = Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "info,openraft=warn")
-        .env_remove("RAFTIPAM_ENDPOINTS")
-        .env_remove("RAFTIPAM_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(file)
-        .stderr(err)
-        .spawn()
-        .expect("spawn raftipam");
-    Proc {
-        child,
+    Proc::start(
+        Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "info,openraft=warn")
+            .env_remove("RAFTIPAM_ENDPOINTS")
+            .env_remove("RAFTIPAM_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(err),
         log,
-        socket: None,
-    }
+    )
 }

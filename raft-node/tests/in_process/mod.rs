@@ -1,5 +1,9 @@
-//! A cluster harness: real nodes (real tarpc on loopback, real RocksDB in a temp dir) in
-//! this process, so that fault scenarios read like scripts.
+//! The in-process cluster harness (`mod in_process;` in `cluster.rs` and `process.rs`): real
+//! nodes — real tarpc on loopback, real RocksDB in a temp dir — started as [`Node`]s inside
+//! the test process ([`Cluster`]), so that fault scenarios read like scripts; with the bounded
+//! wait [`eventually`], free loopback addresses ([`free_addr`]), a pool [`spec`] and a node's
+//! [`local_allocations`]. Tests of the `raftipam` binary as child processes use
+//! `tests/binary/mod.rs` instead.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;

@@ -1,0 +1,224 @@
+//! What the docker end-to-end scenarios share: the cluster as the `raftipam` CLI shows it
+//! ([`raftipam_json`], [`cluster_allocations`], [`cluster_addrs`], [`cluster_pools`],
+//! [`raftipam_ok`]), address parsing, the veth pair guard ([`Veth`]) and one restartable
+//! `raftipam up` with its shims ([`Up`]).
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::process::{Command, Stdio};
+
+use ipnet::IpNet;
+use serde_json::Value;
+
+use crate::binary::*;
+
+/// Runs `raftipam ARGS --endpoints 127.0.0.1:PORT --json` and parses stdout.
+pub fn raftipam_json(port: u16, args: &[&str]) -> Value {
+    let o = Command::new("timeout")
+        .arg("60")
+        .arg(BIN)
+        .args(args)
+        .args(["--endpoints", &format!("127.0.0.1:{port}"), "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run raftipam");
+    assert!(
+        o.status.success(),
+        "raftipam {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "raftipam {} printed no JSON ({e}): {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stdout)
+        )
+    })
+}
+
+/// The allocated addresses of `pool`, with their owners' hosts, as the cluster sees them.
+pub fn cluster_allocations(port: u16, pool: &str) -> Vec<(IpAddr, String)> {
+    let v = raftipam_json(port, &["addr", "ls", pool]);
+    v.as_array()
+        .expect("addr ls --json prints an array")
+        .iter()
+        .map(|a| {
+            let addr = a["addr"]
+                .as_str()
+                .expect("addr")
+                .parse()
+                .expect("an address");
+            let host = a["owner"]["host"].as_str().expect("owner.host").to_string();
+            (addr, host)
+        })
+        .collect()
+}
+
+pub fn cluster_addrs(port: u16, pool: &str) -> BTreeSet<IpAddr> {
+    cluster_allocations(port, pool)
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect()
+}
+
+/// Every pool id in the cluster.
+pub fn cluster_pools(port: u16) -> Vec<String> {
+    raftipam_json(port, &["pool", "ls"])
+        .as_array()
+        .expect("pool ls --json prints an array")
+        .iter()
+        .map(pool_id)
+        .collect()
+}
+
+pub fn net(s: &str) -> IpNet {
+    s.parse().expect("a subnet")
+}
+
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().expect("an address")
+}
+
+/// Runs `raftipam ARGS` (bounded), failing the test unless it succeeds.
+pub fn raftipam_ok(args: &[&str]) {
+    let o = Command::new("timeout")
+        .arg("90")
+        .arg(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run raftipam");
+    assert!(
+        o.status.success(),
+        "raftipam {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// guards
+
+/// A veth pair, deleted on drop.
+pub struct Veth {
+    pub a: String,
+    pub b: String,
+}
+
+impl Veth {
+    pub fn new(a: &str, b: &str) -> Veth {
+        let _ = Command::new("ip").args(["link", "del", a]).output();
+        let ok = |args: &[&str]| {
+            let o = Command::new("ip").args(args).output().expect("run ip");
+            assert!(
+                o.status.success(),
+                "ip {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
+        ok(&["link", "add", a, "type", "veth", "peer", "name", b]);
+        let v = Veth {
+            a: a.to_string(),
+            b: b.to_string(),
+        };
+        ok(&["link", "set", a, "up"]);
+        ok(&["link", "set", b, "up"]);
+        v
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.a]).output();
+        let _ = Command::new("ip").args(["link", "del", &self.b]).output();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// raftipam processes
+
+/// One `raftipam up`: a one-node cluster with the plugin, restartable on the same data.
+pub struct Up {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    driver: String,
+    host: String,
+    extra: Vec<String>,
+    proc: Option<Proc>,
+}
+
+impl Up {
+    pub fn start(driver: &str, host: &str) -> Up {
+        Up::start_with(driver, host, &[])
+    }
+
+    /// Like [`Up::start`], with more command-line arguments for `up`.
+    pub fn start_with(driver: &str, host: &str, extra: &[&str]) -> Up {
+        let mut up = Up {
+            dir: tempfile::tempdir().expect("tempdir"),
+            port: free_port(),
+            driver: driver.to_string(),
+            host: host.to_string(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            proc: None,
+        };
+        up.restart();
+        up
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts `up` (again) on the same data dir, port and socket; waits for the ready line.
+    pub fn restart(&mut self) {
+        drop(self.proc.take());
+        let socket = socket_path(&self.driver);
+        let args = vec![
+            "up".to_string(),
+            "--data-dir".into(),
+            self.dir.path().join("data").display().to_string(),
+            "--listen".into(),
+            self.endpoint(),
+            "--socket".into(),
+            socket.display().to_string(),
+            "--host".into(),
+            self.host.clone(),
+        ];
+        let args: Vec<String> = args.into_iter().chain(self.extra.clone()).collect();
+        let mut p = spawn(self.dir.path(), &args);
+        p.wait_started("raftipam is ready:", &socket);
+        assert!(
+            p.log_text().contains(&format!(
+                "docker network create --ipam-driver {} --subnet",
+                self.driver
+            )),
+            "the ready line names the driver:\n{}",
+            p.log_text()
+        );
+        self.proc = Some(p);
+    }
+
+    pub fn proc(&mut self) -> &mut Proc {
+        self.proc.as_mut().expect("up is running")
+    }
+
+    /// A `raftipam shim` for another host on this cluster.
+    pub fn shim(&self, driver: &str, host: &str) -> Proc {
+        let socket = socket_path(driver);
+        let args = vec![
+            "shim".to_string(),
+            "--endpoints".into(),
+            self.endpoint(),
+            "--socket".into(),
+            socket.display().to_string(),
+            "--host".into(),
+            host.into(),
+        ];
+        let mut p = spawn(self.dir.path(), &args);
+        p.wait_started("raftipam shim for host", &socket);
+        p
+    }
+}
