@@ -12,7 +12,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use allocator_core::{AllocError, Command, Op, Outcome, PoolId, PoolInfo, State};
+use allocator_core::{
+    AllocError, Allocation, Command, HostInfo, Op, Outcome, PoolId, PoolInfo, State, StoredReport,
+};
 use thiserror::Error;
 
 /// Why a backend could not carry out a call.
@@ -52,6 +54,58 @@ impl<B: Backend> Backend for Arc<B> {
 
     fn pool(&self, id: &PoolId) -> impl Future<Output = Result<PoolInfo, BackendError>> + Send {
         B::pool(self, id)
+    }
+}
+
+/// A [`Backend`] that can also list what the host agent needs to compare a host's dockerd with
+/// the allocator and to judge other hosts' reports. The reads are linearizable where the
+/// backend is a cluster: a pass never acts on an answer older than a write it saw acknowledged.
+pub trait Inventory: Backend {
+    /// Every allocation of every pool.
+    fn all_allocations(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(PoolId, Allocation)>, BackendError>> + Send;
+
+    /// The allocations whose owner is `host` (cheap however many hosts there are).
+    fn host_allocations(
+        &self,
+        host: &str,
+    ) -> impl Future<Output = Result<Vec<(PoolId, Allocation)>, BackendError>> + Send;
+
+    /// Every pool.
+    fn pools(&self) -> impl Future<Output = Result<Vec<PoolInfo>, BackendError>> + Send;
+
+    /// Every host the allocator knows of.
+    fn hosts(&self) -> impl Future<Output = Result<Vec<HostInfo>, BackendError>> + Send;
+
+    /// Every host's last report.
+    fn reports(&self) -> impl Future<Output = Result<Vec<StoredReport>, BackendError>> + Send;
+}
+
+impl<B: Inventory> Inventory for Arc<B> {
+    fn all_allocations(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(PoolId, Allocation)>, BackendError>> + Send {
+        B::all_allocations(self)
+    }
+
+    fn host_allocations(
+        &self,
+        host: &str,
+    ) -> impl Future<Output = Result<Vec<(PoolId, Allocation)>, BackendError>> + Send {
+        B::host_allocations(self, host)
+    }
+
+    fn pools(&self) -> impl Future<Output = Result<Vec<PoolInfo>, BackendError>> + Send {
+        B::pools(self)
+    }
+
+    fn hosts(&self) -> impl Future<Output = Result<Vec<HostInfo>, BackendError>> + Send {
+        B::hosts(self)
+    }
+
+    fn reports(&self) -> impl Future<Output = Result<Vec<StoredReport>, BackendError>> + Send {
+        B::reports(self)
     }
 }
 
@@ -112,6 +166,39 @@ impl Backend for MemoryBackend {
     async fn pool(&self, id: &PoolId) -> Result<PoolInfo, BackendError> {
         let state = self.state.lock().map_err(|_| Self::poisoned())?;
         Ok(state.pool(id)?)
+    }
+}
+
+impl MemoryBackend {
+    #[allow(clippy::result_large_err)] // the allocator's refusals, carried whole as elsewhere
+    fn read<R>(&self, f: impl FnOnce(&State) -> R) -> Result<R, BackendError> {
+        let state = self.state.lock().map_err(|_| Self::poisoned())?;
+        Ok(f(&state))
+    }
+}
+
+impl Inventory for MemoryBackend {
+    async fn all_allocations(&self) -> Result<Vec<(PoolId, Allocation)>, BackendError> {
+        self.read(State::all_allocations)
+    }
+
+    async fn host_allocations(
+        &self,
+        host: &str,
+    ) -> Result<Vec<(PoolId, Allocation)>, BackendError> {
+        self.read(|s| s.host_allocations(host))
+    }
+
+    async fn pools(&self) -> Result<Vec<PoolInfo>, BackendError> {
+        self.read(State::pools)
+    }
+
+    async fn hosts(&self) -> Result<Vec<HostInfo>, BackendError> {
+        self.read(State::hosts)
+    }
+
+    async fn reports(&self) -> Result<Vec<StoredReport>, BackendError> {
+        self.read(State::reports)
     }
 }
 

@@ -31,6 +31,13 @@
 //! # }
 //! ```
 //!
+//! The crate also holds the **host agent** ([`agent`]): what runs on every Docker host beside
+//! the plugin — reading the local dockerd's endpoints, releasing leaked addresses, heartbeats,
+//! the reports `raftipam check` reads — against the same seam ([`Inventory`], a [`Backend`]
+//! that can also list), so it too knows nothing of Raft and runs against a [`MemoryBackend`]
+//! in tests. The plugin's request path never reaches the agent: answering dockerd never waits
+//! on a call back into dockerd.
+//!
 //! Code map: [`backend`] (the seam to the allocator), [`wire`] (Docker's request and reply
 //! bodies), [`options`] (driver options), [`handshake`], [`pool`] and [`address`] (one file
 //! per group of methods), [`error`] (how failures become `{"Err"}` replies), [`mod@router`] (the
@@ -39,6 +46,7 @@
 #![deny(missing_docs)]
 
 pub mod address;
+pub mod agent;
 pub mod backend;
 pub mod error;
 pub mod handshake;
@@ -50,7 +58,7 @@ pub mod wire;
 
 use std::time::Duration;
 
-pub use backend::{Backend, BackendError, MemoryBackend};
+pub use backend::{Backend, BackendError, Inventory, MemoryBackend};
 pub use error::{ApiError, ShimError};
 pub use router::router;
 pub use socket::{serve, PluginSocket};

@@ -8,10 +8,10 @@ use std::net::IpAddr;
 use allocator_core::{
     AllocError, Allocation, Holding, HostInfo, Op, Outcome, PoolId, PoolInfo, StoredReport,
 };
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-
-use crate::types::RequestId;
 
 /// Why a call failed.
 #[derive(Clone, Debug, PartialEq, Eq, Error, Serialize, Deserialize)]
@@ -186,4 +186,22 @@ pub struct WriteReply {
     pub outcome: Outcome,
     /// Log index of the entry.
     pub index: u64,
+}
+
+/// Identity of one client call: the client's random id and a per-client serial number.
+///
+/// A client that retries a call (after a timeout or a leader change) sends the same id, so
+/// the state machine applies the command at most once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId {
+    /// Random id chosen by the client when it starts.
+    pub client: u64,
+    /// Serial number of the call within that client (starts at 1).
+    pub serial: u64,
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}#{}", self.client, self.serial)
+    }
 }

@@ -52,9 +52,16 @@
 //! # }
 //! ```
 //!
-//! Code map: [`types`] (what a log entry is), `store` (RocksDB log and state machine),
-//! `network` and `rpc` (tarpc), [`node`] (a running node, leader forwarding), [`client`]
-//! (the typed client), [`metrics`] (Prometheus).
+//! Code map, one folder per layer, each arrow pointing down only:
+//!
+//! - [`api`]: the client API's vocabulary (queries, admin commands, replies, request ids);
+//!   no openraft type, no I/O.
+//! - [`replication`]: openraft, RocksDB and tarpc — the type config, the stores, the network,
+//!   the wire codec and [`Node`]. The only folder that names openraft or RocksDB.
+//! - [`client`]: the typed client ([`Client`]) and the cluster as the plugin's backend and the
+//!   host agent's inventory.
+//! - [`metrics`]: Prometheus text for a node (and the server a shim reuses for its own).
+//! - `cli/` (in the binary only): one module per command group of `raftipam`.
 
 #![deny(missing_docs)]
 // allocator-core's `AllocError` is large (it names pools and owners); errors are rare and
@@ -63,22 +70,13 @@
 
 pub mod api;
 pub mod client;
-pub mod codec;
-pub mod docker;
 pub mod metrics;
-mod network;
-pub mod node;
-pub mod reconcile;
-mod rpc;
-pub mod shim_backend;
-mod store;
-pub mod types;
-mod wire;
+pub mod replication;
 
 pub use api::{
-    AdminCommand, ApiError, Consistency, Member, NodeStatus, Query, QueryReply, WriteReply,
+    AdminCommand, ApiError, Consistency, Member, NodeStatus, Query, QueryReply, RequestId,
+    WriteReply,
 };
 pub use client::{Client, ClientConfig, ClientError};
-pub use node::{Node, NodeConfig, NodeError};
-pub use store::StoreError;
-pub use types::RequestId;
+pub use replication::node::{now_ms, Node, NodeConfig, NodeError};
+pub use replication::StoreError;

@@ -134,7 +134,7 @@ impl Metrics {
             "Addresses each host's last report calls leaked that are still allocated the same way (cluster-wide view)",
             host_leaked.clone(),
         );
-        crate::reconcile::ops_metrics().register(&mut registry);
+        plugin_shim::agent::metrics::ops_metrics().register(&mut registry);
         Metrics {
             host_last_seen_age,
             host_report_age,
@@ -219,27 +219,27 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `addr` until the returned task is aborted.
-pub(crate) async fn serve(
+/// What the metrics server calls for the text of every scrape.
+pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Serves `GET /metrics` on `addr`, answering each scrape with `render()`, until the returned
+/// task is aborted.
+pub async fn serve(
     addr: SocketAddr,
-    node: Arc<crate::node::NodeInner>,
+    render: Render,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     use axum::routing::get;
     let app = axum::Router::new().route(
         "/metrics",
         get(move || {
-            let node = node.clone();
+            let render = render.clone();
             async move {
-                let status = node.status();
-                let pools = node.sm.read().state.pools();
-                let hosts = node.sm.read().state.hosts();
-                node.metrics.set_hosts(&hosts, crate::node::now_ms());
                 (
                     [(
                         axum::http::header::CONTENT_TYPE,
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     )],
-                    node.metrics.render(&status, &pools),
+                    render(),
                 )
             }
         }),

@@ -553,12 +553,12 @@ fn an_address_released_and_reallocated_between_passes_is_not_freed() {
 
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        use raft_node::reconcile::{ReconcileConfig, Reconciler};
+        use plugin_shim::agent::reconcile::{ReconcileConfig, Reconciler};
         let client = raft_node::Client::connect([cluster.endpoint()]).expect("client");
         let grace = Duration::from_secs(600);
         let mut r = Reconciler::new(
             client.clone(),
-            raft_node::docker::Docker::new("/var/run/docker.sock"),
+            plugin_shim::agent::Docker::new("/var/run/docker.sock"),
             ReconcileConfig {
                 host: host.to_string(),
                 driver: driver.to_string(),
@@ -594,7 +594,7 @@ fn an_address_released_and_reallocated_between_passes_is_not_freed() {
         assert_eq!(cluster.holds(x).map(|h| h.2), Some(seq2));
 
         // A release naming the old sequence number does nothing.
-        let stale = raft_node::reconcile::Leak {
+        let stale = plugin_shim::agent::compare::Leak {
             pool: pool.parse().expect("pool id"),
             allocation: allocator_core::Allocation {
                 addr: x,
@@ -603,7 +603,7 @@ fn an_address_released_and_reallocated_between_passes_is_not_freed() {
                 at_s: 0,
             },
         };
-        let released = raft_node::reconcile::release_leak(&client, host, &stale)
+        let released = plugin_shim::agent::reconcile::release_leak(&client, host, &stale)
             .await
             .expect("release if unchanged");
         assert!(!released);

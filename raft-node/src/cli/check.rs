@@ -11,14 +11,14 @@
 
 use std::time::Duration;
 
-use allocator_core::{Op, Order, Outcome, Owner};
 use clap::Args;
-use raft_node::api::{Consistency, Query, QueryReply};
-use raft_node::docker::{Docker, DEFAULT_DOCKER_HOST};
-use raft_node::reconcile::{
-    assess_others, compare, compare_lists, ops_metrics, publish, release_leak, Leak, Missing,
-    OtherHost, Report, ReportStatus, Twice,
-};
+use plugin_shim::agent::assess::{assess_others, OtherHost, ReportStatus};
+use plugin_shim::agent::compare::{compare, compare_lists, Leak, Missing, Report, Twice};
+use plugin_shim::agent::metrics::ops_metrics;
+use plugin_shim::agent::reconcile::{publish, release_leak};
+use plugin_shim::agent::repair;
+use plugin_shim::agent::{Docker, DEFAULT_DOCKER_HOST};
+use plugin_shim::Inventory;
 use serde::Serialize;
 
 use super::Ctx;
@@ -182,7 +182,7 @@ pub async fn run(ctx: &Ctx, a: CheckArgs) -> anyhow::Result<()> {
     let client = ctx.client()?;
     let docker = Docker::new(&a.docker_host);
     // The cluster first: an endpoint created meanwhile shows as missing, not as a leak.
-    let cluster = client.all_allocations().await?;
+    let cluster = Inventory::all_allocations(&client).await?;
     let (host, local) = if a.from_reports {
         (String::new(), None)
     } else {
@@ -202,21 +202,15 @@ pub async fn run(ctx: &Ctx, a: CheckArgs) -> anyhow::Result<()> {
     let (others, across) = if a.local {
         (Vec::new(), Vec::new())
     } else {
-        let reports = match client
-            .query(Query::Reports, Consistency::Linearizable)
-            .await?
-        {
-            QueryReply::Reports(r) => r,
-            r => anyhow::bail!("unexpected answer to a reports query: {r:?}"),
-        };
-        let hosts = super::host::hosts(&client).await?;
+        let reports = Inventory::reports(&client).await?;
+        let hosts = Inventory::hosts(&client).await?;
         assess_others(
             &host,
             local.as_ref(),
             &reports,
             &cluster,
             &hosts,
-            raft_node::node::now_ms(),
+            raft_node::now_ms(),
             a.max_report_age,
         )
     };
@@ -273,15 +267,8 @@ pub async fn run(ctx: &Ctx, a: CheckArgs) -> anyhow::Result<()> {
         return Ok(());
     };
 
-    let now_s = raft_node::node::now_ms() / 1000;
-    let old_enough =
-        |l: &Leak| now_s.saturating_sub(u64::from(l.allocation.at_s)) >= a.min_age.as_secs();
-    let to_release: Vec<&Leak> = report.leaked.iter().filter(|l| old_enough(l)).collect();
-    let to_claim: Vec<&Missing> = report
-        .missing
-        .iter()
-        .filter(|m| m.held_by.is_none())
-        .collect();
+    let now_s = raft_node::now_ms() / 1000;
+    let plan = repair::plan(report, now_s, a.min_age);
     let say = |s: String| {
         if ctx.json {
             eprintln!("{s}");
@@ -294,22 +281,20 @@ pub async fn run(ctx: &Ctx, a: CheckArgs) -> anyhow::Result<()> {
         print_others(&others, &across);
         say_unverified(ctx);
     }
-    for l in &report.leaked {
-        if !old_enough(l) {
-            say(format!(
-                "will leave {} alone: allocated less than {} ago",
-                l.allocation.addr,
-                humantime::format_duration(a.min_age)
-            ));
-        }
+    for l in &plan.too_young {
+        say(format!(
+            "will leave {} alone: allocated less than {} ago",
+            l.allocation.addr,
+            humantime::format_duration(a.min_age)
+        ));
     }
-    for l in &to_release {
+    for l in &plan.release {
         say(format!(
             "will release {} in {} (seq {}) unless it changed meanwhile",
             l.allocation.addr, l.pool, l.allocation.seq
         ));
     }
-    for m in &to_claim {
+    for m in &plan.claim {
         say(format!(
             "will claim {} for {host}/{} (container in network {})",
             m.endpoint.addr, m.endpoint.container, m.endpoint.network
@@ -317,7 +302,7 @@ pub async fn run(ctx: &Ctx, a: CheckArgs) -> anyhow::Result<()> {
     }
     let mut released = Vec::new();
     let mut failures = Vec::new();
-    for l in to_release {
+    for &l in &plan.release {
         match release_leak(&client, &host, l).await {
             Ok(true) => {
                 ops_metrics().repaired.inc();
@@ -332,35 +317,18 @@ pub async fn run(ctx: &Ctx, a: CheckArgs) -> anyhow::Result<()> {
         }
     }
     let mut claimed = Vec::new();
-    if !to_claim.is_empty() {
+    if !plan.claim.is_empty() {
         let pools = client.pools().await?;
-        for m in to_claim {
-            let Some(p) = pools
-                .iter()
-                .find(|p| p.id.subnet.contains(&m.endpoint.addr))
-            else {
-                failures.push(format!(
-                    "no pool holds {} (network {}): create the network again or release it in dockerd",
-                    m.endpoint.addr, m.endpoint.network
-                ));
-                continue;
-            };
-            let op = Op::Allocate {
-                pool: p.id.clone(),
-                addr: Some(m.endpoint.addr),
-                owner: Owner::new(host.clone(), m.endpoint.container.clone()),
-                order: Order::PoolDefault,
-            };
-            match client.apply(op).await.map(|w| w.outcome) {
-                Ok(Outcome::Allocated { .. }) => {
+        for &m in &plan.claim {
+            match repair::claim(&client, &pools, &host, m).await {
+                Ok(()) => {
                     say(format!(
                         "claimed {} for {host}/{}",
                         m.endpoint.addr, m.endpoint.container
                     ));
                     claimed.push(m);
                 }
-                Ok(o) => failures.push(format!("claiming {}: {o:?}", m.endpoint.addr)),
-                Err(e) => failures.push(format!("claiming {}: {e}", m.endpoint.addr)),
+                Err(e) => failures.push(e),
             }
         }
     }

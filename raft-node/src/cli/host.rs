@@ -8,7 +8,7 @@ use allocator_core::{HostInfo, Op, Outcome};
 use anyhow::Context;
 use clap::Subcommand;
 use raft_node::api::{Consistency, Query, QueryReply};
-use raft_node::node::now_ms;
+use raft_node::now_ms;
 use raft_node::Client;
 use serde::Serialize;
 

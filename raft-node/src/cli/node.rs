@@ -84,7 +84,7 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
             let host = super::shim::host_name(a.host.clone())?;
             let client = raft_node::Client::with_config(
                 [node.addr()],
-                raft_node::shim_backend::shim_client_config(a.plugin_call_timeout),
+                raft_node::client::backend::shim_client_config(a.plugin_call_timeout),
             )?;
             Some(
                 a.ops

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use raft_node::docker::{Docker, DEFAULT_DOCKER_HOST};
-use raft_node::reconcile::{heartbeat, ops_metrics, ReconcileConfig, Reconciler};
+use plugin_shim::agent::metrics::ops_metrics;
+use plugin_shim::agent::reconcile::{heartbeat, ReconcileConfig, Reconciler};
+use plugin_shim::agent::{Docker, DEFAULT_DOCKER_HOST};
 use raft_node::Client;
 use tokio::task::JoinHandle;
 
@@ -75,35 +76,16 @@ impl OpsArgs {
 /// Serves the shim's own counters (reconciliation, heartbeats) as Prometheus text on
 /// `GET /metrics` at `addr`, until the task is aborted.
 pub async fn serve_shim_metrics(addr: SocketAddr) -> anyhow::Result<JoinHandle<()>> {
-    use axum::routing::get;
     let mut registry = prometheus_client::registry::Registry::with_prefix("raftipam");
     ops_metrics().register(&mut registry);
-    let registry = std::sync::Arc::new(registry);
-    let app = axum::Router::new().route(
-        "/metrics",
-        get(move || {
-            let registry = registry.clone();
-            async move {
-                let mut out = String::new();
-                if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
-                    out.clear();
-                }
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    out,
-                )
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot serve metrics on {addr}"))?;
-    Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::warn!("metrics server stopped: {e}");
+    let render = move || {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+            out.clear();
         }
-    }))
+        out
+    };
+    raft_node::metrics::serve(addr, std::sync::Arc::new(render))
+        .await
+        .with_context(|| format!("cannot serve metrics on {addr}"))
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use plugin_shim::{PluginSocket, ShimConfig};
-use raft_node::shim_backend::{shim_client_config, SHIM_CALL_TIMEOUT};
+use raft_node::client::backend::{shim_client_config, SHIM_CALL_TIMEOUT};
 use raft_node::Client;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

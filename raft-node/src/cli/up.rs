@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use raft_node::shim_backend::shim_client_config;
+use raft_node::client::backend::shim_client_config;
 use raft_node::{ApiError, Client, Node, NodeConfig};
 
 use super::shim::{driver_name, host_name, init_tracing, Plugin, DEFAULT_SOCKET};

@@ -27,8 +27,8 @@ use rocksdb::{WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
 use super::{cf, db_err, decode, encode, CF_SM};
-use crate::types::{Request, Response, TypeConfig};
-use crate::wire::{WireAllocError, WireResult};
+use crate::replication::types::{Request, Response, TypeConfig};
+use crate::replication::wire::{WireAllocError, WireResult};
 
 type C = TypeConfig;
 
@@ -301,7 +301,7 @@ impl RaftStateMachine<C> for StateMachineStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::RequestId;
+    use crate::api::RequestId;
     use allocator_core::{Command, Op, PoolSpec};
 
     fn req(client: u64, serial: u64, acked_below: u64, at_ms: u64) -> Request {

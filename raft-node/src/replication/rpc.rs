@@ -6,10 +6,10 @@ use openraft::raft::{
 };
 use openraft::type_config::alias::{SnapshotMetaOf, VoteOf};
 
+use super::types::TypeConfig;
 use crate::api::{
     AdminCommand, ApiError, Consistency, NodeStatus, Query, QueryReply, WriteReply, WriteRequest,
 };
-use crate::types::TypeConfig;
 
 type C = TypeConfig;
 

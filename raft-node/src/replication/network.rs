@@ -16,9 +16,9 @@ use openraft::raft::{
 use openraft::type_config::alias::{SnapshotOf, VoteOf};
 use openraft::{BasicNode, OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 
-use crate::codec::{connect, CHANNEL_RAFT};
-use crate::rpc::RaftRpcClient;
-use crate::types::TypeConfig;
+use super::codec::{connect, CHANNEL_RAFT};
+use super::rpc::RaftRpcClient;
+use super::types::TypeConfig;
 
 type C = TypeConfig;
 

@@ -1,4 +1,5 @@
-//! The cluster as the Docker plugin's allocator: [`plugin_shim::Backend`] for [`Client`].
+//! The cluster as the Docker plugin's allocator and the host agent's inventory:
+//! [`plugin_shim::Backend`] and [`plugin_shim::Inventory`] for [`Client`].
 //!
 //! The shim bounds every plugin call with its own timeout (10 s by default) and answers
 //! dockerd with an error when it passes. The client used here must give up *before* that,
@@ -14,10 +15,10 @@
 
 use std::time::Duration;
 
-use allocator_core::{Op, Outcome, PoolId, PoolInfo};
-use plugin_shim::{Backend, BackendError};
+use allocator_core::{Allocation, HostInfo, Op, Outcome, PoolId, PoolInfo, StoredReport};
+use plugin_shim::{Backend, BackendError, Inventory};
 
-use crate::api::ApiError;
+use crate::api::{ApiError, Consistency, Query, QueryReply};
 use crate::client::{Client, ClientConfig, ClientError};
 
 /// How long a plugin call may take by default (the shim's own bound).
@@ -66,6 +67,64 @@ impl Backend for Client {
 
     async fn pool(&self, id: &PoolId) -> Result<PoolInfo, BackendError> {
         Client::pool(self, id).await.map_err(backend_error)
+    }
+}
+
+/// A linearizable query whose answer must be of the `expect`ed kind.
+async fn read<T>(
+    client: &Client,
+    q: Query,
+    pick: impl FnOnce(QueryReply) -> Result<T, QueryReply>,
+) -> Result<T, BackendError> {
+    let reply = client
+        .query(q, Consistency::Linearizable)
+        .await
+        .map_err(backend_error)?;
+    pick(reply).map_err(|other| {
+        backend_error(ClientError::Protocol(format!(
+            "unexpected answer to a query: {other:?}"
+        )))
+    })
+}
+
+impl Inventory for Client {
+    async fn all_allocations(&self) -> Result<Vec<(PoolId, Allocation)>, BackendError> {
+        Client::all_allocations(self).await.map_err(backend_error)
+    }
+
+    async fn host_allocations(
+        &self,
+        host: &str,
+    ) -> Result<Vec<(PoolId, Allocation)>, BackendError> {
+        read(
+            self,
+            Query::HostAllocations(host.to_string()),
+            |r| match r {
+                QueryReply::HostAllocations(a) => Ok(a),
+                r => Err(r),
+            },
+        )
+        .await
+    }
+
+    async fn pools(&self) -> Result<Vec<PoolInfo>, BackendError> {
+        Client::pools(self).await.map_err(backend_error)
+    }
+
+    async fn hosts(&self) -> Result<Vec<HostInfo>, BackendError> {
+        read(self, Query::Hosts, |r| match r {
+            QueryReply::Hosts(h) => Ok(h),
+            r => Err(r),
+        })
+        .await
+    }
+
+    async fn reports(&self) -> Result<Vec<StoredReport>, BackendError> {
+        read(self, Query::Reports, |r| match r {
+            QueryReply::Reports(r) => Ok(r),
+            r => Err(r),
+        })
+        .await
     }
 }
 

@@ -9,23 +9,7 @@ use std::fmt;
 use allocator_core::Command;
 use serde::{Deserialize, Serialize};
 
-/// Identity of one client call: the client's random id and a per-client serial number.
-///
-/// A client that retries a call (after a timeout or a leader change) sends the same id, so
-/// the state machine applies the command at most once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct RequestId {
-    /// Random id chosen by the client when it starts.
-    pub client: u64,
-    /// Serial number of the call within that client (starts at 1).
-    pub serial: u64,
-}
-
-impl fmt::Display for RequestId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}#{}", self.client, self.serial)
-    }
-}
+use crate::api::RequestId;
 
 /// The application data of a Raft entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,7 +36,7 @@ pub enum Response {
     #[default]
     None,
     /// The allocator's answer (the first one, for a retried request).
-    Done(crate::wire::WireResult),
+    Done(super::wire::WireResult),
     /// The request's serial is below what its client already acknowledged: a very late
     /// duplicate whose outcome was forgotten. The command was not applied again.
     Stale,
@@ -67,4 +51,4 @@ openraft::declare_raft_types!(
 );
 
 /// The Raft instance of a raftipam node.
-pub type Raft = openraft::Raft<TypeConfig, crate::store::StateMachineStore>;
+pub type Raft = openraft::Raft<TypeConfig, super::store::StateMachineStore>;

@@ -1,9 +1,16 @@
-//! The typed async client of a raftipam cluster.
+//! The typed async client of a raftipam cluster, and ([`backend`]) the cluster as the Docker
+//! plugin's backend and the host agent's inventory.
+//!
+//! **What it must never do:** name an openraft type (it speaks [`crate::api`] over the API
+//! channel of [`crate::replication::codec`]); give up on a write without saying the outcome is
+//! unknown; change a request id between retries of one call.
 //!
 //! A [`Client`] knows the cluster's endpoints, talks to one at a time, and moves on to the
 //! next when one fails; the node it talks to forwards to the leader. Every write carries a
 //! [`RequestId`] that stays the same across retries, so a retried call is applied at most
 //! once (the state machine answers a repeat with the first outcome).
+
+pub mod backend;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -21,12 +28,12 @@ use tarpc::client::RpcError;
 use tarpc::context::Context;
 use thiserror::Error;
 
+use crate::api::RequestId;
 use crate::api::{
     AdminCommand, ApiError, Consistency, NodeStatus, Query, QueryReply, WriteReply, WriteRequest,
 };
-use crate::codec::{connect, CHANNEL_API};
-use crate::rpc::ApiRpcClient;
-use crate::types::RequestId;
+use crate::replication::codec::{connect, CHANNEL_API};
+use crate::replication::rpc::ApiRpcClient;
 
 /// Why a client call failed.
 #[derive(Debug, Clone, Error)]
@@ -513,7 +520,7 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::{Node, NodeConfig};
+    use crate::replication::node::{Node, NodeConfig};
 
     /// A write retried with the same request id (as after a lost answer) is applied once:
     /// even an allocation for an owner without an endpoint name, which the allocator itself

@@ -29,16 +29,16 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
+use super::codec::{connect, transport, CHANNEL_API, CHANNEL_RAFT};
+use super::network::{Cut, NetworkFactory};
+use super::rpc::{ApiRpc, ApiRpcClient, RaftRpc};
+use super::store::{open_db, LogStore, StateMachineStore, StoreError};
+use super::types::{Raft, Request, Response, TypeConfig};
 use crate::api::{
     AdminCommand, ApiError, Consistency, Member, NodeStatus, Query, QueryReply, WriteReply,
     WriteRequest,
 };
-use crate::codec::{connect, transport, CHANNEL_API, CHANNEL_RAFT};
 use crate::metrics::Metrics;
-use crate::network::{Cut, NetworkFactory};
-use crate::rpc::{ApiRpc, ApiRpcClient, RaftRpc};
-use crate::store::{open_db, LogStore, StateMachineStore, StoreError};
-use crate::types::{Raft, Request, Response, TypeConfig};
 
 type C = TypeConfig;
 
@@ -200,7 +200,8 @@ impl Node {
         });
         let mut tasks = vec![tokio::spawn(accept_loop(listener, inner.clone()))];
         if let Some(m) = cfg.metrics {
-            let t = crate::metrics::serve(m, inner.clone())
+            let node = inner.clone();
+            let t = crate::metrics::serve(m, Arc::new(move || node.metrics_text()))
                 .await
                 .map_err(|source| NodeError::Listen { addr: m, source })?;
             tasks.push(t);
@@ -248,8 +249,7 @@ impl Node {
 
     /// Prometheus text of this node's metrics.
     pub fn metrics_text(&self) -> String {
-        let pools = self.inner.sm.read().state.pools();
-        self.inner.metrics.render(&self.inner.status(), &pools)
+        self.inner.metrics_text()
     }
 
     /// Stops serving and stops Raft, then waits (up to 10 s) until the database is closed, so
@@ -489,6 +489,17 @@ impl NodeInner {
                 .checked_sub(Duration::from_millis(50))
                 .unwrap_or(ctx.deadline),
         )
+    }
+
+    /// Prometheus text of this node's metrics, every gauge refreshed from the state now.
+    fn metrics_text(&self) -> String {
+        let status = self.status();
+        let (pools, hosts) = {
+            let sm = self.sm.read();
+            (sm.state.pools(), sm.state.hosts())
+        };
+        self.metrics.set_hosts(&hosts, now_ms());
+        self.metrics.render(&status, &pools)
     }
 
     pub(crate) fn status(&self) -> NodeStatus {
