@@ -3,7 +3,7 @@
 # one legacy host (no Docker) on it. Each Docker host is a netns with a veth into the bridge, its
 # own containerd + dockerd in a private mount namespace (its own /run/docker/plugins) and, in
 # raftipam mode, a raftipam node listening on its LAN address with the plugin socket in that
-# private plugins directory. See ../shared/DESIGN.md, "Several Docker hosts on one machine".
+# private plugins directory. See ARCHITECTURE.md, "The lab".
 #
 # Use as a library (`source lab/lab.sh`) or as a command:
 #   lab.sh check                      exit 0 if a lab can run here, 77 (with the reason) if not
