@@ -3,7 +3,8 @@
 # one legacy host (no Docker) on it. Each Docker host is a netns with a veth into the bridge, its
 # own containerd + dockerd in a private mount namespace (its own /run/docker/plugins) and, in
 # raftipam mode, a raftipam node listening on its LAN address with the plugin socket in that
-# private plugins directory. See ARCHITECTURE.md, "The lab".
+# private plugins directory; nodes and the CLI talk mutual TLS (certificates in DIR/tls).
+# See ARCHITECTURE.md, "The lab".
 #
 # Use as a library (`source lab/lab.sh`) or as a command:
 #   lab.sh check                      exit 0 if a lab can run here, 77 (with the reason) if not
@@ -100,7 +101,7 @@ lab_in() { # NETNS-SHORT CMD... : CMD in that lab netns (network only: /sys stay
 lab_raftipam() { # N ARGS...
   local n=$1
   shift
-  lab_in "h$n" timeout 60 "$RAFTIPAM_BIN" "$@" --endpoints "$(lab_endpoints)"
+  lab_in "h$n" timeout 60 "$RAFTIPAM_BIN" "$@" --endpoints "$(lab_endpoints)" --tls-dir "$LAB_DIR/tls/admin"
 }
 
 # Waits up to SECONDS for CMD to succeed.
@@ -161,6 +162,7 @@ EOF
   done
 
   if [[ $mode == raftipam ]]; then
+    lab_make_certs || return 1
     for n in 1 2 3; do lab_start_node "$n" || return 1; done
     lab_raftipam 1 cluster init >/dev/null || lab_die "cluster init failed" || return 1
     for n in 2 3; do
@@ -175,6 +177,16 @@ EOF
   lab_log "$LAB_ID up: hosts $(lab_host_ip 1) $(lab_host_ip 2) $(lab_host_ip 3), legacy $(lab_host_ip legacy)"
 }
 
+lab_make_certs() { # the lab's CA, a node certificate per host (named hN), an admin certificate
+  local t="$LAB_DIR/tls" n
+  "$RAFTIPAM_BIN" cert create-ca --ca-dir "$t/ca" >/dev/null || return 1
+  for n in 1 2 3; do
+    "$RAFTIPAM_BIN" cert create-node --ca-dir "$t/ca" --id "$n" --name "h$n" \
+      --addr "$(lab_host_ip "$n"):$LAB_PORT" --out "$t/h$n" >/dev/null || return 1
+  done
+  "$RAFTIPAM_BIN" cert create-admin --ca-dir "$t/ca" --out "$t/admin" >/dev/null
+}
+
 lab_start_node() { # N
   local n=$1 d="$LAB_DIR/h$1"
   rm -f "$d/plugins/raftipam.sock"
@@ -184,6 +196,7 @@ lab_start_node() { # N
   nsenter --net="/run/netns/$(lab_ns "h$n")" -- "$RAFTIPAM_BIN" node --id "$n" \
     --listen "$(lab_host_ip "$n"):$LAB_PORT" --data-dir "$d/raft" \
     --plugin-socket "$d/plugins/raftipam.sock" --host "h$n" --docker-host "$d/docker.sock" \
+    --tls-dir "$LAB_DIR/tls/h$n" \
     </dev/null >>"$d/node.log" 2>&1 &
   echo $! >"$d/node.pid"
   disown $! 2>/dev/null # no "Killed" job notices when a script sourcing this kills it

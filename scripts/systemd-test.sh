@@ -95,8 +95,10 @@ install -m 0644 packaging/systemd/raftipam-node.service packaging/systemd/raftip
   "$root/etc/systemd/system/"
 rm -rf "$root/etc/raftipam" "$root/var/lib/raftipam"
 mkdir -p "$root/etc/raftipam"
-# The example config with this host's addresses on loopback, one endpoint (this node).
+# The example config with this host's addresses on loopback, one endpoint (this node), plain
+# TCP (loopback needs no certificates).
 sed -e "s/10\.0\.0\.1:/127.0.0.1:/g" -e "s/^endpoints = .*/endpoints = [\"127.0.0.1:$port\"]/" \
+  -e "/^tls-dir *=/d" \
   packaging/raftipam.toml >"$work/node-plugin.toml"
 # The same without the node's plugin (plugin-socket and the options that need it, which the node
 # refuses without it): the shim serves the socket instead.

@@ -41,6 +41,10 @@ pub enum ApiError {
     /// The node failed internally (storage error, shutting down).
     #[error("node error: {0}")]
     Internal(String),
+    /// The caller's certificate does not allow this call. The message names the identity,
+    /// what it asked and what it may do.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
 }
 
 /// A write as sent to a node.
@@ -203,5 +207,52 @@ pub struct RequestId {
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016x}#{}", self.client, self.serial)
+    }
+}
+
+/// What a certificate allows (its subject's OU).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// A Raft node.
+    Node,
+    /// A Docker host's shim.
+    Host,
+    /// An operator.
+    Admin,
+}
+
+impl Role {
+    /// The OU value naming this role.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Node => "node",
+            Role::Host => "host",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// The role an OU value names.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "node" => Some(Role::Node),
+            "host" => Some(Role::Host),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// Who is calling: a role and a name, as the caller's certificate says.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Identity {
+    /// The role.
+    pub role: Role,
+    /// The name: a node's or host's host name, an operator's name.
+    pub name: String,
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.role.as_str(), self.name)
     }
 }

@@ -72,6 +72,7 @@ pub mod api;
 pub mod client;
 pub mod metrics;
 pub mod replication;
+pub mod tls;
 
 pub use api::{
     AdminCommand, ApiError, Consistency, Member, NodeStatus, Query, QueryReply, RequestId,

@@ -137,6 +137,25 @@ pub fn argv() -> anyhow::Result<Vec<OsString>> {
     };
     let mut out = args.clone();
     append(&mut out, &table, &root, &matches, "the top level", &file)?;
+    // `[tls]` with `dir = "..."`: the same as a top-level `tls-dir`.
+    if let Some(tls) = table.get("tls") {
+        let Some(tls) = tls.as_table() else {
+            anyhow::bail!(
+                "{}: tls must be a table ([tls] with dir = \"...\")",
+                file.display()
+            );
+        };
+        let mut t = toml::Table::new();
+        for (k, v) in tls {
+            anyhow::ensure!(
+                k == "dir",
+                "{}: unknown key {k:?} in [tls] (the one key is dir: the directory with ca.pem, cert.pem, key.pem)",
+                file.display()
+            );
+            t.insert("tls-dir".into(), v.clone());
+        }
+        append(&mut out, &t, &root, &matches, "[tls]", &file)?;
+    }
     if let Some((name, sub)) = matches.subcommand() {
         if let Some(section) = table.get(name).and_then(|v| v.as_table()) {
             if let Some(cmd) = root.find_subcommand(name) {
@@ -145,7 +164,7 @@ pub fn argv() -> anyhow::Result<Vec<OsString>> {
         }
     }
     for (k, v) in &table {
-        if v.is_table() && root.find_subcommand(k).is_none() {
+        if v.is_table() && k != "tls" && root.find_subcommand(k).is_none() {
             anyhow::bail!("{}: unknown section [{k}]", file.display());
         }
     }

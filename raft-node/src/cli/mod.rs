@@ -4,6 +4,7 @@
 mod addr;
 mod backup;
 mod bench;
+mod cert;
 mod check;
 mod cluster;
 mod config;
@@ -48,6 +49,14 @@ pub struct Cli {
     /// ... tables: that command's options). Flags and environment variables override it.
     #[arg(long, global = true, env = "RAFTIPAM_CONFIG")]
     config: Option<std::path::PathBuf>,
+    /// Mutual TLS: a directory with ca.pem, cert.pem and key.pem (see `raftipam cert`). Nodes
+    /// serve with it, clients and shims present it.
+    #[arg(long, global = true, env = "RAFTIPAM_TLS_DIR")]
+    tls_dir: Option<std::path::PathBuf>,
+    /// Allow plain TCP to or on an address other than loopback: anyone who reaches the port
+    /// can then allocate, release and reconfigure. For trusted, isolated networks only.
+    #[arg(long, global = true, env = "RAFTIPAM_INSECURE")]
+    insecure: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -83,6 +92,9 @@ enum Command {
     Restore(backup::RestoreArgs),
     /// Print raftipam's version.
     Version,
+    /// Make the cluster's certificates (a CA; node, host and admin certificates), show one.
+    #[command(subcommand)]
+    Cert(cert::CertCmd),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -95,17 +107,72 @@ pub struct Ctx {
     endpoints: Vec<String>,
     json: bool,
     timeout: Duration,
+    tls_dir: Option<std::path::PathBuf>,
+    insecure: bool,
+}
+
+/// Whether `HOST:PORT` names this machine's loopback (an IP in 127.0.0.0/8 or ::1, or
+/// `localhost`).
+pub fn is_loopback(addr: &str) -> bool {
+    let host = match addr.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => h,
+        _ => addr,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl Ctx {
+    /// The TLS of `--tls-dir`, loaded, if given.
+    fn tls(&self) -> anyhow::Result<Option<raft_node::tls::Tls>> {
+        let Some(dir) = &self.tls_dir else {
+            return Ok(None);
+        };
+        let tls = raft_node::tls::Tls::load(dir)
+            .with_context(|| format!("cannot use --tls-dir {}", dir.display()))?;
+        Ok(Some(tls))
+    }
+
+    /// Refuses plain TCP to or on `addrs` unless every one is loopback or `--insecure` was
+    /// given (and then warns, every time).
+    fn check_plain(&self, what: &str, addrs: &[String]) -> anyhow::Result<()> {
+        let Some(open) = addrs.iter().find(|a| !is_loopback(a)) else {
+            return Ok(());
+        };
+        if self.insecure {
+            eprintln!(
+                "WARNING: --insecure: {what} {open} without TLS; anyone who reaches it can allocate, release and reconfigure"
+            );
+            return Ok(());
+        }
+        anyhow::bail!(
+            "refusing to {what} {open} without TLS: give --tls-dir DIR with this machine's certificate \
+             (`raftipam cert --help`), or --insecure on a network you trust completely"
+        )
+    }
+
+    /// The client configuration for the cluster named by `--endpoints`: `--tls-dir`'s
+    /// certificate, or plain TCP where that is allowed.
+    fn client_config(&self, timeout: Duration) -> anyhow::Result<ClientConfig> {
+        let tls = self.tls()?;
+        if tls.is_none() {
+            self.check_plain("talk to", &self.endpoints)?;
+        }
+        Ok(ClientConfig {
+            timeout,
+            tls,
+            ..Default::default()
+        })
+    }
+
     /// A client of the cluster named by `--endpoints`.
     fn client(&self) -> anyhow::Result<Client> {
         Ok(Client::with_config(
             &self.endpoints,
-            ClientConfig {
-                timeout: self.timeout,
-                ..Default::default()
-            },
+            self.client_config(self.timeout)?,
         )?)
     }
 
@@ -139,6 +206,8 @@ pub fn main() -> ExitCode {
         endpoints: cli.endpoints,
         json: cli.json,
         timeout: cli.timeout,
+        tls_dir: cli.tls_dir,
+        insecure: cli.insecure,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -152,13 +221,14 @@ pub fn main() -> ExitCode {
     };
     let r = rt.block_on(async {
         match cli.command {
-            Command::Node(a) => node::run(a).await,
+            Command::Node(a) => node::run(&ctx, a).await,
             Command::Cluster(c) => cluster::run(&ctx, c).await,
             Command::Pool(c) => pool::run(&ctx, c).await,
             Command::Addr(c) => addr::run(&ctx, c).await,
             Command::Bench(a) => bench::run(&ctx, a).await,
             Command::Shim(a) => shim::run(&ctx, a).await,
-            Command::Up(a) => up::run(a).await,
+            Command::Up(a) => up::run(&ctx, a).await,
+            Command::Cert(c) => cert::run(&ctx, c),
             Command::Check(a) => check::run(&ctx, a).await,
             Command::Host(c) => host::run(&ctx, c).await,
             Command::Backup(a) => backup::backup(&ctx, a).await,

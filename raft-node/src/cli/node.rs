@@ -48,7 +48,7 @@ pub struct NodeArgs {
     ops: super::ops::OpsArgs,
 }
 
-pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
+pub async fn run(ctx: &super::Ctx, a: NodeArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -62,12 +62,25 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
     cfg.write_timeout = a.write_timeout;
     cfg.snapshot_every = a.snapshot_every;
     cfg.keep_logs = a.keep_logs;
+    cfg.tls = ctx.tls()?;
+    if cfg.tls.is_none() {
+        let mut addrs = vec![a.listen.to_string()];
+        addrs.extend(cfg.advertise.clone());
+        ctx.check_plain("listen on", &addrs)?;
+    }
+    let tls = cfg.tls.clone();
     let node = Node::start(cfg).await.context("cannot start the node")?;
     eprintln!("raftipam node {} serving on {}", node.id(), node.addr());
     let plugin = match &a.plugin_socket {
         Some(socket) => {
-            match super::shim::start_for_node(&node, socket, a.host.clone(), a.plugin_call_timeout)
-                .await
+            match super::shim::start_for_node(
+                &node,
+                socket,
+                a.host.clone(),
+                a.plugin_call_timeout,
+                tls.clone(),
+            )
+            .await
             {
                 Ok(p) => Some(p),
                 Err(e) => {
@@ -82,9 +95,11 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
     let _ops = match (&plugin, &a.plugin_socket) {
         (Some(_), Some(socket)) => {
             let host = super::shim::host_name(a.host.clone())?;
-            let client = raft_node::Client::with_config(
-                [node.addr()],
-                raft_node::client::backend::shim_client_config(a.plugin_call_timeout),
+            let client = super::shim::shim_client(
+                &[node.addr().to_string()],
+                a.plugin_call_timeout,
+                &host,
+                tls.clone(),
             )?;
             Some(
                 a.ops

@@ -41,7 +41,11 @@ pub struct ShimArgs {
 pub async fn run(ctx: &Ctx, a: ShimArgs) -> anyhow::Result<()> {
     init_tracing();
     let host = host_name(a.host)?;
-    let client = Client::with_config(&ctx.endpoints, shim_client_config(a.call_timeout))?;
+    let tls = ctx.tls()?;
+    if tls.is_none() {
+        ctx.check_plain("talk to", &ctx.endpoints)?;
+    }
+    let client = shim_client(&ctx.endpoints, a.call_timeout, &host, tls)?;
     let plugin = Plugin::start(client.clone(), &a.socket, &host, a.call_timeout).await?;
     let _ops = a.ops.start(client, &host, &driver_name(&a.socket));
     let _metrics = match a.metrics {
@@ -55,6 +59,31 @@ pub async fn run(ctx: &Ctx, a: ShimArgs) -> anyhow::Result<()> {
         ctx.endpoints.join(",")
     );
     plugin.until_signal().await
+}
+
+/// The cluster client a shim for `host` uses: with `tls`, its certificate must name `host`
+/// (a host or node certificate acts only as its own host), or every write would be refused.
+pub fn shim_client(
+    endpoints: &[String],
+    call_timeout: Duration,
+    host: &str,
+    tls: Option<raft_node::tls::Tls>,
+) -> anyhow::Result<Client> {
+    if let Some(t) = &tls {
+        let id = t.identity();
+        anyhow::ensure!(
+            id.role == raft_node::tls::Role::Admin || id.name == host,
+            "this Docker host is named {host:?} (--host) but the certificate in {} names {} {:?},              which may act only as host {:?}: give --host {:?}, or a certificate made for {host:?}              (`raftipam cert create-host {host}`)",
+            t.dir().display(),
+            id.role.as_str(),
+            id.name,
+            id.name,
+            id.name
+        );
+    }
+    let mut cfg = shim_client_config(call_timeout);
+    cfg.tls = tls;
+    Ok(Client::with_config(endpoints, cfg)?)
 }
 
 /// Aborts a background task when dropped.
@@ -197,9 +226,10 @@ pub async fn start_for_node(
     socket: &Path,
     host: Option<String>,
     call_timeout: Duration,
+    tls: Option<raft_node::tls::Tls>,
 ) -> anyhow::Result<Plugin> {
     let host = host_name(host)?;
-    let client = Client::with_config([node.addr()], shim_client_config(call_timeout))?;
+    let client = shim_client(&[node.addr().to_string()], call_timeout, &host, tls)?;
     let plugin = Plugin::start(client, socket, &host, call_timeout).await?;
     eprintln!(
         "raftipam plugin for host {host} serving {} (driver {})",

@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use raft_node::client::backend::shim_client_config;
-use raft_node::{ApiError, Client, Node, NodeConfig};
+use raft_node::{ApiError, Node, NodeConfig};
 
 use super::shim::{driver_name, host_name, init_tracing, Plugin, DEFAULT_SOCKET};
 
@@ -40,11 +39,16 @@ pub struct UpArgs {
 /// How long `up` waits for its node to become leader.
 const LEADER_WAIT: Duration = Duration::from_secs(30);
 
-pub async fn run(a: UpArgs) -> anyhow::Result<()> {
+pub async fn run(ctx: &super::Ctx, a: UpArgs) -> anyhow::Result<()> {
     init_tracing();
     let host = host_name(a.host.clone())?;
     let mut cfg = NodeConfig::new(1, a.listen, a.data_dir.clone());
     cfg.metrics = a.metrics;
+    cfg.tls = ctx.tls()?;
+    if cfg.tls.is_none() {
+        ctx.check_plain("listen on", &[a.listen.to_string()])?;
+    }
+    let tls = cfg.tls.clone();
     let node = Node::start(cfg).await.with_context(|| {
         format!(
             "cannot start the node (data in {}, listening on {})",
@@ -52,14 +56,19 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
             a.listen
         )
     })?;
-    let r = serve(&node, &host, &a).await;
+    let r = serve(&node, &host, &a, tls).await;
     if let Err(e) = node.shutdown().await {
         eprintln!("error stopping the node: {e}");
     }
     r
 }
 
-async fn serve(node: &Node, host: &str, a: &UpArgs) -> anyhow::Result<()> {
+async fn serve(
+    node: &Node,
+    host: &str,
+    a: &UpArgs,
+    tls: Option<raft_node::tls::Tls>,
+) -> anyhow::Result<()> {
     // The membership may not be loaded into the node's status yet right after start, so ask
     // Raft: initialisation is refused (and only refused) when the data is already a cluster's.
     match node.init().await {
@@ -89,7 +98,7 @@ async fn serve(node: &Node, host: &str, a: &UpArgs) -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let client = Client::with_config([node.addr()], shim_client_config(a.call_timeout))?;
+    let client = super::shim::shim_client(&[node.addr().to_string()], a.call_timeout, host, tls)?;
     let plugin = Plugin::start(client.clone(), &a.socket, host, a.call_timeout).await?;
     let _ops = a.ops.start(client, host, &driver_name(&a.socket));
     eprintln!(

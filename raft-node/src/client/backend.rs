@@ -37,6 +37,7 @@ pub fn shim_client_config(call_timeout: Duration) -> ClientConfig {
     ClientConfig {
         timeout,
         connect_timeout: Duration::from_secs(2).min(timeout),
+        tls: None,
     }
 }
 

@@ -33,7 +33,7 @@ use crate::api::{
     AdminCommand, ApiError, Consistency, NodeStatus, Query, QueryReply, WriteReply, WriteRequest,
 };
 use crate::replication::codec::{connect, CHANNEL_API};
-use crate::replication::rpc::ApiRpcClient;
+use crate::replication::rpc::{ApiRpcClient, Via};
 
 /// Why a client call failed.
 #[derive(Debug, Clone, Error)]
@@ -77,8 +77,11 @@ pub struct ClientConfig {
     /// How long one call may take, retries included (default 15 s: a bit more than a node's
     /// write timeout, so that the node's "no quorum" answer arrives).
     pub timeout: Duration,
-    /// How long to wait for a TCP connection (default 2 s).
+    /// How long to wait for a TCP connection (default 2 s; a TLS handshake may take up to
+    /// [`crate::tls::HANDSHAKE_TIMEOUT`] more).
     pub connect_timeout: Duration,
+    /// Mutual TLS with this certificate (`None`: plain TCP).
+    pub tls: Option<crate::tls::Tls>,
 }
 
 impl Default for ClientConfig {
@@ -86,6 +89,7 @@ impl Default for ClientConfig {
         ClientConfig {
             timeout: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(2),
+            tls: None,
         }
     }
 }
@@ -189,6 +193,7 @@ impl Client {
             &self.inner.endpoints[i],
             CHANNEL_API,
             self.inner.cfg.connect_timeout,
+            self.inner.cfg.tls.as_ref(),
         )
         .await?;
         let c = ApiRpcClient::new(tarpc::client::Config::default(), t).spawn();
@@ -333,7 +338,7 @@ impl Client {
                 acked_below,
                 op: op.clone(),
             };
-            async move { c.write(ctx, req, false).await }
+            async move { c.write(ctx, req, Via::Direct).await }
         })
         .await
     }
@@ -422,7 +427,7 @@ impl Client {
     ) -> Result<QueryReply, ClientError> {
         self.call(None, |c, ctx| {
             let q = q.clone();
-            async move { c.read(ctx, q, consistency, false).await }
+            async move { c.read(ctx, q, consistency, Via::Direct).await }
         })
         .await
     }
@@ -431,7 +436,7 @@ impl Client {
     pub async fn query_node(&self, index: usize, q: Query) -> Result<QueryReply, ClientError> {
         self.call(Some(index), |c, ctx| {
             let q = q.clone();
-            async move { c.read(ctx, q, Consistency::Local, false).await }
+            async move { c.read(ctx, q, Consistency::Local, Via::Direct).await }
         })
         .await
     }
@@ -511,7 +516,7 @@ impl Client {
         let timeout = self.inner.cfg.timeout.max(Duration::from_secs(70));
         self.call_within(only, timeout, |c, ctx| {
             let cmd = cmd.clone();
-            async move { c.admin(ctx, cmd, false).await }
+            async move { c.admin(ctx, cmd, Via::Direct).await }
         })
         .await
     }
@@ -557,12 +562,20 @@ mod tests {
             },
         };
         let first = conn
-            .write(tarpc::context::current(), req.clone(), false)
+            .write(
+                tarpc::context::current(),
+                req.clone(),
+                crate::replication::rpc::Via::Direct,
+            )
             .await
             .expect("rpc")
             .expect("write");
         let again = conn
-            .write(tarpc::context::current(), req, false)
+            .write(
+                tarpc::context::current(),
+                req,
+                crate::replication::rpc::Via::Direct,
+            )
             .await
             .expect("rpc")
             .expect("write");

@@ -2,7 +2,12 @@
 //!
 //! One TCP port serves two tarpc services. A connection opens with one byte that says which
 //! ([`CHANNEL_RAFT`] or [`CHANNEL_API`]); the rest of the stream is length-delimited postcard
-//! frames. The frame limit is large so that a whole snapshot fits in one message.
+//! frames. Over TLS the byte travels inside the encrypted stream, after the handshake.
+//!
+//! Frame limits are per direction ([`Frames`]): a node answers with frames up to
+//! [`MAX_FRAME`] (a whole snapshot or backup), but reads requests up to what the caller's role
+//! needs — [`MAX_FRAME`] from nodes (snapshot install) and admins (restore), far less from
+//! hosts — so an authenticated host cannot make a node buffer a gigabyte.
 
 use std::io;
 use std::pin::Pin;
@@ -12,16 +17,65 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tarpc::tokio_serde::{Deserializer, Serializer};
 use tarpc::tokio_util::bytes::{Bytes, BytesMut};
-use tarpc::tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tarpc::tokio_util::codec::{Decoder, Encoder, Framed, LengthDelimitedCodec};
+use tarpc::tokio_util::either::Either;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio_rustls::TlsStream;
 
-/// Largest frame accepted (1 GiB): snapshots travel as one frame.
+use crate::tls::{Tls, HANDSHAKE_TIMEOUT};
+
+/// Largest frame accepted where large frames are needed (1 GiB): a snapshot sent to a node,
+/// a backup restored by an admin, any answer a node sends.
 pub const MAX_FRAME: usize = 1 << 30;
+/// Largest request frame a node accepts on the client API from a host or node certificate
+/// (16 MiB: a host's report lists at most 1,024 leaks and 1,024 missing endpoints).
+pub const MAX_HOST_REQUEST: usize = 16 << 20;
 /// First byte of a connection carrying Raft traffic.
 pub const CHANNEL_RAFT: u8 = b'R';
 /// First byte of a connection carrying the client API.
 pub const CHANNEL_API: u8 = b'A';
+
+/// A connection: plain TCP, or TLS over TCP (either side of the handshake).
+pub type Conn = Either<TcpStream, TlsStream<TcpStream>>;
+
+/// Length-delimited frames with separate limits for what is read and what is written: a
+/// node reads small requests from hosts but may answer with a large reply.
+#[derive(Debug)]
+pub struct Frames {
+    read: LengthDelimitedCodec,
+    write: LengthDelimitedCodec,
+}
+
+impl Frames {
+    /// Frames of at most `read_max` bytes in, `write_max` out.
+    pub fn new(read_max: usize, write_max: usize) -> Self {
+        let codec = |max| {
+            LengthDelimitedCodec::builder()
+                .max_frame_length(max)
+                .new_codec()
+        };
+        Frames {
+            read: codec(read_max),
+            write: codec(write_max),
+        }
+    }
+}
+
+impl Decoder for Frames {
+    type Item = BytesMut;
+    type Error = io::Error;
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, io::Error> {
+        self.read.decode(src)
+    }
+}
+
+impl Encoder<Bytes> for Frames {
+    type Error = io::Error;
+    fn encode(&mut self, item: Bytes, dst: &mut BytesMut) -> Result<(), io::Error> {
+        self.write.encode(item, dst)
+    }
+}
 
 /// The postcard tokio-serde codec.
 #[derive(Clone, Copy, Debug, Default)]
@@ -43,44 +97,54 @@ impl<T: DeserializeOwned> Deserializer<T> for Postcard {
     }
 }
 
-/// A tarpc transport over one TCP stream.
-pub type Transport<In, Out> = tarpc::serde_transport::Transport<TcpStream, In, Out, Postcard>;
+/// A tarpc transport over one connection.
+pub type Transport<In, Out> = tarpc::tokio_serde::Framed<Framed<Conn, Frames>, In, Out, Postcard>;
 
-/// Frames a stream (both ends use the same limit).
-pub fn transport<In, Out>(stream: TcpStream) -> Transport<In, Out>
+/// Frames a connection: at most `read_max` bytes per frame read, [`MAX_FRAME`] written.
+pub fn transport<In, Out>(stream: Conn, read_max: usize) -> Transport<In, Out>
 where
     In: DeserializeOwned,
     Out: Serialize,
 {
-    let framed: Framed<TcpStream, LengthDelimitedCodec> = LengthDelimitedCodec::builder()
-        .max_frame_length(MAX_FRAME)
-        .new_framed(stream);
-    tarpc::serde_transport::new(framed, Postcard)
+    let framed = Framed::new(stream, Frames::new(read_max, MAX_FRAME));
+    tarpc::tokio_serde::Framed::new(framed, Postcard)
 }
 
-/// Connects to `addr`, announces `channel`, and frames the stream; gives up after `timeout`.
+/// Connects to `addr` (over TLS with `tls`), announces `channel`, and frames the stream;
+/// gives up after `timeout` (the TLS handshake has its own bound).
 pub async fn connect<In, Out>(
     addr: &str,
     channel: u8,
     timeout: Duration,
+    tls: Option<&Tls>,
 ) -> io::Result<Transport<In, Out>>
 where
     In: DeserializeOwned,
     Out: Serialize,
 {
     let fut = async {
-        let mut s = TcpStream::connect(addr).await?;
+        let s = TcpStream::connect(addr).await?;
         s.set_nodelay(true)?;
-        s.write_all(&[channel]).await?;
-        Ok::<_, io::Error>(s)
+        let mut conn: Conn = match tls {
+            Some(tls) => Either::Right(TlsStream::Client(tls.connect(s, addr).await?)),
+            None => Either::Left(s),
+        };
+        conn.write_all(&[channel]).await?;
+        conn.flush().await?;
+        Ok::<_, io::Error>(conn)
     };
-    let s = tokio::time::timeout(timeout, fut).await.map_err(|_| {
+    let s = tokio::time::timeout(
+        timeout + tls.map_or(Duration::ZERO, |_| HANDSHAKE_TIMEOUT),
+        fut,
+    )
+    .await
+    .map_err(|_| {
         io::Error::new(
             io::ErrorKind::TimedOut,
             format!("connecting to {addr} timed out after {timeout:?}"),
         )
     })??;
-    Ok(transport(s))
+    Ok(transport(s, MAX_FRAME))
 }
 
 #[cfg(test)]
@@ -103,7 +167,7 @@ mod tests {
                 .await
                 .expect("channel byte");
             assert_eq!(b[0], CHANNEL_RAFT);
-            let mut t: Transport<Vec<u8>, usize> = transport(s);
+            let mut t: Transport<Vec<u8>, usize> = transport(Either::Left(s), MAX_FRAME);
             let got = t.next().await.expect("a frame").expect("decoded");
             t.send(got.len()).await.expect("reply");
             got.iter().map(|x| *x as u64).sum::<u64>()
@@ -111,7 +175,7 @@ mod tests {
         let payload: Vec<u8> = (0..20 << 20).map(|i| (i % 251) as u8).collect();
         let sum: u64 = payload.iter().map(|x| *x as u64).sum();
         let mut t: Transport<usize, Vec<u8>> =
-            connect(&addr, CHANNEL_RAFT, Duration::from_secs(10))
+            connect(&addr, CHANNEL_RAFT, Duration::from_secs(10), None)
                 .await
                 .expect("connect");
         t.send(payload).await.expect("send");

@@ -55,6 +55,8 @@ pub struct NetworkFactory {
     pub id: u64,
     /// Injected faults.
     pub cut: std::sync::Arc<Cut>,
+    /// This node's TLS (its node certificate is its client certificate), if any.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 impl RaftNetworkFactory<C> for NetworkFactory {
@@ -67,6 +69,7 @@ impl RaftNetworkFactory<C> for NetworkFactory {
             addr: node.addr.clone(),
             client: None,
             cut: self.cut.clone(),
+            tls: self.tls.clone(),
         }
     }
 }
@@ -78,6 +81,7 @@ pub struct PeerClient {
     addr: String,
     client: Option<RaftRpcClient>,
     cut: std::sync::Arc<Cut>,
+    tls: Option<crate::tls::Tls>,
 }
 
 impl PeerClient {
@@ -91,7 +95,7 @@ impl PeerClient {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
-        let t = connect(&self.addr, CHANNEL_RAFT, timeout)
+        let t = connect(&self.addr, CHANNEL_RAFT, timeout, self.tls.as_ref())
             .await
             .map_err(|e| Unreachable::new(&e))?;
         let c = RaftRpcClient::new(tarpc::client::Config::default(), t).spawn();

@@ -5,6 +5,12 @@
 //! leader; a follower forwards them (one hop: a forwarded call is never forwarded again) and
 //! retries while leadership moves, until the call's deadline. A call that finds no leader
 //! with a quorum within the write timeout fails with [`ApiError::Unavailable`].
+//!
+//! With TLS ([`NodeConfig::tls`]) every connection is a mutual TLS handshake first; the
+//! caller's certificate names who it is, and every call is checked against
+//! [`crate::tls::authz`] on the node that receives it — a forwarded call on behalf of the
+//! caller the forwarding node names, accepted only from a node certificate. Raft RPCs are
+//! accepted only from node certificates. Connections are bounded in total and per address.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -24,21 +30,27 @@ use openraft::type_config::alias::{SnapshotMetaOf, VoteOf};
 use openraft::{BasicNode, ChangeMembers, ReadPolicy, ServerState, SnapshotPolicy};
 use tarpc::context::Context;
 use tarpc::server::{BaseChannel, Channel};
+use tarpc::tokio_util::either::Either;
 use thiserror::Error;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsStream;
 
-use super::codec::{connect, transport, CHANNEL_API, CHANNEL_RAFT};
+use super::codec::{
+    connect, transport, Conn, CHANNEL_API, CHANNEL_RAFT, MAX_FRAME, MAX_HOST_REQUEST,
+};
 use super::network::{Cut, NetworkFactory};
-use super::rpc::{ApiRpc, ApiRpcClient, RaftRpc};
+use super::rpc::{ApiRpc, ApiRpcClient, RaftRpc, Via};
 use super::store::{open_db, LogStore, StateMachineStore, StoreError};
 use super::types::{Raft, Request, Response, TypeConfig};
 use crate::api::{
-    AdminCommand, ApiError, Consistency, Member, NodeStatus, Query, QueryReply, WriteReply,
-    WriteRequest,
+    AdminCommand, ApiError, Consistency, Identity, Member, NodeStatus, Query, QueryReply, Role,
+    WriteReply, WriteRequest,
 };
 use crate::metrics::Metrics;
+use crate::tls::{authz, Tls};
 
 type C = TypeConfig;
 
@@ -65,6 +77,12 @@ pub struct NodeConfig {
     pub snapshot_every: u64,
     /// Log entries kept behind a snapshot (for followers slightly behind).
     pub keep_logs: u64,
+    /// Mutual TLS with this node certificate (`None`: plain TCP, anyone may call).
+    pub tls: Option<Tls>,
+    /// Most connections served at once (default 1,024); more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Most connections served at once from one IP address (default 64); more are closed.
+    pub max_connections_per_ip: usize,
 }
 
 impl NodeConfig {
@@ -82,6 +100,9 @@ impl NodeConfig {
             election_timeout: Duration::from_millis(1000),
             snapshot_every: 10_000,
             keep_logs: 1_000,
+            tls: None,
+            max_connections: 1024,
+            max_connections_per_ip: 64,
         }
     }
 }
@@ -121,6 +142,10 @@ pub(crate) struct NodeInner {
     write_timeout: Duration,
     peers: Mutex<HashMap<String, ApiRpcClient>>,
     cut: Arc<Cut>,
+    tls: Option<Tls>,
+    conns: Arc<Semaphore>,
+    per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
+    max_per_ip: usize,
 }
 
 /// A running node. Dropping it does not stop it; call [`Node::shutdown`].
@@ -150,6 +175,16 @@ impl Node {
         .validate()
         .map_err(|e| NodeError::Config(e.to_string()))?;
 
+        if let Some(tls) = &cfg.tls {
+            if tls.identity().role != Role::Node {
+                return Err(NodeError::Config(format!(
+                    "the certificate in {} is a {} certificate ({}); a node needs a node certificate (`raftipam cert create-node`)",
+                    tls.dir().display(),
+                    tls.identity().role.as_str(),
+                    tls.identity().name
+                )));
+            }
+        }
         if cfg.advertise.is_none() && cfg.listen.ip().is_unspecified() {
             return Err(NodeError::Config(format!(
                 "listening on {} needs an advertise address (--advertise HOST:PORT) that the other nodes and clients can reach",
@@ -181,6 +216,7 @@ impl Node {
             NetworkFactory {
                 id: cfg.id,
                 cut: cut.clone(),
+                tls: cfg.tls.clone(),
             },
             log,
             sm.clone(),
@@ -197,6 +233,10 @@ impl Node {
             write_timeout: cfg.write_timeout,
             peers: Mutex::new(HashMap::new()),
             cut,
+            tls: cfg.tls.clone(),
+            conns: Arc::new(Semaphore::new(cfg.max_connections.max(1))),
+            per_ip: Mutex::new(HashMap::new()),
+            max_per_ip: cfg.max_connections_per_ip.max(1),
         });
         let mut tasks = vec![tokio::spawn(accept_loop(listener, inner.clone()))];
         if let Some(m) = cfg.metrics {
@@ -283,9 +323,24 @@ impl Node {
 async fn accept_loop(listener: TcpListener, inner: Arc<NodeInner>) {
     let mut conns = JoinSet::new();
     loop {
+        // A connection slot first: past the limit, new connections wait in the backlog.
+        let permit = tokio::select! {
+            p = inner.conns.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
         tokio::select! {
             r = listener.accept() => match r {
-                Ok((s, _)) => { conns.spawn(serve_conn(s, inner.clone())); }
+                Ok((s, peer)) => match PerIp::take(&inner, peer.ip()) {
+                    Some(slot) => { conns.spawn(serve_conn(s, inner.clone(), permit, slot)); }
+                    None => tracing::warn!(
+                        peer = %peer.ip(),
+                        "closing a connection: {} connections from that address already",
+                        inner.max_per_ip
+                    ),
+                },
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -296,12 +351,64 @@ async fn accept_loop(listener: TcpListener, inner: Arc<NodeInner>) {
     }
 }
 
-async fn serve_conn(mut s: TcpStream, inner: Arc<NodeInner>) {
+/// One connection's share of its address's limit, given back when the connection ends.
+struct PerIp {
+    inner: Arc<NodeInner>,
+    ip: std::net::IpAddr,
+}
+
+impl PerIp {
+    fn take(inner: &Arc<NodeInner>, ip: std::net::IpAddr) -> Option<PerIp> {
+        let mut m = inner.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_default();
+        if *n >= inner.max_per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(PerIp {
+            inner: inner.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PerIp {
+    fn drop(&mut self) {
+        let mut m = self.inner.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Longest time a new connection may take to say which channel it wants.
+const CHANNEL_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn serve_conn(
+    s: TcpStream,
+    inner: Arc<NodeInner>,
+    _permit: OwnedSemaphorePermit,
+    _slot: PerIp,
+) {
     if s.set_nodelay(true).is_err() {
         return;
     }
+    let peer_addr = s.peer_addr().ok();
+    let (mut conn, peer): (Conn, Option<Identity>) = match &inner.tls {
+        Some(tls) => match tls.accept(s).await {
+            Ok((t, id)) => (Either::Right(TlsStream::Server(t)), Some(id)),
+            Err(e) => {
+                tracing::info!(peer = ?peer_addr, "TLS handshake refused: {e}");
+                return;
+            }
+        },
+        None => (Either::Left(s), None),
+    };
     let mut b = [0u8; 1];
-    match tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut b)).await {
+    match tokio::time::timeout(CHANNEL_BYTE_TIMEOUT, conn.read_exact(&mut b)).await {
         Ok(Ok(_)) => {}
         _ => return,
     }
@@ -310,20 +417,29 @@ async fn serve_conn(mut s: TcpStream, inner: Arc<NodeInner>) {
     let mut reqs = JoinSet::new();
     match b[0] {
         CHANNEL_RAFT => {
+            if let Some(id) = peer.as_ref().filter(|id| id.role != Role::Node) {
+                tracing::warn!(peer = ?peer_addr, "refused Raft traffic from {id}: only node certificates may send it");
+                return;
+            }
             let srv = RaftServer {
                 raft: inner.raft.clone(),
             };
-            let mut stream =
-                std::pin::pin!(BaseChannel::with_defaults(transport(s)).execute(srv.serve()));
+            let t = transport(conn, MAX_FRAME);
+            let mut stream = std::pin::pin!(BaseChannel::with_defaults(t).execute(srv.serve()));
             while let Some(f) = stream.next().await {
                 reqs.spawn(f);
                 while reqs.try_join_next().is_some() {}
             }
         }
         CHANNEL_API => {
-            let srv = ApiServer { inner };
-            let mut stream =
-                std::pin::pin!(BaseChannel::with_defaults(transport(s)).execute(srv.serve()));
+            // Hosts send small requests; nodes forward restores and admins send them.
+            let read_max = match peer.as_ref().map(|p| p.role) {
+                Some(Role::Host) => MAX_HOST_REQUEST,
+                _ => MAX_FRAME,
+            };
+            let srv = ApiServer { inner, peer };
+            let t = transport(conn, read_max);
+            let mut stream = std::pin::pin!(BaseChannel::with_defaults(t).execute(srv.serve()));
             while let Some(f) = stream.next().await {
                 reqs.spawn(f);
                 while reqs.try_join_next().is_some() {}
@@ -374,6 +490,68 @@ impl RaftRpc for RaftServer {
 #[derive(Clone)]
 struct ApiServer {
     inner: Arc<NodeInner>,
+    /// Who is at the other end of the connection (`None` without TLS).
+    peer: Option<Identity>,
+}
+
+impl ApiServer {
+    fn caller(&self, via: Via) -> Result<(Option<Identity>, bool), ApiError> {
+        caller(self.peer.as_ref(), via)
+    }
+}
+
+/// Who a call is for, and whether another node passed it on, given who is at the other end
+/// of the connection (`peer`). Without TLS nobody is named and everything is allowed; with
+/// TLS a caller named by a forwarding node counts only if that node presented a node
+/// certificate.
+fn caller(peer: Option<&Identity>, via: Via) -> Result<(Option<Identity>, bool), ApiError> {
+    let forwarded = via.forwarded();
+    let Some(peer) = peer else {
+        return Ok((None, forwarded));
+    };
+    match via {
+        Via::Direct => Ok((Some(peer.clone()), false)),
+        Via::Forwarded(Some(origin)) if peer.role == Role::Node => Ok((Some(origin), true)),
+        Via::Forwarded(None) if peer.role == Role::Node => Err(ApiError::Forbidden(format!(
+            "{peer} forwarded a call without naming its caller"
+        ))),
+        Via::Forwarded(_) => Err(ApiError::Forbidden(format!(
+            "{peer} may not forward calls: only node certificates may"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod caller_tests {
+    use super::*;
+
+    fn id(role: Role, name: &str) -> Identity {
+        Identity {
+            role,
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn only_a_node_may_name_the_caller_it_forwards_for() {
+        let admin = id(Role::Admin, "ops");
+        let h1 = id(Role::Host, "h1");
+        let n2 = id(Role::Node, "n2");
+        // A host claiming to forward for an admin: refused, whatever it names.
+        let e = caller(Some(&h1), Via::Forwarded(Some(admin.clone()))).expect_err("refused");
+        assert!(e.to_string().contains("host h1 may not forward"), "{e}");
+        assert!(caller(Some(&admin), Via::Forwarded(Some(admin.clone()))).is_err());
+        // A node forwarding for a host: the host is the caller.
+        assert_eq!(
+            caller(Some(&n2), Via::Forwarded(Some(h1.clone()))),
+            Ok((Some(h1.clone()), true))
+        );
+        assert!(caller(Some(&n2), Via::Forwarded(None)).is_err());
+        // Directly: the certificate is the caller; without TLS nobody is named.
+        assert_eq!(caller(Some(&h1), Via::Direct), Ok((Some(h1), false)));
+        assert_eq!(caller(None, Via::Forwarded(None)), Ok((None, true)));
+        assert_eq!(caller(None, Via::Direct), Ok((None, false)));
+    }
 }
 
 impl ApiRpc for ApiServer {
@@ -381,12 +559,16 @@ impl ApiRpc for ApiServer {
         self,
         ctx: Context,
         req: WriteRequest,
-        forwarded: bool,
+        via: Via,
     ) -> Result<WriteReply, ApiError> {
+        let (caller, forwarded) = self.caller(via)?;
+        if let Some(id) = &caller {
+            authz::may_write(id, &req.op)?;
+        }
         let deadline = self.inner.deadline(&ctx);
         match self
             .inner
-            .route(Call::Write(req), forwarded, deadline)
+            .route(Call::Write(req), forwarded, caller, deadline)
             .await?
         {
             Reply::Write(w) => Ok(w),
@@ -399,15 +581,19 @@ impl ApiRpc for ApiServer {
         ctx: Context,
         query: Query,
         consistency: Consistency,
-        forwarded: bool,
+        via: Via,
     ) -> Result<QueryReply, ApiError> {
+        let (caller, forwarded) = self.caller(via)?;
+        if let Some(id) = &caller {
+            authz::may_read(id, &query)?;
+        }
         if consistency == Consistency::Local {
             return self.inner.query_local(&query);
         }
         let deadline = self.inner.deadline(&ctx);
         match self
             .inner
-            .route(Call::Read(query), forwarded, deadline)
+            .route(Call::Read(query), forwarded, caller, deadline)
             .await?
         {
             Reply::Read(r) => Ok(r),
@@ -423,8 +609,12 @@ impl ApiRpc for ApiServer {
         self,
         ctx: Context,
         cmd: AdminCommand,
-        forwarded: bool,
+        via: Via,
     ) -> Result<NodeStatus, ApiError> {
+        let (caller, forwarded) = self.caller(via)?;
+        if let Some(id) = &caller {
+            authz::may_admin(id, &cmd)?;
+        }
         if cmd == AdminCommand::Init {
             return self.inner.admin_local(&cmd).await;
         }
@@ -433,7 +623,7 @@ impl ApiRpc for ApiServer {
         let deadline = deadline.min(ctx.deadline);
         match self
             .inner
-            .route(Call::Admin(cmd), forwarded, deadline)
+            .route(Call::Admin(cmd), forwarded, caller, deadline)
             .await?
         {
             Reply::Admin(s) => Ok(s),
@@ -556,7 +746,7 @@ impl NodeInner {
         {
             return Ok(c.clone());
         }
-        let t = connect(addr, CHANNEL_API, Duration::from_secs(2)).await?;
+        let t = connect(addr, CHANNEL_API, Duration::from_secs(2), self.tls.as_ref()).await?;
         let c = ApiRpcClient::new(tarpc::client::Config::default(), t).spawn();
         self.peers
             .lock()
@@ -577,6 +767,7 @@ impl NodeInner {
         &self,
         call: Call,
         forwarded: bool,
+        caller: Option<Identity>,
         deadline: Instant,
     ) -> Result<Reply, ApiError> {
         let what = match &call {
@@ -601,7 +792,7 @@ impl NodeInner {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         continue;
                     };
-                    match self.forward(&addr, &call, deadline).await {
+                    match self.forward(&addr, &call, caller.clone(), deadline).await {
                         Ok(Err(ApiError::NotLeader { .. })) => {}
                         Ok(r) => return r,
                         Err(e) => {
@@ -631,6 +822,7 @@ impl NodeInner {
         &self,
         addr: &str,
         call: &Call,
+        caller: Option<Identity>,
         deadline: Instant,
     ) -> Result<Result<Reply, ApiError>, tarpc::client::RpcError> {
         let client = self
@@ -640,12 +832,23 @@ impl NodeInner {
         let mut ctx = tarpc::context::current();
         ctx.deadline = deadline;
         Ok(match call {
-            Call::Write(w) => client.write(ctx, w.clone(), true).await?.map(Reply::Write),
+            Call::Write(w) => client
+                .write(ctx, w.clone(), Via::Forwarded(caller))
+                .await?
+                .map(Reply::Write),
             Call::Read(q) => client
-                .read(ctx, q.clone(), Consistency::Linearizable, true)
+                .read(
+                    ctx,
+                    q.clone(),
+                    Consistency::Linearizable,
+                    Via::Forwarded(caller),
+                )
                 .await?
                 .map(Reply::Read),
-            Call::Admin(a) => client.admin(ctx, a.clone(), true).await?.map(Reply::Admin),
+            Call::Admin(a) => client
+                .admin(ctx, a.clone(), Via::Forwarded(caller))
+                .await?
+                .map(Reply::Admin),
         })
     }
 

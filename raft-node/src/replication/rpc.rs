@@ -6,10 +6,31 @@ use openraft::raft::{
 };
 use openraft::type_config::alias::{SnapshotMetaOf, VoteOf};
 
+use serde::{Deserialize, Serialize};
+
 use super::types::TypeConfig;
 use crate::api::{
-    AdminCommand, ApiError, Consistency, NodeStatus, Query, QueryReply, WriteReply, WriteRequest,
+    AdminCommand, ApiError, Consistency, Identity, NodeStatus, Query, QueryReply, WriteReply,
+    WriteRequest,
 };
+
+/// How a call reached the node that serves it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Via {
+    /// From its caller.
+    Direct,
+    /// Passed on by another node (never passed on again), on behalf of the caller it names
+    /// (`None` in a cluster without TLS). A node accepts a named caller only from a
+    /// connection that presented a node certificate.
+    Forwarded(Option<Identity>),
+}
+
+impl Via {
+    /// Whether another node passed the call on.
+    pub fn forwarded(&self) -> bool {
+        matches!(self, Via::Forwarded(_))
+    }
+}
 
 type C = TypeConfig;
 
@@ -29,20 +50,17 @@ pub trait RaftRpc {
     ) -> Result<SnapshotResponse<C>, Fatal<C>>;
 }
 
-/// The client API. `forwarded` marks a call one node passed on to the leader; such a call is
-/// never forwarded again.
+/// The client API. `via` says whether another node passed the call on to the leader (such a
+/// call is never forwarded again), and for whom.
 #[tarpc::service]
 pub trait ApiRpc {
     /// Apply an operation.
-    async fn write(req: WriteRequest, forwarded: bool) -> Result<WriteReply, ApiError>;
+    async fn write(req: WriteRequest, via: Via) -> Result<WriteReply, ApiError>;
     /// Read.
-    async fn read(
-        query: Query,
-        consistency: Consistency,
-        forwarded: bool,
-    ) -> Result<QueryReply, ApiError>;
+    async fn read(query: Query, consistency: Consistency, via: Via)
+        -> Result<QueryReply, ApiError>;
     /// This node's view of the cluster.
     async fn status() -> NodeStatus;
     /// Initialise, add or remove nodes.
-    async fn admin(cmd: AdminCommand, forwarded: bool) -> Result<NodeStatus, ApiError>;
+    async fn admin(cmd: AdminCommand, via: Via) -> Result<NodeStatus, ApiError>;
 }

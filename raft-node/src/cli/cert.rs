@@ -1,0 +1,178 @@
+//! `raftipam cert`: make the cluster's certificates in one place — a CA, then one certificate
+//! per node, per Docker host and per operator — and show what a certificate says.
+//!
+//! Each `create-*` writes a directory that `--tls-dir` reads: `ca.pem`, `cert.pem`, `key.pem`
+//! (mode 0600). The CA's key (`ca-key.pem`) stays where `create-ca` wrote it: keep it off
+//! the nodes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use raft_node::tls::certs::{self, Leaf, CA_LIFETIME, CERT_LIFETIME};
+use raft_node::tls::{identity_of, Role};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use serde::Serialize;
+
+use super::Ctx;
+
+/// Certificate commands.
+#[derive(Subcommand, Debug)]
+pub enum CertCmd {
+    /// Make the cluster's CA: ca.pem and ca-key.pem (keep the key safe and off the nodes).
+    CreateCa {
+        /// Directory to write into (created if missing; existing files are never overwritten).
+        #[arg(long, default_value = "raftipam-ca")]
+        ca_dir: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = CA_LIFETIME.as_secs() / 86_400)]
+        days: u64,
+    },
+    /// A node's certificate: may serve Raft and the API, forward calls, and act as the Docker
+    /// host of its name.
+    CreateNode {
+        /// The node's id (names the certificate `node-ID` unless --name is given).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        id: u64,
+        /// The addresses clients and nodes reach it at, HOST:PORT (one or more; the host part
+        /// goes into the certificate, so TLS clients can check they reached this node).
+        #[arg(long, required = true, num_args = 1..)]
+        addr: Vec<String>,
+        /// Its name: the Docker host name its own plugin runs as (`--host`).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        common: Issue,
+    },
+    /// A Docker host's certificate: may allocate, release, heartbeat and report only as NAME.
+    CreateHost {
+        /// The host's name in the cluster (its shim's --host).
+        name: String,
+        #[command(flatten)]
+        common: Issue,
+    },
+    /// An operator's certificate: may do everything.
+    CreateAdmin {
+        /// The operator's name.
+        #[arg(default_value = "admin")]
+        name: String,
+        #[command(flatten)]
+        common: Issue,
+    },
+    /// Show the identity and validity of a certificate (default: the one in --tls-dir).
+    Show {
+        /// A certificate file (PEM).
+        file: Option<PathBuf>,
+    },
+}
+
+/// Options every `create-*` but the CA's takes.
+#[derive(Args, Debug)]
+pub struct Issue {
+    /// Where the CA is (ca.pem, ca-key.pem).
+    #[arg(long, default_value = "raftipam-ca")]
+    ca_dir: PathBuf,
+    /// Directory to write ca.pem, cert.pem and key.pem into (what --tls-dir reads).
+    #[arg(long)]
+    out: PathBuf,
+    /// Validity in days.
+    #[arg(long, default_value_t = CERT_LIFETIME.as_secs() / 86_400)]
+    days: u64,
+}
+
+#[derive(Serialize)]
+struct Shown {
+    role: &'static str,
+    name: String,
+    serial: String,
+    not_before: String,
+    not_after: String,
+    expired: bool,
+}
+
+fn days(d: u64) -> anyhow::Result<Duration> {
+    anyhow::ensure!(
+        (1..=36_500).contains(&d),
+        "--days {d}: give between 1 and 36500"
+    );
+    Ok(Duration::from_secs(d * 86_400))
+}
+
+fn issue(role: Role, name: String, addrs: Vec<String>, c: Issue) -> anyhow::Result<()> {
+    let leaf = Leaf {
+        role,
+        name: name.clone(),
+        addrs,
+        lifetime: days(c.days)?,
+    };
+    certs::issue(&c.ca_dir, &leaf, &c.out)?;
+    println!(
+        "wrote {} certificate for {name} to {} (ca.pem, cert.pem, key.pem): use --tls-dir {}",
+        role.as_str(),
+        c.out.display(),
+        c.out.display()
+    );
+    Ok(())
+}
+
+pub fn run(ctx: &Ctx, c: CertCmd) -> anyhow::Result<()> {
+    match c {
+        CertCmd::CreateCa { ca_dir, days: d } => {
+            let (ca, key) = certs::create_ca(&ca_dir, days(d)?)?;
+            println!(
+                "wrote the cluster CA: {} and its key {} (mode 0600; keep it off the nodes)",
+                ca.display(),
+                key.display()
+            );
+            Ok(())
+        }
+        CertCmd::CreateNode {
+            id,
+            addr,
+            name,
+            common,
+        } => issue(
+            Role::Node,
+            name.unwrap_or_else(|| format!("node-{id}")),
+            addr,
+            common,
+        ),
+        CertCmd::CreateHost { name, common } => issue(Role::Host, name, Vec::new(), common),
+        CertCmd::CreateAdmin { name, common } => issue(Role::Admin, name, Vec::new(), common),
+        CertCmd::Show { file } => {
+            let file = match (file, &ctx.tls_dir) {
+                (Some(f), _) => f,
+                (None, Some(d)) => d.join("cert.pem"),
+                (None, None) => anyhow::bail!("name a certificate file, or give --tls-dir"),
+            };
+            let der = CertificateDer::from_pem_file(&file).with_context(|| {
+                format!("cannot read a PEM certificate from {}", file.display())
+            })?;
+            let id = identity_of(&der)?;
+            let (_, x) = x509_parser::parse_x509_certificate(&der)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let v = x.validity();
+            let shown = Shown {
+                role: id.role.as_str(),
+                name: id.name,
+                serial: x.raw_serial_as_string(),
+                not_before: v.not_before.to_string(),
+                not_after: v.not_after.to_string(),
+                expired: !v.is_valid(),
+            };
+            ctx.print(&shown, |s| {
+                println!(
+                    "{} {} (serial {}), valid {} to {}{}",
+                    s.role,
+                    s.name,
+                    s.serial,
+                    s.not_before,
+                    s.not_after,
+                    if s.expired { " — EXPIRED" } else { "" }
+                )
+            })
+        }
+    }
+}

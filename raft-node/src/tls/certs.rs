@@ -1,0 +1,177 @@
+//! Making the cluster's certificates, all in one place (CockroachDB's `cert create-*`): a CA,
+//! then node, host and admin certificates signed by it. PEM files; private keys written with
+//! mode 0600 and never overwritten.
+//!
+//! Keys are ECDSA P-256. Every certificate gets a random 128-bit serial number and an expiry
+//! (the CA 10 years by default, the others 1 year); renewal is issuing again.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+
+use super::{check_cert_name, Role, TlsError, ORGANIZATION};
+
+/// Default lifetime of the CA.
+pub const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// Default lifetime of node, host and admin certificates.
+pub const CERT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// What to put in a leaf certificate.
+#[derive(Clone, Debug)]
+pub struct Leaf {
+    /// Its role.
+    pub role: Role,
+    /// Its name (the CN).
+    pub name: String,
+    /// For a node: the host names and IP addresses it is reached at (SANs).
+    pub addrs: Vec<String>,
+    /// How long it is valid from now.
+    pub lifetime: Duration,
+}
+
+fn rc(e: rcgen::Error) -> TlsError {
+    TlsError::Config(format!("cannot make the certificate: {e}"))
+}
+
+fn serial() -> Result<SerialNumber, TlsError> {
+    let mut b = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .map_err(|_| TlsError::Config("no randomness for a serial number".into()))?;
+    b[0] &= 0x7f; // a positive INTEGER
+    Ok(SerialNumber::from_slice(&b))
+}
+
+fn validity(p: &mut CertificateParams, lifetime: Duration) -> Result<(), TlsError> {
+    let now = time::OffsetDateTime::now_utc();
+    // An hour of slack for clocks slightly behind the issuer's.
+    p.not_before = now - time::Duration::hours(1);
+    p.not_after = now
+        + time::Duration::try_from(lifetime)
+            .map_err(|_| TlsError::Config(format!("lifetime {lifetime:?} is too long")))?;
+    Ok(())
+}
+
+/// Writes `contents` to `path`, refusing to overwrite; keys get mode 0600.
+fn write_new(path: &Path, contents: &str, secret: bool) -> Result<(), TlsError> {
+    let mut o = OpenOptions::new();
+    o.write(true).create_new(true);
+    if secret {
+        o.mode(0o600);
+    } else {
+        o.mode(0o644);
+    }
+    let mut f = o.open(path).map_err(|e| TlsError::Read {
+        path: path.to_path_buf(),
+        why: if e.kind() == std::io::ErrorKind::AlreadyExists {
+            "it already exists; remove it first or write to another directory".into()
+        } else {
+            e.to_string()
+        },
+    })?;
+    f.write_all(contents.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| TlsError::Read {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        })
+}
+
+fn read_text(path: &Path) -> Result<String, TlsError> {
+    std::fs::read_to_string(path).map_err(|e| TlsError::Read {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })
+}
+
+/// Makes a CA in `dir` (created if missing): `ca.pem` and `ca-key.pem` (0600). Refuses to
+/// overwrite an existing CA.
+pub fn create_ca(dir: &Path, lifetime: Duration) -> Result<(PathBuf, PathBuf), TlsError> {
+    std::fs::create_dir_all(dir).map_err(|e| TlsError::Read {
+        path: dir.to_path_buf(),
+        why: e.to_string(),
+    })?;
+    let key = KeyPair::generate().map_err(rc)?;
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, ORGANIZATION);
+    dn.push(DnType::CommonName, "raftipam cluster CA");
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p.serial_number = Some(serial()?);
+    validity(&mut p, lifetime)?;
+    let cert = p.self_signed(&key).map_err(rc)?;
+    let (ca, ca_key) = (dir.join("ca.pem"), dir.join("ca-key.pem"));
+    write_new(&ca_key, &key.serialize_pem(), true)?;
+    write_new(&ca, &cert.pem(), false)?;
+    Ok((ca, ca_key))
+}
+
+/// Issues `leaf` with the CA in `ca_dir` (`ca.pem`, `ca-key.pem`) into `out` (created if
+/// missing): `cert.pem`, `key.pem` (0600) and a copy of `ca.pem` — what `--tls-dir` reads.
+pub fn issue(ca_dir: &Path, leaf: &Leaf, out: &Path) -> Result<(), TlsError> {
+    check_cert_name(&leaf.name).map_err(|e| TlsError::Identity(format!("name {e}")))?;
+    let ca_pem = read_text(&ca_dir.join("ca.pem"))?;
+    let ca_key_path = ca_dir.join("ca-key.pem");
+    let ca_key = KeyPair::from_pem(&read_text(&ca_key_path)?).map_err(|e| TlsError::Bad {
+        path: ca_key_path.clone(),
+        why: format!("not a private key: {e}"),
+    })?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(|e| TlsError::Bad {
+        path: ca_dir.join("ca.pem"),
+        why: format!("not a CA certificate: {e}"),
+    })?;
+    let key = KeyPair::generate().map_err(rc)?;
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, ORGANIZATION);
+    dn.push(DnType::OrganizationalUnitName, leaf.role.as_str());
+    dn.push(DnType::CommonName, leaf.name.as_str());
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = match leaf.role {
+        Role::Node => vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+        Role::Host | Role::Admin => vec![ExtendedKeyUsagePurpose::ClientAuth],
+    };
+    for a in &leaf.addrs {
+        let host = super::server_name(a).map_err(|e| TlsError::Identity(e.to_string()))?;
+        p.subject_alt_names.push(match host {
+            rustls::pki_types::ServerName::IpAddress(ip) => {
+                SanType::IpAddress(std::net::IpAddr::from(ip))
+            }
+            rustls::pki_types::ServerName::DnsName(d) => SanType::DnsName(
+                d.as_ref()
+                    .try_into()
+                    .map_err(|e| TlsError::Identity(format!("{a}: {e}")))?,
+            ),
+            _ => return Err(TlsError::Identity(format!("{a}: not a host name"))),
+        });
+    }
+    p.use_authority_key_identifier_extension = true;
+    p.serial_number = Some(serial()?);
+    validity(&mut p, leaf.lifetime)?;
+    let cert = p.signed_by(&key, &issuer).map_err(rc)?;
+    std::fs::create_dir_all(out).map_err(|e| TlsError::Read {
+        path: out.to_path_buf(),
+        why: e.to_string(),
+    })?;
+    write_new(&out.join("key.pem"), &key.serialize_pem(), true)?;
+    write_new(&out.join("cert.pem"), &cert.pem(), false)?;
+    write_new(&out.join("ca.pem"), &ca_pem, false)?;
+    Ok(())
+}

@@ -1,0 +1,425 @@
+//! Mutual TLS: who is at the other end of a connection, proven by a certificate of the
+//! cluster's own CA.
+//!
+//! Every certificate names one **role** and one **name** in its subject, and nothing else is
+//! read: `O=raftipam, OU=<role>, CN=<name>` with exactly one OU and one CN. The roles:
+//!
+//! - `node`: a Raft voter or learner. May send Raft RPCs and forward calls on behalf of
+//!   others; acts as the Docker host `<name>` for its own plugin (a voter is usually a Docker
+//!   host too). Node certificates carry their addresses as SANs, and a client accepts a
+//!   server only if it presents a node certificate for the address it dialled — a host or
+//!   admin certificate can never pose as a node.
+//! - `host`: a Docker host's shim. May allocate, release, heartbeat and report only as host
+//!   `<name>`, and read.
+//! - `admin`: an operator. Everything.
+//!
+//! Subject alternative names never decide an identity (etcd's CVE-2018-16886 came from
+//! mixing the two), and a certificate with two CNs, two OUs, an unknown role or a name a host
+//! could not have is refused at the handshake.
+//!
+//! One crypto provider (ring), TLS 1.3 only. [`Tls::load`] reads `ca.pem`, `cert.pem` and
+//! `key.pem` from one directory; [`certs`] makes them.
+//!
+//! **What this module must never do:** accept a peer whose chain does not end at the cluster
+//! CA, or whose certificate has expired; derive an identity from anything but the subject's
+//! single OU and CN; log a private key.
+
+pub mod authz;
+pub mod certs;
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+use thiserror::Error;
+use tokio::net::TcpStream;
+
+pub use crate::api::{Identity, Role};
+
+/// The organisation every raftipam certificate names.
+pub const ORGANIZATION: &str = "raftipam";
+
+/// Longest time a TLS handshake may take before the connection is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why TLS could not be set up, or a certificate was refused.
+#[derive(Debug, Error)]
+pub enum TlsError {
+    /// A file is missing or unreadable.
+    #[error("cannot read {path}: {why}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The reason.
+        why: String,
+    },
+    /// A file does not hold what it should.
+    #[error("{path} is not usable: {why}")]
+    Bad {
+        /// The file.
+        path: PathBuf,
+        /// The reason.
+        why: String,
+    },
+    /// A certificate's subject does not name one role and one name.
+    #[error("certificate refused: {0}")]
+    Identity(String),
+    /// rustls refused the configuration.
+    #[error("TLS configuration refused: {0}")]
+    Config(String),
+}
+
+/// Checks a name as a certificate's CN: what a host name in the allocator may be, and no
+/// character that could be read as a separator (`/` splits an owner, `,` a list).
+pub fn check_cert_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("the name is empty".into());
+    }
+    if name.len() > 253 {
+        return Err(format!(
+            "the name is {} bytes long; at most 253 are allowed",
+            name.len()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| c.is_control() || c.is_whitespace() || matches!(c, '/' | ',' | '\\' | '"'))
+    {
+        return Err(format!("the name {name:?} contains {c:?}"));
+    }
+    Ok(())
+}
+
+/// The identity a DER certificate names: exactly one `O=raftipam`, one OU (a role) and one
+/// CN (a name). Anything else is refused, with the reason.
+pub fn identity_of(der: &[u8]) -> Result<Identity, TlsError> {
+    let bad = |why: String| TlsError::Identity(why);
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| bad(format!("not an X.509 certificate: {e}")))?;
+    let subject = cert.subject();
+    let strings = |it: &mut dyn Iterator<Item = &x509_parser::x509::AttributeTypeAndValue>,
+                   what: &str|
+     -> Result<Vec<String>, TlsError> {
+        it.map(|a| {
+            a.as_str()
+                .map(str::to_string)
+                .map_err(|_| bad(format!("its {what} is not a UTF-8 string")))
+        })
+        .collect()
+    };
+    let orgs = strings(&mut subject.iter_organization(), "O")?;
+    let ous = strings(&mut subject.iter_organizational_unit(), "OU")?;
+    let cns = strings(&mut subject.iter_common_name(), "CN")?;
+    if orgs != [ORGANIZATION] {
+        return Err(bad(format!(
+            "its subject must name the organisation {ORGANIZATION:?} once, not {orgs:?}"
+        )));
+    }
+    let [ou] = ous.as_slice() else {
+        return Err(bad(format!(
+            "its subject must name exactly one role (OU), not {ous:?}"
+        )));
+    };
+    let role = Role::parse(ou)
+        .ok_or_else(|| bad(format!("its role (OU) {ou:?} is none of node, host, admin")))?;
+    let [cn] = cns.as_slice() else {
+        return Err(bad(format!(
+            "its subject must name exactly one name (CN), not {cns:?}"
+        )));
+    };
+    check_cert_name(cn).map_err(|e| bad(format!("its CN: {e}")))?;
+    Ok(Identity {
+        role,
+        name: cn.clone(),
+    })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|e| TlsError::Read {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })
+}
+
+fn certs_in(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = read(path)?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Bad {
+            path: path.to_path_buf(),
+            why: format!("not PEM certificates: {e}"),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Bad {
+            path: path.to_path_buf(),
+            why: "no certificate in it".into(),
+        });
+    }
+    Ok(certs)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// This process's TLS: the cluster CA, its own certificate and key, and the identity its
+/// certificate names. Cheap to clone.
+#[derive(Clone)]
+pub struct Tls {
+    identity: Identity,
+    dir: PathBuf,
+    server: Arc<rustls::ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls")
+            .field("identity", &self.identity)
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+impl Tls {
+    /// Loads `ca.pem`, `cert.pem` and `key.pem` from `dir`: TLS 1.3 only, client certificates
+    /// required and verified against the CA on every connection accepted.
+    pub fn load(dir: &Path) -> Result<Tls, TlsError> {
+        let ca_path = dir.join("ca.pem");
+        let cert_path = dir.join("cert.pem");
+        let key_path = dir.join("key.pem");
+        let ca = certs_in(&ca_path)?;
+        let chain = certs_in(&cert_path)?;
+        let key_bytes = read(&key_path)?;
+        let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| TlsError::Bad {
+            path: key_path.clone(),
+            why: format!("not a PEM private key: {e}"),
+        })?;
+        let identity = identity_of(&chain[0]).map_err(|e| TlsError::Bad {
+            path: cert_path.clone(),
+            why: e.to_string(),
+        })?;
+        let mut roots = RootCertStore::empty();
+        for c in ca {
+            roots.add(c).map_err(|e| TlsError::Bad {
+                path: ca_path.clone(),
+                why: format!("not a usable CA certificate: {e}"),
+            })?;
+        }
+        let roots = Arc::new(roots);
+        let config_err = |e: rustls::Error| TlsError::Config(e.to_string());
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let server = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(config_err)?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain.clone(), key.clone_key())
+            .map_err(|e| TlsError::Bad {
+                path: key_path.clone(),
+                why: format!("does not match {}: {e}", cert_path.display()),
+            })?;
+        let client = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(config_err)?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(config_err)?;
+        Ok(Tls {
+            identity,
+            dir: dir.to_path_buf(),
+            server: Arc::new(server),
+            client: Arc::new(client),
+        })
+    }
+
+    /// Who this process is.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The directory the files were read from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Completes the server side of a handshake on `tcp` (bounded by [`HANDSHAKE_TIMEOUT`])
+    /// and names the client.
+    pub async fn accept(
+        &self,
+        tcp: TcpStream,
+    ) -> io::Result<(tokio_rustls::server::TlsStream<TcpStream>, Identity)> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.server.clone());
+        let s = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+        let id = peer_identity(s.get_ref().1.peer_certificates())?;
+        Ok((s, id))
+    }
+
+    /// Completes the client side of a handshake with the node at `addr` (`HOST:PORT`): the
+    /// server must present a node certificate for HOST.
+    pub async fn connect(
+        &self,
+        tcp: TcpStream,
+        addr: &str,
+    ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let name = server_name(addr)?;
+        let connector = tokio_rustls::TlsConnector::from(self.client.clone());
+        let s = tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, tcp))
+            .await
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("TLS handshake with {addr} timed out"),
+                )
+            })??;
+        let id = peer_identity(s.get_ref().1.peer_certificates())?;
+        if id.role != Role::Node {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{addr} presented a {} certificate ({}); only a node certificate may serve the cluster",
+                    id.role.as_str(),
+                    id.name
+                ),
+            ));
+        }
+        Ok(s)
+    }
+}
+
+fn peer_identity(certs: Option<&[CertificateDer<'_>]>) -> io::Result<Identity> {
+    let first = certs.and_then(|c| c.first()).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the peer presented no certificate",
+        )
+    })?;
+    identity_of(first).map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()))
+}
+
+/// The TLS server name of `HOST:PORT` (`[v6]:port` too): an IP address or a DNS name.
+pub fn server_name(addr: &str) -> io::Result<ServerName<'static>> {
+    let host = match addr.rsplit_once(':') {
+        Some((h, port)) if port.parse::<u16>().is_ok() => h,
+        _ => addr,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(host.to_string()).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{addr}: {host:?} is neither an IP address nor a DNS name: {e}"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
+
+    /// A self-signed certificate with exactly these subject attributes and SANs.
+    fn crafted(subject: &[(DnType, &str)], sans: &[&str]) -> Vec<u8> {
+        let mut p = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        for (t, v) in subject {
+            dn.push(t.clone(), *v);
+        }
+        p.distinguished_name = dn;
+        p.subject_alt_names = sans
+            .iter()
+            .map(|s| SanType::DnsName((*s).try_into().expect("dns name")))
+            .collect();
+        let key = KeyPair::generate().expect("key");
+        p.self_signed(&key).expect("certificate").der().to_vec()
+    }
+
+    use DnType::{CommonName as CN, OrganizationName as O, OrganizationalUnitName as OU};
+
+    #[test]
+    fn the_identity_is_the_one_ou_and_the_one_cn() {
+        let id = identity_of(&crafted(&[(O, "raftipam"), (OU, "host"), (CN, "h1")], &[]))
+            .expect("a host certificate");
+        assert_eq!(
+            id,
+            Identity {
+                role: Role::Host,
+                name: "h1".into()
+            }
+        );
+        // SANs never decide: a host certificate with an "admin" SAN is a host.
+        let id = identity_of(&crafted(
+            &[(O, "raftipam"), (OU, "host"), (CN, "h1")],
+            &["admin", "node-1"],
+        ))
+        .expect("a host certificate");
+        assert_eq!(id.role, Role::Host);
+        assert_eq!(id.name, "h1");
+    }
+
+    #[test]
+    fn crafted_subjects_are_refused() {
+        let refused = |subject: &[(DnType, &str)], why: &str| {
+            let e = identity_of(&crafted(subject, &[])).expect_err("refused");
+            assert!(e.to_string().contains(why), "{subject:?}: {e}");
+        };
+        // rcgen keeps one value per type, so a second CN or OU is written under its OID.
+        let cn2 = DnType::CustomDnType(vec![2, 5, 4, 3]);
+        let ou2 = DnType::CustomDnType(vec![2, 5, 4, 11]);
+        refused(
+            &[(O, "raftipam"), (OU, "host"), (CN, "h1"), (cn2, "admin")],
+            "exactly one name",
+        );
+        refused(
+            &[(O, "raftipam"), (OU, "host"), (ou2, "admin"), (CN, "h1")],
+            "exactly one role",
+        );
+        refused(
+            &[(O, "raftipam"), (OU, "root"), (CN, "h1")],
+            "none of node, host, admin",
+        );
+        refused(
+            &[(O, "raftipam"), (OU, "Admin"), (CN, "x")],
+            "none of node, host, admin",
+        );
+        refused(&[(O, "raftipam"), (CN, "h1")], "exactly one role");
+        refused(&[(O, "raftipam"), (OU, "admin")], "exactly one name");
+        refused(&[(OU, "admin"), (CN, "x")], "organisation");
+        refused(&[(O, "other"), (OU, "admin"), (CN, "x")], "organisation");
+        refused(
+            &[(O, "raftipam"), (OU, "host"), (CN, "h1/web")],
+            "contains '/'",
+        );
+        refused(
+            &[(O, "raftipam"), (OU, "host"), (CN, "h1 ")],
+            "contains ' '",
+        );
+        refused(
+            &[(O, "raftipam"), (OU, "host"), (CN, "h1\n")],
+            "contains '\\n'",
+        );
+        refused(&[(O, "raftipam"), (OU, "host"), (CN, "")], "empty");
+        assert!(identity_of(b"not a certificate").is_err());
+    }
+
+    #[test]
+    fn server_names_come_from_the_host_part() {
+        let ip = |s: &str| match server_name(s).expect("name") {
+            ServerName::IpAddress(a) => std::net::IpAddr::from(a).to_string(),
+            ServerName::DnsName(d) => d.as_ref().to_string(),
+            _ => unreachable!(),
+        };
+        assert_eq!(ip("127.0.0.1:7379"), "127.0.0.1");
+        assert_eq!(ip("[::1]:7379"), "::1");
+        assert_eq!(ip("node-1.lan:7379"), "node-1.lan");
+        assert!(server_name("bad name:1").is_err());
+    }
+}

@@ -1,0 +1,610 @@
+//! Mutual TLS and host-scoped authorization, with real `raftipam` processes and real
+//! handshakes on loopback: certificates made by `raftipam cert`, a 3-node cluster serving
+//! with node certificates, and clients holding admin, host, foreign, expired or no
+//! certificates.
+
+mod binary;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use binary::*;
+
+fn raftipam(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("RAFTIPAM_ENDPOINTS")
+        .env_remove("RAFTIPAM_CONFIG")
+        .env_remove("RAFTIPAM_TLS_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run raftipam")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = raftipam(args);
+    assert!(
+        o.status.success(),
+        "raftipam {args:?} failed:\n{}",
+        text(&o)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Fails, and says `expect` in its error.
+fn refused(args: &[&str], expect: &str) {
+    let o = raftipam(args);
+    let t = text(&o);
+    assert!(!o.status.success(), "raftipam {args:?} succeeded:\n{t}");
+    assert!(
+        t.contains(expect),
+        "raftipam {args:?}: expected {expect:?} in:\n{t}"
+    );
+}
+
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Pki {
+        let d = dir.to_str().expect("utf-8 path");
+        ok(&["cert", "create-ca", "--ca-dir", &format!("{d}/ca")]);
+        Pki {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn ca(&self) -> String {
+        self.dir.join("ca").display().to_string()
+    }
+
+    fn out(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    fn node(&self, id: u64, name: &str, addr: &str) -> String {
+        let out = self.out(name);
+        ok(&[
+            "cert",
+            "create-node",
+            "--ca-dir",
+            &self.ca(),
+            "--id",
+            &id.to_string(),
+            "--name",
+            name,
+            "--addr",
+            addr,
+            "--out",
+            &out,
+        ]);
+        out
+    }
+
+    fn host(&self, name: &str) -> String {
+        let out = self.out(name);
+        ok(&[
+            "cert",
+            "create-host",
+            name,
+            "--ca-dir",
+            &self.ca(),
+            "--out",
+            &out,
+        ]);
+        out
+    }
+
+    fn admin(&self, name: &str) -> String {
+        let out = self.out(name);
+        ok(&[
+            "cert",
+            "create-admin",
+            name,
+            "--ca-dir",
+            &self.ca(),
+            "--out",
+            &out,
+        ]);
+        out
+    }
+}
+
+/// An admin certificate of this CA that expired yesterday: made with the CA's key directly,
+/// since `raftipam cert` only makes certificates valid from now.
+fn expired_admin(pki: &Pki) -> String {
+    use rcgen::{CertificateParams, DistinguishedName, DnType, Issuer, KeyPair};
+    let ca_pem = std::fs::read_to_string(pki.dir.join("ca/ca.pem")).expect("ca.pem");
+    let ca_key = KeyPair::from_pem(
+        &std::fs::read_to_string(pki.dir.join("ca/ca-key.pem")).expect("ca-key.pem"),
+    )
+    .expect("ca key");
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).expect("issuer");
+    let key = KeyPair::generate().expect("key");
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "raftipam");
+    dn.push(DnType::OrganizationalUnitName, "admin");
+    dn.push(DnType::CommonName, "old-admin");
+    p.distinguished_name = dn;
+    p.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+    p.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    let cert = p.signed_by(&key, &issuer).expect("sign");
+    let out = pki.dir.join("expired");
+    std::fs::create_dir_all(&out).expect("dir");
+    std::fs::write(out.join("ca.pem"), &ca_pem).expect("write");
+    std::fs::write(out.join("cert.pem"), cert.pem()).expect("write");
+    std::fs::write(out.join("key.pem"), key.serialize_pem()).expect("write");
+    out.display().to_string()
+}
+
+struct Cluster {
+    _nodes: Vec<Proc>,
+    endpoints: String,
+    addrs: Vec<String>,
+}
+
+fn start_cluster(pki: &Pki, dir: &Path) -> Cluster {
+    let addrs: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let mut nodes = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let id = i as u64 + 1;
+        let certs = pki.node(id, &format!("n{id}"), addr);
+        let data = dir.join(format!("data{id}")).display().to_string();
+        nodes.push(spawn(
+            dir,
+            &[
+                "node",
+                "--id",
+                &id.to_string(),
+                "--listen",
+                addr,
+                "--data-dir",
+                &data,
+                "--tls-dir",
+                &certs,
+            ]
+            .map(String::from),
+        ));
+    }
+    let endpoints = addrs.join(",");
+    let admin = pki.admin("admin");
+    // Nodes up: status answers over TLS.
+    let deadline = Instant::now() + WAIT;
+    for a in &addrs {
+        while !raftipam(&[
+            "--endpoints",
+            a,
+            "--tls-dir",
+            &admin,
+            "--timeout",
+            "2s",
+            "cluster",
+            "status",
+        ])
+        .status
+        .success()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "node {a} did not answer over TLS"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    ok(&[
+        "--endpoints",
+        &addrs[0],
+        "--tls-dir",
+        &admin,
+        "cluster",
+        "init",
+    ]);
+    for (i, a) in addrs.iter().enumerate().skip(1) {
+        let id = (i + 1).to_string();
+        ok(&[
+            "--endpoints",
+            &addrs[0],
+            "--tls-dir",
+            &admin,
+            "--timeout",
+            "90s",
+            "cluster",
+            "add",
+            "--id",
+            &id,
+            "--addr",
+            a,
+        ]);
+    }
+    Cluster {
+        _nodes: nodes,
+        endpoints,
+        addrs,
+    }
+}
+
+#[test]
+fn a_tls_cluster_lets_each_certificate_do_only_what_its_role_allows() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::new(dir.path());
+    let c = start_cluster(&pki, dir.path());
+    let admin = pki.admin("ops");
+    let h1 = pki.host("h1");
+    let h2 = pki.host("h2");
+    let e = c.endpoints.as_str();
+    let pool = "global/10.77.0.0/24";
+
+    // The admin creates a pool; each host allocates for itself, through any node (a write
+    // sent to a follower is forwarded to the leader on behalf of the host).
+    ok(&[
+        "--endpoints",
+        e,
+        "--tls-dir",
+        &admin,
+        "pool",
+        "create",
+        "10.77.0.0/24",
+    ]);
+    let a1 = ok(&[
+        "--endpoints",
+        &c.addrs[2],
+        "--tls-dir",
+        &h1,
+        "addr",
+        "alloc",
+        pool,
+        "--owner",
+        "h1/web",
+    ]);
+    let a2 = ok(&[
+        "--endpoints",
+        &c.addrs[1],
+        "--tls-dir",
+        &h2,
+        "addr",
+        "alloc",
+        pool,
+        "--owner",
+        "h2/db",
+    ]);
+    let a2 = a2.trim().split('/').next().expect("address").to_string();
+    assert_ne!(a1.trim(), "", "h1 got an address");
+
+    // h1 may not act as h2, nor as an operator.
+    refused(
+        &[
+            "--endpoints",
+            e,
+            "--tls-dir",
+            &h1,
+            "addr",
+            "alloc",
+            pool,
+            "--owner",
+            "h2/evil",
+        ],
+        "host h1 may not allocate an address as host \"h2\"",
+    );
+    refused(
+        &[
+            "--endpoints",
+            e,
+            "--tls-dir",
+            &h1,
+            "addr",
+            "release",
+            pool,
+            &a2,
+            "--host",
+            "h2",
+        ],
+        "host h1 may not release an address as host \"h2\"",
+    );
+    refused(
+        &[
+            "--endpoints",
+            e,
+            "--tls-dir",
+            &h1,
+            "addr",
+            "release",
+            pool,
+            &a2,
+            "--force",
+        ],
+        "host h1 may not force the release of an address",
+    );
+    refused(
+        &[
+            "--endpoints",
+            e,
+            "--tls-dir",
+            &h1,
+            "pool",
+            "create",
+            "10.78.0.0/24",
+        ],
+        "host h1 may not request a pool",
+    );
+    refused(
+        &[
+            "--endpoints",
+            e,
+            "--tls-dir",
+            &h1,
+            "host",
+            "forget",
+            "h2",
+            "--yes",
+        ],
+        "host h1 may not forget a host",
+    );
+    refused(
+        &[
+            "--endpoints",
+            e,
+            "--tls-dir",
+            &h1,
+            "cluster",
+            "remove",
+            "--id",
+            "3",
+        ],
+        "host h1 may not remove a node",
+    );
+    let backup = dir.path().join("b.bin").display().to_string();
+    refused(
+        &["--endpoints", e, "--tls-dir", &h1, "backup", &backup],
+        "host h1 may not take a backup",
+    );
+    // h2's address is still h2's; h1 reads it (hosts may read).
+    let ls = ok(&["--endpoints", e, "--tls-dir", &h1, "addr", "ls", pool]);
+    assert!(ls.contains(&a2) && ls.contains("h2/db"), "{ls}");
+
+    // The admin may do what the hosts may not.
+    ok(&[
+        "--endpoints",
+        e,
+        "--tls-dir",
+        &admin,
+        "addr",
+        "release",
+        pool,
+        &a2,
+        "--force",
+    ]);
+    ok(&["--endpoints", e, "--tls-dir", &admin, "backup", &backup]);
+
+    // Without a certificate, with one of another CA, or with an expired one: refused at the
+    // handshake, nothing answered.
+    let other = tempfile::tempdir().expect("temp dir");
+    let foreign = Pki::new(other.path()).admin("admin");
+    let expired = expired_admin(&pki);
+    for (what, args) in [
+        (
+            "no certificate",
+            vec!["--endpoints", e, "--timeout", "3s", "pool", "ls"],
+        ),
+        (
+            "another CA",
+            vec![
+                "--endpoints",
+                e,
+                "--timeout",
+                "3s",
+                "--tls-dir",
+                &foreign,
+                "pool",
+                "ls",
+            ],
+        ),
+        (
+            "expired",
+            vec![
+                "--endpoints",
+                e,
+                "--timeout",
+                "3s",
+                "--tls-dir",
+                &expired,
+                "pool",
+                "ls",
+            ],
+        ),
+    ] {
+        let o = raftipam(&args);
+        assert!(!o.status.success(), "{what}: served:\n{}", text(&o));
+        assert!(
+            !text(&o).contains("10.77.0.0/24"),
+            "{what}: leaked the pool list"
+        );
+    }
+}
+
+/// Writes the channel byte after a handshake with `certs` and says whether the node kept the
+/// connection open (true) or closed it (false) within 3 s.
+fn raft_channel_stays_open(certs: &str, addr: &str) -> bool {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tls = raft_node::tls::Tls::load(Path::new(certs)).expect("load certificate");
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut s = tls.connect(tcp, addr).await.expect("handshake");
+        s.write_all(b"R").await.expect("channel byte");
+        s.flush().await.expect("flush");
+        let mut b = [0u8; 1];
+        match tokio::time::timeout(Duration::from_secs(3), s.read(&mut b)).await {
+            Err(_) => true,
+            Ok(Ok(0)) | Ok(Err(_)) => false,
+            Ok(Ok(_)) => true,
+        }
+    })
+}
+
+#[test]
+fn only_node_certificates_speak_raft_and_plain_tcp_gets_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::new(dir.path());
+    let addr = format!("127.0.0.1:{}", free_port());
+    let certs = pki.node(1, "n1", &addr);
+    let data = dir.path().join("data").display().to_string();
+    let _node = spawn(
+        dir.path(),
+        &[
+            "node",
+            "--id",
+            "1",
+            "--listen",
+            &addr,
+            "--data-dir",
+            &data,
+            "--tls-dir",
+            &certs,
+        ]
+        .map(String::from),
+    );
+    let admin = pki.admin("admin");
+    let deadline = Instant::now() + WAIT;
+    while !raftipam(&[
+        "--endpoints",
+        &addr,
+        "--tls-dir",
+        &admin,
+        "--timeout",
+        "2s",
+        "cluster",
+        "status",
+    ])
+    .status
+    .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the node did not answer over TLS"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let host = pki.host("h1");
+    assert!(
+        !raft_channel_stays_open(&host, &addr),
+        "a host certificate was let onto the Raft channel"
+    );
+    assert!(
+        !raft_channel_stays_open(&admin, &addr),
+        "an admin certificate was let onto the Raft channel"
+    );
+    let peer = pki.node(2, "n2", "127.0.0.1:1");
+    assert!(
+        raft_channel_stays_open(&peer, &addr),
+        "a node certificate was refused the Raft channel"
+    );
+
+    // Plain TCP: the channel byte and a frame, answered by nothing but a TLS alert or a close.
+    let mut s = TcpStream::connect(&addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(b"A\0\0\0\x10plain request....").expect("write");
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert!(
+        got.is_empty() || got[0] == 0x15,
+        "plain TCP got an answer that is not a TLS alert: {got:?}"
+    );
+
+    // A node refuses to start with a host certificate.
+    let addr2 = format!("127.0.0.1:{}", free_port());
+    let data2 = dir.path().join("data2").display().to_string();
+    refused(
+        &[
+            "node",
+            "--id",
+            "2",
+            "--listen",
+            &addr2,
+            "--data-dir",
+            &data2,
+            "--tls-dir",
+            &host,
+        ],
+        "a node needs a node certificate",
+    );
+}
+
+#[test]
+fn without_tls_only_loopback_is_allowed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data").display().to_string();
+    // 127.0.0.2 is loopback; 10.x is not (nothing is sent: the refusal comes first).
+    refused(
+        &[
+            "node",
+            "--id",
+            "1",
+            "--listen",
+            "0.0.0.0:0",
+            "--advertise",
+            "10.1.2.3:7379",
+            "--data-dir",
+            &data,
+        ],
+        "refusing to listen on 0.0.0.0:0 without TLS",
+    );
+    refused(
+        &["--endpoints", "10.1.2.3:7379", "pool", "ls"],
+        "refusing to talk to 10.1.2.3:7379 without TLS",
+    );
+    assert!(
+        !Path::new(&data).exists(),
+        "a refused node wrote its data directory"
+    );
+    // --insecure: started (on loopback, advertising a LAN address; nothing is sent), with a
+    // warning in its log.
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut node = spawn(
+        dir.path(),
+        &[
+            "node",
+            "--id",
+            "1",
+            "--listen",
+            &addr,
+            "--advertise",
+            "10.1.2.3:7379",
+            "--data-dir",
+            &data,
+            "--insecure",
+        ]
+        .map(String::from),
+    );
+    let deadline = Instant::now() + WAIT;
+    while !node.log_text().contains("serving on") {
+        assert!(
+            Instant::now() < deadline,
+            "the --insecure node did not start:\n{}",
+            node.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        node.log_text()
+            .contains("WARNING: --insecure: listen on 10.1.2.3:7379 without TLS"),
+        "{}",
+        node.log_text()
+    );
+    node.stop();
+}
