@@ -608,3 +608,256 @@ fn without_tls_only_loopback_is_allowed() {
     );
     node.stop();
 }
+
+/// The serial number of the certificate the node at `addr` presents now.
+fn served_serial(client_certs: &str, addr: &str) -> Vec<u8> {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let tls = raft_node::tls::Tls::load(Path::new(client_certs)).expect("load certificate");
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let s = tls.connect(tcp, addr).await.expect("handshake");
+        let der = s.get_ref().1.peer_certificates().expect("certificates")[0].clone();
+        let (_, x) = x509_parser::parse_x509_certificate(&der).expect("x509");
+        x.raw_serial().to_vec()
+    })
+}
+
+#[test]
+fn a_renewed_certificate_is_served_after_sighup_without_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::new(dir.path());
+    let addr = format!("127.0.0.1:{}", free_port());
+    let certs = pki.node(1, "n1", &addr);
+    let data = dir.path().join("data").display().to_string();
+    let node = spawn(
+        dir.path(),
+        &[
+            "node",
+            "--id",
+            "1",
+            "--listen",
+            &addr,
+            "--data-dir",
+            &data,
+            "--tls-dir",
+            &certs,
+        ]
+        .map(String::from),
+    );
+    let admin = pki.admin("admin");
+    let deadline = Instant::now() + WAIT;
+    while !raftipam(&[
+        "--endpoints",
+        &addr,
+        "--tls-dir",
+        &admin,
+        "--timeout",
+        "2s",
+        "cluster",
+        "status",
+    ])
+    .status
+    .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the node did not answer over TLS"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = served_serial(&admin, &addr);
+    ok(&[
+        "cert",
+        "renew",
+        "--tls-dir",
+        &certs,
+        "--ca-dir",
+        &pki.ca(),
+        "--days",
+        "30",
+    ]);
+    let shown = ok(&["cert", "show", "--tls-dir", &certs]);
+    assert!(
+        shown.starts_with("node n1 "),
+        "the renewed certificate keeps its identity: {shown}"
+    );
+    // Not picked up before the signal...
+    assert_eq!(served_serial(&admin, &addr), before);
+    let pid = node.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    // ...and served after it, by the same process.
+    let deadline = Instant::now() + WAIT;
+    while served_serial(&admin, &addr) == before {
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate was not served after SIGHUP"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ok(&[
+        "--endpoints",
+        &addr,
+        "--tls-dir",
+        &admin,
+        "cluster",
+        "status",
+    ]);
+
+    // A certificate of another name in its place is refused at the next SIGHUP: the old one
+    // stays in use and the node keeps serving.
+    let other = pki.node(9, "n9", &addr);
+    for f in ["cert.pem", "key.pem"] {
+        std::fs::copy(Path::new(&other).join(f), Path::new(&certs).join(f)).expect("copy");
+    }
+    let served = served_serial(&admin, &addr);
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !node.log_text().contains("keeping the certificate in use") {
+        assert!(
+            Instant::now() < deadline,
+            "no refusal logged:\n{}",
+            node.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(served_serial(&admin, &addr), served);
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn abusive_clients_cannot_grow_a_node_or_lock_others_out() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::new(dir.path());
+    let addr = format!("127.0.0.1:{}", free_port());
+    let certs = pki.node(1, "n1", &addr);
+    let data = dir.path().join("data").display().to_string();
+    let node = spawn(
+        dir.path(),
+        &[
+            "node",
+            "--id",
+            "1",
+            "--listen",
+            &addr,
+            "--data-dir",
+            &data,
+            "--tls-dir",
+            &certs,
+        ]
+        .map(String::from),
+    );
+    let admin = pki.admin("admin");
+    let deadline = Instant::now() + WAIT;
+    while !raftipam(&[
+        "--endpoints",
+        &addr,
+        "--tls-dir",
+        &admin,
+        "--timeout",
+        "2s",
+        "cluster",
+        "init",
+    ])
+    .status
+    .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the node did not answer over TLS"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pid = node.child.id();
+    let rss_before = rss_kib(pid);
+    let host = pki.host("h1");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (sent, idle_closed) = rt.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // 200 connections from 127.0.0.2 that never start a handshake.
+        let mut idle = Vec::new();
+        for _ in 0..200 {
+            let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+            sock.bind("127.0.0.2:0".parse().expect("addr"))
+                .expect("bind");
+            if let Ok(s) = sock.connect(addr.parse().expect("addr")).await {
+                idle.push(s);
+            }
+        }
+        // A host announces a 1 GiB request and streams 100 MB of it.
+        let tls = raft_node::tls::Tls::load(Path::new(&host)).expect("load");
+        let tcp = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        let mut s = tls.connect(tcp, &addr).await.expect("handshake");
+        s.write_all(b"A").await.expect("channel");
+        s.write_all(&(1u32 << 30).to_be_bytes())
+            .await
+            .expect("length");
+        let chunk = vec![0u8; 1 << 20];
+        let mut sent = 0usize;
+        for _ in 0..100 {
+            match tokio::time::timeout(Duration::from_secs(5), s.write_all(&chunk)).await {
+                Ok(Ok(())) => sent += chunk.len(),
+                _ => break,
+            }
+        }
+        // Meanwhile others are served (from 127.0.0.1: the idle ones used 127.0.0.2's share).
+        let o = raftipam(&[
+            "--endpoints",
+            &addr,
+            "--tls-dir",
+            &admin,
+            "--timeout",
+            "10s",
+            "cluster",
+            "status",
+        ]);
+        assert!(
+            o.status.success(),
+            "an admin was not served meanwhile:\n{}",
+            text(&o)
+        );
+        // The handshake bound closes the idle connections.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let mut closed = 0;
+        for mut c in idle {
+            let mut b = [0u8; 1];
+            if let Ok(Ok(0)) | Ok(Err(_)) =
+                tokio::time::timeout(Duration::from_millis(200), c.read(&mut b)).await
+            {
+                closed += 1;
+            }
+        }
+        (sent, closed)
+    });
+    let rss_after = rss_kib(pid);
+    assert!(
+        sent < 64 << 20,
+        "the node kept reading a request far over the host limit ({} MB sent)",
+        sent >> 20
+    );
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "the node grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    assert_eq!(
+        idle_closed, 200,
+        "idle connections left open after the handshake bound"
+    );
+}

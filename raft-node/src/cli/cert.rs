@@ -61,6 +61,16 @@ pub enum CertCmd {
         #[command(flatten)]
         common: Issue,
     },
+    /// Re-issue the certificate in --tls-dir (same role, name and addresses; a new key and
+    /// expiry), replacing cert.pem and key.pem; then send the process using it SIGHUP.
+    Renew {
+        /// Where the CA is (ca.pem, ca-key.pem).
+        #[arg(long, default_value = "raftipam-ca")]
+        ca_dir: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = CERT_LIFETIME.as_secs() / 86_400)]
+        days: u64,
+    },
     /// Show the identity and validity of a certificate (default: the one in --tls-dir).
     Show {
         /// A certificate file (PEM).
@@ -141,6 +151,20 @@ pub fn run(ctx: &Ctx, c: CertCmd) -> anyhow::Result<()> {
         ),
         CertCmd::CreateHost { name, common } => issue(Role::Host, name, Vec::new(), common),
         CertCmd::CreateAdmin { name, common } => issue(Role::Admin, name, Vec::new(), common),
+        CertCmd::Renew { ca_dir, days: d } => {
+            let dir = ctx
+                .tls_dir
+                .as_ref()
+                .context("name the directory to renew with --tls-dir")?;
+            let leaf = certs::renew(&ca_dir, dir, days(d)?)?;
+            println!(
+                "renewed the {} certificate of {} in {} for {d} days: send SIGHUP to the raftipam process using it (`systemctl reload` the unit)",
+                leaf.role.as_str(),
+                leaf.name,
+                dir.display()
+            );
+            Ok(())
+        }
         CertCmd::Show { file } => {
             let file = match (file, &ctx.tls_dir) {
                 (Some(f), _) => f,

@@ -69,6 +69,7 @@ pub async fn run(ctx: &super::Ctx, a: NodeArgs) -> anyhow::Result<()> {
         ctx.check_plain("listen on", &addrs)?;
     }
     let tls = cfg.tls.clone();
+    let _reload = super::shim::reload_on_hangup(tls.clone())?;
     let node = Node::start(cfg).await.context("cannot start the node")?;
     eprintln!("raftipam node {} serving on {}", node.id(), node.addr());
     let plugin = match &a.plugin_socket {

@@ -45,6 +45,7 @@ pub async fn run(ctx: &Ctx, a: ShimArgs) -> anyhow::Result<()> {
     if tls.is_none() {
         ctx.check_plain("talk to", &ctx.endpoints)?;
     }
+    let _reload = reload_on_hangup(tls.clone())?;
     let client = shim_client(&ctx.endpoints, a.call_timeout, &host, tls)?;
     let plugin = Plugin::start(client.clone(), &a.socket, &host, a.call_timeout).await?;
     let _ops = a.ops.start(client, &host, &driver_name(&a.socket));
@@ -86,8 +87,28 @@ pub fn shim_client(
     Ok(Client::with_config(endpoints, cfg)?)
 }
 
+/// Reloads `tls`'s files at every SIGHUP (a renewed certificate), until dropped. The process
+/// keeps its old certificate if the new files are unusable, and says why.
+pub fn reload_on_hangup(tls: Option<raft_node::tls::Tls>) -> anyhow::Result<Option<AbortOnDrop>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Some(tls) = tls else {
+        return Ok(None);
+    };
+    let mut hup = signal(SignalKind::hangup()).context("installing a SIGHUP handler")?;
+    Ok(Some(AbortOnDrop(tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => {
+                    tracing::info!(dir = %tls.dir().display(), "SIGHUP: TLS certificate and CA reloaded")
+                }
+                Err(e) => tracing::error!("SIGHUP: keeping the certificate in use: {e}"),
+            }
+        }
+    }))))
+}
+
 /// Aborts a background task when dropped.
-struct AbortOnDrop(JoinHandle<()>);
+pub struct AbortOnDrop(JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -49,6 +49,7 @@ pub async fn run(ctx: &super::Ctx, a: UpArgs) -> anyhow::Result<()> {
         ctx.check_plain("listen on", &[a.listen.to_string()])?;
     }
     let tls = cfg.tls.clone();
+    let _reload = super::shim::reload_on_hangup(tls.clone())?;
     let node = Node::start(cfg).await.with_context(|| {
         format!(
             "cannot start the node (data in {}, listening on {})",

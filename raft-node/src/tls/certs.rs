@@ -15,6 +15,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
+use rustls::pki_types::pem::PemObject;
 
 use super::{check_cert_name, Role, TlsError, ORGANIZATION};
 
@@ -121,6 +122,80 @@ pub fn create_ca(dir: &Path, lifetime: Duration) -> Result<(PathBuf, PathBuf), T
 /// Issues `leaf` with the CA in `ca_dir` (`ca.pem`, `ca-key.pem`) into `out` (created if
 /// missing): `cert.pem`, `key.pem` (0600) and a copy of `ca.pem` — what `--tls-dir` reads.
 pub fn issue(ca_dir: &Path, leaf: &Leaf, out: &Path) -> Result<(), TlsError> {
+    let (cert, key, ca_pem) = make(ca_dir, leaf)?;
+    std::fs::create_dir_all(out).map_err(|e| TlsError::Read {
+        path: out.to_path_buf(),
+        why: e.to_string(),
+    })?;
+    write_new(&out.join("key.pem"), &key, true)?;
+    write_new(&out.join("cert.pem"), &cert, false)?;
+    write_new(&out.join("ca.pem"), &ca_pem, false)?;
+    Ok(())
+}
+
+/// Re-issues the certificate in `dir` (same role, name and addresses, a new key, a new serial,
+/// valid `lifetime` from now) with the CA in `ca_dir`, replacing `cert.pem` and `key.pem`
+/// (each by an atomic rename). A running process picks it up at SIGHUP. Returns the leaf.
+pub fn renew(ca_dir: &Path, dir: &Path, lifetime: Duration) -> Result<Leaf, TlsError> {
+    let cert_path = dir.join("cert.pem");
+    let der = rustls::pki_types::CertificateDer::from_pem_file(&cert_path).map_err(|e| {
+        TlsError::Bad {
+            path: cert_path.clone(),
+            why: format!("not a PEM certificate: {e}"),
+        }
+    })?;
+    let id = super::identity_of(&der)?;
+    let (_, x) = x509_parser::parse_x509_certificate(&der).map_err(|e| TlsError::Bad {
+        path: cert_path.clone(),
+        why: e.to_string(),
+    })?;
+    let mut addrs = Vec::new();
+    if let Ok(Some(san)) = x.subject_alternative_name() {
+        for n in &san.value.general_names {
+            match n {
+                x509_parser::extensions::GeneralName::DNSName(d) => addrs.push(d.to_string()),
+                x509_parser::extensions::GeneralName::IPAddress(b) => {
+                    let ip = match b.len() {
+                        4 => <[u8; 4]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                        _ => None,
+                    };
+                    if let Some(ip) = ip {
+                        addrs.push(match ip {
+                            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                            v4 => v4.to_string(),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let leaf = Leaf {
+        role: id.role,
+        name: id.name,
+        addrs,
+        lifetime,
+    };
+    let (cert, key, _) = make(ca_dir, &leaf)?;
+    replace(&dir.join("key.pem"), &key, true)?;
+    replace(&cert_path, &cert, false)?;
+    Ok(leaf)
+}
+
+/// Writes `contents` next to `path` and renames it over `path`.
+fn replace(path: &Path, contents: &str, secret: bool) -> Result<(), TlsError> {
+    let tmp = path.with_extension("pem.new");
+    let _ = std::fs::remove_file(&tmp);
+    write_new(&tmp, contents, secret)?;
+    std::fs::rename(&tmp, path).map_err(|e| TlsError::Read {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })
+}
+
+/// The PEM certificate and key of `leaf`, and the CA's PEM.
+fn make(ca_dir: &Path, leaf: &Leaf) -> Result<(String, String, String), TlsError> {
     check_cert_name(&leaf.name).map_err(|e| TlsError::Identity(format!("name {e}")))?;
     let ca_pem = read_text(&ca_dir.join("ca.pem"))?;
     let ca_key_path = ca_dir.join("ca-key.pem");
@@ -166,12 +241,5 @@ pub fn issue(ca_dir: &Path, leaf: &Leaf, out: &Path) -> Result<(), TlsError> {
     p.serial_number = Some(serial()?);
     validity(&mut p, leaf.lifetime)?;
     let cert = p.signed_by(&key, &issuer).map_err(rc)?;
-    std::fs::create_dir_all(out).map_err(|e| TlsError::Read {
-        path: out.to_path_buf(),
-        why: e.to_string(),
-    })?;
-    write_new(&out.join("key.pem"), &key.serialize_pem(), true)?;
-    write_new(&out.join("cert.pem"), &cert.pem(), false)?;
-    write_new(&out.join("ca.pem"), &ca_pem, false)?;
-    Ok(())
+    Ok((cert.pem(), key.serialize_pem(), ca_pem))
 }

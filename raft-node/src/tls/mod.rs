@@ -169,11 +169,16 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// This process's TLS: the cluster CA, its own certificate and key, and the identity its
-/// certificate names. Cheap to clone.
+/// certificate names. Cheap to clone; every clone sees a [`Tls::reload`].
 #[derive(Clone)]
 pub struct Tls {
     identity: Identity,
     dir: PathBuf,
+    current: Arc<std::sync::RwLock<Configs>>,
+}
+
+/// The rustls configurations made from the files as last loaded.
+struct Configs {
     server: Arc<rustls::ServerConfig>,
     client: Arc<rustls::ClientConfig>,
 }
@@ -191,6 +196,48 @@ impl Tls {
     /// Loads `ca.pem`, `cert.pem` and `key.pem` from `dir`: TLS 1.3 only, client certificates
     /// required and verified against the CA on every connection accepted.
     pub fn load(dir: &Path) -> Result<Tls, TlsError> {
+        let (identity, configs) = Self::read(dir)?;
+        Ok(Tls {
+            identity,
+            dir: dir.to_path_buf(),
+            current: Arc::new(std::sync::RwLock::new(configs)),
+        })
+    }
+
+    /// Reads the files again (a renewed certificate, a new CA bundle) and uses them for every
+    /// handshake from now on; connections already open keep theirs. The certificate must
+    /// still name the same role and name: an identity does not change under a running
+    /// process. On any error the files in use stay in use.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let (identity, configs) = Self::read(&self.dir)?;
+        if identity != self.identity {
+            return Err(TlsError::Identity(format!(
+                "the new certificate in {} names {identity}, not {}: restart the process to change who it is",
+                self.dir.display(),
+                self.identity
+            )));
+        }
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = configs;
+        Ok(())
+    }
+
+    fn server(&self) -> Arc<rustls::ServerConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .server
+            .clone()
+    }
+
+    fn client(&self) -> Arc<rustls::ClientConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .client
+            .clone()
+    }
+
+    fn read(dir: &Path) -> Result<(Identity, Configs), TlsError> {
         let ca_path = dir.join("ca.pem");
         let cert_path = dir.join("cert.pem");
         let key_path = dir.join("key.pem");
@@ -232,12 +279,13 @@ impl Tls {
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, key)
             .map_err(config_err)?;
-        Ok(Tls {
+        Ok((
             identity,
-            dir: dir.to_path_buf(),
-            server: Arc::new(server),
-            client: Arc::new(client),
-        })
+            Configs {
+                server: Arc::new(server),
+                client: Arc::new(client),
+            },
+        ))
     }
 
     /// Who this process is.
@@ -256,7 +304,7 @@ impl Tls {
         &self,
         tcp: TcpStream,
     ) -> io::Result<(tokio_rustls::server::TlsStream<TcpStream>, Identity)> {
-        let acceptor = tokio_rustls::TlsAcceptor::from(self.server.clone());
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.server());
         let s = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
@@ -272,7 +320,7 @@ impl Tls {
         addr: &str,
     ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let name = server_name(addr)?;
-        let connector = tokio_rustls::TlsConnector::from(self.client.clone());
+        let connector = tokio_rustls::TlsConnector::from(self.client());
         let s = tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, tcp))
             .await
             .map_err(|_| {
