@@ -140,10 +140,18 @@ pub enum Op {
         snapshot: Vec<u8>,
     },
     /// Operator: a host is gone for good. Releases every allocation it holds, its shares of
-    /// reservations and its holds on pools, and forgets its heartbeat.
+    /// reservations and its holds on pools, and forgets its heartbeat. Also revokes its
+    /// certificates, as [`Op::Revoke`] does.
     ForgetHost {
         /// Host name.
         host: String,
+    },
+    /// Operator: every certificate naming `name` issued before this command's time is revoked
+    /// (the nodes refuse it at the handshake and on every call); certificates issued later
+    /// are not. Revoking again moves the time forward.
+    Revoke {
+        /// The certificate name (a host's, a node's or an operator's).
+        name: String,
     },
 }
 
@@ -198,6 +206,12 @@ pub enum Outcome {
         pools: u64,
         /// Allocations restored.
         allocations: u64,
+    },
+    /// Result of [`Op::Revoke`]: certificates of the name issued before this time (ms since
+    /// the Unix epoch) are revoked.
+    Revoked {
+        /// Revoked up to.
+        before_ms: u64,
     },
     /// Result of [`Op::ForgetHost`].
     HostForgotten {

@@ -19,8 +19,9 @@ use crate::state::{Config, Pool, State};
 use crate::subnet::Subnet;
 
 const MAGIC: &[u8; 8] = b"RIPAMSNP";
-/// Version 2 added hosts' reports; version 1 (without them) is still read.
-const VERSION: u16 = 2;
+/// Version 2 added hosts' reports, version 3 revoked certificate names; versions 1 and 2
+/// (without them) are still read.
+const VERSION: u16 = 3;
 const HEADER: usize = 8 + 2 + 4;
 
 /// Why a snapshot could not be read.
@@ -76,9 +77,9 @@ struct SnapPool {
 }
 
 /// The body. `R` is the reports: `()` in version 1 (postcard writes nothing for it), a list
-/// in version 2.
+/// from version 2; `V` the revocations: `()` before version 3, a list from version 3.
 #[derive(Serialize, Deserialize)]
-struct SnapState<'a, R> {
+struct SnapState<'a, R, V> {
     config: Config,
     seq: u64,
     hosts: Vec<String>,
@@ -88,6 +89,8 @@ struct SnapState<'a, R> {
     /// Heartbeats: host, version, last seen (ms).
     seen: Vec<(String, String, u64)>,
     reports: R,
+    /// Revoked certificate names and the time before which they are revoked.
+    revoked: V,
 }
 
 fn bad(msg: impl Into<String>) -> SnapshotError {
@@ -147,6 +150,11 @@ impl State {
                 .map(|(h, s)| (h.clone(), s.version.clone(), s.last_seen_ms))
                 .collect(),
             reports: self.reports.values().collect::<Vec<&StoredReport>>(),
+            revoked: self
+                .revoked
+                .iter()
+                .map(|(n, t)| (n.as_str(), *t))
+                .collect::<Vec<(&str, u64)>>(),
         };
         // Serialising plain owned data into a Vec cannot fail.
         let body = postcard::to_allocvec(&snap).unwrap_or_default();
@@ -164,7 +172,7 @@ impl State {
             return Err(SnapshotError::Foreign);
         }
         let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-        if version != VERSION && version != 1 {
+        if !(1..=VERSION).contains(&version) {
             return Err(SnapshotError::Version(version));
         }
         let expected = u32::from_le_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]);
@@ -174,20 +182,35 @@ impl State {
             return Err(SnapshotError::Checksum { expected, found });
         }
         let cannot = |e: postcard::Error| bad(format!("cannot decode: {e}"));
-        if version == 1 {
-            let snap: SnapState<'_, ()> = postcard::from_bytes(body).map_err(cannot)?;
-            return rebuild(snap, Vec::new());
+        match version {
+            1 => {
+                let snap: SnapState<'_, (), ()> = postcard::from_bytes(body).map_err(cannot)?;
+                rebuild(snap, Vec::new(), Vec::new())
+            }
+            2 => {
+                let mut snap: SnapState<'_, Vec<StoredReport>, ()> =
+                    postcard::from_bytes(body).map_err(cannot)?;
+                let reports = std::mem::take(&mut snap.reports);
+                rebuild(snap, reports, Vec::new())
+            }
+            _ => {
+                let mut snap: SnapState<'_, Vec<StoredReport>, Vec<(String, u64)>> =
+                    postcard::from_bytes(body).map_err(cannot)?;
+                let reports = std::mem::take(&mut snap.reports);
+                let revoked = std::mem::take(&mut snap.revoked);
+                rebuild(snap, reports, revoked)
+            }
         }
-        let mut snap: SnapState<'_, Vec<StoredReport>> =
-            postcard::from_bytes(body).map_err(cannot)?;
-        let reports = std::mem::take(&mut snap.reports);
-        rebuild(snap, reports)
     }
 }
 
-/// Builds the state from a decoded body (whatever its version's `reports` field) and the
-/// reports.
-fn rebuild<R>(snap: SnapState<'_, R>, reports: Vec<StoredReport>) -> Result<State, SnapshotError> {
+/// Builds the state from a decoded body (whatever its version's `reports` and `revoked`
+/// fields), the reports and the revocations.
+fn rebuild<R, V>(
+    snap: SnapState<'_, R, V>,
+    reports: Vec<StoredReport>,
+    revoked: Vec<(String, u64)>,
+) -> Result<State, SnapshotError> {
     let mut state = State::new(snap.config);
     state.seq = snap.seq;
     if snap.hosts.len() > usize::from(u16::MAX) + 1 {
@@ -321,6 +344,18 @@ fn rebuild<R>(snap: SnapState<'_, R>, reports: Vec<StoredReport>) -> Result<Stat
             return Err(bad(format!("report of host {host:?} appears twice")));
         }
     }
+    for (name, before) in revoked {
+        if name.is_empty() || name.len() > MAX_NAME_LEN {
+            return Err(bad(format!(
+                "revoked certificate name {name:?} is not a name"
+            )));
+        }
+        if state.revoked.insert(name.clone(), before).is_some() {
+            return Err(bad(format!(
+                "revoked certificate name {name:?} appears twice"
+            )));
+        }
+    }
     for (key, sn) in state.subnets.iter_mut() {
         sn.pools = counts.get(key).copied().unwrap_or(0);
     }
@@ -435,23 +470,47 @@ mod tests {
     }
 
     #[test]
-    fn version_1_snapshots_still_load() {
+    fn revocations_survive_a_snapshot() {
+        let mut st = sample();
+        let at = |ms| Command {
+            at_ms: ms,
+            op: Op::Revoke { name: "h9".into() },
+        };
+        st.apply(&at(5_000)).expect("revoke");
+        st.apply(&at(4_000))
+            .expect("an earlier revocation keeps the later time");
+        assert!(st.is_revoked("h9", 4_999));
+        assert!(
+            !st.is_revoked("h9", 5_000),
+            "issued at or after the revocation"
+        );
+        assert!(!st.is_revoked("h8", 0));
+        let back = State::from_snapshot(&st.to_snapshot()).expect("loads");
+        assert_eq!(back.revocations(), vec![("h9".to_string(), 5_000)]);
+        assert_eq!(back.to_snapshot(), st.to_snapshot());
+    }
+
+    #[test]
+    fn older_snapshots_still_load() {
         let st = sample();
-        let v2 = st.to_snapshot();
-        // Version 1 had no reports: its body is version 2's without the empty list's length.
-        let body = &v2[HEADER..v2.len() - 1];
-        let mut v1 = Vec::new();
-        v1.extend_from_slice(MAGIC);
-        v1.extend_from_slice(&1u16.to_le_bytes());
-        v1.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
-        v1.extend_from_slice(body);
-        let back = State::from_snapshot(&v1).expect("a version 1 snapshot loads");
-        assert_eq!(back.to_snapshot(), v2);
-        let mut v3 = v2.clone();
-        v3[8] = 3;
+        let v3 = st.to_snapshot();
+        // Version 2 had no revocations, version 1 no reports either: their bodies are version
+        // 3's without the empty lists' lengths.
+        for (version, cut) in [(2u16, 1), (1, 2)] {
+            let body = &v3[HEADER..v3.len() - cut];
+            let mut old = Vec::new();
+            old.extend_from_slice(MAGIC);
+            old.extend_from_slice(&version.to_le_bytes());
+            old.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+            old.extend_from_slice(body);
+            let back = State::from_snapshot(&old).expect("an older snapshot loads");
+            assert_eq!(back.to_snapshot(), v3, "version {version}");
+        }
+        let mut v4 = v3.clone();
+        v4[8] = 4;
         assert_eq!(
-            State::from_snapshot(&v3).err(),
-            Some(SnapshotError::Version(3))
+            State::from_snapshot(&v4).err(),
+            Some(SnapshotError::Version(4))
         );
     }
 

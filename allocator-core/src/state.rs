@@ -94,6 +94,8 @@ pub struct State {
     pub(crate) pools: Keyed<PoolId, Pool>,
     pub(crate) seen: BTreeMap<String, Seen>,
     pub(crate) reports: BTreeMap<String, StoredReport>,
+    /// Revoked certificate names: certificates of the name issued before the time (ms).
+    pub(crate) revoked: BTreeMap<String, u64>,
 }
 
 impl Default for State {
@@ -145,6 +147,7 @@ impl State {
             pools: Keyed::default(),
             seen: BTreeMap::new(),
             reports: BTreeMap::new(),
+            revoked: BTreeMap::new(),
         }
     }
 
@@ -197,7 +200,17 @@ impl State {
                 Ok(Outcome::Reported)
             }
             Op::Restore { snapshot } => self.restore(snapshot),
-            Op::ForgetHost { host } => Ok(self.forget_host(cmd.at_ms, host)),
+            Op::ForgetHost { host } => {
+                check_name("host", host, false)?;
+                self.revoke(host, cmd.at_ms);
+                Ok(self.forget_host(cmd.at_ms, host))
+            }
+            Op::Revoke { name } => {
+                check_name("certificate", name, false)?;
+                Ok(Outcome::Revoked {
+                    before_ms: self.revoke(name, cmd.at_ms),
+                })
+            }
         }
     }
 
@@ -853,6 +866,10 @@ impl State {
             {
                 restored.seen.insert(host, seen);
             }
+        }
+        // Revocations made while empty stand (the later of the two times).
+        for (name, before) in std::mem::take(&mut self.revoked) {
+            restored.revoke(&name, before);
         }
         for (host, report) in std::mem::take(&mut self.reports) {
             if restored

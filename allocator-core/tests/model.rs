@@ -61,6 +61,8 @@ enum Step {
     ReleaseIfUnchanged(usize, u8, usize, u8),
     Heartbeat(usize),
     ForgetHost(usize),
+    /// An operator revokes the certificates of a host.
+    Revoke(usize),
     /// A host reports leaks: (host, [(pool, address, sequence-number offset)]).
     Report(usize, Vec<(usize, u8, u8)>),
 }
@@ -79,6 +81,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (0..n, any::<u8>(), 0..3usize, 0..2u8).prop_map(|(p, a, h, d)| Step::ReleaseIfUnchanged(p, a, h, d)),
         1 => (0..3usize).prop_map(Step::Heartbeat),
         1 => (0..3usize).prop_map(Step::ForgetHost),
+        1 => (0..3usize).prop_map(Step::Revoke),
         2 => (0..3usize, proptest::collection::vec((0..n, any::<u8>(), 0..2u8), 0..4))
             .prop_map(|(h, l)| Step::Report(h, l)),
     ]
@@ -132,6 +135,8 @@ struct Model {
     pools: BTreeMap<PoolId, MPool>,
     seq: u64,
     seen: BTreeSet<String>,
+    /// Revoked names: certificates issued before the time are revoked.
+    revoked: BTreeMap<String, u64>,
     /// Each host's last reported leaks: (pool, address, sequence number).
     reports: BTreeMap<String, Vec<(PoolId, IpAddr, u64)>>,
 }
@@ -434,7 +439,14 @@ impl Model {
                 self.reports.insert(host.clone(), leaks);
                 Ok(Outcome::Reported)
             }
+            Op::Revoke { name } => {
+                let t = self.revoked.entry(name.clone()).or_insert(now);
+                *t = (*t).max(now);
+                Ok(Outcome::Revoked { before_ms: *t })
+            }
             Op::ForgetHost { host } => {
+                let t = self.revoked.entry(host.clone()).or_insert(now);
+                *t = (*t).max(now);
                 self.seen.remove(host);
                 self.reports.remove(host);
                 let (mut allocations, mut reservations, mut pools) = (0, 0, 0);
@@ -575,6 +587,7 @@ proptest! {
                 Step::Release(p, a, h, force) => Op::Release { pool: id_of(&specs[p]), addr: pick_addr(&specs[p], a), host: HOSTS[h].into(), force },
                 Step::Heartbeat(h) => Op::Heartbeat { host: HOSTS[h].into(), version: "test".into() },
                 Step::ForgetHost(h) => Op::ForgetHost { host: HOSTS[h].into() },
+                Step::Revoke(h) => Op::Revoke { name: HOSTS[h].into() },
                 Step::ReleaseIfUnchanged(p, a, h, d) => {
                     let addr = pick_addr(&specs[p], a);
                     let id = id_of(&specs[p]);
@@ -663,6 +676,9 @@ proptest! {
         prop_assert_eq!(copy.pools(), state.pools());
         prop_assert_eq!(copy.all_allocations(), state.all_allocations());
         prop_assert_eq!(copy.hosts(), state.hosts());
+        let revoked: Vec<(String, u64)> = model.revoked.iter().map(|(n, t)| (n.clone(), *t)).collect();
+        prop_assert_eq!(state.revocations(), revoked.clone());
+        prop_assert_eq!(copy.revocations(), revoked);
         prop_assert_eq!(copy.reports(), state.reports());
         // A restore into an empty state gives the same bytes back; into this one it is refused.
         let snap = state.to_snapshot();

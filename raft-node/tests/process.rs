@@ -464,6 +464,7 @@ fn malformed_command_lines_fail_with_a_clear_error_before_contacting_anyone() {
                 "0.0.0.0:0",
                 "--data-dir",
                 "/nonexistent/x",
+                "--insecure",
             ],
             "needs an advertise address",
         ),

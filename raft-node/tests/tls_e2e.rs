@@ -390,6 +390,68 @@ fn a_tls_cluster_lets_each_certificate_do_only_what_its_role_allows() {
     ]);
     ok(&["--endpoints", e, "--tls-dir", &admin, "backup", &backup]);
 
+    // Revocation: h2 forgotten (its certificates revoked with it), h1's revoked by name. Both
+    // are refused from then on, on every node; a certificate issued afterwards is accepted.
+    let cache = [
+        "--endpoints",
+        e,
+        "--tls-dir",
+        &h2,
+        "addr",
+        "alloc",
+        pool,
+        "--owner",
+        "h2/cache",
+    ];
+    ok(&cache);
+    ok(&[
+        "--endpoints",
+        e,
+        "--tls-dir",
+        &admin,
+        "host",
+        "forget",
+        "h2",
+        "--yes",
+    ]);
+    ok(&[
+        "--endpoints",
+        e,
+        "--tls-dir",
+        &admin,
+        "cert",
+        "revoke",
+        "h1",
+    ]);
+    for certs in [&h1, &h2] {
+        for a in &c.addrs {
+            let o = raftipam(&[
+                "--endpoints",
+                a,
+                "--tls-dir",
+                certs,
+                "--timeout",
+                "3s",
+                "pool",
+                "ls",
+            ]);
+            assert!(
+                !o.status.success(),
+                "a revoked certificate was served by {a}:\n{}",
+                text(&o)
+            );
+        }
+    }
+    // x509 times are whole seconds: issue the new one in a later second than the revocation.
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::remove_dir_all(&h1).expect("remove the old certificate");
+    let h1 = pki.host("h1");
+    ok(&["--endpoints", e, "--tls-dir", &h1, "addr", "ls", pool]);
+    refused(
+        &["--endpoints", e, "--tls-dir", &h1, "cert", "revoke", "h2"],
+        "host h1 may not revoke a certificate",
+    );
+
     // Without a certificate, with one of another CA, or with an expired one: refused at the
     // handshake, nothing answered.
     let other = tempfile::tempdir().expect("temp dir");

@@ -82,4 +82,24 @@ impl State {
                 .collect(),
         }
     }
+
+    /// Revokes the certificates of `name` issued before `at_ms` (never moving an earlier
+    /// revocation back); returns the time in force.
+    pub(crate) fn revoke(&mut self, name: &str, at_ms: u64) -> u64 {
+        let t = self.revoked.entry(name.to_string()).or_insert(at_ms);
+        *t = (*t).max(at_ms);
+        *t
+    }
+
+    /// Whether a certificate of `name` issued at `issued_ms` is revoked.
+    pub fn is_revoked(&self, name: &str, issued_ms: u64) -> bool {
+        self.revoked
+            .get(name)
+            .is_some_and(|before| issued_ms < *before)
+    }
+
+    /// Every revoked name, with the time before which its certificates are revoked.
+    pub fn revocations(&self) -> Vec<(String, u64)> {
+        self.revoked.iter().map(|(n, t)| (n.clone(), *t)).collect()
+    }
 }

@@ -71,6 +71,12 @@ pub enum CertCmd {
         #[arg(long, default_value_t = CERT_LIFETIME.as_secs() / 86_400)]
         days: u64,
     },
+    /// Revoke every certificate of NAME issued until now, in the whole cluster (`host forget`
+    /// does this too); certificates issued later are accepted. Needs an admin certificate.
+    Revoke {
+        /// The certificate name (a host's, a node's or an operator's).
+        name: String,
+    },
     /// Show the identity and validity of a certificate (default: the one in --tls-dir).
     Show {
         /// A certificate file (PEM).
@@ -127,7 +133,7 @@ fn issue(role: Role, name: String, addrs: Vec<String>, c: Issue) -> anyhow::Resu
     Ok(())
 }
 
-pub fn run(ctx: &Ctx, c: CertCmd) -> anyhow::Result<()> {
+pub async fn run(ctx: &Ctx, c: CertCmd) -> anyhow::Result<()> {
     match c {
         CertCmd::CreateCa { ca_dir, days: d } => {
             let (ca, key) = certs::create_ca(&ca_dir, days(d)?)?;
@@ -164,6 +170,24 @@ pub fn run(ctx: &Ctx, c: CertCmd) -> anyhow::Result<()> {
                 dir.display()
             );
             Ok(())
+        }
+        CertCmd::Revoke { name } => {
+            let client = ctx.client()?;
+            let w = client
+                .apply(allocator_core::Op::Revoke { name: name.clone() })
+                .await?;
+            let before = match w.outcome {
+                allocator_core::Outcome::Revoked { before_ms } => before_ms,
+                o => anyhow::bail!("unexpected answer to a revocation: {o:?}"),
+            };
+            ctx.print(
+                &serde_json::json!({"name": name, "revoked_before_ms": before}),
+                |_| {
+                    println!(
+                        "revoked every certificate of {name} issued before now: nodes refuse them from now on; issue a new one with `raftipam cert create-*`"
+                    )
+                },
+            )
         }
         CertCmd::Show { file } => {
             let file = match (file, &ctx.tls_dir) {

@@ -228,7 +228,7 @@ pub fn main() -> ExitCode {
             Command::Bench(a) => bench::run(&ctx, a).await,
             Command::Shim(a) => shim::run(&ctx, a).await,
             Command::Up(a) => up::run(&ctx, a).await,
-            Command::Cert(c) => cert::run(&ctx, c),
+            Command::Cert(c) => cert::run(&ctx, c).await,
             Command::Check(a) => check::run(&ctx, a).await,
             Command::Host(c) => host::run(&ctx, c).await,
             Command::Backup(a) => backup::backup(&ctx, a).await,

@@ -397,9 +397,13 @@ async fn serve_conn(
         return;
     }
     let peer_addr = s.peer_addr().ok();
-    let (mut conn, peer): (Conn, Option<Identity>) = match &inner.tls {
+    let (mut conn, peer): (Conn, Option<(Identity, u64)>) = match &inner.tls {
         Some(tls) => match tls.accept(s).await {
-            Ok((t, id)) => (Either::Right(TlsStream::Server(t)), Some(id)),
+            Ok((_, id, issued)) if inner.is_revoked(&id.name, issued) => {
+                tracing::warn!(peer = ?peer_addr, "refused {id}: its certificate was revoked (`raftipam cert revoke` or `host forget`)");
+                return;
+            }
+            Ok((t, id, issued)) => (Either::Right(TlsStream::Server(t)), Some((id, issued))),
             Err(e) => {
                 tracing::info!(peer = ?peer_addr, "TLS handshake refused: {e}");
                 return;
@@ -417,7 +421,7 @@ async fn serve_conn(
     let mut reqs = JoinSet::new();
     match b[0] {
         CHANNEL_RAFT => {
-            if let Some(id) = peer.as_ref().filter(|id| id.role != Role::Node) {
+            if let Some((id, _)) = peer.as_ref().filter(|(id, _)| id.role != Role::Node) {
                 tracing::warn!(peer = ?peer_addr, "refused Raft traffic from {id}: only node certificates may send it");
                 return;
             }
@@ -433,7 +437,7 @@ async fn serve_conn(
         }
         CHANNEL_API => {
             // Hosts send small requests; nodes forward restores and admins send them.
-            let read_max = match peer.as_ref().map(|p| p.role) {
+            let read_max = match peer.as_ref().map(|p| p.0.role) {
                 Some(Role::Host) => MAX_HOST_REQUEST,
                 _ => MAX_FRAME,
             };
@@ -490,13 +494,23 @@ impl RaftRpc for RaftServer {
 #[derive(Clone)]
 struct ApiServer {
     inner: Arc<NodeInner>,
-    /// Who is at the other end of the connection (`None` without TLS).
-    peer: Option<Identity>,
+    /// Who is at the other end of the connection, and when its certificate was issued
+    /// (`None` without TLS).
+    peer: Option<(Identity, u64)>,
 }
 
 impl ApiServer {
+    /// The caller of this call (see [`caller`]), refused if the connection's certificate was
+    /// revoked since the connection was opened.
     fn caller(&self, via: Via) -> Result<(Option<Identity>, bool), ApiError> {
-        caller(self.peer.as_ref(), via)
+        if let Some((id, issued)) = &self.peer {
+            if self.inner.is_revoked(&id.name, *issued) {
+                return Err(ApiError::Forbidden(format!(
+                    "the certificate of {id} was revoked (`raftipam cert revoke` or `host forget`): issue a new one"
+                )));
+            }
+        }
+        caller(self.peer.as_ref().map(|p| &p.0), via)
     }
 }
 
@@ -679,6 +693,12 @@ impl NodeInner {
                 .checked_sub(Duration::from_millis(50))
                 .unwrap_or(ctx.deadline),
         )
+    }
+
+    /// Whether certificates of `name` issued at `issued_ms` are revoked, by the state applied
+    /// here so far.
+    fn is_revoked(&self, name: &str, issued_ms: u64) -> bool {
+        self.sm.read().state.is_revoked(name, issued_ms)
     }
 
     /// Prometheus text of this node's metrics, every gauge refreshed from the state now.

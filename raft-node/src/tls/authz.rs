@@ -40,7 +40,8 @@ fn acts_as(op: &Op) -> Option<(&str, &'static str)> {
         Op::Release { force: true, .. }
         | Op::DeletePool { .. }
         | Op::Restore { .. }
-        | Op::ForgetHost { .. } => None,
+        | Op::ForgetHost { .. }
+        | Op::Revoke { .. } => None,
     }
 }
 
@@ -50,6 +51,7 @@ fn operator_only(op: &Op) -> &'static str {
         Op::DeletePool { .. } => "delete a pool",
         Op::Restore { .. } => "restore a backup",
         Op::ForgetHost { .. } => "forget a host",
+        Op::Revoke { .. } => "revoke a certificate",
         _ => "do that",
     }
 }

@@ -51,8 +51,10 @@ fn serial() -> Result<SerialNumber, TlsError> {
 
 fn validity(p: &mut CertificateParams, lifetime: Duration) -> Result<(), TlsError> {
     let now = time::OffsetDateTime::now_utc();
-    // An hour of slack for clocks slightly behind the issuer's.
-    p.not_before = now - time::Duration::hours(1);
+    // Slack for clocks slightly behind the issuer's; the issue time is not_before + slack.
+    p.not_before = now
+        - time::Duration::try_from(super::ISSUE_SLACK)
+            .map_err(|_| TlsError::Config("slack out of range".into()))?;
     p.not_after = now
         + time::Duration::try_from(lifetime)
             .map_err(|_| TlsError::Config(format!("lifetime {lifetime:?} is too long")))?;

@@ -45,6 +45,11 @@ pub use crate::api::{Identity, Role};
 /// The organisation every raftipam certificate names.
 pub const ORGANIZATION: &str = "raftipam";
 
+/// How far before its issue a certificate's validity starts (for clocks slightly behind the
+/// issuer's): a certificate was issued at `not_before + ISSUE_SLACK`, which revocation
+/// compares with the time of the revocation.
+pub const ISSUE_SLACK: Duration = Duration::from_secs(300);
+
 /// Longest time a TLS handshake may take before the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -303,13 +308,18 @@ impl Tls {
     pub async fn accept(
         &self,
         tcp: TcpStream,
-    ) -> io::Result<(tokio_rustls::server::TlsStream<TcpStream>, Identity)> {
+    ) -> io::Result<(tokio_rustls::server::TlsStream<TcpStream>, Identity, u64)> {
         let acceptor = tokio_rustls::TlsAcceptor::from(self.server());
         let s = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
-        let id = peer_identity(s.get_ref().1.peer_certificates())?;
-        Ok((s, id))
+        let certs = s.get_ref().1.peer_certificates();
+        let id = peer_identity(certs)?;
+        let issued = certs
+            .and_then(|c| c.first())
+            .map(|c| issued_ms(c))
+            .unwrap_or(0);
+        Ok((s, id, issued))
     }
 
     /// Completes the client side of a handshake with the node at `addr` (`HOST:PORT`): the
@@ -342,6 +352,17 @@ impl Tls {
         }
         Ok(s)
     }
+}
+
+/// When a certificate was issued (ms since the Unix epoch): its `not_before` plus
+/// [`ISSUE_SLACK`]; 0 if it cannot be read.
+pub fn issued_ms(der: &[u8]) -> u64 {
+    x509_parser::parse_x509_certificate(der)
+        .ok()
+        .map(|(_, x)| x.validity().not_before.timestamp())
+        .and_then(|s| u64::try_from(s).ok())
+        .map(|s| (s * 1000).saturating_add(ISSUE_SLACK.as_millis() as u64))
+        .unwrap_or(0)
 }
 
 fn peer_identity(certs: Option<&[CertificateDer<'_>]>) -> io::Result<Identity> {
