@@ -146,6 +146,20 @@ pub enum Op {
         /// Host name.
         host: String,
     },
+    /// Operator: a join token — the SHA-256 (hex) of its secret — valid until `expires_ms`.
+    /// A host holding the token may ask any node for a host certificate (`raftipam join`).
+    /// Expired tokens are dropped when another is added; at most 1,024 are kept.
+    AddJoinToken {
+        /// SHA-256 of the token's secret, 64 lowercase hex digits.
+        hash: String,
+        /// When it stops being accepted (ms since the Unix epoch).
+        expires_ms: u64,
+    },
+    /// Operator: a join token is no longer accepted.
+    RevokeJoinToken {
+        /// SHA-256 of the token's secret, as added.
+        hash: String,
+    },
     /// Operator: every certificate naming `name` issued before this command's time is revoked
     /// (the nodes refuse it at the handshake and on every call); certificates issued later
     /// are not. Revoking again moves the time forward.
@@ -206,6 +220,16 @@ pub enum Outcome {
         pools: u64,
         /// Allocations restored.
         allocations: u64,
+    },
+    /// Result of [`Op::AddJoinToken`].
+    JoinTokenAdded {
+        /// Tokens now accepted (this one included).
+        tokens: u64,
+    },
+    /// Result of [`Op::RevokeJoinToken`].
+    JoinTokenRevoked {
+        /// Whether the token was accepted until now.
+        existed: bool,
     },
     /// Result of [`Op::Revoke`]: certificates of the name issued before this time (ms since
     /// the Unix epoch) are revoked.

@@ -77,7 +77,8 @@ struct SnapPool {
 }
 
 /// The body. `R` is the reports: `()` in version 1 (postcard writes nothing for it), a list
-/// from version 2; `V` the revocations: `()` before version 3, a list from version 3.
+/// from version 2; `V` the revocations and join tokens: `()` before version 3, lists from
+/// version 3.
 #[derive(Serialize, Deserialize)]
 struct SnapState<'a, R, V> {
     config: Config,
@@ -89,7 +90,8 @@ struct SnapState<'a, R, V> {
     /// Heartbeats: host, version, last seen (ms).
     seen: Vec<(String, String, u64)>,
     reports: R,
-    /// Revoked certificate names and the time before which they are revoked.
+    /// Revoked certificate names and the time before which they are revoked, and join
+    /// tokens (hash, expiry).
     revoked: V,
 }
 
@@ -150,11 +152,16 @@ impl State {
                 .map(|(h, s)| (h.clone(), s.version.clone(), s.last_seen_ms))
                 .collect(),
             reports: self.reports.values().collect::<Vec<&StoredReport>>(),
-            revoked: self
-                .revoked
-                .iter()
-                .map(|(n, t)| (n.as_str(), *t))
-                .collect::<Vec<(&str, u64)>>(),
+            revoked: (
+                self.revoked
+                    .iter()
+                    .map(|(n, t)| (n.as_str(), *t))
+                    .collect::<Vec<(&str, u64)>>(),
+                self.join_tokens
+                    .iter()
+                    .map(|(h, t)| (h.as_str(), *t))
+                    .collect::<Vec<(&str, u64)>>(),
+            ),
         };
         // Serialising plain owned data into a Vec cannot fail.
         let body = postcard::to_allocvec(&snap).unwrap_or_default();
@@ -194,11 +201,20 @@ impl State {
                 rebuild(snap, reports, Vec::new())
             }
             _ => {
-                let mut snap: SnapState<'_, Vec<StoredReport>, Vec<(String, u64)>> =
+                type Lists = (Vec<(String, u64)>, Vec<(String, u64)>);
+                let mut snap: SnapState<'_, Vec<StoredReport>, Lists> =
                     postcard::from_bytes(body).map_err(cannot)?;
                 let reports = std::mem::take(&mut snap.reports);
-                let revoked = std::mem::take(&mut snap.revoked);
-                rebuild(snap, reports, revoked)
+                let (revoked, tokens) = std::mem::take(&mut snap.revoked);
+                let mut state = rebuild(snap, reports, revoked)?;
+                for (hash, until) in tokens {
+                    if state.join_tokens.contains_key(&hash)
+                        || state.add_join_token(0, &hash, until).is_err()
+                    {
+                        return Err(bad(format!("join token {hash:?} is not valid")));
+                    }
+                }
+                Ok(state)
             }
         }
     }
@@ -491,12 +507,41 @@ mod tests {
     }
 
     #[test]
+    fn join_tokens_expire_are_revoked_and_survive_a_snapshot() {
+        let mut st = sample();
+        let h = |c: char| c.to_string().repeat(64);
+        let cmd = |at_ms, op| Command { at_ms, op };
+        let add = |hash: String, expires_ms| Op::AddJoinToken { hash, expires_ms };
+        st.apply(&cmd(1_000, add(h('a'), 5_000))).expect("add");
+        st.apply(&cmd(1_000, add(h('b'), 2_000))).expect("add");
+        assert!(st.join_token_valid(&h('a'), 4_999));
+        assert!(!st.join_token_valid(&h('a'), 5_000), "expired");
+        assert!(!st.join_token_valid(&h('c'), 0), "unknown");
+        assert!(
+            st.apply(&cmd(1_000, add("A".repeat(64), 9_000))).is_err(),
+            "uppercase hex"
+        );
+        assert!(
+            st.apply(&cmd(1_000, add("ab".into(), 9_000))).is_err(),
+            "short"
+        );
+        let back = State::from_snapshot(&st.to_snapshot()).expect("loads");
+        assert_eq!(back.join_tokens(), st.join_tokens());
+        // Adding drops the expired ones; revoking stops one at once.
+        st.apply(&cmd(3_000, add(h('c'), 9_000))).expect("add");
+        assert_eq!(st.join_tokens().len(), 2, "b expired and was dropped");
+        let r = st.apply(&cmd(3_000, Op::RevokeJoinToken { hash: h('a') }));
+        assert_eq!(r, Ok(Outcome::JoinTokenRevoked { existed: true }));
+        assert!(!st.join_token_valid(&h('a'), 3_001));
+    }
+
+    #[test]
     fn older_snapshots_still_load() {
         let st = sample();
         let v3 = st.to_snapshot();
-        // Version 2 had no revocations, version 1 no reports either: their bodies are version
-        // 3's without the empty lists' lengths.
-        for (version, cut) in [(2u16, 1), (1, 2)] {
+        // Version 2 had no revocations or join tokens, version 1 no reports either: their
+        // bodies are version 3's without the empty lists' lengths.
+        for (version, cut) in [(2u16, 2), (1, 3)] {
             let body = &v3[HEADER..v3.len() - cut];
             let mut old = Vec::new();
             old.extend_from_slice(MAGIC);

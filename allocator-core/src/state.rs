@@ -96,6 +96,8 @@ pub struct State {
     pub(crate) reports: BTreeMap<String, StoredReport>,
     /// Revoked certificate names: certificates of the name issued before the time (ms).
     pub(crate) revoked: BTreeMap<String, u64>,
+    /// Join tokens: SHA-256 of the secret (hex) and expiry (ms).
+    pub(crate) join_tokens: BTreeMap<String, u64>,
 }
 
 impl Default for State {
@@ -148,6 +150,7 @@ impl State {
             seen: BTreeMap::new(),
             reports: BTreeMap::new(),
             revoked: BTreeMap::new(),
+            join_tokens: BTreeMap::new(),
         }
     }
 
@@ -205,6 +208,12 @@ impl State {
                 self.revoke(host, cmd.at_ms);
                 Ok(self.forget_host(cmd.at_ms, host))
             }
+            Op::AddJoinToken { hash, expires_ms } => {
+                self.add_join_token(cmd.at_ms, hash, *expires_ms)
+            }
+            Op::RevokeJoinToken { hash } => Ok(Outcome::JoinTokenRevoked {
+                existed: self.join_tokens.remove(hash).is_some(),
+            }),
             Op::Revoke { name } => {
                 check_name("certificate", name, false)?;
                 Ok(Outcome::Revoked {
@@ -866,6 +875,11 @@ impl State {
             {
                 restored.seen.insert(host, seen);
             }
+        }
+        // Join tokens added while empty stay (the later expiry).
+        for (hash, until) in std::mem::take(&mut self.join_tokens) {
+            let t = restored.join_tokens.entry(hash).or_insert(until);
+            *t = (*t).max(until);
         }
         // Revocations made while empty stand (the later of the two times).
         for (name, before) in std::mem::take(&mut self.revoked) {

@@ -439,6 +439,9 @@ impl Model {
                 self.reports.insert(host.clone(), leaks);
                 Ok(Outcome::Reported)
             }
+            Op::AddJoinToken { .. } | Op::RevokeJoinToken { .. } => {
+                unreachable!("the steps make no join tokens (unit-tested in allocator-core)")
+            }
             Op::Revoke { name } => {
                 let t = self.revoked.entry(name.clone()).or_insert(now);
                 *t = (*t).max(now);

@@ -150,6 +150,58 @@ fn expired_admin(pki: &Pki) -> String {
     out.display().to_string()
 }
 
+/// A node certificate for node 1 (`n1`) on a free loopback port: (address, certificates).
+fn node_certs(pki: &Pki) -> (String, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let certs = pki.node(1, "n1", &addr);
+    (addr, certs)
+}
+
+/// Starts node 1 with `certs` on `addr` and waits until an admin's `cluster CMD` (`status`,
+/// or `init` to form a one-node cluster) succeeds over TLS: (the node, the admin's
+/// certificates).
+fn start_node(pki: &Pki, dir: &Path, addr: &str, certs: &str, cmd: &str) -> (Proc, String) {
+    let data = dir.join("data").display().to_string();
+    let node = spawn(
+        dir,
+        &[
+            "node",
+            "--id",
+            "1",
+            "--listen",
+            addr,
+            "--data-dir",
+            &data,
+            "--tls-dir",
+            certs,
+        ]
+        .map(String::from),
+    );
+    let admin = pki.admin("admin");
+    let deadline = Instant::now() + WAIT;
+    while !raftipam(&[
+        "--endpoints",
+        addr,
+        "--tls-dir",
+        &admin,
+        "--timeout",
+        "2s",
+        "cluster",
+        cmd,
+    ])
+    .status
+    .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the node did not answer over TLS:\n{}",
+            node.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (node, admin)
+}
+
 struct Cluster {
     _nodes: Vec<Proc>,
     endpoints: String,
@@ -518,49 +570,46 @@ fn raft_channel_stays_open(certs: &str, addr: &str) -> bool {
     })
 }
 
+/// A TLS connection that trusts the CA in `certs` but presents no certificate: writes
+/// `channel` and a small frame, and says whether the node kept it open for 3 s.
+fn anonymous_channel_stays_open(certs: &str, addr: &str, channel: u8) -> bool {
+    use rustls::pki_types::pem::PemObject;
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let ca = rustls::pki_types::CertificateDer::from_pem_file(Path::new(certs).join("ca.pem"))
+            .expect("ca.pem");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca).expect("root");
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let name = raft_node::tls::server_name(addr).expect("name");
+        let mut s = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .expect("the handshake itself succeeds without a certificate");
+        let _ = s.write_all(&[channel, 0, 0, 0, 4, 1, 2, 3, 4]).await;
+        let _ = s.flush().await;
+        let mut b = [0u8; 1];
+        match tokio::time::timeout(Duration::from_secs(3), s.read(&mut b)).await {
+            Err(_) => true,
+            Ok(Ok(0)) | Ok(Err(_)) => false,
+            Ok(Ok(_)) => true,
+        }
+    })
+}
+
 #[test]
 fn only_node_certificates_speak_raft_and_plain_tcp_gets_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
     let pki = Pki::new(dir.path());
-    let addr = format!("127.0.0.1:{}", free_port());
-    let certs = pki.node(1, "n1", &addr);
-    let data = dir.path().join("data").display().to_string();
-    let _node = spawn(
-        dir.path(),
-        &[
-            "node",
-            "--id",
-            "1",
-            "--listen",
-            &addr,
-            "--data-dir",
-            &data,
-            "--tls-dir",
-            &certs,
-        ]
-        .map(String::from),
-    );
-    let admin = pki.admin("admin");
-    let deadline = Instant::now() + WAIT;
-    while !raftipam(&[
-        "--endpoints",
-        &addr,
-        "--tls-dir",
-        &admin,
-        "--timeout",
-        "2s",
-        "cluster",
-        "status",
-    ])
-    .status
-    .success()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the node did not answer over TLS"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (addr, certs) = node_certs(&pki);
+    let (_node, admin) = start_node(&pki, dir.path(), &addr, &certs, "status");
     let host = pki.host("h1");
     assert!(
         !raft_channel_stays_open(&host, &addr),
@@ -575,6 +624,16 @@ fn only_node_certificates_speak_raft_and_plain_tcp_gets_nothing() {
         raft_channel_stays_open(&peer, &addr),
         "a node certificate was refused the Raft channel"
     );
+
+    // TLS without a client certificate (what a joiner does): the API and Raft channels are
+    // closed; only a join request would be answered.
+    for channel in [b'A', b'R'] {
+        assert!(
+            !anonymous_channel_stays_open(&admin, &addr, channel),
+            "a connection without a certificate was let onto channel {}",
+            channel as char
+        );
+    }
 
     // Plain TCP: the channel byte and a frame, answered by nothing but a TLS alert or a close.
     let mut s = TcpStream::connect(&addr).expect("connect");
@@ -688,45 +747,8 @@ fn served_serial(client_certs: &str, addr: &str) -> Vec<u8> {
 fn a_renewed_certificate_is_served_after_sighup_without_a_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
     let pki = Pki::new(dir.path());
-    let addr = format!("127.0.0.1:{}", free_port());
-    let certs = pki.node(1, "n1", &addr);
-    let data = dir.path().join("data").display().to_string();
-    let node = spawn(
-        dir.path(),
-        &[
-            "node",
-            "--id",
-            "1",
-            "--listen",
-            &addr,
-            "--data-dir",
-            &data,
-            "--tls-dir",
-            &certs,
-        ]
-        .map(String::from),
-    );
-    let admin = pki.admin("admin");
-    let deadline = Instant::now() + WAIT;
-    while !raftipam(&[
-        "--endpoints",
-        &addr,
-        "--tls-dir",
-        &admin,
-        "--timeout",
-        "2s",
-        "cluster",
-        "status",
-    ])
-    .status
-    .success()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the node did not answer over TLS"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (addr, certs) = node_certs(&pki);
+    let (node, admin) = start_node(&pki, dir.path(), &addr, &certs, "status");
     let before = served_serial(&admin, &addr);
     ok(&[
         "cert",
@@ -806,45 +828,8 @@ fn rss_kib(pid: u32) -> u64 {
 fn abusive_clients_cannot_grow_a_node_or_lock_others_out() {
     let dir = tempfile::tempdir().expect("temp dir");
     let pki = Pki::new(dir.path());
-    let addr = format!("127.0.0.1:{}", free_port());
-    let certs = pki.node(1, "n1", &addr);
-    let data = dir.path().join("data").display().to_string();
-    let node = spawn(
-        dir.path(),
-        &[
-            "node",
-            "--id",
-            "1",
-            "--listen",
-            &addr,
-            "--data-dir",
-            &data,
-            "--tls-dir",
-            &certs,
-        ]
-        .map(String::from),
-    );
-    let admin = pki.admin("admin");
-    let deadline = Instant::now() + WAIT;
-    while !raftipam(&[
-        "--endpoints",
-        &addr,
-        "--tls-dir",
-        &admin,
-        "--timeout",
-        "2s",
-        "cluster",
-        "init",
-    ])
-    .status
-    .success()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the node did not answer over TLS"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (addr, certs) = node_certs(&pki);
+    let (node, admin) = start_node(&pki, dir.path(), &addr, &certs, "init");
     let pid = node.child.id();
     let rss_before = rss_kib(pid);
     let host = pki.host("h1");
@@ -921,5 +906,196 @@ fn abusive_clients_cannot_grow_a_node_or_lock_others_out() {
     assert_eq!(
         idle_closed, 200,
         "idle connections left open after the handshake bound"
+    );
+}
+
+#[test]
+fn a_new_host_joins_with_a_token_and_only_with_a_good_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::new(dir.path());
+    let (addr, certs) = node_certs(&pki);
+    // This node signs join requests: it holds the CA key.
+    std::fs::copy(
+        dir.path().join("ca/ca-key.pem"),
+        Path::new(&certs).join("ca-key.pem"),
+    )
+    .expect("copy the CA key");
+    let (_node, admin) = start_node(&pki, dir.path(), &addr, &certs, "init");
+    ok(&[
+        "--endpoints",
+        &addr,
+        "--tls-dir",
+        &admin,
+        "pool",
+        "create",
+        "10.66.0.0/24",
+    ]);
+    let token = ok(&[
+        "--endpoints",
+        &addr,
+        "--tls-dir",
+        &admin,
+        "cert",
+        "token",
+        "--ttl",
+        "1h",
+    ]);
+    let token = token.trim().to_string();
+    assert!(token.starts_with("RIPAM-1-"), "{token}");
+
+    // A good token: the host gets its own certificate and acts as itself, and only itself.
+    let out = dir.path().join("joined").display().to_string();
+    ok(&[
+        "--endpoints",
+        &addr,
+        "join",
+        &token,
+        "--host",
+        "h7",
+        "--out",
+        &out,
+    ]);
+    let shown = ok(&["cert", "show", "--tls-dir", &out]);
+    assert!(shown.starts_with("host h7 "), "{shown}");
+    let pool = "global/10.66.0.0/24";
+    ok(&[
+        "--endpoints",
+        &addr,
+        "--tls-dir",
+        &out,
+        "addr",
+        "alloc",
+        pool,
+        "--owner",
+        "h7/web",
+    ]);
+    refused(
+        &[
+            "--endpoints",
+            &addr,
+            "--tls-dir",
+            &out,
+            "addr",
+            "alloc",
+            pool,
+            "--owner",
+            "h8/web",
+        ],
+        "host h7 may not allocate an address as host \"h8\"",
+    );
+    // A name the cluster knows is not given out again.
+    let again = dir.path().join("again").display().to_string();
+    refused(
+        &[
+            "--endpoints",
+            &addr,
+            "join",
+            &token,
+            "--host",
+            "h7",
+            "--out",
+            &again,
+        ],
+        "already has a host named \"h7\"",
+    );
+
+    // A token of another CA's fingerprint: the joiner refuses the node before sending the
+    // secret.
+    let other = tempfile::tempdir().expect("temp dir");
+    let foreign_pki = Pki::new(other.path());
+    let foreign_admin = foreign_pki.admin("admin");
+    let foreign_ca = std::fs::read(Path::new(&foreign_admin).join("ca.pem")).expect("ca");
+    let foreign_ca = {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_slice(&foreign_ca).expect("pem")
+    };
+    let (_, secret) = token
+        .trim_start_matches("RIPAM-1-")
+        .split_once('-')
+        .expect("token");
+    let fp: String = raft_node::tls::join::sha256(&foreign_ca)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let wrong = format!("RIPAM-1-{fp}-{secret}");
+    refused(
+        &[
+            "--endpoints",
+            &addr,
+            "join",
+            &wrong,
+            "--host",
+            "h9",
+            "--out",
+            &again,
+        ],
+        "does not have the token's fingerprint",
+    );
+    // A made-up secret, an expired token and a revoked one: refused by the node.
+    let fake = format!("RIPAM-1-{}-{}", &token[8..8 + 64], "0".repeat(32));
+    refused(
+        &[
+            "--endpoints",
+            &addr,
+            "join",
+            &fake,
+            "--host",
+            "h9",
+            "--out",
+            &again,
+        ],
+        "unknown, expired or revoked",
+    );
+    let short = ok(&[
+        "--endpoints",
+        &addr,
+        "--tls-dir",
+        &admin,
+        "cert",
+        "token",
+        "--ttl",
+        "1s",
+    ]);
+    std::thread::sleep(Duration::from_millis(1500));
+    refused(
+        &[
+            "--endpoints",
+            &addr,
+            "join",
+            short.trim(),
+            "--host",
+            "h9",
+            "--out",
+            &again,
+        ],
+        "unknown, expired or revoked",
+    );
+    ok(&[
+        "--endpoints",
+        &addr,
+        "--tls-dir",
+        &admin,
+        "cert",
+        "token",
+        "--revoke",
+        &token,
+    ]);
+    refused(
+        &[
+            "--endpoints",
+            &addr,
+            "join",
+            &token,
+            "--host",
+            "h9",
+            "--out",
+            &again,
+        ],
+        "unknown, expired or revoked",
+    );
+    // Hosts may not make tokens.
+    refused(
+        &["--endpoints", &addr, "--tls-dir", &out, "cert", "token"],
+        "host h7 may not",
     );
 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::State;
+use crate::command::Outcome;
 use crate::error::{AllocError, LeakHint};
 use crate::id::PoolId;
 use crate::report::{HostReport, ReportedLeak, StoredReport};
@@ -102,4 +103,62 @@ impl State {
     pub fn revocations(&self) -> Vec<(String, u64)> {
         self.revoked.iter().map(|(n, t)| (n.clone(), *t)).collect()
     }
+
+    pub(crate) fn add_join_token(
+        &mut self,
+        now: u64,
+        hash: &str,
+        expires_ms: u64,
+    ) -> Result<Outcome, AllocError> {
+        if hash.len() != 64
+            || !hash
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(AllocError::Invalid(
+                "a join token's hash is 64 lowercase hex digits (SHA-256)".into(),
+            ));
+        }
+        self.join_tokens.retain(|_, until| *until > now);
+        if self.join_tokens.len() >= MAX_JOIN_TOKENS && !self.join_tokens.contains_key(hash) {
+            return Err(AllocError::Invalid(format!(
+                "{MAX_JOIN_TOKENS} join tokens are valid already: revoke some first"
+            )));
+        }
+        self.join_tokens.insert(hash.to_string(), expires_ms);
+        Ok(Outcome::JoinTokenAdded {
+            tokens: self.join_tokens.len() as u64,
+        })
+    }
+
+    /// Whether a join token whose secret hashes to `hash` is accepted at `now_ms`.
+    pub fn join_token_valid(&self, hash: &str, now_ms: u64) -> bool {
+        self.join_tokens
+            .get(hash)
+            .is_some_and(|until| now_ms < *until)
+    }
+
+    /// Every join token kept (hash, expiry in ms), expired ones included until the next add.
+    pub fn join_tokens(&self) -> Vec<(String, u64)> {
+        self.join_tokens
+            .iter()
+            .map(|(h, t)| (h.clone(), *t))
+            .collect()
+    }
+
+    /// Whether the allocator knows host `name`: a heartbeat, a report, a pool or reservation it
+    /// holds, or an address it owns.
+    pub fn knows_host(&self, name: &str) -> bool {
+        self.seen.contains_key(name)
+            || self.reports.contains_key(name)
+            || self.pools.values().any(|p| p.holders.contains_key(name))
+            || !self.host_allocations(name).is_empty()
+            || self
+                .subnets
+                .values()
+                .any(|sn| sn.reservations.values().any(|h| h.contains_key(name)))
+    }
 }
+
+/// Most join tokens valid at once.
+pub const MAX_JOIN_TOKENS: usize = 1024;

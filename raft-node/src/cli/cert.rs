@@ -71,6 +71,16 @@ pub enum CertCmd {
         #[arg(long, default_value_t = CERT_LIFETIME.as_secs() / 86_400)]
         days: u64,
     },
+    /// Make a join token (needs an admin certificate in --tls-dir): a new Docker host gets its
+    /// own host certificate with `raftipam join TOKEN --host NAME`, without copying keys.
+    Token {
+        /// How long the token is accepted.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Instead: stop accepting this token.
+        #[arg(long, value_name = "TOKEN")]
+        revoke: Option<String>,
+    },
     /// Revoke every certificate of NAME issued until now, in the whole cluster (`host forget`
     /// does this too); certificates issued later are accepted. Needs an admin certificate.
     Revoke {
@@ -170,6 +180,54 @@ pub async fn run(ctx: &Ctx, c: CertCmd) -> anyhow::Result<()> {
                 dir.display()
             );
             Ok(())
+        }
+        CertCmd::Token { ttl, revoke } => {
+            let client = ctx.client()?;
+            if let Some(t) = revoke {
+                let token = raft_node::tls::join::Token::parse(&t)?;
+                let w = client
+                    .apply(allocator_core::Op::RevokeJoinToken {
+                        hash: token.secret_hash(),
+                    })
+                    .await?;
+                let existed = matches!(
+                    w.outcome,
+                    allocator_core::Outcome::JoinTokenRevoked { existed: true }
+                );
+                println!(
+                    "{}",
+                    if existed {
+                        "the token is no longer accepted"
+                    } else {
+                        "the token was not accepted anyway (unknown or expired)"
+                    }
+                );
+                return Ok(());
+            }
+            let dir = ctx.tls_dir.as_ref().context(
+                "a join token pins the cluster's CA: give --tls-dir with an admin certificate",
+            )?;
+            let ca = CertificateDer::from_pem_file(dir.join("ca.pem"))
+                .with_context(|| format!("cannot read {}", dir.join("ca.pem").display()))?;
+            let token = raft_node::tls::join::Token::new(&ca)?;
+            let expires_ms = raft_node::now_ms().saturating_add(ttl.as_millis() as u64);
+            client
+                .apply(allocator_core::Op::AddJoinToken {
+                    hash: token.secret_hash(),
+                    expires_ms,
+                })
+                .await?;
+            ctx.print(
+                &serde_json::json!({"token": token.to_string(), "expires_ms": expires_ms}),
+                |_| {
+                    println!("{token}");
+                    eprintln!(
+                        "accepted for {} by every node holding the CA key; on the new host: raftipam join {token} --host NAME --endpoints {}",
+                        humantime::format_duration(ttl),
+                        ctx.endpoints.join(",")
+                    );
+                },
+            )
         }
         CertCmd::Revoke { name } => {
             let client = ctx.client()?;

@@ -9,6 +9,7 @@ mod check;
 mod cluster;
 mod config;
 mod host;
+mod join;
 mod node;
 mod ops;
 mod pool;
@@ -92,6 +93,8 @@ enum Command {
     Restore(backup::RestoreArgs),
     /// Print raftipam's version.
     Version,
+    /// Get this Docker host's certificate from the cluster with a join token.
+    Join(join::JoinArgs),
     /// Make the cluster's certificates (a CA; node, host and admin certificates), show one.
     #[command(subcommand)]
     Cert(cert::CertCmd),
@@ -229,6 +232,7 @@ pub fn main() -> ExitCode {
             Command::Shim(a) => shim::run(&ctx, a).await,
             Command::Up(a) => up::run(&ctx, a).await,
             Command::Cert(c) => cert::run(&ctx, c).await,
+            Command::Join(a) => join::run(&ctx, a).await,
             Command::Check(a) => check::run(&ctx, a).await,
             Command::Host(c) => host::run(&ctx, c).await,
             Command::Backup(a) => backup::backup(&ctx, a).await,

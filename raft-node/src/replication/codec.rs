@@ -36,6 +36,25 @@ pub const CHANNEL_RAFT: u8 = b'R';
 /// First byte of a connection carrying the client API.
 pub const CHANNEL_API: u8 = b'A';
 
+/// First byte of a connection asking for a host certificate with a join token (TLS only,
+/// no client certificate needed).
+pub const CHANNEL_JOIN: u8 = b'J';
+
+/// Postcard frames over any stream, for the join exchange.
+pub type Framing<S, In, Out> =
+    tarpc::tokio_serde::Framed<Framed<S, LengthDelimitedCodec>, In, Out, Postcard>;
+
+/// Frames `s` with at most `max` bytes a frame either way.
+pub fn framing<S, In, Out>(s: S, max: usize) -> Framing<S, In, Out>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    let codec = LengthDelimitedCodec::builder()
+        .max_frame_length(max)
+        .new_codec();
+    tarpc::tokio_serde::Framed::new(Framed::new(s, codec), Postcard)
+}
+
 /// A connection: plain TCP, or TLS over TCP (either side of the handshake).
 pub type Conn = Either<TcpStream, TlsStream<TcpStream>>;
 

@@ -39,7 +39,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsStream;
 
 use super::codec::{
-    connect, transport, Conn, CHANNEL_API, CHANNEL_RAFT, MAX_FRAME, MAX_HOST_REQUEST,
+    connect, framing, transport, Conn, CHANNEL_API, CHANNEL_JOIN, CHANNEL_RAFT, MAX_FRAME,
+    MAX_HOST_REQUEST,
 };
 use super::network::{Cut, NetworkFactory};
 use super::rpc::{ApiRpc, ApiRpcClient, RaftRpc, Via};
@@ -384,6 +385,54 @@ impl Drop for PerIp {
     }
 }
 
+/// Answers one join request (see [`crate::tls::join`]) on a connection without a certificate.
+async fn serve_join(s: tokio_rustls::server::TlsStream<TcpStream>, inner: &NodeInner, tls: &Tls) {
+    use crate::tls::join::{JoinReply, JoinRequest};
+    use futures::SinkExt;
+    let mut t = framing::<_, JoinRequest, JoinReply>(s, 64 << 10);
+    let Ok(Some(Ok(req))) = tokio::time::timeout(CHANNEL_BYTE_TIMEOUT, t.next()).await else {
+        return;
+    };
+    let reply = match join_reply(inner, tls, &req) {
+        Ok((name, cert, ca)) => {
+            tracing::info!(host = %name, "issued a host certificate to a join request");
+            JoinReply::Issued { cert, ca }
+        }
+        Err(why) => {
+            tracing::warn!("refused a join request: {why}");
+            JoinReply::Refused(why)
+        }
+    };
+    let _ = tokio::time::timeout(CHANNEL_BYTE_TIMEOUT, t.send(reply)).await;
+}
+
+/// The host certificate a join request earns, or why not.
+fn join_reply(
+    inner: &NodeInner,
+    tls: &Tls,
+    req: &crate::tls::join::JoinRequest,
+) -> Result<(String, String, String), String> {
+    let hash = crate::tls::join::secret_hash(&req.secret);
+    if !inner.sm.read().state.join_token_valid(&hash, now_ms()) {
+        return Err("the join token is unknown, expired or revoked: ask an operator for a new one (`raftipam cert token`)".into());
+    }
+    let (ca_pem, ca_key) = tls.ca();
+    let ca_key = ca_key.ok_or_else(|| {
+        format!(
+            "node {} holds no CA key (ca-key.pem in its --tls-dir) and cannot sign: join through a node that does",
+            inner.id
+        )
+    })?;
+    let (name, cert) =
+        crate::tls::join::sign(&ca_pem, &ca_key, &req.csr, crate::tls::certs::CERT_LIFETIME)?;
+    if inner.sm.read().state.knows_host(&name) {
+        return Err(format!(
+            "the cluster already has a host named {name:?}: a join token gives certificates to new hosts only (an operator can `raftipam cert create-host {name}`, or `host forget` the old one)"
+        ));
+    }
+    Ok((name, cert, ca_pem))
+}
+
 /// Longest time a new connection may take to say which channel it wants.
 const CHANNEL_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -399,11 +448,22 @@ async fn serve_conn(
     let peer_addr = s.peer_addr().ok();
     let (mut conn, peer): (Conn, Option<(Identity, u64)>) = match &inner.tls {
         Some(tls) => match tls.accept(s).await {
-            Ok((_, id, issued)) if inner.is_revoked(&id.name, issued) => {
+            Ok((_, Some((id, issued)))) if inner.is_revoked(&id.name, issued) => {
                 tracing::warn!(peer = ?peer_addr, "refused {id}: its certificate was revoked (`raftipam cert revoke` or `host forget`)");
                 return;
             }
-            Ok((t, id, issued)) => (Either::Right(TlsStream::Server(t)), Some((id, issued))),
+            Ok((t, Some(peer))) => (Either::Right(TlsStream::Server(t)), Some(peer)),
+            Ok((mut t, None)) => {
+                // No certificate: a host asking to join, and nothing else.
+                let mut b = [0u8; 1];
+                let asked = tokio::time::timeout(CHANNEL_BYTE_TIMEOUT, t.read_exact(&mut b)).await;
+                if matches!(asked, Ok(Ok(_))) && b[0] == CHANNEL_JOIN {
+                    serve_join(t, &inner, tls).await;
+                } else {
+                    tracing::info!(peer = ?peer_addr, "closed a connection without a certificate that did not ask to join");
+                }
+                return;
+            }
             Err(e) => {
                 tracing::info!(peer = ?peer_addr, "TLS handshake refused: {e}");
                 return;

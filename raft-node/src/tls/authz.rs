@@ -41,7 +41,9 @@ fn acts_as(op: &Op) -> Option<(&str, &'static str)> {
         | Op::DeletePool { .. }
         | Op::Restore { .. }
         | Op::ForgetHost { .. }
-        | Op::Revoke { .. } => None,
+        | Op::Revoke { .. }
+        | Op::AddJoinToken { .. }
+        | Op::RevokeJoinToken { .. } => None,
     }
 }
 
@@ -52,6 +54,8 @@ fn operator_only(op: &Op) -> &'static str {
         Op::Restore { .. } => "restore a backup",
         Op::ForgetHost { .. } => "forget a host",
         Op::Revoke { .. } => "revoke a certificate",
+        Op::AddJoinToken { .. } => "make a join token",
+        Op::RevokeJoinToken { .. } => "revoke a join token",
         _ => "do that",
     }
 }

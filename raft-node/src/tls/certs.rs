@@ -49,6 +49,12 @@ fn serial() -> Result<SerialNumber, TlsError> {
     Ok(SerialNumber::from_slice(&b))
 }
 
+/// A random serial number and validity from now for `lifetime`.
+pub(crate) fn stamp(p: &mut CertificateParams, lifetime: Duration) -> Result<(), TlsError> {
+    p.serial_number = Some(serial()?);
+    validity(p, lifetime)
+}
+
 fn validity(p: &mut CertificateParams, lifetime: Duration) -> Result<(), TlsError> {
     let now = time::OffsetDateTime::now_utc();
     // Slack for clocks slightly behind the issuer's; the issue time is not_before + slack.
@@ -125,14 +131,19 @@ pub fn create_ca(dir: &Path, lifetime: Duration) -> Result<(PathBuf, PathBuf), T
 /// missing): `cert.pem`, `key.pem` (0600) and a copy of `ca.pem` — what `--tls-dir` reads.
 pub fn issue(ca_dir: &Path, leaf: &Leaf, out: &Path) -> Result<(), TlsError> {
     let (cert, key, ca_pem) = make(ca_dir, leaf)?;
+    write_dir(out, &cert, &key, &ca_pem)
+}
+
+/// Writes a certificate, its key (0600) and the CA into `out` (created if missing), refusing
+/// to overwrite any of them.
+pub fn write_dir(out: &Path, cert: &str, key: &str, ca: &str) -> Result<(), TlsError> {
     std::fs::create_dir_all(out).map_err(|e| TlsError::Read {
         path: out.to_path_buf(),
         why: e.to_string(),
     })?;
-    write_new(&out.join("key.pem"), &key, true)?;
-    write_new(&out.join("cert.pem"), &cert, false)?;
-    write_new(&out.join("ca.pem"), &ca_pem, false)?;
-    Ok(())
+    write_new(&out.join("key.pem"), key, true)?;
+    write_new(&out.join("cert.pem"), cert, false)?;
+    write_new(&out.join("ca.pem"), ca, false)
 }
 
 /// Re-issues the certificate in `dir` (same role, name and addresses, a new key, a new serial,

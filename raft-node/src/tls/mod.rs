@@ -26,6 +26,7 @@
 
 pub mod authz;
 pub mod certs;
+pub mod join;
 
 use std::fmt;
 use std::io;
@@ -186,6 +187,9 @@ pub struct Tls {
 struct Configs {
     server: Arc<rustls::ServerConfig>,
     client: Arc<rustls::ClientConfig>,
+    /// The CA certificate (PEM) and, on a node that signs join requests, its key (PEM).
+    ca_pem: String,
+    ca_key_pem: Option<String>,
 }
 
 impl fmt::Debug for Tls {
@@ -242,11 +246,20 @@ impl Tls {
             .clone()
     }
 
+    /// The CA certificate (PEM) and, if this process holds it, the CA key (PEM): a node with
+    /// the key signs join requests.
+    pub fn ca(&self) -> (String, Option<String>) {
+        let c = self.current.read().unwrap_or_else(|e| e.into_inner());
+        (c.ca_pem.clone(), c.ca_key_pem.clone())
+    }
+
     fn read(dir: &Path) -> Result<(Identity, Configs), TlsError> {
         let ca_path = dir.join("ca.pem");
         let cert_path = dir.join("cert.pem");
         let key_path = dir.join("key.pem");
         let ca = certs_in(&ca_path)?;
+        let ca_pem = String::from_utf8_lossy(&read(&ca_path)?).into_owned();
+        let ca_key_pem = std::fs::read_to_string(dir.join("ca-key.pem")).ok();
         let chain = certs_in(&cert_path)?;
         let key_bytes = read(&key_path)?;
         let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| TlsError::Bad {
@@ -258,6 +271,10 @@ impl Tls {
             why: e.to_string(),
         })?;
         let mut roots = RootCertStore::empty();
+        // The chain a node presents ends with the CA, so a joiner holding only the CA's
+        // fingerprint can check it.
+        let mut served = chain.clone();
+        served.extend(ca.iter().cloned());
         for c in ca {
             roots.add(c).map_err(|e| TlsError::Bad {
                 path: ca_path.clone(),
@@ -266,14 +283,17 @@ impl Tls {
         }
         let roots = Arc::new(roots);
         let config_err = |e: rustls::Error| TlsError::Config(e.to_string());
+        // Connections without a certificate complete the handshake only to ask for one with a
+        // join token: the node refuses them everything else.
         let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+            .allow_unauthenticated()
             .build()
             .map_err(|e| TlsError::Config(e.to_string()))?;
         let server = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(config_err)?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(chain.clone(), key.clone_key())
+            .with_single_cert(served, key.clone_key())
             .map_err(|e| TlsError::Bad {
                 path: key_path.clone(),
                 why: format!("does not match {}: {e}", cert_path.display()),
@@ -289,6 +309,8 @@ impl Tls {
             Configs {
                 server: Arc::new(server),
                 client: Arc::new(client),
+                ca_pem,
+                ca_key_pem,
             },
         ))
     }
@@ -304,22 +326,29 @@ impl Tls {
     }
 
     /// Completes the server side of a handshake on `tcp` (bounded by [`HANDSHAKE_TIMEOUT`])
-    /// and names the client.
+    /// and names the client with its certificate's issue time — `None` for a client without
+    /// a certificate (which may only ask to join).
     pub async fn accept(
         &self,
         tcp: TcpStream,
-    ) -> io::Result<(tokio_rustls::server::TlsStream<TcpStream>, Identity, u64)> {
+    ) -> io::Result<(
+        tokio_rustls::server::TlsStream<TcpStream>,
+        Option<(Identity, u64)>,
+    )> {
         let acceptor = tokio_rustls::TlsAcceptor::from(self.server());
         let s = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
         let certs = s.get_ref().1.peer_certificates();
+        if certs.is_none_or(|c| c.is_empty()) {
+            return Ok((s, None));
+        }
         let id = peer_identity(certs)?;
         let issued = certs
             .and_then(|c| c.first())
             .map(|c| issued_ms(c))
             .unwrap_or(0);
-        Ok((s, id, issued))
+        Ok((s, Some((id, issued))))
     }
 
     /// Completes the client side of a handshake with the node at `addr` (`HOST:PORT`): the

@@ -1,0 +1,350 @@
+//! Joining without copying keys (Docker Swarm's join tokens): a host makes its own key, sends
+//! a certificate request over TLS to any node, and gets back a host certificate.
+//!
+//! A token is `RIPAM-1-<CA fingerprint>-<secret>`: the SHA-256 of the cluster CA's certificate
+//! (hex) and 16 random bytes (hex). `raftipam cert token` makes one and writes only the
+//! secret's SHA-256 and an expiry into the replicated state (`Op::AddJoinToken`), so no node
+//! stores the secret and every node can check it. The joiner trusts the node it dials only if
+//! that node presents a certificate chained to a CA with the token's fingerprint, and sends
+//! the secret only after that; the node signs only if the secret's hash is a token that has
+//! not expired or been revoked, the name is free (no host of that name in the cluster), and it
+//! holds the CA's key (`ca-key.pem` in its `--tls-dir`; a node without it says so).
+//!
+//! What a token grants: one host certificate per request, for a name the cluster does not
+//! know yet. It never grants a node or admin certificate.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{
+    CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use serde::{Deserialize, Serialize};
+
+use super::{check_cert_name, Role, TlsError, ORGANIZATION};
+
+/// The token's prefix and format version.
+pub const TOKEN_PREFIX: &str = "RIPAM-1-";
+
+/// A parsed join token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token {
+    /// SHA-256 of the CA certificate (DER).
+    pub ca_fingerprint: [u8; 32],
+    /// The secret.
+    pub secret: [u8; 16],
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("ca_fingerprint", &hex(&self.ca_fingerprint))
+            .field("secret", &"<hidden>")
+            .finish()
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// The hash of a token's secret as the cluster stores it (hex).
+pub fn secret_hash(secret: &[u8; 16]) -> String {
+    hex(&sha256(secret))
+}
+
+impl Token {
+    /// A new token for the CA whose certificate is `ca_der`.
+    pub fn new(ca_der: &[u8]) -> Result<Token, TlsError> {
+        let mut secret = [0u8; 16];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+            .map_err(|_| TlsError::Config("no randomness for a join token".into()))?;
+        Ok(Token {
+            ca_fingerprint: sha256(ca_der),
+            secret,
+        })
+    }
+
+    /// Parses `RIPAM-1-<64 hex>-<32 hex>`.
+    pub fn parse(s: &str) -> Result<Token, TlsError> {
+        let bad = || {
+            TlsError::Identity(
+                "not a raftipam join token (RIPAM-1-<CA fingerprint>-<secret>, from `raftipam cert token`)"
+                    .into(),
+            )
+        };
+        let rest = s.trim().strip_prefix(TOKEN_PREFIX).ok_or_else(bad)?;
+        let (fp, secret) = rest.split_once('-').ok_or_else(bad)?;
+        Ok(Token {
+            ca_fingerprint: unhex(fp).ok_or_else(bad)?,
+            secret: unhex(secret).ok_or_else(bad)?,
+        })
+    }
+
+    /// The hash of its secret, as the cluster stores it.
+    pub fn secret_hash(&self) -> String {
+        secret_hash(&self.secret)
+    }
+}
+
+impl std::fmt::Display for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{TOKEN_PREFIX}{}-{}",
+            hex(&self.ca_fingerprint),
+            hex(&self.secret)
+        )
+    }
+}
+
+/// What a joiner sends after the handshake (one postcard frame).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The token's secret.
+    pub secret: [u8; 16],
+    /// A PKCS#10 certificate request (DER); only its public key and CN are used.
+    pub csr: Vec<u8>,
+}
+
+/// What the node answers (one postcard frame).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum JoinReply {
+    /// The host certificate (PEM) and the CA certificate (PEM).
+    Issued {
+        /// The certificate.
+        cert: String,
+        /// The CA's certificate.
+        ca: String,
+    },
+    /// Refused, and why.
+    Refused(String),
+}
+
+/// Accepts a server whose certificate chains to a CA with the token's fingerprint. The CA
+/// travels in the server's chain (nodes send it), so the joiner needs no file but the token.
+#[derive(Debug)]
+struct PinnedCa {
+    fingerprint: [u8; 32],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ca = intermediates
+            .iter()
+            .find(|c| sha256(c) == self.fingerprint)
+            .ok_or_else(|| {
+                rustls::Error::General(
+                    "the node's CA does not have the token's fingerprint: wrong cluster, or someone in between"
+                        .into(),
+                )
+            })?;
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.clone().into_owned())?;
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            self.provider.clone(),
+        )
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+        verifier.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The joiner's side: a key and a request for `name`, sent to the node at `addr` with
+/// `token`'s secret once the node proved it belongs to the token's CA. Returns the PEM
+/// certificate, key and CA.
+pub async fn request(
+    addr: &str,
+    token: &Token,
+    name: &str,
+    timeout: Duration,
+) -> Result<(String, String, String), TlsError> {
+    use futures::{SinkExt, StreamExt};
+    use tokio::io::AsyncWriteExt;
+
+    check_cert_name(name).map_err(|e| TlsError::Identity(format!("host name {e}")))?;
+    let key = KeyPair::generate().map_err(|e| TlsError::Config(e.to_string()))?;
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, name);
+    p.distinguished_name = dn;
+    let csr = p
+        .serialize_request(&key)
+        .map_err(|e| TlsError::Config(format!("cannot make the certificate request: {e}")))?;
+    let provider = super::provider();
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCa {
+            fingerprint: token.ca_fingerprint,
+            provider,
+        }))
+        .with_no_client_auth();
+    let io_err = |what: &str, e: io::Error| TlsError::Config(format!("{what} {addr}: {e}"));
+    let fut = async {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| io_err("cannot connect to", e))?;
+        let name_of = super::server_name(addr).map_err(|e| io_err("bad address", e))?;
+        let mut s = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name_of, tcp)
+            .await
+            .map_err(|e| io_err("TLS handshake with", e))?;
+        s.write_all(&[crate::replication::codec::CHANNEL_JOIN])
+            .await
+            .map_err(|e| io_err("cannot write to", e))?;
+        let mut t: crate::replication::codec::Framing<_, JoinReply, JoinRequest> =
+            crate::replication::codec::framing(s, 64 << 10);
+        t.send(JoinRequest {
+            secret: token.secret,
+            csr: csr.der().to_vec(),
+        })
+        .await
+        .map_err(|e| io_err("cannot send the request to", e))?;
+        match t.next().await {
+            Some(Ok(JoinReply::Issued { cert, ca })) => Ok((cert, ca)),
+            Some(Ok(JoinReply::Refused(why))) => Err(TlsError::Identity(format!(
+                "the node at {addr} refused to issue a certificate: {why}"
+            ))),
+            Some(Err(e)) => Err(io_err("no answer from", e)),
+            None => Err(TlsError::Identity(format!(
+                "the node at {addr} closed the connection without an answer"
+            ))),
+        }
+    };
+    let (cert, ca) = tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| TlsError::Config(format!("{addr} did not answer within {timeout:?}")))??;
+    Ok((cert, key.serialize_pem(), ca))
+}
+
+/// The node's side: a host certificate for the request's CN, signed with the CA key in
+/// `ca_key_pem`, valid `lifetime`. The caller has checked the token and the name.
+pub fn sign(
+    ca_pem: &str,
+    ca_key_pem: &str,
+    csr_der: &[u8],
+    lifetime: Duration,
+) -> Result<(String, String), String> {
+    let csr = CertificateSigningRequestParams::from_der(&csr_der.to_vec().into())
+        .map_err(|e| format!("not a certificate request: {e}"))?;
+    let name = match csr.params.distinguished_name.get(&DnType::CommonName) {
+        Some(rcgen::DnValue::Utf8String(s)) => s.clone(),
+        Some(rcgen::DnValue::PrintableString(s)) => s.as_str().to_string(),
+        _ => return Err("the request names no host (a UTF-8 CN)".into()),
+    };
+    check_cert_name(&name).map_err(|e| format!("host name {e}"))?;
+    let ca_key = KeyPair::from_pem(ca_key_pem).map_err(|e| format!("the CA key: {e}"))?;
+    let issuer =
+        Issuer::from_ca_cert_pem(ca_pem, ca_key).map_err(|e| format!("the CA certificate: {e}"))?;
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, ORGANIZATION);
+    dn.push(DnType::OrganizationalUnitName, Role::Host.as_str());
+    dn.push(DnType::CommonName, name.as_str());
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.use_authority_key_identifier_extension = true;
+    super::certs::stamp(&mut p, lifetime).map_err(|e| e.to_string())?;
+    let cert = p
+        .signed_by(&csr.public_key, &issuer)
+        .map_err(|e| format!("cannot sign: {e}"))?;
+    Ok((name, cert.pem()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_print_and_parse_and_bad_ones_are_refused() {
+        let t = Token::new(b"some CA").expect("token");
+        let s = t.to_string();
+        assert!(s.starts_with("RIPAM-1-"));
+        assert_eq!(Token::parse(&s).expect("parses"), t);
+        assert!(
+            !format!("{t:?}").contains(&hex(&t.secret)),
+            "Debug hides the secret"
+        );
+        for bad in [
+            "",
+            "RIPAM-1-",
+            "RIPAM-2-00-00",
+            &s[..s.len() - 1],
+            &format!("{s}0"),
+            &s.replace("RIPAM-1-", "SWMTKN-1-"),
+        ] {
+            assert!(Token::parse(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+}
