@@ -20,7 +20,7 @@ B=$RAFTIPAM_BIN
 "$B" cert create-ca --ca-dir "$work/ca" >/dev/null
 "$B" cert create-admin --ca-dir "$work/ca" --out "$work/admin" >/dev/null
 
-cluster() { # MODE (plain|tls) BASEPORT: start 3 nodes, form the cluster, print the endpoints
+cluster() { # MODE (plain|tls) BASEPORT: start 3 nodes, form the cluster; endpoints in $eps_out
   local mode=$1 base=$2 n tls=() eps=()
   for n in 1 2 3; do
     local addr="127.0.0.1:$((base + n))"
@@ -39,18 +39,21 @@ cluster() { # MODE (plain|tls) BASEPORT: start 3 nodes, form the cluster, print 
   "$B" "${cli[@]}" cluster init >/dev/null
   "$B" "${cli[@]}" cluster add --id 2 --addr "${eps[1]}" >/dev/null
   "$B" "${cli[@]}" cluster add --id 3 --addr "${eps[2]}" >/dev/null
-  (IFS=,; echo "${eps[*]}")
+  eps_out=$(IFS=,; echo "${eps[*]}")
 }
 
-plain=$(cluster plain 17400)
-tls=$(cluster tls 17500)
+# Not in $(...): the node pids must reach the cleanup trap.
+cluster plain 17400
+plain=$eps_out
+cluster tls 17500
+tls=$eps_out
 for r in $(seq "$rounds"); do
   for clients in 1 256; do
     c=$count
     ((clients == 1)) && c=$((count / 10))
     echo "== round $r, $clients clients, plain"
-    "$B" --endpoints "$plain" bench --clients "$clients" --count "$c" 2>&1 | grep -i "alloc"
+    "$B" --endpoints "$plain" bench --clients "$clients" --count "$c" 2>&1 | grep -i "alloc\|error" || true
     echo "== round $r, $clients clients, tls"
-    "$B" --endpoints "$tls" --tls-dir "$work/admin" bench --clients "$clients" --count "$c" 2>&1 | grep -i "alloc"
+    "$B" --endpoints "$tls" --tls-dir "$work/admin" bench --clients "$clients" --count "$c" 2>&1 | grep -i "alloc\|error" || true
   done
 done

@@ -9,6 +9,7 @@
 //! daemon answers, each test prints a loud SKIP and returns.
 
 use std::net::IpAddr;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -44,10 +45,36 @@ const SLOW: ShimTiming = ShimTiming {
 };
 
 impl Cluster {
+    /// One node serving over mutual TLS: certificates made with `raftipam cert` in the test's
+    /// directory; the CLI acts as an admin, each shim with a host certificate of its name.
     fn start() -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let metrics = free_port();
+        let d = dir.path().display().to_string();
+        cert(&["create-ca", "--ca-dir", &format!("{d}/ca")]);
+        let addr = format!("127.0.0.1:{port}");
+        let node_certs = format!("{d}/tls-node");
+        cert(&[
+            "create-node",
+            "--id",
+            "1",
+            "--name",
+            "n1",
+            "--addr",
+            &addr,
+            "--ca-dir",
+            &format!("{d}/ca"),
+            "--out",
+            &node_certs,
+        ]);
+        cert(&[
+            "create-admin",
+            "--ca-dir",
+            &format!("{d}/ca"),
+            "--out",
+            &format!("{d}/tls-admin"),
+        ]);
         let args: Vec<String> = [
             "node",
             "--id",
@@ -58,6 +85,8 @@ impl Cluster {
             &dir.path().join("data").display().to_string(),
             "--metrics",
             &format!("127.0.0.1:{metrics}"),
+            "--tls-dir",
+            &node_certs,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -78,13 +107,40 @@ impl Cluster {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The admin's certificates (what the CLI uses).
+    fn admin_tls(&self) -> String {
+        self.dir.path().join("tls-admin").display().to_string()
+    }
+
+    /// A host certificate for `host` (made on first use).
+    fn host_tls(&self, host: &str) -> String {
+        let out = self.dir.path().join(format!("tls-host-{host}"));
+        if !out.join("cert.pem").exists() {
+            let ca = self.dir.path().join("ca").display().to_string();
+            cert(&[
+                "create-host",
+                host,
+                "--ca-dir",
+                &ca,
+                "--out",
+                &out.display().to_string(),
+            ]);
+        }
+        out.display().to_string()
+    }
+
     /// `raftipam ARGS --endpoints THIS`, bounded.
     fn cli(&self, args: &[&str]) -> Output {
         Command::new("timeout")
             .arg("60")
             .arg(BIN)
             .args(args)
-            .args(["--endpoints", &self.endpoint()])
+            .args([
+                "--endpoints",
+                &self.endpoint(),
+                "--tls-dir",
+                &self.admin_tls(),
+            ])
             .env_remove("RAFTIPAM_CONFIG")
             .stdin(Stdio::null())
             .output()
@@ -170,6 +226,8 @@ impl Cluster {
             &socket.display().to_string(),
             "--host",
             host,
+            "--tls-dir",
+            &self.host_tls(host),
             "--reconcile-interval",
             t.interval,
             "--reconcile-grace",
@@ -191,6 +249,17 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         drop(self.node.take());
     }
+}
+
+/// `raftipam cert ARGS`, which must succeed.
+fn cert(args: &[&str]) {
+    let o = Command::new(BIN)
+        .arg("cert")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run raftipam cert");
+    stdout_ok(&format!("raftipam cert {}", args.join(" ")), &o);
 }
 
 /// `GET /metrics` at 127.0.0.1:`port` (with curl, bounded).
@@ -554,7 +623,12 @@ fn an_address_released_and_reallocated_between_passes_is_not_freed() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         use plugin_shim::agent::reconcile::{ReconcileConfig, Reconciler};
-        let client = raft_node::Client::connect([cluster.endpoint()]).expect("client");
+        let tls = raft_node::tls::Tls::load(Path::new(&cluster.host_tls(host))).expect("tls");
+        let cfg = raft_node::ClientConfig {
+            tls: Some(tls),
+            ..Default::default()
+        };
+        let client = raft_node::Client::with_config([cluster.endpoint()], cfg).expect("client");
         let grace = Duration::from_secs(600);
         let mut r = Reconciler::new(
             client.clone(),

@@ -80,9 +80,11 @@ pub struct NodeConfig {
     pub keep_logs: u64,
     /// Mutual TLS with this node certificate (`None`: plain TCP, anyone may call).
     pub tls: Option<Tls>,
-    /// Most connections served at once (default 1,024); more wait in the kernel's backlog.
+    /// Most connections served at once (default 4,096); more wait in the kernel's backlog.
     pub max_connections: usize,
-    /// Most connections served at once from one IP address (default 64); more are closed.
+    /// Most connections from one IP address still in their handshake (default 64; a
+    /// connection counts until it has proved who it is and named its channel); more are
+    /// closed at once, so one address cannot hold the others' slots with idle connections.
     pub max_connections_per_ip: usize,
 }
 
@@ -102,7 +104,7 @@ impl NodeConfig {
             snapshot_every: 10_000,
             keep_logs: 1_000,
             tls: None,
-            max_connections: 1024,
+            max_connections: 4096,
             max_connections_per_ip: 64,
         }
     }
@@ -440,7 +442,7 @@ async fn serve_conn(
     s: TcpStream,
     inner: Arc<NodeInner>,
     _permit: OwnedSemaphorePermit,
-    _slot: PerIp,
+    slot: PerIp,
 ) {
     if s.set_nodelay(true).is_err() {
         return;
@@ -476,6 +478,8 @@ async fn serve_conn(
         Ok(Ok(_)) => {}
         _ => return,
     }
+    // Past the handshake and the channel byte: no longer counted against its address.
+    drop(slot);
     // Requests of one connection run concurrently, in tasks of this connection's set, so
     // that stopping the node stops them too.
     let mut reqs = JoinSet::new();
