@@ -2,23 +2,76 @@
 //! ([`raftipam_json`], [`cluster_allocations`], [`cluster_addrs`], [`cluster_pools`],
 //! [`raftipam_ok`]), address parsing, the veth pair guard ([`Veth`]) and one restartable
 //! `raftipam up` with its shims ([`Up`]).
+//!
+//! Every `Up` runs over mutual TLS: one CA per test process ([`pki`]), a node certificate named
+//! after the `up`'s host, a host certificate per shim, and the CLI helpers present the admin
+//! certificate to the clusters an `Up` started (other clusters are plain, on loopback).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
 
 use ipnet::IpNet;
 use serde_json::Value;
 
 use crate::binary::*;
 
-/// Runs `raftipam ARGS --endpoints 127.0.0.1:PORT --json` and parses stdout.
+/// This test process's CA (and admin certificate), made on first use.
+pub fn pki() -> &'static Path {
+    static PKI: OnceLock<tempfile::TempDir> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let d = tempfile::tempdir().expect("tempdir");
+        let ca = d.path().join("ca").display().to_string();
+        let admin = d.path().join("admin").display().to_string();
+        raftipam_ok(&["cert", "create-ca", "--ca-dir", &ca]);
+        raftipam_ok(&["cert", "create-admin", "--ca-dir", &ca, "--out", &admin]);
+        d
+    })
+    .path()
+}
+
+/// Issues `raftipam cert KIND ARGS --out OUT` with this process's CA, unless OUT has one.
+fn issue(kind: &str, args: &[&str], out: &Path) {
+    if out.join("cert.pem").exists() {
+        return;
+    }
+    let ca = pki().join("ca").display().to_string();
+    let out = out.display().to_string();
+    let mut a = vec!["cert", kind];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&["--ca-dir", &ca, "--out", &out]);
+    raftipam_ok(&a);
+}
+
+/// Ports of the clusters started with TLS (an `Up`'s): the CLI helpers present the admin
+/// certificate to them.
+fn tls_ports() -> &'static Mutex<BTreeSet<u16>> {
+    static PORTS: OnceLock<Mutex<BTreeSet<u16>>> = OnceLock::new();
+    PORTS.get_or_init(Default::default)
+}
+
+/// Runs `raftipam ARGS --endpoints 127.0.0.1:PORT --json` (with the admin certificate when
+/// that cluster serves TLS) and parses stdout.
 pub fn raftipam_json(port: u16, args: &[&str]) -> Value {
+    let mut tls: Vec<String> = Vec::new();
+    if tls_ports()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&port)
+    {
+        tls = vec![
+            "--tls-dir".into(),
+            pki().join("admin").display().to_string(),
+        ];
+    }
     let o = Command::new("timeout")
         .arg("60")
         .arg(BIN)
         .args(args)
         .args(["--endpoints", &format!("127.0.0.1:{port}"), "--json"])
+        .args(&tls)
         .stdin(Stdio::null())
         .output()
         .expect("run raftipam");
@@ -164,8 +217,22 @@ impl Up {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             proc: None,
         };
+        issue(
+            "create-node",
+            &["--id", "1", "--name", host, "--addr", &up.endpoint()],
+            &up.tls(),
+        );
+        tls_ports()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(up.port);
         up.restart();
         up
+    }
+
+    /// Its node certificate (named after its host).
+    fn tls(&self) -> PathBuf {
+        self.dir.path().join("tls")
     }
 
     pub fn endpoint(&self) -> String {
@@ -186,6 +253,8 @@ impl Up {
             socket.display().to_string(),
             "--host".into(),
             self.host.clone(),
+            "--tls-dir".into(),
+            self.tls().display().to_string(),
         ];
         let args: Vec<String> = args.into_iter().chain(self.extra.clone()).collect();
         let mut p = spawn(self.dir.path(), &args);
@@ -208,6 +277,8 @@ impl Up {
     /// A `raftipam shim` for another host on this cluster.
     pub fn shim(&self, driver: &str, host: &str) -> Proc {
         let socket = socket_path(driver);
+        let certs = self.dir.path().join(format!("tls-{host}"));
+        issue("create-host", &[host], &certs);
         let args = vec![
             "shim".to_string(),
             "--endpoints".into(),
@@ -216,6 +287,8 @@ impl Up {
             socket.display().to_string(),
             "--host".into(),
             host.into(),
+            "--tls-dir".into(),
+            certs.display().to_string(),
         ];
         let mut p = spawn(self.dir.path(), &args);
         p.wait_started("raftipam shim for host", &socket);
