@@ -8,6 +8,8 @@
 //! Column families: `meta` (vote, last purged log id, committed log id), `logs` (the Raft
 //! log, keyed by big-endian index) and `sm` (the latest snapshot of the state machine).
 
+#[cfg(test)]
+mod conformance;
 mod log;
 mod sm;
 
