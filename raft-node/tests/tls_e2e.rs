@@ -94,30 +94,17 @@ impl Pki {
     }
 
     fn host(&self, name: &str) -> String {
-        let out = self.out(name);
-        ok(&[
-            "cert",
-            "create-host",
-            name,
-            "--ca-dir",
-            &self.ca(),
-            "--out",
-            &out,
-        ]);
-        out
+        self.named("create-host", name)
     }
 
     fn admin(&self, name: &str) -> String {
+        self.named("create-admin", name)
+    }
+
+    /// `raftipam cert KIND NAME` into a directory of that name.
+    fn named(&self, kind: &str, name: &str) -> String {
         let out = self.out(name);
-        ok(&[
-            "cert",
-            "create-admin",
-            name,
-            "--ca-dir",
-            &self.ca(),
-            "--out",
-            &out,
-        ]);
+        ok(&["cert", kind, name, "--ca-dir", &self.ca(), "--out", &out]);
         out
     }
 }

@@ -66,21 +66,11 @@ pub fn raftipam_json(port: u16, args: &[&str]) -> Value {
             pki().join("admin").display().to_string(),
         ];
     }
-    let o = Command::new("timeout")
-        .arg("60")
-        .arg(BIN)
-        .args(args)
-        .args(["--endpoints", &format!("127.0.0.1:{port}"), "--json"])
-        .args(&tls)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run raftipam");
-    assert!(
-        o.status.success(),
-        "raftipam {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let endpoint = format!("127.0.0.1:{port}");
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--endpoints", &endpoint, "--json"]);
+    all.extend(tls.iter().map(String::as_str));
+    let o = run_ok(60, &all);
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
         panic!(
             "raftipam {} printed no JSON ({e}): {}",
@@ -135,8 +125,13 @@ pub fn ip(s: &str) -> IpAddr {
 
 /// Runs `raftipam ARGS` (bounded), failing the test unless it succeeds.
 pub fn raftipam_ok(args: &[&str]) {
+    run_ok(90, args);
+}
+
+/// Runs `raftipam ARGS` under `timeout SECS`, failing the test unless it succeeds.
+fn run_ok(secs: u32, args: &[&str]) -> std::process::Output {
     let o = Command::new("timeout")
-        .arg("90")
+        .arg(secs.to_string())
         .arg(BIN)
         .args(args)
         .stdin(Stdio::null())
@@ -148,6 +143,7 @@ pub fn raftipam_ok(args: &[&str]) {
         args.join(" "),
         String::from_utf8_lossy(&o.stderr)
     );
+    o
 }
 
 // ---------------------------------------------------------------------------------------
