@@ -382,3 +382,39 @@ async fn an_isolated_leader_cannot_write_the_majority_can_and_it_catches_up_afte
     );
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_clients_reconnect() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let c = Cluster::start_with(1, |cfg| cfg.idle_timeout = Duration::from_secs(1)).await;
+    let client = c.client();
+    let pool = client
+        .create_pool(spec("10.88.0.0/24"), "h")
+        .await
+        .expect("pool");
+
+    // A connection that says nothing after its channel byte is closed after the idle bound.
+    let mut raw = tokio::net::TcpStream::connect(&c.endpoints()[0])
+        .await
+        .expect("connect");
+    raw.write_all(b"A").await.expect("channel byte");
+    let mut b = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(10), raw.read(&mut b)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "an idle connection stayed open: {closed:?}"
+    );
+
+    // A client idle longer than that reconnects by itself on its next call.
+    let a1 = client
+        .allocate(&pool, None, Owner::new("h", "a"))
+        .await
+        .expect("alloc");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let a2 = client
+        .allocate(&pool, None, Owner::new("h", "b"))
+        .await
+        .expect("alloc after idle");
+    assert_ne!(a1, a2);
+    c.shutdown().await;
+}

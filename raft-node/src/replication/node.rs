@@ -82,6 +82,9 @@ pub struct NodeConfig {
     pub tls: Option<Tls>,
     /// Most connections served at once (default 4,096); more wait in the kernel's backlog.
     pub max_connections: usize,
+    /// A connection with no call in flight and none arriving for this long is closed (default
+    /// 10 minutes); clients reconnect on their next call.
+    pub idle_timeout: Duration,
     /// Most connections from one IP address still in their handshake (default 64; a
     /// connection counts until it has proved who it is and named its channel); more are
     /// closed at once, so one address cannot hold the others' slots with idle connections.
@@ -105,6 +108,7 @@ impl NodeConfig {
             keep_logs: 1_000,
             tls: None,
             max_connections: 4096,
+            idle_timeout: Duration::from_secs(600),
             max_connections_per_ip: 64,
         }
     }
@@ -147,6 +151,7 @@ pub(crate) struct NodeInner {
     cut: Arc<Cut>,
     tls: Option<Tls>,
     conns: Arc<Semaphore>,
+    idle_timeout: Duration,
     per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
     max_per_ip: usize,
 }
@@ -238,6 +243,7 @@ impl Node {
             cut,
             tls: cfg.tls.clone(),
             conns: Arc::new(Semaphore::new(cfg.max_connections.max(1))),
+            idle_timeout: cfg.idle_timeout.max(Duration::from_millis(100)),
             per_ip: Mutex::new(HashMap::new()),
             max_per_ip: cfg.max_connections_per_ip.max(1),
         });
@@ -387,6 +393,34 @@ impl Drop for PerIp {
     }
 }
 
+/// Runs every request of one connection in `reqs` until the client goes, or until nothing is
+/// in flight and no request came for `idle`.
+async fn serve_requests<S, F>(
+    mut stream: std::pin::Pin<&mut S>,
+    reqs: &mut JoinSet<()>,
+    idle: Duration,
+) where
+    S: futures::Stream<Item = F>,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(f)) => {
+                reqs.spawn(f);
+                while reqs.try_join_next().is_some() {}
+            }
+            Ok(None) => return,
+            Err(_) => {
+                while reqs.try_join_next().is_some() {}
+                if reqs.is_empty() {
+                    tracing::debug!("closing a connection idle for {idle:?}");
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Answers one join request (see [`crate::tls::join`]) on a connection without a certificate.
 async fn serve_join(s: tokio_rustls::server::TlsStream<TcpStream>, inner: &NodeInner, tls: &Tls) {
     use crate::tls::join::{JoinReply, JoinRequest};
@@ -493,11 +527,8 @@ async fn serve_conn(
                 raft: inner.raft.clone(),
             };
             let t = transport(conn, MAX_FRAME);
-            let mut stream = std::pin::pin!(BaseChannel::with_defaults(t).execute(srv.serve()));
-            while let Some(f) = stream.next().await {
-                reqs.spawn(f);
-                while reqs.try_join_next().is_some() {}
-            }
+            let stream = std::pin::pin!(BaseChannel::with_defaults(t).execute(srv.serve()));
+            serve_requests(stream, &mut reqs, inner.idle_timeout).await;
         }
         CHANNEL_API => {
             // Hosts send small requests; nodes forward restores and admins send them.
@@ -505,13 +536,11 @@ async fn serve_conn(
                 Some(Role::Host) => MAX_HOST_REQUEST,
                 _ => MAX_FRAME,
             };
+            let idle = inner.idle_timeout;
             let srv = ApiServer { inner, peer };
             let t = transport(conn, read_max);
-            let mut stream = std::pin::pin!(BaseChannel::with_defaults(t).execute(srv.serve()));
-            while let Some(f) = stream.next().await {
-                reqs.spawn(f);
-                while reqs.try_join_next().is_some() {}
-            }
+            let stream = std::pin::pin!(BaseChannel::with_defaults(t).execute(srv.serve()));
+            serve_requests(stream, &mut reqs, idle).await;
         }
         _ => {}
     }
