@@ -40,20 +40,8 @@ pub const CHANNEL_API: u8 = b'A';
 /// no client certificate needed).
 pub const CHANNEL_JOIN: u8 = b'J';
 
-/// Postcard frames over any stream, for the join exchange.
-pub type Framing<S, In, Out> =
-    tarpc::tokio_serde::Framed<Framed<S, LengthDelimitedCodec>, In, Out, Postcard>;
-
-/// Frames `s` with at most `max` bytes a frame either way.
-pub fn framing<S, In, Out>(s: S, max: usize) -> Framing<S, In, Out>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
-{
-    let codec = LengthDelimitedCodec::builder()
-        .max_frame_length(max)
-        .new_codec();
-    tarpc::tokio_serde::Framed::new(Framed::new(s, codec), Postcard)
-}
+/// Largest frame either way of a join exchange (a certificate request, a certificate).
+pub const MAX_JOIN_FRAME: usize = 64 << 10;
 
 /// A connection: plain TCP, or TLS over TCP (either side of the handshake).
 pub type Conn = Either<TcpStream, TlsStream<TcpStream>>;
@@ -116,8 +104,19 @@ impl<T: DeserializeOwned> Deserializer<T> for Postcard {
     }
 }
 
+/// Postcard frames over any stream, with their own read and write limits ([`Frames`]).
+pub type Framing<S, In, Out> = tarpc::tokio_serde::Framed<Framed<S, Frames>, In, Out, Postcard>;
+
+/// Frames `s`: at most `read_max` bytes per frame read, `write_max` written.
+pub fn framing<S, In, Out>(s: S, read_max: usize, write_max: usize) -> Framing<S, In, Out>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    tarpc::tokio_serde::Framed::new(Framed::new(s, Frames::new(read_max, write_max)), Postcard)
+}
+
 /// A tarpc transport over one connection.
-pub type Transport<In, Out> = tarpc::tokio_serde::Framed<Framed<Conn, Frames>, In, Out, Postcard>;
+pub type Transport<In, Out> = Framing<Conn, In, Out>;
 
 /// Frames a connection: at most `read_max` bytes per frame read, [`MAX_FRAME`] written.
 pub fn transport<In, Out>(stream: Conn, read_max: usize) -> Transport<In, Out>
@@ -125,8 +124,7 @@ where
     In: DeserializeOwned,
     Out: Serialize,
 {
-    let framed = Framed::new(stream, Frames::new(read_max, MAX_FRAME));
-    tarpc::tokio_serde::Framed::new(framed, Postcard)
+    framing(stream, read_max, MAX_FRAME)
 }
 
 /// Connects to `addr` (over TLS with `tls`), announces `channel`, and frames the stream;

@@ -40,7 +40,7 @@ use tokio_rustls::TlsStream;
 
 use super::codec::{
     connect, framing, transport, Conn, CHANNEL_API, CHANNEL_JOIN, CHANNEL_RAFT, MAX_FRAME,
-    MAX_HOST_REQUEST,
+    MAX_HOST_REQUEST, MAX_JOIN_FRAME,
 };
 use super::network::{Cut, NetworkFactory};
 use super::rpc::{ApiRpc, ApiRpcClient, RaftRpc, Via};
@@ -425,7 +425,7 @@ async fn serve_requests<S, F>(
 async fn serve_join(s: tokio_rustls::server::TlsStream<TcpStream>, inner: &NodeInner, tls: &Tls) {
     use crate::tls::join::{JoinReply, JoinRequest};
     use futures::SinkExt;
-    let mut t = framing::<_, JoinRequest, JoinReply>(s, 64 << 10);
+    let mut t = framing::<_, JoinRequest, JoinReply>(s, MAX_JOIN_FRAME, MAX_JOIN_FRAME);
     let Ok(Some(Ok(req))) = tokio::time::timeout(CHANNEL_BYTE_TIMEOUT, t.next()).await else {
         return;
     };

@@ -262,7 +262,11 @@ pub async fn request(
             .await
             .map_err(|e| io_err("cannot write to", e))?;
         let mut t: crate::replication::codec::Framing<_, JoinReply, JoinRequest> =
-            crate::replication::codec::framing(s, 64 << 10);
+            crate::replication::codec::framing(
+                s,
+                crate::replication::codec::MAX_JOIN_FRAME,
+                crate::replication::codec::MAX_JOIN_FRAME,
+            );
         t.send(JoinRequest {
             secret: token.secret,
             csr: csr.der().to_vec(),

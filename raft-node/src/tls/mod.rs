@@ -153,9 +153,9 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-fn certs_in(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes = read(path)?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
+/// The PEM certificates in `bytes`, read from `path` (named in errors); at least one.
+fn certs_in(path: &Path, bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<_, _>>()
         .map_err(|e| TlsError::Bad {
             path: path.to_path_buf(),
@@ -257,10 +257,11 @@ impl Tls {
         let ca_path = dir.join("ca.pem");
         let cert_path = dir.join("cert.pem");
         let key_path = dir.join("key.pem");
-        let ca = certs_in(&ca_path)?;
-        let ca_pem = String::from_utf8_lossy(&read(&ca_path)?).into_owned();
+        let ca_bytes = read(&ca_path)?;
+        let ca = certs_in(&ca_path, &ca_bytes)?;
+        let ca_pem = String::from_utf8_lossy(&ca_bytes).into_owned();
         let ca_key_pem = std::fs::read_to_string(dir.join("ca-key.pem")).ok();
-        let chain = certs_in(&cert_path)?;
+        let chain = certs_in(&cert_path, &read(&cert_path)?)?;
         let key_bytes = read(&key_path)?;
         let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| TlsError::Bad {
             path: key_path.clone(),
