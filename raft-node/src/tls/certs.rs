@@ -50,7 +50,7 @@ fn serial() -> Result<SerialNumber, TlsError> {
 }
 
 /// A random serial number and validity from now for `lifetime`.
-pub(crate) fn stamp(p: &mut CertificateParams, lifetime: Duration) -> Result<(), TlsError> {
+fn stamp(p: &mut CertificateParams, lifetime: Duration) -> Result<(), TlsError> {
     p.serial_number = Some(serial()?);
     validity(p, lifetime)
 }
@@ -118,8 +118,7 @@ pub fn create_ca(dir: &Path, lifetime: Duration) -> Result<(PathBuf, PathBuf), T
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    p.serial_number = Some(serial()?);
-    validity(&mut p, lifetime)?;
+    stamp(&mut p, lifetime)?;
     let cert = p.self_signed(&key).map_err(rc)?;
     let (ca, ca_key) = (dir.join("ca.pem"), dir.join("ca-key.pem"));
     write_new(&ca_key, &key.serialize_pem(), true)?;
@@ -207,20 +206,11 @@ fn replace(path: &Path, contents: &str, secret: bool) -> Result<(), TlsError> {
     })
 }
 
-/// The PEM certificate and key of `leaf`, and the CA's PEM.
-fn make(ca_dir: &Path, leaf: &Leaf) -> Result<(String, String, String), TlsError> {
+/// The parameters of `leaf`'s certificate: its subject (O, OU = role, CN = name), usages for
+/// its role, its addresses as SANs, a fresh serial and its validity. Both `raftipam cert` and
+/// a node signing a join request issue certificates from these.
+pub(crate) fn leaf_params(leaf: &Leaf) -> Result<CertificateParams, TlsError> {
     check_cert_name(&leaf.name).map_err(|e| TlsError::Identity(format!("name {e}")))?;
-    let ca_pem = read_text(&ca_dir.join("ca.pem"))?;
-    let ca_key_path = ca_dir.join("ca-key.pem");
-    let ca_key = KeyPair::from_pem(&read_text(&ca_key_path)?).map_err(|e| TlsError::Bad {
-        path: ca_key_path.clone(),
-        why: format!("not a private key: {e}"),
-    })?;
-    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(|e| TlsError::Bad {
-        path: ca_dir.join("ca.pem"),
-        why: format!("not a CA certificate: {e}"),
-    })?;
-    let key = KeyPair::generate().map_err(rc)?;
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, ORGANIZATION);
@@ -251,8 +241,24 @@ fn make(ca_dir: &Path, leaf: &Leaf) -> Result<(String, String, String), TlsError
         });
     }
     p.use_authority_key_identifier_extension = true;
-    p.serial_number = Some(serial()?);
-    validity(&mut p, leaf.lifetime)?;
+    stamp(&mut p, leaf.lifetime)?;
+    Ok(p)
+}
+
+/// The PEM certificate and key of `leaf`, and the CA's PEM.
+fn make(ca_dir: &Path, leaf: &Leaf) -> Result<(String, String, String), TlsError> {
+    let ca_pem = read_text(&ca_dir.join("ca.pem"))?;
+    let ca_key_path = ca_dir.join("ca-key.pem");
+    let ca_key = KeyPair::from_pem(&read_text(&ca_key_path)?).map_err(|e| TlsError::Bad {
+        path: ca_key_path.clone(),
+        why: format!("not a private key: {e}"),
+    })?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(|e| TlsError::Bad {
+        path: ca_dir.join("ca.pem"),
+        why: format!("not a CA certificate: {e}"),
+    })?;
+    let key = KeyPair::generate().map_err(rc)?;
+    let p = leaf_params(leaf)?;
     let cert = p.signed_by(&key, &issuer).map_err(rc)?;
     Ok((cert.pem(), key.serialize_pem(), ca_pem))
 }

@@ -18,15 +18,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::{
-    CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType, Issuer, KeyPair,
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use serde::{Deserialize, Serialize};
 
-use super::{check_cert_name, Role, TlsError, ORGANIZATION};
+use super::{check_cert_name, Role, TlsError};
 
 /// The token's prefix and format version.
 pub const TOKEN_PREFIX: &str = "RIPAM-1-";
@@ -305,25 +304,20 @@ pub fn sign(
         Some(rcgen::DnValue::PrintableString(s)) => s.as_str().to_string(),
         _ => return Err("the request names no host (a UTF-8 CN)".into()),
     };
-    check_cert_name(&name).map_err(|e| format!("host name {e}"))?;
+    let leaf = super::certs::Leaf {
+        role: Role::Host,
+        name,
+        addrs: Vec::new(),
+        lifetime,
+    };
+    let p = super::certs::leaf_params(&leaf).map_err(|e| format!("host {e}"))?;
     let ca_key = KeyPair::from_pem(ca_key_pem).map_err(|e| format!("the CA key: {e}"))?;
     let issuer =
         Issuer::from_ca_cert_pem(ca_pem, ca_key).map_err(|e| format!("the CA certificate: {e}"))?;
-    let mut p = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, ORGANIZATION);
-    dn.push(DnType::OrganizationalUnitName, Role::Host.as_str());
-    dn.push(DnType::CommonName, name.as_str());
-    p.distinguished_name = dn;
-    p.is_ca = IsCa::ExplicitNoCa;
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    p.use_authority_key_identifier_extension = true;
-    super::certs::stamp(&mut p, lifetime).map_err(|e| e.to_string())?;
     let cert = p
         .signed_by(&csr.public_key, &issuer)
         .map_err(|e| format!("cannot sign: {e}"))?;
-    Ok((name, cert.pem()))
+    Ok((leaf.name, cert.pem()))
 }
 
 #[cfg(test)]
