@@ -167,6 +167,28 @@ pub enum Op {
         /// The certificate name (a host's, a node's or an operator's).
         name: String,
     },
+    /// Operator: the one certificate with this serial number is revoked, whatever it names
+    /// (a key that leaked while others of the same name stay good). At most
+    /// [`crate::MAX_REVOKED_SERIALS`] serials are kept.
+    RevokeSerial {
+        /// The serial number in hexadecimal ([`crate::canonical_serial`] form: lowercase, no
+        /// separators, no leading zeros).
+        serial: String,
+    },
+    /// Operator: one piece of a backup being restored (a backup larger than a request may
+    /// carry is sent in pieces, in order). The pieces are kept in the state until the last one
+    /// arrives, then the whole is restored as [`Op::Restore`] does. A piece at offset 0 starts
+    /// a new restore, dropping any unfinished one.
+    RestoreChunk {
+        /// Chosen by the client, the same for every piece of one restore.
+        restore: u64,
+        /// Where this piece starts in the backup.
+        offset: u64,
+        /// Length of the whole backup.
+        total: u64,
+        /// The piece (at most [`crate::MAX_RESTORE_CHUNK`] bytes).
+        bytes: Vec<u8>,
+    },
 }
 
 /// A command: an operation and the time it was proposed at (ms since the Unix epoch).
@@ -236,6 +258,16 @@ pub enum Outcome {
     Revoked {
         /// Revoked up to.
         before_ms: u64,
+    },
+    /// Result of [`Op::RevokeSerial`].
+    SerialRevoked {
+        /// False when the serial was revoked already.
+        new: bool,
+    },
+    /// Result of [`Op::RestoreChunk`] before the last piece.
+    RestoreStaged {
+        /// Bytes of the backup received so far.
+        have: u64,
     },
     /// Result of [`Op::ForgetHost`].
     HostForgotten {

@@ -48,8 +48,10 @@ mod view;
 
 pub use command::{Command, Op, Order, Outcome, PoolSpec, Released};
 pub use error::{AllocError, LeakHint};
-pub use id::{AddrRange, Owner, ParseError, PoolId};
-pub use limits::{MAX_NAME_LEN, MAX_RESERVED_PER_POOL};
+pub use id::{canonical_serial, AddrRange, Owner, ParseError, PoolId};
+pub use limits::{
+    MAX_NAME_LEN, MAX_RESERVED_PER_POOL, MAX_RESTORE_BYTES, MAX_RESTORE_CHUNK, MAX_REVOKED_SERIALS,
+};
 pub use report::{HostReport, ReportedLeak, ReportedMissing, StoredReport};
 pub use snapshot::SnapshotError;
 pub use state::{Config, DefaultPool, State};

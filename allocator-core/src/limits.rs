@@ -22,3 +22,10 @@ pub(crate) fn check_name(what: &str, name: &str, may_be_empty: bool) -> Result<(
     }
     Ok(())
 }
+
+/// Most certificate serial numbers the revocation list keeps ([`crate::Op::RevokeSerial`]).
+pub const MAX_REVOKED_SERIALS: usize = 65_536;
+/// Largest piece of a backup one [`crate::Op::RestoreChunk`] carries (4 MiB).
+pub const MAX_RESTORE_CHUNK: usize = 4 << 20;
+/// Largest backup that can be restored in pieces (1 GiB).
+pub const MAX_RESTORE_BYTES: u64 = 1 << 30;

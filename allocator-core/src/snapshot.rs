@@ -19,9 +19,10 @@ use crate::state::{Config, Pool, State};
 use crate::subnet::Subnet;
 
 const MAGIC: &[u8; 8] = b"RIPAMSNP";
-/// Version 2 added hosts' reports, version 3 revoked certificate names; versions 1 and 2
-/// (without them) are still read.
-const VERSION: u16 = 3;
+/// Version 2 added hosts' reports, version 3 revoked certificate names and join tokens,
+/// version 4 revoked serials and a restore under way; earlier versions (without them) are
+/// still read.
+const VERSION: u16 = 4;
 const HEADER: usize = 8 + 2 + 4;
 
 /// Why a snapshot could not be read.
@@ -78,9 +79,9 @@ struct SnapPool {
 
 /// The body. `R` is the reports: `()` in version 1 (postcard writes nothing for it), a list
 /// from version 2; `V` the revocations and join tokens: `()` before version 3, lists from
-/// version 3.
+/// version 3; `X` the revoked serials and a restore under way: `()` before version 4.
 #[derive(Serialize, Deserialize)]
-struct SnapState<'a, R, V> {
+struct SnapState<'a, R, V, X> {
     config: Config,
     seq: u64,
     hosts: Vec<String>,
@@ -93,7 +94,12 @@ struct SnapState<'a, R, V> {
     /// Revoked certificate names and the time before which they are revoked, and join
     /// tokens (hash, expiry).
     revoked: V,
+    /// Revoked serials (serial, when), and the restore under way (id, total, bytes so far).
+    extra: X,
 }
+
+/// Version 4's `extra`.
+type Extra = (Vec<(String, u64)>, Option<(u64, u64, Vec<u8>)>);
 
 fn bad(msg: impl Into<String>) -> SnapshotError {
     SnapshotError::Invalid(msg.into())
@@ -162,6 +168,15 @@ impl State {
                     .map(|(h, t)| (h.as_str(), *t))
                     .collect::<Vec<(&str, u64)>>(),
             ),
+            extra: (
+                self.revoked_serials
+                    .iter()
+                    .map(|(n, t)| (n.as_str(), *t))
+                    .collect::<Vec<(&str, u64)>>(),
+                self.staged
+                    .as_ref()
+                    .map(|s| (s.restore, s.total, s.bytes.as_slice())),
+            ),
         };
         // Serialising plain owned data into a Vec cannot fail.
         let body = postcard::to_allocvec(&snap).unwrap_or_default();
@@ -189,41 +204,70 @@ impl State {
             return Err(SnapshotError::Checksum { expected, found });
         }
         let cannot = |e: postcard::Error| bad(format!("cannot decode: {e}"));
-        match version {
+        type Lists = (Vec<(String, u64)>, Vec<(String, u64)>);
+        let (state, tokens, extra) = match version {
             1 => {
-                let snap: SnapState<'_, (), ()> = postcard::from_bytes(body).map_err(cannot)?;
-                rebuild(snap, Vec::new(), Vec::new())
+                let snap: SnapState<'_, (), (), ()> = postcard::from_bytes(body).map_err(cannot)?;
+                (rebuild(snap, Vec::new(), Vec::new())?, Vec::new(), None)
             }
             2 => {
-                let mut snap: SnapState<'_, Vec<StoredReport>, ()> =
+                let mut snap: SnapState<'_, Vec<StoredReport>, (), ()> =
                     postcard::from_bytes(body).map_err(cannot)?;
                 let reports = std::mem::take(&mut snap.reports);
-                rebuild(snap, reports, Vec::new())
+                (rebuild(snap, reports, Vec::new())?, Vec::new(), None)
             }
-            _ => {
-                type Lists = (Vec<(String, u64)>, Vec<(String, u64)>);
-                let mut snap: SnapState<'_, Vec<StoredReport>, Lists> =
+            3 => {
+                let mut snap: SnapState<'_, Vec<StoredReport>, Lists, ()> =
                     postcard::from_bytes(body).map_err(cannot)?;
                 let reports = std::mem::take(&mut snap.reports);
                 let (revoked, tokens) = std::mem::take(&mut snap.revoked);
-                let mut state = rebuild(snap, reports, revoked)?;
-                for (hash, until) in tokens {
-                    if state.join_tokens.contains_key(&hash)
-                        || state.add_join_token(0, &hash, until).is_err()
-                    {
-                        return Err(bad(format!("join token {hash:?} is not valid")));
-                    }
-                }
-                Ok(state)
+                (rebuild(snap, reports, revoked)?, tokens, None)
+            }
+            _ => {
+                let mut snap: SnapState<'_, Vec<StoredReport>, Lists, Extra> =
+                    postcard::from_bytes(body).map_err(cannot)?;
+                let reports = std::mem::take(&mut snap.reports);
+                let (revoked, tokens) = std::mem::take(&mut snap.revoked);
+                let extra = std::mem::take(&mut snap.extra);
+                (rebuild(snap, reports, revoked)?, tokens, Some(extra))
+            }
+        };
+        let mut state = state;
+        for (hash, until) in tokens {
+            if state.join_tokens.contains_key(&hash)
+                || state.add_join_token(0, &hash, until).is_err()
+            {
+                return Err(bad(format!("join token {hash:?} is not valid")));
             }
         }
+        if let Some((serials, staged)) = extra {
+            for (serial, at) in serials {
+                if state.is_serial_revoked(&serial) || state.revoke_serial(at, &serial).is_err() {
+                    return Err(bad(format!("revoked serial {serial:?} is not valid")));
+                }
+            }
+            if let Some((restore, total, bytes)) = staged {
+                if bytes.len() as u64 > total || total > crate::limits::MAX_RESTORE_BYTES {
+                    return Err(bad(format!(
+                        "a restore under way holds {} bytes of {total}",
+                        bytes.len()
+                    )));
+                }
+                state.staged = Some(crate::state::StagedRestore {
+                    restore,
+                    total,
+                    bytes,
+                });
+            }
+        }
+        Ok(state)
     }
 }
 
 /// Builds the state from a decoded body (whatever its version's `reports` and `revoked`
 /// fields), the reports and the revocations.
-fn rebuild<R, V>(
-    snap: SnapState<'_, R, V>,
+fn rebuild<R, V, X>(
+    snap: SnapState<'_, R, V, X>,
     reports: Vec<StoredReport>,
     revoked: Vec<(String, u64)>,
 ) -> Result<State, SnapshotError> {
@@ -382,7 +426,7 @@ fn rebuild<R, V>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Command, Op, Order, Outcome, Owner, PoolSpec};
+    use crate::{AllocError, Command, Op, Order, Outcome, Owner, PoolSpec};
     use proptest::prelude::*;
 
     fn sample() -> State {
@@ -536,26 +580,133 @@ mod tests {
     }
 
     #[test]
+    fn revoked_serials_are_kept_spelled_once_and_survive_a_snapshot() {
+        let mut st = sample();
+        let cmd = |serial: &str| Command {
+            at_ms: 7_000,
+            op: Op::RevokeSerial {
+                serial: serial.into(),
+            },
+        };
+        assert_eq!(
+            st.apply(&cmd("a1bff")),
+            Ok(Outcome::SerialRevoked { new: true })
+        );
+        assert_eq!(
+            st.apply(&cmd("a1bff")),
+            Ok(Outcome::SerialRevoked { new: false })
+        );
+        for bad in ["A1BFF", "0a1bff", "a1:bf", "", "zz"] {
+            assert!(
+                st.apply(&cmd(bad)).is_err(),
+                "{bad:?} is not the one spelling"
+            );
+        }
+        assert!(st.is_serial_revoked("a1bff"));
+        assert!(!st.is_serial_revoked("a1bfe"));
+        let back = State::from_snapshot(&st.to_snapshot()).expect("loads");
+        assert_eq!(back.revoked_serials(), vec![("a1bff".to_string(), 7_000)]);
+        assert_eq!(back.to_snapshot(), st.to_snapshot());
+    }
+
+    /// A backup restored in pieces: out-of-order, foreign and oversized pieces are refused
+    /// without changing anything; a snapshot taken half-way carries the pieces, so a replica
+    /// that installs it finishes the restore exactly like the others.
+    #[test]
+    fn a_backup_restores_in_pieces_even_across_a_snapshot() {
+        let backup = sample().to_snapshot();
+        let total = backup.len() as u64;
+        let piece = |restore: u64, offset: usize, end: usize| Command {
+            at_ms: 9_000,
+            op: Op::RestoreChunk {
+                restore,
+                offset: offset as u64,
+                total,
+                bytes: backup[offset..end].to_vec(),
+            },
+        };
+        let third = backup.len() / 3;
+        let mut st = State::default();
+        assert!(st.apply(&piece(7, third, 2 * third)).is_err(), "no start");
+        assert_eq!(
+            st.apply(&piece(7, 0, third)),
+            Ok(Outcome::RestoreStaged { have: third as u64 })
+        );
+        let before = st.to_snapshot();
+        for bad in [piece(7, 0, third - 1), piece(8, third, 2 * third)] {
+            let mut later = bad.clone();
+            if let Op::RestoreChunk { offset, .. } = &mut later.op {
+                *offset = (*offset).max(1);
+            }
+            assert!(st.apply(&later).is_err(), "{:?}", later.op);
+        }
+        assert!(st.apply(&piece(7, third + 1, 2 * third)).is_err(), "a gap");
+        assert_eq!(st.to_snapshot(), before, "refusals change nothing");
+        // A replica installing a snapshot taken now ends up identical.
+        let mut replica = State::from_snapshot(&before).expect("loads half-way");
+        for s in [&mut st, &mut replica] {
+            assert_eq!(
+                s.apply(&piece(7, third, 2 * third)),
+                Ok(Outcome::RestoreStaged {
+                    have: 2 * third as u64
+                })
+            );
+            assert!(matches!(
+                s.apply(&piece(7, 2 * third, backup.len())),
+                Ok(Outcome::Restored { .. })
+            ));
+        }
+        assert_eq!(st.to_snapshot(), replica.to_snapshot());
+        assert_eq!(st.all_allocations(), sample().all_allocations());
+        assert!(st.staged.is_none(), "nothing left over");
+        // Now the state holds something: no further restore.
+        assert!(matches!(
+            st.apply(&piece(9, 0, third)),
+            Err(AllocError::NotEmpty(_))
+        ));
+    }
+
+    #[test]
+    fn a_damaged_backup_in_pieces_restores_nothing() {
+        let mut backup = sample().to_snapshot();
+        let n = backup.len();
+        backup[n - 1] ^= 0xff;
+        let mut st = State::default();
+        let r = st.apply(&Command {
+            at_ms: 1,
+            op: Op::RestoreChunk {
+                restore: 1,
+                offset: 0,
+                total: n as u64,
+                bytes: backup,
+            },
+        });
+        assert!(matches!(r, Err(AllocError::Invalid(_))), "{r:?}");
+        assert!(st.is_empty() && st.staged.is_none());
+    }
+
+    #[test]
     fn older_snapshots_still_load() {
         let st = sample();
-        let v3 = st.to_snapshot();
-        // Version 2 had no revocations or join tokens, version 1 no reports either: their
-        // bodies are version 3's without the empty lists' lengths.
-        for (version, cut) in [(2u16, 2), (1, 3)] {
-            let body = &v3[HEADER..v3.len() - cut];
+        let v4 = st.to_snapshot();
+        // Version 3 had no revoked serials or restore under way, version 2 no revocations or
+        // join tokens, version 1 no reports either: their bodies are version 4's without the
+        // empty lists' lengths (and the `None`).
+        for (version, cut) in [(3u16, 2), (2, 4), (1, 5)] {
+            let body = &v4[HEADER..v4.len() - cut];
             let mut old = Vec::new();
             old.extend_from_slice(MAGIC);
             old.extend_from_slice(&version.to_le_bytes());
             old.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
             old.extend_from_slice(body);
             let back = State::from_snapshot(&old).expect("an older snapshot loads");
-            assert_eq!(back.to_snapshot(), v3, "version {version}");
+            assert_eq!(back.to_snapshot(), v4, "version {version}");
         }
-        let mut v4 = v3.clone();
-        v4[8] = 4;
+        let mut v5 = v4.clone();
+        v5[8] = 5;
         assert_eq!(
-            State::from_snapshot(&v4).err(),
-            Some(SnapshotError::Version(4))
+            State::from_snapshot(&v5).err(),
+            Some(SnapshotError::Version(5))
         );
     }
 

@@ -19,7 +19,7 @@ use crate::command::{Command, Op, Order, Outcome, PoolSpec, Released};
 use crate::error::AllocError;
 use crate::id::{AddrRange, Owner, PoolId};
 use crate::keyed::Keyed;
-use crate::limits::{check_name, MAX_RESERVED_PER_POOL};
+use crate::limits::{check_name, MAX_RESERVED_PER_POOL, MAX_RESTORE_BYTES, MAX_RESTORE_CHUNK};
 use crate::records::RecView;
 use crate::report::StoredReport;
 use crate::subnet::{addr_to_u128, Subnet, Subnets};
@@ -98,6 +98,21 @@ pub struct State {
     pub(crate) revoked: BTreeMap<String, u64>,
     /// Join tokens: SHA-256 of the secret (hex) and expiry (ms).
     pub(crate) join_tokens: BTreeMap<String, u64>,
+    /// Revoked certificate serials ([`crate::canonical_serial`]) and when they were revoked.
+    pub(crate) revoked_serials: BTreeMap<String, u64>,
+    /// A backup being restored in pieces ([`Op::RestoreChunk`]).
+    pub(crate) staged: Option<StagedRestore>,
+}
+
+/// The pieces of a backup received so far.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StagedRestore {
+    /// The client's id for this restore.
+    pub(crate) restore: u64,
+    /// Length of the whole backup.
+    pub(crate) total: u64,
+    /// The bytes received so far, in order.
+    pub(crate) bytes: Vec<u8>,
 }
 
 impl Default for State {
@@ -151,6 +166,8 @@ impl State {
             reports: BTreeMap::new(),
             revoked: BTreeMap::new(),
             join_tokens: BTreeMap::new(),
+            revoked_serials: BTreeMap::new(),
+            staged: None,
         }
     }
 
@@ -220,6 +237,13 @@ impl State {
                     before_ms: self.revoke(name, cmd.at_ms),
                 })
             }
+            Op::RevokeSerial { serial } => self.revoke_serial(cmd.at_ms, serial),
+            Op::RestoreChunk {
+                restore,
+                offset,
+                total,
+                bytes,
+            } => self.restore_chunk(*restore, *offset, *total, bytes),
         }
     }
 
@@ -854,6 +878,71 @@ impl State {
         self.pools.is_empty() && self.subnets.is_empty() && self.hosts.is_empty() && self.seq == 0
     }
 
+    /// One piece of a backup restored in pieces: kept until the last one, then restored.
+    /// Every refusal leaves the state as it was, so a retried piece is harmless.
+    fn restore_chunk(
+        &mut self,
+        restore: u64,
+        offset: u64,
+        total: u64,
+        bytes: &[u8],
+    ) -> Result<Outcome, AllocError> {
+        if !self.is_empty() {
+            return Err(AllocError::NotEmpty(format!(
+                "{} pools, last sequence number {}",
+                self.pools.len(),
+                self.seq
+            )));
+        }
+        if bytes.len() > MAX_RESTORE_CHUNK {
+            return Err(AllocError::Invalid(format!(
+                "a piece of a backup is {} bytes; at most {MAX_RESTORE_CHUNK} are allowed",
+                bytes.len()
+            )));
+        }
+        if total > MAX_RESTORE_BYTES {
+            return Err(AllocError::Invalid(format!(
+                "the backup is {total} bytes; at most {MAX_RESTORE_BYTES} can be restored"
+            )));
+        }
+        let len = bytes.len() as u64;
+        if offset == 0 {
+            self.staged = Some(StagedRestore {
+                restore,
+                total,
+                bytes: Vec::new(),
+            });
+        }
+        let staged = match self.staged.as_mut() {
+            Some(s) if s.restore == restore && s.total == total => s,
+            _ => {
+                return Err(AllocError::Invalid(format!(
+                    "no restore {restore:#x} of {total} bytes is under way (another restore started, or its first piece never arrived): start again with `raftipam restore`"
+                )))
+            }
+        };
+        let have = staged.bytes.len() as u64;
+        if offset != have || offset + len > total {
+            return Err(AllocError::Invalid(format!(
+                "a piece at bytes {offset}..{} does not follow the {have} bytes received of {total}: start again with `raftipam restore`",
+                offset + len
+            )));
+        }
+        staged.bytes.extend_from_slice(bytes);
+        if offset + len < total {
+            return Ok(Outcome::RestoreStaged { have: offset + len });
+        }
+        let Some(whole) = self.staged.take() else {
+            return Err(AllocError::Invalid("no restore under way".into()));
+        };
+        let out = self.restore(&whole.bytes);
+        if out.is_err() {
+            // A damaged backup: nothing was restored and the pieces are of no more use.
+            self.staged = None;
+        }
+        out
+    }
+
     fn restore(&mut self, snapshot: &[u8]) -> Result<Outcome, AllocError> {
         if !self.is_empty() {
             return Err(AllocError::NotEmpty(format!(
@@ -884,6 +973,9 @@ impl State {
         // Revocations made while empty stand (the later of the two times).
         for (name, before) in std::mem::take(&mut self.revoked) {
             restored.revoke(&name, before);
+        }
+        for (serial, at) in std::mem::take(&mut self.revoked_serials) {
+            restored.revoked_serials.entry(serial).or_insert(at);
         }
         for (host, report) in std::mem::take(&mut self.reports) {
             if restored

@@ -429,7 +429,9 @@ impl Model {
             Op::Heartbeat { host, .. } => Ok(Outcome::HostSeen {
                 first: self.seen.insert(host.clone()),
             }),
-            Op::Restore { .. } => unreachable!("the steps make no restore"),
+            Op::Restore { .. } | Op::RestoreChunk { .. } => {
+                unreachable!("the steps make no restore")
+            }
             Op::Report { host, report } => {
                 let leaks = report
                     .leaked
@@ -439,8 +441,8 @@ impl Model {
                 self.reports.insert(host.clone(), leaks);
                 Ok(Outcome::Reported)
             }
-            Op::AddJoinToken { .. } | Op::RevokeJoinToken { .. } => {
-                unreachable!("the steps make no join tokens (unit-tested in allocator-core)")
+            Op::AddJoinToken { .. } | Op::RevokeJoinToken { .. } | Op::RevokeSerial { .. } => {
+                unreachable!("the steps make no join tokens or serial revocations (unit-tested in allocator-core)")
             }
             Op::Revoke { name } => {
                 let t = self.revoked.entry(name.clone()).or_insert(now);

@@ -1,12 +1,14 @@
 //! The hosts' reports kept in the state ([`crate::Op::Report`]) and the questions asked of
-//! them: which reported leaks still stand (same host, same sequence number at the address).
+//! them (which reported leaks still stand: same host, same sequence number at the address);
+//! and the certificate revocations (by name and issue time, by serial) and join tokens.
 
 use std::collections::BTreeMap;
 
 use super::State;
 use crate::command::Outcome;
 use crate::error::{AllocError, LeakHint};
-use crate::id::PoolId;
+use crate::id::{canonical_serial, PoolId};
+use crate::limits::MAX_REVOKED_SERIALS;
 use crate::report::{HostReport, ReportedLeak, StoredReport};
 use crate::subnet::Subnet;
 
@@ -97,6 +99,37 @@ impl State {
         self.revoked
             .get(name)
             .is_some_and(|before| issued_ms < *before)
+    }
+
+    pub(crate) fn revoke_serial(&mut self, now: u64, serial: &str) -> Result<Outcome, AllocError> {
+        if canonical_serial(serial).as_deref() != Some(serial) {
+            return Err(AllocError::Invalid(format!(
+                "{serial:?} is not a serial number in its one spelling (lowercase hex, no separators or leading zeros)"
+            )));
+        }
+        if self.revoked_serials.contains_key(serial) {
+            return Ok(Outcome::SerialRevoked { new: false });
+        }
+        if self.revoked_serials.len() >= MAX_REVOKED_SERIALS {
+            return Err(AllocError::Invalid(format!(
+                "{MAX_REVOKED_SERIALS} certificate serials are revoked already: revoke by name (`raftipam cert revoke NAME`) or start a new CA"
+            )));
+        }
+        self.revoked_serials.insert(serial.to_string(), now);
+        Ok(Outcome::SerialRevoked { new: true })
+    }
+
+    /// Whether the certificate with this serial ([`canonical_serial`] form) was revoked.
+    pub fn is_serial_revoked(&self, serial: &str) -> bool {
+        self.revoked_serials.contains_key(serial)
+    }
+
+    /// Every revoked serial, with when it was revoked.
+    pub fn revoked_serials(&self) -> Vec<(String, u64)> {
+        self.revoked_serials
+            .iter()
+            .map(|(s, t)| (s.clone(), *t))
+            .collect()
     }
 
     /// Every revoked name, with the time before which its certificates are revoked.

@@ -2,14 +2,15 @@
 //!
 //! A backup is the allocator's snapshot (`State::to_snapshot`: versioned, checksummed
 //! postcard), read from the cluster through the client API with a linearizable read. A
-//! restore proposes the backup as one command (`Op::Restore`) to a running cluster whose state
-//! is empty: every replica replaces its empty state with the backup's, exactly — allocations
+//! restore proposes the backup in pieces of at most 4 MiB (`Op::RestoreChunk`: a client
+//! request stays small, whoever sends it) to a running cluster whose state is empty; with the
+//! last piece every replica replaces its empty state with the backup's, exactly — allocations
 //! keep their sequence numbers, cooling addresses keep cooling, serial cursors, heartbeats and
 //! reports come back. The state machine refuses it when the state holds anything.
 
 use std::path::PathBuf;
 
-use allocator_core::{Op, Outcome, State};
+use allocator_core::{Op, Outcome, State, MAX_RESTORE_CHUNK};
 use anyhow::Context;
 use clap::Args;
 use raft_node::api::{Consistency, Query, QueryReply};
@@ -94,20 +95,38 @@ pub async fn restore(ctx: &Ctx, a: RestoreArgs) -> anyhow::Result<()> {
     let s = summary(&a.file, bytes.len(), &st);
     drop(st);
     let client = ctx.client()?;
-    let w = client
-        .apply(Op::Restore { snapshot: bytes })
-        .await
-        .with_context(|| {
-            format!(
-                "restoring {} into the cluster at {}",
-                a.file.display(),
-                client.endpoints().join(",")
-            )
-        })?;
+    // Tells this restore's pieces from another's (a second `restore` started meanwhile).
+    let restore = raft_node::now_ms() ^ (u64::from(std::process::id()) << 40);
+    let total = bytes.len() as u64;
+    let mut done = false;
+    for (i, piece) in bytes.chunks(MAX_RESTORE_CHUNK).enumerate() {
+        let offset = (i * MAX_RESTORE_CHUNK) as u64;
+        let w = client
+            .apply(Op::RestoreChunk {
+                restore,
+                offset,
+                total,
+                bytes: piece.to_vec(),
+            })
+            .await
+            .with_context(|| {
+                format!(
+                    "restoring {} into the cluster at {} (bytes {offset}..{} of {total})",
+                    a.file.display(),
+                    client.endpoints().join(","),
+                    offset + piece.len() as u64
+                )
+            })?;
+        match w.outcome {
+            Outcome::RestoreStaged { .. } => {}
+            Outcome::Restored { .. } => done = true,
+            o => anyhow::bail!("unexpected answer to a restore: {o:?}"),
+        }
+    }
     anyhow::ensure!(
-        matches!(w.outcome, Outcome::Restored { .. }),
-        "unexpected answer to a restore: {:?}",
-        w.outcome
+        done,
+        "the cluster took every piece of {} but did not restore it",
+        a.file.display()
     );
     ctx.print(&s, |s| {
         println!(

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use raft_node::tls::certs::{self, Leaf, CA_LIFETIME, CERT_LIFETIME};
-use raft_node::tls::{identity_of, Role};
+use raft_node::tls::{identity_of, serial_of, Role};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use serde::Serialize;
@@ -82,10 +82,20 @@ pub enum CertCmd {
         revoke: Option<String>,
     },
     /// Revoke every certificate of NAME issued until now, in the whole cluster (`host forget`
-    /// does this too); certificates issued later are accepted. Needs an admin certificate.
+    /// does this too); certificates issued later are accepted. Or revoke one certificate by
+    /// its serial number (--serial, or --cert FILE), leaving the name's others good. Needs an
+    /// admin certificate.
     Revoke {
         /// The certificate name (a host's, a node's or an operator's).
-        name: String,
+        #[arg(required_unless_present_any = ["serial", "cert"], conflicts_with_all = ["serial", "cert"])]
+        name: Option<String>,
+        /// The serial number of the one certificate to revoke, in hex as `cert show` prints it
+        /// (colons and leading zeros are ignored).
+        #[arg(long, conflicts_with = "cert")]
+        serial: Option<String>,
+        /// The certificate file (PEM) whose serial number to revoke.
+        #[arg(long, value_name = "FILE")]
+        cert: Option<PathBuf>,
     },
     /// Show the identity and validity of a certificate (default: the one in --tls-dir).
     Show {
@@ -229,7 +239,51 @@ pub async fn run(ctx: &Ctx, c: CertCmd) -> anyhow::Result<()> {
                 },
             )
         }
-        CertCmd::Revoke { name } => {
+        CertCmd::Revoke {
+            name: None,
+            serial,
+            cert,
+        } => {
+            let serial = match (serial, cert) {
+                (Some(s), _) => allocator_core::canonical_serial(&s).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--serial {s:?} is not a serial number: give the hex digits `raftipam cert show` prints"
+                    )
+                })?,
+                (None, Some(f)) => {
+                    let der = CertificateDer::from_pem_file(&f).with_context(|| {
+                        format!("cannot read a PEM certificate from {}", f.display())
+                    })?;
+                    serial_of(&der).ok_or_else(|| {
+                        anyhow::anyhow!("{} is not an X.509 certificate", f.display())
+                    })?
+                }
+                (None, None) => anyhow::bail!("name a certificate, or give --serial or --cert"),
+            };
+            let client = ctx.client()?;
+            let w = client
+                .apply(allocator_core::Op::RevokeSerial {
+                    serial: serial.clone(),
+                })
+                .await?;
+            let new = match w.outcome {
+                allocator_core::Outcome::SerialRevoked { new } => new,
+                o => anyhow::bail!("unexpected answer to a revocation: {o:?}"),
+            };
+            ctx.print(
+                &serde_json::json!({"serial": serial, "newly_revoked": new}),
+                |_| {
+                    if new {
+                        println!("revoked the certificate with serial {serial}: nodes refuse it from now on");
+                    } else {
+                        println!("the certificate with serial {serial} was revoked already");
+                    }
+                },
+            )
+        }
+        CertCmd::Revoke {
+            name: Some(name), ..
+        } => {
             let client = ctx.client()?;
             let w = client
                 .apply(allocator_core::Op::Revoke { name: name.clone() })
@@ -263,7 +317,7 @@ pub async fn run(ctx: &Ctx, c: CertCmd) -> anyhow::Result<()> {
             let shown = Shown {
                 role: id.role.as_str(),
                 name: id.name,
-                serial: x.raw_serial_as_string(),
+                serial: serial_of(&der).unwrap_or_else(|| x.raw_serial_as_string()),
                 not_before: v.not_before.to_string(),
                 not_after: v.not_after.to_string(),
                 expired: !v.is_valid(),

@@ -5,9 +5,9 @@
 //! frames. Over TLS the byte travels inside the encrypted stream, after the handshake.
 //!
 //! Frame limits are per direction ([`Frames`]): a node answers with frames up to
-//! [`MAX_FRAME`] (a whole snapshot or backup), but reads requests up to what the caller's role
-//! needs — [`MAX_FRAME`] from nodes (snapshot install) and admins (restore), far less from
-//! hosts — so an authenticated host cannot make a node buffer a gigabyte.
+//! [`MAX_FRAME`] (a whole snapshot or backup), but reads requests up to what the channel
+//! needs — [`MAX_FRAME`] on the Raft channel (snapshot install), far less on the client API
+//! ([`MAX_API_REQUEST`]) — so no client, authenticated or not, can make a node buffer a gigabyte.
 
 use std::io;
 use std::pin::Pin;
@@ -28,9 +28,10 @@ use crate::tls::{Tls, HANDSHAKE_TIMEOUT};
 /// Largest frame accepted where large frames are needed (1 GiB): a snapshot sent to a node,
 /// a backup restored by an admin, any answer a node sends.
 pub const MAX_FRAME: usize = 1 << 30;
-/// Largest request frame a node accepts on the client API from a host or node certificate
-/// (16 MiB: a host's report lists at most 1,024 leaks and 1,024 missing endpoints).
-pub const MAX_HOST_REQUEST: usize = 16 << 20;
+/// Largest request frame a node accepts on the client API, from anyone (16 MiB: a host's
+/// report lists at most 1,024 leaks and 1,024 missing endpoints; a backup is restored in
+/// pieces of 4 MiB). Only Raft traffic between node certificates carries [`MAX_FRAME`].
+pub const MAX_API_REQUEST: usize = 16 << 20;
 /// First byte of a connection carrying Raft traffic.
 pub const CHANNEL_RAFT: u8 = b'R';
 /// First byte of a connection carrying the client API.

@@ -39,8 +39,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsStream;
 
 use super::codec::{
-    connect, framing, transport, Conn, CHANNEL_API, CHANNEL_JOIN, CHANNEL_RAFT, MAX_FRAME,
-    MAX_HOST_REQUEST, MAX_JOIN_FRAME,
+    connect, framing, transport, Conn, CHANNEL_API, CHANNEL_JOIN, CHANNEL_RAFT, MAX_API_REQUEST,
+    MAX_FRAME, MAX_JOIN_FRAME,
 };
 use super::network::{Cut, NetworkFactory};
 use super::rpc::{ApiRpc, ApiRpcClient, RaftRpc, Via};
@@ -51,7 +51,7 @@ use crate::api::{
     WriteReply, WriteRequest,
 };
 use crate::metrics::Metrics;
-use crate::tls::{authz, Tls};
+use crate::tls::{authz, PeerCert, Tls};
 
 type C = TypeConfig;
 
@@ -482,10 +482,10 @@ async fn serve_conn(
         return;
     }
     let peer_addr = s.peer_addr().ok();
-    let (mut conn, peer): (Conn, Option<(Identity, u64)>) = match &inner.tls {
+    let (mut conn, peer): (Conn, Option<PeerCert>) = match &inner.tls {
         Some(tls) => match tls.accept(s).await {
-            Ok((_, Some((id, issued)))) if inner.is_revoked(&id.name, issued) => {
-                tracing::warn!(peer = ?peer_addr, "refused {id}: its certificate was revoked (`raftipam cert revoke` or `host forget`)");
+            Ok((_, Some(p))) if inner.is_revoked(&p) => {
+                tracing::warn!(peer = ?peer_addr, serial = %p.serial, "refused {}: its certificate was revoked (`raftipam cert revoke` or `host forget`)", p.id);
                 return;
             }
             Ok((t, Some(peer))) => (Either::Right(TlsStream::Server(t)), Some(peer)),
@@ -519,8 +519,8 @@ async fn serve_conn(
     let mut reqs = JoinSet::new();
     match b[0] {
         CHANNEL_RAFT => {
-            if let Some((id, _)) = peer.as_ref().filter(|(id, _)| id.role != Role::Node) {
-                tracing::warn!(peer = ?peer_addr, "refused Raft traffic from {id}: only node certificates may send it");
+            if let Some(p) = peer.as_ref().filter(|p| p.id.role != Role::Node) {
+                tracing::warn!(peer = ?peer_addr, "refused Raft traffic from {}: only node certificates may send it", p.id);
                 return;
             }
             let srv = RaftServer {
@@ -531,14 +531,11 @@ async fn serve_conn(
             serve_requests(stream, &mut reqs, inner.idle_timeout).await;
         }
         CHANNEL_API => {
-            // Hosts send small requests; nodes forward restores and admins send them.
-            let read_max = match peer.as_ref().map(|p| p.0.role) {
-                Some(Role::Host) => MAX_HOST_REQUEST,
-                _ => MAX_FRAME,
-            };
+            // Requests are small, whoever sends them (a backup is restored in pieces);
+            // only Raft traffic between nodes carries large frames (a snapshot).
             let idle = inner.idle_timeout;
             let srv = ApiServer { inner, peer };
-            let t = transport(conn, read_max);
+            let t = transport(conn, MAX_API_REQUEST);
             let stream = std::pin::pin!(BaseChannel::with_defaults(t).execute(srv.serve()));
             serve_requests(stream, &mut reqs, idle).await;
         }
@@ -589,21 +586,22 @@ struct ApiServer {
     inner: Arc<NodeInner>,
     /// Who is at the other end of the connection, and when its certificate was issued
     /// (`None` without TLS).
-    peer: Option<(Identity, u64)>,
+    peer: Option<PeerCert>,
 }
 
 impl ApiServer {
     /// The caller of this call (see [`caller`]), refused if the connection's certificate was
     /// revoked since the connection was opened.
     fn caller(&self, via: Via) -> Result<(Option<Identity>, bool), ApiError> {
-        if let Some((id, issued)) = &self.peer {
-            if self.inner.is_revoked(&id.name, *issued) {
+        if let Some(p) = &self.peer {
+            if self.inner.is_revoked(p) {
                 return Err(ApiError::Forbidden(format!(
-                    "the certificate of {id} was revoked (`raftipam cert revoke` or `host forget`): issue a new one"
+                    "the certificate of {} (serial {}) was revoked (`raftipam cert revoke` or `host forget`): issue a new one",
+                    p.id, p.serial
                 )));
             }
         }
-        caller(self.peer.as_ref().map(|p| &p.0), via)
+        caller(self.peer.as_ref().map(|p| &p.id), via)
     }
 }
 
@@ -790,8 +788,9 @@ impl NodeInner {
 
     /// Whether certificates of `name` issued at `issued_ms` are revoked, by the state applied
     /// here so far.
-    fn is_revoked(&self, name: &str, issued_ms: u64) -> bool {
-        self.sm.read().state.is_revoked(name, issued_ms)
+    fn is_revoked(&self, p: &PeerCert) -> bool {
+        let sm = self.sm.read();
+        sm.state.is_revoked(&p.id.name, p.issued_ms) || sm.state.is_serial_revoked(&p.serial)
     }
 
     /// Prometheus text of this node's metrics, every gauge refreshed from the state now.

@@ -40,7 +40,9 @@ fn acts_as(op: &Op) -> Option<(&str, &'static str)> {
         Op::Release { force: true, .. }
         | Op::DeletePool { .. }
         | Op::Restore { .. }
+        | Op::RestoreChunk { .. }
         | Op::ForgetHost { .. }
+        | Op::RevokeSerial { .. }
         | Op::Revoke { .. }
         | Op::AddJoinToken { .. }
         | Op::RevokeJoinToken { .. } => None,
@@ -51,9 +53,9 @@ fn operator_only(op: &Op) -> &'static str {
     match op {
         Op::Release { .. } => "force the release of an address",
         Op::DeletePool { .. } => "delete a pool",
-        Op::Restore { .. } => "restore a backup",
+        Op::Restore { .. } | Op::RestoreChunk { .. } => "restore a backup",
         Op::ForgetHost { .. } => "forget a host",
-        Op::Revoke { .. } => "revoke a certificate",
+        Op::Revoke { .. } | Op::RevokeSerial { .. } => "revoke a certificate",
         Op::AddJoinToken { .. } => "make a join token",
         Op::RevokeJoinToken { .. } => "revoke a join token",
         _ => "do that",

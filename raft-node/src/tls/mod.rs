@@ -332,10 +332,7 @@ impl Tls {
     pub async fn accept(
         &self,
         tcp: TcpStream,
-    ) -> io::Result<(
-        tokio_rustls::server::TlsStream<TcpStream>,
-        Option<(Identity, u64)>,
-    )> {
+    ) -> io::Result<(tokio_rustls::server::TlsStream<TcpStream>, Option<PeerCert>)> {
         let acceptor = tokio_rustls::TlsAcceptor::from(self.server());
         let s = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
             .await
@@ -345,11 +342,13 @@ impl Tls {
             return Ok((s, None));
         }
         let id = peer_identity(certs)?;
-        let issued = certs
-            .and_then(|c| c.first())
-            .map(|c| issued_ms(c))
-            .unwrap_or(0);
-        Ok((s, Some((id, issued))))
+        let leaf = certs.and_then(|c| c.first());
+        let peer = PeerCert {
+            id,
+            issued_ms: leaf.map(|c| issued_ms(c)).unwrap_or(0),
+            serial: leaf.and_then(|c| serial_of(c)).unwrap_or_default(),
+        };
+        Ok((s, Some(peer)))
     }
 
     /// Completes the client side of a handshake with the node at `addr` (`HOST:PORT`): the
@@ -382,6 +381,31 @@ impl Tls {
         }
         Ok(s)
     }
+}
+
+/// The certificate a client presented: who it names, when it was issued and its serial
+/// number — what revocation is checked against, at the handshake and on every call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerCert {
+    /// Role and name.
+    pub id: Identity,
+    /// [`issued_ms`].
+    pub issued_ms: u64,
+    /// [`serial_of`].
+    pub serial: String,
+}
+
+/// A certificate's serial number, spelled as revocation compares it
+/// ([`allocator_core::canonical_serial`]); `None` if it cannot be read.
+pub fn serial_of(der: &[u8]) -> Option<String> {
+    let (_, x) = x509_parser::parse_x509_certificate(der).ok()?;
+    let hex: String = x
+        .tbs_certificate
+        .raw_serial()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    allocator_core::canonical_serial(&hex)
 }
 
 /// When a certificate was issued (ms since the Unix epoch): its `not_before` plus
