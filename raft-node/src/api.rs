@@ -45,6 +45,10 @@ pub enum ApiError {
     /// what it asked and what it may do.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// The node was never made part of a cluster (`raftipam cluster init` on one node, then
+    /// `cluster add` for the others): it answers at once instead of waiting for a leader.
+    #[error("not initialised: {0}")]
+    NotInitialised(String),
 }
 
 /// A write as sent to a node.

@@ -37,7 +37,8 @@ use serde::Serialize;
 #[derive(Parser, Debug)]
 #[command(name = "raftipam", version, propagate_version = true)]
 pub struct Cli {
-    /// The cluster's nodes, HOST:PORT, comma separated.
+    /// The cluster's nodes, HOST:PORT, comma separated [default: 127.0.0.1:7379, where `up`
+    /// listens].
     #[arg(long, global = true, env = "RAFTIPAM_ENDPOINTS", value_delimiter = ',')]
     endpoints: Vec<String>,
     /// Print machine-readable JSON on stdout.
@@ -104,6 +105,10 @@ enum Command {
         shell: clap_complete::Shell,
     },
 }
+
+/// Where `raftipam up` listens, and the endpoint used when neither `--endpoints`,
+/// `RAFTIPAM_ENDPOINTS` nor the config file names any.
+pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:7379";
 
 /// What commands share: the parsed global options.
 pub struct Ctx {
@@ -205,8 +210,13 @@ pub fn main() -> ExitCode {
         }
     };
     let cli = Cli::parse_from(argv);
+    let endpoints = if cli.endpoints.iter().all(|e| e.trim().is_empty()) {
+        vec![DEFAULT_ENDPOINT.to_string()]
+    } else {
+        cli.endpoints
+    };
     let ctx = Ctx {
-        endpoints: cli.endpoints,
+        endpoints,
         json: cli.json,
         timeout: cli.timeout,
         tls_dir: cli.tls_dir,
@@ -302,13 +312,47 @@ pub async fn resolve_pool(client: &Client, id: PoolId) -> anyhow::Result<PoolId>
     }
 }
 
-/// Parses a pool id: `SPACE/SUBNET[/RANGE]`, or a bare `SUBNET` in the `global` space.
+/// Parses a pool id: `SPACE/SUBNET[/RANGE]`, or a bare `SUBNET[/RANGE]` in the `global`
+/// space.
 pub fn parse_pool(s: &str) -> Result<allocator_core::PoolId, String> {
-    match s.parse::<allocator_core::PoolId>() {
-        Ok(p) => Ok(p),
-        Err(e) => match s.parse::<ipnet::IpNet>() {
-            Ok(net) => Ok(allocator_core::PoolId::new("global", net, None)),
-            Err(_) => Err(e.to_string()),
-        },
+    let e = match s.parse::<allocator_core::PoolId>() {
+        Ok(p) => return Ok(p),
+        Err(e) => e,
+    };
+    if let Ok(net) = s.parse::<ipnet::IpNet>() {
+        return Ok(allocator_core::PoolId::new("global", net, None));
+    }
+    // SUBNET/RANGE: the second '/' splits the two CIDRs.
+    let split = s.match_indices('/').nth(1).map(|(i, _)| i);
+    if let Some((net, range)) = split.map(|i| (&s[..i], &s[i + 1..])) {
+        if let (Ok(net), Ok(range)) = (net.parse::<ipnet::IpNet>(), range.parse::<ipnet::IpNet>()) {
+            return Ok(allocator_core::PoolId::new("global", net, Some(range)));
+        }
+    }
+    Err(format!(
+        "{e}; a bare SUBNET or SUBNET/RANGE (global space) is accepted too"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_pool;
+
+    #[test]
+    fn pool_ids_may_leave_out_the_global_space() {
+        let full = parse_pool("global/10.5.0.0/16/10.5.1.0/24").expect("full id");
+        assert_eq!(parse_pool("10.5.0.0/16/10.5.1.0/24"), Ok(full));
+        assert_eq!(
+            parse_pool("10.5.0.0/16").map(|p| p.to_string()),
+            Ok("global/10.5.0.0/16".into())
+        );
+        assert_eq!(
+            parse_pool("local/fd00::/64").map(|p| p.to_string()),
+            Ok("local/fd00::/64".into())
+        );
+        for bad in ["10.5.0.0/16/10.5.1.0", "10.5.0.0/16/x/24", "10.5.0.0", ""] {
+            let e = parse_pool(bad).expect_err(bad);
+            assert!(e.contains("SUBNET/RANGE"), "{bad}: {e}");
+        }
     }
 }

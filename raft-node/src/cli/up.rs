@@ -18,7 +18,7 @@ pub struct UpArgs {
     #[arg(long, default_value = "/var/lib/raftipam")]
     data_dir: PathBuf,
     /// Address the node listens on for clients (`raftipam pool ls --endpoints ...`).
-    #[arg(long, default_value = "127.0.0.1:7379")]
+    #[arg(long, default_value = super::DEFAULT_ENDPOINT)]
     listen: SocketAddr,
     /// The plugin socket; its base name is the driver name (`--ipam-driver raftipam`).
     #[arg(long, default_value = DEFAULT_SOCKET)]

@@ -51,6 +51,9 @@ pub fn backend_error(e: ClientError) -> BackendError {
         ClientError::Api(ApiError::Unavailable(m)) => {
             BackendError::Unavailable(format!("no quorum: {m}"))
         }
+        e @ ClientError::Api(ApiError::NotInitialised(_)) => {
+            BackendError::Unavailable(e.to_string())
+        }
         e @ ClientError::Unreachable { .. } => BackendError::Unavailable(format!(
             "no node of the cluster answered (no quorum, or the nodes are down or unreachable): {e}"
         )),

@@ -233,6 +233,8 @@ impl Client {
         let mut i = only.unwrap_or_else(|| self.inner.preferred.load(Ordering::Relaxed) % n);
         let mut backoff = Duration::from_millis(20);
         let mut last = String::from("no attempt finished");
+        // Endpoints that said they are in no cluster: when all have, that is the answer.
+        let mut uninitialised = vec![false; n];
         loop {
             if Instant::now() >= deadline {
                 return Err(ClientError::Unreachable {
@@ -255,6 +257,14 @@ impl Client {
                             return Ok(v);
                         }
                         Ok(Err(e @ ApiError::Unavailable(_))) => return Err(e.into()),
+                        Ok(Err(e @ ApiError::NotInitialised(_))) => {
+                            uninitialised[i] = true;
+                            if only.is_some() || uninitialised.iter().all(|u| *u) {
+                                return Err(e.into());
+                            }
+                            last = format!("{}: {e}", self.inner.endpoints[i]);
+                            true
+                        }
                         Ok(Err(e @ (ApiError::NotLeader { .. } | ApiError::Internal(_)))) => {
                             last = format!("{}: {e}", self.inner.endpoints[i]);
                             true

@@ -154,6 +154,8 @@ pub(crate) struct NodeInner {
     idle_timeout: Duration,
     per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
     max_per_ip: usize,
+    /// Set once this node is seen in a membership (it never goes back).
+    initialised: std::sync::atomic::AtomicBool,
 }
 
 /// A running node. Dropping it does not stop it; call [`Node::shutdown`].
@@ -246,6 +248,7 @@ impl Node {
             idle_timeout: cfg.idle_timeout.max(Duration::from_millis(100)),
             per_ip: Mutex::new(HashMap::new()),
             max_per_ip: cfg.max_connections_per_ip.max(1),
+            initialised: std::sync::atomic::AtomicBool::new(false),
         });
         let mut tasks = vec![tokio::spawn(accept_loop(listener, inner.clone()))];
         if let Some(m) = cfg.metrics {
@@ -838,6 +841,22 @@ impl NodeInner {
         }
     }
 
+    /// True while this node knows no membership at all: never initialised, never added.
+    fn never_initialised(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.initialised.load(Ordering::Relaxed) {
+            return false;
+        }
+        let rx = self.raft.metrics();
+        let m = rx.borrow_watched();
+        let never =
+            m.membership_config.membership().nodes().next().is_none() && m.last_log_index.is_none();
+        if !never {
+            self.initialised.store(true, Ordering::Relaxed);
+        }
+        never
+    }
+
     fn leader(&self) -> Option<(u64, Option<String>)> {
         let m = self.raft.metrics().borrow_watched().clone();
         let l = m.current_leader?;
@@ -888,6 +907,12 @@ impl NodeInner {
             Call::Admin(_) => "membership change",
         };
         let mut metrics_rx = self.raft.metrics();
+        if self.never_initialised() {
+            return Err(ApiError::NotInitialised(format!(
+                "node {} at {} is in no cluster yet: run `raftipam cluster init --endpoints {}` once to make it a one-node cluster (then `raftipam cluster add` for the others), or name a node of an existing cluster with --endpoints",
+                self.id, self.addr, self.addr
+            )));
+        }
         loop {
             let now = Instant::now();
             if now >= deadline {
