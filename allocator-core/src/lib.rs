@@ -55,4 +55,4 @@ pub use limits::{
 pub use report::{HostReport, ReportedLeak, ReportedMissing, StoredReport};
 pub use snapshot::SnapshotError;
 pub use state::{Config, DefaultPool, State};
-pub use view::{Allocation, Holding, HostInfo, PoolInfo, Usage};
+pub use view::{human_count, Allocation, Holding, HostInfo, PoolInfo, Usage};

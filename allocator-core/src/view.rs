@@ -30,8 +30,51 @@ impl fmt::Display for Usage {
         write!(
             f,
             "{} addresses: {} allocated, {} reserved, {} cooling down, {} free",
-            self.size, self.allocated, self.reserved, self.cooling, self.free
+            human_count(self.size),
+            self.allocated,
+            human_count(self.reserved),
+            self.cooling,
+            human_count(self.free)
         )
+    }
+}
+
+/// A count of addresses for people: exact below 2^32; above, as a power of two give or take
+/// at most 65,536 (a /64's free addresses: `2^64 - 5`), else rounded (`~1.8e19`). JSON
+/// output keeps the exact number.
+pub fn human_count(n: u128) -> String {
+    if n < 1 << 32 {
+        return n.to_string();
+    }
+    let bits = 128 - n.leading_zeros();
+    for k in [bits - 1, bits] {
+        if k >= 128 {
+            continue;
+        }
+        let pow = 1u128 << k;
+        match n.abs_diff(pow) {
+            0 => return format!("2^{k}"),
+            d if d <= 1 << 16 && n > pow => return format!("2^{k} + {d}"),
+            d if d <= 1 << 16 => return format!("2^{k} - {d}"),
+            _ => {}
+        }
+    }
+    format!("~{:.1e}", n as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_count;
+
+    #[test]
+    fn big_counts_are_written_for_people() {
+        assert_eq!(human_count(65_534), "65534");
+        assert_eq!(human_count((1 << 32) - 1), "4294967295");
+        assert_eq!(human_count((1 << 64) - 5), "2^64 - 5");
+        assert_eq!(human_count(1 << 64), "2^64");
+        assert_eq!(human_count((1 << 40) + 3), "2^40 + 3");
+        assert_eq!(human_count(18_000_000_000_000_000_000), "~1.8e19");
+        assert_eq!(human_count(u128::MAX), "~3.4e38");
     }
 }
 

@@ -736,3 +736,100 @@ async fn sigkill_of_every_node_in_the_middle_of_load_keeps_every_acknowledged_al
     // Answers that arrived after the kill came from before it too: all present.
     assert_all_present(&acked.lock().unwrap(), &state);
 }
+
+/// A closed pipe ends a listing quietly (`raftipam pool ls | head -3`), as coreutils and
+/// ripgrep do: status 0, no panic, no "Broken pipe" error. Checked for every command that
+/// lists, in text and in JSON, with the reader gone before the first byte and, for a listing
+/// far over a pipe's buffer, after the first lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_pipe_ends_every_listing_quietly() {
+    use std::io::{BufRead, BufReader};
+    let mut p = Procs::new();
+    p.start(1).await;
+    let c = p.client();
+    c.admin(AdminCommand::Init).await.expect("init");
+    let pool = c
+        .create_pool(spec("10.90.0.0/20"), "h1")
+        .await
+        .expect("pool");
+    for i in 0..20 {
+        c.create_pool(spec(&format!("10.91.{i}.0/24")), "h1")
+            .await
+            .expect("pool");
+    }
+    // 2,000 allocations with long names: `addr ls` prints far more than a pipe holds.
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..8 {
+        let (c, pool) = (c.clone(), pool.clone());
+        tasks.spawn(async move {
+            for i in 0..250 {
+                let owner = Owner {
+                    host: "h1".into(),
+                    endpoint: format!("container-{t}-{i:04}-{}", "x".repeat(60)),
+                };
+                c.allocate(&pool, None, owner).await.expect("allocate");
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("allocating task");
+    }
+    let ep = p.addrs[&1].clone();
+    let pool = pool.to_string();
+    let listings: Vec<Vec<&str>> = vec![
+        vec!["pool", "ls"],
+        vec!["pool", "show", &pool],
+        vec!["addr", "ls", &pool],
+        vec!["addr", "who-has", "10.90.0.1"],
+        vec!["host", "ls"],
+        vec!["cluster", "status"],
+        vec!["version"],
+        vec!["completions", "bash"],
+    ];
+    let spawn = |args: &[&str], json: bool| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--endpoints", &ep]);
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn raftipam")
+    };
+    let quiet = |args: &[&str], out: std::process::Output| {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{args:?} with its reader gone: {:?}\n{err}",
+            out.status
+        );
+    };
+    for args in &listings {
+        for json in [false, true] {
+            let mut child = spawn(args, json);
+            drop(child.stdout.take()); // nobody reads: the first write meets a closed pipe
+            quiet(args, child.wait_with_output().expect("wait"));
+        }
+    }
+    // `raftipam addr ls POOL | head -3`.
+    let mut child = spawn(&["addr", "ls", &pool], false);
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    for _ in 0..3 {
+        lines.next().expect("a line").expect("read a line");
+    }
+    drop(lines);
+    quiet(
+        &["addr", "ls", &pool],
+        child.wait_with_output().expect("wait"),
+    );
+    // And the whole listing, read to the end, is all there.
+    let all = run(&["--endpoints", &ep, "addr", "ls", &pool]);
+    assert!(all.status.success());
+    assert!(
+        all.stdout.len() > 128 << 10 && all.stdout.iter().filter(|b| **b == b'\n').count() >= 2_000,
+        "addr ls printed {} bytes",
+        all.stdout.len()
+    );
+}

@@ -61,7 +61,7 @@ pub async fn run(ctx: &Ctx, cmd: AddrCmd) -> anyhow::Result<()> {
             let addr = client.allocate(&pool, ip, owner.clone()).await?;
             ctx.print(
                 &serde_json::json!({"pool": pool.to_string(), "address": addr.to_string(), "owner": owner.to_string()}),
-                |_| println!("{addr}"),
+                |_| outln!("{addr}"),
             )
         }
         AddrCmd::Release {
@@ -73,7 +73,7 @@ pub async fn run(ctx: &Ctx, cmd: AddrCmd) -> anyhow::Result<()> {
             let pool = resolve_pool(&client, pool).await?;
             let what = client.release(&pool, ip, &host, force).await?;
             ctx.print(&serde_json::json!({"pool": pool.to_string(), "address": ip, "released": format!("{what:?}")}), |_| {
-                println!("{ip}: released ({what:?})")
+                outln!("{ip}: released ({what:?})")
             })
         }
         AddrCmd::Ls { pool } => {
@@ -81,10 +81,10 @@ pub async fn run(ctx: &Ctx, cmd: AddrCmd) -> anyhow::Result<()> {
             let list = client.allocations(&pool).await?;
             ctx.print(&list, |list| {
                 if list.is_empty() {
-                    println!("no allocations in {pool}");
+                    outln!("no allocations in {pool}");
                 }
                 for a in list {
-                    println!("{:<40} {:<30} #{}", a.addr, a.owner.to_string(), a.seq);
+                    outln!("{:<40} {:<30} #{}", a.addr, a.owner.to_string(), a.seq);
                 }
             })
         }
@@ -92,21 +92,22 @@ pub async fn run(ctx: &Ctx, cmd: AddrCmd) -> anyhow::Result<()> {
             let h = client.who_has(ip).await?;
             ctx.print(&h, |h| {
                 if h.is_empty() {
-                    println!("{ip} is free everywhere");
+                    outln!("{ip} is free everywhere");
                 }
                 for x in h {
                     match x {
                         Holding::Allocated { pool, allocation } => {
-                            println!(
+                            outln!(
                                 "{ip} in {pool}: allocated to {} (#{})",
-                                allocation.owner, allocation.seq
+                                allocation.owner,
+                                allocation.seq
                             )
                         }
                         Holding::Reserved { pool, why } => {
-                            println!("{ip} in {pool}: reserved ({why})")
+                            outln!("{ip} in {pool}: reserved ({why})")
                         }
                         Holding::Cooling { pool, until_ms } => {
-                            println!("{ip} in {pool}: cooling down until t={until_ms} ms")
+                            outln!("{ip} in {pool}: cooling down until t={until_ms} ms")
                         }
                     }
                 }

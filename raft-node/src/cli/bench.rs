@@ -200,9 +200,9 @@ pub async fn run(ctx: &Ctx, a: BenchArgs) -> anyhow::Result<()> {
         phases: vec![alloc, release],
     };
     ctx.print(&report, |r| {
-        println!("{} clients, {} addresses", r.clients, r.count);
+        outln!("{} clients, {} addresses", r.clients, r.count);
         for p in &r.phases {
-            println!(
+            outln!(
                 "{:<9} {:>10.0} ops/s  p50 {:>8}  p99 {:>8}  max {:>8}  ({} ops in {:.2}s, {} errors)",
                 p.phase,
                 p.ops_per_sec,

@@ -144,7 +144,7 @@ fn issue(role: Role, name: String, addrs: Vec<String>, c: Issue) -> anyhow::Resu
         lifetime: days(c.days)?,
     };
     certs::issue(&c.ca_dir, &leaf, &c.out)?;
-    println!(
+    outln!(
         "wrote {} certificate for {name} to {} (ca.pem, cert.pem, key.pem): use --tls-dir {}",
         role.as_str(),
         c.out.display(),
@@ -157,7 +157,7 @@ pub async fn run(ctx: &Ctx, c: CertCmd) -> anyhow::Result<()> {
     match c {
         CertCmd::CreateCa { ca_dir, days: d } => {
             let (ca, key) = certs::create_ca(&ca_dir, days(d)?)?;
-            println!(
+            outln!(
                 "wrote the cluster CA: {} and its key {} (mode 0600; keep it off the nodes)",
                 ca.display(),
                 key.display()
@@ -183,7 +183,7 @@ pub async fn run(ctx: &Ctx, c: CertCmd) -> anyhow::Result<()> {
                 .as_ref()
                 .context("name the directory to renew with --tls-dir")?;
             let leaf = certs::renew(&ca_dir, dir, days(d)?)?;
-            println!(
+            outln!(
                 "renewed the {} certificate of {} in {} for {d} days: send SIGHUP to the raftipam process using it (`systemctl reload` the unit)",
                 leaf.role.as_str(),
                 leaf.name,
@@ -204,7 +204,7 @@ pub async fn run(ctx: &Ctx, c: CertCmd) -> anyhow::Result<()> {
                     w.outcome,
                     allocator_core::Outcome::JoinTokenRevoked { existed: true }
                 );
-                println!(
+                outln!(
                     "{}",
                     if existed {
                         "the token is no longer accepted"
@@ -230,7 +230,7 @@ pub async fn run(ctx: &Ctx, c: CertCmd) -> anyhow::Result<()> {
             ctx.print(
                 &serde_json::json!({"token": token.to_string(), "expires_ms": expires_ms}),
                 |_| {
-                    println!("{token}");
+                    outln!("{token}");
                     eprintln!(
                         "accepted for {} by every node holding the CA key; on the new host: raftipam join {token} --host NAME --endpoints {}",
                         humantime::format_duration(ttl),
@@ -274,9 +274,9 @@ pub async fn run(ctx: &Ctx, c: CertCmd) -> anyhow::Result<()> {
                 &serde_json::json!({"serial": serial, "newly_revoked": new}),
                 |_| {
                     if new {
-                        println!("revoked the certificate with serial {serial}: nodes refuse it from now on");
+                        outln!("revoked the certificate with serial {serial}: nodes refuse it from now on");
                     } else {
-                        println!("the certificate with serial {serial} was revoked already");
+                        outln!("the certificate with serial {serial} was revoked already");
                     }
                 },
             )
@@ -295,7 +295,7 @@ pub async fn run(ctx: &Ctx, c: CertCmd) -> anyhow::Result<()> {
             ctx.print(
                 &serde_json::json!({"name": name, "revoked_before_ms": before}),
                 |_| {
-                    println!(
+                    outln!(
                         "revoked every certificate of {name} issued before now: nodes refuse them from now on; issue a new one with `raftipam cert create-*`"
                     )
                 },
@@ -323,7 +323,7 @@ pub async fn run(ctx: &Ctx, c: CertCmd) -> anyhow::Result<()> {
                 expired: !v.is_valid(),
             };
             ctx.print(&shown, |s| {
-                println!(
+                outln!(
                     "{} {} (serial {}), valid {} to {}{}",
                     s.role,
                     s.name,

@@ -81,7 +81,7 @@ fn fmt_age(s: Option<u64>) -> String {
 }
 
 fn print_leak(l: &Leak) {
-    println!(
+    outln!(
         "leaked   {} in {} (owner {}/{}, seq {}): allocated, no endpoint in dockerd",
         l.allocation.addr,
         l.pool,
@@ -92,7 +92,7 @@ fn print_leak(l: &Leak) {
 }
 
 fn print_twice(t: &Twice) {
-    println!(
+    outln!(
         "TWICE    {} ({}): {}",
         t.addr,
         t.source,
@@ -103,20 +103,20 @@ fn print_twice(t: &Twice) {
 fn print_others(others: &[OtherHost], across: &[Twice]) {
     for o in others {
         match o.status {
-            ReportStatus::Reported => println!(
+            ReportStatus::Reported => outln!(
                 "host {} (its shim's report, {}): {} allocations in the cluster, {} endpoints in dockerd",
                 o.host,
                 fmt_age(o.report_age_s),
                 o.allocations,
                 o.endpoints.unwrap_or(0)
             ),
-            ReportStatus::Stale => println!(
+            ReportStatus::Stale => outln!(
                 "host {}: not verified — its shim's last report is {} (is its shim running?); {} allocations in the cluster",
                 o.host,
                 fmt_age(o.report_age_s),
                 o.allocations
             ),
-            ReportStatus::Unreported => println!(
+            ReportStatus::Unreported => outln!(
                 "host {}: not verified — its shim never reported (reconciliation off, or not a raftipam host); {} allocations in the cluster",
                 o.host, o.allocations
             ),
@@ -129,22 +129,24 @@ fn print_others(others: &[OtherHost], across: &[Twice]) {
                 Some(h) => format!("the cluster says {h} holds it"),
                 None => "the cluster holds it for nobody".to_string(),
             };
-            println!(
+            outln!(
                 "missing  {} of container {} in network {}: {held}",
-                m.addr, m.container, m.network
+                m.addr,
+                m.container,
+                m.network
             );
         }
         if o.unlisted > 0 {
-            println!("         and {} more not listed in the report", o.unlisted);
+            outln!("         and {} more not listed in the report", o.unlisted);
         }
         if o.held_twice > 0 {
-            println!(
+            outln!(
                 "TWICE    {} address(es) held twice on that host: run `raftipam check` there",
                 o.held_twice
             );
         }
         if o.status == ReportStatus::Reported && o.is_clean() {
-            println!("ok");
+            outln!("ok");
         }
     }
     for t in across {
@@ -153,9 +155,11 @@ fn print_others(others: &[OtherHost], across: &[Twice]) {
 }
 
 fn print_report(r: &Report) {
-    println!(
+    outln!(
         "host {}: {} allocations in the cluster, {} endpoints in dockerd",
-        r.host, r.allocations, r.endpoints
+        r.host,
+        r.allocations,
+        r.endpoints
     );
     for l in &r.leaked {
         print_leak(l);
@@ -165,16 +169,18 @@ fn print_report(r: &Report) {
             Some(h) => format!("the cluster says {h} holds it"),
             None => "the cluster holds it for nobody".to_string(),
         };
-        println!(
+        outln!(
             "missing  {} of container {} in network {}: {held}",
-            m.endpoint.addr, m.endpoint.container, m.endpoint.network
+            m.endpoint.addr,
+            m.endpoint.container,
+            m.endpoint.network
         );
     }
     for t in &r.held_twice {
         print_twice(t);
     }
     if r.is_clean() {
-        println!("ok: nothing leaked, nothing missing, nothing held twice");
+        outln!("ok: nothing leaked, nothing missing, nothing held twice");
     }
 }
 
@@ -222,7 +228,7 @@ pub async fn run(ctx: &Ctx, a: CheckArgs) -> anyhow::Result<()> {
     let others_bad = others.iter().filter(|o| !o.is_clean()).count();
     let say_unverified = |ctx: &Ctx| {
         if !unverified.is_empty() && !ctx.json {
-            println!(
+            outln!(
                 "not verified: {} (no fresh report from their shims; run `raftipam check` on them)",
                 unverified.join(", ")
             );
@@ -273,7 +279,7 @@ pub async fn run(ctx: &Ctx, a: CheckArgs) -> anyhow::Result<()> {
         if ctx.json {
             eprintln!("{s}");
         } else {
-            println!("{s}");
+            outln!("{s}");
         }
     };
     if !ctx.json {

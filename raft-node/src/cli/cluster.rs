@@ -46,22 +46,23 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> anyhow::Result<()> {
         ClusterCmd::Init => {
             let s = client.admin(AdminCommand::Init).await?;
             ctx.print(&s, |s| {
-                println!(
+                outln!(
                     "initialised a one-node cluster: node {} at {}",
-                    s.id, s.addr
+                    s.id,
+                    s.addr
                 )
             })
         }
         ClusterCmd::Add { id, addr } => {
             let s = client.admin(AdminCommand::AddNode { id, addr }).await?;
             ctx.print(&s, |s| {
-                println!("node {id} added; voters: {:?}", s.voters());
+                outln!("node {id} added; voters: {:?}", s.voters());
             })
         }
         ClusterCmd::Remove { id } => {
             let s = client.admin(AdminCommand::RemoveNode { id }).await?;
             ctx.print(&s, |s| {
-                println!("node {id} removed; voters: {:?}", s.voters());
+                outln!("node {id} removed; voters: {:?}", s.voters());
             })
         }
         ClusterCmd::Status => {
@@ -81,9 +82,16 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> anyhow::Result<()> {
                 })
                 .collect();
             ctx.print(&json, |_| {
-                println!(
+                outln!(
                     "{:<22} {:>4} {:<10} {:>5} {:>6} {:>10} {:>10} {:>10}  members",
-                    "endpoint", "id", "state", "term", "leader", "last_log", "committed", "applied"
+                    "endpoint",
+                    "id",
+                    "state",
+                    "term",
+                    "leader",
+                    "last_log",
+                    "committed",
+                    "applied"
                 );
                 let o = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_else(|| "-".into());
                 for (r, ep) in all.iter().zip(client.endpoints()) {
@@ -101,7 +109,7 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> anyhow::Result<()> {
                                     )
                                 })
                                 .collect();
-                            println!(
+                            outln!(
                                 "{:<22} {:>4} {:<10} {:>5} {:>6} {:>10} {:>10} {:>10}  {}",
                                 ep,
                                 s.id,
@@ -114,7 +122,7 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> anyhow::Result<()> {
                                 members.join(" ")
                             );
                         }
-                        Err(e) => println!("{ep:<22} unreachable: {e}"),
+                        Err(e) => outln!("{ep:<22} unreachable: {e}"),
                     }
                 }
             })

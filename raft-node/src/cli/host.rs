@@ -89,15 +89,21 @@ pub async fn run(ctx: &Ctx, cmd: HostCmd) -> anyhow::Result<()> {
                 .collect();
             ctx.print(&rows, |rows| {
                 if rows.is_empty() {
-                    println!("no hosts");
+                    outln!("no hosts");
                     return;
                 }
-                println!(
+                outln!(
                     "{:<24} {:<10} {:<20} {:>9} {:>12} {:>5} {:>6}  CHECKED",
-                    "HOST", "VERSION", "LAST SEEN", "ADDRESSES", "RESERVATIONS", "POOLS", "LEAKED"
+                    "HOST",
+                    "VERSION",
+                    "LAST SEEN",
+                    "ADDRESSES",
+                    "RESERVATIONS",
+                    "POOLS",
+                    "LEAKED"
                 );
                 for r in rows {
-                    println!(
+                    outln!(
                         "{:<24} {:<10} {:<20} {:>9} {:>12} {:>5} {:>6}  {}",
                         r.info.name,
                         r.info.version.as_deref().unwrap_or("-"),
@@ -171,7 +177,7 @@ pub async fn run(ctx: &Ctx, cmd: HostCmd) -> anyhow::Result<()> {
                     "pools": pools,
                 }),
                 |_| {
-                    println!(
+                    outln!(
                         "forgot host {host}: released {allocations} addresses, {reservations} reservation shares, {pools} pool holds"
                     )
                 },

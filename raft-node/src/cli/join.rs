@@ -49,7 +49,7 @@ pub async fn run(ctx: &Ctx, a: JoinArgs) -> anyhow::Result<()> {
             Ok((cert, key, ca)) => {
                 raft_node::tls::certs::write_dir(&a.out, &cert, &key, &ca)
                     .with_context(|| format!("writing the certificate to {}", a.out.display()))?;
-                println!(
+                outln!(
                     "joined: host certificate for {} in {} (ca.pem, cert.pem, key.pem): start the shim with --host {} --tls-dir {}",
                     a.host,
                     a.out.display(),

@@ -1,6 +1,17 @@
 //! Command-line parsing and dispatch. Each command group lives in its own module; this one
 //! holds the global options, the client they build, and how results are printed.
 
+/// `println!` for a command's output: a closed pipe (`raftipam pool ls | head -3`) ends the
+/// command quietly, as coreutils and ripgrep do, instead of panicking.
+macro_rules! outln {
+    () => {
+        $crate::cli::write_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod addr;
 mod backup;
 mod bench;
@@ -106,6 +117,19 @@ enum Command {
     },
 }
 
+/// Writes a command's output to stdout. Nobody reading it any more (a closed pipe) ends the
+/// process at once with status 0; any other failure to write ends it with status 1.
+pub(crate) fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// Where `raftipam up` listens, and the endpoint used when neither `--endpoints`,
 /// `RAFTIPAM_ENDPOINTS` nor the config file names any.
 pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:7379";
@@ -187,7 +211,7 @@ impl Ctx {
     /// Prints `v` as JSON with `--json`, else runs `human`.
     fn print<T: Serialize>(&self, v: &T, human: impl FnOnce(&T)) -> anyhow::Result<()> {
         if self.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(v).context("encoding JSON")?
             );
@@ -249,16 +273,14 @@ pub fn main() -> ExitCode {
             Command::Restore(a) => backup::restore(&ctx, a).await,
             Command::Version => ctx.print(
                 &serde_json::json!({"version": env!("CARGO_PKG_VERSION")}),
-                |_| println!("raftipam {}", env!("CARGO_PKG_VERSION")),
+                |_| outln!("raftipam {}", env!("CARGO_PKG_VERSION")),
             ),
             Command::Completions { shell } => {
                 use clap::CommandFactory;
-                use std::io::Write;
                 let mut script = Vec::new();
                 clap_complete::generate(shell, &mut Cli::command(), "raftipam", &mut script);
-                std::io::stdout()
-                    .write_all(&script)
-                    .context("writing the completion script")
+                write_out(format_args!("{}", String::from_utf8_lossy(&script)));
+                Ok(())
             }
         }
     });

@@ -69,25 +69,25 @@ fn parse_range(s: &str) -> Result<AddrRange, String> {
 }
 
 fn show(p: &PoolInfo) {
-    println!("pool {}", p.id);
-    println!("  usage:   {}", p.usage);
-    println!("  serial:  {}", p.serial);
+    outln!("pool {}", p.id);
+    outln!("  usage:   {}", p.usage);
+    outln!("  serial:  {}", p.serial);
     if p.cooldown_ms > 0 {
-        println!(
+        outln!(
             "  cooldown: {}",
             humantime::format_duration(Duration::from_millis(p.cooldown_ms))
         );
     }
     if !p.holders.is_empty() {
         let h: Vec<String> = p.holders.iter().map(|(k, v)| format!("{k}({v})")).collect();
-        println!("  holders: {}", h.join(", "));
+        outln!("  holders: {}", h.join(", "));
     }
     for r in &p.reserve {
-        println!("  reserve: {r}");
+        outln!("  reserve: {r}");
     }
     for (a, who) in &p.reservations {
         let w: Vec<&str> = who.keys().map(String::as_str).collect();
-        println!("  reserved {a} by {}", w.join(", "));
+        outln!("  reserved {a} by {}", w.join(", "));
     }
 }
 
@@ -130,14 +130,14 @@ pub async fn run(ctx: &Ctx, cmd: PoolCmd) -> anyhow::Result<()> {
             let pools = client.pools().await?;
             ctx.print(&pools, |pools| {
                 if pools.is_empty() {
-                    println!("no pools");
+                    outln!("no pools");
                 }
                 for p in pools {
-                    println!(
+                    outln!(
                         "{:<40} {:>8} allocated {:>12} free",
                         p.id.to_string(),
                         p.usage.allocated,
-                        p.usage.free
+                        allocator_core::human_count(p.usage.free)
                     );
                 }
             })
@@ -161,7 +161,7 @@ pub async fn run(ctx: &Ctx, cmd: PoolCmd) -> anyhow::Result<()> {
                     .map(|(k, v)| format!("{k}: {v}"))
                     .collect();
                 if !h.is_empty() {
-                    println!("  allocated by host (whole subnet): {}", h.join(", "));
+                    outln!("  allocated by host (whole subnet): {}", h.join(", "));
                 }
             })
         }
@@ -171,7 +171,7 @@ pub async fn run(ctx: &Ctx, cmd: PoolCmd) -> anyhow::Result<()> {
             ctx.print(
                 &serde_json::json!({"pool": pool.to_string(), "removed": removed}),
                 |_| {
-                    println!("pool {pool} deleted");
+                    outln!("pool {pool} deleted");
                 },
             )
         }

@@ -1,6 +1,7 @@
 //! `raftipam up`: the embedded default. A one-node cluster (initialised on first start,
 //! reused afterwards) and Docker's IPAM plugin in one process.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -108,7 +109,9 @@ async fn serve(
         a.data_dir.display(),
         a.socket.display()
     );
-    println!(
+    // Said on stdout for whoever started it; a closed stdout must not stop the service.
+    let _ = writeln!(
+        std::io::stdout(),
         "raftipam is ready: docker network create --ipam-driver {} --subnet 10.20.0.0/24 mynet",
         driver_name(&a.socket)
     );

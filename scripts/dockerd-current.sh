@@ -1,0 +1,267 @@
+#!/usr/bin/env bash
+# Starts a *current* Docker engine beside the system's docker.io 20.10 (scripts/dockerd.sh), for
+# the end-to-end tests: Debian 13 (trixie)'s docker.io 26.1 and containerd 1.7, fetched from
+# Debian's archive once into $HOME/.cache/raftipam/docker-current/ (signature of the suite's
+# InRelease, then SHA256 of the index and of each .deb checked) and unpacked there with
+# `dpkg-deb -x` (never installed: the system's docker.io stays). Its containerd and dockerd have
+# their own roots, sockets and pidfiles, no default bridge (--bridge=none, so no clash with the
+# system dockerd's docker0) and no iptables; the containers run with the machine's runc. Both
+# engines discover IPAM plugins in /run/docker/plugins and /etc/docker/plugins, on purpose.
+# Builds the `raftipam-busybox` test image like scripts/dockerd.sh, and prints the DOCKER_HOST:
+#   export RAFTIPAM_DOCKER_HOST=$(bash scripts/dockerd-current.sh)
+# Leaves running daemons alone. `--stop` stops the daemons this script started (by pidfile).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+suite=${RAFTIPAM_DOCKER_CURRENT_SUITE:-trixie}
+mirror=${RAFTIPAM_DEBIAN_MIRROR:-http://deb.debian.org}
+cache=${RAFTIPAM_DOCKER_CURRENT_CACHE:-$HOME/.cache/raftipam/docker-current}
+keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+sock=/var/run/raftipam-docker-current.sock
+host="unix://$sock"
+d_data=/var/lib/raftipam-docker-current
+d_exec=/run/raftipam-docker-current
+d_pid=/run/raftipam-docker-current.pid
+c_root=/var/lib/raftipam-containerd-current
+c_state=/run/raftipam-containerd-current
+c_sock=$c_state/containerd.sock
+c_pid=/run/raftipam-containerd-current.pid
+logs=/var/log/raftipam-ci
+# The daemons find the unpacked binaries first (dockerd, docker-proxy, containerd, its
+# containerd-shim-runc-v2), then the system's: runc (and docker-init) are Debian 12's.
+# /usr/local is left out so that no other runc can come first.
+sys_path=/usr/sbin:/usr/bin:/sbin:/bin
+
+mkdir -p "$cache"
+cache=$(realpath "$cache")
+exec 9>"$cache/.lock"
+flock 9
+
+# alive PIDFILE: prints the pid from PIDFILE if that process runs a binary from the cache.
+alive() {
+  local pid exe
+  [[ -s $1 ]] || return 1
+  pid=$(<"$1")
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
+  [[ $exe == "$cache"/* ]] || return 1
+  echo "$pid"
+}
+
+# stop_daemon NAME PIDFILE SECONDS: SIGTERM, then SIGKILL if it has not exited in time.
+stop_daemon() {
+  local pid
+  if ! pid=$(alive "$2"); then
+    log "$1 (current engine) is not running"
+    [[ -e $2 ]] && ! kill -0 "$(<"$2")" 2>/dev/null && rm -f "$2"
+    return 0
+  fi
+  log "stopping $1 (current engine, pid $pid)"
+  kill -TERM "$pid"
+  for _ in $(seq 1 $(($3 * 2))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "$1 did not exit within $3 s: SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  fi
+  rm -f "$2"
+}
+
+if [[ ${1:-} == --stop ]]; then
+  stop_daemon dockerd "$d_pid" 30
+  stop_daemon containerd "$c_pid" 15
+  exit 0
+elif (($#)); then
+  echo "usage: $0 [--stop]" >&2
+  exit 2
+fi
+
+apt_need curl:curl xz-utils:xz gpgv:gpgv debian-archive-keyring:$keyring docker.io:docker \
+  runc:runc busybox-static:/bin/busybox iproute2:ip >&2
+arch=$(dpkg --print-architecture)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# fetch URL FILE: downloads over HTTP (Debian's archive; integrity comes from the signatures).
+fetch() { curl -fsSL --retry 2 --connect-timeout 20 --max-time 600 -o "$2" "$1"; }
+
+# index ARCHIVE DIST OUT: the signature-checked binary Packages index of DIST/main into OUT.
+index() {
+  local base="$mirror/$1/dists/$2" want got
+  fetch "$base/InRelease" "$tmp/InRelease" || { log "cannot fetch $base/InRelease"; return 1; }
+  if ! gpgv --keyring "$keyring" --output "$tmp/Release" "$tmp/InRelease" 2>"$tmp/gpgv.log"; then
+    log "the signature of $base/InRelease does not verify against $keyring:"
+    cat "$tmp/gpgv.log" >&2
+    return 1
+  fi
+  want=$(awk -v f="main/binary-$arch/Packages.xz" '/^[^ ]/ {s = ($1 == "SHA256:")} s && $3 == f {print $1}' "$tmp/Release")
+  [[ -n $want ]] || { log "$base/InRelease lists no main/binary-$arch/Packages.xz"; return 1; }
+  fetch "$base/main/binary-$arch/Packages.xz" "$tmp/Packages.xz" ||
+    { log "cannot fetch $base/main/binary-$arch/Packages.xz"; return 1; }
+  got=$(sha256sum "$tmp/Packages.xz" | cut -d' ' -f1)
+  [[ $got == "$want" ]] ||
+    { log "$base/main/binary-$arch/Packages.xz: SHA256 $got, InRelease says $want"; return 1; }
+  xz -dc "$tmp/Packages.xz" >"$3"
+}
+
+# newest PKG: "VERSION URL SHA256" of PKG's newest version in the fetched indexes.
+newest() {
+  local best="" line v i
+  for ((i = 0; i < n; i++)); do
+    while read -r line; do
+      v=${line%% *}
+      if [[ -z $best ]] || dpkg --compare-versions "$v" gt "${best%% *}"; then
+        best="$v $(<"$tmp/url.$i")/${line#* }"
+      fi
+    done < <(awk -v p="$1" 'BEGIN {RS = ""; FS = "\n"} {
+        pk = ""; v = ""; f = ""; h = ""
+        for (i = 1; i <= NF; i++) {
+          if ($i ~ /^Package: /) pk = substr($i, 10)
+          else if ($i ~ /^Version: /) v = substr($i, 10)
+          else if ($i ~ /^Filename: /) f = substr($i, 11)
+          else if ($i ~ /^SHA256: /) h = substr($i, 9)
+        }
+        if (pk == p && v != "" && f != "" && h != "") print v, f, h
+      }' "$tmp/idx.$i")
+  done
+  [[ -n $best ]] && echo "$best"
+}
+
+# The newest of the suite and its security updates (point releases move the latter into the former).
+n=0
+for ad in "debian $suite" "debian-security $suite-security"; do
+  read -r archive dist <<<"$ad"
+  if index "$archive" "$dist" "$tmp/idx.$n"; then
+    echo "$mirror/$archive" >"$tmp/url.$n"
+    n=$((n + 1))
+  else
+    rm -f "$tmp/idx.$n"
+    log "WARNING: no usable index for $dist from $mirror/$archive"
+  fi
+done
+
+root=""
+if ((n)) && docker_deb=$(newest docker.io) && containerd_deb=$(newest containerd); then
+  mkdir -p "$cache/debs" "$cache/roots"
+  read -r dv _ _ <<<"$docker_deb"
+  read -r cv _ _ <<<"$containerd_deb"
+  name="docker.io_${dv//:/%}+containerd_${cv//:/%}"
+  root="$cache/roots/$name"
+  if [[ ! -e $root/.complete ]]; then
+    for deb in "$docker_deb" "$containerd_deb"; do
+      read -r _ url sha <<<"$deb"
+      file="$cache/debs/$(basename "$url")"
+      if [[ ! -f $file ]] || [[ $(sha256sum "$file" | cut -d' ' -f1) != "$sha" ]]; then
+        log "downloading $url"
+        if ! fetch "$url" "$file.part"; then
+          rm -f "$file.part"
+          log "ERROR: could not fetch $url"
+          exit 1
+        fi
+        got=$(sha256sum "$file.part" | cut -d' ' -f1)
+        if [[ $got != "$sha" ]]; then
+          rm -f "$file.part"
+          log "ERROR: $url has SHA256 $got, the signed index says $sha"
+          exit 1
+        fi
+        mv "$file.part" "$file"
+      fi
+    done
+    log "unpacking $name into $root"
+    rm -rf "$root.tmp"
+    mkdir -p "$root.tmp"
+    for deb in "$docker_deb" "$containerd_deb"; do
+      read -r _ url _ <<<"$deb"
+      dpkg-deb -x "$cache/debs/$(basename "$url")" "$root.tmp"
+    done
+    # docker.io's docker-init links to tini-static of the tini package, not unpacked: drop the
+    # dangling link so that dockerd finds the system's docker-init on PATH.
+    [[ -e $root.tmp/usr/bin/docker-init ]] || rm -f "$root.tmp/usr/bin/docker-init"
+    touch "$root.tmp/.complete"
+    rm -rf "$root"
+    mv "$root.tmp" "$root"
+  fi
+  ln -sfn "roots/$name" "$cache/current"
+elif [[ -e $cache/current/.complete ]]; then
+  root=$(realpath "$cache/current")
+  log "WARNING: could not read Debian's $suite index; using the cached $(basename "$root")"
+else
+  log "ERROR: could not fetch the signed $suite index (docker.io, containerd) from $mirror and nothing is cached in $cache"
+  exit 1
+fi
+
+path="$root/usr/sbin:$root/usr/bin:$sys_path"
+if ! ver=$(PATH=$path dockerd --version 2>&1); then
+  log "ERROR: the unpacked dockerd does not run here (it needs glibc >= 2.34): $ver"
+  exit 1
+fi
+runc=$(PATH=$path command -v runc) || { log "ERROR: no runc in $sys_path"; exit 1; }
+log "current engine: $ver; $(PATH=$path containerd --version); runc: $runc"
+
+mkdir -p "$logs"
+if ! docker -H "$host" info >/dev/null 2>&1 && ! alive "$d_pid" >/dev/null; then
+  if ! PATH=$path timeout 10 ctr --address "$c_sock" version >/dev/null 2>&1; then
+    if ! alive "$c_pid" >/dev/null; then
+      log "starting containerd (current engine) at $c_sock"
+      mkdir -p "$c_root" "$c_state"
+      cat >"$cache/containerd.toml" <<EOF
+# Written by scripts/dockerd-current.sh: a containerd of its own beside the system's.
+version = 2
+root = "$c_root"
+state = "$c_state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.nri.v1.nri"]
+[grpc]
+  address = "$c_sock"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+EOF
+      # Named containerd-current (a link): scripts/dockerd.sh takes any process named exactly
+      # `containerd` for the system's. Fd 9 (the lock) closed: the daemons must not keep it.
+      ln -sfn containerd "$root/usr/bin/containerd-current"
+      PATH=$path setsid nohup containerd-current --config "$cache/containerd.toml" \
+        </dev/null >>"$logs/containerd-current.log" 2>&1 9>&- &
+      echo $! >"$c_pid"
+    fi
+    for _ in $(seq 1 60); do
+      PATH=$path timeout 10 ctr --address "$c_sock" version >/dev/null 2>&1 && break
+      sleep 0.5
+    done
+    if ! PATH=$path timeout 10 ctr --address "$c_sock" version >/dev/null 2>&1; then
+      log "containerd (current engine) did not come up; its log:"
+      tail -30 "$logs/containerd-current.log" >&2 || true
+      exit 1
+    fi
+  fi
+  log "starting dockerd (current engine) at $host"
+  mkdir -p "$d_data" "$d_exec"
+  # Its own (empty) daemon.json, so that nothing in /etc/docker/daemon.json applies here.
+  [[ -f $cache/daemon.json ]] || echo '{}' >"$cache/daemon.json"
+  PATH=$path setsid nohup dockerd --config-file "$cache/daemon.json" \
+    --data-root "$d_data" --exec-root "$d_exec" --pidfile "$d_pid" -H "$host" \
+    --containerd="$c_sock" --iptables=false --ip6tables=false --bridge=none \
+    </dev/null >>"$logs/dockerd-current.log" 2>&1 9>&- &
+  dpid=$!
+fi
+for _ in $(seq 1 120); do
+  docker -H "$host" info >/dev/null 2>&1 && break
+  [[ -n ${dpid:-} ]] && ! kill -0 "$dpid" 2>/dev/null && break # it exited: no use waiting
+  sleep 0.5
+done
+if ! docker -H "$host" info >/dev/null 2>&1; then
+  log "dockerd (current engine) did not come up; its log:"
+  tail -30 "$logs/dockerd-current.log" >&2 || true
+  exit 1
+fi
+if ! docker -H "$host" image inspect raftipam-busybox >/dev/null 2>&1; then
+  log "building the raftipam-busybox image from /bin/busybox"
+  img=$(mktemp -d)
+  mkdir -p "$img/bin"
+  cp /bin/busybox "$img/bin/busybox"
+  for a in sh sleep ip ping arping cat ls hostname ifconfig true; do ln -s busybox "$img/bin/$a"; done
+  tar -C "$img" -c . | docker -H "$host" import - raftipam-busybox >/dev/null
+  rm -rf "$img"
+fi
+echo "$host"
