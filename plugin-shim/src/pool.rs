@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::backend::Backend;
 use crate::error::ApiError;
+use crate::handshake::{GLOBAL_ADDRESS_SPACE, LOCAL_ADDRESS_SPACE};
 use crate::options::{pool_options, PoolOptions};
 use crate::wire::{Empty, ReleasePoolRequest, RequestPoolRequest, RequestPoolResponse};
 use crate::ShimConfig;
@@ -59,6 +60,14 @@ pub fn pool_spec(req: &RequestPoolRequest) -> Result<(PoolSpec, PoolOptions), Ap
         return Err(ApiError::bad_request(
             "AddressSpace is empty; dockerd sends \"local\" or \"global\"",
         ));
+    }
+    // Only the spaces this plugin advertised (GetDefaultAddressSpaces): anything else would
+    // become a pool in a space nobody asked for (`1.2.3.4/172.16.0.0/16`).
+    if req.address_space != LOCAL_ADDRESS_SPACE && req.address_space != GLOBAL_ADDRESS_SPACE {
+        return Err(ApiError::bad_request(format!(
+            "AddressSpace {:?} is not one this plugin offers: it serves {LOCAL_ADDRESS_SPACE:?} and {GLOBAL_ADDRESS_SPACE:?} (what GetDefaultAddressSpaces answered)",
+            req.address_space
+        )));
     }
     let subnet = if req.pool.trim().is_empty() {
         None
@@ -233,5 +242,18 @@ mod tests {
         }
         let e = pool_spec(&RequestPoolRequest::default()).expect_err("no space");
         assert!(e.message.contains("AddressSpace"), "{}", e.message);
+        for space in ["1.2.3.4", "::1", "Local", " global", "other"] {
+            let mut r = req("10.1.0.0/16", "");
+            r.address_space = space.into();
+            let e = pool_spec(&r).expect_err(space);
+            assert!(
+                e.message.contains("not one this plugin offers"),
+                "{space}: {}",
+                e.message
+            );
+        }
+        let mut r = req("10.1.0.0/16", "");
+        r.address_space = "global".into();
+        assert_eq!(pool_spec(&r).expect("global").0.space, "global");
     }
 }
