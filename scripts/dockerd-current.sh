@@ -4,7 +4,7 @@
 # Debian's archive once into $HOME/.cache/raftipam/docker-current/ (signature of the suite's
 # InRelease, then SHA256 of the index and of each .deb checked) and unpacked there with
 # `dpkg-deb -x` (never installed: the system's docker.io stays). Its containerd and dockerd have
-# their own roots, sockets and pidfiles, no default bridge (--bridge=none, so no clash with the
+# their own roots, sockets and pidfiles, a default bridge of its own (raftipam-cur0, not the
 # system dockerd's docker0) and no iptables; the containers run with the machine's runc. Both
 # engines discover IPAM plugins in /run/docker/plugins and /etc/docker/plugins, on purpose.
 # Builds the `raftipam-busybox` test image like scripts/dockerd.sh, and prints the DOCKER_HOST:
@@ -28,6 +28,10 @@ c_state=/run/raftipam-containerd-current
 c_sock=$c_state/containerd.sock
 c_pid=/run/raftipam-containerd-current.pid
 logs=/var/log/raftipam-ci
+# The default bridge. Not --bridge=none: a dockerd so started deletes any docker0 on the host,
+# the system dockerd's. A bridge named otherwise must exist before dockerd starts.
+bridge=raftipam-cur0
+bridge_addr=${RAFTIPAM_DOCKER_CURRENT_BIP:-10.254.254.1/24}
 # The daemons find the unpacked binaries first (dockerd, docker-proxy, containerd, its
 # containerd-shim-runc-v2), then the system's: runc (and docker-init) are Debian 12's.
 # /usr/local is left out so that no other runc can come first.
@@ -199,9 +203,13 @@ fi
 runc=$(PATH=$path command -v runc) || { log "ERROR: no runc in $sys_path"; exit 1; }
 log "current engine: $ver; $(PATH=$path containerd --version); runc: $runc"
 
+containerd_ok() {
+  PATH=$path ctr --address "$c_sock" --connect-timeout 1s --timeout 10s version >/dev/null 2>&1
+}
+
 mkdir -p "$logs"
 if ! docker -H "$host" info >/dev/null 2>&1 && ! alive "$d_pid" >/dev/null; then
-  if ! PATH=$path timeout 10 ctr --address "$c_sock" version >/dev/null 2>&1; then
+  if ! containerd_ok; then
     if ! alive "$c_pid" >/dev/null; then
       log "starting containerd (current engine) at $c_sock"
       mkdir -p "$c_root" "$c_state"
@@ -226,22 +234,28 @@ EOF
       echo $! >"$c_pid"
     fi
     for _ in $(seq 1 60); do
-      PATH=$path timeout 10 ctr --address "$c_sock" version >/dev/null 2>&1 && break
+      containerd_ok && break
       sleep 0.5
     done
-    if ! PATH=$path timeout 10 ctr --address "$c_sock" version >/dev/null 2>&1; then
+    if ! containerd_ok; then
       log "containerd (current engine) did not come up; its log:"
       tail -30 "$logs/containerd-current.log" >&2 || true
       exit 1
     fi
   fi
+  if ! ip link show "$bridge" >/dev/null 2>&1; then
+    log "creating the bridge $bridge ($bridge_addr) for the current engine's default network"
+    ip link add "$bridge" type bridge
+    ip addr add "$bridge_addr" dev "$bridge"
+  fi
+  ip link set "$bridge" up
   log "starting dockerd (current engine) at $host"
   mkdir -p "$d_data" "$d_exec"
   # Its own (empty) daemon.json, so that nothing in /etc/docker/daemon.json applies here.
   [[ -f $cache/daemon.json ]] || echo '{}' >"$cache/daemon.json"
   PATH=$path setsid nohup dockerd --config-file "$cache/daemon.json" \
     --data-root "$d_data" --exec-root "$d_exec" --pidfile "$d_pid" -H "$host" \
-    --containerd="$c_sock" --iptables=false --ip6tables=false --bridge=none \
+    --containerd="$c_sock" --iptables=false --ip6tables=false --bridge="$bridge" \
     </dev/null >>"$logs/dockerd-current.log" 2>&1 9>&- &
   dpid=$!
 fi

@@ -214,6 +214,33 @@ async fn sigkill_of_the_leader_and_then_of_every_node_loses_no_acknowledged_allo
     assert_ne!(new, old);
     let state = p.converged().await;
     assert_all_present(&acked, &state);
+    // `raftipam status` through a survivor: degraded, the new leader, the killed one DOWN.
+    let survivor = p.addrs[&new].clone();
+    let out = run(&["--endpoints", &survivor, "--json", "status"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(st["health"], "degraded", "{st}");
+    assert_eq!(st["leader"], new, "{st}");
+    let down: Vec<u64> = st["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter(|m| m["status"].is_null())
+        .filter_map(|m| m["id"].as_u64())
+        .collect();
+    assert_eq!(down, vec![old], "{st}");
+    let text = run(&["--endpoints", &survivor, "status"]);
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(
+        text.contains("DEGRADED")
+            && text.contains("DOWN")
+            && text.contains(&format!("member {old}")),
+        "{text}"
+    );
 
     // The killed node restarts from its disk and catches up.
     p.start(old).await;
@@ -541,6 +568,7 @@ async fn the_cli_drives_a_cluster_end_to_end_with_json_output() {
         "not initialised: node 1",
     );
     fails(&["addr", "ls", "10.80.0.0/24"], "raftipam cluster init");
+    fails(&["status"], "the cluster has no leader");
     assert!(
         asked.elapsed() < Duration::from_secs(30),
         "an uninitialised node made the client wait {:?}",
@@ -657,6 +685,32 @@ async fn the_cli_drives_a_cluster_end_to_end_with_json_output() {
     assert_eq!(bench["phases"][0]["ops"], 200);
     let status = cli(&["cluster", "status"]);
     assert_eq!(status[0]["status"]["state"], "Leader");
+    // `raftipam status`: healthy, the one node leading, the pools with their usage.
+    let listed = cli(&["pool", "ls"]);
+    let st = cli(&["status"]);
+    assert_eq!(st["health"], "healthy", "{st}");
+    assert_eq!(st["leader"], 1, "{st}");
+    let summary = |pools: &serde_json::Value| -> Vec<(String, u64)> {
+        pools
+            .as_array()
+            .expect("pools")
+            .iter()
+            .map(|p| {
+                (
+                    format!("{}/{}", p["id"]["space"], p["id"]["subnet"]),
+                    p["usage"]["allocated"].as_u64().expect("allocated"),
+                )
+            })
+            .collect()
+    };
+    assert!(!summary(&listed).is_empty());
+    assert_eq!(summary(&st["pools"]), summary(&listed), "{st}");
+    let text = run(&["--endpoints", &ep, "status"]);
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(text.starts_with("cluster: HEALTHY — leader 1"), "{text}");
+    let first = listed[0]["id"]["subnet"].as_str().expect("subnet");
+    assert!(text.contains(first), "{text}");
+
     // Grow to two voters and shrink back with the CLI.
     p.start(2).await;
     let added = cli(&[

@@ -25,6 +25,7 @@ mod node;
 mod ops;
 mod pool;
 mod shim;
+mod status;
 mod up;
 
 use std::process::ExitCode;
@@ -103,6 +104,9 @@ enum Command {
     Backup(backup::BackupArgs),
     /// Replay a backup into a running, empty cluster.
     Restore(backup::RestoreArgs),
+    /// One screen: cluster health (leader, members), pools with usage, hosts with heartbeat
+    /// age and leaks, and any problem with what to do. Exit status 1 without a leader.
+    Status,
     /// Print raftipam's version.
     Version,
     /// Get this Docker host's certificate from the cluster with a join token.
@@ -271,6 +275,7 @@ pub fn main() -> ExitCode {
             Command::Host(c) => host::run(&ctx, c).await,
             Command::Backup(a) => backup::backup(&ctx, a).await,
             Command::Restore(a) => backup::restore(&ctx, a).await,
+            Command::Status => status::run(&ctx).await,
             Command::Version => ctx.print(
                 &serde_json::json!({"version": env!("CARGO_PKG_VERSION")}),
                 |_| outln!("raftipam {}", env!("CARGO_PKG_VERSION")),
