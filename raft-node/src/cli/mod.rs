@@ -119,6 +119,41 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Write the manual pages (raftipam.1, raftipam-pool.1, raftipam-pool-create.1, ...)
+    /// generated from these definitions into DIR (what the Debian package installs).
+    #[command(hide = true)]
+    Man {
+        /// The directory to write them into (created if missing).
+        dir: std::path::PathBuf,
+    },
+}
+
+/// Writes a manual page for `cmd` and each of its subcommands, named `PREFIX-SUB-...`.
+fn write_man_pages(
+    cmd: clap::Command,
+    prefix: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<usize> {
+    let name = if prefix.is_empty() {
+        cmd.get_name().to_string()
+    } else {
+        format!("{prefix}-{}", cmd.get_name())
+    };
+    let cmd = cmd.name(name.clone());
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd.clone())
+        .render(&mut page)
+        .with_context(|| format!("rendering the manual page of {name}"))?;
+    let file = dir.join(format!("{name}.1"));
+    std::fs::write(&file, page).with_context(|| format!("cannot write {}", file.display()))?;
+    let mut n = 1;
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
+        n += write_man_pages(sub.clone(), &name, dir)?;
+    }
+    Ok(n)
 }
 
 /// Writes a command's output to stdout. Nobody reading it any more (a closed pipe) ends the
@@ -286,6 +321,17 @@ pub fn main() -> ExitCode {
                 clap_complete::generate(shell, &mut Cli::command(), "raftipam", &mut script);
                 write_out(format_args!("{}", String::from_utf8_lossy(&script)));
                 Ok(())
+            }
+            Command::Man { dir } => {
+                use clap::CommandFactory;
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                let mut cmd = Cli::command();
+                cmd.build();
+                let n = write_man_pages(cmd, "", &dir)?;
+                ctx.print(&serde_json::json!({"dir": dir, "pages": n}), |_| {
+                    outln!("wrote {n} manual pages into {}", dir.display())
+                })
             }
         }
     });
