@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs what the tests need (clang for RocksDB,
 # Debian's docker.io and busybox-static for the Docker end-to-end tests), starts containerd and
-# dockerd when none runs, then runs every test of the workspace in the one release profile.
+# dockerd when none runs, then runs every test of the workspace in the one release profile —
+# the Docker end-to-end tests against Debian 12's docker.io 20.10 — and then the Docker
+# end-to-end tests again against a current engine, Debian 13's docker.io 26.1
+# (scripts/dockerd-current.sh unpacks it beside the system's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -18,3 +21,16 @@ fi
 cargo clean --release --quiet -p allocator-core -p plugin-shim -p raft-node -p benches
 log "cargo test --release --workspace (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 cargo test --release --workspace -- --test-threads="${RAFTIPAM_TEST_THREADS:-2}"
+
+# The Docker version matrix: the same end-to-end tests against the current engine.
+if [[ ${RAFTIPAM_SKIP_CURRENT_DOCKER:-} == 1 ]]; then
+  log "RAFTIPAM_SKIP_CURRENT_DOCKER=1: not running the Docker tests against the current engine"
+  exit 0
+fi
+current=$(bash scripts/dockerd-current.sh)
+trap 'bash scripts/dockerd-current.sh --stop || true' EXIT
+log "cargo test --release -p raft-node --test docker_e2e against $(docker -H "$current" version --format '{{.Server.Version}}')"
+RAFTIPAM_DOCKER_HOST="$current" \
+  RAFTIPAM_DOCKER_ENGINE_ROOT="${RAFTIPAM_DOCKER_CURRENT_CACHE:-$HOME/.cache/raftipam/docker-current}/current" \
+  RAFTIPAM_CONTAINERD_SOCK=/run/raftipam-containerd-current/containerd.sock \
+  cargo test --release -p raft-node --test docker_e2e -- --test-threads="${RAFTIPAM_TEST_THREADS:-2}"

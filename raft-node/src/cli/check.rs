@@ -33,8 +33,8 @@ pub struct CheckArgs {
     /// This Docker host's name in the cluster (default: the machine's hostname).
     #[arg(long)]
     host: Option<String>,
-    /// dockerd's API socket.
-    #[arg(long, default_value = DEFAULT_DOCKER_HOST)]
+    /// dockerd's API socket (a path, or unix://PATH as in DOCKER_HOST).
+    #[arg(long, env = "DOCKER_HOST", default_value = DEFAULT_DOCKER_HOST)]
     docker_host: String,
     /// The shim's IPAM driver name (the plugin socket's base name).
     #[arg(long, default_value = "raftipam")]

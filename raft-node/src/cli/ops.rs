@@ -15,8 +15,8 @@ use tokio::task::JoinHandle;
 /// Heartbeat and reconciliation settings of a shim.
 #[derive(Args, Debug, Clone)]
 pub struct OpsArgs {
-    /// dockerd's API socket, which reconciliation compares with the cluster.
-    #[arg(long, default_value = DEFAULT_DOCKER_HOST)]
+    /// dockerd's API socket (a path, or unix://PATH as in DOCKER_HOST), which reconciliation compares with the cluster.
+    #[arg(long, env = "DOCKER_HOST", default_value = DEFAULT_DOCKER_HOST)]
     pub docker_host: String,
     /// Time between reconciliation passes (0s: no background reconciliation).
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]

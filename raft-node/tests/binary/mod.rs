@@ -394,6 +394,9 @@ pub fn spawn(dir: &Path, args: &[String]) -> Proc {
             .env("RUST_LOG", "info,openraft=warn")
             .env_remove("RAFTIPAM_ENDPOINTS")
             .env_remove("RAFTIPAM_CONFIG")
+            // Reconciliation talks to the dockerd under test, as the docker CLI does.
+            .env_remove("DOCKER_HOST")
+            .envs(docker_host().map(|h| ("DOCKER_HOST", h)))
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(err),

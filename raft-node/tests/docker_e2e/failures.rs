@@ -10,12 +10,12 @@ use crate::binary::*;
 use crate::helpers::*;
 
 /// 8. `raftipam node --plugin-socket --host`: the plugin inside a node. Before the node is
-///    part of a cluster there is no quorum: `docker network create` fails within the call
-///    timeout with a message saying so (dockerd is not blocked). After `cluster init` the same
+///    part of a cluster, `docker network create` fails at once with a message saying it is not
+///    initialised and what to run (dockerd is not blocked). After `cluster init` the same
 ///    command works.
 #[test]
-fn node_with_plugin_socket_says_no_quorum_then_works() {
-    require_docker!("node_with_plugin_socket_says_no_quorum_then_works");
+fn node_with_plugin_socket_says_not_initialised_then_works() {
+    require_docker!("node_with_plugin_socket_says_not_initialised_then_works");
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let socket = socket_path("rtest8");
@@ -54,8 +54,8 @@ fn node_with_plugin_socket_says_no_quorum_then_works() {
         "a network was created without a cluster"
     );
     assert!(
-        err.contains("no quorum"),
-        "the error does not say why: {err}"
+        err.contains("not initialised") && err.contains("raftipam cluster init"),
+        "the error does not say why and what to run: {err}"
     );
     assert!(took < Duration::from_secs(30), "dockerd waited {took:?}");
 

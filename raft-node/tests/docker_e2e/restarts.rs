@@ -83,13 +83,27 @@ struct PrivateDockerd {
     proc: Option<Proc>,
 }
 
-const CONTAINERD_SOCK: &str = "/run/containerd/containerd.sock";
+/// The engine under test: the system's dockerd and containerd, or the ones named by
+/// `RAFTIPAM_DOCKER_ENGINE_ROOT` (an unpacked engine: its `usr/sbin` and `usr/bin` go first in
+/// PATH) and `RAFTIPAM_CONTAINERD_SOCK`, as `scripts/test.sh` sets them for the current engine.
+fn containerd_sock() -> String {
+    std::env::var("RAFTIPAM_CONTAINERD_SOCK")
+        .unwrap_or_else(|_| "/run/containerd/containerd.sock".into())
+}
+
+fn engine_path() -> Option<String> {
+    let root = std::env::var("RAFTIPAM_DOCKER_ENGINE_ROOT").ok()?;
+    Some(format!(
+        "{root}/usr/sbin:{root}/usr/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    ))
+}
 
 impl PrivateDockerd {
     fn start(live_restore: bool) -> PrivateDockerd {
+        let sock = containerd_sock();
         assert!(
-            Path::new(CONTAINERD_SOCK).exists(),
-            "no containerd at {CONTAINERD_SOCK} (scripts/dockerd.sh starts one)"
+            Path::new(&sock).exists(),
+            "no containerd at {sock} (scripts/dockerd.sh starts one)"
         );
         let mut d = PrivateDockerd {
             // Short paths: dockerd puts unix sockets under its exec root.
@@ -131,8 +145,11 @@ impl PrivateDockerd {
             .open(&log_path)
             .expect("dockerd log");
         let mut c = Command::new("dockerd");
+        if let Some(path) = engine_path() {
+            c.env("PATH", path);
+        }
         c.args(["--iptables=false", "--ip6tables=false", "--bridge", "none"])
-            .args(["--containerd", CONTAINERD_SOCK])
+            .args(["--containerd", &containerd_sock()])
             .args(["--containerd-namespace", "raftipam-e2e"])
             .args(["--containerd-plugins-namespace", "raftipam-e2e-plugins"])
             .args(["--shutdown-timeout", "2"])
