@@ -2,7 +2,7 @@
 # Exercises packaging/systemd/raftipam-node.service and raftipam-shim.service under a real
 # systemd: boots systemd as PID 1 of a container (systemd-nspawn --boot, private network, so
 # only its own loopback) on a throw-away overlay of this machine's / (writes go to a tmpfs), with
-# the binary at /usr/local/bin/raftipam and packaging/raftipam.toml, addresses moved to
+# the binary at /usr/bin/raftipam (or the Debian package) and packaging/raftipam.toml, addresses moved to
 # 127.0.0.1, at /etc/raftipam/raftipam.toml. Checks: start, the node answering, listeners on
 # loopback only, data under /var/lib/raftipam, the plugin socket, a clean stop on SIGTERM within
 # TimeoutStopSec, data kept across a restart, Restart=on-failure, the order against
@@ -11,7 +11,16 @@
 # in the container (none is started there; its /run is its own, the host's docker.sock is not
 # visible).
 #
-#   sudo bash scripts/systemd-test.sh [PATH/TO/raftipam]     (default: $RAFTIPAM_BIN)
+#   sudo bash scripts/systemd-test.sh [PATH/TO/raftipam [PATH/TO/raftipam.deb]]
+#        (defaults: $RAFTIPAM_BIN, $RAFTIPAM_DEB)
+#
+# With a .deb (scripts/package.sh), the package is installed in the container with dpkg instead
+# of copying the binary and the units: checks that it installs the binary, units, conffile,
+# manual pages, completions and state directory, and enables and starts nothing; the units are
+# then tested from the package; finally `dpkg -r` stops what runs and removes it (keeping the
+# config and the data) and `dpkg -P` removes the config. Either way, socket activation
+# (raftipam-node.socket) is tested: the socket exists while the service is not running, and
+# the first call starts the service and is answered.
 #
 # Prints PASS:/FAIL: lines; exit status 1 if any check failed. Exits 0 with a "SKIP:" line only
 # when systemd cannot boot in a container here (the line says why). Takes ~5 s.
@@ -21,6 +30,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 bin=${1:-$RAFTIPAM_BIN}
+deb=${2:-${RAFTIPAM_DEB:-}}
 machine=raftipam-sdt-$$
 port=7379 # inside the container's own network namespace
 budget=600 # the container is powered off after this many seconds whatever happens
@@ -40,7 +50,8 @@ check() { # check WHAT COMMAND...: one PASS or FAIL line
 skip() { printf 'SKIP: %s\n' "$*"; exit 0; }
 
 if [[ $(id -u) -ne 0 ]]; then echo "FAIL: run as root (systemd-nspawn and mounts need it)"; exit 1; fi
-if [[ ! -x $bin ]]; then echo "FAIL: no raftipam binary at '$bin' (usage: $0 PATH/TO/raftipam)"; exit 1; fi
+if [[ ! -x $bin ]]; then echo "FAIL: no raftipam binary at '$bin' (usage: $0 PATH/TO/raftipam [PATH/TO/raftipam.deb])"; exit 1; fi
+if [[ -n $deb && ! -f $deb ]]; then echo "FAIL: no package at '$deb' (scripts/package.sh builds it)"; exit 1; fi
 if ! apt_need systemd:/lib/systemd/systemd systemd-container:systemd-nspawn util-linux:nsenter \
   curl:curl iproute2:ss; then
   echo "FAIL: could not install systemd, systemd-container, curl and iproute2"
@@ -90,11 +101,15 @@ if ! err=$(mount -t overlay raftipam-sdt \
   skip "cannot mount an overlay of /: $err"
 fi
 
-install -m 0755 "$bin" "$root/usr/local/bin/raftipam"
-install -m 0644 packaging/systemd/raftipam-node.service packaging/systemd/raftipam-shim.service \
-  "$root/etc/systemd/system/"
-rm -rf "$root/etc/raftipam" "$root/var/lib/raftipam"
-mkdir -p "$root/etc/raftipam"
+rm -rf "$root/etc/raftipam" "$root/var/lib/raftipam" "$root/usr/bin/raftipam"
+if [[ -n $deb ]]; then
+  cp "$deb" "$root/var/tmp/raftipam.deb" # installed with dpkg once systemd runs (its /tmp is a tmpfs)
+else
+  install -m 0755 "$bin" "$root/usr/bin/raftipam"
+  install -m 0644 packaging/systemd/raftipam-node.service packaging/systemd/raftipam-shim.service \
+    packaging/systemd/raftipam-node.socket packaging/systemd/raftipam-shim.socket \
+    "$root/etc/systemd/system/"
+fi
 # The example config with this host's addresses on loopback, one endpoint (this node), plain
 # TCP (loopback needs no certificates).
 sed -e "s/10\.0\.0\.1:/127.0.0.1:/g" -e "s/^endpoints = .*/endpoints = [\"127.0.0.1:$port\"]/" \
@@ -109,7 +124,10 @@ if grep -v '^[[:space:]]*#' "$work/node-plugin.toml" | grep -Eo '"[0-9.]+:[0-9]+
   grep -v '^[[:space:]]*#' "$work/node-plugin.toml" | grep -E '"[0-9.]+:[0-9]+"'
   exit 1
 fi
-install -m 0644 "$work/node-plugin.toml" "$root$cfg"
+if [[ -z $deb ]]; then
+  mkdir -p "$root/etc/raftipam"
+  install -m 0644 "$work/node-plugin.toml" "$root$cfg"
+fi
 # Only what the test needs starts at boot: this machine's own services (dockerd, containerd,
 # databases, timers) stay off in the container.
 for u in "$root"/etc/systemd/system/{multi-user,sockets,timers,default,graphical}.target.wants/*; do
@@ -182,6 +200,39 @@ if in_ct test -e /run/docker.sock; then
 fi
 
 active() { [[ $(in_ct systemctl is-active "$1") == active ]]; }
+inactive() { [[ $(in_ct systemctl is-active "$1") == inactive ]]; }
+
+# --- the Debian package
+if [[ -n $deb ]]; then
+  check "dpkg -i raftipam.deb ($(dpkg-deb -f "$deb" Package) $(dpkg-deb -f "$deb" Version))" \
+    in_ct sh -c 'DEBIAN_FRONTEND=noninteractive dpkg -i /var/tmp/raftipam.deb >/tmp/dpkg.log 2>&1 || { cat /tmp/dpkg.log; exit 1; }'
+  check "the package installed the binary, 4 units, the conffile, manual pages, completions" \
+    in_ct sh -c 'set -e
+      test -x /usr/bin/raftipam
+      for u in raftipam-node.service raftipam-shim.service raftipam-node.socket raftipam-shim.socket; do
+        test -f /lib/systemd/system/$u; done
+      test -f /etc/raftipam/raftipam.toml
+      dpkg-query -W -f="\${Conffiles}" raftipam | grep -q /etc/raftipam/raftipam.toml
+      test -f /usr/share/man/man1/raftipam.1.gz -a -f /usr/share/man/man1/raftipam-pool-create.1.gz
+      test -f /usr/share/bash-completion/completions/raftipam
+      test -f /usr/share/zsh/vendor-completions/_raftipam
+      test -f /usr/share/fish/vendor_completions.d/raftipam.fish'
+  check "the shipped config is packaging/raftipam.toml" \
+    cmp -s packaging/raftipam.toml "$root/etc/raftipam/raftipam.toml"
+  check "the state directory /var/lib/raftipam exists, mode 0700" \
+    eval '[[ $(in_ct stat -c %a /var/lib/raftipam) == 700 ]]'
+  enabled_none() {
+    local u s
+    for u in raftipam-node.service raftipam-shim.service raftipam-node.socket raftipam-shim.socket; do
+      s=$(in_ct systemctl is-enabled "$u" 2>/dev/null) || true
+      echo "    $u: ${s:-?}, $(in_ct systemctl is-active "$u" 2>/dev/null || true)"
+      [[ $s == disabled ]] && inactive "$u" || return 1
+    done
+    ! in_ct pgrep -x raftipam >/dev/null
+  }
+  check "the package enabled and started nothing" enabled_none
+  install -m 0644 "$work/node-plugin.toml" "$root$cfg"
+fi
 answers() { cli --json cluster status | grep -q '"id": 1'; }
 only_loopback() {
   local l
@@ -302,10 +353,55 @@ check "the shim's heartbeat reached the cluster (raftipam host ls lists '$hn')" 
 check "systemctl stop raftipam-shim: clean exit on SIGTERM within TimeoutStopSec" stop_clean raftipam-shim
 check "systemctl stop raftipam-node: clean exit on SIGTERM within TimeoutStopSec" stop_clean raftipam-node
 
+# --- socket activation: raftipam-node.socket holds the plugin socket; a call starts the node
+install -m 0644 "$work/node-plugin.toml" "$root$cfg"
+check "systemctl disable raftipam-shim; systemctl enable --now raftipam-node.socket" \
+  in_ct sh -c 'systemctl disable --quiet raftipam-shim && systemctl enable --now raftipam-node.socket'
+socket_waits() {
+  active raftipam-node.socket && inactive raftipam-node.service &&
+    in_ct test -S /run/docker/plugins/raftipam.sock
+}
+check "the plugin socket exists (raftipam-node.socket) while raftipam-node is not running" socket_waits
+activated() { # a call on the socket starts the node (it waits in the backlog) and is answered
+  local r
+  r=$(in_ct curl -sS --max-time 30 --unix-socket /run/docker/plugins/raftipam.sock \
+    -X POST -d '{"AddressSpace":"local","Pool":"10.77.0.0/24"}' http://localhost/IpamDriver.RequestPool) || return 1
+  echo "    IpamDriver.RequestPool through the activated socket: $r"
+  [[ $r == *'"PoolID":"local/10.77.0.0/24"'* ]] && active raftipam-node
+}
+check "the first call starts raftipam-node through the socket and gets its pool" activated
+stop_keeps_socket() {
+  stop_clean raftipam-node && active raftipam-node.socket &&
+    in_ct test -S /run/docker/plugins/raftipam.sock
+}
+check "systemctl stop raftipam-node: clean exit, the socket stays for the next call" stop_keeps_socket
+check "the next call starts it again" activated
+check "systemctl disable --now raftipam-node.socket raftipam-node: the socket file goes" \
+  in_ct sh -c 'systemctl disable --quiet --now raftipam-node.socket raftipam-node && ! test -e /run/docker/plugins/raftipam.sock'
+
 # --- a configuration error: exit status 2, no restart loop (RestartPreventExitStatus=2)
 printf '[node]\nbogus = 1\n' >"$root$cfg"
 in_ct systemctl start raftipam-node || true
 check "a bad config file: raftipam-node fails with status 2 and is not restarted" not_restarted
+
+# --- removing the package: what runs stops; dpkg -r keeps the config and the data, -P the data
+if [[ -n $deb ]]; then
+  install -m 0644 "$work/node-plugin.toml" "$root$cfg"
+  in_ct systemctl reset-failed raftipam-node || true
+  check "raftipam-node runs again before the removal" \
+    eval 'in_ct systemctl start raftipam-node && wait_until 20 answers'
+  check "dpkg -r raftipam: the node stopped, binary and units gone, config and data kept" \
+    in_ct sh -c 'set -e
+      dpkg -r raftipam >/tmp/dpkg-r.log 2>&1 || { cat /tmp/dpkg-r.log; exit 1; }
+      ! pgrep -x raftipam
+      test ! -e /usr/bin/raftipam -a ! -e /lib/systemd/system/raftipam-node.service
+      test -f /etc/raftipam/raftipam.toml -a -d /var/lib/raftipam/node'
+  check "dpkg -P raftipam: the config gone, the node's data kept (it holds the cluster's addresses)" \
+    in_ct sh -c 'set -e
+      dpkg -P raftipam >/tmp/dpkg-p.log 2>&1 || { cat /tmp/dpkg-p.log; exit 1; }
+      test ! -e /etc/raftipam/raftipam.toml -a -d /var/lib/raftipam/node
+      ! dpkg-query -W raftipam 2>/dev/null | grep -q .'
+fi
 
 if ((fails)); then
   log "the units' journal in the container:"

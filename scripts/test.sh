@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs what the tests need (clang for RocksDB,
-# Debian's docker.io and busybox-static for the Docker end-to-end tests), starts containerd and
-# dockerd when none runs, then runs every test of the workspace in the one release profile —
+# Debian's docker.io and busybox-static for the Docker end-to-end tests, cargo-deb for the
+# package), starts containerd and dockerd when none runs, builds the Debian package, then runs
+# every test of the workspace in the one release profile —
 # the Docker end-to-end tests against Debian 12's docker.io 20.10 — and then the Docker
 # end-to-end tests again against a current engine, Debian 13's docker.io 26.1
 # (scripts/dockerd-current.sh unpacks it beside the system's).
@@ -19,6 +20,10 @@ fi
 # one crate (E0460) when it compiles the doc tests: drop our crates' old builds first. Only our
 # four crates are rebuilt; RocksDB and every other dependency stay.
 cargo clean --release --quiet -p allocator-core -p plugin-shim -p raft-node -p benches
+# The Debian package, built from the same release binary the tests use; systemd_e2e installs
+# it in a container under systemd (scripts/systemd-test.sh).
+RAFTIPAM_DEB=$(bash scripts/package.sh)
+export RAFTIPAM_DEB
 log "cargo test --release --workspace (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 cargo test --release --workspace -- --test-threads="${RAFTIPAM_TEST_THREADS:-2}"
 

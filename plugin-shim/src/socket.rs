@@ -10,6 +10,12 @@
 //! The socket is bound under a temporary name, given mode 0600 and then renamed into place,
 //! so the final path never exists with wider permissions and a stale socket is replaced in
 //! one step.
+//!
+//! Under systemd socket activation (`raftipam-node.socket`, `raftipam-shim.socket`) the socket
+//! is systemd's: it exists before dockerd starts, even while the node still replays its log,
+//! and dockerd's calls wait in its backlog until the plugin serves. The plugin then takes the
+//! socket systemd passed (`LISTEN_FDS`) instead of binding, and leaves the file in place when
+//! it stops, so that the next call starts it again.
 
 use std::future::Future;
 use std::io;
@@ -70,7 +76,40 @@ impl Drop for SocketFile {
 #[derive(Debug)]
 pub struct PluginSocket {
     listener: tokio::net::UnixListener,
-    file: SocketFile,
+    /// The file this process created (removed when serving stops); `None` when systemd owns
+    /// it (socket activation).
+    file: Option<SocketFile>,
+    path: PathBuf,
+}
+
+/// The unix socket systemd passed for `path` (socket activation), if it passed one. Fails if
+/// it passed something else, or a socket for another path.
+fn from_systemd(path: &Path) -> Result<Option<std::os::unix::net::UnixListener>, ShimError> {
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() == 0 {
+        return Ok(None);
+    }
+    let listener = fds
+        .take_unix_listener(0)
+        .map_err(io_err("taking the socket systemd passed for", path))?
+        .ok_or_else(|| {
+            ShimError::Config(format!(
+                "systemd passed a socket that is not a listening unix socket; the plugin socket {} must be `ListenStream=` a path",
+                path.display()
+            ))
+        })?;
+    let passed = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_path_buf));
+    if passed.as_deref() != Some(path) {
+        return Err(ShimError::Config(format!(
+            "systemd passed the socket {} but the plugin socket is configured as {}: make the socket unit's ListenStream= and the socket option the same path",
+            passed.map_or("(unnamed)".into(), |p| p.display().to_string()),
+            path.display()
+        )));
+    }
+    Ok(Some(listener))
 }
 
 /// Checks what is at `path` now: nothing, a stale socket (fine), or something in the way.
@@ -110,6 +149,19 @@ impl PluginSocket {
     pub async fn bind(path: impl AsRef<Path>) -> Result<PluginSocket, ShimError> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let path = path.as_ref();
+        if let Some(listener) = from_systemd(path)? {
+            listener
+                .set_nonblocking(true)
+                .map_err(io_err("configuring", path))?;
+            let listener = tokio::net::UnixListener::from_std(listener)
+                .map_err(io_err("registering", path))?;
+            info!(path = %path.display(), "plugin socket passed by systemd (socket activation)");
+            return Ok(PluginSocket {
+                listener,
+                file: None,
+                path: path.to_path_buf(),
+            });
+        }
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
@@ -142,12 +194,16 @@ impl PluginSocket {
         let listener =
             tokio::net::UnixListener::from_std(listener).map_err(io_err("registering", path))?;
         info!(path = %path.display(), "plugin socket bound");
-        Ok(PluginSocket { listener, file })
+        Ok(PluginSocket {
+            listener,
+            file: Some(file),
+            path: path.to_path_buf(),
+        })
     }
 
     /// The socket's path.
     pub fn path(&self) -> &Path {
-        &self.file.path
+        &self.path
     }
 
     /// Serves the plugin on this socket until `shutdown` completes, then removes the socket
@@ -163,14 +219,19 @@ impl PluginSocket {
                 "the host name is empty; every Docker host needs a unique, stable name".into(),
             ));
         }
-        let PluginSocket { listener, file } = self;
-        let path = file.path.clone();
+        let PluginSocket {
+            listener,
+            file,
+            path,
+        } = self;
         info!(path = %path.display(), host = %config.host, "serving the raftipam IPAM plugin");
         let app = router(backend, config);
-        // The file goes when shutdown begins (or with this future, if serving fails first).
+        // The file goes when shutdown begins (or with this future, if serving fails first);
+        // a socket systemd passed stays, for the next activation.
+        let shown = path.clone();
         let shutdown = async move {
             shutdown.await;
-            info!(path = %file.path.display(), "plugin shutting down");
+            info!(path = %shown.display(), "plugin shutting down");
             drop(file);
         };
         axum::serve(listener, app)

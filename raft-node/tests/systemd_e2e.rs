@@ -4,8 +4,11 @@
 //! built for this test, and checks start, the node answering on loopback only, the data under
 //! `/var/lib/raftipam`, the plugin socket, a clean stop on SIGTERM within `TimeoutStopSec`, the
 //! data kept across a restart, `Restart=on-failure` after SIGKILL, the order against
-//! `docker.service`, and the shim. It needs root; without root, or where no systemd can boot in
-//! a container (the script says why), the test prints a loud SKIP.
+//! `docker.service`, the shim, and socket activation (`raftipam-node.socket`). With
+//! `RAFTIPAM_DEB` naming the Debian package (`scripts/test.sh` builds it with
+//! `scripts/package.sh`), the package is what gets installed, with dpkg, and its install and
+//! removal are checked too. It needs root; without root, or where no systemd can boot in a
+//! container (the script says why), the test prints a loud SKIP.
 
 use std::path::Path;
 use std::process::Command;
@@ -53,4 +56,14 @@ fn the_systemd_units_start_stop_restart_and_order_before_docker() {
         out.contains("PASS: all") && out.contains("checks passed"),
         "no summary line:\n{out}"
     );
+    assert!(
+        out.contains("PASS: the first call starts raftipam-node through the socket"),
+        "socket activation was not checked:\n{out}"
+    );
+    if std::env::var_os("RAFTIPAM_DEB").is_some() {
+        assert!(
+            out.contains("PASS: dpkg -i raftipam.deb") && out.contains("PASS: dpkg -P raftipam"),
+            "RAFTIPAM_DEB is set but the package was not installed and purged:\n{out}"
+        );
+    }
 }
