@@ -43,6 +43,33 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> S
     }
 }
 
+/// The directories dockerd searches for a plugin's socket (moby `pkg/plugins/discovery.go`):
+/// a socket anywhere else is never found, and `docker network create --ipam-driver NAME` fails
+/// with "plugin NAME not found".
+pub const DOCKER_PLUGIN_DIRS: [&str; 3] = [
+    "/run/docker/plugins",
+    "/etc/docker/plugins",
+    "/usr/lib/docker/plugins",
+];
+
+/// Why dockerd will not find a plugin socket at `path`, with what to do; `None` if it will.
+pub fn undiscoverable(path: &Path) -> Option<String> {
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let named_ok = path.extension().is_some_and(|e| e == "sock");
+    if named_ok && DOCKER_PLUGIN_DIRS.iter().any(|d| dir == Path::new(d)) {
+        return None;
+    }
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "raftipam".into());
+    Some(format!(
+        "dockerd will not find the plugin socket {}: it looks for NAME.sock in {} only; use --socket /run/docker/plugins/{name}.sock (the driver name is then `{name}`)",
+        path.display(),
+        DOCKER_PLUGIN_DIRS.join(", ")
+    ))
+}
+
 /// Removes the socket file when dropped, if the path still names the socket this process
 /// bound (a newer shim may have replaced it).
 #[derive(Debug)]
@@ -260,4 +287,30 @@ pub async fn serve<B: Backend>(
         .await?
         .serve(backend, config, shutdown)
         .await
+}
+
+#[cfg(test)]
+mod discovery_tests {
+    use super::undiscoverable;
+    use std::path::Path;
+
+    #[test]
+    fn only_sockets_in_dockers_plugin_directories_are_found() {
+        assert_eq!(
+            undiscoverable(Path::new("/run/docker/plugins/raftipam.sock")),
+            None
+        );
+        assert_eq!(
+            undiscoverable(Path::new("/etc/docker/plugins/ipam2.sock")),
+            None
+        );
+        let w = undiscoverable(Path::new("/tmp/raftipam.sock")).expect("not found by dockerd");
+        assert!(w.contains("/run/docker/plugins/raftipam.sock"), "{w}");
+        let w = undiscoverable(Path::new("/run/docker/plugins/sub/x.sock")).expect("subdir");
+        assert!(w.contains("--socket /run/docker/plugins/x.sock"), "{w}");
+        assert!(
+            undiscoverable(Path::new("/run/docker/plugins/raftipam")).is_some(),
+            "no .sock"
+        );
+    }
 }

@@ -180,6 +180,10 @@ impl Plugin {
         } else {
             call_timeout
         };
+        if let Some(why) = plugin_shim::socket::undiscoverable(socket) {
+            tracing::warn!("{why}");
+            eprintln!("WARNING: {why}");
+        }
         let bound = PluginSocket::bind(socket)
             .await
             .with_context(|| format!("cannot create the plugin socket {}", socket.display()))?;
