@@ -69,6 +69,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod api;
+pub mod chaos;
 pub mod client;
 pub mod metrics;
 pub mod replication;

@@ -16,6 +16,7 @@ mod addr;
 mod backup;
 mod bench;
 mod cert;
+mod chaos;
 mod check;
 mod cluster;
 mod config;
@@ -119,6 +120,9 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Run a real cluster under seeded faults (kills, pauses, partitions) with concurrent
+    /// clients, and check every operation and every replica (needs root).
+    Chaos(chaos::ChaosArgs),
     /// Write the manual pages (raftipam.1, raftipam-pool.1, raftipam-pool-create.1, ...)
     /// generated from these definitions into DIR (what the Debian package installs).
     #[command(hide = true)]
@@ -311,6 +315,7 @@ pub fn main() -> ExitCode {
             Command::Backup(a) => backup::backup(&ctx, a).await,
             Command::Restore(a) => backup::restore(&ctx, a).await,
             Command::Status => status::run(&ctx).await,
+            Command::Chaos(a) => chaos::run_chaos(&ctx, a).await,
             Command::Version => ctx.print(
                 &serde_json::json!({"version": env!("CARGO_PKG_VERSION")}),
                 |_| outln!("raftipam {}", env!("CARGO_PKG_VERSION")),

@@ -1,0 +1,177 @@
+//! The chaos run's nodes: real `raftipam node` processes, each in its own network namespace
+//! ([`super::net`]) with its own RocksDB data directory and log file, killed with SIGKILL,
+//! paused with SIGSTOP and resumed with SIGCONT, restarted from their data.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::api::NodeStatus;
+use crate::client::{Client, ClientConfig};
+
+/// The port every node listens on, in its own namespace.
+pub const PORT: u16 = 7379;
+
+/// One node process.
+#[derive(Debug)]
+pub struct ChaosNode {
+    /// Raft id (1-based, also its index in the network).
+    pub id: u64,
+    /// `HOST:PORT`.
+    pub addr: String,
+    ns: String,
+    data: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+}
+
+/// How every node runs.
+#[derive(Clone, Debug)]
+pub struct NodeSettings {
+    /// The raftipam binary.
+    pub bin: PathBuf,
+    /// `--snapshot-every`.
+    pub snapshot_every: u64,
+    /// `--keep-logs`.
+    pub keep_logs: u64,
+    /// `--write-timeout`.
+    pub write_timeout: Duration,
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
+impl ChaosNode {
+    /// A node (not started) in namespace `ns` at `ip`, with its files under `dir`.
+    pub fn new(id: u64, ns: String, ip: &str, dir: &Path) -> ChaosNode {
+        ChaosNode {
+            id,
+            addr: format!("{ip}:{PORT}"),
+            ns,
+            data: dir.join(format!("n{id}")),
+            log: dir.join(format!("n{id}.log")),
+            child: None,
+            paused: false,
+        }
+    }
+
+    /// Its log file.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// Stops it for good and wipes its data: it will start as a new node, `new_id`, with an
+    /// empty data directory (and the same address).
+    pub fn wipe_as(&mut self, new_id: u64) -> std::io::Result<()> {
+        self.resume();
+        self.kill9();
+        match std::fs::remove_dir_all(&self.data) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        self.id = new_id;
+        Ok(())
+    }
+
+    /// Starts the process (appending to its log), unless it runs.
+    pub fn start(&mut self, s: &NodeSettings) -> std::io::Result<()> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let err = log.try_clone()?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(&s.bin)
+            .args(["--insecure", "node", "--id", &self.id.to_string()])
+            .args(["--listen", &self.addr, "--data-dir"])
+            .arg(&self.data)
+            .args(["--snapshot-every", &s.snapshot_every.to_string()])
+            .args(["--keep-logs", &s.keep_logs.to_string()])
+            .args([
+                "--write-timeout",
+                &format!("{}ms", s.write_timeout.as_millis()),
+            ])
+            .env("RUST_LOG", "info,openraft=warn")
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()?;
+        self.child = Some(child);
+        self.paused = false;
+        Ok(())
+    }
+
+    /// Whether its process runs (paused or not).
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGKILL, and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.paused = false;
+    }
+
+    /// SIGSTOP.
+    pub fn pause(&mut self) {
+        if let Some(c) = &self.child {
+            signal(c.id(), "-STOP");
+            self.paused = true;
+        }
+    }
+
+    /// SIGCONT (if paused).
+    pub fn resume(&mut self) {
+        if let (Some(c), true) = (&self.child, self.paused) {
+            signal(c.id(), "-CONT");
+        }
+        self.paused = false;
+    }
+
+    /// Whether the process exited by itself (a crash): its exit status.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let c = self.child.as_mut()?;
+        match c.try_wait() {
+            Ok(Some(st)) => {
+                self.child = None;
+                Some(st)
+            }
+            _ => None,
+        }
+    }
+
+    /// Its status, asked directly, within `timeout`.
+    pub async fn status(&self, timeout: Duration) -> Option<NodeStatus> {
+        let c = Client::with_config(
+            [self.addr.as_str()],
+            ClientConfig {
+                timeout,
+                connect_timeout: timeout,
+                tls: None,
+            },
+        )
+        .ok()?;
+        c.node_status(0).await.ok()
+    }
+}
+
+impl Drop for ChaosNode {
+    fn drop(&mut self) {
+        self.resume();
+        self.kill9();
+    }
+}

@@ -1,0 +1,22 @@
+//! Proof under faults: a seeded chaos harness that runs a real cluster (`raftipam node`
+//! processes, each with its own RocksDB, each in its own network namespace on a bridge),
+//! drives it with concurrent clients through the real client while it kills, pauses and
+//! partitions nodes on a replayable schedule, records every operation, heals, and checks
+//! the history and the replicas (`raftipam chaos`; README, "Proof under faults").
+//!
+//! - [`schedule`]: the faults, drawn from a seed (JSON, replayable).
+//! - [`net`]: the bridge, the namespaces, the blackhole routes of partitions.
+//! - [`cluster`]: the node processes (SIGKILL, SIGSTOP/SIGCONT, restart).
+//! - [`workload`]: the client processes and the history they write.
+//! - [`check`]: the checker of a history against the final replicas.
+//! - [`run`]: one run from start to verdict.
+//!
+//! It never touches an address outside the namespaces it made, and every loop in it is
+//! bounded in time.
+
+pub mod check;
+pub mod cluster;
+pub mod net;
+pub mod run;
+pub mod schedule;
+pub mod workload;

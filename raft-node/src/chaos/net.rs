@@ -1,0 +1,152 @@
+//! The chaos run's network: one Linux bridge in this machine's namespace and one network
+//! namespace per node, each with a veth into the bridge and its own address. Partitions are
+//! blackhole routes inside a node's namespace (its packets to a peer are dropped): both
+//! directions for a partition, one for a one-way partition. Everything is made with `ip`
+//! (iproute2), named after the run, and removed when the [`Net`] is dropped. Traffic goes only
+//! between this machine's own namespaces.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+/// What went wrong setting up or changing the network.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {why}")]
+pub struct NetError {
+    what: String,
+    why: String,
+}
+
+fn ip(args: &[&str]) -> Result<(), NetError> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| NetError {
+            what: format!("ip {}", args.join(" ")),
+            why: format!("cannot run `ip` (install iproute2): {e}"),
+        })?;
+    if !out.status.success() {
+        return Err(NetError {
+            what: format!("ip {}", args.join(" ")),
+            why: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// The bridge, the namespaces and the routes of one run.
+#[derive(Debug)]
+pub struct Net {
+    tag: String,
+    prefix: String,
+    nodes: usize,
+    /// Blackhole routes in place: (from node, to node), 1-based.
+    blocked: BTreeSet<(usize, usize)>,
+}
+
+impl Net {
+    /// Makes the bridge `rc{tag}` with `{prefix}.1/24` and `nodes` namespaces `rc{tag}-n{i}`
+    /// at `{prefix}.{10+i}`. `prefix` is three octets, e.g. `10.232.17`.
+    pub fn create(tag: &str, prefix: &str, nodes: usize) -> Result<Net, NetError> {
+        let bridge = format!("rc{tag}");
+        if Command::new("ip")
+            .args(["link", "show", &bridge])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Err(NetError {
+                what: format!("creating bridge {bridge}"),
+                why: "it exists already (another run with this tag?)".into(),
+            });
+        }
+        let net = Net {
+            tag: tag.to_string(),
+            prefix: prefix.to_string(),
+            nodes,
+            blocked: BTreeSet::new(),
+        };
+        ip(&["link", "add", &bridge, "type", "bridge"])?;
+        ip(&["addr", "add", &format!("{prefix}.1/24"), "dev", &bridge])?;
+        ip(&["link", "set", &bridge, "up"])?;
+        for i in 1..=nodes {
+            let ns = net.ns(i);
+            let outside = format!("rc{tag}n{i}");
+            ip(&["netns", "add", &ns])?;
+            ip(&[
+                "link", "add", &outside, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ])?;
+            ip(&["link", "set", &outside, "master", &bridge])?;
+            ip(&["link", "set", &outside, "up"])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/24", net.addr(i)),
+                "dev",
+                "eth0",
+            ])?;
+            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(net)
+    }
+
+    /// Node `i`'s namespace.
+    pub fn ns(&self, i: usize) -> String {
+        format!("rc{}-n{i}", self.tag)
+    }
+
+    /// Node `i`'s address.
+    pub fn addr(&self, i: usize) -> String {
+        format!("{}.{}", self.prefix, 10 + i)
+    }
+
+    /// Node `i`'s packets to node `j` are dropped from now on.
+    pub fn block(&mut self, i: usize, j: usize) -> Result<(), NetError> {
+        if i == j || !self.blocked.insert((i, j)) {
+            return Ok(());
+        }
+        ip(&[
+            "-n",
+            &self.ns(i),
+            "route",
+            "add",
+            "blackhole",
+            &format!("{}/32", self.addr(j)),
+        ])
+    }
+
+    /// Every blackhole route removed.
+    pub fn heal(&mut self) -> Result<(), NetError> {
+        let blocked: Vec<(usize, usize)> = std::mem::take(&mut self.blocked).into_iter().collect();
+        let mut first = None;
+        for (i, j) in blocked {
+            let r = ip(&[
+                "-n",
+                &self.ns(i),
+                "route",
+                "del",
+                "blackhole",
+                &format!("{}/32", self.addr(j)),
+            ]);
+            if let Err(e) = r {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// How many blackhole routes are in place.
+    pub fn blocked(&self) -> usize {
+        self.blocked.len()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for i in 1..=self.nodes {
+            let _ = ip(&["netns", "del", &self.ns(i)]);
+        }
+        let _ = ip(&["link", "del", &format!("rc{}", self.tag)]);
+    }
+}

@@ -1,0 +1,512 @@
+//! One chaos run from start to verdict: the network and the nodes up, a cluster formed, the
+//! workload and the fault schedule at once, then everything healed, the cluster given a bound
+//! to converge, the final state read from every replica, and the history checked.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use allocator_core::{Op, PoolId, PoolSpec};
+use serde::Serialize;
+
+use super::check::{self, FinalState};
+use super::cluster::{ChaosNode, NodeSettings};
+use super::net::Net;
+use super::schedule::{Fault, FaultKind, Plan, Target};
+use super::workload::{self, Recorder, Workload};
+use crate::api::{AdminCommand, Consistency, Query, QueryReply};
+use crate::client::{Client, ClientConfig};
+
+/// Settings of one run.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// The seed: schedule and workload follow from it.
+    pub seed: u64,
+    /// 3 or 5.
+    pub nodes: usize,
+    /// Length of the workload.
+    pub duration: Duration,
+    /// Concurrent client processes.
+    pub clients: usize,
+    /// Where the history, schedule, logs and data go.
+    pub dir: PathBuf,
+    /// How the nodes run.
+    pub node: NodeSettings,
+    /// Fault kinds to draw from.
+    pub kinds: Vec<FaultKind>,
+    /// Kill every node at once, once.
+    pub kill_all: bool,
+    /// A schedule to replay instead of drawing one.
+    pub schedule: Option<Vec<Fault>>,
+    /// Successful operations required before the first fault.
+    pub min_ok_before_fault: usize,
+}
+
+/// The verdict of a run.
+#[derive(Debug, Serialize)]
+pub struct RunReport {
+    /// Its seed.
+    pub seed: u64,
+    /// Where its files are.
+    pub dir: PathBuf,
+    /// Faults applied, by kind.
+    pub faults: BTreeMap<String, usize>,
+    /// Operations completed: ok, fail, info.
+    pub ok: usize,
+    /// Refused operations.
+    pub fail: usize,
+    /// Unknown outcomes.
+    pub info: usize,
+    /// What the checker and the run's own checks found (empty: the run passed).
+    pub anomalies: Vec<String>,
+    /// The checker's summary, for people.
+    pub checked: String,
+    /// Seconds the cluster took to converge after the last heal.
+    pub converged_s: Option<f64>,
+}
+
+impl RunReport {
+    /// True when nothing was found.
+    pub fn passed(&self) -> bool {
+        self.anomalies.is_empty()
+    }
+}
+
+const ELECTION_MS: u64 = 2_000;
+
+fn client(endpoints: &[String], timeout: Duration) -> anyhow::Result<Client> {
+    Ok(Client::with_config(
+        endpoints.iter(),
+        ClientConfig {
+            timeout,
+            connect_timeout: Duration::from_secs(1),
+            tls: None,
+        },
+    )?)
+}
+
+/// The leader as the running nodes see it (the highest term's claim).
+async fn leader(nodes: &[ChaosNode]) -> Option<u64> {
+    let mut best: Option<(u64, u64)> = None;
+    for n in nodes.iter().filter(|n| n.running()) {
+        if let Some(s) = n.status(Duration::from_millis(500)).await {
+            if let Some(l) = s.leader {
+                if best.is_none_or(|(t, _)| s.term > t) {
+                    best = Some((s.term, l));
+                }
+            }
+        }
+    }
+    best.map(|(_, l)| l)
+}
+
+/// The 1-based node indices a fault's target names now.
+async fn resolve(t: Target, nodes: &[ChaosNode], seed: u64) -> Vec<usize> {
+    let n = nodes.len();
+    let lead = leader(nodes)
+        .await
+        .and_then(|l| nodes.iter().position(|x| x.id == l))
+        .map_or(1, |p| p + 1);
+    let others: Vec<usize> = (1..=n).filter(|i| *i != lead).collect();
+    let pick = (seed as usize) % others.len().max(1);
+    let minority = n.div_ceil(2) - 1; // 1 of 3, 2 of 5
+    match t {
+        Target::Leader => vec![lead],
+        Target::Follower => vec![others[pick]],
+        Target::All => (1..=n).collect(),
+        Target::MinorityWithLeader => {
+            let mut v = vec![lead];
+            v.extend(others.iter().cycle().skip(pick).take(minority - 1));
+            v
+        }
+        Target::MinorityWithoutLeader => others
+            .iter()
+            .cycle()
+            .skip(pick)
+            .take(minority)
+            .copied()
+            .collect(),
+    }
+}
+
+/// Applies one fault (undone by [`heal`]); a rejoin returns the nodes to add back.
+async fn apply_fault(
+    f: &Fault,
+    targets: &[usize],
+    nodes: &mut [ChaosNode],
+    net: &mut Net,
+    admin: &Client,
+    next_id: &mut u64,
+) -> anyhow::Result<Vec<usize>> {
+    let n = nodes.len();
+    let mut rejoin = Vec::new();
+    match f.fault {
+        FaultKind::Rejoin => {
+            for &i in targets {
+                let old = nodes[i - 1].id;
+                // Removing the leader: it commits its own removal and steps down.
+                if let Err(e) = admin.admin(AdminCommand::RemoveNode { id: old }).await {
+                    tracing::warn!("removing node {old} failed (tried again at the heal): {e}");
+                }
+                *next_id += 1;
+                nodes[i - 1].wipe_as(*next_id)?;
+                rejoin.push(i);
+            }
+        }
+        FaultKind::Kill => targets.iter().for_each(|i| nodes[i - 1].kill9()),
+        FaultKind::Pause => targets.iter().for_each(|i| nodes[i - 1].pause()),
+        FaultKind::Partition => {
+            for &i in targets {
+                for j in (1..=n).filter(|j| !targets.contains(j)) {
+                    net.block(i, j)?;
+                    net.block(j, i)?;
+                }
+            }
+        }
+        FaultKind::PartitionOneWay => {
+            for &i in targets {
+                for j in (1..=n).filter(|j| !targets.contains(j)) {
+                    net.block(i, j)?;
+                }
+            }
+        }
+        FaultKind::Bridge => {
+            // Node 1 talks to everyone; the rest split into two halves that do not.
+            let rest: Vec<usize> = (2..=n).collect();
+            let (a, b) = rest.split_at(rest.len() / 2);
+            for &i in a {
+                for &j in b {
+                    net.block(i, j)?;
+                    net.block(j, i)?;
+                }
+            }
+        }
+    }
+    Ok(rejoin)
+}
+
+/// Adds back the nodes a rejoin wiped (started by [`heal`] under their new ids), and
+/// removes whatever old ids are still members. Bounded by the admin client's timeout.
+async fn rejoin(nodes: &[ChaosNode], which: &[usize], admin: &Client) -> Vec<String> {
+    let mut problems = Vec::new();
+    let current: std::collections::BTreeSet<u64> = nodes.iter().map(|n| n.id).collect();
+    if let Ok(s) = admin.status().await {
+        for m in s.members.iter().filter(|m| !current.contains(&m.id)) {
+            if let Err(e) = admin.admin(AdminCommand::RemoveNode { id: m.id }).await {
+                problems.push(format!("removing old node {} after a rejoin: {e}", m.id));
+            }
+        }
+    }
+    for &i in which {
+        let n = &nodes[i - 1];
+        if let Err(e) = admin
+            .admin(AdminCommand::AddNode {
+                id: n.id,
+                addr: n.addr.clone(),
+            })
+            .await
+        {
+            problems.push(format!("adding node {} back at {}: {e}", n.id, n.addr));
+        }
+    }
+    problems
+}
+
+/// Undoes every fault: the paused resumed, the killed restarted, the routes removed.
+fn heal(nodes: &mut [ChaosNode], net: &mut Net, s: &NodeSettings) -> anyhow::Result<()> {
+    for n in nodes.iter_mut() {
+        n.resume();
+        if !n.running() {
+            n.start(s)?;
+        }
+    }
+    net.heal()?;
+    Ok(())
+}
+
+/// Waits until one leader, one membership, every node applied the same index and holds the
+/// same state (snapshot bytes): the per-replica digests, or what differs at the deadline.
+async fn converge(nodes: &[ChaosNode], within: Duration) -> Result<BTreeMap<u64, Vec<u8>>, String> {
+    let deadline = Instant::now() + within;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let mut statuses = Vec::new();
+        for n in nodes {
+            statuses.push(n.status(Duration::from_secs(1)).await);
+        }
+        let ok = statuses.iter().all(|s| s.is_some());
+        let leaders: std::collections::BTreeSet<Option<u64>> =
+            statuses.iter().flatten().map(|s| s.leader).collect();
+        let applied: std::collections::BTreeSet<Option<u64>> =
+            statuses.iter().flatten().map(|s| s.applied).collect();
+        let members: std::collections::BTreeSet<Vec<u64>> =
+            statuses.iter().flatten().map(|s| s.voters()).collect();
+        if ok
+            && leaders.len() == 1
+            && !leaders.contains(&None)
+            && applied.len() == 1
+            && members.len() == 1
+        {
+            let mut snaps = BTreeMap::new();
+            for n in nodes {
+                let c = client(std::slice::from_ref(&n.addr), Duration::from_secs(5))
+                    .map_err(|e| e.to_string())?;
+                if let Ok(QueryReply::Snapshot(b)) = c.query_node(0, Query::Snapshot).await {
+                    snaps.insert(n.id, b);
+                }
+            }
+            let distinct: std::collections::BTreeSet<&Vec<u8>> = snaps.values().collect();
+            if snaps.len() == nodes.len() && distinct.len() == 1 {
+                return Ok(snaps);
+            }
+            last = format!(
+                "{} nodes answered with {} distinct states",
+                snaps.len(),
+                distinct.len()
+            );
+        } else {
+            last = format!(
+                "leaders {leaders:?}, applied {applied:?}, voters {members:?}, all answering: {ok}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(last)
+}
+
+fn fault_name(f: &Fault) -> String {
+    format!("{:?}", f.fault).to_lowercase()
+}
+
+/// Runs one seed; the report says what passed and what did not. The files stay in `cfg.dir`.
+pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
+    std::fs::create_dir_all(&cfg.dir)?;
+    let plan = Plan {
+        nodes: cfg.nodes,
+        duration_ms: cfg.duration.as_millis() as u64,
+        warmup_ms: 5_000,
+        election_ms: ELECTION_MS,
+        kinds: cfg.kinds.clone(),
+        kill_all: cfg.kill_all,
+    };
+    let schedule = cfg
+        .schedule
+        .clone()
+        .unwrap_or_else(|| super::schedule::draw(cfg.seed, &plan));
+    std::fs::write(
+        cfg.dir.join("schedule.json"),
+        serde_json::to_vec_pretty(&schedule)?,
+    )?;
+
+    let tag = format!("{}", std::process::id() % 100_000);
+    let prefix = format!("10.232.{}", 20 + (std::process::id() % 200));
+    let mut net = Net::create(&tag, &prefix, cfg.nodes)?;
+    let mut nodes: Vec<ChaosNode> = (1..=cfg.nodes)
+        .map(|i| ChaosNode::new(i as u64, net.ns(i), &net.addr(i), &cfg.dir))
+        .collect();
+    for n in nodes.iter_mut() {
+        n.start(&cfg.node)?;
+    }
+    let endpoints: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    let admin = client(&endpoints, Duration::from_secs(30))?;
+    // Form the cluster: node 1 alone, then the others as voters.
+    let first = client(std::slice::from_ref(&endpoints[0]), Duration::from_secs(30))?;
+    let t0 = Instant::now();
+    while first.admin(AdminCommand::Init).await.is_err() {
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(30),
+            "node 1 did not initialise: see {}",
+            nodes[0].log().display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for n in &nodes[1..] {
+        admin
+            .admin(AdminCommand::AddNode {
+                id: n.id,
+                addr: n.addr.clone(),
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("adding node {}: {e}", n.id))?;
+    }
+    let pool: PoolId = "global/10.240.0.0/20".parse()?;
+    admin
+        .create_pool(
+            PoolSpec {
+                space: "global".into(),
+                subnet: Some("10.240.0.0/20".parse()?),
+                ..Default::default()
+            },
+            "chaos",
+        )
+        .await?;
+    let hot: Vec<std::net::IpAddr> = (2..34)
+        .map(|i| format!("10.240.0.{i}").parse().expect("ip"))
+        .collect();
+
+    let start = Instant::now();
+    let rec = Arc::new(Recorder::new(
+        std::fs::File::create(cfg.dir.join("history.jsonl"))?,
+        start,
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let work = tokio::spawn(workload::run(
+        Workload {
+            endpoints: endpoints.clone(),
+            pool: pool.clone(),
+            hot,
+            clients: cfg.clients,
+            call_timeout: Duration::from_secs(4),
+            seed: cfg.seed,
+        },
+        rec.clone(),
+        stop.clone(),
+    ));
+
+    let mut anomalies = Vec::new();
+    let mut faults = BTreeMap::new();
+    let mut first_fault_ns = None;
+    let mut next_id = cfg.nodes as u64;
+    for (k, f) in schedule.iter().enumerate() {
+        let at = start + Duration::from_millis(f.t_ms);
+        tokio::time::sleep_until(at.into()).await;
+        let targets = resolve(f.targets, &nodes, cfg.seed.wrapping_add(k as u64)).await;
+        first_fault_ns.get_or_insert(start.elapsed().as_nanos() as u64);
+        tracing::info!(?f, ?targets, "fault");
+        let wiped = apply_fault(f, &targets, &mut nodes, &mut net, &admin, &mut next_id).await?;
+        *faults.entry(fault_name(f)).or_insert(0) += 1;
+        tokio::time::sleep(Duration::from_millis(f.duration_ms)).await;
+        heal(&mut nodes, &mut net, &cfg.node)?;
+        if f.fault == FaultKind::Rejoin {
+            for p in rejoin(&nodes, &wiped, &admin).await {
+                anomalies.push(format!("membership: {p}"));
+            }
+        }
+        for n in nodes.iter_mut() {
+            if let Some(st) = n.exited() {
+                anomalies.push(format!(
+                    "node {} exited by itself ({st}) during the run: see {}",
+                    n.id,
+                    n.log().display()
+                ));
+                n.start(&cfg.node)?;
+            }
+        }
+    }
+    tokio::time::sleep_until((start + cfg.duration).into()).await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = work.await;
+    heal(&mut nodes, &mut net, &cfg.node)?;
+
+    // Convergence and liveness after the heal.
+    let healed = Instant::now();
+    let snaps = match converge(&nodes, Duration::from_secs(60)).await {
+        Ok(s) => Some(s),
+        Err(why) => {
+            anomalies.push(format!(
+                "the cluster did not converge within 60 s of the heal: {why}"
+            ));
+            None
+        }
+    };
+    let converged_s = snaps.as_ref().map(|_| healed.elapsed().as_secs_f64());
+    let live = client(&endpoints, Duration::from_secs(30))?;
+    let probe = live
+        .apply(Op::Heartbeat {
+            host: "liveness".into(),
+            version: cfg.seed.to_string(),
+        })
+        .await;
+    if let Err(e) = probe {
+        anomalies.push(format!("no write succeeded within 30 s of the heal: {e}"));
+    }
+
+    // The final state of every replica (read locally from each), for the checker.
+    let mut replicas = BTreeMap::new();
+    for n in &nodes {
+        let c = client(std::slice::from_ref(&n.addr), Duration::from_secs(10))?;
+        match c.query_node(0, Query::AllAllocations).await {
+            Ok(QueryReply::AllAllocations(all)) => {
+                let v: Vec<(std::net::IpAddr, String)> = all
+                    .into_iter()
+                    .filter(|(p, _)| *p == pool)
+                    .map(|(_, a)| (a.addr, a.owner.to_string()))
+                    .collect();
+                replicas.insert(n.id, v);
+            }
+            other => anomalies.push(format!(
+                "node {} did not give its final state: {other:?}",
+                n.id
+            )),
+        }
+    }
+    let _ = Consistency::Local;
+
+    // No panic in any node's log.
+    for n in &nodes {
+        let log = std::fs::read_to_string(n.log()).unwrap_or_default();
+        if let Some(line) = log.lines().find(|l| l.contains("panicked")) {
+            anomalies.push(format!(
+                "node {} panicked: {line} (see {})",
+                n.id,
+                n.log().display()
+            ));
+        }
+    }
+
+    rec.flush();
+    let text = std::fs::read_to_string(cfg.dir.join("history.jsonl"))?;
+    let history =
+        check::parse_history(&text).map_err(|e| anyhow::anyhow!("reading the history: {e}"))?;
+    if let Some(t) = &history.truncated_last_line {
+        tracing::warn!("the history's last line was cut off: {t:?}");
+    }
+    let digests = snaps
+        .as_ref()
+        .map(|s| {
+            s.iter()
+                .map(|(id, b)| (*id, format!("{:08x}:{}", crc32fast::hash(b), b.len())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let report = check::check(&history, &FinalState { replicas, digests });
+    for v in &report.violations {
+        anomalies.push(v.to_string());
+    }
+    for a in &report.undecided {
+        anomalies.push(format!(
+            "the linearizability search for {a} hit its step limit: undecided (a run must decide every address)"
+        ));
+    }
+    if let Some(t) = first_fault_ns {
+        let ok = report.summary.ok_before(t);
+        if ok < cfg.min_ok_before_fault {
+            anomalies.push(format!(
+                "only {ok} operations succeeded before the first fault (at least {} needed: an idle run proves nothing)",
+                cfg.min_ok_before_fault
+            ));
+        }
+    }
+    drop(nodes);
+    drop(net);
+    Ok(RunReport {
+        seed: cfg.seed,
+        dir: cfg.dir.clone(),
+        faults,
+        ok: rec.oks.load(Ordering::Relaxed),
+        fail: rec.fails.load(Ordering::Relaxed),
+        info: rec.infos.load(Ordering::Relaxed),
+        anomalies,
+        checked: report.to_string(),
+        converged_s,
+    })
+}
+
+/// Removes the data directories of a passed run (history, schedule and logs stay).
+pub fn tidy(dir: &Path, nodes: usize) {
+    for i in 1..=nodes {
+        let _ = std::fs::remove_dir_all(dir.join(format!("n{i}")));
+    }
+}

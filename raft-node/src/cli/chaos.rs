@@ -1,0 +1,212 @@
+//! `raftipam chaos`: the seeded chaos harness (see `raft_node::chaos`). Runs seeds one after
+//! another, prints one line per seed and a table, and on a failure the seed, the command that
+//! replays it, what was violated and where the files are.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use raft_node::chaos::cluster::NodeSettings;
+use raft_node::chaos::run::{run, tidy, RunConfig, RunReport};
+use raft_node::chaos::schedule::{Fault, FaultKind};
+
+use super::Ctx;
+
+/// Fault kinds on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Kind {
+    Kill,
+    Pause,
+    Partition,
+    OneWay,
+    Bridge,
+    Rejoin,
+}
+
+impl From<Kind> for FaultKind {
+    fn from(k: Kind) -> FaultKind {
+        match k {
+            Kind::Kill => FaultKind::Kill,
+            Kind::Pause => FaultKind::Pause,
+            Kind::Partition => FaultKind::Partition,
+            Kind::OneWay => FaultKind::PartitionOneWay,
+            Kind::Bridge => FaultKind::Bridge,
+            Kind::Rejoin => FaultKind::Rejoin,
+        }
+    }
+}
+
+/// Run a real cluster under seeded faults and check every operation (needs root and iproute2:
+/// it makes network namespaces and a bridge, and removes them after).
+#[derive(Args, Debug)]
+pub struct ChaosArgs {
+    /// Nodes in the cluster.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(3..=5))]
+    nodes: u64,
+    /// The first seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// How many seeds to run (seed, seed+1, ...).
+    #[arg(long, default_value_t = 1)]
+    seeds: u64,
+    /// Length of each run's workload.
+    #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Concurrent client processes.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Fault kinds to draw from (comma separated).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "kill,pause,partition,one-way,bridge"
+    )]
+    faults: Vec<Kind>,
+    /// Also kill every node at once, once per run.
+    #[arg(long)]
+    kill_all: bool,
+    /// Nodes snapshot every this many entries (small values exercise snapshot install and
+    /// log purge).
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_every: u64,
+    /// Replay this schedule (schedule.json of an earlier run) instead of drawing one.
+    #[arg(long)]
+    schedule: Option<PathBuf>,
+    /// Where each run's files go (a folder per seed).
+    #[arg(long, default_value = "/tmp/raftipam-chaos")]
+    out: PathBuf,
+    /// Keep the data directories of runs that passed too.
+    #[arg(long)]
+    keep: bool,
+}
+
+fn rerun(a: &ChaosArgs, seed: u64) -> String {
+    let faults: Vec<String> = a
+        .faults
+        .iter()
+        .map(|k| format!("{k:?}").to_lowercase().replace("oneway", "one-way"))
+        .collect();
+    format!(
+        "sudo raftipam chaos --nodes {} --seed {seed} --duration {} --clients {} --faults {}{} --snapshot-every {}",
+        a.nodes,
+        humantime::format_duration(a.duration),
+        a.clients,
+        faults.join(","),
+        if a.kill_all { " --kill-all" } else { "" },
+        a.snapshot_every
+    )
+}
+
+pub async fn run_chaos(ctx: &Ctx, a: ChaosArgs) -> anyhow::Result<()> {
+    let uid = std::process::Command::new("id").arg("-u").output();
+    anyhow::ensure!(
+        uid.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0"),
+        "raftipam chaos needs root: it makes network namespaces, a bridge and routes (run it with sudo)"
+    );
+    let schedule: Option<Vec<Fault>> = match &a.schedule {
+        Some(f) => Some(
+            serde_json::from_slice(
+                &std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?,
+            )
+            .with_context(|| format!("{} is not a chaos schedule (schedule.json)", f.display()))?,
+        ),
+        None => None,
+    };
+    let bin = std::env::current_exe().context("cannot find the raftipam binary")?;
+    let mut reports: Vec<RunReport> = Vec::new();
+    for seed in a.seed..a.seed + a.seeds {
+        let dir = a.out.join(format!("seed-{seed}-n{}", a.nodes));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg = RunConfig {
+            seed,
+            nodes: a.nodes as usize,
+            duration: a.duration,
+            clients: a.clients,
+            dir: dir.clone(),
+            node: NodeSettings {
+                bin: bin.clone(),
+                snapshot_every: a.snapshot_every,
+                keep_logs: (a.snapshot_every / 2).max(10),
+                write_timeout: Duration::from_secs(3),
+            },
+            kinds: a.faults.iter().map(|k| FaultKind::from(*k)).collect(),
+            kill_all: a.kill_all,
+            schedule: schedule.clone(),
+            min_ok_before_fault: 50,
+        };
+        let r = run(cfg)
+            .await
+            .with_context(|| format!("chaos run of seed {seed} (files in {})", dir.display()))?;
+        let faults: Vec<String> = r.faults.iter().map(|(k, n)| format!("{k}×{n}")).collect();
+        outln!(
+            "seed {seed:>5}: {} — {} ok, {} refused, {} unknown; faults {}; converged in {}",
+            if r.passed() { "PASS" } else { "FAIL" },
+            r.ok,
+            r.fail,
+            r.info,
+            faults.join(" "),
+            r.converged_s.map_or("-".into(), |s| format!("{s:.1} s"))
+        );
+        if r.passed() {
+            if !a.keep {
+                tidy(&dir, a.nodes as usize);
+            }
+        } else {
+            outln!(
+                "  files (history.jsonl, schedule.json, node logs and data): {}",
+                dir.display()
+            );
+            outln!(
+                "  replay: {} --schedule {}/schedule.json",
+                rerun(&a, seed),
+                dir.display()
+            );
+            for x in &r.anomalies {
+                outln!("  - {x}");
+            }
+        }
+        reports.push(r);
+    }
+    let failed: Vec<u64> = reports
+        .iter()
+        .filter(|r| !r.passed())
+        .map(|r| r.seed)
+        .collect();
+    let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+    for r in &reports {
+        for (k, n) in &r.faults {
+            *kinds.entry(k.clone()).or_default() += n;
+        }
+    }
+    let summary = serde_json::json!({
+        "nodes": a.nodes,
+        "schedules": reports.len(),
+        "operations_ok": reports.iter().map(|r| r.ok).sum::<usize>(),
+        "operations_refused": reports.iter().map(|r| r.fail).sum::<usize>(),
+        "operations_unknown": reports.iter().map(|r| r.info).sum::<usize>(),
+        "faults": kinds,
+        "failed_seeds": failed,
+        "runs": reports,
+    });
+    ctx.print(&summary, |_| {
+        outln!(
+            "{} schedules on {} nodes: {} operations ok, {} refused, {} unknown; faults {:?}; failed seeds: {:?}",
+            reports.len(),
+            a.nodes,
+            summary["operations_ok"],
+            summary["operations_refused"],
+            summary["operations_unknown"],
+            kinds,
+            failed
+        )
+    })?;
+    anyhow::ensure!(
+        failed.is_empty(),
+        "{} of {} runs found anomalies",
+        failed.len(),
+        reports.len()
+    );
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! The chaos harness in CI: three seeded scenarios of real `raftipam node` processes in their
+//! own network namespaces under faults, with concurrent clients, every operation recorded and
+//! checked (`raftipam chaos`, see `raft_node::chaos`). Each must find no anomaly. The long runs
+//! (hundreds of schedules) are on demand: README, "Proof under faults".
+//!
+//! Needs root (network namespaces); without it the test prints a loud SKIP.
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_raftipam");
+
+fn root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Runs `raftipam chaos ARGS --json` and asserts it found nothing and really did something.
+fn scenario(name: &str, args: &[&str]) {
+    if !root() {
+        eprintln!("\n*** SKIP chaos scenario {name}: it needs root (network namespaces) ***\n");
+        return;
+    }
+    let out_dir = tempfile::tempdir().expect("temp dir");
+    let o = Command::new("timeout")
+        .args(["-k", "30", "600", BIN, "--json", "chaos"])
+        .args(args)
+        .arg("--out")
+        .arg(out_dir.path())
+        .output()
+        .expect("run raftipam chaos");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let tail: String = stderr
+        .lines()
+        .rev()
+        .take(40)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
+    let json_start = stdout.find("\n{").map_or(0, |i| i + 1);
+    let summary: serde_json::Value = serde_json::from_str(&stdout[json_start..])
+        .unwrap_or_else(|e| panic!("{name}: no JSON summary ({e}):\n{stdout}\n{tail}"));
+    let failed = summary["failed_seeds"].as_array().map_or(0, |a| a.len());
+    if !o.status.success() || failed > 0 {
+        // Keep the evidence where CI can find it.
+        let keep = std::env::temp_dir().join(format!("raftipam-chaos-failed-{name}"));
+        let _ = std::fs::remove_dir_all(&keep);
+        let _ = Command::new("cp")
+            .arg("-a")
+            .arg(out_dir.path())
+            .arg(&keep)
+            .status();
+        panic!(
+            "{name}: anomalies (files kept in {}):\n{stdout}\n{tail}",
+            keep.display()
+        );
+    }
+    let ok = summary["operations_ok"].as_u64().unwrap_or(0);
+    let faults: u64 = summary["faults"]
+        .as_object()
+        .map_or(0, |m| m.values().filter_map(|v| v.as_u64()).sum());
+    assert!(
+        ok >= 1_000,
+        "{name}: only {ok} operations succeeded:\n{stdout}"
+    );
+    assert!(
+        faults >= 3,
+        "{name}: only {faults} faults were applied:\n{stdout}"
+    );
+    eprintln!("{name}: {ok} operations ok, {faults} faults, 0 anomalies");
+}
+
+#[test]
+fn mixed_faults_on_three_nodes() {
+    scenario(
+        "mixed",
+        &[
+            "--nodes",
+            "3",
+            "--seed",
+            "101",
+            "--duration",
+            "90s",
+            "--kill-all",
+        ],
+    );
+}
+
+#[test]
+fn kills_and_partitions_on_five_nodes_with_small_snapshots() {
+    scenario(
+        "snapshots",
+        &[
+            "--nodes",
+            "5",
+            "--seed",
+            "202",
+            "--duration",
+            "90s",
+            "--faults",
+            "kill,partition,one-way,bridge",
+            "--snapshot-every",
+            "64",
+        ],
+    );
+}
+
+#[test]
+fn pauses_and_kills_of_the_leader() {
+    scenario(
+        "pauses",
+        &[
+            "--nodes",
+            "3",
+            "--seed",
+            "303",
+            "--duration",
+            "90s",
+            "--faults",
+            "pause,kill",
+        ],
+    );
+}
