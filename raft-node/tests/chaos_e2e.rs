@@ -91,7 +91,7 @@ fn mixed_faults_on_three_nodes() {
 }
 
 #[test]
-fn kills_and_partitions_on_five_nodes_with_small_snapshots() {
+fn kills_partitions_and_rejoins_on_five_nodes_with_small_snapshots() {
     scenario(
         "snapshots",
         &[
@@ -102,17 +102,19 @@ fn kills_and_partitions_on_five_nodes_with_small_snapshots() {
             "--duration",
             "90s",
             "--faults",
-            "kill,partition,one-way,bridge",
+            "kill,partition,one-way,bridge,rejoin",
             "--snapshot-every",
             "64",
         ],
     );
 }
 
+/// Crashes at the nodes' crash points (vote save, log sync, apply, snapshot build and
+/// install, log purge: `--crash-points`), with pauses and kills of the leader on top.
 #[test]
-fn pauses_and_kills_of_the_leader() {
+fn crash_points_pauses_and_kills() {
     scenario(
-        "pauses",
+        "crash-points",
         &[
             "--nodes",
             "3",
@@ -122,6 +124,9 @@ fn pauses_and_kills_of_the_leader() {
             "90s",
             "--faults",
             "pause,kill",
+            "--snapshot-every",
+            "64",
+            "--crash-points",
         ],
     );
 }

@@ -38,6 +38,8 @@ pub struct NodeSettings {
     pub keep_logs: u64,
     /// `--write-timeout`.
     pub write_timeout: Duration,
+    /// `FAILPOINTS` for every node process (crash points, fail-rs syntax), if any.
+    pub failpoints: Option<String>,
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -102,6 +104,7 @@ impl ChaosNode {
                 &format!("{}ms", s.write_timeout.as_millis()),
             ])
             .env("RUST_LOG", "info,openraft=warn")
+            .envs(s.failpoints.as_ref().map(|f| ("FAILPOINTS", f.as_str())))
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(log)
@@ -140,6 +143,16 @@ impl ChaosNode {
             signal(c.id(), "-CONT");
         }
         self.paused = false;
+    }
+
+    /// Whether its log's last words are a crash point's (an injected crash, not a bug).
+    pub fn crashed_at_failpoint(&self) -> bool {
+        std::fs::read_to_string(&self.log).is_ok_and(|l| {
+            l.lines()
+                .rev()
+                .take(20)
+                .any(|x| x.contains("raftipam failpoint"))
+        })
     }
 
     /// Whether the process exited by itself (a crash): its exit status.

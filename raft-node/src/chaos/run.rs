@@ -214,6 +214,39 @@ async fn rejoin(nodes: &[ChaosNode], which: &[usize], admin: &Client) -> Vec<Str
     problems
 }
 
+/// Sleeps until `until`, restarting any node that exited by itself meanwhile: an injected
+/// crash (a crash point's last words in its log) is counted in `faults`; any other exit is an
+/// anomaly.
+async fn watch(
+    until: Instant,
+    nodes: &mut [ChaosNode],
+    s: &NodeSettings,
+    faults: &mut BTreeMap<String, usize>,
+    anomalies: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    loop {
+        for n in nodes.iter_mut() {
+            if let Some(st) = n.exited() {
+                if n.crashed_at_failpoint() {
+                    *faults.entry("failpoint_crash".into()).or_insert(0) += 1;
+                } else {
+                    anomalies.push(format!(
+                        "node {} exited by itself ({st}): see {}",
+                        n.id,
+                        n.log().display()
+                    ));
+                }
+                n.start(s)?;
+            }
+        }
+        let now = Instant::now();
+        if now >= until {
+            return Ok(());
+        }
+        tokio::time::sleep((until - now).min(Duration::from_millis(250))).await;
+    }
+}
+
 /// Undoes every fault: the paused resumed, the killed restarted, the routes removed.
 fn heal(nodes: &mut [ChaosNode], net: &mut Net, s: &NodeSettings) -> anyhow::Result<()> {
     for n in nodes.iter_mut() {
@@ -371,31 +404,37 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     let mut next_id = cfg.nodes as u64;
     for (k, f) in schedule.iter().enumerate() {
         let at = start + Duration::from_millis(f.t_ms);
-        tokio::time::sleep_until(at.into()).await;
+        watch(at, &mut nodes, &cfg.node, &mut faults, &mut anomalies).await?;
         let targets = resolve(f.targets, &nodes, cfg.seed.wrapping_add(k as u64)).await;
         first_fault_ns.get_or_insert(start.elapsed().as_nanos() as u64);
         tracing::info!(?f, ?targets, "fault");
         let wiped = apply_fault(f, &targets, &mut nodes, &mut net, &admin, &mut next_id).await?;
         *faults.entry(fault_name(f)).or_insert(0) += 1;
-        tokio::time::sleep(Duration::from_millis(f.duration_ms)).await;
+        let until = Instant::now() + Duration::from_millis(f.duration_ms);
+        watch(until, &mut nodes, &cfg.node, &mut faults, &mut anomalies).await?;
         heal(&mut nodes, &mut net, &cfg.node)?;
         if f.fault == FaultKind::Rejoin {
             for p in rejoin(&nodes, &wiped, &admin).await {
                 anomalies.push(format!("membership: {p}"));
             }
         }
-        for n in nodes.iter_mut() {
-            if let Some(st) = n.exited() {
-                anomalies.push(format!(
-                    "node {} exited by itself ({st}) during the run: see {}",
-                    n.id,
-                    n.log().display()
-                ));
-                n.start(&cfg.node)?;
-            }
-        }
+        watch(
+            Instant::now(),
+            &mut nodes,
+            &cfg.node,
+            &mut faults,
+            &mut anomalies,
+        )
+        .await?;
     }
-    tokio::time::sleep_until((start + cfg.duration).into()).await;
+    watch(
+        start + cfg.duration,
+        &mut nodes,
+        &cfg.node,
+        &mut faults,
+        &mut anomalies,
+    )
+    .await?;
     stop.store(true, Ordering::Relaxed);
     let _ = work.await;
     heal(&mut nodes, &mut net, &cfg.node)?;

@@ -80,7 +80,22 @@ pub struct ChaosArgs {
     /// Keep the data directories of runs that passed too.
     #[arg(long)]
     keep: bool,
+    /// Crash the nodes at their crash points now and then (each point at most once per process
+    /// start): before and after a vote is saved, before and after a log sync, during apply, during
+    /// snapshot build, install and log purge. Crashed nodes are restarted at once.
+    #[arg(long, conflicts_with = "failpoints")]
+    crash_points: bool,
+    /// `FAILPOINTS` for every node (fail-rs syntax: `name=[pct%][cnt*]return;...`), instead of
+    /// --crash-points' choice.
+    #[arg(long, value_name = "SPEC")]
+    failpoints: Option<String>,
 }
+
+/// What --crash-points sets: rare enough that the cluster mostly works, often enough that
+/// every point fires in a 90 s run (a log sync happens hundreds of times a second).
+pub const CRASH_POINTS: &str = "vote::before_save=3%1*return;vote::after_save=3%1*return;\
+log::before_sync=0.01%1*return;log::after_sync=0.01%1*return;sm::apply=0.01%1*return;\
+snapshot::build=1%1*return;snapshot::install=10%1*return;log::purge=1%1*return";
 
 fn rerun(a: &ChaosArgs, seed: u64) -> String {
     let faults: Vec<String> = a
@@ -96,7 +111,11 @@ fn rerun(a: &ChaosArgs, seed: u64) -> String {
         faults.join(","),
         if a.kill_all { " --kill-all" } else { "" },
         a.snapshot_every
-    )
+    ) + &match (&a.failpoints, a.crash_points) {
+        (Some(f), _) => format!(" --failpoints '{f}'"),
+        (None, true) => " --crash-points".to_string(),
+        _ => String::new(),
+    }
 }
 
 pub async fn run_chaos(ctx: &Ctx, a: ChaosArgs) -> anyhow::Result<()> {
@@ -130,6 +149,10 @@ pub async fn run_chaos(ctx: &Ctx, a: ChaosArgs) -> anyhow::Result<()> {
                 snapshot_every: a.snapshot_every,
                 keep_logs: (a.snapshot_every / 2).max(10),
                 write_timeout: Duration::from_secs(3),
+                failpoints: a
+                    .failpoints
+                    .clone()
+                    .or_else(|| a.crash_points.then(|| CRASH_POINTS.to_string())),
             },
             kinds: a.faults.iter().map(|k| FaultKind::from(*k)).collect(),
             kill_all: a.kill_all,

@@ -56,6 +56,8 @@ pub async fn run(ctx: &super::Ctx, a: NodeArgs) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Crash points named by FAILPOINTS (the chaos harness); none without it.
+    let _failpoints = fail::FailScenario::setup();
     let mut cfg = NodeConfig::new(a.id, a.listen, a.data_dir);
     cfg.advertise = a.advertise;
     cfg.metrics = a.metrics;

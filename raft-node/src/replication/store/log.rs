@@ -18,7 +18,7 @@ use openraft::type_config::alias::{EntryOf, LogIdOf, VoteOf};
 use openraft::{LogState, OptionalSend, RaftLogReader};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 
-use super::{cf, db_err, decode, encode, CF_LOGS, CF_META};
+use super::{cf, crash_point, db_err, decode, encode, CF_LOGS, CF_META};
 use crate::replication::types::TypeConfig;
 
 type C = TypeConfig;
@@ -71,8 +71,12 @@ fn sync_loop(db: Arc<DB>, rx: mpsc::Receiver<IOFlushed<C>>) {
         while let Ok(more) = rx.try_recv() {
             group.push(more);
         }
+        crash_point!("log::before_sync");
         match db.flush_wal(true) {
-            Ok(()) => group.into_iter().for_each(|cb| cb.io_completed(Ok(()))),
+            Ok(()) => {
+                crash_point!("log::after_sync");
+                group.into_iter().for_each(|cb| cb.io_completed(Ok(())))
+            }
             Err(e) => {
                 let msg = e.to_string();
                 for cb in group {
@@ -158,11 +162,14 @@ impl RaftLogStorage<C> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
+        crash_point!("vote::before_save");
         self.put_meta(KEY_VOTE, vote)?;
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || db.flush_wal(true).map_err(db_err))
             .await
-            .map_err(io::Error::other)?
+            .map_err(io::Error::other)??;
+        crash_point!("vote::after_save");
+        Ok(())
     }
 
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
@@ -212,6 +219,7 @@ impl RaftLogStorage<C> for LogStore {
 
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
         self.put_meta(KEY_PURGED, &log_id)?;
+        crash_point!("log::purge");
         self.db
             .delete_range_cf(cf(&self.db, CF_LOGS)?, key(0), key(log_id.index() + 1))
             .map_err(db_err)

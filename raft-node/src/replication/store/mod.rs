@@ -13,6 +13,24 @@ mod conformance;
 mod log;
 mod sm;
 
+/// A crash point for the chaos harness: when the process was started with `FAILPOINTS`
+/// naming this point with the `return` action (e.g. `FAILPOINTS='log::after_sync=0.2%1*return'`,
+/// fail-rs syntax), it says which point and aborts right here, as a crash at that instant
+/// would. Without `FAILPOINTS` it costs one map lookup; built without the `failpoints`
+/// feature it is compiled out.
+macro_rules! crash_point {
+    ($name:literal) => {
+        fail::fail_point!($name, |_| $crate::replication::store::crash($name))
+    };
+}
+pub(crate) use crash_point;
+
+/// Ends the process at a crash point (see `crash_point!`).
+pub(crate) fn crash<T>(name: &str) -> T {
+    eprintln!("raftipam failpoint {name}: aborting the process here (FAILPOINTS)");
+    std::process::abort()
+}
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};

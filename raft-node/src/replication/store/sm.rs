@@ -26,7 +26,7 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, St
 use rocksdb::{WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
-use super::{cf, db_err, decode, encode, CF_SM};
+use super::{cf, crash_point, db_err, decode, encode, CF_SM};
 use crate::replication::types::{Request, Response, TypeConfig};
 use crate::replication::wire::{WireAllocError, WireResult};
 
@@ -213,6 +213,7 @@ impl RaftSnapshotBuilder<C> for SnapshotBuilder {
             };
             (meta, encode(&blob)?)
         };
+        crash_point!("snapshot::build");
         self.sm
             .persist(StoredSnapshot {
                 meta: meta.clone(),
@@ -257,6 +258,7 @@ impl RaftStateMachine<C> for StateMachineStore {
                 d.last_applied = Some(entry.log_id);
                 resp
             };
+            crash_point!("sm::apply");
             if let Some(r) = responder {
                 r.send(resp);
             }
@@ -277,6 +279,7 @@ impl RaftStateMachine<C> for StateMachineStore {
             let mut d = self.write();
             restore(&mut d, meta, &snapshot)?;
         }
+        crash_point!("snapshot::install");
         self.persist(StoredSnapshot {
             meta: meta.clone(),
             data: snapshot,
