@@ -269,13 +269,5 @@ if ! docker -H "$host" info >/dev/null 2>&1; then
   tail -30 "$logs/dockerd-current.log" >&2 || true
   exit 1
 fi
-if ! docker -H "$host" image inspect raftipam-busybox >/dev/null 2>&1; then
-  log "building the raftipam-busybox image from /bin/busybox"
-  img=$(mktemp -d)
-  mkdir -p "$img/bin"
-  cp /bin/busybox "$img/bin/busybox"
-  for a in sh sleep ip ping arping cat ls hostname ifconfig true; do ln -s busybox "$img/bin/$a"; done
-  tar -C "$img" -c . | docker -H "$host" import - raftipam-busybox >/dev/null
-  rm -rf "$img"
-fi
+import_test_image "$host"
 echo "$host"

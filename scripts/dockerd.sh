@@ -24,13 +24,5 @@ if ! docker -H "unix://$sock" info >/dev/null 2>&1; then
     exit 1
   fi
 fi
-if ! docker -H "unix://$sock" image inspect raftipam-busybox >/dev/null 2>&1; then
-  log "building the raftipam-busybox image from /bin/busybox"
-  root=$(mktemp -d)
-  mkdir -p "$root/bin"
-  cp /bin/busybox "$root/bin/busybox"
-  for a in sh sleep ip ping arping cat ls hostname ifconfig true; do ln -s busybox "$root/bin/$a"; done
-  tar -C "$root" -c . | docker -H "unix://$sock" import - raftipam-busybox >/dev/null
-  rm -rf "$root"
-fi
+import_test_image "unix://$sock"
 echo "unix://$sock"

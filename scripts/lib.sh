@@ -26,6 +26,20 @@ apt_need() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# import_test_image DOCKER_HOST: the `raftipam-busybox` test image (no image can be pulled),
+# made from Debian's busybox-static, unless that daemon has it.
+import_test_image() {
+  local host=$1 img a
+  docker -H "$host" image inspect raftipam-busybox >/dev/null 2>&1 && return 0
+  log "building the raftipam-busybox image from /bin/busybox"
+  img=$(mktemp -d)
+  mkdir -p "$img/bin"
+  cp /bin/busybox "$img/bin/busybox"
+  for a in sh sleep ip ping arping cat ls hostname ifconfig true; do ln -s busybox "$img/bin/$a"; done
+  tar -C "$img" -c . | docker -H "$host" import - raftipam-busybox >/dev/null
+  rm -rf "$img"
+}
+
 # RocksDB's bindings need clang and libclang; the C++ build needs g++.
 need_build_tools() {
   apt_need clang:clang libclang-dev:/usr/lib/llvm-14/lib/libclang.so g++:g++ make:make

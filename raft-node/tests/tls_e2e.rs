@@ -32,6 +32,20 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// `raftipam pool ls` against the node at `addr` only, with the certificates in `certs`.
+fn pool_ls_at(addr: &str, certs: &str) -> Output {
+    raftipam(&[
+        "--endpoints",
+        addr,
+        "--tls-dir",
+        certs,
+        "--timeout",
+        "3s",
+        "pool",
+        "ls",
+    ])
+}
+
 fn ok(args: &[&str]) -> String {
     let o = raftipam(args);
     assert!(
@@ -469,16 +483,7 @@ fn a_tls_cluster_lets_each_certificate_do_only_what_its_role_allows() {
     ]);
     for certs in [&h1, &h2] {
         for a in &c.addrs {
-            let o = raftipam(&[
-                "--endpoints",
-                a,
-                "--tls-dir",
-                certs,
-                "--timeout",
-                "3s",
-                "pool",
-                "ls",
-            ]);
+            let o = pool_ls_at(a, certs);
             assert!(
                 !o.status.success(),
                 "a revoked certificate was served by {a}:\n{}",
@@ -567,18 +572,7 @@ fn a_tls_cluster_lets_each_certificate_do_only_what_its_role_allows() {
         "is not a serial number",
     );
     for a in &c.addrs {
-        let args = |certs: &str| {
-            raftipam(&[
-                "--endpoints",
-                a,
-                "--tls-dir",
-                certs,
-                "--timeout",
-                "3s",
-                "pool",
-                "ls",
-            ])
-        };
+        let args = |certs: &str| pool_ls_at(a, certs);
         let o = args(&h3a);
         assert!(
             !o.status.success(),

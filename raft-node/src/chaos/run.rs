@@ -310,7 +310,11 @@ async fn converge(nodes: &[ChaosNode], within: Duration) -> Result<BTreeMap<u64,
 }
 
 fn fault_name(f: &Fault) -> String {
-    format!("{:?}", f.fault).to_lowercase()
+    // The schedule's own spelling (snake_case), e.g. `partition_one_way`.
+    serde_json::to_value(f.fault)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{:?}", f.fault))
 }
 
 /// Runs one seed; the report says what passed and what did not. The files stay in `cfg.dir`.
