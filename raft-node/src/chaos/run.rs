@@ -309,6 +309,23 @@ async fn converge(nodes: &[ChaosNode], within: Duration) -> Result<BTreeMap<u64,
     Err(last)
 }
 
+/// A `10.232.X` /24 no interface of this machine uses (runs at the same time pick different
+/// ones), starting from one derived from the process id.
+fn free_prefix() -> anyhow::Result<String> {
+    let start = std::process::id() % 200;
+    for k in 0..200 {
+        let prefix = format!("10.232.{}", 20 + (start + k) % 200);
+        let used = std::process::Command::new("ip")
+            .args(["-o", "addr", "show", "to", &format!("{prefix}.0/24")])
+            .output()
+            .map_err(|e| anyhow::anyhow!("cannot run `ip` (install iproute2): {e}"))?;
+        if used.stdout.is_empty() {
+            return Ok(prefix);
+        }
+    }
+    anyhow::bail!("every 10.232.20.0/24 to 10.232.219.0/24 is in use here: remove stale chaos bridges (ip link show type bridge | grep rc)")
+}
+
 fn fault_name(f: &Fault) -> String {
     // The schedule's own spelling (snake_case), e.g. `partition_one_way`.
     serde_json::to_value(f.fault)
@@ -338,7 +355,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     )?;
 
     let tag = format!("{}", std::process::id() % 100_000);
-    let prefix = format!("10.232.{}", 20 + (std::process::id() % 200));
+    let prefix = free_prefix()?;
     let mut net = Net::create(&tag, &prefix, cfg.nodes)?;
     let mut nodes: Vec<ChaosNode> = (1..=cfg.nodes)
         .map(|i| ChaosNode::new(i as u64, net.ns(i), &net.addr(i), &cfg.dir))
