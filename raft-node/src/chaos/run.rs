@@ -247,6 +247,16 @@ async fn watch(
     }
 }
 
+/// Restarts the nodes whose process exited (a crash point fired).
+fn revive(nodes: &mut [ChaosNode], s: &NodeSettings) -> anyhow::Result<()> {
+    for n in nodes.iter_mut() {
+        if n.exited().is_some() {
+            n.start(s)?;
+        }
+    }
+    Ok(())
+}
+
 /// Undoes every fault: the paused resumed, the killed restarted, the routes removed.
 fn heal(nodes: &mut [ChaosNode], net: &mut Net, s: &NodeSettings) -> anyhow::Result<()> {
     for n in nodes.iter_mut() {
@@ -367,35 +377,65 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     let admin = client(&endpoints, Duration::from_secs(30))?;
     // Form the cluster: node 1 alone, then the others as voters.
     let first = client(std::slice::from_ref(&endpoints[0]), Duration::from_secs(30))?;
+    // Crash points may fire while the cluster forms: crashed nodes are restarted and each
+    // step is tried again (bounded).
     let t0 = Instant::now();
-    while first.admin(AdminCommand::Init).await.is_err() {
-        anyhow::ensure!(
-            t0.elapsed() < Duration::from_secs(30),
-            "node 1 did not initialise: see {}",
-            nodes[0].log().display()
-        );
+    let formed = |what: String, nodes: &[ChaosNode]| {
+        anyhow::anyhow!(
+            "{what} within 90 s: see the logs in {}",
+            nodes[0]
+                .log()
+                .parent()
+                .map_or("?".into(), |d| d.display().to_string())
+        )
+    };
+    loop {
+        match first.admin(AdminCommand::Init).await {
+            Ok(_) => break,
+            // Initialised by an earlier try whose answer a crash lost.
+            Err(e)
+                if e.to_string()
+                    .contains("already part of an initialised cluster") =>
+            {
+                break
+            }
+            Err(_) if t0.elapsed() < Duration::from_secs(90) => {}
+            Err(e) => return Err(formed(format!("node 1 did not initialise ({e})"), &nodes)),
+        }
+        revive(&mut nodes, &cfg.node)?;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    for n in &nodes[1..] {
-        admin
-            .admin(AdminCommand::AddNode {
-                id: n.id,
-                addr: n.addr.clone(),
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("adding node {}: {e}", n.id))?;
+    for k in 1..nodes.len() {
+        let (id, addr) = (nodes[k].id, nodes[k].addr.clone());
+        loop {
+            match admin
+                .admin(AdminCommand::AddNode {
+                    id,
+                    addr: addr.clone(),
+                })
+                .await
+            {
+                Ok(_) => break,
+                Err(_) if t0.elapsed() < Duration::from_secs(90) => {}
+                Err(e) => return Err(formed(format!("node {id} was not added ({e})"), &nodes)),
+            }
+            revive(&mut nodes, &cfg.node)?;
+        }
     }
     let pool: PoolId = "global/10.240.0.0/20".parse()?;
-    admin
-        .create_pool(
-            PoolSpec {
-                space: "global".into(),
-                subnet: Some("10.240.0.0/20".parse()?),
-                ..Default::default()
-            },
-            "chaos",
-        )
-        .await?;
+    let spec = PoolSpec {
+        space: "global".into(),
+        subnet: Some("10.240.0.0/20".parse()?),
+        ..Default::default()
+    };
+    loop {
+        // Creating the same pool again joins it: retrying is safe.
+        match admin.create_pool(spec.clone(), "chaos").await {
+            Ok(_) => break,
+            Err(_) if t0.elapsed() < Duration::from_secs(90) => revive(&mut nodes, &cfg.node)?,
+            Err(e) => return Err(formed(format!("the pool was not created ({e})"), &nodes)),
+        }
+    }
     let hot: Vec<std::net::IpAddr> = (2..34)
         .map(|i| format!("10.240.0.{i}").parse().expect("ip"))
         .collect();
