@@ -202,3 +202,75 @@ mod tests {
         assert_eq!(server.await.expect("server"), sum);
     }
 }
+
+/// What a node decodes from bytes it did not write — client requests, Raft requests, log
+/// entries — given random and mutated bytes: an error, never a panic (the bounded-time
+/// stable counterpart of fuzzing these decoders).
+#[cfg(test)]
+mod decode_fuzz {
+    use allocator_core::{Command, Op, Owner};
+    use proptest::prelude::*;
+    use tarpc::ClientMessage;
+
+    use crate::api::{RequestId, WriteRequest};
+    use crate::replication::rpc::{ApiRpcRequest, RaftRpcRequest, Via};
+
+    fn decode_all(bytes: &[u8]) {
+        let _ = postcard::from_bytes::<ClientMessage<ApiRpcRequest>>(bytes);
+        let _ = postcard::from_bytes::<ClientMessage<RaftRpcRequest>>(bytes);
+        let _ = postcard::from_bytes::<WriteRequest>(bytes);
+        let _ = postcard::from_bytes::<Command>(bytes);
+    }
+
+    fn valid_write() -> Vec<u8> {
+        let w = WriteRequest {
+            id: RequestId {
+                client: 7,
+                serial: 9,
+            },
+            acked_below: 3,
+            op: Op::Allocate {
+                pool: "global/10.0.0.0/24".parse().expect("pool"),
+                addr: None,
+                owner: Owner::new("h1", "web"),
+                order: Default::default(),
+            },
+        };
+        let msg = ClientMessage::Request(tarpc::Request {
+            context: tarpc::context::current(),
+            id: 1,
+            message: ApiRpcRequest::Write {
+                req: w,
+                via: Via::Direct,
+            },
+        });
+        postcard::to_allocvec(&msg).expect("encode")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4096, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            decode_all(&bytes);
+        }
+
+        #[test]
+        fn mutated_requests_never_panic(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8), cut in any::<usize>()) {
+            let mut b = valid_write();
+            for (i, x) in flips {
+                let n = b.len();
+                b[i % n] ^= x;
+            }
+            let keep = cut % (b.len() + 1);
+            decode_all(&b[..keep]);
+            decode_all(&b);
+        }
+    }
+
+    #[test]
+    fn the_valid_request_decodes() {
+        let b = valid_write();
+        assert!(postcard::from_bytes::<ClientMessage<ApiRpcRequest>>(&b).is_ok());
+    }
+}
