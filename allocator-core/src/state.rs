@@ -878,6 +878,18 @@ impl State {
         self.pools.is_empty() && self.subnets.is_empty() && self.hosts.is_empty() && self.seq == 0
     }
 
+    /// [`AllocError::NotEmpty`] unless [`State::is_empty`]: what a restore requires.
+    fn refuse_unless_empty(&self) -> Result<(), AllocError> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        Err(AllocError::NotEmpty(format!(
+            "{} pools, last sequence number {}",
+            self.pools.len(),
+            self.seq
+        )))
+    }
+
     /// One piece of a backup restored in pieces: kept until the last one, then restored.
     /// Every refusal leaves the state as it was, so a retried piece is harmless.
     fn restore_chunk(
@@ -887,13 +899,7 @@ impl State {
         total: u64,
         bytes: &[u8],
     ) -> Result<Outcome, AllocError> {
-        if !self.is_empty() {
-            return Err(AllocError::NotEmpty(format!(
-                "{} pools, last sequence number {}",
-                self.pools.len(),
-                self.seq
-            )));
-        }
+        self.refuse_unless_empty()?;
         if bytes.len() > MAX_RESTORE_CHUNK {
             return Err(AllocError::Invalid(format!(
                 "a piece of a backup is {} bytes; at most {MAX_RESTORE_CHUNK} are allowed",
@@ -944,13 +950,7 @@ impl State {
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<Outcome, AllocError> {
-        if !self.is_empty() {
-            return Err(AllocError::NotEmpty(format!(
-                "{} pools, last sequence number {}",
-                self.pools.len(),
-                self.seq
-            )));
-        }
+        self.refuse_unless_empty()?;
         let mut restored = State::from_snapshot(snapshot)
             .map_err(|e| AllocError::Invalid(format!("the backup does not load: {e}")))?;
         let pools = restored.pools.len() as u64;

@@ -2705,13 +2705,11 @@ mod tests {
         assert_passes(&h, &fin(&[]));
     }
 
-    #[test]
-    fn step_cap_reports_undecided() {
-        // k owners each allocate and release one address, all concurrently, and a read in the
-        // same window returns an owner that never existed: the search must exhaust an
-        // exponential space to refute it.
+    /// `k` owners each allocate and release 10.0.0.1, all in one window: an exponential
+    /// number of orders for the search to try.
+    fn owners_taking_turns(k: u64) -> B {
         let mut b = B::default();
-        for i in 0..12 {
+        for i in 0..k {
             let o = format!("o{i}");
             b.alloc_ok(2 * i, &o, "10.0.0.1", 10 + i, 1000 + i).release(
                 2 * i + 1,
@@ -2722,6 +2720,15 @@ mod tests {
                 EventType::Ok,
             );
         }
+        b
+    }
+
+    #[test]
+    fn step_cap_reports_undecided() {
+        // k owners each allocate and release one address, all concurrently, and a read in the
+        // same window returns an owner that never existed: the search must exhaust an
+        // exponential space to refute it.
+        let mut b = owners_taking_turns(12);
         b.read(99, "10.0.0.1", Some("o0"), 900, 1300);
         b.read(98, "10.0.0.1", Some("ghost"), 900, 1300);
         let h = b.build();
@@ -3266,18 +3273,7 @@ mod tests {
         );
 
         // And the cost of an undecided address at the default cap.
-        let mut b = B::default();
-        for i in 0..16 {
-            let o = format!("o{i}");
-            b.alloc_ok(2 * i, &o, "10.0.0.1", 10 + i, 1000 + i).release(
-                2 * i + 1,
-                &o,
-                "10.0.0.1",
-                20 + i,
-                1100 + i,
-                EventType::Ok,
-            );
-        }
+        let mut b = owners_taking_turns(16);
         b.read(98, "10.0.0.1", Some("ghost"), 900, 1300);
         let t = std::time::Instant::now();
         let r = check(&b.build(), &fin(&[]));

@@ -16,7 +16,7 @@ pub const PORT: u16 = 7379;
 /// One node process.
 #[derive(Debug)]
 pub struct ChaosNode {
-    /// Raft id (1-based, also its index in the network).
+    /// Raft id: its 1-based place in the network at first, a new one after a rejoin.
     pub id: u64,
     /// `HOST:PORT`.
     pub addr: String,

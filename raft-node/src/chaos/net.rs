@@ -106,11 +106,16 @@ impl Net {
         if i == j || !self.blocked.insert((i, j)) {
             return Ok(());
         }
+        self.blackhole("add", i, j)
+    }
+
+    /// `ip route add|del blackhole ADDR(j)/32` in node `i`'s namespace.
+    fn blackhole(&self, op: &str, i: usize, j: usize) -> Result<(), NetError> {
         ip(&[
             "-n",
             &self.ns(i),
             "route",
-            "add",
+            op,
             "blackhole",
             &format!("{}/32", self.addr(j)),
         ])
@@ -121,15 +126,7 @@ impl Net {
         let blocked: Vec<(usize, usize)> = std::mem::take(&mut self.blocked).into_iter().collect();
         let mut first = None;
         for (i, j) in blocked {
-            let r = ip(&[
-                "-n",
-                &self.ns(i),
-                "route",
-                "del",
-                "blackhole",
-                &format!("{}/32", self.addr(j)),
-            ]);
-            if let Err(e) = r {
+            if let Err(e) = self.blackhole("del", i, j) {
                 first.get_or_insert(e);
             }
         }

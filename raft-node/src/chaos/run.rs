@@ -16,7 +16,7 @@ use super::cluster::{ChaosNode, NodeSettings};
 use super::net::Net;
 use super::schedule::{Fault, FaultKind, Plan, Target};
 use super::workload::{self, Recorder, Workload};
-use crate::api::{AdminCommand, Consistency, Query, QueryReply};
+use crate::api::{AdminCommand, Query, QueryReply};
 use crate::client::{Client, ClientConfig};
 
 /// Settings of one run.
@@ -157,18 +157,13 @@ async fn apply_fault(
         }
         FaultKind::Kill => targets.iter().for_each(|i| nodes[i - 1].kill9()),
         FaultKind::Pause => targets.iter().for_each(|i| nodes[i - 1].pause()),
-        FaultKind::Partition => {
+        FaultKind::Partition | FaultKind::PartitionOneWay => {
             for &i in targets {
                 for j in (1..=n).filter(|j| !targets.contains(j)) {
                     net.block(i, j)?;
-                    net.block(j, i)?;
-                }
-            }
-        }
-        FaultKind::PartitionOneWay => {
-            for &i in targets {
-                for j in (1..=n).filter(|j| !targets.contains(j)) {
-                    net.block(i, j)?;
+                    if f.fault == FaultKind::Partition {
+                        net.block(j, i)?;
+                    }
                 }
             }
         }
@@ -214,9 +209,8 @@ async fn rejoin(nodes: &[ChaosNode], which: &[usize], admin: &Client) -> Vec<Str
     problems
 }
 
-/// Sleeps until `until`, restarting any node that exited by itself meanwhile: an injected
-/// crash (a crash point's last words in its log) is counted in `faults`; any other exit is an
-/// anomaly.
+/// Sleeps until `until`, restarting any node that exited by itself meanwhile (see
+/// [`revive`]).
 async fn watch(
     until: Instant,
     nodes: &mut [ChaosNode],
@@ -225,20 +219,7 @@ async fn watch(
     anomalies: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     loop {
-        for n in nodes.iter_mut() {
-            if let Some(st) = n.exited() {
-                if n.crashed_at_failpoint() {
-                    *faults.entry("failpoint_crash".into()).or_insert(0) += 1;
-                } else {
-                    anomalies.push(format!(
-                        "node {} exited by itself ({st}): see {}",
-                        n.id,
-                        n.log().display()
-                    ));
-                }
-                n.start(s)?;
-            }
-        }
+        revive(nodes, s, faults, anomalies)?;
         let now = Instant::now();
         if now >= until {
             return Ok(());
@@ -247,10 +228,25 @@ async fn watch(
     }
 }
 
-/// Restarts the nodes whose process exited (a crash point fired).
-fn revive(nodes: &mut [ChaosNode], s: &NodeSettings) -> anyhow::Result<()> {
+/// Restarts the nodes whose process exited by itself: an injected crash (a crash point's
+/// last words in its log) is counted in `faults`; any other exit is an anomaly.
+fn revive(
+    nodes: &mut [ChaosNode],
+    s: &NodeSettings,
+    faults: &mut BTreeMap<String, usize>,
+    anomalies: &mut Vec<String>,
+) -> anyhow::Result<()> {
     for n in nodes.iter_mut() {
-        if n.exited().is_some() {
+        if let Some(st) = n.exited() {
+            if n.crashed_at_failpoint() {
+                *faults.entry("failpoint_crash".into()).or_insert(0) += 1;
+            } else {
+                anomalies.push(format!(
+                    "node {} exited by itself ({st}): see {}",
+                    n.id,
+                    n.log().display()
+                ));
+            }
             n.start(s)?;
         }
     }
@@ -377,6 +373,8 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     let admin = client(&endpoints, Duration::from_secs(30))?;
     // Form the cluster: node 1 alone, then the others as voters.
     let first = client(std::slice::from_ref(&endpoints[0]), Duration::from_secs(30))?;
+    let mut anomalies = Vec::new();
+    let mut faults = BTreeMap::new();
     // Crash points may fire while the cluster forms: crashed nodes are restarted and each
     // step is tried again (bounded).
     let t0 = Instant::now();
@@ -402,7 +400,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
             Err(_) if t0.elapsed() < Duration::from_secs(90) => {}
             Err(e) => return Err(formed(format!("node 1 did not initialise ({e})"), &nodes)),
         }
-        revive(&mut nodes, &cfg.node)?;
+        revive(&mut nodes, &cfg.node, &mut faults, &mut anomalies)?;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for k in 1..nodes.len() {
@@ -419,7 +417,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
                 Err(_) if t0.elapsed() < Duration::from_secs(90) => {}
                 Err(e) => return Err(formed(format!("node {id} was not added ({e})"), &nodes)),
             }
-            revive(&mut nodes, &cfg.node)?;
+            revive(&mut nodes, &cfg.node, &mut faults, &mut anomalies)?;
         }
     }
     let pool: PoolId = "global/10.240.0.0/20".parse()?;
@@ -432,7 +430,9 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
         // Creating the same pool again joins it: retrying is safe.
         match admin.create_pool(spec.clone(), "chaos").await {
             Ok(_) => break,
-            Err(_) if t0.elapsed() < Duration::from_secs(90) => revive(&mut nodes, &cfg.node)?,
+            Err(_) if t0.elapsed() < Duration::from_secs(90) => {
+                revive(&mut nodes, &cfg.node, &mut faults, &mut anomalies)?
+            }
             Err(e) => return Err(formed(format!("the pool was not created ({e})"), &nodes)),
         }
     }
@@ -459,8 +459,6 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
         stop.clone(),
     ));
 
-    let mut anomalies = Vec::new();
-    let mut faults = BTreeMap::new();
     let mut first_fault_ns = None;
     let mut next_id = cfg.nodes as u64;
     for (k, f) in schedule.iter().enumerate() {
@@ -542,7 +540,6 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
             )),
         }
     }
-    let _ = Consistency::Local;
 
     // No panic in any node's log.
     for n in &nodes {

@@ -105,9 +105,18 @@ pub fn check_cert_name(name: &str) -> Result<(), String> {
 /// The identity a DER certificate names: exactly one `O=raftipam`, one OU (a role) and one
 /// CN (a name). Anything else is refused, with the reason.
 pub fn identity_of(der: &[u8]) -> Result<Identity, TlsError> {
+    identity_in(&parse(der)?)
+}
+
+fn parse(der: &[u8]) -> Result<x509_parser::certificate::X509Certificate<'_>, TlsError> {
+    x509_parser::parse_x509_certificate(der)
+        .map(|(_, c)| c)
+        .map_err(|e| TlsError::Identity(format!("not an X.509 certificate: {e}")))
+}
+
+/// The identity in a parsed certificate (see [`identity_of`]).
+fn identity_in(cert: &x509_parser::certificate::X509Certificate<'_>) -> Result<Identity, TlsError> {
     let bad = |why: String| TlsError::Identity(why);
-    let (_, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| bad(format!("not an X.509 certificate: {e}")))?;
     let subject = cert.subject();
     let strings = |it: &mut dyn Iterator<Item = &x509_parser::x509::AttributeTypeAndValue>,
                    what: &str|
@@ -341,13 +350,12 @@ impl Tls {
         if certs.is_none_or(|c| c.is_empty()) {
             return Ok((s, None));
         }
-        let id = peer_identity(certs)?;
-        let leaf = certs.and_then(|c| c.first());
-        let peer = PeerCert {
-            id,
-            issued_ms: leaf.map(|c| issued_ms(c)).unwrap_or(0),
-            serial: leaf.and_then(|c| serial_of(c)).unwrap_or_default(),
-        };
+        let leaf = certs
+            .and_then(|c| c.first())
+            .map(|c| c.as_ref())
+            .unwrap_or_default();
+        let peer = PeerCert::of(leaf)
+            .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()))?;
         Ok((s, Some(peer)))
     }
 
@@ -389,16 +397,33 @@ impl Tls {
 pub struct PeerCert {
     /// Role and name.
     pub id: Identity,
-    /// [`issued_ms`].
+    /// When it was issued (ms since the Unix epoch): its `not_before` plus [`ISSUE_SLACK`].
     pub issued_ms: u64,
     /// [`serial_of`].
     pub serial: String,
 }
 
+impl PeerCert {
+    /// Reads a DER certificate once: its identity (refused as [`identity_of`] refuses it),
+    /// issue time and serial.
+    pub fn of(der: &[u8]) -> Result<PeerCert, TlsError> {
+        let cert = parse(der)?;
+        let issued_s = u64::try_from(cert.validity().not_before.timestamp()).unwrap_or(0);
+        Ok(PeerCert {
+            id: identity_in(&cert)?,
+            issued_ms: (issued_s * 1000).saturating_add(ISSUE_SLACK.as_millis() as u64),
+            serial: serial_in(&cert).unwrap_or_default(),
+        })
+    }
+}
+
 /// A certificate's serial number, spelled as revocation compares it
 /// ([`allocator_core::canonical_serial`]); `None` if it cannot be read.
 pub fn serial_of(der: &[u8]) -> Option<String> {
-    let (_, x) = x509_parser::parse_x509_certificate(der).ok()?;
+    serial_in(&parse(der).ok()?)
+}
+
+fn serial_in(x: &x509_parser::certificate::X509Certificate<'_>) -> Option<String> {
     let hex: String = x
         .tbs_certificate
         .raw_serial()
@@ -406,17 +431,6 @@ pub fn serial_of(der: &[u8]) -> Option<String> {
         .map(|b| format!("{b:02x}"))
         .collect();
     allocator_core::canonical_serial(&hex)
-}
-
-/// When a certificate was issued (ms since the Unix epoch): its `not_before` plus
-/// [`ISSUE_SLACK`]; 0 if it cannot be read.
-pub fn issued_ms(der: &[u8]) -> u64 {
-    x509_parser::parse_x509_certificate(der)
-        .ok()
-        .map(|(_, x)| x.validity().not_before.timestamp())
-        .and_then(|s| u64::try_from(s).ok())
-        .map(|s| (s * 1000).saturating_add(ISSUE_SLACK.as_millis() as u64))
-        .unwrap_or(0)
 }
 
 fn peer_identity(certs: Option<&[CertificateDer<'_>]>) -> io::Result<Identity> {
