@@ -167,6 +167,21 @@ impl Block {
     fn get(&self, i: u32) -> bool {
         self.words[(i >> 6) as usize] & (1u64 << (i & 63)) != 0
     }
+
+    /// Lowest set bit ≥ `from`.
+    fn find_set_from(&self, from: u32) -> Option<u32> {
+        let first = (from >> 6) as usize;
+        let mut m = self.words[first] & (ALL << (from & 63));
+        for w in first..64 {
+            if w > first {
+                m = self.words[w];
+            }
+            if m != 0 {
+                return Some(((w as u32) << 6) | m.trailing_zeros());
+            }
+        }
+        None
+    }
 }
 
 impl Inner {
@@ -296,6 +311,32 @@ impl Node {
                         was_set
                     }
                 }
+            }
+        }
+    }
+
+    /// Lowest set offset ≥ `from` inside this node. Absent children hold nothing, so the
+    /// walk visits only children that were ever touched.
+    fn find_set_from(&self, span: u32, from: u128) -> Option<u128> {
+        match self {
+            Node::Block(b) => b.find_set_from(from as u32).map(u128::from),
+            Node::Inner(n) => {
+                let child_span = span - FANOUT_BITS;
+                let first = (from >> child_span) as usize;
+                for c in first..64 {
+                    let Some(child) = &n.children[c] else {
+                        continue;
+                    };
+                    let local = if c == first {
+                        from & ((1u128 << child_span) - 1)
+                    } else {
+                        0
+                    };
+                    if let Some(x) = child.find_set_from(child_span, local) {
+                        return Some(((c as u128) << child_span) | x);
+                    }
+                }
+                None
             }
         }
     }
@@ -489,6 +530,28 @@ impl Bitmap {
         got
     }
 
+    /// Lowest set offset `≥ from`, if any: the next address that is not free. Costs one
+    /// descent plus the parts of the tree ever touched between `from` and the answer.
+    pub fn first_set_from(&self, from: u128) -> Option<u128> {
+        if from >= self.capacity() {
+            return None;
+        }
+        match &self.root {
+            // A root block smaller than 4096 marks the positions past the end as set.
+            Root::Single { span, node } => node
+                .find_set_from(*span, from)
+                .filter(|&x| x < self.capacity()),
+            Root::Sparse { tops, .. } => {
+                let k0 = from >> TOP_BITS;
+                tops.range(k0..).find_map(|(&k, node)| {
+                    let local = if k == k0 { from & TOP_MASK } else { 0 };
+                    node.find_set_from(TOP_BITS, local)
+                        .map(|x| (k << TOP_BITS) | x)
+                })
+            }
+        }
+    }
+
     /// Whether `i` is set. Offsets past the end read as set.
     pub fn get(&self, i: u128) -> bool {
         if i >= self.capacity() {
@@ -616,6 +679,24 @@ mod tests {
     }
 
     #[test]
+    fn next_set_skips_untouched_space_of_a_slash_64() {
+        let mut b = Bitmap::new(64);
+        assert_eq!(b.first_set_from(0), None);
+        for i in [5u128, 1 << 30, (1 << 63) + 7] {
+            b.set(i);
+        }
+        assert_eq!(b.first_set_from(0), Some(5));
+        assert_eq!(b.first_set_from(6), Some(1 << 30));
+        assert_eq!(b.first_set_from((1 << 30) + 1), Some((1 << 63) + 7));
+        assert_eq!(b.first_set_from((1 << 63) + 8), None);
+        b.clear(1 << 30);
+        assert_eq!(b.first_set_from(6), Some((1 << 63) + 7));
+        // A small root block marks the positions past its end as used: never reported.
+        let b = Bitmap::new(3);
+        assert_eq!(b.first_set_from(0), None);
+    }
+
+    #[test]
     fn tiny_bitmaps_hold_exactly_their_capacity() {
         for bits in 0..=13 {
             let mut b = Bitmap::new(bits);
@@ -695,6 +776,7 @@ mod tests {
                 let from = u128::from(from) % (cap + 1);
                 let want = (from..cap).find(|x| !m.contains(x));
                 prop_assert_eq!(b.first_clear_from(from), want);
+                prop_assert_eq!(b.first_set_from(from), m.range(from..).next().copied());
                 prop_assert_eq!(b.count(), m.len() as u128);
             }
             prop_assert!(b.check().is_ok());

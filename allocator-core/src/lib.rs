@@ -39,6 +39,7 @@ mod error;
 mod id;
 mod keyed;
 mod limits;
+mod map;
 mod records;
 pub mod report;
 mod snapshot;
@@ -52,6 +53,7 @@ pub use id::{canonical_serial, AddrRange, Owner, ParseError, PoolId};
 pub use limits::{
     MAX_NAME_LEN, MAX_RESERVED_PER_POOL, MAX_RESTORE_BYTES, MAX_RESTORE_CHUNK, MAX_REVOKED_SERIALS,
 };
+pub use map::{CellState, MapCell, MapPage, SparseEntry, SparsePage, MAX_MAP_PAGE};
 pub use report::{HostReport, ReportedLeak, ReportedMissing, StoredReport};
 pub use snapshot::SnapshotError;
 pub use state::{Config, DefaultPool, State};

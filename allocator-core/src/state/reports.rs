@@ -49,7 +49,7 @@ impl State {
     }
 
     /// Whether the allocation at offset `off` of `sn` is still the one `host` reported in `l`.
-    fn stands_at(&self, sn: &Subnet, off: u128, host: &str, l: &ReportedLeak) -> bool {
+    pub(crate) fn stands_at(&self, sn: &Subnet, off: u128, host: &str, l: &ReportedLeak) -> bool {
         sn.records.get(off).is_some_and(|rec| {
             rec.seq == l.seq && self.hosts.get(rec.host as usize).map(String::as_str) == Some(host)
         })
