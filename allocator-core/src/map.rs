@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::AllocError;
 use crate::id::PoolId;
 use crate::state::{Pool, State};
-use crate::subnet::{addr_to_u128, Subnet};
+use crate::subnet::Subnet;
 use crate::view::human_count;
 
 /// Most cells one dense page or sparse list may hold.
@@ -334,7 +334,7 @@ impl State {
 /// Offset of `addr` from `base`, for tests.
 #[cfg(test)]
 fn off(base: IpAddr, addr: IpAddr) -> u128 {
-    addr_to_u128(addr) - addr_to_u128(base)
+    crate::subnet::addr_to_u128(addr) - crate::subnet::addr_to_u128(base)
 }
 
 #[cfg(test)]

@@ -74,6 +74,7 @@ pub mod client;
 pub mod metrics;
 pub mod replication;
 pub mod tls;
+pub mod web;
 
 pub use api::{
     AdminCommand, ApiError, Consistency, Member, NodeStatus, Query, QueryReply, RequestId,

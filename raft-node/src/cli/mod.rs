@@ -390,27 +390,7 @@ pub async fn resolve_pool(client: &Client, id: PoolId) -> anyhow::Result<PoolId>
     }
 }
 
-/// Parses a pool id: `SPACE/SUBNET[/RANGE]`, or a bare `SUBNET[/RANGE]` in the `global`
-/// space.
-pub fn parse_pool(s: &str) -> Result<allocator_core::PoolId, String> {
-    let e = match s.parse::<allocator_core::PoolId>() {
-        Ok(p) => return Ok(p),
-        Err(e) => e,
-    };
-    if let Ok(net) = s.parse::<ipnet::IpNet>() {
-        return Ok(allocator_core::PoolId::new("global", net, None));
-    }
-    // SUBNET/RANGE: the second '/' splits the two CIDRs.
-    let split = s.match_indices('/').nth(1).map(|(i, _)| i);
-    if let Some((net, range)) = split.map(|i| (&s[..i], &s[i + 1..])) {
-        if let (Ok(net), Ok(range)) = (net.parse::<ipnet::IpNet>(), range.parse::<ipnet::IpNet>()) {
-            return Ok(allocator_core::PoolId::new("global", net, Some(range)));
-        }
-    }
-    Err(format!(
-        "{e}; a bare SUBNET or SUBNET/RANGE (global space) is accepted too"
-    ))
-}
+pub use raft_node::api::parse_pool;
 
 #[cfg(test)]
 mod tests {

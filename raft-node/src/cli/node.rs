@@ -26,6 +26,10 @@ pub struct NodeArgs {
     /// Serve Prometheus metrics on HOST:PORT (GET /metrics).
     #[arg(long)]
     metrics: Option<SocketAddr>,
+    /// Serve the web view — a live, read-only subnet map — on HOST:PORT (off unless given).
+    /// A non-loopback address needs --tls and serves HTTPS to admin and host certificates.
+    #[arg(long, value_name = "HOST:PORT")]
+    http: Option<SocketAddr>,
     /// How long a write may wait for a leader with a quorum before failing.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     write_timeout: Duration,
@@ -61,6 +65,7 @@ pub async fn run(ctx: &super::Ctx, a: NodeArgs) -> anyhow::Result<()> {
     let mut cfg = NodeConfig::new(a.id, a.listen, a.data_dir);
     cfg.advertise = a.advertise;
     cfg.metrics = a.metrics;
+    cfg.http = a.http;
     cfg.write_timeout = a.write_timeout;
     cfg.snapshot_every = a.snapshot_every;
     cfg.keep_logs = a.keep_logs;

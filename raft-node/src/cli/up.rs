@@ -30,11 +30,37 @@ pub struct UpArgs {
     /// Serve Prometheus metrics on HOST:PORT (GET /metrics).
     #[arg(long)]
     metrics: Option<SocketAddr>,
+    /// Serve the web view — a live, read-only subnet map — on HOST:PORT, or `off`. Default
+    /// 127.0.0.1:7380 (skipped with a warning if that port is taken). A non-loopback address
+    /// needs --tls and serves HTTPS to admin and host certificates.
+    #[arg(long, value_name = "HOST:PORT|off", value_parser = parse_http)]
+    http: Option<Http>,
     /// Longest time one plugin call may take before dockerd gets an error.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     call_timeout: Duration,
     #[command(flatten)]
     ops: super::ops::OpsArgs,
+}
+
+/// Where `up` serves the web view unless told otherwise.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:7380";
+
+/// `--http`: an address or `off`.
+#[derive(Clone, Copy, Debug)]
+pub enum Http {
+    /// No web view.
+    Off,
+    /// The web view on this address.
+    At(SocketAddr),
+}
+
+fn parse_http(s: &str) -> Result<Http, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(Http::Off);
+    }
+    s.parse()
+        .map(Http::At)
+        .map_err(|_| format!("{s:?} is neither HOST:PORT (e.g. 127.0.0.1:7380) nor `off`"))
 }
 
 /// How long `up` waits for its node to become leader.
@@ -45,6 +71,11 @@ pub async fn run(ctx: &super::Ctx, a: UpArgs) -> anyhow::Result<()> {
     let host = host_name(a.host.clone())?;
     let mut cfg = NodeConfig::new(1, a.listen, a.data_dir.clone());
     cfg.metrics = a.metrics;
+    (cfg.http, cfg.http_optional) = match a.http {
+        None => (Some(DEFAULT_HTTP.parse()?), true),
+        Some(Http::Off) => (None, false),
+        Some(Http::At(h)) => (Some(h), false),
+    };
     cfg.tls = ctx.tls()?;
     if cfg.tls.is_none() {
         ctx.check_plain("listen on", &[a.listen.to_string()])?;
@@ -115,5 +146,13 @@ async fn serve(
         "raftipam is ready: docker network create --ipam-driver {} --subnet 10.20.0.0/24 mynet",
         driver_name(&a.socket)
     );
+    if let Some(w) = node.web_addr() {
+        let scheme = if a.http.is_some() && !w.ip().is_loopback() {
+            "https"
+        } else {
+            "http"
+        };
+        let _ = writeln!(std::io::stdout(), "subnet map: {scheme}://{w}/");
+    }
     plugin.until_signal().await
 }

@@ -20,7 +20,7 @@ pub mod codec;
 mod network;
 pub mod node;
 pub(crate) mod rpc;
-mod store;
+pub(crate) mod store;
 pub mod types;
 mod wire;
 

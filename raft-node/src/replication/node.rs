@@ -68,6 +68,12 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Serve Prometheus metrics on this address.
     pub metrics: Option<SocketAddr>,
+    /// Serve the web view (a live subnet map, read-only) on this address: plain HTTP on a
+    /// loopback address, HTTPS with client certificates elsewhere (needs `tls`).
+    pub http: Option<SocketAddr>,
+    /// With `http`: if the address is taken, log a warning and go on without the web view
+    /// (for a default address) instead of failing to start.
+    pub http_optional: bool,
     /// How long a write (or linearizable read) may wait for a leader with a quorum.
     pub write_timeout: Duration,
     /// Raft heartbeat interval.
@@ -101,6 +107,8 @@ impl NodeConfig {
             advertise: None,
             data_dir: data_dir.into(),
             metrics: None,
+            http: None,
+            http_optional: false,
             write_timeout: Duration::from_secs(10),
             heartbeat: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
@@ -149,7 +157,7 @@ pub(crate) struct NodeInner {
     write_timeout: Duration,
     peers: Mutex<HashMap<String, ApiRpcClient>>,
     cut: Arc<Cut>,
-    tls: Option<Tls>,
+    pub(crate) tls: Option<Tls>,
     conns: Arc<Semaphore>,
     idle_timeout: Duration,
     per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
@@ -163,6 +171,7 @@ pub struct Node {
     inner: Arc<NodeInner>,
     tasks: Vec<JoinHandle<()>>,
     db: Weak<rocksdb::DB>,
+    web: Option<SocketAddr>,
 }
 
 impl Node {
@@ -210,6 +219,24 @@ impl Node {
             })?;
         let bound = listener.local_addr()?;
         let addr = cfg.advertise.clone().unwrap_or_else(|| bound.to_string());
+        let web_listener = match cfg.http {
+            None => None,
+            Some(h) => {
+                if crate::web::needs_tls(&h) && cfg.tls.is_none() {
+                    return Err(NodeError::Config(format!(
+                        "the web view on {h} would show the cluster's addresses to anyone who can reach it: bind it to a loopback address (--http 127.0.0.1:7380) or give the node TLS (--tls DIR), which makes it HTTPS asking for an admin or host certificate"
+                    )));
+                }
+                match TcpListener::bind(h).await {
+                    Ok(l) => Some(l),
+                    Err(e) if cfg.http_optional => {
+                        tracing::warn!("not serving the web view on {h}: {e} (give --http HOST:PORT for another address)");
+                        None
+                    }
+                    Err(source) => return Err(NodeError::Listen { addr: h, source }),
+                }
+            }
+        };
 
         let db = open_db(&cfg.data_dir, cfg.id)?;
         let weak_db = Arc::downgrade(&db);
@@ -258,11 +285,20 @@ impl Node {
                 .map_err(|source| NodeError::Listen { addr: m, source })?;
             tasks.push(t);
         }
+        let mut web = None;
+        if let Some(l) = web_listener {
+            let at = l.local_addr()?;
+            web = Some(at);
+            tasks.push(crate::web::serve(l, inner.clone(), cfg.tls.clone()));
+            let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+            tracing::info!("web view (subnet map) on {scheme}://{at}/");
+        }
         tracing::info!(id = cfg.id, addr = %inner.addr, "node started");
         Ok(Node {
             inner,
             tasks,
             db: weak_db,
+            web,
         })
     }
 
@@ -274,6 +310,11 @@ impl Node {
     /// The address this node is reached at.
     pub fn addr(&self) -> &str {
         &self.inner.addr
+    }
+
+    /// Where the web view listens, if it does (`http://` on loopback, else `https://`).
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web
     }
 
     /// This node's view of the cluster.
@@ -791,7 +832,7 @@ impl NodeInner {
 
     /// Whether certificates of `name` issued at `issued_ms` are revoked, by the state applied
     /// here so far.
-    fn is_revoked(&self, p: &PeerCert) -> bool {
+    pub(crate) fn is_revoked(&self, p: &PeerCert) -> bool {
         let sm = self.sm.read();
         sm.state.is_revoked(&p.id.name, p.issued_ms) || sm.state.is_serial_revoked(&p.serial)
     }

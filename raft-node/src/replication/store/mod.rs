@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use log::LogStore;
-pub use sm::StateMachineStore;
+pub use sm::{Change, StateMachineStore};
 
 pub(crate) const CF_META: &str = "meta";
 pub(crate) const CF_LOGS: &str = "logs";

@@ -117,6 +117,101 @@ struct StoredSnapshot {
 pub struct StateMachineStore {
     data: Arc<RwLock<SmData>>,
     db: Arc<DB>,
+    changes: tokio::sync::broadcast::Sender<Change>,
+}
+
+/// What an applied entry changed, for watchers (the web view's live updates). Only built
+/// while someone watches.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// `allocated`, `released`, `pool`, `host`, `membership`, `snapshot` or `other`.
+    pub kind: &'static str,
+    /// The pool, as `SPACE/SUBNET[/RANGE]`.
+    pub pool: Option<String>,
+    /// The address.
+    pub addr: Option<std::net::IpAddr>,
+    /// The host.
+    pub host: Option<String>,
+    /// The log index of the entry.
+    pub index: u64,
+}
+
+/// Changes a watcher may fall behind by before it is told to read everything again.
+const CHANGES_BUFFERED: usize = 4096;
+
+impl Change {
+    fn of(
+        index: u64,
+        payload: &openraft::type_config::alias::EntryPayloadOf<C>,
+        resp: &Response,
+    ) -> Change {
+        use allocator_core::{Op, Outcome};
+        let mut c = Change {
+            kind: "other",
+            pool: None,
+            addr: None,
+            host: None,
+            index,
+        };
+        let req = match payload {
+            EntryPayload::Normal(req) => req,
+            EntryPayload::Membership(_) => {
+                c.kind = "membership";
+                return c;
+            }
+            EntryPayload::Blank => return c,
+        };
+        let ok = matches!(resp, Response::Done(Ok(_)));
+        match (&req.cmd.op, resp) {
+            (
+                Op::Allocate { pool, owner, .. },
+                Response::Done(Ok(Outcome::Allocated { addr, .. })),
+            ) => {
+                c.kind = "allocated";
+                c.pool = Some(pool.to_string());
+                c.addr = Some(addr.addr());
+                c.host = Some(owner.host.clone());
+            }
+            (
+                Op::Release {
+                    pool, addr, host, ..
+                }
+                | Op::ReleaseIfUnchanged {
+                    pool, addr, host, ..
+                },
+                _,
+            ) if ok => {
+                c.kind = "released";
+                c.pool = Some(pool.to_string());
+                c.addr = Some(addr.to_owned());
+                c.host = Some(host.clone());
+            }
+            (Op::Reserve { pool, addr, holder }, _) if ok => {
+                c.kind = "pool";
+                c.pool = Some(pool.to_string());
+                c.addr = Some(addr.to_owned());
+                c.host = Some(holder.clone());
+            }
+            (Op::RequestPool { holder, .. }, Response::Done(Ok(Outcome::Pool { pool, .. }))) => {
+                c.kind = "pool";
+                c.pool = Some(pool.to_string());
+                c.host = Some(holder.clone());
+            }
+            (Op::ReleasePool { pool, .. } | Op::DeletePool { pool, .. }, _) if ok => {
+                c.kind = "pool";
+                c.pool = Some(pool.to_string());
+            }
+            (Op::Heartbeat { host, .. } | Op::Report { host, .. } | Op::ForgetHost { host }, _)
+                if ok =>
+            {
+                c.kind = "host";
+                c.host = Some(host.clone());
+            }
+            (Op::Restore { .. } | Op::RestoreChunk { .. }, _) if ok => c.kind = "snapshot",
+            _ => {}
+        }
+        c
+    }
 }
 
 fn invalid(msg: impl Into<String>) -> io::Error {
@@ -138,7 +233,15 @@ impl StateMachineStore {
         Ok(StateMachineStore {
             data: Arc::new(RwLock::new(data)),
             db,
+            changes: tokio::sync::broadcast::channel(CHANGES_BUFFERED).0,
         })
+    }
+
+    /// Every change applied from now on. A receiver that falls more than 4,096 changes behind
+    /// gets `Lagged` and should read the whole state again; so does one that sees a change of
+    /// kind `snapshot` (a snapshot installed or a backup restored).
+    pub fn watch(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.changes.subscribe()
     }
 
     /// Read access to the state (never held across an await).
@@ -258,6 +361,11 @@ impl RaftStateMachine<C> for StateMachineStore {
                 d.last_applied = Some(entry.log_id);
                 resp
             };
+            if self.changes.receiver_count() > 0 {
+                let _ = self
+                    .changes
+                    .send(Change::of(entry.log_id.index, &entry.payload, &resp));
+            }
             crash_point!("sm::apply");
             if let Some(r) = responder {
                 r.send(resp);
@@ -278,6 +386,15 @@ impl RaftStateMachine<C> for StateMachineStore {
         {
             let mut d = self.write();
             restore(&mut d, meta, &snapshot)?;
+        }
+        if self.changes.receiver_count() > 0 {
+            let _ = self.changes.send(Change {
+                kind: "snapshot",
+                pool: None,
+                addr: None,
+                host: None,
+                index: meta.last_log_id.map_or(0, |l| l.index),
+            });
         }
         crash_point!("snapshot::install");
         self.persist(StoredSnapshot {
