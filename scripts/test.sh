@@ -5,11 +5,15 @@
 # every test of the workspace in the one release profile —
 # the Docker end-to-end tests against Debian 12's docker.io 20.10 — and then the Docker
 # end-to-end tests again against a current engine, Debian 13's docker.io 26.1
-# (scripts/dockerd-current.sh unpacks it beside the system's).
+# (scripts/dockerd-current.sh unpacks it beside the system's). Chromium (Debian's) is installed
+# for the web view's browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 need_build_tools
+# The web view's tests drive Debian's Chromium headless (tests/web_e2e.rs); curl reads metrics.
+apt_need chromium:/usr/bin/chromium curl:curl
+export RAFTIPAM_REQUIRE_BROWSER=1
 if docker_host=$(bash scripts/dockerd.sh); then
   export RAFTIPAM_DOCKER_HOST="$docker_host"
 else

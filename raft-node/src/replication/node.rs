@@ -289,8 +289,10 @@ impl Node {
         if let Some(l) = web_listener {
             let at = l.local_addr()?;
             web = Some(at);
-            tasks.push(crate::web::serve(l, inner.clone(), cfg.tls.clone()));
-            let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+            // Loopback is plain HTTP; anywhere else HTTPS with client certificates.
+            let tls = cfg.tls.clone().filter(|_| crate::web::needs_tls(&at));
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            tasks.push(crate::web::serve(l, inner.clone(), tls));
             tracing::info!("web view (subnet map) on {scheme}://{at}/");
         }
         tracing::info!(id = cfg.id, addr = %inner.addr, "node started");
