@@ -96,13 +96,13 @@ fn alloc(
 fn known_state(dir: &Path) -> PathBuf {
     let now = now_ms();
     let mut st = State::default();
-    let small = pool(&mut st, now, "10.60.0.0/24", "host-a", 600_000);
+    let small = pool(&mut st, now, "192.168.60.0/24", "host-a", 600_000);
     apply(
         &mut st,
         now,
         Op::Reserve {
             pool: small.clone(),
-            addr: "10.60.0.1".parse().unwrap(),
+            addr: "192.168.60.1".parse().unwrap(),
             holder: "host-a".into(),
         },
     );
@@ -366,11 +366,11 @@ fn the_subnet_map_in_a_real_browser() {
         let page = browser.new_page("about:blank").await.expect("new page");
 
         // --- The /24: one address of every kind.
-        open(&page, &node.url("#pool=global%2F10.60.0.0%2F24&page=0")).await;
+        open(&page, &node.url("#pool=global%2F192.168.60.0%2F24&page=0")).await;
         let c = cells(&page).await;
         assert_eq!(c.len(), 256, "one cell per address of the /24");
         let state = |i: usize| c[i]["state"].as_str().unwrap_or_default().to_string();
-        assert_eq!(c[0]["addr"], "10.60.0.0");
+        assert_eq!(c[0]["addr"], "192.168.60.0");
         assert_eq!(
             (0..7).map(state).collect::<Vec<_>>(),
             ["reserved", "reserved", "allocated", "allocated", "leaked", "cooling", "free"]
@@ -379,15 +379,15 @@ fn the_subnet_map_in_a_real_browser() {
         assert_eq!((c[2]["host"].as_str(), c[3]["host"].as_str()), (Some("host-a"), Some("host-b")));
         assert_ne!(c[2]["bg"], c[3]["bg"], "each host has its own tint");
         assert_ne!(c[2]["bg"], c[6]["bg"], "an allocated cell is not coloured as a free one");
-        let tip = tip_for(&page, "10.60.0.2").await;
-        for want in ["10.60.0.2", "host-a", "web-1", "seq"] {
+        let tip = tip_for(&page, "192.168.60.2").await;
+        for want in ["192.168.60.2", "host-a", "web-1", "seq"] {
             assert!(tip.contains(want), "tooltip of .2 lacks {want:?}: {tip}");
         }
-        let tip = tip_for(&page, "10.60.0.1").await;
+        let tip = tip_for(&page, "192.168.60.1").await;
         assert!(tip.contains("host-a"), "the gateway's tooltip says who reserved it: {tip}");
-        let tip = tip_for(&page, "10.60.0.4").await;
+        let tip = tip_for(&page, "192.168.60.4").await;
         assert!(tip.to_lowercase().contains("leak"), "the leaked cell's tooltip: {tip}");
-        let tip = tip_for(&page, "10.60.0.5").await;
+        let tip = tip_for(&page, "192.168.60.5").await;
         assert!(tip.to_lowercase().contains("cool"), "the cooling cell's tooltip: {tip}");
         assert!(c[2]["label"].as_str().unwrap_or_default().contains("web-1"), "cells carry an aria-label");
         // A legend in words, one entry per state, and one per host on the page.
@@ -407,11 +407,11 @@ fn the_subnet_map_in_a_real_browser() {
         wait_true(&page, "!!document.querySelector('#cluster tr[data-node=\"1\"]') && document.querySelector('#cluster').innerText.includes('answers')", Duration::from_secs(15)).await;
 
         // Keyboard: the arrow keys move through the grid.
-        eval(&page, "document.querySelector('#grid .cell[data-addr=\"10.60.0.2\"]').focus(), true").await;
-        page.find_element("#grid .cell[data-addr=\"10.60.0.2\"]").await.expect("cell").press_key("ArrowRight").await.expect("key");
-        assert_eq!(eval(&page, "document.activeElement.dataset.addr").await, "10.60.0.3");
-        page.find_element("#grid .cell[data-addr=\"10.60.0.3\"]").await.expect("cell").press_key("ArrowDown").await.expect("key");
-        assert_eq!(eval(&page, "document.activeElement.dataset.addr").await, "10.60.0.19");
+        eval(&page, "document.querySelector('#grid .cell[data-addr=\"192.168.60.2\"]').focus(), true").await;
+        page.find_element("#grid .cell[data-addr=\"192.168.60.2\"]").await.expect("cell").press_key("ArrowRight").await.expect("key");
+        assert_eq!(eval(&page, "document.activeElement.dataset.addr").await, "192.168.60.3");
+        page.find_element("#grid .cell[data-addr=\"192.168.60.3\"]").await.expect("cell").press_key("ArrowDown").await.expect("key");
+        assert_eq!(eval(&page, "document.activeElement.dataset.addr").await, "192.168.60.19");
 
         // Layout at 1280×800: nothing wider than the window.
         assert_eq!(eval(&page, "document.documentElement.scrollWidth <= window.innerWidth + 1").await, Value::Bool(true));
@@ -420,10 +420,10 @@ fn the_subnet_map_in_a_real_browser() {
         // --- Live: an allocation by the CLI lights up its cell without a reload.
         eval(&page, "window.__still_here = 42, true").await;
         wait_true(&page, "document.getElementById('live').dataset.state === 'open'", Duration::from_secs(10)).await;
-        node.cli_ok(&["addr", "alloc", "10.60.0.0/24", "--ip", "10.60.0.7", "--owner", "host-b/live-1"]);
+        node.cli_ok(&["addr", "alloc", "192.168.60.0/24", "--ip", "192.168.60.7", "--owner", "host-b/live-1"]);
         let took = wait_true(
             &page,
-            "(() => { const c = document.querySelector('#grid .cell[data-addr=\"10.60.0.7\"]'); return !!c && c.dataset.state === 'allocated' && c.dataset.host === 'host-b'; })()",
+            "(() => { const c = document.querySelector('#grid .cell[data-addr=\"192.168.60.7\"]'); return !!c && c.dataset.state === 'allocated' && c.dataset.host === 'host-b'; })()",
             Duration::from_secs(2),
         )
         .await;
@@ -437,8 +437,8 @@ fn the_subnet_map_in_a_real_browser() {
         assert!(said.as_str().unwrap_or_default().to_lowercase().contains("lost"), "the live indicator says the connection is lost: {said}");
         node.run();
         wait_true(&page, "document.getElementById('live').dataset.state === 'open'", Duration::from_secs(30)).await;
-        node.cli_ok(&["addr", "alloc", "10.60.0.0/24", "--ip", "10.60.0.8", "--owner", "host-a/live-2"]);
-        wait_true(&page, "document.querySelector('#grid .cell[data-addr=\"10.60.0.8\"]').dataset.state === 'allocated'", Duration::from_secs(10)).await;
+        node.cli_ok(&["addr", "alloc", "192.168.60.0/24", "--ip", "192.168.60.8", "--owner", "host-a/live-2"]);
+        wait_true(&page, "document.querySelector('#grid .cell[data-addr=\"192.168.60.8\"]').dataset.state === 'allocated'", Duration::from_secs(10)).await;
 
         // --- The /8: the last of its 65,536 pages, and "go to address".
         open(&page, &node.url("#pool=global%2F10.0.0.0%2F8&page=65535")).await;
@@ -464,7 +464,7 @@ fn the_subnet_map_in_a_real_browser() {
         assert!(eval(&page, "document.querySelectorAll('#sparse li.free-run').length").await.as_u64().unwrap_or(0) >= 1);
 
         // --- Phone width: the page reflows instead of scrolling sideways.
-        open(&page, &node.url("#pool=global%2F10.60.0.0%2F24&page=0")).await;
+        open(&page, &node.url("#pool=global%2F192.168.60.0%2F24&page=0")).await;
         set_width(&page, 390, 844).await;
         assert_eq!(eval(&page, "document.documentElement.scrollWidth <= window.innerWidth + 1").await, Value::Bool(true), "no sideways scrolling at 390 px");
         screenshot(&page, "subnet-map-phone.png").await;

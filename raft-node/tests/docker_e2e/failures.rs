@@ -279,3 +279,78 @@ fn three_node_cluster_without_quorum_blocks_nobody() {
     drop(d); // its releases need the quorum: before the nodes go
     drop((n2, n3));
 }
+
+/// 13. The two ways dockerd can be ahead of the plugin, as a newcomer meets them:
+///    - no socket at all: dockerd answers at once with `plugin "NAME" not found` — the message
+///      the README's troubleshooting table quotes, checked here against the engine under test;
+///    - a socket left by a stopped plugin (or made by systemd's socket unit) but nothing
+///      answering yet: dockerd retries the call for about 15 s, so a plugin that starts within
+///      that time (here ~3 s later) serves it and the network is created.
+#[test]
+fn dockerd_ahead_of_the_plugin() {
+    require_docker!("dockerd_ahead_of_the_plugin");
+    let mut d = Docker::new("rt14-");
+    let missing = d.name("missing");
+    let o = docker(&[
+        "network",
+        "create",
+        "--ipam-driver",
+        "rtest14-absent",
+        "--subnet",
+        "10.114.1.0/24",
+        &missing,
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success(), "a network was created with no plugin");
+    assert!(
+        err.contains("plugin \"rtest14-absent\" not found"),
+        "dockerd's message changed; update the README's troubleshooting table: {err}"
+    );
+
+    // A socket file nobody listens on: what a plugin killed with -9 leaves behind.
+    let socket = socket_path("rtest14");
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).expect("plugin dir");
+    }
+    let _ = std::fs::remove_file(&socket);
+    drop(std::os::unix::net::UnixListener::bind(&socket).expect("stale socket"));
+    assert!(socket.exists());
+    let name = d.name("late");
+    let create = {
+        let name = name.clone();
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let o = docker(&[
+                "network",
+                "create",
+                "--ipam-driver",
+                "rtest14",
+                "--subnet",
+                "10.114.0.0/24",
+                &name,
+            ]);
+            (o, t.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let up = Up::start("rtest14", "hostrt14");
+    let (o, took) = create.join().expect("docker thread");
+    assert!(
+        o.status.success(),
+        "dockerd did not wait for the plugin: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        took >= Duration::from_secs(3),
+        "created before the plugin started? {took:?}"
+    );
+    d.networks.push(name.clone());
+    let c = d.run_ok("c1", &name, &[]);
+    let a = ip_of(&c, &name);
+    assert_eq!(
+        cluster_allocations(up.port, "local/10.114.0.0/24"),
+        vec![(a, "hostrt14".to_string())]
+    );
+    drop(d);
+    drop(up);
+}

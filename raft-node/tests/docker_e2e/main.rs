@@ -7,7 +7,7 @@
 //!   macvlan);
 //! - `pools.rs`: releases on `docker rm` / `docker network rm`, and `--ipam-opt`;
 //! - `restarts.rs`: `raftipam up` and dockerd restarted under running containers;
-//! - `failures.rs`: no quorum, no cluster: dockerd is told why and not blocked;
+//! - `failures.rs`: no quorum, no cluster, no plugin yet: dockerd is told why and not blocked;
 //! - `helpers.rs`: what they share (the cluster through the CLI, [`helpers::Up`],
 //!   [`helpers::Veth`]); the docker and child-process helpers are the binary harness,
 //!   `tests/binary/mod.rs`.
