@@ -415,6 +415,8 @@ fn the_subnet_map_in_a_real_browser() {
 
         // Layout at 1280×800: nothing wider than the window.
         assert_eq!(eval(&page, "document.documentElement.scrollWidth <= window.innerWidth + 1").await, Value::Bool(true));
+        // The screenshot for the README, with a tooltip open on an allocated cell.
+        tip_for(&page, "192.168.60.2").await;
         screenshot(&page, "subnet-map.png").await;
 
         // --- Live: an allocation by the CLI lights up its cell without a reload.
