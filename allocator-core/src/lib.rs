@@ -36,6 +36,8 @@
 pub mod bitmap;
 mod command;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod id;
 mod keyed;
 mod limits;

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Fuzzing on demand (not part of scripts/test.sh: it needs the nightly toolchain): cargo-fuzz
+# (libFuzzer) on the state machine's command programs, the snapshot/backup decoder and the
+# Docker plugin's router. Each target runs for a bounded time and prints how many inputs it
+# executed; new corpus entries land in <crate>/fuzz/corpus/<target>/ (commit the interesting
+# ones: `--cmin` minimises each corpus first). The same targets replay their corpora on stable
+# in every test run (allocator-core/tests/fuzz_corpus.rs, plugin-shim/tests/fuzz_corpus.rs).
+#   bash scripts/fuzz.sh [SECONDS_PER_TARGET] [--cmin]     (default 600 s a target)
+#   FUZZ_TARGETS="plugin-shim:router" bash scripts/fuzz.sh 1200   (some targets only)
+# Built without sanitizers (-s none): the crates are safe Rust, and libFuzzer still catches
+# every panic, hang (-timeout) and runaway allocation (-rss_limit_mb, -malloc_limit_mb).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+secs=${1:-600}
+[[ $secs =~ ^[0-9]+$ ]] || { echo "usage: $0 [SECONDS_PER_TARGET] [--cmin]" >&2; exit 2; }
+cmin=${2:-}
+rustup toolchain list | grep -q '^nightly' || { log "the nightly toolchain is needed: rustup toolchain install nightly"; exit 1; }
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+# The fuzz crates have their own target directories (instrumented builds share nothing).
+unset CARGO_TARGET_DIR
+for pt in ${FUZZ_TARGETS:-allocator-core:apply_program allocator-core:snapshot_decode plugin-shim:router}; do
+  crate=${pt%%:*} target=${pt#*:}
+  (
+    cd "$crate"
+    if [[ $cmin == --cmin ]]; then
+      cargo +nightly fuzz cmin -s none "$target" >/dev/null 2>&1 || log "cmin $target failed; corpus left as is"
+    fi
+    log "fuzzing $crate/$target for ${secs}s"
+    out=$(mktemp)
+    # -rss_limit_mb bounds memory; -timeout flags any input slower than 10 s as a hang.
+    if ! nice -n 10 cargo +nightly fuzz run -s none "$target" -- -max_total_time="$secs" \
+        -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=10 -print_final_stats=1 >"$out" 2>&1; then
+      tail -40 "$out"
+      log "FAILED: $crate/$target (artifacts in $crate/fuzz/artifacts/$target/)"
+      exit 1
+    fi
+    runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$out" | grep -o '[0-9]*$' || echo '?')
+    log "$crate/$target: $runs executions in ${secs}s, no crash, no hang, no leak past 2 GB"
+    rm -f "$out"
+  )
+done
