@@ -48,53 +48,65 @@ fn alloc_release(c: &mut Criterion) {
         let bits = 32 - prefix;
         let size = 1u64 << bits;
         for (fill_name, permille) in [("50pct", 500u64), ("99pct", 990)] {
-            // Setup happens inside each closure, so a filtered run builds only what it measures.
+            // Setup happens inside each closure, so a filtered run builds only what it measures,
+            // and once: criterion calls the closure for every sample, and a /8 at 99% takes
+            // seconds to fill (built per sample, it made this run take over 20 minutes).
+            let mut bitmap = None;
             g.bench_function(format!("bitmap/{name}/{fill_name}"), |bench| {
-                let mut b = Bitmap::new(bits);
-                b.set(0);
-                b.set(u128::from(size - 1));
-                for o in scattered(size, permille, 42) {
-                    b.set(u128::from(o));
-                }
+                let b = bitmap.get_or_insert_with(|| {
+                    let mut b = Bitmap::new(bits);
+                    b.set(0);
+                    b.set(u128::from(size - 1));
+                    for o in scattered(size, permille, 42) {
+                        b.set(u128::from(o));
+                    }
+                    b
+                });
                 bench.iter(|| {
                     let i = b.take_first_in(0, u128::MAX).unwrap();
                     b.clear(black_box(i));
                 })
             });
+            drop(bitmap);
+            let mut filled = None;
             g.bench_function(format!("apply/{name}/{fill_name}"), |bench| {
-                let base = u32::from(Ipv4Addr::new(10, 0, 0, 0));
-                let (mut s, id) = pool_state(&format!("10.0.0.0/{prefix}"));
-                for o in scattered(size, permille, 42) {
-                    let op = Op::Allocate {
+                let (s, alloc, release) = filled.get_or_insert_with(|| {
+                    let base = u32::from(Ipv4Addr::new(10, 0, 0, 0));
+                    let (mut s, id) = pool_state(&format!("10.0.0.0/{prefix}"));
+                    for o in scattered(size, permille, 42) {
+                        let op = Op::Allocate {
+                            pool: id.clone(),
+                            addr: Some(v4(base, o)),
+                            owner: Owner::new("host-1", endpoint_name(o)),
+                            order: Order::Lowest,
+                        };
+                        s.apply(&cmd(op)).unwrap();
+                    }
+                    let alloc = cmd(Op::Allocate {
                         pool: id.clone(),
-                        addr: Some(v4(base, o)),
-                        owner: Owner::new("host-1", endpoint_name(o)),
+                        addr: None,
+                        owner: Owner::new("host-2", endpoint_name(u64::MAX)),
                         order: Order::Lowest,
+                    });
+                    let first_free = match s.apply(&alloc).unwrap() {
+                        allocator_core::Outcome::Allocated { addr, .. } => addr.addr(),
+                        o => panic!("{o:?}"),
                     };
-                    s.apply(&cmd(op)).unwrap();
-                }
-                let alloc = cmd(Op::Allocate {
-                    pool: id.clone(),
-                    addr: None,
-                    owner: Owner::new("host-2", endpoint_name(u64::MAX)),
-                    order: Order::Lowest,
+                    let release = cmd(Op::Release {
+                        pool: id.clone(),
+                        addr: first_free,
+                        host: "host-2".into(),
+                        force: false,
+                    });
+                    s.apply(&release).unwrap();
+                    (s, alloc, release)
                 });
-                let first_free = match s.apply(&alloc).unwrap() {
-                    allocator_core::Outcome::Allocated { addr, .. } => addr.addr(),
-                    o => panic!("{o:?}"),
-                };
-                let release = cmd(Op::Release {
-                    pool: id.clone(),
-                    addr: first_free,
-                    host: "host-2".into(),
-                    force: false,
-                });
-                s.apply(&release).unwrap();
                 bench.iter(|| {
-                    black_box(s.apply(&alloc).unwrap());
-                    black_box(s.apply(&release).unwrap());
+                    black_box(s.apply(alloc).unwrap());
+                    black_box(s.apply(release).unwrap());
                 })
             });
+            drop(filled);
         }
     }
     g.finish();
