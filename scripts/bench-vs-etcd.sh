@@ -11,6 +11,7 @@
 # operation, allocation or release (user+system of the three member processes, from /proc).
 # Installs Debian's etcd-server, protobuf-compiler and libprotobuf-dev (for the gRPC client)
 # when missing.
+# With RAFTIPAM_BENCH_PLOT=FILE.svg it also draws the results (scripts/plot-vs-etcd.py).
 # Usage: bash scripts/bench-vs-etcd.sh [COUNT] [ROUNDS]      (default 20000 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +46,7 @@ for n in 1 2 3; do
     --initial-cluster "$initial" --initial-cluster-state new --initial-cluster-token raftipam-vs-etcd \
     --logger zap --log-level error >"$work/etcd$n.log" 2>&1 &
   etcd_pids+=($!)
+  disown
 done
 etcd_eps=http://127.0.0.1:23791,http://127.0.0.1:23792,http://127.0.0.1:23793
 for _ in $(seq 100); do curl -fsS --max-time 1 http://127.0.0.1:23791/health 2>/dev/null | grep -q '"true"' && break; sleep 0.2; done
@@ -58,6 +60,7 @@ for n in 1 2 3; do
   eps+=("$addr")
   "$B" node --id "$n" --listen "$addr" --data-dir "$work/raft$n" >"$work/raft$n.log" 2>&1 &
   raft_pids+=($!)
+  disown
 done
 cli=(--endpoints "${eps[0]}")
 for _ in $(seq 50); do "$B" "${cli[@]}" --timeout 1s cluster status >/dev/null 2>&1 && break; sleep 0.2; done
@@ -83,7 +86,7 @@ for r in $(seq "$rounds"); do
     before=$(cpu "${etcd_pids[@]}")
     ej=$("$L" --endpoints "$etcd_eps" --clients "$clients" --count "$c")
     etcd_cpu=$(($(cpu "${etcd_pids[@]}") - before))
-    RJ=$rj EJ=$ej RC=$raft_cpu EC=$etcd_cpu HZ=$hz CL=$clients python3 - <<'PY'
+    RJ=$rj EJ=$ej RC=$raft_cpu EC=$etcd_cpu HZ=$hz CL=$clients CSV=$work/results.csv python3 - <<'PY'
 import json, os
 r = next(p for p in json.loads(os.environ["RJ"])["phases"] if p["phase"] == "allocate")
 e = next(json.loads(l) for l in os.environ["EJ"].splitlines() if '"allocate"' in l)
@@ -95,6 +98,17 @@ def side(p, ticks):
 ratio = r["ops_per_sec"] / max(e["ops_per_sec"], 1e-9)
 errs = f'  (errors: raftipam {r["errors"]}, etcd {e["errors"]})' if r["errors"] or e["errors"] else ""
 print(f'{os.environ["CL"]:<8} | {side(r, int(os.environ["RC"]))} | {side(e, int(os.environ["EC"]))} | {ratio:.1f}x{errs}')
+new = not os.path.exists(os.environ["CSV"])
+with open(os.environ["CSV"], "a") as f:
+    if new:
+        f.write("clients,system,ops_per_sec,p50_us,p99_us,cpu_us_per_op\n")
+    for name, p, t in (("raftipam", r, int(os.environ["RC"])), ("etcd", e, int(os.environ["EC"]))):
+        f.write(f'{os.environ["CL"]},{name},{p["ops_per_sec"]:.0f},{p["p50_us"]},{p["p99_us"]},{cpu(t, p):.0f}\n')
 PY
   done
 done
+if [[ -n ${RAFTIPAM_BENCH_PLOT:-} ]]; then
+  python3 scripts/plot-vs-etcd.py "$work/results.csv" "$RAFTIPAM_BENCH_PLOT" \
+    "$(nproc) vCPU $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs | cut -c1-24), $(date +%F), $etcd_version"
+  log "plot: $RAFTIPAM_BENCH_PLOT"
+fi
