@@ -344,10 +344,15 @@ mod tests {
     use crate::{Command, Op, Order, Outcome, Owner, PoolSpec};
 
     fn pool(st: &mut State, net: &str, range: Option<&str>) -> PoolId {
+        pool_cooling(st, net, range, 0)
+    }
+
+    fn pool_cooling(st: &mut State, net: &str, range: Option<&str>, cooldown_ms: u64) -> PoolId {
         let spec = PoolSpec {
             space: "global".into(),
             subnet: Some(net.parse().unwrap()),
             range: range.map(|r| r.parse().unwrap()),
+            cooldown_ms,
             ..Default::default()
         };
         match st
@@ -426,25 +431,7 @@ mod tests {
     #[test]
     fn released_cells_cool_and_reported_leaks_show() {
         let mut st = State::default();
-        let spec = PoolSpec {
-            space: "global".into(),
-            subnet: Some("10.7.0.0/24".parse().unwrap()),
-            cooldown_ms: 60_000,
-            ..Default::default()
-        };
-        let p = match st
-            .apply(&Command {
-                at_ms: 0,
-                op: Op::RequestPool {
-                    spec,
-                    holder: "h1".into(),
-                },
-            })
-            .unwrap()
-        {
-            Outcome::Pool { pool, .. } => pool,
-            o => panic!("{o:?}"),
-        };
+        let p = pool_cooling(&mut st, "10.7.0.0/24", None, 60_000);
         let a = alloc(&mut st, &p, "h1", "gone", None);
         let b = alloc(&mut st, &p, "h1", "lost", None);
         st.apply(&Command {

@@ -251,17 +251,6 @@ impl Drop for Cluster {
     }
 }
 
-/// `raftipam cert ARGS`, which must succeed.
-fn cert(args: &[&str]) {
-    let o = Command::new(BIN)
-        .arg("cert")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run raftipam cert");
-    stdout_ok(&format!("raftipam cert {}", args.join(" ")), &o);
-}
-
 /// `GET /metrics` at 127.0.0.1:`port` (with curl, bounded).
 fn metrics(port: u16) -> String {
     let o = Command::new("curl")

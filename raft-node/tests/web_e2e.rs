@@ -512,16 +512,6 @@ fn the_web_view_refuses_to_be_public_without_tls() {
     );
 }
 
-fn cert(args: &[&str]) {
-    let o = Command::new(BIN)
-        .arg("cert")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run raftipam cert");
-    stdout_ok(&format!("raftipam cert {}", args.join(" ")), &o);
-}
-
 /// `curl` of `url` with the cluster's CA and, if given, a client certificate directory.
 fn curl(url: &str, ca: &str, client: Option<&str>) -> Output {
     let mut c = Command::new("curl");

@@ -403,3 +403,14 @@ pub fn spawn(dir: &Path, args: &[String]) -> Proc {
         log,
     )
 }
+
+/// `raftipam cert ARGS`, which must succeed.
+pub fn cert(args: &[&str]) {
+    let o = Command::new(BIN)
+        .arg("cert")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run raftipam cert");
+    stdout_ok(&format!("raftipam cert {}", args.join(" ")), &o);
+}
