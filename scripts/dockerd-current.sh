@@ -1,37 +1,76 @@
 #!/usr/bin/env bash
 # Starts a *current* Docker engine beside the system's docker.io 20.10 (scripts/dockerd.sh), for
-# the end-to-end tests: Debian 13 (trixie)'s docker.io 26.1 and containerd 1.7, fetched from
-# Debian's archive once into $HOME/.cache/raftipam/docker-current/ (signature of the suite's
+# the end-to-end tests: the docker.io and containerd of a Debian suite, by default Debian 13
+# (trixie)'s docker.io 26.1 and containerd 1.7; RAFTIPAM_DOCKER_CURRENT_SUITE=forky selects
+# Debian forky's docker.io 28.5 and containerd 2.1 instead, as a second instance that runs beside
+# the first. They are fetched from Debian's archive once into a cache (signature of the suite's
 # InRelease, then SHA256 of the index and of each .deb checked) and unpacked there with
-# `dpkg-deb -x` (never installed: the system's docker.io stays). Its containerd and dockerd have
-# their own roots, sockets and pidfiles, a default bridge of its own (raftipam-cur0, not the
-# system dockerd's docker0) and no iptables; the containers run with the machine's runc. Both
-# engines discover IPAM plugins in /run/docker/plugins and /etc/docker/plugins, on purpose.
+# `dpkg-deb -x` (never installed: the system's docker.io stays). Each instance's containerd and
+# dockerd have their own roots, sockets and pidfiles, a default bridge of its own (not the system
+# dockerd's docker0) and no iptables; the containers run with the machine's runc. Every engine
+# discovers IPAM plugins in /run/docker/plugins and /etc/docker/plugins, on purpose.
+#
+# Per instance (TAG is `current` for trixie, the suite's name otherwise):
+#   dockerd      unix:///var/run/raftipam-docker-TAG.sock, /var/lib/raftipam-docker-TAG,
+#                exec root /run/raftipam-docker-TAG, pidfile /run/raftipam-docker-TAG.pid
+#   containerd   /run/raftipam-containerd-TAG/containerd.sock, root /var/lib/raftipam-containerd-TAG,
+#                pidfile /run/raftipam-containerd-TAG.pid
+#   cache        $HOME/.cache/raftipam/docker-TAG (RAFTIPAM_DOCKER_CURRENT_CACHE names trixie's;
+#                another suite's is docker-TAG beside it); the engine is unpacked in CACHE/current
+#   bridge       trixie raftipam-cur0 10.254.254.1/24, forky raftipam-forky0 10.254.253.1/24,
+#                sid raftipam-sid0 10.254.252.1/24 (RAFTIPAM_DOCKER_CURRENT_BIP overrides)
+#   logs         /var/log/raftipam-ci/{containerd,dockerd}-TAG.log
 # Builds the `raftipam-busybox` test image like scripts/dockerd.sh, and prints the DOCKER_HOST:
 #   export RAFTIPAM_DOCKER_HOST=$(bash scripts/dockerd-current.sh)
-# Leaves running daemons alone. `--stop` stops the daemons this script started (by pidfile).
+#   export RAFTIPAM_DOCKER_HOST=$(RAFTIPAM_DOCKER_CURRENT_SUITE=forky bash scripts/dockerd-current.sh)
+# Leaves running daemons alone. `--stop` stops the selected instance's daemons (by pidfile);
+# `--env` prints, one a line, the RAFTIPAM_DOCKER_HOST, RAFTIPAM_DOCKER_ENGINE_ROOT and
+# RAFTIPAM_CONTAINERD_SOCK of the selected instance for the tests, and starts nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 suite=${RAFTIPAM_DOCKER_CURRENT_SUITE:-trixie}
+[[ $suite =~ ^[a-z]+$ ]] || { log "RAFTIPAM_DOCKER_CURRENT_SUITE=$suite: not a Debian suite name"; exit 2; }
 mirror=${RAFTIPAM_DEBIAN_MIRROR:-http://deb.debian.org}
-cache=${RAFTIPAM_DOCKER_CURRENT_CACHE:-$HOME/.cache/raftipam/docker-current}
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-sock=/var/run/raftipam-docker-current.sock
+# Every per-instance name derives from TAG; trixie's keep the names they had before there were
+# two instances.
+current_cache=${RAFTIPAM_DOCKER_CURRENT_CACHE:-$HOME/.cache/raftipam/docker-current}
+case $suite in
+  trixie) tag=current bridge=raftipam-cur0 bip=10.254.254.1/24 ;;
+  forky) tag=forky bridge=raftipam-forky0 bip=10.254.253.1/24 ;;
+  sid) tag=sid bridge=raftipam-sid0 bip=10.254.252.1/24 ;;
+  *) tag=$suite bridge=raftipam-${suite:0:5}0 bip="" ;;
+esac
+if [[ $tag == current ]]; then
+  cache=$current_cache
+else
+  cache=$(dirname "$current_cache")/docker-$tag
+fi
+sock=/var/run/raftipam-docker-$tag.sock
 host="unix://$sock"
-d_data=/var/lib/raftipam-docker-current
-d_exec=/run/raftipam-docker-current
-d_pid=/run/raftipam-docker-current.pid
-c_root=/var/lib/raftipam-containerd-current
-c_state=/run/raftipam-containerd-current
+d_data=/var/lib/raftipam-docker-$tag
+d_exec=/run/raftipam-docker-$tag
+d_pid=/run/raftipam-docker-$tag.pid
+c_root=/var/lib/raftipam-containerd-$tag
+c_state=/run/raftipam-containerd-$tag
 c_sock=$c_state/containerd.sock
-c_pid=/run/raftipam-containerd-current.pid
+c_pid=/run/raftipam-containerd-$tag.pid
+c_name=containerd-$tag
 logs=/var/log/raftipam-ci
+c_log=$logs/containerd-$tag.log
+d_log=$logs/dockerd-$tag.log
+what="$suite engine"
 # The default bridge. Not --bridge=none: a dockerd so started deletes any docker0 on the host,
 # the system dockerd's. A bridge named otherwise must exist before dockerd starts.
-bridge=raftipam-cur0
-bridge_addr=${RAFTIPAM_DOCKER_CURRENT_BIP:-10.254.254.1/24}
+bridge_addr=${RAFTIPAM_DOCKER_CURRENT_BIP:-$bip}
+if [[ ${1:-} == --env ]]; then
+  # What the end-to-end tests need to know about this instance (raft-node/tests/docker_e2e).
+  printf '%s\n' "RAFTIPAM_DOCKER_HOST=$host" "RAFTIPAM_DOCKER_ENGINE_ROOT=$cache/current" \
+    "RAFTIPAM_CONTAINERD_SOCK=$c_sock"
+  exit 0
+fi
 # The daemons find the unpacked binaries first (dockerd, docker-proxy, containerd, its
 # containerd-shim-runc-v2), then the system's: runc (and docker-init) are Debian 12's.
 # /usr/local is left out so that no other runc can come first.
@@ -57,11 +96,11 @@ alive() {
 stop_daemon() {
   local pid
   if ! pid=$(alive "$2"); then
-    log "$1 (current engine) is not running"
+    log "$1 ($what) is not running"
     [[ -e $2 ]] && ! kill -0 "$(<"$2")" 2>/dev/null && rm -f "$2"
     return 0
   fi
-  log "stopping $1 (current engine, pid $pid)"
+  log "stopping $1 ($what, pid $pid)"
   kill -TERM "$pid"
   for _ in $(seq 1 $(($3 * 2))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
   if kill -0 "$pid" 2>/dev/null; then
@@ -77,10 +116,12 @@ if [[ ${1:-} == --stop ]]; then
   stop_daemon containerd "$c_pid" 15
   exit 0
 elif (($#)); then
-  echo "usage: $0 [--stop]" >&2
+  echo "usage: $0 [--stop | --env]" >&2
   exit 2
 fi
 
+[[ -n $bridge_addr ]] ||
+  { log "no bridge address for suite $suite: set RAFTIPAM_DOCKER_CURRENT_BIP (e.g. 10.254.251.1/24)"; exit 2; }
 apt_need curl:curl xz-utils:xz gpgv:gpgv debian-archive-keyring:$keyring docker.io:docker \
   runc:runc busybox-static:/bin/busybox iproute2:ip >&2
 arch=$(dpkg --print-architecture)
@@ -134,7 +175,9 @@ newest() {
 
 # The newest of the suite and its security updates (point releases move the latter into the former).
 n=0
-for ad in "debian $suite" "debian-security $suite-security"; do
+ads=("debian $suite")
+[[ $suite == sid ]] || ads+=("debian-security $suite-security") # unstable has no security suite
+for ad in "${ads[@]}"; do
   read -r archive dist <<<"$ad"
   if index "$archive" "$dist" "$tmp/idx.$n"; then
     echo "$mirror/$archive" >"$tmp/url.$n"
@@ -201,7 +244,8 @@ if ! ver=$(PATH=$path dockerd --version 2>&1); then
   exit 1
 fi
 runc=$(PATH=$path command -v runc) || { log "ERROR: no runc in $sys_path"; exit 1; }
-log "current engine: $ver; $(PATH=$path containerd --version); runc: $runc"
+c_ver=$(PATH=$path containerd --version | awk '{print $3}')
+log "$what: $ver; containerd $c_ver; runc: $runc"
 
 containerd_ok() {
   PATH=$path ctr --address "$c_sock" --connect-timeout 1s --timeout 10s version >/dev/null 2>&1
@@ -211,14 +255,23 @@ mkdir -p "$logs"
 if ! docker -H "$host" info >/dev/null 2>&1 && ! alive "$d_pid" >/dev/null; then
   if ! containerd_ok; then
     if ! alive "$c_pid" >/dev/null; then
-      log "starting containerd (current engine) at $c_sock"
+      log "starting containerd ($what) at $c_sock"
       mkdir -p "$c_root" "$c_state"
+      # containerd 2 reads a version 2 file too, but migrates it (a warning) and then still
+      # starts its CRI (split into cri.v1.images and cri.v1.runtime): write its own version 3.
+      if [[ $c_ver == [01].* ]]; then
+        c_conf_ver=2
+        c_disabled='"io.containerd.grpc.v1.cri", "io.containerd.nri.v1.nri"'
+      else
+        c_conf_ver=3
+        c_disabled='"io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.podsandbox.controller.v1.podsandbox", "io.containerd.grpc.v1.sandbox-controllers", "io.containerd.nri.v1.nri"'
+      fi
       cat >"$cache/containerd.toml" <<EOF
 # Written by scripts/dockerd-current.sh: a containerd of its own beside the system's.
-version = 2
+version = $c_conf_ver
 root = "$c_root"
 state = "$c_state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.nri.v1.nri"]
+disabled_plugins = [$c_disabled]
 [grpc]
   address = "$c_sock"
 [debug]
@@ -226,11 +279,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.nri.v1.nri"]
 [metrics]
   address = ""
 EOF
-      # Named containerd-current (a link): scripts/dockerd.sh takes any process named exactly
+      # Named containerd-TAG (a link): scripts/dockerd.sh takes any process named exactly
       # `containerd` for the system's. Fd 9 (the lock) closed: the daemons must not keep it.
-      ln -sfn containerd "$root/usr/bin/containerd-current"
-      PATH=$path setsid nohup containerd-current --config "$cache/containerd.toml" \
-        </dev/null >>"$logs/containerd-current.log" 2>&1 9>&- &
+      ln -sfn containerd "$root/usr/bin/$c_name"
+      PATH=$path setsid nohup "$c_name" --config "$cache/containerd.toml" \
+        </dev/null >>"$c_log" 2>&1 9>&- &
       echo $! >"$c_pid"
     fi
     for _ in $(seq 1 60); do
@@ -238,25 +291,25 @@ EOF
       sleep 0.5
     done
     if ! containerd_ok; then
-      log "containerd (current engine) did not come up; its log:"
-      tail -30 "$logs/containerd-current.log" >&2 || true
+      log "containerd ($what) did not come up; its log:"
+      tail -30 "$c_log" >&2 || true
       exit 1
     fi
   fi
   if ! ip link show "$bridge" >/dev/null 2>&1; then
-    log "creating the bridge $bridge ($bridge_addr) for the current engine's default network"
+    log "creating the bridge $bridge ($bridge_addr) for the $what's default network"
     ip link add "$bridge" type bridge
     ip addr add "$bridge_addr" dev "$bridge"
   fi
   ip link set "$bridge" up
-  log "starting dockerd (current engine) at $host"
+  log "starting dockerd ($what) at $host"
   mkdir -p "$d_data" "$d_exec"
   # Its own (empty) daemon.json, so that nothing in /etc/docker/daemon.json applies here.
   [[ -f $cache/daemon.json ]] || echo '{}' >"$cache/daemon.json"
   PATH=$path setsid nohup dockerd --config-file "$cache/daemon.json" \
     --data-root "$d_data" --exec-root "$d_exec" --pidfile "$d_pid" -H "$host" \
     --containerd="$c_sock" --iptables=false --ip6tables=false --bridge="$bridge" \
-    </dev/null >>"$logs/dockerd-current.log" 2>&1 9>&- &
+    </dev/null >>"$d_log" 2>&1 9>&- &
   dpid=$!
 fi
 for _ in $(seq 1 120); do
@@ -265,8 +318,8 @@ for _ in $(seq 1 120); do
   sleep 0.5
 done
 if ! docker -H "$host" info >/dev/null 2>&1; then
-  log "dockerd (current engine) did not come up; its log:"
-  tail -30 "$logs/dockerd-current.log" >&2 || true
+  log "dockerd ($what) did not come up; its log:"
+  tail -30 "$d_log" >&2 || true
   exit 1
 fi
 import_test_image "$host"

@@ -4,9 +4,11 @@
 # package), starts containerd and dockerd when none runs, builds the Debian package, then runs
 # every test of the workspace in the one release profile —
 # the Docker end-to-end tests against Debian 12's docker.io 20.10 — and then the Docker
-# end-to-end tests again against a current engine, Debian 13's docker.io 26.1
-# (scripts/dockerd-current.sh unpacks it beside the system's). Chromium (Debian's) is installed
-# for the web view's browser tests.
+# end-to-end tests again against two current engines, one after the other: Debian 13's
+# docker.io 26.1 and Debian forky's docker.io 28.5 (scripts/dockerd-current.sh unpacks each
+# beside the system's; RAFTIPAM_SKIP_CURRENT_DOCKER=1 skips the first, RAFTIPAM_SKIP_DOCKER_28=1
+# the second; each run is bounded by RAFTIPAM_DOCKER_E2E_TIMEOUT seconds, default 1800).
+# Chromium (Debian's) is installed for the web view's browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -31,15 +33,37 @@ export RAFTIPAM_DEB
 log "cargo test --release --workspace (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 cargo test --release --workspace -- --test-threads="${RAFTIPAM_TEST_THREADS:-2}"
 
-# The Docker version matrix: the same end-to-end tests against the current engine.
+# The Docker version matrix: the same end-to-end tests against the current engines, each
+# started by scripts/dockerd-current.sh (RAFTIPAM_DOCKER_CURRENT_SUITE selects the instance) and
+# stopped on exit, whatever happens.
+started=()
+stop_engines() {
+  local s
+  for s in "${started[@]}"; do
+    RAFTIPAM_DOCKER_CURRENT_SUITE=$s bash scripts/dockerd-current.sh --stop || true
+  done
+}
+trap stop_engines EXIT
+
+# docker_e2e_on SUITE: starts that suite's engine and runs the Docker end-to-end tests against
+# it, bounded (timeout signals the whole process group: cargo, the tests and their children).
+docker_e2e_on() {
+  local suite=$1 host vars
+  started+=("$suite")
+  host=$(RAFTIPAM_DOCKER_CURRENT_SUITE=$suite bash scripts/dockerd-current.sh)
+  mapfile -t vars < <(RAFTIPAM_DOCKER_CURRENT_SUITE=$suite bash scripts/dockerd-current.sh --env)
+  log "cargo test --release -p raft-node --test docker_e2e against $(docker -H "$host" version --format '{{.Server.Version}}') ($suite: ${vars[*]})"
+  env "${vars[@]}" timeout --kill-after=30 "${RAFTIPAM_DOCKER_E2E_TIMEOUT:-1800}" \
+    cargo test --release -p raft-node --test docker_e2e -- --test-threads="${RAFTIPAM_TEST_THREADS:-2}"
+}
+
 if [[ ${RAFTIPAM_SKIP_CURRENT_DOCKER:-} == 1 ]]; then
-  log "RAFTIPAM_SKIP_CURRENT_DOCKER=1: not running the Docker tests against the current engine"
-  exit 0
+  log "RAFTIPAM_SKIP_CURRENT_DOCKER=1: not running the Docker tests against Debian 13's docker.io 26.1"
+else
+  docker_e2e_on trixie
 fi
-current=$(bash scripts/dockerd-current.sh)
-trap 'bash scripts/dockerd-current.sh --stop || true' EXIT
-log "cargo test --release -p raft-node --test docker_e2e against $(docker -H "$current" version --format '{{.Server.Version}}')"
-RAFTIPAM_DOCKER_HOST="$current" \
-  RAFTIPAM_DOCKER_ENGINE_ROOT="${RAFTIPAM_DOCKER_CURRENT_CACHE:-$HOME/.cache/raftipam/docker-current}/current" \
-  RAFTIPAM_CONTAINERD_SOCK=/run/raftipam-containerd-current/containerd.sock \
-  cargo test --release -p raft-node --test docker_e2e -- --test-threads="${RAFTIPAM_TEST_THREADS:-2}"
+if [[ ${RAFTIPAM_SKIP_DOCKER_28:-} == 1 ]]; then
+  log "RAFTIPAM_SKIP_DOCKER_28=1: not running the Docker tests against Debian forky's docker.io 28.5"
+else
+  docker_e2e_on forky
+fi
