@@ -370,6 +370,19 @@ async fn an_isolated_leader_cannot_write_the_majority_can_and_it_catches_up_afte
             .expect("majority write");
         acked.push((a.addr(), owner));
     }
+    // Linearizable reads on the isolated old leader — several at once, so they share ReadIndex
+    // rounds — never answer from its stale state: each fails, as its writes do.
+    let stale = c.client_of(old);
+    let reads = (0..8).map(|k| {
+        let (stale, addr) = (stale.clone(), acked[k].0);
+        async move { stale.who_has(addr).await }
+    });
+    for r in futures::future::join_all(reads).await {
+        match r {
+            Err(e) => assert!(e.to_string().contains("no quorum"), "{e}"),
+            Ok(h) => panic!("the isolated old leader answered a linearizable read: {h:?}"),
+        }
+    }
     // Heal: the old leader steps down, catches up, and every node holds the same state.
     for n in c.nodes.values() {
         n.cut_off(&[]);

@@ -1,8 +1,9 @@
 //! `raftipam bench`: the load generator users run against their own cluster.
 //!
 //! Creates a scratch pool (a /8 in an address space of its own, so it overlaps nothing),
-//! allocates `--count` addresses with `--clients` concurrent clients, releases them the same
-//! way, deletes the pool, and prints operations/s with p50/p99/max latency per phase.
+//! allocates `--count` addresses with `--clients` concurrent clients, optionally times
+//! `--reads` linearizable who-has reads of them, releases them the same way, deletes the pool,
+//! and prints operations/s with p50/p99/max latency per phase.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -27,6 +28,10 @@ pub struct BenchArgs {
     /// Addresses to allocate (and then release).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     count: u64,
+    /// Linearizable who-has reads of the allocated addresses to time between the two phases
+    /// (0: none).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    reads: u64,
 }
 
 #[derive(Serialize)]
@@ -174,6 +179,32 @@ pub async fn run(ctx: &Ctx, a: BenchArgs) -> anyhow::Result<()> {
         .map(|x| x.addr)
         .collect();
     let held = Arc::new(held);
+    let reads = if a.reads > 0 && !held.is_empty() {
+        let h = held.clone();
+        Some(
+            phase(
+                "who-has",
+                &clients,
+                a.reads,
+                progress(ctx, a.reads, "who-has"),
+                move |c, i| {
+                    let addr = h[(i % h.len() as u64) as usize];
+                    async move {
+                        match c.who_has(addr).await {
+                            Ok(found) if !found.is_empty() => Ok(()),
+                            Ok(_) => Err(raft_node::ClientError::Protocol(format!(
+                                "{addr} is allocated but who-has found nothing"
+                            ))),
+                            Err(e) => Err(e),
+                        }
+                    }
+                },
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     let p = pool.clone();
     let h = held.clone();
     let release = phase(
@@ -197,7 +228,10 @@ pub async fn run(ctx: &Ctx, a: BenchArgs) -> anyhow::Result<()> {
     let report = Report {
         clients: a.clients,
         count: a.count,
-        phases: vec![alloc, release],
+        phases: [Some(alloc), reads, Some(release)]
+            .into_iter()
+            .flatten()
+            .collect(),
     };
     ctx.print(&report, |r| {
         outln!("{} clients, {} addresses", r.clients, r.count);

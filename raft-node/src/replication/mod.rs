@@ -19,6 +19,7 @@
 pub mod codec;
 mod network;
 pub mod node;
+mod reads;
 pub(crate) mod rpc;
 pub(crate) mod store;
 pub mod types;

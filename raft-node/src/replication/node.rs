@@ -27,7 +27,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::type_config::alias::{SnapshotMetaOf, VoteOf};
-use openraft::{BasicNode, ChangeMembers, ReadPolicy, ServerState, SnapshotPolicy};
+use openraft::{BasicNode, ChangeMembers, ServerState, SnapshotPolicy};
 use tarpc::context::Context;
 use tarpc::server::{BaseChannel, Channel};
 use tarpc::tokio_util::either::Either;
@@ -164,6 +164,8 @@ pub(crate) struct NodeInner {
     max_per_ip: usize,
     /// Set once this node is seen in a membership (it never goes back).
     initialised: std::sync::atomic::AtomicBool,
+    /// Linearizable reads share ReadIndex rounds.
+    reads: super::reads::ReadBatcher,
 }
 
 /// A running node. Dropping it does not stop it; call [`Node::shutdown`].
@@ -276,6 +278,7 @@ impl Node {
             per_ip: Mutex::new(HashMap::new()),
             max_per_ip: cfg.max_connections_per_ip.max(1),
             initialised: std::sync::atomic::AtomicBool::new(false),
+            reads: Default::default(),
         });
         let mut tasks = vec![tokio::spawn(accept_loop(listener, inner.clone()))];
         if let Some(m) = cfg.metrics {
@@ -1036,18 +1039,12 @@ impl NodeInner {
         match call {
             Call::Write(w) => self.write_local(w, remaining).await,
             Call::Read(q) => {
-                match tokio::time::timeout(
-                    remaining,
-                    self.raft.ensure_linearizable(ReadPolicy::ReadIndex),
-                )
-                .await
-                {
+                use super::reads::RoundError;
+                match tokio::time::timeout(remaining, self.reads.linearize(&self.raft)).await {
                     Err(_) => Local::Done(Err(unavailable("read", self.write_timeout))),
-                    Ok(Ok(_)) => Local::Done(self.query_local(q).map(Reply::Read)),
-                    Ok(Err(RaftError::Fatal(f))) => {
-                        Local::Done(Err(ApiError::Internal(f.to_string())))
-                    }
-                    Ok(Err(RaftError::APIError(_))) => {
+                    Ok(Ok(())) => Local::Done(self.query_local(q).map(Reply::Read)),
+                    Ok(Err(RoundError::Fatal(f))) => Local::Done(Err(ApiError::Internal(f))),
+                    Ok(Err(RoundError::NotLeader)) => {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         Local::NotLeader
                     }
