@@ -302,3 +302,66 @@ fn macvlan_containers_never_get_a_host_address() {
     assert!(!o.status.success(), "a container got host2's address");
     assert_eq!(cluster_addrs(up.port, "local/10.107.0.0/24"), seen);
 }
+
+/// 15. An `--internal` macvlan network without `--gateway`: from Docker 28.0 dockerd asks for no
+///    gateway there, so the first container gets .1 and network delete releases a pool that
+///    never held a gateway; older engines still ask for one. Either way every container gets
+///    its own address of the /29, the cluster holds exactly those, and `network rm` removes
+///    the pool.
+#[test]
+fn internal_macvlan_without_a_gateway() {
+    require_docker!("internal_macvlan_without_a_gateway");
+    let up = Up::start("rtest15", "hostrt15");
+    let veth = Veth::new("rt15va", "rt15vb");
+    let version = docker_ok(&["version", "--format", "{{.Server.Version}}"]);
+    let major: u32 = version
+        .trim()
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("engine version {version:?}"));
+    let mut d = Docker::new("rt15-");
+    let parent = format!("parent={}", veth.a);
+    let n = d.network(
+        "net",
+        &[
+            "-d",
+            "macvlan",
+            "--internal",
+            "-o",
+            &parent,
+            "--ipam-driver",
+            "rtest15",
+            "--subnet",
+            "10.115.0.0/29",
+        ],
+    );
+    let mut seen = BTreeSet::new();
+    let mut names = Vec::new();
+    for i in 0..5 {
+        let c = d.run_ok(&format!("c{i}"), &n, &[]);
+        let a = ip_of(&c, &n);
+        assert!(net("10.115.0.0/29").contains(&a), "{c} got {a}");
+        assert!(
+            a != ip("10.115.0.0") && a != ip("10.115.0.7"),
+            "{c} got {a}"
+        );
+        assert!(seen.insert(a), "{a} handed out twice");
+        names.push(c);
+    }
+    assert_eq!(cluster_addrs(up.port, "local/10.115.0.0/29"), seen);
+    assert_eq!(
+        seen.contains(&ip("10.115.0.1")),
+        major >= 28,
+        "Docker {version}: a container got .1 exactly when dockerd asked for no gateway ({seen:?})"
+    );
+    for c in names {
+        d.rm(&c);
+    }
+    d.network_rm(&n);
+    assert!(
+        !cluster_pools(up.port).contains(&"local/10.115.0.0/29".to_string()),
+        "network rm left the pool: {:?}",
+        cluster_pools(up.port)
+    );
+}
