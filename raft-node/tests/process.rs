@@ -575,6 +575,11 @@ async fn the_cli_drives_a_cluster_end_to_end_with_json_output() {
         asked.elapsed()
     );
     cli(&["cluster", "init"]);
+    // No dockerd where `check` looks: it says which socket and what to do.
+    fails(
+        &["check", "--docker-host", "unix:///nonexistent/docker.sock"],
+        "is dockerd running?",
+    );
     fails(
         &["cluster", "init"],
         "already part of an initialised cluster",
