@@ -1,4 +1,4 @@
-//! The chaos harness in CI: three seeded scenarios of real `raftipam node` processes in their
+//! The chaos harness in CI: four seeded scenarios of real `raftipam node` processes in their
 //! own network namespaces under faults, with concurrent clients, every operation recorded and
 //! checked (`raftipam chaos`, see `raft_node::chaos`). Each must find no anomaly. The long runs
 //! (hundreds of schedules) are on demand: README, "Proof under faults".
@@ -127,6 +127,27 @@ fn crash_points_pauses_and_kills() {
             "--snapshot-every",
             "64",
             "--crash-points",
+        ],
+    );
+}
+
+/// Membership under load: the cluster grows from 3 to 5 voters and shrinks back to 3 — the
+/// leader among the two removed, both wiped — again and again, with kills in between.
+#[test]
+fn growth_to_five_and_back_with_the_leader_removed() {
+    scenario(
+        "grow",
+        &[
+            "--nodes",
+            "3",
+            "--seed",
+            "404",
+            "--duration",
+            "60s",
+            "--faults",
+            "grow,kill",
+            "--snapshot-every",
+            "64",
         ],
     );
 }

@@ -20,6 +20,8 @@ pub struct ChaosNode {
     pub id: u64,
     /// `HOST:PORT`.
     pub addr: String,
+    /// A member of the cluster (else a spare, stopped, for a `Grow` fault).
+    pub member: bool,
     ns: String,
     data: PathBuf,
     log: PathBuf,
@@ -55,6 +57,7 @@ impl ChaosNode {
         ChaosNode {
             id,
             addr: format!("{ip}:{PORT}"),
+            member: true,
             ns,
             data: dir.join(format!("n{id}")),
             log: dir.join(format!("n{id}.log")),

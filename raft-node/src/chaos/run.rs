@@ -102,20 +102,25 @@ async fn leader(nodes: &[ChaosNode]) -> Option<u64> {
     best.map(|(_, l)| l)
 }
 
-/// The 1-based node indices a fault's target names now.
+/// The 1-based places (in `nodes`) of the cluster's members.
+fn members(nodes: &[ChaosNode]) -> Vec<usize> {
+    (1..=nodes.len()).filter(|i| nodes[i - 1].member).collect()
+}
+
+/// The 1-based node indices a fault's target names now (members only).
 async fn resolve(t: Target, nodes: &[ChaosNode], seed: u64) -> Vec<usize> {
-    let n = nodes.len();
+    let all = members(nodes);
     let lead = leader(nodes)
         .await
-        .and_then(|l| nodes.iter().position(|x| x.id == l))
-        .map_or(1, |p| p + 1);
-    let others: Vec<usize> = (1..=n).filter(|i| *i != lead).collect();
+        .and_then(|l| nodes.iter().position(|x| x.id == l && x.member))
+        .map_or(all[0], |p| p + 1);
+    let others: Vec<usize> = all.iter().copied().filter(|i| *i != lead).collect();
     let pick = (seed as usize) % others.len().max(1);
-    let minority = n.div_ceil(2) - 1; // 1 of 3, 2 of 5
+    let minority = all.len().div_ceil(2) - 1; // 1 of 3, 2 of 5
     match t {
         Target::Leader => vec![lead],
         Target::Follower => vec![others[pick]],
-        Target::All => (1..=n).collect(),
+        Target::All => all,
         Target::MinorityWithLeader => {
             let mut v = vec![lead];
             v.extend(others.iter().cycle().skip(pick).take(minority - 1));
@@ -139,8 +144,9 @@ async fn apply_fault(
     net: &mut Net,
     admin: &Client,
     next_id: &mut u64,
+    s: &NodeSettings,
 ) -> anyhow::Result<Vec<usize>> {
-    let n = nodes.len();
+    let all = members(nodes);
     let mut rejoin = Vec::new();
     match f.fault {
         FaultKind::Rejoin => {
@@ -155,11 +161,24 @@ async fn apply_fault(
                 rejoin.push(i);
             }
         }
+        FaultKind::Grow => {
+            // The spares join as voters (each add waits for the newcomer to catch up).
+            let spares: Vec<usize> = (1..=nodes.len()).filter(|i| !nodes[i - 1].member).collect();
+            for i in spares {
+                let n = &mut nodes[i - 1];
+                n.start(s)?;
+                n.member = true;
+                let (id, addr) = (n.id, n.addr.clone());
+                if let Err(e) = admin.admin(AdminCommand::AddNode { id, addr }).await {
+                    tracing::warn!("adding spare node {id} failed (the heal removes it): {e}");
+                }
+            }
+        }
         FaultKind::Kill => targets.iter().for_each(|i| nodes[i - 1].kill9()),
         FaultKind::Pause => targets.iter().for_each(|i| nodes[i - 1].pause()),
         FaultKind::Partition | FaultKind::PartitionOneWay => {
             for &i in targets {
-                for j in (1..=n).filter(|j| !targets.contains(j)) {
+                for &j in all.iter().filter(|j| !targets.contains(j)) {
                     net.block(i, j)?;
                     if f.fault == FaultKind::Partition {
                         net.block(j, i)?;
@@ -168,8 +187,8 @@ async fn apply_fault(
             }
         }
         FaultKind::Bridge => {
-            // Node 1 talks to everyone; the rest split into two halves that do not.
-            let rest: Vec<usize> = (2..=n).collect();
+            // The first member talks to everyone; the rest split into two halves that do not.
+            let rest: Vec<usize> = all[1..].to_vec();
             let (a, b) = rest.split_at(rest.len() / 2);
             for &i in a {
                 for &j in b {
@@ -186,7 +205,8 @@ async fn apply_fault(
 /// removes whatever old ids are still members. Bounded by the admin client's timeout.
 async fn rejoin(nodes: &[ChaosNode], which: &[usize], admin: &Client) -> Vec<String> {
     let mut problems = Vec::new();
-    let current: std::collections::BTreeSet<u64> = nodes.iter().map(|n| n.id).collect();
+    let current: std::collections::BTreeSet<u64> =
+        nodes.iter().filter(|n| n.member).map(|n| n.id).collect();
     if let Ok(s) = admin.status().await {
         for m in s.members.iter().filter(|m| !current.contains(&m.id)) {
             if let Err(e) = admin.admin(AdminCommand::RemoveNode { id: m.id }).await {
@@ -207,6 +227,47 @@ async fn rejoin(nodes: &[ChaosNode], which: &[usize], admin: &Client) -> Vec<Str
         }
     }
     problems
+}
+
+/// The end of a `Grow` fault: two voters — the leader first, then another chosen by `seed` —
+/// are removed from the cluster one after the other, stopped and wiped under new ids (spares
+/// for the next growth); then any member id not among the running members is removed too.
+async fn shrink(
+    nodes: &mut [ChaosNode],
+    admin: &Client,
+    next_id: &mut u64,
+    seed: u64,
+) -> anyhow::Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for k in 0..2 {
+        let all = members(nodes);
+        if all.len() <= 3 {
+            break;
+        }
+        let victim = if k == 0 {
+            resolve(Target::Leader, nodes, seed).await[0]
+        } else {
+            resolve(Target::Follower, nodes, seed).await[0]
+        };
+        let id = nodes[victim - 1].id;
+        if let Err(e) = admin.admin(AdminCommand::RemoveNode { id }).await {
+            problems.push(format!("removing node {id} while shrinking: {e}"));
+        }
+        *next_id += 1;
+        let n = &mut nodes[victim - 1];
+        n.wipe_as(*next_id)?;
+        n.member = false;
+    }
+    let current: std::collections::BTreeSet<u64> =
+        nodes.iter().filter(|n| n.member).map(|n| n.id).collect();
+    if let Ok(st) = admin.status().await {
+        for m in st.members.iter().filter(|m| !current.contains(&m.id)) {
+            if let Err(e) = admin.admin(AdminCommand::RemoveNode { id: m.id }).await {
+                problems.push(format!("removing node {} after shrinking: {e}", m.id));
+            }
+        }
+    }
+    Ok(problems)
 }
 
 /// Sleeps until `until`, restarting any node that exited by itself meanwhile (see
@@ -236,7 +297,7 @@ fn revive(
     faults: &mut BTreeMap<String, usize>,
     anomalies: &mut Vec<String>,
 ) -> anyhow::Result<()> {
-    for n in nodes.iter_mut() {
+    for n in nodes.iter_mut().filter(|n| n.member) {
         if let Some(st) = n.exited() {
             if n.crashed_at_failpoint() {
                 *faults.entry("failpoint_crash".into()).or_insert(0) += 1;
@@ -255,7 +316,7 @@ fn revive(
 
 /// Undoes every fault: the paused resumed, the killed restarted, the routes removed.
 fn heal(nodes: &mut [ChaosNode], net: &mut Net, s: &NodeSettings) -> anyhow::Result<()> {
-    for n in nodes.iter_mut() {
+    for n in nodes.iter_mut().filter(|n| n.member) {
         n.resume();
         if !n.running() {
             n.start(s)?;
@@ -270,9 +331,10 @@ fn heal(nodes: &mut [ChaosNode], net: &mut Net, s: &NodeSettings) -> anyhow::Res
 async fn converge(nodes: &[ChaosNode], within: Duration) -> Result<BTreeMap<u64, Vec<u8>>, String> {
     let deadline = Instant::now() + within;
     let mut last = String::new();
+    let nodes: Vec<&ChaosNode> = nodes.iter().filter(|n| n.member).collect();
     while Instant::now() < deadline {
         let mut statuses = Vec::new();
-        for n in nodes {
+        for n in &nodes {
             statuses.push(n.status(Duration::from_secs(1)).await);
         }
         let ok = statuses.iter().all(|s| s.is_some());
@@ -289,7 +351,7 @@ async fn converge(nodes: &[ChaosNode], within: Duration) -> Result<BTreeMap<u64,
             && members.len() == 1
         {
             let mut snaps = BTreeMap::new();
-            for n in nodes {
+            for n in &nodes {
                 let c = client(std::slice::from_ref(&n.addr), Duration::from_secs(5))
                     .map_err(|e| e.to_string())?;
                 if let Ok(QueryReply::Snapshot(b)) = c.query_node(0, Query::Snapshot).await {
@@ -362,11 +424,18 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
 
     let tag = format!("{}", std::process::id() % 100_000);
     let prefix = free_prefix()?;
-    let mut net = Net::create(&tag, &prefix, cfg.nodes)?;
-    let mut nodes: Vec<ChaosNode> = (1..=cfg.nodes)
+    // Two spare nodes (namespaces, not started) when the cluster may grow.
+    let grows =
+        cfg.kinds.contains(&FaultKind::Grow) || schedule.iter().any(|f| f.fault == FaultKind::Grow);
+    let spares = if grows { 2 } else { 0 };
+    let mut net = Net::create(&tag, &prefix, cfg.nodes + spares)?;
+    let mut nodes: Vec<ChaosNode> = (1..=cfg.nodes + spares)
         .map(|i| ChaosNode::new(i as u64, net.ns(i), &net.addr(i), &cfg.dir))
         .collect();
-    for n in nodes.iter_mut() {
+    for n in nodes.iter_mut().skip(cfg.nodes) {
+        n.member = false;
+    }
+    for n in nodes.iter_mut().filter(|n| n.member) {
         n.start(&cfg.node)?;
     }
     let endpoints: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
@@ -403,7 +472,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
         revive(&mut nodes, &cfg.node, &mut faults, &mut anomalies)?;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    for k in 1..nodes.len() {
+    for k in 1..cfg.nodes {
         let (id, addr) = (nodes[k].id, nodes[k].addr.clone());
         loop {
             match admin
@@ -460,20 +529,35 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     ));
 
     let mut first_fault_ns = None;
-    let mut next_id = cfg.nodes as u64;
+    let mut next_id = (cfg.nodes + spares) as u64;
     for (k, f) in schedule.iter().enumerate() {
         let at = start + Duration::from_millis(f.t_ms);
         watch(at, &mut nodes, &cfg.node, &mut faults, &mut anomalies).await?;
         let targets = resolve(f.targets, &nodes, cfg.seed.wrapping_add(k as u64)).await;
         first_fault_ns.get_or_insert(start.elapsed().as_nanos() as u64);
         tracing::info!(?f, ?targets, "fault");
-        let wiped = apply_fault(f, &targets, &mut nodes, &mut net, &admin, &mut next_id).await?;
+        let wiped = apply_fault(
+            f,
+            &targets,
+            &mut nodes,
+            &mut net,
+            &admin,
+            &mut next_id,
+            &cfg.node,
+        )
+        .await?;
         *faults.entry(fault_name(f)).or_insert(0) += 1;
         let until = Instant::now() + Duration::from_millis(f.duration_ms);
         watch(until, &mut nodes, &cfg.node, &mut faults, &mut anomalies).await?;
         heal(&mut nodes, &mut net, &cfg.node)?;
         if f.fault == FaultKind::Rejoin {
             for p in rejoin(&nodes, &wiped, &admin).await {
+                anomalies.push(format!("membership: {p}"));
+            }
+        }
+        if f.fault == FaultKind::Grow {
+            let seed = cfg.seed.wrapping_add(k as u64);
+            for p in shrink(&mut nodes, &admin, &mut next_id, seed).await? {
                 anomalies.push(format!("membership: {p}"));
             }
         }
@@ -523,7 +607,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
 
     // The final state of every replica (read locally from each), for the checker.
     let mut replicas = BTreeMap::new();
-    for n in &nodes {
+    for n in nodes.iter().filter(|n| n.member) {
         let c = client(std::slice::from_ref(&n.addr), Duration::from_secs(10))?;
         match c.query_node(0, Query::AllAllocations).await {
             Ok(QueryReply::AllAllocations(all)) => {

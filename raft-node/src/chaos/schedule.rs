@@ -84,6 +84,9 @@ pub enum FaultKind {
     /// wiped, and when the fault ends it joins again under a new id (a learner that catches up
     /// from a snapshot, then a voter).
     Rejoin,
+    /// Growth and shrinkage: two spare nodes join as voters (3 → 5, or 5 → 7), and when the
+    /// fault ends two voters — the leader and one other — are removed and wiped (back to 3).
+    Grow,
 }
 
 /// One fault.
@@ -139,7 +142,7 @@ pub fn draw(seed: u64, plan: &Plan) -> Vec<Fault> {
             _ => rng.range(plan.election_ms * 2, plan.election_ms * 6),
         };
         let targets = match kind {
-            FaultKind::Bridge => Target::All,
+            FaultKind::Bridge | FaultKind::Grow => Target::All,
             FaultKind::Kill | FaultKind::Pause | FaultKind::Rejoin => {
                 *rng.pick(&[Target::Leader, Target::Follower])
             }
@@ -187,6 +190,7 @@ mod tests {
                 FaultKind::PartitionOneWay,
                 FaultKind::Bridge,
                 FaultKind::Rejoin,
+                FaultKind::Grow,
             ],
             kill_all: true,
         }

@@ -22,6 +22,7 @@ enum Kind {
     OneWay,
     Bridge,
     Rejoin,
+    Grow,
 }
 
 impl From<Kind> for FaultKind {
@@ -33,6 +34,7 @@ impl From<Kind> for FaultKind {
             Kind::OneWay => FaultKind::PartitionOneWay,
             Kind::Bridge => FaultKind::Bridge,
             Kind::Rejoin => FaultKind::Rejoin,
+            Kind::Grow => FaultKind::Grow,
         }
     }
 }
@@ -174,7 +176,7 @@ pub async fn run_chaos(ctx: &Ctx, a: ChaosArgs) -> anyhow::Result<()> {
         );
         if r.passed() {
             if !a.keep {
-                tidy(&dir, a.nodes as usize);
+                tidy(&dir, a.nodes as usize + 2);
             }
         } else {
             outln!(
