@@ -28,9 +28,13 @@ for pt in ${FUZZ_TARGETS:-allocator-core:apply_program allocator-core:snapshot_d
     fi
     log "fuzzing $crate/$target for ${secs}s"
     out=$(mktemp)
+    # Programs of up to 128 commands: long enough to fill the small pools and wrap serial
+    # cursors, short enough for thousands of programs a second.
+    extra=()
+    [[ $target == apply_program ]] && extra=(-max_len=512)
     # -rss_limit_mb bounds memory; -timeout flags any input slower than 10 s as a hang.
     if ! nice -n 10 cargo +nightly fuzz run -s none "$target" -- -max_total_time="$secs" \
-        -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=10 -print_final_stats=1 >"$out" 2>&1; then
+        -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=10 -print_final_stats=1 "${extra[@]}" >"$out" 2>&1; then
       tail -40 "$out"
       log "FAILED: $crate/$target (artifacts in $crate/fuzz/artifacts/$target/)"
       exit 1
