@@ -51,36 +51,14 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let metrics = free_port();
-        let d = dir.path().display().to_string();
-        cert(&["create-ca", "--ca-dir", &format!("{d}/ca")]);
         let addr = format!("127.0.0.1:{port}");
-        let node_certs = format!("{d}/tls-node");
-        cert(&[
-            "create-node",
-            "--id",
-            "1",
-            "--name",
-            "n1",
-            "--addr",
-            &addr,
-            "--ca-dir",
-            &format!("{d}/ca"),
-            "--out",
-            &node_certs,
-        ]);
-        cert(&[
-            "create-admin",
-            "--ca-dir",
-            &format!("{d}/ca"),
-            "--out",
-            &format!("{d}/tls-admin"),
-        ]);
+        let (node_certs, _) = node_and_admin_certs(dir.path(), &addr);
         let args: Vec<String> = [
             "node",
             "--id",
             "1",
             "--listen",
-            &format!("127.0.0.1:{port}"),
+            &addr,
             "--data-dir",
             &dir.path().join("data").display().to_string(),
             "--metrics",

@@ -534,29 +534,8 @@ fn a_public_web_view_is_https_for_admin_and_host_certificates_only() {
     let ca = format!("{d}/ca");
     let port = free_port();
     let http = free_port();
-    cert(&["create-ca", "--ca-dir", &ca]);
-    let node_tls = format!("{d}/tls-node");
     let addr = format!("127.0.0.1:{port}");
-    cert(&[
-        "create-node",
-        "--id",
-        "1",
-        "--name",
-        "n1",
-        "--addr",
-        &addr,
-        "--ca-dir",
-        &ca,
-        "--out",
-        &node_tls,
-    ]);
-    cert(&[
-        "create-admin",
-        "--ca-dir",
-        &ca,
-        "--out",
-        &format!("{d}/tls-admin"),
-    ]);
+    let (node_tls, _) = node_and_admin_certs(dir.path(), &addr);
     cert(&[
         "create-host",
         "h1",

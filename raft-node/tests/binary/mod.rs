@@ -414,3 +414,27 @@ pub fn cert(args: &[&str]) {
         .expect("run raftipam cert");
     stdout_ok(&format!("raftipam cert {}", args.join(" ")), &o);
 }
+
+/// A CA in `DIR/ca`, node 1's certificate for `addr` in `DIR/tls-node` and an admin's in
+/// `DIR/tls-admin`, made with `raftipam cert`: the node's and the admin's directories.
+pub fn node_and_admin_certs(dir: &Path, addr: &str) -> (String, String) {
+    let d = dir.display().to_string();
+    let ca = format!("{d}/ca");
+    let (node, admin) = (format!("{d}/tls-node"), format!("{d}/tls-admin"));
+    cert(&["create-ca", "--ca-dir", &ca]);
+    cert(&[
+        "create-node",
+        "--id",
+        "1",
+        "--name",
+        "n1",
+        "--addr",
+        addr,
+        "--ca-dir",
+        &ca,
+        "--out",
+        &node,
+    ]);
+    cert(&["create-admin", "--ca-dir", &ca, "--out", &admin]);
+    (node, admin)
+}

@@ -304,10 +304,10 @@ fn macvlan_containers_never_get_a_host_address() {
 }
 
 /// 15. An `--internal` macvlan network without `--gateway`: from Docker 28.0 dockerd asks for no
-///    gateway there, so the first container gets .1 and network delete releases a pool that
-///    never held a gateway; older engines still ask for one. Either way every container gets
-///    its own address of the /29, the cluster holds exactly those, and `network rm` removes
-///    the pool.
+///     gateway there, so the first container gets .1 and network delete releases a pool that
+///     never held a gateway; older engines still ask for one. Either way every container gets
+///     its own address of the /29, the cluster holds exactly those, and `network rm` removes
+///     the pool.
 #[test]
 fn internal_macvlan_without_a_gateway() {
     require_docker!("internal_macvlan_without_a_gateway");

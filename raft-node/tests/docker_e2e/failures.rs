@@ -281,11 +281,11 @@ fn three_node_cluster_without_quorum_blocks_nobody() {
 }
 
 /// 13. The two ways dockerd can be ahead of the plugin, as a newcomer meets them:
-///    - no socket at all: dockerd answers at once with `plugin "NAME" not found` — the message
-///      the README's troubleshooting table quotes, checked here against the engine under test;
-///    - a socket left by a stopped plugin (or made by systemd's socket unit) but nothing
-///      answering yet: dockerd retries the call for about 15 s, so a plugin that starts within
-///      that time (here ~3 s later) serves it and the network is created.
+///     - no socket at all: dockerd answers at once with `plugin "NAME" not found` — the message
+///       the README's troubleshooting table quotes, checked here against the engine under test;
+///     - a socket left by a stopped plugin (or made by systemd's socket unit) but nothing
+///       answering yet: dockerd retries the call for about 15 s, so a plugin that starts within
+///       that time (here ~3 s later) serves it and the network is created.
 #[test]
 fn dockerd_ahead_of_the_plugin() {
     require_docker!("dockerd_ahead_of_the_plugin");
