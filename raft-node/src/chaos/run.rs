@@ -76,6 +76,9 @@ impl RunReport {
 
 const ELECTION_MS: u64 = 2_000;
 
+/// Spare nodes a run keeps for `Grow` faults (beyond `RunConfig::nodes`).
+pub const SPARES: usize = 2;
+
 fn client(endpoints: &[String], timeout: Duration) -> anyhow::Result<Client> {
     Ok(Client::with_config(
         endpoints.iter(),
@@ -204,16 +207,7 @@ async fn apply_fault(
 /// Adds back the nodes a rejoin wiped (started by [`heal`] under their new ids), and
 /// removes whatever old ids are still members. Bounded by the admin client's timeout.
 async fn rejoin(nodes: &[ChaosNode], which: &[usize], admin: &Client) -> Vec<String> {
-    let mut problems = Vec::new();
-    let current: std::collections::BTreeSet<u64> =
-        nodes.iter().filter(|n| n.member).map(|n| n.id).collect();
-    if let Ok(s) = admin.status().await {
-        for m in s.members.iter().filter(|m| !current.contains(&m.id)) {
-            if let Err(e) = admin.admin(AdminCommand::RemoveNode { id: m.id }).await {
-                problems.push(format!("removing old node {} after a rejoin: {e}", m.id));
-            }
-        }
-    }
+    let mut problems = remove_strays(nodes, admin, "a rejoin").await;
     for &i in which {
         let n = &nodes[i - 1];
         if let Err(e) = admin
@@ -258,16 +252,24 @@ async fn shrink(
         n.wipe_as(*next_id)?;
         n.member = false;
     }
+    problems.extend(remove_strays(nodes, admin, "shrinking").await);
+    Ok(problems)
+}
+
+/// Removes from the cluster every member id that none of our member nodes has (left over by
+/// a rejoin or a shrink whose removal did not complete); returns what failed.
+async fn remove_strays(nodes: &[ChaosNode], admin: &Client, after: &str) -> Vec<String> {
+    let mut problems = Vec::new();
     let current: std::collections::BTreeSet<u64> =
         nodes.iter().filter(|n| n.member).map(|n| n.id).collect();
     if let Ok(st) = admin.status().await {
         for m in st.members.iter().filter(|m| !current.contains(&m.id)) {
             if let Err(e) = admin.admin(AdminCommand::RemoveNode { id: m.id }).await {
-                problems.push(format!("removing node {} after shrinking: {e}", m.id));
+                problems.push(format!("removing old node {} after {after}: {e}", m.id));
             }
         }
     }
-    Ok(problems)
+    problems
 }
 
 /// Sleeps until `until`, restarting any node that exited by itself meanwhile (see
@@ -427,7 +429,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     // Two spare nodes (namespaces, not started) when the cluster may grow.
     let grows =
         cfg.kinds.contains(&FaultKind::Grow) || schedule.iter().any(|f| f.fault == FaultKind::Grow);
-    let spares = if grows { 2 } else { 0 };
+    let spares = if grows { SPARES } else { 0 };
     let mut net = Net::create(&tag, &prefix, cfg.nodes + spares)?;
     let mut nodes: Vec<ChaosNode> = (1..=cfg.nodes + spares)
         .map(|i| ChaosNode::new(i as u64, net.ns(i), &net.addr(i), &cfg.dir))
@@ -685,9 +687,10 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     })
 }
 
-/// Removes the data directories of a passed run (history, schedule and logs stay).
+/// Removes the data directories of a passed run of `nodes` nodes and its spares (history,
+/// schedule and logs stay).
 pub fn tidy(dir: &Path, nodes: usize) {
-    for i in 1..=nodes {
+    for i in 1..=nodes + SPARES {
         let _ = std::fs::remove_dir_all(dir.join(format!("n{i}")));
     }
 }

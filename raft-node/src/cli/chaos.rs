@@ -176,7 +176,7 @@ pub async fn run_chaos(ctx: &Ctx, a: ChaosArgs) -> anyhow::Result<()> {
         );
         if r.passed() {
             if !a.keep {
-                tidy(&dir, a.nodes as usize + 2);
+                tidy(&dir, a.nodes as usize);
             }
         } else {
             outln!(
