@@ -146,13 +146,8 @@ async fn serve(
         "raftipam is ready: docker network create --ipam-driver {} --subnet 10.20.0.0/24 mynet",
         driver_name(&a.socket)
     );
-    if let Some(w) = node.web_addr() {
-        let scheme = if a.http.is_some() && !w.ip().is_loopback() {
-            "https"
-        } else {
-            "http"
-        };
-        let _ = writeln!(std::io::stdout(), "subnet map: {scheme}://{w}/");
+    if let Some(url) = node.web_url() {
+        let _ = writeln!(std::io::stdout(), "subnet map: {url}");
     }
     plugin.until_signal().await
 }

@@ -173,7 +173,8 @@ pub struct Node {
     inner: Arc<NodeInner>,
     tasks: Vec<JoinHandle<()>>,
     db: Weak<rocksdb::DB>,
-    web: Option<SocketAddr>,
+    /// The web view's URL, if it is served.
+    web: Option<String>,
 }
 
 impl Node {
@@ -291,12 +292,13 @@ impl Node {
         let mut web = None;
         if let Some(l) = web_listener {
             let at = l.local_addr()?;
-            web = Some(at);
             // Loopback is plain HTTP; anywhere else HTTPS with client certificates.
             let tls = cfg.tls.clone().filter(|_| crate::web::needs_tls(&at));
             let scheme = if tls.is_some() { "https" } else { "http" };
             tasks.push(crate::web::serve(l, inner.clone(), tls));
-            tracing::info!("web view (subnet map) on {scheme}://{at}/");
+            let url = format!("{scheme}://{at}/");
+            tracing::info!("web view (subnet map) on {url}");
+            web = Some(url);
         }
         tracing::info!(id = cfg.id, addr = %inner.addr, "node started");
         Ok(Node {
@@ -317,9 +319,9 @@ impl Node {
         &self.inner.addr
     }
 
-    /// Where the web view listens, if it does (`http://` on loopback, else `https://`).
-    pub fn web_addr(&self) -> Option<SocketAddr> {
-        self.web
+    /// The web view's URL, if it is served (`http://` on loopback, else `https://`).
+    pub fn web_url(&self) -> Option<&str> {
+        self.web.as_deref()
     }
 
     /// This node's view of the cluster.

@@ -140,19 +140,24 @@ pub struct Change {
 const CHANGES_BUFFERED: usize = 4096;
 
 impl Change {
+    /// A change of `kind` at `index` that names no pool, address or host (yet).
+    fn bare(kind: &'static str, index: u64) -> Change {
+        Change {
+            kind,
+            pool: None,
+            addr: None,
+            host: None,
+            index,
+        }
+    }
+
     fn of(
         index: u64,
         payload: &openraft::type_config::alias::EntryPayloadOf<C>,
         resp: &Response,
     ) -> Change {
         use allocator_core::{Op, Outcome};
-        let mut c = Change {
-            kind: "other",
-            pool: None,
-            addr: None,
-            host: None,
-            index,
-        };
+        let mut c = Change::bare("other", index);
         let req = match payload {
             EntryPayload::Normal(req) => req,
             EntryPayload::Membership(_) => {
@@ -388,13 +393,8 @@ impl RaftStateMachine<C> for StateMachineStore {
             restore(&mut d, meta, &snapshot)?;
         }
         if self.changes.receiver_count() > 0 {
-            let _ = self.changes.send(Change {
-                kind: "snapshot",
-                pool: None,
-                addr: None,
-                host: None,
-                index: meta.last_log_id.map_or(0, |l| l.index),
-            });
+            let index = meta.last_log_id.map_or(0, |l| l.index);
+            let _ = self.changes.send(Change::bare("snapshot", index));
         }
         crash_point!("snapshot::install");
         self.persist(StoredSnapshot {
