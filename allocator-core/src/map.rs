@@ -138,20 +138,9 @@ impl State {
 
     /// The leaks hosts reported in this subnet that still stand, between two offsets.
     fn standing_leaks(&self, id: &PoolId, sn: &Subnet, lo: u128, hi: u128) -> Leaks<'_> {
-        let mut out = HashMap::new();
-        for r in self.reports.values() {
-            for l in &r.report.leaked {
-                if l.pool.space != id.space || l.pool.subnet != id.subnet {
-                    continue;
-                }
-                if let Some(off) = sn.offset(l.addr) {
-                    if (lo..=hi).contains(&off) && self.stands_at(sn, off, &r.host, l) {
-                        out.insert(off, (r.host.as_str(), r.at_ms));
-                    }
-                }
-            }
-        }
-        out
+        self.standing_leaks_in(id, sn, lo, hi)
+            .map(|(off, host, at_ms)| (off, (host, at_ms)))
+            .collect()
     }
 
     fn cell_state(&self, p: &Pool, sn: &Subnet, off: u128, leaks: &Leaks<'_>) -> CellState {

@@ -55,6 +55,31 @@ impl State {
         })
     }
 
+    /// The reported leaks that still stand in subnet `sn` of `pool`, between offsets `lo` and
+    /// `hi`: `(offset, reporting host, report time)`, as many as the reports list.
+    pub(crate) fn standing_leaks_in<'a: 'b, 'b>(
+        &'a self,
+        pool: &'b PoolId,
+        sn: &'b Subnet,
+        lo: u128,
+        hi: u128,
+    ) -> impl Iterator<Item = (u128, &'a str, u64)> + 'b {
+        self.reports.values().flat_map(move |r| {
+            r.report
+                .leaked
+                .iter()
+                .filter(move |l| l.pool.space == pool.space && l.pool.subnet == pool.subnet)
+                .filter_map(move |l| {
+                    let off = sn.offset(l.addr)?;
+                    ((lo..=hi).contains(&off) && self.stands_at(sn, off, &r.host, l)).then_some((
+                        off,
+                        r.host.as_str(),
+                        r.at_ms,
+                    ))
+                })
+        })
+    }
+
     /// The reported leaks that still stand in `pool`'s range: the allocation at the address
     /// still has the reported host and sequence number.
     pub fn current_leaks(&self, pool: &PoolId) -> LeakHint {
@@ -65,18 +90,8 @@ impl State {
             return LeakHint::default();
         };
         let mut by_host: BTreeMap<&str, u64> = BTreeMap::new();
-        for r in self.reports.values() {
-            for l in &r.report.leaked {
-                if l.pool.space != pool.space || l.pool.subnet != pool.subnet {
-                    continue;
-                }
-                let stands = sn
-                    .offset(l.addr)
-                    .is_some_and(|o| o >= p.lo && o <= p.hi && self.stands_at(sn, o, &r.host, l));
-                if stands {
-                    *by_host.entry(r.host.as_str()).or_default() += 1;
-                }
-            }
+        for (_, host, _) in self.standing_leaks_in(pool, sn, p.lo, p.hi) {
+            *by_host.entry(host).or_default() += 1;
         }
         LeakHint {
             by_host: by_host
