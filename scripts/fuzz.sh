@@ -4,7 +4,7 @@
 # Docker plugin's router. Each target runs for a bounded time and prints how many inputs it
 # executed; new corpus entries land in <crate>/fuzz/corpus/<target>/ (commit the interesting
 # ones: `--cmin` minimises each corpus first). The same targets replay their corpora on stable
-# in every test run (allocator-core/tests/fuzz_corpus.rs, plugin-shim/tests/fuzz_corpus.rs).
+# in every test run (allocator-core/tests/fuzz_corpus.rs, plugin-shim/tests/fuzz_router.rs).
 #   bash scripts/fuzz.sh [SECONDS_PER_TARGET] [--cmin]     (default 600 s a target)
 #   FUZZ_TARGETS="plugin-shim:router" bash scripts/fuzz.sh 1200   (some targets only)
 # Built without sanitizers (-s none): the crates are safe Rust, and libFuzzer still catches

@@ -1,47 +1,88 @@
-// Shared by the cargo-fuzz target (`fuzz_targets/router.rs`) and the stable corpus replay
-// (`plugin-shim/tests/fuzz_corpus.rs`), included by both (`include!`), so that plugin-shim's
-// library needs no fuzzing dependency.
+// Shared by the cargo-fuzz target (`fuzz_targets/router.rs`) and the stable tests
+// (`plugin-shim/tests/fuzz_router.rs`: its proptest and the corpus replay), included by both
+// (`include!`), so that plugin-shim's library needs no fuzzing dependency.
 //
-// `data` is up to 8 calls separated by 0x00 bytes; each call's first byte picks a method
+// A fuzz input is up to 8 calls separated by 0x00 bytes; each call's first byte picks a method
 // (every method of the protocol, and one that does not exist) and the rest is its body. They
 // run in order against one router over an in-memory allocator seeded with two pools. Every
 // answer must be JSON; a failure must be a non-200 `{"Err": "<non-empty>"}`, never a 500;
 // a RequestAddress success must carry a CIDR.
 
-/// Runs one fuzz input through the plugin's router (see the file's comment).
-pub fn router_call(data: &[u8]) {
+/// The router over an in-memory allocator holding `local/10.0.0.0/24` and `local/fd00::/64`,
+/// with a 512-byte body limit.
+async fn seeded_router() -> axum::Router {
     use std::sync::Arc;
 
     use allocator_core::{Op, PoolSpec};
+    use plugin_shim::{router, Backend, MemoryBackend, ShimConfig};
+
+    let backend = Arc::new(MemoryBackend::default());
+    for subnet in ["10.0.0.0/24", "fd00::/64"] {
+        let spec = PoolSpec {
+            space: "local".into(),
+            subnet: subnet.parse().ok(),
+            ..Default::default()
+        };
+        backend
+            .apply(Op::RequestPool {
+                spec,
+                holder: "seed".into(),
+            })
+            .await
+            .expect("seed pool");
+    }
+    router(backend, ShimConfig::new("host-a").with_body_limit(512))
+}
+
+/// Sends one call through `app` and checks its answer (panics on a broken promise).
+async fn call_and_check(app: &axum::Router, method: &str, path: &str, body: &[u8]) {
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
     use http_body_util::BodyExt;
-    use plugin_shim::router::METHODS;
-    use plugin_shim::{router, Backend, MemoryBackend, ShimConfig};
     use serde_json::Value;
     use tower::ServiceExt;
+
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .body(Body::from(body.to_vec()))
+        .expect("request");
+    let resp = app.clone().oneshot(req).await.expect("infallible");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_ne!(
+        status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{method} {path} {:?} -> {bytes:?}",
+        String::from_utf8_lossy(body)
+    );
+    let v: Value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {bytes:?}"));
+    if status != StatusCode::OK {
+        let err = v.get("Err").and_then(Value::as_str).unwrap_or("");
+        assert!(!err.trim().is_empty(), "{method} {path} -> {status} {v}");
+    } else {
+        assert!(v.is_object() && v.get("Err").is_none(), "{method} {path} -> {v}");
+        if path == "/IpamDriver.RequestAddress" {
+            let addr = v.get("Address").and_then(Value::as_str).unwrap_or("");
+            assert!(
+                addr.parse::<ipnet::IpNet>().is_ok(),
+                "Address {addr:?} is not CIDR"
+            );
+        }
+    }
+}
+
+/// Runs one fuzz input through the plugin's router (see the file's comment).
+pub fn router_call(data: &[u8]) {
+    use plugin_shim::router::METHODS;
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let backend = Arc::new(MemoryBackend::default());
-        for subnet in ["10.0.0.0/24", "fd00::/64"] {
-            let spec = PoolSpec {
-                space: "local".into(),
-                subnet: subnet.parse().ok(),
-                ..Default::default()
-            };
-            backend
-                .apply(Op::RequestPool {
-                    spec,
-                    holder: "seed".into(),
-                })
-                .await
-                .expect("seed pool");
-        }
-        let app = router(backend, ShimConfig::new("host-a").with_body_limit(512));
+        let app = seeded_router().await;
         for call in data.split(|b| *b == 0).take(8) {
             let Some((&pick, body)) = call.split_first() else {
                 continue;
@@ -50,35 +91,7 @@ pub fn router_call(data: &[u8]) {
                 Some(m) => format!("/{m}"),
                 None => "/IpamDriver.NoSuchMethod".to_string(),
             };
-            let req = Request::builder()
-                .method("POST")
-                .uri(path.as_str())
-                .body(Body::from(body.to_vec()))
-                .expect("request");
-            let resp = app.clone().oneshot(req).await.expect("infallible");
-            let status = resp.status();
-            let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-            assert_ne!(
-                status,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "{path} {:?} -> {bytes:?}",
-                String::from_utf8_lossy(body)
-            );
-            let v: Value = serde_json::from_slice(&bytes)
-                .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {bytes:?}"));
-            if status != StatusCode::OK {
-                let err = v.get("Err").and_then(Value::as_str).unwrap_or("");
-                assert!(!err.trim().is_empty(), "{path} -> {status} {v}");
-            } else {
-                assert!(v.is_object() && v.get("Err").is_none(), "{path} -> {v}");
-                if path == "/IpamDriver.RequestAddress" {
-                    let addr = v.get("Address").and_then(Value::as_str).unwrap_or("");
-                    assert!(
-                        addr.parse::<ipnet::IpNet>().is_ok(),
-                        "Address {addr:?} is not CIDR"
-                    );
-                }
-            }
+            call_and_check(&app, "POST", &path, body).await;
         }
     });
 }

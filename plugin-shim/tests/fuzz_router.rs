@@ -1,18 +1,13 @@
 //! Random method names and random bodies — bytes, and JSON shaped like Docker's — driven
 //! through the router: no call panics, no call fails as a bug (500), every failure is a
-//! non-200 JSON `{"Err": "<non-empty>"}`, every success is JSON.
+//! non-200 JSON `{"Err": "<non-empty>"}`, every success is JSON. The checks are those of the
+//! cargo-fuzz target (`fuzz/router_call.rs`), whose committed corpus is replayed here too.
 
-use std::sync::Arc;
-
-use allocator_core::{Op, PoolSpec};
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use plugin_shim::router::METHODS;
-use plugin_shim::{router, Backend, MemoryBackend, ShimConfig};
 use proptest::prelude::*;
 use serde_json::{Map, Value};
-use tower::ServiceExt;
+
+include!("../fuzz/router_call.rs");
 
 const WORDS: &[&str] = &[
     "",
@@ -188,32 +183,24 @@ proptest! {
     fn any_call_gets_json_and_every_failure_an_err(calls in prop::collection::vec(any_call(), 1..16)) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         rt.block_on(async {
-            let backend = Arc::new(MemoryBackend::default());
-            for subnet in ["10.0.0.0/24", "fd00::/64"] {
-                let spec = PoolSpec { space: "local".into(), subnet: subnet.parse().ok(), ..Default::default() };
-                backend.apply(Op::RequestPool { spec, holder: "seed".into() }).await.expect("seed pool");
-            }
-            let app = router(backend, ShimConfig::new("host-a").with_body_limit(512));
+            let app = seeded_router().await;
             for (method, path, body) in calls {
-                let req = Request::builder().method(method).uri(path.as_str()).body(Body::from(body.clone())).expect("request");
-                let resp = app.clone().oneshot(req).await.expect("infallible");
-                let status = resp.status();
-                let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-                prop_assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "{} {} {:?} -> {:?}", method, path, String::from_utf8_lossy(&body), bytes);
-                let v: Value = serde_json::from_slice(&bytes).map_err(|e| TestCaseError::fail(format!("not JSON ({e}): {bytes:?}")))?;
-                if status != StatusCode::OK {
-                    let err = v.get("Err").and_then(Value::as_str).unwrap_or("");
-                    prop_assert!(!err.trim().is_empty(), "{} {} -> {} {}", method, path, status, v);
-                } else {
-                    prop_assert!(v.is_object(), "{}", v);
-                    prop_assert!(v.get("Err").is_none(), "{}", v);
-                    if path == "/IpamDriver.RequestAddress" {
-                        let addr = v.get("Address").and_then(Value::as_str).unwrap_or("");
-                        prop_assert!(addr.parse::<ipnet::IpNet>().is_ok(), "Address {:?} is not CIDR", addr);
-                    }
-                }
+                call_and_check(&app, method, &path, &body).await;
             }
-            Ok(())
-        })?;
+        });
     }
+}
+
+/// The router fuzz target's committed corpus (`fuzz/corpus/router/`), replayed through the
+/// same function cargo-fuzz drives.
+#[test]
+fn the_router_corpus_holds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/router");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let p = e.expect("corpus entry").path();
+        router_call(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())));
+        n += 1;
+    }
+    assert!(n >= 10, "the corpus is committed: {n} inputs");
 }
