@@ -7,9 +7,13 @@
 # loopback only, data under /var/lib/raftipam, the plugin socket, a clean stop on SIGTERM within
 # TimeoutStopSec, data kept across a restart, Restart=on-failure, the order against
 # docker.service, the shim serving the plugin socket, and a bad config file failing the unit
-# at once (exit status 2, RestartPreventExitStatus) instead of a restart loop. No dockerd runs
-# in the container (none is started there; its /run is its own, the host's docker.sock is not
-# visible).
+# at once (exit status 2, RestartPreventExitStatus) instead of a restart loop. Where this
+# machine has Debian's docker.io, containerd and busybox-static, the container's systemd then
+# starts its own containerd and dockerd (own empty state, vfs storage, no iptables) while only
+# raftipam-node.socket is enabled: `docker network create --ipam-driver raftipam` is the call
+# that starts the node, `docker run` gets an address of the pool's range on its eth0, held by
+# this host, and `docker rm` + `docker network rm` give the address and the pool back. The
+# container's /run is its own: this machine's docker.sock is never visible there.
 #
 #   sudo bash scripts/systemd-test.sh [PATH/TO/raftipam [PATH/TO/raftipam.deb]]
 #        (defaults: $RAFTIPAM_BIN, $RAFTIPAM_DEB)
@@ -23,7 +27,7 @@
 # the first call starts the service and is answered.
 #
 # Prints PASS:/FAIL: lines; exit status 1 if any check failed. Exits 0 with a "SKIP:" line only
-# when systemd cannot boot in a container here (the line says why). Takes ~5 s.
+# when systemd cannot boot in a container here (the line says why). Takes ~15 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -81,6 +85,8 @@ cleanup() {
     fi
   fi
   rmdir "/run/systemd/nspawn/propagate/$machine" 2>/dev/null
+  # The container's dockerd's cgroups (cgroup v1: in this machine's hierarchies), if any are left.
+  find /sys/fs/cgroup/*/"$machine" -depth -type d -exec rmdir {} + 2>/dev/null
   return 0
 }
 trap cleanup EXIT
@@ -128,6 +134,14 @@ if [[ -z $deb ]]; then
   mkdir -p "$root/etc/raftipam"
   install -m 0644 "$work/node-plugin.toml" "$root$cfg"
 fi
+# Docker's daemons, if this machine has them, start in the container only when the test says
+# so, with their own empty state (not this machine's, which the overlay shows), the vfs storage
+# driver (no overlay on an overlay) and no iptables.
+mkdir -p "$root/etc/docker" "$root/etc/containerd"
+printf '{"data-root": "/var/lib/docker-sdt", "storage-driver": "vfs", "iptables": false, "ip-masq": false, "bridge": "none", "cgroup-parent": "/%s"}\n' "$machine" \
+  >"$root/etc/docker/daemon.json"
+printf 'version = 2\nroot = "/var/lib/containerd-sdt"\nstate = "/run/containerd"\n' \
+  >"$root/etc/containerd/config.toml"
 # Only what the test needs starts at boot: this machine's own services (dockerd, containerd,
 # databases, timers) stay off in the container.
 for u in "$root"/etc/systemd/system/{multi-user,sockets,timers,default,graphical}.target.wants/*; do
@@ -141,7 +155,8 @@ done
 # Boot. On a machine whose PID 1 is systemd, nspawn asks it for a scope; otherwise (a VM's own
 # init, a CI container) it stays in the cgroup it was started in.
 nspawn_opts=(--quiet --boot --directory="$root" --machine="$machine" --private-network
-  --register=no --link-journal=no --console=read-only)
+  --register=no --link-journal=no --console=read-only
+  --system-call-filter=@keyring) # runc gives each container a session keyring
 [[ $(ps -o comm= -p 1) == systemd ]] || nspawn_opts+=(--keep-unit)
 log "booting systemd in a container (systemd-nspawn ${nspawn_opts[*]})"
 timeout -k 10 "$budget" systemd-nspawn "${nspawn_opts[@]}" >"$work/console.log" 2>&1 &
@@ -375,6 +390,73 @@ stop_keeps_socket() {
     in_ct test -S /run/docker/plugins/raftipam.sock
 }
 check "systemctl stop raftipam-node: clean exit, the socket stays for the next call" stop_keeps_socket
+
+# --- Docker in the container: this machine's dockerd (Debian's docker.io) started by the
+# container's systemd while raftipam-node is not running, only its socket; `docker network
+# create` is then the call that starts the node, and a container gets its address from it.
+if [[ -x $root/usr/sbin/dockerd && -x $root/usr/bin/containerd && -x $root/bin/busybox ]] &&
+  [[ $(in_ct systemctl show -P LoadState docker.service) == loaded ]]; then
+  docker_ct() { CT_TIMEOUT=${CT_TIMEOUT:-90} in_ct docker "$@"; }
+  docker_up() { docker_ct info >/dev/null 2>&1; }
+  # On cgroup v1 nspawn mounts the controllers' hierarchies read-only in the container (only
+  # its systemd's own hierarchy is delegated), so runc could create no cgroup there: they are
+  # made writable in the container's mount namespace only, and dockerd keeps its cgroups under
+  # one parent of this run's (removed at exit). On cgroup v2 the container's subtree is its own.
+  if [[ $cgroups != "v2 (unified)" ]]; then
+    for m in $(in_ct awk '$9 == "cgroup" && $5 ~ "^/sys/fs/cgroup/" && $6 ~ "^ro" {print $5}' /proc/self/mountinfo); do
+      nsenter --target "$leader" --mount -- mount -o remount,bind,rw "$m" ||
+        echo "NOTE: could not make $m writable in the container"
+    done
+  fi
+  # raftipam-node.service is not wanted by docker.service here: only its socket is enabled.
+  check "systemctl start containerd docker (raftipam-node disabled and stopped, only its socket enabled)" \
+    eval 'in_ct systemctl disable --quiet raftipam-node.service &&
+      in_ct systemctl start containerd.service docker.service && wait_until 60 docker_up &&
+      inactive raftipam-node && active raftipam-node.socket'
+  echo "    dockerd $(docker_ct version --format '{{.Server.Version}}' 2>/dev/null || echo '?') in the container," \
+    "storage $(docker_ct info --format '{{.Driver}}' 2>/dev/null || echo '?')"
+  check "the raftipam-busybox image imported from /bin/busybox" in_ct sh -c 'set -e
+    d=$(mktemp -d); mkdir "$d/bin"; cp /bin/busybox "$d/bin/"
+    for a in sh sleep ip cat; do ln -s busybox "$d/bin/$a"; done
+    tar -C "$d" -c . | docker import - raftipam-busybox >/dev/null'
+  netcreate() {
+    local out
+    out=$(docker_ct network create --ipam-driver raftipam --subnet 192.168.30.0/24 \
+      --ip-range 192.168.30.64/26 sdt-net 2>&1) || { echo "    $out"; return 1; }
+    active raftipam-node && cli pool ls | grep -q '192\.168\.30\.0/24'
+  }
+  check "docker network create --ipam-driver raftipam: dockerd's call started the node, the pool is in the cluster" netcreate
+  ct_addr=""
+  runs() {
+    docker_ct run -d --name sdt-c1 --network sdt-net raftipam-busybox sleep 600 >/dev/null || return 1
+    ct_addr=$(docker_ct inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' sdt-c1) ||
+      return 1
+    echo "    the container's address: ${ct_addr:-none}"
+    [[ $ct_addr == 192.168.30.* ]] && (( ${ct_addr##*.} >= 64 && ${ct_addr##*.} < 128 )) &&
+      docker_ct exec sdt-c1 ip -4 addr show eth0 | grep -q "inet $ct_addr/24"
+  }
+  check "docker run --network sdt-net: the container has an address of the range, on its eth0" runs
+  host_name=$(sed -n 's/^host *= *"\([^"]*\)".*/\1/p' "$work/node-plugin.toml" | head -1)
+  held() { # Docker 20.10 names no endpoint in its calls: the owner is this host's, endpoint "-"
+    local w
+    w=$(cli addr who-has "$ct_addr") || return 1
+    echo "    raftipam addr who-has $ct_addr: $w"
+    [[ -n $host_name && $w == *"allocated to $host_name/"* ]]
+  }
+  check "raftipam addr who-has: the container's address is held by this host ('$host_name')" held
+  removed() {
+    local pools
+    docker_ct rm -f sdt-c1 >/dev/null && docker_ct network rm sdt-net >/dev/null || return 1
+    pools=$(cli pool ls) || return 1
+    echo "    raftipam pool ls after docker network rm: $(printf '%s' "$pools" | tr '\n' ' ')"
+    ! printf '%s' "$pools" | grep -q '192\.168\.30\.0/24'
+  }
+  check "docker rm and docker network rm: the address and the pool are given back" removed
+  check "systemctl stop docker containerd" \
+    in_ct systemctl stop docker.service docker.socket containerd.service
+else
+  echo "NOTE: no Docker in the container (this machine has no docker.io, containerd or busybox-static): skipped dockerd under systemd"
+fi
 check "the next call starts it again" activated
 check "systemctl disable --now raftipam-node.socket raftipam-node: the socket file goes" \
   in_ct sh -c 'systemctl disable --quiet --now raftipam-node.socket raftipam-node && ! test -e /run/docker/plugins/raftipam.sock'

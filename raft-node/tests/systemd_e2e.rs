@@ -4,7 +4,10 @@
 //! built for this test, and checks start, the node answering on loopback only, the data under
 //! `/var/lib/raftipam`, the plugin socket, a clean stop on SIGTERM within `TimeoutStopSec`, the
 //! data kept across a restart, `Restart=on-failure` after SIGKILL, the order against
-//! `docker.service`, the shim, and socket activation (`raftipam-node.socket`). With
+//! `docker.service`, the shim, socket activation (`raftipam-node.socket`), and — where this
+//! machine has Debian's docker.io — the container's own dockerd, started by its systemd before
+//! the node, creating a network whose first call starts the node and running a container that
+//! gets its address from it. With
 //! `RAFTIPAM_DEB` naming the Debian package (`scripts/test.sh` builds it with
 //! `scripts/package.sh`), the package is what gets installed, with dpkg, and its install and
 //! removal are checked too. It needs root; without root, or where no systemd can boot in a
@@ -65,5 +68,19 @@ fn the_systemd_units_start_stop_restart_and_order_before_docker() {
             out.contains("PASS: dpkg -i raftipam.deb") && out.contains("PASS: dpkg -P raftipam"),
             "RAFTIPAM_DEB is set but the package was not installed and purged:\n{out}"
         );
+    }
+    // scripts/test.sh installs Debian's docker.io (and says so in RAFTIPAM_DOCKER_HOST): then the
+    // container's own dockerd must have created a network and run a container through raftipam.
+    if std::env::var_os("RAFTIPAM_DOCKER_HOST").is_some() {
+        for line in [
+            "PASS: docker network create --ipam-driver raftipam: dockerd's call started the node",
+            "PASS: docker run --network sdt-net: the container has an address of the range",
+            "PASS: docker rm and docker network rm: the address and the pool are given back",
+        ] {
+            assert!(
+                out.contains(line),
+                "Docker is installed here but the container's dockerd did not pass `{line}`:\n{out}"
+            );
+        }
     }
 }
