@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use super::proxy::PROXY_PORT;
 use crate::api::NodeStatus;
 use crate::client::{Client, ClientConfig};
 
@@ -18,8 +19,11 @@ pub const PORT: u16 = 7379;
 pub struct ChaosNode {
     /// Raft id: its 1-based place in the network at first, a new one after a rejoin.
     pub id: u64,
-    /// `HOST:PORT`.
+    /// `HOST:PORT` the cluster and the clients know it by: its proxy's when the run has
+    /// proxies ([`super::proxy`]), else where it listens.
     pub addr: String,
+    /// `HOST:PORT` it listens on.
+    listen: String,
     /// A member of the cluster (else a spare, stopped, for a `Grow` fault).
     pub member: bool,
     ns: String,
@@ -52,11 +56,13 @@ fn signal(pid: u32, sig: &str) {
 }
 
 impl ChaosNode {
-    /// A node (not started) in namespace `ns` at `ip`, with its files under `dir`.
-    pub fn new(id: u64, ns: String, ip: &str, dir: &Path) -> ChaosNode {
+    /// A node (not started) in namespace `ns` at `ip`, with its files under `dir`; known by
+    /// its proxy's address (`ip`:[`PROXY_PORT`]) when `proxied`.
+    pub fn new(id: u64, ns: String, ip: &str, dir: &Path, proxied: bool) -> ChaosNode {
         ChaosNode {
             id,
-            addr: format!("{ip}:{PORT}"),
+            addr: format!("{ip}:{}", if proxied { PROXY_PORT } else { PORT }),
+            listen: format!("{ip}:{PORT}"),
             member: true,
             ns,
             data: dir.join(format!("n{id}")),
@@ -98,7 +104,13 @@ impl ChaosNode {
             .args(["netns", "exec", &self.ns])
             .arg(&s.bin)
             .args(["--insecure", "node", "--id", &self.id.to_string()])
-            .args(["--listen", &self.addr, "--data-dir"])
+            .args([
+                "--listen",
+                &self.listen,
+                "--advertise",
+                &self.addr,
+                "--data-dir",
+            ])
             .arg(&self.data)
             .args(["--snapshot-every", &s.snapshot_every.to_string()])
             .args(["--keep-logs", &s.keep_logs.to_string()])

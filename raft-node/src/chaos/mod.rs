@@ -1,11 +1,12 @@
 //! Proof under faults: a seeded chaos harness that runs a real cluster (`raftipam node`
 //! processes, each with its own RocksDB, each in its own network namespace on a bridge),
-//! drives it with concurrent clients through the real client while it kills, pauses and
-//! partitions nodes on a replayable schedule, records every operation, heals, and checks
+//! drives it with concurrent clients through the real client while it kills, pauses,
+//! partitions and slows nodes on a replayable schedule, records every operation, heals, and checks
 //! the history and the replicas (`raftipam chaos`; README, "Proof under faults").
 //!
 //! - [`schedule`]: the faults, drawn from a seed (JSON, replayable).
 //! - [`net`]: the bridge, the namespaces, the blackhole routes of partitions.
+//! - [`proxy`]: a TCP proxy per node for delay, loss, reordering and slow links.
 //! - [`cluster`]: the node processes (SIGKILL, SIGSTOP/SIGCONT, restart).
 //! - [`workload`]: the client processes and the history they write.
 //! - [`check`]: the checker of a history against the final replicas.
@@ -17,6 +18,7 @@
 pub mod check;
 pub mod cluster;
 pub mod net;
+pub mod proxy;
 pub mod run;
 pub mod schedule;
 pub mod workload;

@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::proxy::LinkFault;
+
 /// A small, fixed pseudo-random generator (SplitMix64): the schedule and the workload's
 /// choices depend only on the seed.
 #[derive(Clone, Debug)]
@@ -87,6 +89,27 @@ pub enum FaultKind {
     /// Growth and shrinkage: two spare nodes join as voters (3 → 5, or 5 → 7), and when the
     /// fault ends two voters — the leader and one other — are removed and wiped (back to 3).
     Grow,
+    /// Every connection to the targets is slow: each chunk held a fixed delay plus jitter
+    /// (through the node's proxy, [`super::proxy`]).
+    Delay,
+    /// Chunks to and from the targets are "lost" now and then: they arrive after a TCP
+    /// retransmission timeout, and the rest of their connection waits behind them.
+    Loss,
+    /// Chunks to and from the targets get a wide random delay, so messages on different
+    /// connections overtake each other.
+    Reorder,
+    /// The targets' connections carry only a few KiB a second (snapshots and catch-up crawl).
+    Slow,
+}
+
+impl FaultKind {
+    /// Faults made by the nodes' proxies (the run puts one in front of each node).
+    pub fn is_link(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Delay | FaultKind::Loss | FaultKind::Reorder | FaultKind::Slow
+        )
+    }
 }
 
 /// One fault.
@@ -100,6 +123,9 @@ pub struct Fault {
     pub targets: Target,
     /// How long, ms.
     pub duration_ms: u64,
+    /// What the proxies do, for the link faults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkFault>,
 }
 
 /// Settings the schedule is drawn for.
@@ -139,12 +165,16 @@ pub fn draw(seed: u64, plan: &Plan) -> Vec<Fault> {
             FaultKind::Kill if rng.chance(0.5) => rng.range(200, plan.election_ms),
             FaultKind::Kill => rng.range(plan.election_ms * 4, plan.election_ms * 8),
             FaultKind::Pause => rng.range(plan.election_ms / 2, plan.election_ms * 4),
+            k if k.is_link() => rng.range(plan.election_ms * 3, plan.election_ms * 8),
             _ => rng.range(plan.election_ms * 2, plan.election_ms * 6),
         };
         let targets = match kind {
             FaultKind::Bridge | FaultKind::Grow => Target::All,
             FaultKind::Kill | FaultKind::Pause | FaultKind::Rejoin => {
                 *rng.pick(&[Target::Leader, Target::Follower])
+            }
+            FaultKind::Delay | FaultKind::Loss | FaultKind::Reorder | FaultKind::Slow => {
+                *rng.pick(&[Target::Leader, Target::Follower, Target::All])
             }
             FaultKind::Partition | FaultKind::PartitionOneWay => *rng.pick(&[
                 Target::Leader,
@@ -159,6 +189,24 @@ pub fn draw(seed: u64, plan: &Plan) -> Vec<Fault> {
         } else {
             (targets, kind)
         };
+        // Some delays reach past the election timeout: elections under a slow network.
+        let link = match kind {
+            FaultKind::Delay => Some(LinkFault::Delay {
+                ms: rng.range(10, plan.election_ms / 4),
+                jitter_ms: rng.range(0, plan.election_ms / 8),
+            }),
+            FaultKind::Loss => Some(LinkFault::Loss {
+                percent: rng.range(5, 40) as u8,
+            }),
+            FaultKind::Reorder => Some(LinkFault::Delay {
+                ms: 0,
+                jitter_ms: rng.range(20, 120),
+            }),
+            FaultKind::Slow => Some(LinkFault::Slow {
+                bytes_per_s: rng.range(8, 64) * 1024,
+            }),
+            _ => None,
+        };
         if t + duration_ms >= end {
             break;
         }
@@ -167,6 +215,7 @@ pub fn draw(seed: u64, plan: &Plan) -> Vec<Fault> {
             fault: kind,
             targets,
             duration_ms,
+            link,
         });
         t += duration_ms + rng.range(1_000, 4_000);
     }
@@ -191,6 +240,10 @@ mod tests {
                 FaultKind::Bridge,
                 FaultKind::Rejoin,
                 FaultKind::Grow,
+                FaultKind::Delay,
+                FaultKind::Loss,
+                FaultKind::Reorder,
+                FaultKind::Slow,
             ],
             kill_all: true,
         }
@@ -227,6 +280,39 @@ mod tests {
             let back: Vec<Fault> = serde_json::from_str(&json).expect("back");
             assert_eq!(back, s);
         }
+    }
+
+    #[test]
+    fn link_faults_carry_what_the_proxies_do_and_the_others_nothing() {
+        let p = plan();
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..200 {
+            for f in draw(seed, &p) {
+                assert_eq!(f.fault.is_link(), f.link.is_some(), "seed {seed}: {f:?}");
+                match (f.fault, f.link) {
+                    (FaultKind::Delay, Some(LinkFault::Delay { ms, .. })) => assert!(ms >= 10),
+                    (FaultKind::Reorder, Some(LinkFault::Delay { ms, jitter_ms })) => {
+                        assert_eq!(ms, 0);
+                        assert!(jitter_ms >= 20);
+                    }
+                    (FaultKind::Loss, Some(LinkFault::Loss { percent })) => {
+                        assert!((5..=40).contains(&percent))
+                    }
+                    (FaultKind::Slow, Some(LinkFault::Slow { bytes_per_s })) => {
+                        assert!(bytes_per_s >= 8 * 1024)
+                    }
+                    (k, l) => assert!(!k.is_link() && l.is_none(), "seed {seed}: {k:?} with {l:?}"),
+                }
+                seen.insert(format!("{:?}", f.fault));
+            }
+        }
+        for k in ["Delay", "Loss", "Reorder", "Slow"] {
+            assert!(seen.contains(k), "no {k} drawn in 200 seeds");
+        }
+        // A schedule written before link faults existed (no "link" field) still reads.
+        let old = r#"[{"t_ms":5000,"fault":"kill","targets":"leader","duration_ms":900}]"#;
+        let back: Vec<Fault> = serde_json::from_str(old).expect("old schedule");
+        assert_eq!(back[0].link, None);
     }
 
     #[test]

@@ -23,6 +23,10 @@ enum Kind {
     Bridge,
     Rejoin,
     Grow,
+    Delay,
+    Loss,
+    Reorder,
+    Slow,
 }
 
 impl From<Kind> for FaultKind {
@@ -35,6 +39,10 @@ impl From<Kind> for FaultKind {
             Kind::Bridge => FaultKind::Bridge,
             Kind::Rejoin => FaultKind::Rejoin,
             Kind::Grow => FaultKind::Grow,
+            Kind::Delay => FaultKind::Delay,
+            Kind::Loss => FaultKind::Loss,
+            Kind::Reorder => FaultKind::Reorder,
+            Kind::Slow => FaultKind::Slow,
         }
     }
 }
@@ -164,7 +172,10 @@ pub async fn run_chaos(ctx: &Ctx, a: ChaosArgs) -> anyhow::Result<()> {
         let r = run(cfg)
             .await
             .with_context(|| format!("chaos run of seed {seed} (files in {})", dir.display()))?;
-        let faults: Vec<String> = r.faults.iter().map(|(k, n)| format!("{k}×{n}")).collect();
+        let mut faults: Vec<String> = r.faults.iter().map(|(k, n)| format!("{k}×{n}")).collect();
+        if r.held_chunks > 0 {
+            faults.push(format!("({} chunks held by the proxies)", r.held_chunks));
+        }
         outln!(
             "seed {seed:>5}: {} — {} ok, {} refused, {} unknown; faults {}; converged in {}",
             if r.passed() { "PASS" } else { "FAIL" },
@@ -212,6 +223,7 @@ pub async fn run_chaos(ctx: &Ctx, a: ChaosArgs) -> anyhow::Result<()> {
         "operations_refused": reports.iter().map(|r| r.fail).sum::<usize>(),
         "operations_unknown": reports.iter().map(|r| r.info).sum::<usize>(),
         "faults": kinds,
+        "held_chunks": reports.iter().map(|r| r.held_chunks).sum::<u64>(),
         "failed_seeds": failed,
         "runs": reports,
     });
