@@ -142,6 +142,10 @@ impl Net {
 impl Drop for Net {
     fn drop(&mut self) {
         for i in 1..=self.nodes {
+            // The veth first: deleting one end deletes both at once, while a namespace's own
+            // devices go only when the kernel's asynchronous cleanup gets to it (sockets that
+            // lived there, e.g. a proxy's, can delay that past the next run's start).
+            let _ = ip(&["link", "del", &format!("rc{}n{i}", self.tag)]);
             let _ = ip(&["netns", "del", &self.ns(i)]);
         }
         let _ = ip(&["link", "del", &format!("rc{}", self.tag)]);
