@@ -126,8 +126,15 @@ pub fn argv() -> anyhow::Result<Vec<OsString>> {
     };
     let text = std::fs::read_to_string(&file)
         .with_context(|| format!("cannot read the config file {}", file.display()))?;
+    merge(args, &file, &text)
+}
+
+/// `args` with the settings of the config file `file` (whose contents are `text`) added where
+/// `args` (or the environment) does not give them.
+fn merge(args: Vec<OsString>, file: &Path, text: &str) -> anyhow::Result<Vec<OsString>> {
+    let file = file.to_path_buf();
     let table: toml::Table =
-        toml::from_str(&text).with_context(|| format!("{} is not valid TOML", file.display()))?;
+        toml::from_str(text).with_context(|| format!("{} is not valid TOML", file.display()))?;
     let mut root = Cli::command();
     root.build();
     // Parsed leniently (nothing required: the file may give it); a command line clap still
@@ -185,4 +192,167 @@ fn lenient(mut cmd: clap::Command) -> clap::Command {
         cmd = cmd.mut_subcommand(name, lenient);
     }
     cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use proptest::prelude::*;
+
+    const EXAMPLE: &str = include_str!("../../../packaging/raftipam.toml");
+
+    fn args(a: &[&str]) -> Vec<OsString> {
+        std::iter::once("raftipam")
+            .chain(a.iter().copied())
+            .map(OsString::from)
+            .collect()
+    }
+
+    /// Whatever the file says, the merge ends in args or an error naming the file, and clap
+    /// then parses the args or refuses them — never a panic.
+    fn never_panics(cmd: &[&str], text: &str) {
+        let file = Path::new("/etc/raftipam/fuzzed.toml");
+        match merge(args(cmd), file, text) {
+            Ok(out) => {
+                let _ = Cli::try_parse_from(out);
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                assert!(
+                    msg.contains("fuzzed.toml"),
+                    "an error that names no file: {msg}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_example_file_fills_in_what_the_command_line_leaves_out() {
+        let file = Path::new("raftipam.toml");
+        let out = merge(args(&["node", "--id", "7"]), file, EXAMPLE).expect("merge");
+        let out: Vec<String> = out.iter().map(|a| a.to_string_lossy().into()).collect();
+        assert!(
+            out.contains(&"--listen=10.0.0.1:7379".to_string()),
+            "{out:?}"
+        );
+        // The command line wins: the file's id is not added.
+        assert!(!out.iter().any(|a| a == "--id=1"), "{out:?}");
+        assert!(Cli::try_parse_from(&out).is_ok(), "{out:?}");
+        let e = merge(args(&["node"]), file, "[node]\nbogus = 1\n").expect_err("unknown key");
+        assert!(
+            format!("{e:#}").contains("unknown key \"bogus\" in [node]"),
+            "{e:#}"
+        );
+        let e = merge(args(&["node"]), file, "[node\n").expect_err("not TOML");
+        assert!(
+            format!("{e:#}").contains("raftipam.toml is not valid TOML"),
+            "{e:#}"
+        );
+        let e = merge(args(&["status"]), file, "[nonsense]\n").expect_err("no such section");
+        assert!(
+            format!("{e:#}").contains("unknown section [nonsense]"),
+            "{e:#}"
+        );
+    }
+
+    /// A TOML value of any kind, nested a little.
+    fn value() -> impl Strategy<Value = toml::Value> {
+        let leaf = prop_oneof![
+            any::<String>().prop_map(toml::Value::String),
+            "[a-z0-9:./ -]{0,24}".prop_map(toml::Value::String),
+            any::<i64>().prop_map(toml::Value::Integer),
+            any::<f64>().prop_map(toml::Value::Float),
+            any::<bool>().prop_map(toml::Value::Boolean),
+        ];
+        leaf.prop_recursive(2, 8, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(toml::Value::Array),
+                prop::collection::btree_map("[a-z-]{1,12}", inner, 0..3)
+                    .prop_map(|m| toml::Value::Table(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Keys a config file may really hold (and some it may not), in and out of sections.
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "endpoints",
+                "timeout",
+                "json",
+                "tls-dir",
+                "insecure",
+                "id",
+                "listen",
+                "data-dir",
+                "metrics",
+                "plugin-socket",
+                "host",
+                "docker-host",
+                "reconcile-interval",
+                "snapshot-every",
+                "http",
+                "socket",
+                "dir",
+                "config",
+            ])
+            .prop_map(str::to_string),
+            "[a-z_-]{1,16}",
+        ]
+    }
+
+    fn section() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "", "node", "shim", "up", "check", "tls", "pool", "addr", "cluster", "bogus",
+        ])
+        .prop_map(str::to_string)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_tables_never_panic(
+            entries in prop::collection::vec((section(), key(), value()), 0..12),
+            cmd in prop::sample::select(vec![
+                vec!["node"], vec!["shim"], vec!["up"], vec!["check"], vec!["status"],
+                vec!["pool", "ls"], vec!["node", "--id", "2"], vec!["--json", "pool", "ls"],
+            ]),
+        ) {
+            let mut root = toml::Table::new();
+            for (sec, k, v) in entries {
+                if sec.is_empty() {
+                    root.insert(k, v);
+                } else {
+                    let t = root
+                        .entry(sec)
+                        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                    if let toml::Value::Table(t) = t {
+                        t.insert(k, v);
+                    }
+                }
+            }
+            let text = toml::to_string(&root).unwrap_or_default();
+            never_panics(&cmd, &text);
+        }
+
+        #[test]
+        fn mutated_example_files_never_panic(
+            cuts in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..4), 1..8),
+            cmd in prop::sample::select(vec![vec!["node"], vec!["shim"], vec!["check"], vec!["up"]]),
+        ) {
+            let mut b = EXAMPLE.as_bytes().to_vec();
+            for (at, byte, how) in cuts {
+                let i = at.index(b.len().max(1));
+                match how {
+                    0 => { if i < b.len() { b[i] = byte; } }
+                    1 => b.insert(i.min(b.len()), byte),
+                    2 => { if i < b.len() { b.remove(i); } }
+                    _ => b.truncate(i),
+                }
+            }
+            never_panics(&cmd, &String::from_utf8_lossy(&b));
+        }
+    }
 }
