@@ -23,16 +23,40 @@ fn cmd(op: Op) -> Command {
 
 /// The cases: name, what one unit is.
 const CASES: &[(&str, &str)] = &[
-    ("bitmap_pair/slash16/50pct", "take the first free + clear it"),
-    ("bitmap_pair/slash16/99pct", "take the first free + clear it"),
+    (
+        "bitmap_pair/slash16/50pct",
+        "take the first free + clear it",
+    ),
+    (
+        "bitmap_pair/slash16/99pct",
+        "take the first free + clear it",
+    ),
     ("bitmap_pair/slash8/50pct", "take the first free + clear it"),
     ("bitmap_pair/slash8/99pct", "take the first free + clear it"),
-    ("apply_pair/slash16/50pct", "apply Allocate + apply Release, with owners"),
-    ("apply_pair/slash16/99pct", "apply Allocate + apply Release, with owners"),
-    ("apply_pair/slash8/50pct", "apply Allocate + apply Release, with owners"),
-    ("apply_pair/slash8/99pct", "apply Allocate + apply Release, with owners"),
-    ("fill/ipv6_slash64", "apply Allocate of the next address of a /64, with an owner"),
-    ("fill/slash16", "apply Allocate of the next address of a /16, one owner"),
+    (
+        "apply_pair/slash16/50pct",
+        "apply Allocate + apply Release, with owners",
+    ),
+    (
+        "apply_pair/slash16/99pct",
+        "apply Allocate + apply Release, with owners",
+    ),
+    (
+        "apply_pair/slash8/50pct",
+        "apply Allocate + apply Release, with owners",
+    ),
+    (
+        "apply_pair/slash8/99pct",
+        "apply Allocate + apply Release, with owners",
+    ),
+    (
+        "fill/ipv6_slash64",
+        "apply Allocate of the next address of a /64, with an owner",
+    ),
+    (
+        "fill/slash16",
+        "apply Allocate of the next address of a /16, one owner",
+    ),
 ];
 
 #[inline(never)]

@@ -2,14 +2,15 @@
 //!
 //! Creates a scratch pool (a /8 in an address space of its own, so it overlaps nothing),
 //! allocates `--count` addresses with `--clients` concurrent clients, optionally times
-//! `--reads` linearizable who-has reads of them, releases them the same way, deletes the pool,
-//! and prints operations/s with p50/p99/max latency per phase.
+//! `--reads` linearizable who-has reads of them, optionally the heartbeats and reports of
+//! `--hosts` simulated Docker hosts, releases the addresses the same way (unless `--keep`),
+//! deletes the pool, and prints operations/s with p50/p99/max latency per phase.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use allocator_core::{Owner, PoolId, PoolSpec};
+use allocator_core::{HostReport, Op, Owner, PoolId, PoolSpec};
 use anyhow::Context;
 use clap::Args;
 use hdrhistogram::Histogram;
@@ -32,6 +33,16 @@ pub struct BenchArgs {
     /// (0: none).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     reads: u64,
+    /// Also time the background work of this many simulated Docker hosts: each sends 10
+    /// heartbeats and one reconciliation report (the ratio of the shim's defaults, 30 s and
+    /// 5 min), all hosts concurrently through `--clients` (0: none).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    hosts: u64,
+    /// Keep the scratch pool and its allocations (no release phase): for measuring snapshots,
+    /// backups and catch-up of a full cluster. Delete it afterwards with `raftipam pool rm
+    /// --force POOL`.
+    #[arg(long)]
+    keep: bool,
 }
 
 #[derive(Serialize)]
@@ -50,6 +61,8 @@ struct Phase {
 struct Report {
     clients: u64,
     count: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kept_pool: Option<String>,
     phases: Vec<Phase>,
 }
 
@@ -205,6 +218,52 @@ pub async fn run(ctx: &Ctx, a: BenchArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let host_work = if a.hosts > 0 {
+        let hosts = a.hosts;
+        Some(
+            phase(
+                "hosts",
+                &clients,
+                hosts * 11,
+                progress(ctx, hosts * 11, "hosts"),
+                move |c, i| {
+                    let host = format!("bench-host-{}", i % hosts);
+                    // Rounds 0-9 are heartbeats, round 10 the report.
+                    let op = if i / hosts < 10 {
+                        Op::Heartbeat {
+                            host,
+                            version: env!("CARGO_PKG_VERSION").into(),
+                        }
+                    } else {
+                        Op::Report {
+                            host,
+                            report: HostReport {
+                                endpoints: 40,
+                                allocations: 40,
+                                ..Default::default()
+                            },
+                        }
+                    };
+                    async move { c.apply(op).await.map(|_| ()) }
+                },
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    if a.keep {
+        let report = Report {
+            clients: a.clients,
+            count: a.count,
+            kept_pool: Some(pool.to_string()),
+            phases: [Some(alloc), reads, host_work]
+                .into_iter()
+                .flatten()
+                .collect(),
+        };
+        return print_report(ctx, &report);
+    }
     let p = pool.clone();
     let h = held.clone();
     let release = phase(
@@ -225,16 +284,34 @@ pub async fn run(ctx: &Ctx, a: BenchArgs) -> anyhow::Result<()> {
         .delete_pool(&pool, true)
         .await
         .context("deleting the scratch pool")?;
+    if a.hosts > 0 {
+        // The simulated hosts' heartbeats and reports go too (as `host forget` would).
+        for i in 0..a.hosts {
+            let host = format!("bench-host-{i}");
+            admin
+                .apply(Op::ForgetHost { host })
+                .await
+                .context("forgetting the simulated hosts")?;
+        }
+    }
     let report = Report {
         clients: a.clients,
         count: a.count,
-        phases: [Some(alloc), reads, Some(release)]
+        kept_pool: None,
+        phases: [Some(alloc), reads, host_work, Some(release)]
             .into_iter()
             .flatten()
             .collect(),
     };
-    ctx.print(&report, |r| {
+    print_report(ctx, &report)
+}
+
+fn print_report(ctx: &Ctx, report: &Report) -> anyhow::Result<()> {
+    ctx.print(report, |r| {
         outln!("{} clients, {} addresses", r.clients, r.count);
+        if let Some(p) = &r.kept_pool {
+            outln!("kept pool {p} with its allocations (raftipam pool rm --force {p})");
+        }
         for p in &r.phases {
             outln!(
                 "{:<9} {:>10.0} ops/s  p50 {:>8}  p99 {:>8}  max {:>8}  ({} ops in {:.2}s, {} errors)",

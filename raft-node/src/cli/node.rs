@@ -33,7 +33,9 @@ pub struct NodeArgs {
     /// How long a write may wait for a leader with a quorum before failing.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     write_timeout: Duration,
-    /// Build a snapshot (and purge the log behind it) every this many entries.
+    /// Build a snapshot (and purge the log behind it) every this many entries; once a
+    /// snapshot is over 4 MiB, only when the log since the last one is about as large as a
+    /// snapshot (its bytes / 128 entries), so big states do not spend their time snapshotting.
     #[arg(long, default_value_t = 10_000)]
     snapshot_every: u64,
     /// Log entries to keep behind a snapshot.

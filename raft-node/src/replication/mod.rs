@@ -21,6 +21,7 @@ mod network;
 pub mod node;
 mod reads;
 pub(crate) mod rpc;
+mod snapshots;
 pub(crate) mod store;
 pub mod types;
 mod wire;

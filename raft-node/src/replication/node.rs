@@ -189,7 +189,8 @@ impl Node {
             election_timeout_min: et,
             election_timeout_max: et * 2,
             install_snapshot_timeout: 120_000,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every.max(1)),
+            // Snapshots are asked for by `snapshots::run`, which weighs their size too.
+            snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: cfg.keep_logs,
             purge_batch_size: cfg.snapshot_every.clamp(1, 256),
             ..Default::default()
@@ -281,7 +282,14 @@ impl Node {
             initialised: std::sync::atomic::AtomicBool::new(false),
             reads: Default::default(),
         });
-        let mut tasks = vec![tokio::spawn(accept_loop(listener, inner.clone()))];
+        let mut tasks = vec![
+            tokio::spawn(accept_loop(listener, inner.clone())),
+            tokio::spawn(super::snapshots::run(
+                inner.raft.clone(),
+                inner.sm.clone(),
+                cfg.snapshot_every,
+            )),
+        ];
         if let Some(m) = cfg.metrics {
             let node = inner.clone();
             let t = crate::metrics::serve(m, Arc::new(move || node.metrics_text()))

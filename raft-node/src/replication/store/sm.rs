@@ -118,6 +118,8 @@ pub struct StateMachineStore {
     data: Arc<RwLock<SmData>>,
     db: Arc<DB>,
     changes: tokio::sync::broadcast::Sender<Change>,
+    /// Bytes of the latest stored snapshot (0: none), for the snapshot policy.
+    snapshot_bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What an applied entry changed, for watchers (the web view's live updates). Only built
@@ -232,14 +234,23 @@ impl StateMachineStore {
             last_applied: None,
             membership: StoredMembership::default(),
         };
+        let mut bytes = 0;
         if let Some(snap) = load_snapshot(&db)? {
             restore(&mut data, &snap.meta, &snap.data)?;
+            bytes = snap.data.len() as u64;
         }
         Ok(StateMachineStore {
             data: Arc::new(RwLock::new(data)),
             db,
             changes: tokio::sync::broadcast::channel(CHANGES_BUFFERED).0,
+            snapshot_bytes: Arc::new(bytes.into()),
         })
+    }
+
+    /// Bytes of the latest snapshot stored (built or installed; 0: none yet).
+    pub fn snapshot_bytes(&self) -> u64 {
+        self.snapshot_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Every change applied from now on. A receiver that falls more than 4,096 changes behind
@@ -259,6 +270,8 @@ impl StateMachineStore {
     }
 
     async fn persist(&self, snap: StoredSnapshot) -> io::Result<()> {
+        self.snapshot_bytes
+            .store(snap.data.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
             if let Some(cur) = load_snapshot(&db)? {
