@@ -1,12 +1,15 @@
 //! The chaos run's network: one Linux bridge in this machine's namespace and one network
 //! namespace per node, each with a veth into the bridge and its own address. Partitions are
 //! blackhole routes inside a node's namespace (its packets to a peer are dropped): both
-//! directions for a partition, one for a one-way partition. Everything is made with `ip`
-//! (iproute2), named after the run, and removed when the [`Net`] is dropped. Traffic goes only
-//! between this machine's own namespaces.
+//! directions for a partition, one for a one-way partition. With [`Net::add_proxies`], each
+//! node also gets a TCP proxy in its namespace ([`super::proxy`]) for delay, loss, reordering
+//! and slow links. Everything is made with `ip` (iproute2), named after the run, and removed
+//! when the [`Net`] is dropped. Traffic goes only between this machine's own namespaces.
 
 use std::collections::BTreeSet;
 use std::process::Command;
+
+use super::proxy::{LinkFault, Proxy, PROXY_PORT};
 
 /// What went wrong setting up or changing the network.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +44,8 @@ pub struct Net {
     nodes: usize,
     /// Blackhole routes in place: (from node, to node), 1-based.
     blocked: BTreeSet<(usize, usize)>,
+    /// Node `i`'s proxy at `i - 1`, if the run has them.
+    proxies: Vec<Proxy>,
 }
 
 impl Net {
@@ -63,6 +68,7 @@ impl Net {
             prefix: prefix.to_string(),
             nodes,
             blocked: BTreeSet::new(),
+            proxies: Vec::new(),
         };
         ip(&["link", "add", &bridge, "type", "bridge"])?;
         ip(&["addr", "add", &format!("{prefix}.1/24"), "dev", &bridge])?;
@@ -121,8 +127,57 @@ impl Net {
         ])
     }
 
-    /// Every blackhole route removed.
+    /// Starts a proxy in every node's namespace, listening on the node's address at
+    /// [`PROXY_PORT`] and passing bytes on to `upstream_port` there; `seed` draws their jitter
+    /// and losses.
+    pub fn add_proxies(&mut self, upstream_port: u16, seed: u64) -> Result<(), NetError> {
+        for i in 1..=self.nodes {
+            let ip = self.addr(i);
+            let addr = |port: u16| -> Result<std::net::SocketAddr, NetError> {
+                format!("{ip}:{port}").parse().map_err(|e| NetError {
+                    what: format!("the address {ip}:{port}"),
+                    why: format!("{e}"),
+                })
+            };
+            let p = Proxy::start(
+                Some(&self.ns(i)),
+                addr(PROXY_PORT)?,
+                addr(upstream_port)?,
+                seed ^ ((i as u64) << 32),
+            )
+            .map_err(|e| NetError {
+                what: format!("starting node {i}'s proxy"),
+                why: e.to_string(),
+            })?;
+            self.proxies.push(p);
+        }
+        Ok(())
+    }
+
+    /// Node `i`'s proxy does `fault` from now on (until [`Net::heal`]).
+    pub fn set_link(&self, i: usize, fault: LinkFault) -> Result<(), NetError> {
+        let p = self
+            .proxies
+            .get(i.wrapping_sub(1))
+            .ok_or_else(|| NetError {
+                what: format!("a link fault on node {i}"),
+                why: "the run has no proxy for it (Net::add_proxies)".into(),
+            })?;
+        p.set(fault);
+        Ok(())
+    }
+
+    /// Chunks the proxies held back so far.
+    pub fn held_chunks(&self) -> u64 {
+        self.proxies
+            .iter()
+            .map(|p| p.stats().held.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Every blackhole route removed; every proxy passing bytes at once again.
     pub fn heal(&mut self) -> Result<(), NetError> {
+        self.proxies.iter().for_each(|p| p.set(LinkFault::None));
         let blocked: Vec<(usize, usize)> = std::mem::take(&mut self.blocked).into_iter().collect();
         let mut first = None;
         for (i, j) in blocked {
@@ -141,6 +196,8 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
+        // The proxies first: their sockets live in the namespaces.
+        self.proxies.clear();
         for i in 1..=self.nodes {
             // The veth first: deleting one end deletes both at once, while a namespace's own
             // devices go only when the kernel's asynchronous cleanup gets to it (sockets that

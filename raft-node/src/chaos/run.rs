@@ -14,7 +14,6 @@ use serde::Serialize;
 use super::check::{self, FinalState};
 use super::cluster::{ChaosNode, NodeSettings};
 use super::net::Net;
-use super::proxy::{LinkFault, Proxy, PROXY_PORT};
 use super::schedule::{Fault, FaultKind, Plan, Target};
 use super::workload::{self, Recorder, Workload};
 use crate::api::{AdminCommand, Query, QueryReply};
@@ -148,7 +147,6 @@ async fn apply_fault(
     targets: &[usize],
     nodes: &mut [ChaosNode],
     net: &mut Net,
-    proxies: &[Proxy],
     admin: &Client,
     next_id: &mut u64,
     s: &NodeSettings,
@@ -161,10 +159,7 @@ async fn apply_fault(
                 anyhow::anyhow!("the schedule's {:?} fault at {} ms says nothing of what the link does (\"link\")", f.fault, f.t_ms)
             })?;
             for &i in targets {
-                proxies
-                    .get(i - 1)
-                    .ok_or_else(|| anyhow::anyhow!("node {i} has no proxy"))?
-                    .set(link);
+                net.set_link(i, link)?;
             }
         }
         FaultKind::Rejoin => {
@@ -333,12 +328,7 @@ fn revive(
 
 /// Undoes every fault: the paused resumed, the killed restarted, the routes removed, the
 /// proxies passing bytes at once again.
-fn heal(
-    nodes: &mut [ChaosNode],
-    net: &mut Net,
-    proxies: &[Proxy],
-    s: &NodeSettings,
-) -> anyhow::Result<()> {
+fn heal(nodes: &mut [ChaosNode], net: &mut Net, s: &NodeSettings) -> anyhow::Result<()> {
     for n in nodes.iter_mut().filter(|n| n.member) {
         n.resume();
         if !n.running() {
@@ -346,7 +336,6 @@ fn heal(
         }
     }
     net.heal()?;
-    proxies.iter().for_each(|p| p.set(LinkFault::None));
     Ok(())
 }
 
@@ -453,25 +442,11 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
         cfg.kinds.contains(&FaultKind::Grow) || schedule.iter().any(|f| f.fault == FaultKind::Grow);
     let spares = if grows { SPARES } else { 0 };
     let mut net = Net::create(&tag, &prefix, cfg.nodes + spares)?;
-    // A proxy in front of every node when the run has link faults (declared after `net`, so
-    // dropped before its namespaces go).
+    // A proxy in front of every node when the run has link faults.
     let links = cfg.kinds.iter().any(|k| k.is_link()) || schedule.iter().any(|f| f.fault.is_link());
-    let proxies: Vec<Proxy> = if links {
-        (1..=cfg.nodes + spares)
-            .map(|i| {
-                let ip = net.addr(i);
-                Proxy::start(
-                    Some(&net.ns(i)),
-                    format!("{ip}:{PROXY_PORT}").parse()?,
-                    format!("{ip}:{}", super::cluster::PORT).parse()?,
-                    cfg.seed ^ (i as u64) << 32,
-                )
-                .map_err(anyhow::Error::from)
-            })
-            .collect::<anyhow::Result<_>>()?
-    } else {
-        Vec::new()
-    };
+    if links {
+        net.add_proxies(super::cluster::PORT, cfg.seed)?;
+    }
     let mut nodes: Vec<ChaosNode> = (1..=cfg.nodes + spares)
         .map(|i| ChaosNode::new(i as u64, net.ns(i), &net.addr(i), &cfg.dir, links))
         .collect();
@@ -584,7 +559,6 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
             &targets,
             &mut nodes,
             &mut net,
-            &proxies,
             &admin,
             &mut next_id,
             &cfg.node,
@@ -593,7 +567,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
         *faults.entry(fault_name(f)).or_insert(0) += 1;
         let until = Instant::now() + Duration::from_millis(f.duration_ms);
         watch(until, &mut nodes, &cfg.node, &mut faults, &mut anomalies).await?;
-        heal(&mut nodes, &mut net, &proxies, &cfg.node)?;
+        heal(&mut nodes, &mut net, &cfg.node)?;
         if f.fault == FaultKind::Rejoin {
             for p in rejoin(&nodes, &wiped, &admin).await {
                 anomalies.push(format!("membership: {p}"));
@@ -624,7 +598,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     .await?;
     stop.store(true, Ordering::Relaxed);
     let _ = work.await;
-    heal(&mut nodes, &mut net, &proxies, &cfg.node)?;
+    heal(&mut nodes, &mut net, &cfg.node)?;
 
     // Convergence and liveness after the heal.
     let healed = Instant::now();
@@ -714,12 +688,8 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
             ));
         }
     }
-    let held_chunks = proxies
-        .iter()
-        .map(|p| p.stats().held.load(Ordering::Relaxed))
-        .sum();
+    let held_chunks = net.held_chunks();
     drop(nodes);
-    drop(proxies);
     drop(net);
     Ok(RunReport {
         seed: cfg.seed,
