@@ -2,43 +2,18 @@
 //! Targets and results are in the README ("Benchmarks").
 
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use allocator_core::bitmap::Bitmap;
-use allocator_core::{Command, Op, Order, Owner, PoolId, PoolSpec, State};
-use benches::{endpoint_name, live_bytes, scattered, Counting};
+use allocator_core::{Op, Order, Owner, PoolId, State};
+use benches::{
+    cmd, endpoint_name, filled_bitmap, filled_pair, live_bytes, next_address_commands, pool_state,
+    Counting,
+};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
-
-fn cmd(op: Op) -> Command {
-    Command {
-        at_ms: 1_700_000_000_000,
-        op,
-    }
-}
-
-fn pool_state(cidr: &str) -> (State, PoolId) {
-    let mut s = State::default();
-    let spec = PoolSpec {
-        space: "global".into(),
-        subnet: Some(cidr.parse().unwrap()),
-        ..Default::default()
-    };
-    s.apply(&cmd(Op::RequestPool {
-        spec,
-        holder: "bench".into(),
-    }))
-    .unwrap();
-    let id = s.pools()[0].id.clone();
-    (s, id)
-}
-
-fn v4(base: u32, off: u64) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::from(base + off as u32))
-}
 
 fn alloc_release(c: &mut Criterion) {
     let mut g = c.benchmark_group("alloc_release_pair");
@@ -46,22 +21,13 @@ fn alloc_release(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1));
     for (name, prefix) in [("slash16", 16u32), ("slash8", 8)] {
         let bits = 32 - prefix;
-        let size = 1u64 << bits;
         for (fill_name, permille) in [("50pct", 500u64), ("99pct", 990)] {
             // Setup happens inside each closure, so a filtered run builds only what it measures,
             // and once: criterion calls the closure for every sample, and a /8 at 99% takes
             // seconds to fill (built per sample, it made this run take over 20 minutes).
             let mut bitmap = None;
             g.bench_function(format!("bitmap/{name}/{fill_name}"), |bench| {
-                let b = bitmap.get_or_insert_with(|| {
-                    let mut b = Bitmap::new(bits);
-                    b.set(0);
-                    b.set(u128::from(size - 1));
-                    for o in scattered(size, permille, 42) {
-                        b.set(u128::from(o));
-                    }
-                    b
-                });
+                let b = bitmap.get_or_insert_with(|| filled_bitmap(bits, permille));
                 bench.iter(|| {
                     let i = b.take_first_in(0, u128::MAX).unwrap();
                     b.clear(black_box(i));
@@ -70,37 +36,8 @@ fn alloc_release(c: &mut Criterion) {
             drop(bitmap);
             let mut filled = None;
             g.bench_function(format!("apply/{name}/{fill_name}"), |bench| {
-                let (s, alloc, release) = filled.get_or_insert_with(|| {
-                    let base = u32::from(Ipv4Addr::new(10, 0, 0, 0));
-                    let (mut s, id) = pool_state(&format!("10.0.0.0/{prefix}"));
-                    for o in scattered(size, permille, 42) {
-                        let op = Op::Allocate {
-                            pool: id.clone(),
-                            addr: Some(v4(base, o)),
-                            owner: Owner::new("host-1", endpoint_name(o)),
-                            order: Order::Lowest,
-                        };
-                        s.apply(&cmd(op)).unwrap();
-                    }
-                    let alloc = cmd(Op::Allocate {
-                        pool: id.clone(),
-                        addr: None,
-                        owner: Owner::new("host-2", endpoint_name(u64::MAX)),
-                        order: Order::Lowest,
-                    });
-                    let first_free = match s.apply(&alloc).unwrap() {
-                        allocator_core::Outcome::Allocated { addr, .. } => addr.addr(),
-                        o => panic!("{o:?}"),
-                    };
-                    let release = cmd(Op::Release {
-                        pool: id.clone(),
-                        addr: first_free,
-                        host: "host-2".into(),
-                        force: false,
-                    });
-                    s.apply(&release).unwrap();
-                    (s, alloc, release)
-                });
+                let (s, alloc, release) =
+                    filled.get_or_insert_with(|| filled_pair(prefix, permille));
                 bench.iter(|| {
                     black_box(s.apply(alloc).unwrap());
                     black_box(s.apply(release).unwrap());
@@ -169,16 +106,7 @@ fn ipv6_million(c: &mut Criterion) {
         )
     });
     let id: PoolId = "global/fd00::/64".parse().unwrap();
-    let cmds: Vec<Command> = (0..MILLION)
-        .map(|i| {
-            cmd(Op::Allocate {
-                pool: id.clone(),
-                addr: None,
-                owner: Owner::new("host-1", endpoint_name(i)),
-                order: Order::Lowest,
-            })
-        })
-        .collect();
+    let cmds = next_address_commands(&id, MILLION);
     g.bench_function("apply", |bench| {
         bench.iter_batched_ref(
             || pool_state("fd00::/64").0,

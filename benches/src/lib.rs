@@ -98,3 +98,105 @@ pub async fn three_nodes(dir: &std::path::Path) -> (Vec<raft_node::Node>, raft_n
     }
     (nodes, client)
 }
+
+/// A command stamped at a fixed time (benchmarks never depend on the clock).
+pub fn cmd(op: allocator_core::Op) -> allocator_core::Command {
+    allocator_core::Command {
+        at_ms: 1_700_000_000_000,
+        op,
+    }
+}
+
+/// A state with one pool of `cidr` in the global space, and its id.
+pub fn pool_state(cidr: &str) -> (allocator_core::State, allocator_core::PoolId) {
+    use allocator_core::{Op, PoolSpec, State};
+    let mut s = State::default();
+    let spec = PoolSpec {
+        space: "global".into(),
+        subnet: Some(cidr.parse().expect("a CIDR")),
+        ..Default::default()
+    };
+    s.apply(&cmd(Op::RequestPool {
+        spec,
+        holder: "bench".into(),
+    }))
+    .expect("the pool");
+    let id = s.pools()[0].id.clone();
+    (s, id)
+}
+
+/// `n` allocations of the next free address of `pool`, each with its own 32-character owner
+/// (`host-1`, [`endpoint_name`]).
+pub fn next_address_commands(
+    pool: &allocator_core::PoolId,
+    n: u64,
+) -> Vec<allocator_core::Command> {
+    use allocator_core::{Op, Order, Owner};
+    (0..n)
+        .map(|i| {
+            cmd(Op::Allocate {
+                pool: pool.clone(),
+                addr: None,
+                owner: Owner::new("host-1", endpoint_name(i)),
+                order: Order::Lowest,
+            })
+        })
+        .collect()
+}
+
+/// An IPv4 pool of `10.0.0.0/prefix` filled to `permille`‰ (scattered, seed 42, owners of
+/// their own), and an allocate + release pair on it: the allocation of the lowest free address
+/// by a new owner, and its release (applied once, so its cooldown does not apply).
+pub fn filled_pair(
+    prefix: u32,
+    permille: u64,
+) -> (
+    allocator_core::State,
+    allocator_core::Command,
+    allocator_core::Command,
+) {
+    use allocator_core::{Op, Order, Outcome, Owner};
+    use std::net::{IpAddr, Ipv4Addr};
+    let base = u32::from(Ipv4Addr::new(10, 0, 0, 0));
+    let (mut s, id) = pool_state(&format!("10.0.0.0/{prefix}"));
+    for o in scattered(1u64 << (32 - prefix), permille, 42) {
+        s.apply(&cmd(Op::Allocate {
+            pool: id.clone(),
+            addr: Some(IpAddr::V4(Ipv4Addr::from(base + o as u32))),
+            owner: Owner::new("host-1", endpoint_name(o)),
+            order: Order::Lowest,
+        }))
+        .expect("fill");
+    }
+    let alloc = cmd(Op::Allocate {
+        pool: id.clone(),
+        addr: None,
+        owner: Owner::new("host-2", endpoint_name(u64::MAX)),
+        order: Order::Lowest,
+    });
+    let first_free = match s.apply(&alloc).expect("allocate") {
+        Outcome::Allocated { addr, .. } => addr.addr(),
+        o => panic!("allocating gave {o:?}"),
+    };
+    let release = cmd(Op::Release {
+        pool: id,
+        addr: first_free,
+        host: "host-2".into(),
+        force: false,
+    });
+    s.apply(&release).expect("release");
+    (s, alloc, release)
+}
+
+/// A bitmap of `bits` bits with its first and last set (network and broadcast) and
+/// `permille`‰ of the rest (scattered, seed 42).
+pub fn filled_bitmap(bits: u32, permille: u64) -> allocator_core::bitmap::Bitmap {
+    let size = 1u64 << bits;
+    let mut b = allocator_core::bitmap::Bitmap::new(bits);
+    b.set(0);
+    b.set(u128::from(size - 1));
+    for o in scattered(size, permille, 42) {
+        b.set(u128::from(o));
+    }
+    b
+}

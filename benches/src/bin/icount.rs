@@ -8,18 +8,10 @@
 //!   icount --list      the cases
 
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr};
 
 use allocator_core::bitmap::Bitmap;
 use allocator_core::{Command, Op, Order, Owner, State};
-use benches::{endpoint_name, scattered};
-
-fn cmd(op: Op) -> Command {
-    Command {
-        at_ms: 1_700_000_000_000,
-        op,
-    }
-}
+use benches::{cmd, filled_bitmap, filled_pair, next_address_commands, pool_state};
 
 /// The cases: name, what one unit is.
 const CASES: &[(&str, &str)] = &[
@@ -82,21 +74,6 @@ fn measured_apply_all(s: &mut State, cmds: &[Command]) {
     }
 }
 
-fn pool(cidr: &str) -> (State, allocator_core::PoolId) {
-    let mut s = State::default();
-    s.apply(&cmd(Op::RequestPool {
-        spec: allocator_core::PoolSpec {
-            space: "global".into(),
-            subnet: Some(cidr.parse().expect("cidr")),
-            ..Default::default()
-        },
-        holder: "icount".into(),
-    }))
-    .expect("pool");
-    let id = s.pools()[0].id.clone();
-    (s, id)
-}
-
 fn run(case: &str, n: u64) -> Result<(), String> {
     let parts: Vec<&str> = case.split('/').collect();
     let prefix = |p: &str| match p {
@@ -111,66 +88,19 @@ fn run(case: &str, n: u64) -> Result<(), String> {
     };
     match parts.as_slice() {
         ["bitmap_pair", size, fill] => {
-            let bits = 32 - prefix(size)?;
-            let size = 1u64 << bits;
-            let mut b = Bitmap::new(bits);
-            b.set(0);
-            b.set(u128::from(size - 1));
-            for o in scattered(size, permille(fill)?, 42) {
-                b.set(u128::from(o));
-            }
+            let mut b = filled_bitmap(32 - prefix(size)?, permille(fill)?);
             measured_bitmap_pairs(&mut b, n);
         }
         ["apply_pair", size, fill] => {
-            let prefix = prefix(size)?;
-            let base = u32::from(Ipv4Addr::new(10, 0, 0, 0));
-            let (mut s, id) = pool(&format!("10.0.0.0/{prefix}"));
-            for o in scattered(1u64 << (32 - prefix), permille(fill)?, 42) {
-                s.apply(&cmd(Op::Allocate {
-                    pool: id.clone(),
-                    addr: Some(IpAddr::V4(Ipv4Addr::from(base + o as u32))),
-                    owner: Owner::new("host-1", endpoint_name(o)),
-                    order: Order::Lowest,
-                }))
-                .map_err(|e| e.to_string())?;
-            }
-            let alloc = cmd(Op::Allocate {
-                pool: id.clone(),
-                addr: None,
-                owner: Owner::new("host-2", endpoint_name(u64::MAX)),
-                order: Order::Lowest,
-            });
-            // The address the pair will take and give back, released once so that its
-            // cooldown does not apply (as in the criterion bench).
-            let first = match s.apply(&alloc).map_err(|e| e.to_string())? {
-                allocator_core::Outcome::Allocated { addr, .. } => addr.addr(),
-                o => return Err(format!("unexpected {o:?}")),
-            };
-            let release = cmd(Op::Release {
-                pool: id,
-                addr: first,
-                host: "host-2".into(),
-                force: false,
-            });
-            s.apply(&release).map_err(|e| e.to_string())?;
+            let (mut s, alloc, release) = filled_pair(prefix(size)?, permille(fill)?);
             measured_apply_pairs(&mut s, &alloc, &release, n);
         }
         ["fill", "ipv6_slash64"] => {
-            let (mut s, id) = pool("fd00::/64");
-            let cmds: Vec<Command> = (0..n)
-                .map(|i| {
-                    cmd(Op::Allocate {
-                        pool: id.clone(),
-                        addr: None,
-                        owner: Owner::new("host-1", endpoint_name(i)),
-                        order: Order::Lowest,
-                    })
-                })
-                .collect();
-            measured_apply_all(&mut s, &cmds);
+            let (mut s, id) = pool_state("fd00::/64");
+            measured_apply_all(&mut s, &next_address_commands(&id, n));
         }
         ["fill", "slash16"] => {
-            let (mut s, id) = pool("10.0.0.0/16");
+            let (mut s, id) = pool_state("10.0.0.0/16");
             let n = n.min(65_534);
             let cmds: Vec<Command> = (0..n)
                 .map(|_| {
