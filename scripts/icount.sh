@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
-apt_need valgrind:valgrind
+apt_need valgrind:valgrind bc:bc
 cargo build --release -q -p benches --bin icount
 bin=$CARGO_TARGET_DIR/release/icount
 mapfile -t cases < <(if (($#)); then printf '%s\n' "$@"; else "$bin" --list | cut -f1; fi)

@@ -138,7 +138,8 @@ fi
 # so, with their own empty state (not this machine's, which the overlay shows), the vfs storage
 # driver (no overlay on an overlay) and no iptables.
 mkdir -p "$root/etc/docker" "$root/etc/containerd"
-printf '{"data-root": "/var/lib/docker-sdt", "storage-driver": "vfs", "iptables": false, "ip-masq": false, "bridge": "none", "cgroup-parent": "/%s"}\n' "$machine" \
+# (On cgroup v1 a cgroup parent of this run's is added once the container is up; see below.)
+printf '{"data-root": "/var/lib/docker-sdt", "storage-driver": "vfs", "iptables": false, "ip-masq": false, "bridge": "none"}\n' \
   >"$root/etc/docker/daemon.json"
 printf 'version = 2\nroot = "/var/lib/containerd-sdt"\nstate = "/run/containerd"\n' \
   >"$root/etc/containerd/config.toml"
@@ -403,18 +404,28 @@ if [[ -x $root/usr/sbin/dockerd && -x $root/usr/bin/containerd && -x $root/bin/b
   # made writable in the container's mount namespace only, and dockerd keeps its cgroups under
   # one parent of this run's (removed at exit). On cgroup v2 the container's subtree is its own.
   if [[ $cgroups != "v2 (unified)" ]]; then
-    for m in $(in_ct awk '$9 == "cgroup" && $5 ~ "^/sys/fs/cgroup/" && $6 ~ "^ro" {print $5}' /proc/self/mountinfo); do
+    while read -r m opts; do
+      [[ $opts == ro,* || $opts == ro ]] || continue
       nsenter --target "$leader" --mount -- mount -o remount,bind,rw "$m" ||
         echo "NOTE: could not make $m writable in the container"
-    done
+    done < <(in_ct findmnt -rn -t cgroup -o TARGET,OPTIONS)
+    # The cgroupfs driver (dockerd's default on v1) under a parent of this run's.
+    printf '{"data-root": "/var/lib/docker-sdt", "storage-driver": "vfs", "iptables": false, "ip-masq": false, "bridge": "none", "cgroup-parent": "/%s"}\n' "$machine" \
+      >"$root/etc/docker/daemon.json"
   fi
   # raftipam-node.service is not wanted by docker.service here: only its socket is enabled.
   # Whether dockerd can run in a container at all is this machine's business (its kernel,
   # cgroups, seccomp): if it cannot start, the Docker part is skipped with a NOTE saying why.
   in_ct systemctl disable --quiet raftipam-node.service || true
   if ! { in_ct systemctl start containerd.service docker.service && wait_until 60 docker_up; }; then
-    echo "NOTE: dockerd cannot run in a container here, Docker under systemd skipped; its last words: $(in_ct journalctl --no-pager -u docker -u containerd -n 3 -o cat 2>/dev/null | tr '\n' ' ')"
+    words=$(in_ct journalctl --no-pager -u docker -u containerd -n 5 -o cat 2>/dev/null | tr '\n' ' ')
     in_ct systemctl stop docker.service docker.socket containerd.service || true
+    # Only what the kernel or the container forbids is skipped; anything else is a failure.
+    if grep -Eqi 'operation not permitted|permission denied|read-only file system|not supported|no such device|cgroup' <<<"$words"; then
+      echo "NOTE: dockerd cannot run in a container here, Docker under systemd skipped; its last words: $words"
+    else
+      fail "systemctl start containerd docker: dockerd did not come up in the container: $words"
+    fi
   else
   check "systemctl start containerd docker (raftipam-node disabled and stopped, only its socket enabled)" \
     eval 'inactive raftipam-node && active raftipam-node.socket'
@@ -447,7 +458,8 @@ if [[ -x $root/usr/sbin/dockerd && -x $root/usr/bin/containerd && -x $root/bin/b
   if runs >"$work/run.out" 2>&1; then
     cat "$work/run.out"
     pass "docker run --network sdt-net: the container has an address of the range, on its eth0"
-  elif grep -q "OCI runtime" "$work/run.out"; then
+  elif grep -q "OCI runtime create failed" "$work/run.out" &&
+    grep -Eqi 'cgroup|not permitted|permission denied|read-only file system|keyring' "$work/run.out"; then
     # runc, not raftipam: the address was given; the container could not be started here.
     echo "NOTE: runc cannot start a container inside this container here (the network through the plugin worked): $(grep -m1 'OCI runtime' "$work/run.out")"
     docker_ct rm -f sdt-c1 >/dev/null 2>&1 || true
@@ -476,6 +488,8 @@ if [[ -x $root/usr/sbin/dockerd && -x $root/usr/bin/containerd && -x $root/bin/b
   check "docker rm and docker network rm: the address and the pool are given back" removed
   check "systemctl stop docker containerd" \
     in_ct systemctl stop docker.service docker.socket containerd.service
+  # dockerd's call started the node: stop it, so that the next check starts it again.
+  check "systemctl stop raftipam-node: clean exit, the socket stays for the next call" stop_keeps_socket
   fi
 else
   echo "NOTE: no Docker in the container (this machine has no docker.io, containerd or busybox-static): skipped dockerd under systemd"

@@ -76,6 +76,15 @@ fn scenario(name: &str, args: &[&str]) {
         .iter()
         .filter_map(|k| summary["faults"][k].as_u64())
         .sum();
+    if args.contains(&"delay,loss,reorder,slow") {
+        // The scenario's seed was chosen to draw every kind of link fault: it must.
+        for k in ["delay", "loss", "reorder", "slow"] {
+            assert!(
+                summary["faults"][k].as_u64().unwrap_or(0) >= 1,
+                "{name}: no {k} fault was applied:\n{stdout}"
+            );
+        }
+    }
     if link_faults > 0 {
         // The proxies really held traffic back (a link fault that does nothing proves nothing).
         let held = summary["held_chunks"].as_u64().unwrap_or(0);

@@ -154,7 +154,8 @@ impl Net {
         Ok(())
     }
 
-    /// Node `i`'s proxy does `fault` from now on (until [`Net::heal`]).
+    /// Node `i`'s traffic gets `fault` from now on (until [`Net::heal`]): its own proxy's
+    /// connections, and on every other node's proxy the connections that node `i` opened.
     pub fn set_link(&self, i: usize, fault: LinkFault) -> Result<(), NetError> {
         let p = self
             .proxies
@@ -164,6 +165,15 @@ impl Net {
                 why: "the run has no proxy for it (Net::add_proxies)".into(),
             })?;
         p.set(fault);
+        let ip: std::net::IpAddr = self.addr(i).parse().map_err(|e| NetError {
+            what: format!("node {i}'s address {}", self.addr(i)),
+            why: format!("{e}"),
+        })?;
+        for (k, other) in self.proxies.iter().enumerate() {
+            if k + 1 != i {
+                other.set_from(ip, fault);
+            }
+        }
         Ok(())
     }
 
@@ -177,7 +187,7 @@ impl Net {
 
     /// Every blackhole route removed; every proxy passing bytes at once again.
     pub fn heal(&mut self) -> Result<(), NetError> {
-        self.proxies.iter().for_each(|p| p.set(LinkFault::None));
+        self.proxies.iter().for_each(Proxy::clear);
         let blocked: Vec<(usize, usize)> = std::mem::take(&mut self.blocked).into_iter().collect();
         let mut first = None;
         for (i, j) in blocked {

@@ -9,6 +9,11 @@
 //! and connects to the node at its own port in the same namespace. Blackhole routes between
 //! namespaces (partitions, [`super::net`]) still cut the proxied paths.
 //!
+//! A fault on a node is set on its own proxy (connections to it) and, by source address, on
+//! every other node's proxy (connections it opens: a leader's appends, a candidate's votes), so
+//! it covers the node's traffic both ways. A heal takes effect at once, also on chunks already
+//! queued.
+//!
 //! TCP delivers a byte stream in order and without gaps, so a fault acts on chunks as they
 //! are read and keeps their order within a connection:
 //! - **delay**: each chunk is held `ms` plus a random jitter of up to `jitter_ms`;
@@ -20,7 +25,7 @@
 //! - **slow**: each direction of each connection carries at most `bytes_per_s` (a snapshot
 //!   sent to a node crawls).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -75,16 +80,38 @@ pub struct ProxyStats {
 }
 
 struct Shared {
-    fault: Mutex<LinkFault>,
+    /// What this proxy does to every connection, and to connections from given addresses
+    /// (a fault on another node that must reach its outgoing connections too).
+    faults: Mutex<Faults>,
+    /// Bumped by every change of fault: chunks stamped before it are sent at once (a heal
+    /// takes effect on what is already queued).
+    epoch: AtomicU64,
     rng: Mutex<SplitMix64>,
     stats: ProxyStats,
 }
 
+#[derive(Default)]
+struct Faults {
+    all: LinkFault,
+    from: std::collections::HashMap<IpAddr, LinkFault>,
+}
+
 impl Shared {
-    /// When a chunk of `len` bytes read now may be written, given the previous chunk's time
-    /// on this direction of this connection (`last`) — never before it: TCP keeps the order.
-    fn due(&self, now: Instant, len: usize, last: Instant) -> Instant {
-        let fault = *self.fault.lock().expect("proxy fault lock");
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// When a chunk of `len` bytes read now, on a connection from `peer`, may be written,
+    /// given the previous chunk's time on this direction of this connection (`last`) — never
+    /// before it: TCP keeps the order.
+    fn due(&self, now: Instant, len: usize, last: Instant, peer: IpAddr) -> Instant {
+        let fault = {
+            let f = self.faults.lock().expect("proxy fault lock");
+            match f.from.get(&peer) {
+                Some(&by_peer) if by_peer != LinkFault::None => by_peer,
+                _ => f.all,
+            }
+        };
         let mut rng = self.rng.lock().expect("proxy rng lock");
         let at = match fault {
             LinkFault::None => now,
@@ -154,7 +181,8 @@ impl Proxy {
         seed: u64,
     ) -> Result<Proxy, ProxyError> {
         let shared = Arc::new(Shared {
-            fault: Mutex::new(LinkFault::None),
+            faults: Mutex::new(Faults::default()),
+            epoch: AtomicU64::new(0),
             rng: Mutex::new(SplitMix64::new(seed)),
             stats: ProxyStats::default(),
         });
@@ -222,9 +250,29 @@ impl Proxy {
         }
     }
 
-    /// From now on, every chunk (on new and open connections) gets `fault`.
+    /// From now on, every chunk (on new and open connections) gets `fault`; chunks queued
+    /// under an earlier fault go at once.
     pub fn set(&self, fault: LinkFault) {
-        *self.shared.fault.lock().expect("proxy fault lock") = fault;
+        self.shared.faults.lock().expect("proxy fault lock").all = fault;
+        self.shared.epoch.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// From now on, chunks of connections from `peer` get `fault` (over the proxy's own; a
+    /// node's fault reaches the connections it opens to others this way).
+    pub fn set_from(&self, peer: IpAddr, fault: LinkFault) {
+        self.shared
+            .faults
+            .lock()
+            .expect("proxy fault lock")
+            .from
+            .insert(peer, fault);
+        self.shared.epoch.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every fault removed (its own and per peer); queued chunks go at once.
+    pub fn clear(&self) {
+        *self.shared.faults.lock().expect("proxy fault lock") = Faults::default();
+        self.shared.epoch.fetch_add(1, Ordering::Relaxed);
     }
 
     /// What it did so far.
@@ -258,7 +306,15 @@ async fn serve(
         tokio::select! {
             _ = stopped.changed() => break,
             accepted = listener.accept() => {
-                let Ok((down, _)) = accepted else { continue };
+                let (down, from) = match accepted {
+                    Ok(a) => a,
+                    Err(_) => {
+                        // Out of descriptors or the like: do not spin.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let peer = from.ip();
                 shared.stats.connections.fetch_add(1, Ordering::Relaxed);
                 let shared = shared.clone();
                 conns.spawn(async move {
@@ -275,8 +331,8 @@ async fn serve(
                     let (ur, uw) = up.into_split();
                     // When either direction ends, the other goes too (a closed peer).
                     tokio::select! {
-                        _ = pump(dr, uw, shared.clone()) => {}
-                        _ = pump(ur, dw, shared) => {}
+                        _ = pump(dr, uw, shared.clone(), peer) => {}
+                        _ = pump(ur, dw, shared, peer) => {}
                     }
                 });
             }
@@ -293,12 +349,13 @@ async fn pump(
     mut r: tokio::net::tcp::OwnedReadHalf,
     mut w: tokio::net::tcp::OwnedWriteHalf,
     shared: Arc<Shared>,
+    peer: IpAddr,
 ) {
-    let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(256);
+    let (tx, mut rx) = mpsc::channel::<(Instant, u64, Vec<u8>)>(256);
     let reader = {
         let shared = shared.clone();
         async move {
-            let mut last = Instant::now();
+            let (mut last, mut epoch) = (Instant::now(), shared.epoch());
             loop {
                 let mut buf = vec![0u8; 16 * 1024];
                 let n = match r.read(&mut buf).await {
@@ -307,16 +364,25 @@ async fn pump(
                 };
                 buf.truncate(n);
                 shared.stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
-                last = shared.due(Instant::now(), n, last);
-                if tx.send((last, buf)).await.is_err() {
+                let now = Instant::now();
+                if shared.epoch() != epoch {
+                    // The fault changed: nothing waits behind chunks stamped under the old one.
+                    (last, epoch) = (now, shared.epoch());
+                }
+                last = shared.due(now, n, last, peer);
+                if tx.send((last, epoch, buf)).await.is_err() {
                     break;
                 }
             }
         }
     };
     let writer = async move {
-        while let Some((at, chunk)) = rx.recv().await {
-            tokio::time::sleep_until(at).await;
+        while let Some((at, epoch, chunk)) = rx.recv().await {
+            // Held until its time, unless the fault changed since (a heal frees the queue).
+            tokio::select! {
+                _ = tokio::time::sleep_until(at) => {}
+                _ = wait_epoch_change(&shared, epoch) => {}
+            }
             if w.write_all(&chunk).await.is_err() {
                 return;
             }
@@ -325,6 +391,13 @@ async fn pump(
     };
     // The writer drains what the reader queued before the reader's end closes the channel.
     tokio::join!(reader, writer);
+}
+
+/// Returns once the proxy's fault changed from the one of `epoch` (checked every 20 ms).
+async fn wait_epoch_change(shared: &Shared, epoch: u64) {
+    while shared.epoch() == epoch {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[cfg(test)]
@@ -425,6 +498,56 @@ mod tests {
         assert_eq!(back, data);
         // 24 KiB at 32 KiB/s is 0.75 s each way; the two ways overlap chunk by chunk.
         assert!(took >= Duration::from_millis(700), "took {took:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn clearing_a_slow_link_frees_what_it_queued_at_once() {
+        let (proxy, _srv) = echo_behind_proxy().await;
+        let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
+        proxy.set(LinkFault::Slow { bytes_per_s: 1024 });
+        // 64 KiB at 1 KiB/s would take a minute each way.
+        let data = vec![7u8; 64 * 1024];
+        let (mut r, mut w) = s.split();
+        let send = async {
+            w.write_all(&data).await.expect("write");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            proxy.clear();
+        };
+        let mut back = vec![0u8; data.len()];
+        let t0 = StdInstant::now();
+        let (_, got) = tokio::join!(send, r.read_exact(&mut back));
+        got.expect("read");
+        assert_eq!(back, data);
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            t0.elapsed()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fault_from_one_peer_leaves_the_others_alone() {
+        let (proxy, _srv) = echo_behind_proxy().await;
+        // Connections come from 127.0.0.1 here: a fault from another address changes nothing.
+        proxy.set_from(
+            "10.9.9.9".parse().expect("ip"),
+            LinkFault::Delay {
+                ms: 400,
+                jitter_ms: 0,
+            },
+        );
+        let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
+        let (_, took) = round_trip(&mut s, b"x").await;
+        assert!(took < Duration::from_millis(400), "{took:?}");
+        proxy.set_from(
+            "127.0.0.1".parse().expect("ip"),
+            LinkFault::Delay {
+                ms: 200,
+                jitter_ms: 0,
+            },
+        );
+        let (_, took) = round_trip(&mut s, b"y").await;
+        assert!(took >= Duration::from_millis(400), "{took:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

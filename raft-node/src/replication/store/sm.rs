@@ -270,9 +270,8 @@ impl StateMachineStore {
     }
 
     async fn persist(&self, snap: StoredSnapshot) -> io::Result<()> {
-        self.snapshot_bytes
-            .store(snap.data.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let db = self.db.clone();
+        let bytes = self.snapshot_bytes.clone();
         tokio::task::spawn_blocking(move || {
             if let Some(cur) = load_snapshot(&db)? {
                 if cur.meta.last_log_id > snap.meta.last_log_id {
@@ -282,7 +281,9 @@ impl StateMachineStore {
             let mut wo = WriteOptions::default();
             wo.set_sync(true);
             db.put_cf_opt(cf(&db, CF_SM)?, KEY_SNAPSHOT, encode(&snap)?, &wo)
-                .map_err(db_err)
+                .map_err(db_err)?;
+            bytes.store(snap.data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
         })
         .await
         .map_err(io::Error::other)?
