@@ -1,6 +1,7 @@
 //! The chaos run's clients: concurrent processes that allocate (a unique owner each time),
 //! allocate a given address (a small range contended on purpose), release what they hold,
-//! ask who has an address, and send heartbeats — through the real client, which retries a
+//! ask who has an address, send heartbeats and reconciliation reports, and now and then
+//! create or delete a small pool of their own — through the real client, which retries a
 //! call with the same request id. Every operation is recorded as an invoke and a completion
 //! ([`Recorder`], JSON lines): `ok`, `fail` (the allocator refused: nothing happened) or
 //! `info` (a timeout or a lost connection: the outcome is unknown). A process that sees `info`
@@ -145,6 +146,10 @@ async fn one_process(
 ) {
     let host = format!("c{process}");
     let mut held: Vec<(IpAddr, Owner)> = Vec::new();
+    // A small pool of this process's own, created and deleted now and then (its /28 of
+    // 10.250.0.0/16 overlaps no other process's).
+    let side_net = format!("10.250.{}.{}/28", (process / 16) % 256, (process % 16) * 16);
+    let mut side: Option<PoolId> = None;
     let mut k = 0u64;
     while !stop.load(Ordering::Relaxed) {
         // A little think time between calls keeps the history checkable (a few thousand
@@ -219,6 +224,58 @@ async fn one_process(
                 Err(e) => classify(&e, value.clone()),
             };
             ("who_has", value, done)
+        } else if roll == 97 {
+            // A reconciliation report: changes no allocation.
+            let value = json!({"host": host, "allocations": held.len()});
+            rec.write(process, "invoke", "report", value.clone());
+            let done = match client
+                .apply(Op::Report {
+                    host: host.clone(),
+                    report: allocator_core::HostReport {
+                        endpoints: held.len() as u64,
+                        allocations: held.len() as u64,
+                        ..Default::default()
+                    },
+                })
+                .await
+            {
+                Ok(_) => Done::Ok(value.clone()),
+                Err(e) => classify(&e, value.clone()),
+            };
+            ("report", value, done)
+        } else if roll >= 98 {
+            // The odd pool created, or deleted (with whatever it holds).
+            match side.take() {
+                None => {
+                    let value = json!({"subnet": side_net});
+                    rec.write(process, "invoke", "pool_create", value.clone());
+                    let spec = allocator_core::PoolSpec {
+                        space: "global".into(),
+                        subnet: side_net.parse().ok(),
+                        ..Default::default()
+                    };
+                    let done = match client.create_pool(spec, &host).await {
+                        Ok(id) => {
+                            side = Some(id.clone());
+                            Done::Ok(json!({"subnet": side_net, "pool": id.to_string()}))
+                        }
+                        Err(e) => classify(&e, value.clone()),
+                    };
+                    ("pool_create", value, done)
+                }
+                Some(id) => {
+                    let value = json!({"pool": id.to_string()});
+                    rec.write(process, "invoke", "pool_delete", value.clone());
+                    let done = match client.delete_pool(&id, true).await {
+                        Ok(_) => Done::Ok(value.clone()),
+                        Err(e) => {
+                            side = Some(id);
+                            classify(&e, value.clone())
+                        }
+                    };
+                    ("pool_delete", value, done)
+                }
+            }
         } else {
             let value = json!({"host": host});
             rec.write(process, "invoke", "heartbeat", value.clone());
