@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+#[derive(Clone)]
 pub(crate) struct Keyed<K, V> {
     index: BTreeMap<K, usize>,
     slab: Vec<Option<(K, V)>>,

@@ -35,6 +35,7 @@ impl Rec {
     }
 }
 
+#[derive(Clone)]
 struct WordRecs {
     word: u128,
     alloc: u64,
@@ -76,7 +77,7 @@ fn slot_bit(e: u32) -> (u32, u32) {
     ((e >> 6) & SLOT_MASK, e & 63)
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(crate) struct Records {
     slots: Vec<WordRecs>,
     free_slots: Vec<u32>,

@@ -66,6 +66,7 @@ pub(crate) struct Seen {
     pub last_seen_ms: u64,
 }
 
+#[derive(Clone)]
 pub(crate) struct Pool {
     /// Key of its subnet in `State::subnets`.
     pub key: (String, IpNet),
@@ -85,6 +86,7 @@ pub(crate) struct Pool {
 ///
 /// Apply [`Command`]s with [`State::apply`]; read with the query methods. Deterministic: the
 /// same sequence of commands gives the same state and outcomes on every replica.
+#[derive(Clone)]
 pub struct State {
     pub(crate) config: Config,
     pub(crate) seq: u64,

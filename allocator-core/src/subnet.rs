@@ -20,6 +20,7 @@ pub(crate) fn addr_to_u128(a: IpAddr) -> u128 {
     }
 }
 
+#[derive(Clone)]
 pub(crate) struct Subnet {
     pub net: IpNet,
     pub base: u128,
