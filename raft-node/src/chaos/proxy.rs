@@ -85,7 +85,7 @@ struct Shared {
     faults: Mutex<Faults>,
     /// Bumped by every change of fault: chunks stamped before it are sent at once (a heal
     /// takes effect on what is already queued).
-    epoch: AtomicU64,
+    epoch: watch::Sender<u64>,
     rng: Mutex<SplitMix64>,
     stats: ProxyStats,
 }
@@ -98,7 +98,13 @@ struct Faults {
 
 impl Shared {
     fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Relaxed)
+        *self.epoch.borrow()
+    }
+
+    /// Changes the faults and starts a new epoch.
+    fn change(&self, f: impl FnOnce(&mut Faults)) {
+        f(&mut self.faults.lock().expect("proxy fault lock"));
+        self.epoch.send_modify(|e| *e += 1);
     }
 
     /// When a chunk of `len` bytes read now, on a connection from `peer`, may be written,
@@ -182,7 +188,7 @@ impl Proxy {
     ) -> Result<Proxy, ProxyError> {
         let shared = Arc::new(Shared {
             faults: Mutex::new(Faults::default()),
-            epoch: AtomicU64::new(0),
+            epoch: watch::channel(0).0,
             rng: Mutex::new(SplitMix64::new(seed)),
             stats: ProxyStats::default(),
         });
@@ -253,26 +259,20 @@ impl Proxy {
     /// From now on, every chunk (on new and open connections) gets `fault`; chunks queued
     /// under an earlier fault go at once.
     pub fn set(&self, fault: LinkFault) {
-        self.shared.faults.lock().expect("proxy fault lock").all = fault;
-        self.shared.epoch.fetch_add(1, Ordering::Relaxed);
+        self.shared.change(|f| f.all = fault);
     }
 
     /// From now on, chunks of connections from `peer` get `fault` (over the proxy's own; a
     /// node's fault reaches the connections it opens to others this way).
     pub fn set_from(&self, peer: IpAddr, fault: LinkFault) {
-        self.shared
-            .faults
-            .lock()
-            .expect("proxy fault lock")
-            .from
-            .insert(peer, fault);
-        self.shared.epoch.fetch_add(1, Ordering::Relaxed);
+        self.shared.change(|f| {
+            f.from.insert(peer, fault);
+        });
     }
 
     /// Every fault removed (its own and per peer); queued chunks go at once.
     pub fn clear(&self) {
-        *self.shared.faults.lock().expect("proxy fault lock") = Faults::default();
-        self.shared.epoch.fetch_add(1, Ordering::Relaxed);
+        self.shared.change(|f| *f = Faults::default());
     }
 
     /// What it did so far.
@@ -377,11 +377,12 @@ async fn pump(
         }
     };
     let writer = async move {
+        let mut epochs = shared.epoch.subscribe();
         while let Some((at, epoch, chunk)) = rx.recv().await {
             // Held until its time, unless the fault changed since (a heal frees the queue).
             tokio::select! {
                 _ = tokio::time::sleep_until(at) => {}
-                _ = wait_epoch_change(&shared, epoch) => {}
+                _ = epochs.wait_for(|e| *e != epoch) => {}
             }
             if w.write_all(&chunk).await.is_err() {
                 return;
@@ -391,13 +392,6 @@ async fn pump(
     };
     // The writer drains what the reader queued before the reader's end closes the channel.
     tokio::join!(reader, writer);
-}
-
-/// Returns once the proxy's fault changed from the one of `epoch` (checked every 20 ms).
-async fn wait_epoch_change(shared: &Shared, epoch: u64) {
-    while shared.epoch() == epoch {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[cfg(test)]

@@ -252,39 +252,35 @@ pub async fn run(ctx: &Ctx, a: BenchArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    if a.keep {
-        let report = Report {
-            clients: a.clients,
-            count: a.count,
-            kept_pool: Some(pool.to_string()),
-            phases: [Some(alloc), reads, host_work]
-                .into_iter()
-                .flatten()
-                .collect(),
-        };
-        return print_report(ctx, &report);
-    }
-    let p = pool.clone();
-    let h = held.clone();
-    let release = phase(
-        "release",
-        &clients,
-        held.len() as u64,
-        progress(ctx, held.len() as u64, "release"),
-        move |c, i| {
-            let (p, h) = (p.clone(), h.clone());
-            async move {
-                let addr = h[i as usize];
-                c.release(&p, addr, "bench", false).await.map(|_| ())
-            }
-        },
-    )
-    .await?;
-    admin
-        .delete_pool(&pool, true)
-        .await
-        .context("deleting the scratch pool")?;
-    if a.hosts > 0 {
+    let mut phases: Vec<Phase> = [Some(alloc), reads, host_work]
+        .into_iter()
+        .flatten()
+        .collect();
+    let kept_pool = if a.keep {
+        Some(pool.to_string())
+    } else {
+        let p = pool.clone();
+        let h = held.clone();
+        phases.push(
+            phase(
+                "release",
+                &clients,
+                held.len() as u64,
+                progress(ctx, held.len() as u64, "release"),
+                move |c, i| {
+                    let (p, h) = (p.clone(), h.clone());
+                    async move {
+                        let addr = h[i as usize];
+                        c.release(&p, addr, "bench", false).await.map(|_| ())
+                    }
+                },
+            )
+            .await?,
+        );
+        admin
+            .delete_pool(&pool, true)
+            .await
+            .context("deleting the scratch pool")?;
         // The simulated hosts' heartbeats and reports go too (as `host forget` would).
         for i in 0..a.hosts {
             let host = format!("bench-host-{i}");
@@ -293,17 +289,17 @@ pub async fn run(ctx: &Ctx, a: BenchArgs) -> anyhow::Result<()> {
                 .await
                 .context("forgetting the simulated hosts")?;
         }
-    }
-    let report = Report {
-        clients: a.clients,
-        count: a.count,
-        kept_pool: None,
-        phases: [Some(alloc), reads, host_work, Some(release)]
-            .into_iter()
-            .flatten()
-            .collect(),
+        None
     };
-    print_report(ctx, &report)
+    print_report(
+        ctx,
+        &Report {
+            clients: a.clients,
+            count: a.count,
+            kept_pool,
+            phases,
+        },
+    )
 }
 
 fn print_report(ctx: &Ctx, report: &Report) -> anyhow::Result<()> {

@@ -87,6 +87,7 @@ impl Sessions {
 }
 
 /// The in-memory state machine, shared between openraft and the query path.
+#[derive(Clone)]
 pub struct SmData {
     /// The allocator.
     pub state: State,
@@ -320,34 +321,29 @@ pub struct SnapshotBuilder {
     /// applies): the build encodes it without holding the live state, so applying goes on
     /// meanwhile. Copying a million allocations takes ~28 ms where encoding them takes
     /// ~125 ms (2 vCPU EPYC); the copy costs memory for as long as the build runs.
-    view: Option<Box<SmData>>,
+    view: Arc<SmData>,
 }
 
 impl RaftSnapshotBuilder<C> for SnapshotBuilder {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, Vec<u8>>, io::Error> {
-        let encode_view = |d: &SmData| -> io::Result<_> {
+        // Encoding a big state takes a while: off the async workers.
+        let view = self.view.clone();
+        let (meta, data) = tokio::task::spawn_blocking(move || -> io::Result<_> {
             let blob = Blob {
                 version: BLOB_VERSION,
-                state: d.state.to_snapshot(),
-                sessions: d.sessions.clone(),
+                state: view.state.to_snapshot(),
+                sessions: view.sessions.clone(),
             };
             let meta = SnapshotMeta {
-                last_log_id: d.last_applied,
-                last_membership: d.membership.clone(),
+                last_log_id: view.last_applied,
+                last_membership: view.membership.clone(),
             };
             Ok((meta, encode(&blob)?))
-        };
-        let (meta, data) = match self.view.take() {
-            Some(view) => {
-                // Encoding a big state takes a while: off the async workers.
-                tokio::task::spawn_blocking(move || encode_view(&view))
-                    .await
-                    .map_err(io::Error::other)??
-            }
-            None => encode_view(&self.sm.read())?,
-        };
+        })
+        .await
+        .map_err(io::Error::other)??;
         crash_point!("snapshot::build");
         self.sm
             .persist(StoredSnapshot {
@@ -408,18 +404,9 @@ impl RaftStateMachine<C> for StateMachineStore {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         // openraft asks between two applies: the copy is the state as of the last applied.
-        let view = {
-            let d = self.read();
-            Box::new(SmData {
-                state: d.state.clone(),
-                sessions: d.sessions.clone(),
-                last_applied: d.last_applied,
-                membership: d.membership.clone(),
-            })
-        };
         SnapshotBuilder {
             sm: self.clone(),
-            view: Some(view),
+            view: Arc::new(self.read().clone()),
         }
     }
 
