@@ -71,6 +71,8 @@
 pub mod api;
 pub mod chaos;
 pub mod client;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod replication;
 pub mod tls;

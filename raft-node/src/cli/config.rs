@@ -194,6 +194,58 @@ fn lenient(mut cmd: clap::Command) -> clap::Command {
     cmd
 }
 
+/// The command lines the fuzz target `config_file` merges a file into.
+#[cfg(any(test, fuzzing))]
+const FUZZ_COMMANDS: &[&[&str]] = &[
+    &["node"],
+    &["shim"],
+    &["up"],
+    &["check"],
+    &["status"],
+    &["pool", "ls"],
+    &["node", "--id", "2"],
+    &["--json", "pool", "ls"],
+];
+
+/// The fuzz target `config_file` (`raft-node/fuzz/`): the first byte picks a command line,
+/// the rest is the config file's text.
+#[cfg(any(test, fuzzing))]
+pub(crate) fn fuzz(data: &[u8]) {
+    if let Some((&pick, text)) = data.split_first() {
+        never_panics(
+            FUZZ_COMMANDS[pick as usize % FUZZ_COMMANDS.len()],
+            &String::from_utf8_lossy(text),
+        );
+    }
+}
+
+#[cfg(any(test, fuzzing))]
+fn args(a: &[&str]) -> Vec<OsString> {
+    std::iter::once("raftipam")
+        .chain(a.iter().copied())
+        .map(OsString::from)
+        .collect()
+}
+
+/// Whatever the file says, the merge ends in args or an error naming the file, and clap then
+/// parses the args or refuses them — never a panic.
+#[cfg(any(test, fuzzing))]
+fn never_panics(cmd: &[&str], text: &str) {
+    let file = Path::new("/etc/raftipam/fuzzed.toml");
+    match merge(args(cmd), file, text) {
+        Ok(out) => {
+            let _ = <Cli as clap::Parser>::try_parse_from(out);
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            assert!(
+                msg.contains("fuzzed.toml"),
+                "an error that names no file: {msg}"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,29 +254,18 @@ mod tests {
 
     const EXAMPLE: &str = include_str!("../../../packaging/raftipam.toml");
 
-    fn args(a: &[&str]) -> Vec<OsString> {
-        std::iter::once("raftipam")
-            .chain(a.iter().copied())
-            .map(OsString::from)
-            .collect()
-    }
-
-    /// Whatever the file says, the merge ends in args or an error naming the file, and clap
-    /// then parses the args or refuses them — never a panic.
-    fn never_panics(cmd: &[&str], text: &str) {
-        let file = Path::new("/etc/raftipam/fuzzed.toml");
-        match merge(args(cmd), file, text) {
-            Ok(out) => {
-                let _ = Cli::try_parse_from(out);
-            }
-            Err(e) => {
-                let msg = format!("{e:#}");
-                assert!(
-                    msg.contains("fuzzed.toml"),
-                    "an error that names no file: {msg}"
-                );
-            }
+    /// The committed corpus of the `config_file` fuzz target (`fuzz/corpus/config_file/`):
+    /// what the fuzzer once found stays fixed.
+    #[test]
+    fn the_config_file_fuzz_corpus_holds() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/config_file");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let p = e.expect("corpus entry").path();
+            fuzz(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())));
+            n += 1;
         }
+        assert!(n >= 5, "the corpus is committed: {n} inputs");
     }
 
     #[test]

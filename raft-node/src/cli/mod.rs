@@ -19,7 +19,7 @@ mod cert;
 mod chaos;
 mod check;
 mod cluster;
-mod config;
+pub(crate) mod config;
 mod host;
 mod join;
 mod node;

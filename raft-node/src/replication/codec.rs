@@ -19,6 +19,7 @@ use tarpc::tokio_serde::{Deserializer, Serializer};
 use tarpc::tokio_util::bytes::{Bytes, BytesMut};
 use tarpc::tokio_util::codec::{Decoder, Encoder, Framed, LengthDelimitedCodec};
 use tarpc::tokio_util::either::Either;
+use tarpc::{ClientMessage, Response};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsStream;
@@ -105,6 +106,76 @@ impl<T: DeserializeOwned> Deserializer<T> for Postcard {
     }
 }
 
+/// Farthest a request's deadline may be: a year. tarpc turns the deadline it reads (a
+/// duration) into an `Instant` by adding it to the present unchecked, so a client that sent
+/// 2^64 seconds panicked the task serving its connection — found by the `wire` fuzz target.
+/// [`Requests`] refuses such a request before tarpc decodes it; a year is far more than any
+/// call waits (a node bounds every call by its own write timeout anyway).
+pub const MAX_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A node's codec for the requests it serves: postcard, with the deadline checked first
+/// (see [`MAX_DEADLINE`]); replies are plain postcard.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Requests;
+
+/// The start of a tarpc client message in postcard: which message, and for a request the
+/// deadline (the first field of its context). Postcard reads a prefix and ignores the rest.
+#[derive(serde::Deserialize)]
+enum MessageHead {
+    Request { deadline: Duration },
+    Cancel,
+}
+
+/// Refuses a request whose deadline is past [`MAX_DEADLINE`] (or no duration at all: then
+/// the full decode fails on its own).
+pub fn check_deadline(src: &[u8]) -> io::Result<()> {
+    if let Ok(MessageHead::Request { deadline }) = postcard::from_bytes::<MessageHead>(src) {
+        if deadline > MAX_DEADLINE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "a request's deadline is {} s away, more than the {} s allowed",
+                    deadline.as_secs(),
+                    MAX_DEADLINE.as_secs()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl<T: Serialize> Serializer<T> for Requests {
+    type Error = io::Error;
+    fn serialize(self: Pin<&mut Self>, item: &T) -> Result<Bytes, io::Error> {
+        Pin::new(&mut Postcard).serialize(item)
+    }
+}
+
+impl<T: DeserializeOwned> Deserializer<ClientMessage<T>> for Requests {
+    type Error = io::Error;
+    fn deserialize(self: Pin<&mut Self>, src: &BytesMut) -> Result<ClientMessage<T>, io::Error> {
+        check_deadline(src)?;
+        postcard::from_bytes(src).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+}
+
+/// The transport a node serves one connection's requests on: at most `read_max` bytes per
+/// request frame, [`MAX_FRAME`] per reply.
+pub type ServerTransport<Req, Resp> =
+    tarpc::tokio_serde::Framed<Framed<Conn, Frames>, ClientMessage<Req>, Response<Resp>, Requests>;
+
+/// Frames a connection a node accepted (after its channel byte).
+pub fn server_transport<Req, Resp>(stream: Conn, read_max: usize) -> ServerTransport<Req, Resp>
+where
+    Req: DeserializeOwned,
+    Resp: Serialize,
+{
+    tarpc::tokio_serde::Framed::new(
+        Framed::new(stream, Frames::new(read_max, MAX_FRAME)),
+        Requests,
+    )
+}
+
 /// Postcard frames over any stream, with their own read and write limits ([`Frames`]).
 pub type Framing<S, In, Out> = tarpc::tokio_serde::Framed<Framed<S, Frames>, In, Out, Postcard>;
 
@@ -170,6 +241,50 @@ mod tests {
     use futures::{SinkExt, StreamExt};
 
     use super::*;
+
+    /// A status request whose deadline is `secs` seconds away, as a client would send it.
+    fn status_request(secs: u64) -> BytesMut {
+        use crate::replication::rpc::ApiRpcRequest;
+        let msg: ClientMessage<ApiRpcRequest> = ClientMessage::Request(tarpc::Request {
+            context: tarpc::context::current(),
+            id: 1,
+            message: ApiRpcRequest::Status {},
+        });
+        let b = postcard::to_allocvec(&msg).expect("encode");
+        // Postcard: the variant (0: a request), then the deadline's seconds as a varint (one
+        // byte for tarpc's default of 10 s), then the rest.
+        assert_eq!((b[0], b[1] < 0x80), (0, true), "{b:?}");
+        let mut out = vec![0u8];
+        let mut n = secs;
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                break;
+            }
+            out.push(byte | 0x80);
+        }
+        out.extend_from_slice(&b[2..]);
+        BytesMut::from(&out[..])
+    }
+
+    /// tarpc adds a request's deadline to the present unchecked: 2^64 s panicked the task
+    /// serving the connection (the `wire` fuzz target found it). A node refuses it instead.
+    #[test]
+    fn a_deadline_out_of_range_is_refused_not_a_panic() {
+        use crate::replication::rpc::ApiRpcRequest;
+        let decode = |b: &BytesMut| -> io::Result<ClientMessage<ApiRpcRequest>> {
+            Pin::new(&mut Requests).deserialize(b)
+        };
+        assert!(decode(&status_request(10)).is_ok());
+        assert!(decode(&status_request(MAX_DEADLINE.as_secs() - 1)).is_ok());
+        for secs in [MAX_DEADLINE.as_secs() + 1, u64::MAX / 2, u64::MAX] {
+            let e = decode(&status_request(secs)).expect_err("refused");
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+            assert!(e.to_string().contains("deadline"), "{e}");
+        }
+    }
 
     /// A frame far above tokio-util's default 8 MiB limit (a snapshot) goes through whole.
     #[tokio::test]

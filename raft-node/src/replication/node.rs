@@ -39,8 +39,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsStream;
 
 use super::codec::{
-    connect, framing, transport, Conn, CHANNEL_API, CHANNEL_JOIN, CHANNEL_RAFT, MAX_API_REQUEST,
-    MAX_FRAME, MAX_JOIN_FRAME,
+    connect, framing, server_transport, Conn, CHANNEL_API, CHANNEL_JOIN, CHANNEL_RAFT,
+    MAX_API_REQUEST, MAX_FRAME, MAX_JOIN_FRAME,
 };
 use super::network::{Cut, NetworkFactory};
 use super::rpc::{ApiRpc, ApiRpcClient, RaftRpc, Via};
@@ -585,7 +585,7 @@ async fn serve_conn(
             let srv = RaftServer {
                 raft: inner.raft.clone(),
             };
-            let t = transport(conn, MAX_FRAME);
+            let t = server_transport(conn, MAX_FRAME);
             let stream = std::pin::pin!(BaseChannel::with_defaults(t).execute(srv.serve()));
             serve_requests(stream, &mut reqs, inner.idle_timeout).await;
         }
@@ -594,7 +594,7 @@ async fn serve_conn(
             // only Raft traffic between nodes carries large frames (a snapshot).
             let idle = inner.idle_timeout;
             let srv = ApiServer { inner, peer };
-            let t = transport(conn, MAX_API_REQUEST);
+            let t = server_transport(conn, MAX_API_REQUEST);
             let stream = std::pin::pin!(BaseChannel::with_defaults(t).execute(srv.serve()));
             serve_requests(stream, &mut reqs, idle).await;
         }

@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use log::LogStore;
+pub(crate) use sm::{fuzz_seed, fuzz_snapshot};
 pub use sm::{Change, StateMachineStore};
 
 pub(crate) const CF_META: &str = "meta";
