@@ -24,6 +24,12 @@ pub struct Metrics {
     pub proposal_failures: Counter,
     /// Time from proposal to the applied outcome, in seconds.
     pub apply_latency: Histogram,
+    /// Linearizable reads this node answered from its own state (as leader or follower).
+    pub reads_local: Counter,
+    /// Linearizable reads this node passed on to the leader whole.
+    pub reads_forwarded: Counter,
+    /// Read-index rounds this node (as leader) ran for followers' batches of reads.
+    pub read_index_served: Counter,
     term: Gauge,
     leader: Gauge,
     is_leader: Gauge,
@@ -51,6 +57,23 @@ impl Metrics {
         let proposals = Counter::default();
         let proposal_failures = Counter::default();
         let apply_latency = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
+        let (reads_local, reads_forwarded, read_index_served) =
+            (Counter::default(), Counter::default(), Counter::default());
+        registry.register(
+            "reads_local",
+            "Linearizable reads answered from this node's own state (leader or follower)",
+            reads_local.clone(),
+        );
+        registry.register(
+            "reads_forwarded",
+            "Linearizable reads passed on to the leader whole",
+            reads_forwarded.clone(),
+        );
+        registry.register(
+            "read_index_served",
+            "Read-index calls this node answered for followers (one per batch of their reads)",
+            read_index_served.clone(),
+        );
         let (term, leader, is_leader) = (Gauge::default(), Gauge::default(), Gauge::default());
         let (last_log_index, commit_index, applied_index, snapshot_index) = (
             Gauge::default(),
@@ -144,6 +167,9 @@ impl Metrics {
             proposals,
             proposal_failures,
             apply_latency,
+            reads_local,
+            reads_forwarded,
+            read_index_served,
             term,
             leader,
             is_leader,

@@ -431,3 +431,66 @@ async fn idle_connections_are_closed_and_clients_reconnect() {
     assert_ne!(a1, a2);
     c.shutdown().await;
 }
+
+/// The value of a counter in a node's Prometheus text.
+fn counter(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}")) as u64
+}
+
+/// A follower answers linearizable reads itself — a read index from the leader, shared by the
+/// reads queued meanwhile, then its own state once applied — and sees every write
+/// acknowledged before the read began.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_answers_linearizable_reads_itself_and_sees_every_acknowledged_write() {
+    let c = Cluster::start(3).await;
+    let pool = c
+        .client()
+        .create_pool(spec("10.96.0.0/16"), "h")
+        .await
+        .expect("pool");
+    let leader = c.leader().await;
+    let follower = *c
+        .nodes
+        .keys()
+        .find(|id| **id != leader)
+        .expect("a follower");
+    let (writer, reader) = (c.client_of(leader), c.client_of(follower));
+    // Each read starts once its write was acknowledged by the leader: the follower must
+    // have applied it before answering.
+    let mut acked = Vec::new();
+    for i in 0..50 {
+        let owner = Owner::new("h", format!("r{i}"));
+        let a = writer
+            .allocate(&pool, None, owner.clone())
+            .await
+            .expect("write");
+        let held = reader.who_has(a.addr()).await.expect("read");
+        match held.as_slice() {
+            [allocator_core::Holding::Allocated { allocation, .. }] => {
+                assert_eq!(allocation.owner, owner, "{}", a.addr())
+            }
+            other => panic!("the follower missed the acknowledged write of {a}: {other:?}"),
+        }
+        acked.push(a.addr());
+    }
+    // Many reads at once share read-index calls.
+    let reads = acked.iter().cycle().take(128).map(|ip| {
+        let (reader, ip) = (reader.clone(), *ip);
+        async move { reader.who_has(ip).await }
+    });
+    for r in futures::future::join_all(reads).await {
+        assert_eq!(r.expect("read").len(), 1);
+    }
+    let f = c.nodes[&follower].metrics_text();
+    let l = c.nodes[&leader].metrics_text();
+    assert_eq!(counter(&f, "raftipam_reads_local_total"), 50 + 128, "{f}");
+    assert_eq!(counter(&f, "raftipam_reads_forwarded_total"), 0, "{f}");
+    let calls = counter(&l, "raftipam_read_index_served_total");
+    assert!(
+        (50..50 + 64).contains(&calls),
+        "{calls} read-index calls for 50 reads one by one and 128 at once"
+    );
+    c.shutdown().await;
+}

@@ -458,8 +458,11 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     }
     let endpoints: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
     let admin = client(&endpoints, Duration::from_secs(30))?;
-    // Form the cluster: node 1 alone, then the others as voters.
-    let first = client(std::slice::from_ref(&endpoints[0]), Duration::from_secs(30))?;
+    // Form the cluster: node 1 alone, then the others as voters. Short timeouts: a call to a
+    // node that a crash point took down fails fast, so the node is restarted and the step
+    // tried again well within the bound (a 30 s call could outlast it).
+    let first = client(std::slice::from_ref(&endpoints[0]), Duration::from_secs(5))?;
+    let setup = client(&endpoints, Duration::from_secs(10))?;
     let mut anomalies = Vec::new();
     let mut faults = BTreeMap::new();
     // Crash points may fire while the cluster forms: crashed nodes are restarted and each
@@ -467,7 +470,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     let t0 = Instant::now();
     let formed = |what: String, nodes: &[ChaosNode]| {
         anyhow::anyhow!(
-            "{what} within 90 s: see the logs in {}",
+            "{what} within 120 s: see the logs in {}",
             nodes[0]
                 .log()
                 .parent()
@@ -484,7 +487,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
             {
                 break
             }
-            Err(_) if t0.elapsed() < Duration::from_secs(90) => {}
+            Err(_) if t0.elapsed() < Duration::from_secs(120) => {}
             Err(e) => return Err(formed(format!("node 1 did not initialise ({e})"), &nodes)),
         }
         revive(&mut nodes, &cfg.node, &mut faults, &mut anomalies)?;
@@ -493,7 +496,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     for k in 1..cfg.nodes {
         let (id, addr) = (nodes[k].id, nodes[k].addr.clone());
         loop {
-            match admin
+            match setup
                 .admin(AdminCommand::AddNode {
                     id,
                     addr: addr.clone(),
@@ -501,7 +504,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
                 .await
             {
                 Ok(_) => break,
-                Err(_) if t0.elapsed() < Duration::from_secs(90) => {}
+                Err(_) if t0.elapsed() < Duration::from_secs(120) => {}
                 Err(e) => return Err(formed(format!("node {id} was not added ({e})"), &nodes)),
             }
             revive(&mut nodes, &cfg.node, &mut faults, &mut anomalies)?;
@@ -515,9 +518,9 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     };
     loop {
         // Creating the same pool again joins it: retrying is safe.
-        match admin.create_pool(spec.clone(), "chaos").await {
+        match setup.create_pool(spec.clone(), "chaos").await {
             Ok(_) => break,
-            Err(_) if t0.elapsed() < Duration::from_secs(90) => {
+            Err(_) if t0.elapsed() < Duration::from_secs(120) => {
                 revive(&mut nodes, &cfg.node, &mut faults, &mut anomalies)?
             }
             Err(e) => return Err(formed(format!("the pool was not created ({e})"), &nodes)),

@@ -116,18 +116,23 @@ pub async fn run(w: Workload, rec: Arc<Recorder>, stop: Arc<std::sync::atomic::A
             let mut rng = SplitMix64::new(w.seed.wrapping_mul(1_000_003).wrapping_add(lane as u64));
             while !stop.load(Ordering::Relaxed) {
                 let process = next_process.fetch_add(1, Ordering::Relaxed);
-                let client = match Client::with_config(
-                    w.endpoints.iter(),
-                    ClientConfig {
-                        timeout: w.call_timeout,
-                        connect_timeout: Duration::from_secs(1),
-                        tls: None,
-                    },
-                ) {
-                    Ok(c) => c,
-                    Err(_) => return,
+                let cfg = || ClientConfig {
+                    timeout: w.call_timeout,
+                    connect_timeout: Duration::from_secs(1),
+                    tls: None,
                 };
-                one_process(&w, &rec, &stop, &client, process, &mut rng).await;
+                // Writes go to whichever node leads; reads to one node picked per process,
+                // most often a follower, which answers them itself (a read index from the
+                // leader, then its own state) — the path the checker must find linearizable.
+                let reads_at = rng.pick(&w.endpoints).clone();
+                let (client, reader) = match (
+                    Client::with_config(w.endpoints.iter(), cfg()),
+                    Client::with_config([reads_at], cfg()),
+                ) {
+                    (Ok(c), Ok(r)) => (c, r),
+                    _ => return,
+                };
+                one_process(&w, &rec, &stop, &client, &reader, process, &mut rng).await;
             }
         });
     }
@@ -141,6 +146,7 @@ async fn one_process(
     rec: &Recorder,
     stop: &std::sync::atomic::AtomicBool,
     client: &Client,
+    reader: &Client,
     process: u64,
     rng: &mut SplitMix64,
 ) {
@@ -207,7 +213,7 @@ async fn one_process(
             };
             let value = json!({"addr": addr});
             rec.write(process, "invoke", "who_has", value.clone());
-            let done = match client
+            let done = match reader
                 .query(Query::WhoHas(addr), Consistency::Linearizable)
                 .await
             {

@@ -29,8 +29,8 @@ pub struct BenchArgs {
     /// Addresses to allocate (and then release).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     count: u64,
-    /// Linearizable who-has reads of the allocated addresses to time between the two phases
-    /// (0: none).
+    /// Linearizable who-has reads of the allocated addresses to time between the two phases,
+    /// spread over the endpoints (followers answer them too) (0: none).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     reads: u64,
     /// Also time the background work of this many simulated Docker hosts: each sends 10
@@ -194,10 +194,21 @@ pub async fn run(ctx: &Ctx, a: BenchArgs) -> anyhow::Result<()> {
     let held = Arc::new(held);
     let reads = if a.reads > 0 && !held.is_empty() {
         let h = held.clone();
+        // Reads spread over the endpoints (client i through endpoint i mod n): followers
+        // answer linearizable reads themselves, so every node serves its share.
+        let readers: Vec<Client> = (0..a.clients)
+            .map(|i| {
+                let e = &ctx.endpoints[i as usize % ctx.endpoints.len()];
+                Ok(Client::with_config([e], ctx.client_config(ctx.timeout)?)?)
+            })
+            .collect::<anyhow::Result<_>>()?;
+        for c in &readers {
+            c.status().await?;
+        }
         Some(
             phase(
                 "who-has",
-                &clients,
+                &readers,
                 a.reads,
                 progress(ctx, a.reads, "who-has"),
                 move |c, i| {

@@ -1,9 +1,12 @@
 //! A running node: its Raft instance, its stores, and the TCP port serving both tarpc
 //! services.
 //!
-//! Any node accepts every call. Writes, linearizable reads and membership changes run on the
-//! leader; a follower forwards them (one hop: a forwarded call is never forwarded again) and
-//! retries while leadership moves, until the call's deadline. A call that finds no leader
+//! Any node accepts every call. Writes and membership changes run on the leader; a follower
+//! forwards them (one hop: a forwarded call is never forwarded again) and retries while
+//! leadership moves, until the call's deadline. A follower answers linearizable reads
+//! itself: it asks the leader for a read index (one call per batch of reads, see
+//! [`super::reads`]), waits until it has applied that index, and reads its own state; if the
+//! leader cannot be asked (an older version, say), the read is forwarded whole. A call that finds no leader
 //! with a quorum within the write timeout fails with [`ApiError::Unavailable`].
 //!
 //! With TLS ([`NodeConfig::tls`]) every connection is a mutual TLS handshake first; the
@@ -166,6 +169,8 @@ pub(crate) struct NodeInner {
     initialised: std::sync::atomic::AtomicBool,
     /// Linearizable reads share ReadIndex rounds.
     reads: super::reads::ReadBatcher,
+    /// A follower's linearizable reads share read-index calls to the leader.
+    follower_reads: super::reads::ReadBatcher,
 }
 
 /// A running node. Dropping it does not stop it; call [`Node::shutdown`].
@@ -281,6 +286,7 @@ impl Node {
             max_per_ip: cfg.max_connections_per_ip.max(1),
             initialised: std::sync::atomic::AtomicBool::new(false),
             reads: Default::default(),
+            follower_reads: Default::default(),
         });
         let mut tasks = vec![
             tokio::spawn(accept_loop(listener, inner.clone())),
@@ -794,6 +800,49 @@ impl ApiRpc for ApiServer {
             _ => Err(ApiError::Internal("mismatched reply".into())),
         }
     }
+
+    async fn read_index(self, ctx: Context) -> Result<u64, ApiError> {
+        let (caller, _) = self.caller(Via::Direct)?;
+        if let Some(id) = caller.filter(|id| id.role != Role::Node) {
+            return Err(ApiError::Forbidden(format!(
+                "{id} may not ask for a read index: only nodes do"
+            )));
+        }
+        let inner = &self.inner;
+        let not_leader = || ApiError::NotLeader {
+            node: inner.id,
+            leader: inner.leader().map(|l| l.0),
+        };
+        if inner.leader().map(|l| l.0) != Some(inner.id) {
+            return Err(not_leader());
+        }
+        let remaining = inner
+            .deadline(&ctx)
+            .saturating_duration_since(Instant::now());
+        let raft = inner.raft.clone();
+        let round = move || super::reads::leader_round(raft.clone());
+        match tokio::time::timeout(remaining, inner.reads.linearize(round)).await {
+            Err(_) => Err(unavailable("read", inner.write_timeout)),
+            Ok(Ok(index)) => {
+                inner.metrics.read_index_served.inc();
+                Ok(index)
+            }
+            Ok(Err(super::reads::RoundError::Fatal(f))) => Err(ApiError::Internal(f)),
+            Ok(Err(_)) => Err(not_leader()),
+        }
+    }
+}
+
+/// What became of a read a follower tried to answer itself.
+// Returned once per read and matched at once: boxing the answer would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum FollowerRead {
+    /// Answered (or failed for good).
+    Done(Result<Reply, ApiError>),
+    /// The leader moved or was not reached: look for it again.
+    Retry,
+    /// The leader does not give read indexes (an older version): forward the read whole.
+    Forward,
 }
 
 /// A call that must run on the leader.
@@ -1000,6 +1049,18 @@ impl NodeInner {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         continue;
                     };
+                    if let Call::Read(q) = &call {
+                        match self.follower_read(&addr, q, deadline).await {
+                            FollowerRead::Done(r) => return r,
+                            FollowerRead::Retry => {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                                continue;
+                            }
+                            FollowerRead::Forward => {
+                                self.metrics.reads_forwarded.inc();
+                            }
+                        }
+                    }
                     match self.forward(&addr, &call, caller.clone(), deadline).await {
                         Ok(Err(ApiError::NotLeader { .. })) => {}
                         Ok(r) => return r,
@@ -1023,6 +1084,63 @@ impl NodeInner {
             // Wait for something to change (a leader elected), briefly.
             let wait = remaining.min(Duration::from_millis(100));
             let _ = tokio::time::timeout(wait, metrics_rx.changed()).await;
+        }
+    }
+
+    /// A linearizable read answered here on a follower: a read index from the leader at
+    /// `addr` (shared with the reads queued meanwhile), then this node's state once it has
+    /// applied that index.
+    async fn follower_read(&self, addr: &str, q: &Query, deadline: Instant) -> FollowerRead {
+        use super::reads::RoundError;
+        let client = match self.peer(addr).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!("cannot reach the leader at {addr} for a read index: {e}");
+                self.drop_peer(addr);
+                return FollowerRead::Retry;
+            }
+        };
+        let call_timeout = self.write_timeout;
+        let round = move || {
+            let client = client.clone();
+            async move {
+                let mut ctx = tarpc::context::current();
+                ctx.deadline = Instant::now() + call_timeout;
+                match client.read_index(ctx).await {
+                    Ok(Ok(index)) => Ok(index),
+                    Ok(Err(ApiError::NotLeader { .. })) => Err(RoundError::NotLeader),
+                    Ok(Err(e)) => Err(RoundError::Unreachable(e.to_string())),
+                    Err(e) => Err(RoundError::Unreachable(e.to_string())),
+                }
+            }
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let index = match tokio::time::timeout(remaining, self.follower_reads.linearize(round))
+            .await
+        {
+            Err(_) => return FollowerRead::Done(Err(unavailable("read", self.write_timeout))),
+            Ok(Ok(index)) => index,
+            Ok(Err(RoundError::NotLeader)) => return FollowerRead::Retry,
+            Ok(Err(RoundError::Fatal(f))) => return FollowerRead::Done(Err(ApiError::Internal(f))),
+            Ok(Err(RoundError::Unreachable(e))) => {
+                tracing::debug!(
+                    "no read index from the leader at {addr} ({e}): forwarding the read"
+                );
+                return FollowerRead::Forward;
+            }
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let applied = self
+            .raft
+            .wait(Some(remaining))
+            .applied_index_at_least(Some(index), "a linearizable read")
+            .await;
+        match applied {
+            Ok(_) => {
+                self.metrics.reads_local.inc();
+                FollowerRead::Done(self.query_local(q).map(Reply::Read))
+            }
+            Err(_) => FollowerRead::Done(Err(unavailable("read", self.write_timeout))),
         }
     }
 
@@ -1065,11 +1183,16 @@ impl NodeInner {
             Call::Write(w) => self.write_local(w, remaining).await,
             Call::Read(q) => {
                 use super::reads::RoundError;
-                match tokio::time::timeout(remaining, self.reads.linearize(&self.raft)).await {
+                let raft = self.raft.clone();
+                let round = move || super::reads::leader_round(raft.clone());
+                match tokio::time::timeout(remaining, self.reads.linearize(round)).await {
                     Err(_) => Local::Done(Err(unavailable("read", self.write_timeout))),
-                    Ok(Ok(())) => Local::Done(self.query_local(q).map(Reply::Read)),
+                    Ok(Ok(_)) => {
+                        self.metrics.reads_local.inc();
+                        Local::Done(self.query_local(q).map(Reply::Read))
+                    }
                     Ok(Err(RoundError::Fatal(f))) => Local::Done(Err(ApiError::Internal(f))),
-                    Ok(Err(RoundError::NotLeader)) => {
+                    Ok(Err(_)) => {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         Local::NotLeader
                     }

@@ -1,15 +1,23 @@
 //! Linearizable reads in batches: one ReadIndex round for every read that arrived before the
-//! round began.
+//! round began — on the leader, and on a follower, which asks the leader for the round.
 //!
 //! A ReadIndex round (openraft's `ensure_linearizable(ReadPolicy::ReadIndex)`) confirms with a
 //! quorum that this node is still the leader and waits until the state machine has applied
-//! the commit index it saw at the start. Every read that *arrived before that start* may be
-//! answered from the local state afterwards: no write acknowledged before the read arrived can
-//! be missing from it. A read that arrives while a round is in flight must not join it (the
-//! round's index may predate a write acknowledged just before the read): it waits for the next
-//! round, which starts the moment the current one ends. So under load one round — one
-//! heartbeat to each follower — serves hundreds of reads, instead of one round per read.
+//! the commit index it saw at the start; that index is the round's *read index*. Every read
+//! that *arrived before that start* may be answered from any state machine that has applied
+//! the read index: no write acknowledged before the read arrived can be missing from it. A
+//! read that arrives while a round is in flight must not join it (the round's index may
+//! predate a write acknowledged just before the read): it waits for the next round, which
+//! starts the moment the current one ends. So under load one round — one heartbeat to each
+//! follower — serves hundreds of reads, instead of one round per read.
+//!
+//! A follower serves reads the same way ([`ReadBatcher`] with a round that is one `read_index`
+//! call to the leader, which joins the leader's own batch): the reads queued on the follower
+//! share one call, then each waits until the follower has applied the index and reads its
+//! own state. The leader then spends one small call per batch of a follower's reads, instead
+//! of answering each read itself.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use openraft::ReadPolicy;
@@ -17,14 +25,16 @@ use tokio::sync::oneshot;
 
 use super::types::Raft;
 
-/// The outcome of a round, shared by its reads.
-pub(crate) type RoundResult = Result<(), RoundError>;
+/// The outcome of a round, shared by its reads: the read index (a log index the answering
+/// state machine must have applied), or why there is none.
+pub(crate) type RoundResult = Result<u64, RoundError>;
 
 /// Why a round failed: the leadership could not be confirmed (the caller finds the leader),
-/// or Raft stopped.
+/// the leader could not be asked (a follower's round), or Raft stopped.
 #[derive(Clone, Debug)]
 pub(crate) enum RoundError {
     NotLeader,
+    Unreachable(String),
     Fatal(String),
 }
 
@@ -36,16 +46,23 @@ struct Queue {
     waiting: Vec<oneshot::Sender<RoundResult>>,
 }
 
-/// Batches linearizable reads into ReadIndex rounds (see the module documentation).
+/// Batches linearizable reads into rounds (see the module documentation).
 #[derive(Default)]
 pub(crate) struct ReadBatcher {
     queue: Arc<Mutex<Queue>>,
 }
 
 impl ReadBatcher {
-    /// Waits until a ReadIndex round that began after this call confirms the leadership and
-    /// the state machine has caught up with it; then local reads are linearizable.
-    pub(crate) async fn linearize(&self, raft: &Raft) -> RoundResult {
+    /// Waits for a round that began after this call; its read index, once applied locally,
+    /// makes local reads linearizable. `round` runs one round; when no driver is running, this
+    /// call starts one with it (otherwise `round` is dropped unused). A driver stops after a
+    /// failed round, so the next read starts a new one with its own `round` (a follower's
+    /// names the leader it sees then).
+    pub(crate) async fn linearize<F, Fut>(&self, round: F) -> RoundResult
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future<Output = RoundResult> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let start = {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -53,7 +70,7 @@ impl ReadBatcher {
             !std::mem::replace(&mut q.running, true)
         };
         if start {
-            tokio::spawn(drive(self.queue.clone(), raft.clone()));
+            tokio::spawn(drive(self.queue.clone(), round));
         }
         // The driver answers every read it takes; a dropped sender means it was cancelled
         // with its runtime.
@@ -62,8 +79,21 @@ impl ReadBatcher {
     }
 }
 
+/// A leader's round: confirm the leadership with a quorum, wait for the apply; the read index.
+pub(crate) async fn leader_round(raft: Raft) -> RoundResult {
+    match raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+        Ok(read) => Ok(read.index()),
+        Err(openraft::errors::RaftError::Fatal(f)) => Err(RoundError::Fatal(f.to_string())),
+        Err(openraft::errors::RaftError::APIError(_)) => Err(RoundError::NotLeader),
+    }
+}
+
 /// Runs rounds while reads wait: each round takes the reads queued before it starts.
-async fn drive(queue: Arc<Mutex<Queue>>, raft: Raft) {
+async fn drive<F, Fut>(queue: Arc<Mutex<Queue>>, round: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = RoundResult>,
+{
     loop {
         let batch = {
             let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -73,13 +103,25 @@ async fn drive(queue: Arc<Mutex<Queue>>, raft: Raft) {
             }
             std::mem::take(&mut q.waiting)
         };
-        let r = match raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-            Ok(_) => Ok(()),
-            Err(openraft::errors::RaftError::Fatal(f)) => Err(RoundError::Fatal(f.to_string())),
-            Err(openraft::errors::RaftError::APIError(_)) => Err(RoundError::NotLeader),
-        };
+        let r = round().await;
+        let failed = r.is_err();
         for tx in batch {
             let _ = tx.send(r.clone());
+        }
+        if failed {
+            // The reads queued meanwhile start a new driver with their own round.
+            let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
+            if q.waiting.is_empty() {
+                q.running = false;
+                return;
+            }
+            let waiting = std::mem::take(&mut q.waiting);
+            q.running = false;
+            drop(q);
+            for tx in waiting {
+                let _ = tx.send(Err(RoundError::NotLeader));
+            }
+            return;
         }
     }
 }

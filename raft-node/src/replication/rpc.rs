@@ -63,4 +63,7 @@ pub trait ApiRpc {
     async fn status() -> NodeStatus;
     /// Initialise, add or remove nodes.
     async fn admin(cmd: AdminCommand, via: Via) -> Result<NodeStatus, ApiError>;
+    /// The leader's read index after a ReadIndex round that began after this call arrived: a
+    /// follower that has applied it answers linearizable reads itself (nodes only).
+    async fn read_index() -> Result<u64, ApiError>;
 }
