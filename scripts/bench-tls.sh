@@ -33,12 +33,9 @@ cluster() { # MODE (plain|tls) BASEPORT: start 3 nodes, form the cluster; endpoi
       >"$work/$mode-n$n.log" 2>&1 &
     pids+=($!)
   done
-  local cli=(--endpoints "${eps[0]}")
-  [[ $mode == tls ]] && cli+=(--tls-dir "$work/admin")
-  for _ in $(seq 50); do "$B" "${cli[@]}" --timeout 1s cluster status >/dev/null 2>&1 && break; sleep 0.2; done
-  "$B" "${cli[@]}" cluster init >/dev/null
-  "$B" "${cli[@]}" cluster add --id 2 --addr "${eps[1]}" >/dev/null
-  "$B" "${cli[@]}" cluster add --id 3 --addr "${eps[2]}" >/dev/null
+  local admin=()
+  [[ $mode == tls ]] && admin=(--tls-dir "$work/admin")
+  form_cluster "$B" "${eps[@]}" "${admin[@]}"
   eps_out=$(IFS=,; echo "${eps[*]}")
 }
 

@@ -62,11 +62,7 @@ for n in 1 2 3; do
   raft_pids+=($!)
   disown
 done
-cli=(--endpoints "${eps[0]}")
-for _ in $(seq 50); do "$B" "${cli[@]}" --timeout 1s cluster status >/dev/null 2>&1 && break; sleep 0.2; done
-"$B" "${cli[@]}" cluster init >/dev/null
-"$B" "${cli[@]}" cluster add --id 2 --addr "${eps[1]}" >/dev/null
-"$B" "${cli[@]}" cluster add --id 3 --addr "${eps[2]}" >/dev/null
+form_cluster "$B" "${eps[@]}"
 raft_eps=$(IFS=,; echo "${eps[*]}")
 
 # cpu PIDS...: user+system clock ticks of these processes so far.

@@ -44,3 +44,17 @@ import_test_image() {
 need_build_tools() {
   apt_need clang:clang libclang-dev:/usr/lib/llvm-14/lib/libclang.so g++:g++ make:make
 }
+
+# form_cluster BIN EP1 EP2 EP3 [CLIENT_ARGS...]: waits for the node at EP1 to answer,
+# initialises it (a one-node cluster) and adds the nodes at EP2 and EP3 (ids 2 and 3) as
+# voters. CLIENT_ARGS (e.g. --tls-dir of an admin) go to every call. The benchmark scripts'
+# local 3-node clusters are formed with it.
+form_cluster() {
+  local bin=$1 e1=$2 e2=$3 e3=$4
+  shift 4
+  local cli=(--endpoints "$e1" "$@")
+  for _ in $(seq 50); do "$bin" "${cli[@]}" --timeout 1s cluster status >/dev/null 2>&1 && break; sleep 0.2; done
+  "$bin" "${cli[@]}" cluster init >/dev/null
+  "$bin" "${cli[@]}" --timeout 10m cluster add --id 2 --addr "$e2" >/dev/null
+  "$bin" "${cli[@]}" --timeout 10m cluster add --id 3 --addr "$e3" >/dev/null
+}

@@ -38,10 +38,7 @@ start_node() { # start_node ID: a node on 127.0.0.1:(17700+ID)
 for n in 1 2 3; do start_node "$n"; done
 eps=127.0.0.1:17701,127.0.0.1:17702,127.0.0.1:17703
 cli=("$B" --endpoints "$eps" --timeout 10m)
-for _ in $(seq 50); do "$B" --endpoints 127.0.0.1:17701 --timeout 1s cluster status >/dev/null 2>&1 && break; sleep 0.2; done
-"$B" --endpoints 127.0.0.1:17701 cluster init >/dev/null
-"${cli[@]}" cluster add --id 2 --addr 127.0.0.1:17702 >/dev/null
-"${cli[@]}" cluster add --id 3 --addr 127.0.0.1:17703 >/dev/null
+form_cluster "$B" 127.0.0.1:17701 127.0.0.1:17702 127.0.0.1:17703
 hz=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 written() { awk '/^write_bytes/ {print $2}' "/proc/$1/io"; }
