@@ -56,28 +56,29 @@ fn the_split_write_seed_is_two_requests_and_a_cut_one_is_none() {
     assert_eq!(wire(&both[..both.len() - 3]), 1);
 }
 
-#[test]
-fn the_wire_corpus_holds() {
-    let inputs = corpus("wire");
+/// Runs `f` on every input of `target`'s committed corpus (at least 10 of them).
+fn replay(target: &str, f: impl Fn(&[u8])) {
+    let inputs = corpus(target);
     assert!(
         inputs.len() >= 10,
-        "the corpus is committed: {} inputs",
+        "the {target} corpus is committed: {} inputs",
         inputs.len()
     );
     for input in inputs {
-        wire(&input);
+        f(&input);
     }
 }
 
 #[test]
+fn the_wire_corpus_holds() {
+    replay("wire", |b| {
+        wire(b);
+    });
+}
+
+#[test]
 fn the_snapshot_corpus_holds() {
-    let inputs = corpus("snapshot");
-    assert!(
-        inputs.len() >= 10,
-        "the corpus is committed: {} inputs",
-        inputs.len()
-    );
-    for input in inputs {
-        snapshot(&input);
-    }
+    replay("snapshot", |b| {
+        snapshot(b);
+    });
 }

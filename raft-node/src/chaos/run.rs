@@ -92,6 +92,22 @@ fn client(endpoints: &[String], timeout: Duration) -> anyhow::Result<Client> {
     )?)
 }
 
+/// `call`, given up after `limit`: a setup step whose node a crash point took down fails
+/// fast, so the node is restarted and the step tried again (the client itself would wait up
+/// to 70 s for an admin call, longer than the bound on forming the cluster).
+async fn bounded<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<T, crate::client::ClientError>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "no answer within {}",
+            humantime::format_duration(limit)
+        )),
+    }
+}
+
 /// The leader as the running nodes see it (the highest term's claim).
 async fn leader(nodes: &[ChaosNode]) -> Option<u64> {
     let mut best: Option<(u64, u64)> = None;
@@ -458,9 +474,8 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     }
     let endpoints: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
     let admin = client(&endpoints, Duration::from_secs(30))?;
-    // Form the cluster: node 1 alone, then the others as voters. Short timeouts: a call to a
-    // node that a crash point took down fails fast, so the node is restarted and the step
-    // tried again well within the bound (a 30 s call could outlast it).
+    // Form the cluster: node 1 alone, then the others as voters. Every step is bounded (see
+    // `bounded`): a crash point may take a node down while the cluster forms.
     let first = client(std::slice::from_ref(&endpoints[0]), Duration::from_secs(5))?;
     let setup = client(&endpoints, Duration::from_secs(10))?;
     let mut anomalies = Vec::new();
@@ -478,7 +493,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
         )
     };
     loop {
-        match first.admin(AdminCommand::Init).await {
+        match bounded(Duration::from_secs(8), first.admin(AdminCommand::Init)).await {
             Ok(_) => break,
             // Initialised by an earlier try whose answer a crash lost.
             Err(e)
@@ -496,13 +511,11 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     for k in 1..cfg.nodes {
         let (id, addr) = (nodes[k].id, nodes[k].addr.clone());
         loop {
-            match setup
-                .admin(AdminCommand::AddNode {
-                    id,
-                    addr: addr.clone(),
-                })
-                .await
-            {
+            let add = setup.admin(AdminCommand::AddNode {
+                id,
+                addr: addr.clone(),
+            });
+            match bounded(Duration::from_secs(30), add).await {
                 Ok(_) => break,
                 Err(_) if t0.elapsed() < Duration::from_secs(120) => {}
                 Err(e) => return Err(formed(format!("node {id} was not added ({e})"), &nodes)),
@@ -518,7 +531,12 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     };
     loop {
         // Creating the same pool again joins it: retrying is safe.
-        match setup.create_pool(spec.clone(), "chaos").await {
+        match bounded(
+            Duration::from_secs(10),
+            setup.create_pool(spec.clone(), "chaos"),
+        )
+        .await
+        {
             Ok(_) => break,
             Err(_) if t0.elapsed() < Duration::from_secs(120) => {
                 revive(&mut nodes, &cfg.node, &mut faults, &mut anomalies)?

@@ -145,6 +145,7 @@ pub async fn run_chaos(ctx: &Ctx, a: ChaosArgs) -> anyhow::Result<()> {
     };
     let bin = std::env::current_exe().context("cannot find the raftipam binary")?;
     let mut reports: Vec<RunReport> = Vec::new();
+    let mut broken: Vec<u64> = Vec::new();
     for seed in a.seed..a.seed + a.seeds {
         let dir = a.out.join(format!("seed-{seed}-n{}", a.nodes));
         let _ = std::fs::remove_dir_all(&dir);
@@ -169,9 +170,23 @@ pub async fn run_chaos(ctx: &Ctx, a: ChaosArgs) -> anyhow::Result<()> {
             schedule: schedule.clone(),
             min_ok_before_fault: 50,
         };
-        let r = run(cfg)
-            .await
-            .with_context(|| format!("chaos run of seed {seed} (files in {})", dir.display()))?;
+        let r = match run(cfg).await {
+            Ok(r) => r,
+            // A run that could not be set up (or torn down) found nothing: with one seed that
+            // is the answer; with many, the others still run and the command fails at the end.
+            Err(e) => {
+                let e = e.context(format!(
+                    "chaos run of seed {seed} (files in {})",
+                    dir.display()
+                ));
+                if a.seeds == 1 {
+                    return Err(e);
+                }
+                outln!("seed {seed:>5}: ERROR — {e:#}");
+                broken.push(seed);
+                continue;
+            }
+        };
         let mut faults: Vec<String> = r.faults.iter().map(|(k, n)| format!("{k}×{n}")).collect();
         if r.held_chunks > 0 {
             faults.push(format!("({} chunks held by the proxies)", r.held_chunks));
@@ -225,18 +240,20 @@ pub async fn run_chaos(ctx: &Ctx, a: ChaosArgs) -> anyhow::Result<()> {
         "faults": kinds,
         "held_chunks": reports.iter().map(|r| r.held_chunks).sum::<u64>(),
         "failed_seeds": failed,
+        "broken_seeds": broken,
         "runs": reports,
     });
     ctx.print(&summary, |_| {
         outln!(
-            "{} schedules on {} nodes: {} operations ok, {} refused, {} unknown; faults {:?}; failed seeds: {:?}",
+            "{} schedules on {} nodes: {} operations ok, {} refused, {} unknown; faults {:?}; failed seeds: {:?}; seeds that could not run: {:?}",
             reports.len(),
             a.nodes,
             summary["operations_ok"],
             summary["operations_refused"],
             summary["operations_unknown"],
             kinds,
-            failed
+            failed,
+            broken
         )
     })?;
     anyhow::ensure!(
@@ -244,6 +261,12 @@ pub async fn run_chaos(ctx: &Ctx, a: ChaosArgs) -> anyhow::Result<()> {
         "{} of {} runs found anomalies",
         failed.len(),
         reports.len()
+    );
+    anyhow::ensure!(
+        broken.is_empty(),
+        "{} of {} seeds could not run (see their ERROR lines): {broken:?}",
+        broken.len(),
+        a.seeds
     );
     Ok(())
 }
