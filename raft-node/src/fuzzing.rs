@@ -79,27 +79,27 @@ pub fn snapshot(data: &[u8]) -> bool {
 /// Decodes a request frame as a node does (its [`Requests`] codec); a request that decodes
 /// must encode and decode again. Returns whether it decoded.
 fn serves<T: Serialize + DeserializeOwned>(frame: BytesMut) -> bool {
-    let decode = |b: &BytesMut| -> std::io::Result<ClientMessage<T>> {
-        std::pin::Pin::new(&mut Requests).deserialize(b)
-    };
-    let Ok(msg) = decode(&frame) else {
-        return false;
-    };
-    let again = postcard::to_allocvec(&msg).expect("a decoded request encodes");
-    if let Err(e) = decode(&BytesMut::from(&again[..])) {
-        panic!("a request's own encoding does not decode: {e}");
-    }
-    true
+    roundtrips::<ClientMessage<T>, _>(&frame, |b| {
+        std::pin::Pin::new(&mut Requests).deserialize(&BytesMut::from(b))
+    })
 }
 
-/// Decodes `bytes` as `T`; a value that decodes must encode, and its encoding decode again.
-/// Returns whether it decoded.
+/// Decodes `bytes` as `T` with postcard; see [`roundtrips`].
 fn reencodes<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> bool {
-    let Ok(v) = postcard::from_bytes::<T>(bytes) else {
+    roundtrips::<T, _>(bytes, |b| postcard::from_bytes::<T>(b))
+}
+
+/// Decodes `bytes` with `decode`; a value that decodes must encode (postcard), and its
+/// encoding decode again. Returns whether it decoded.
+fn roundtrips<T: Serialize, E: std::fmt::Display>(
+    bytes: &[u8],
+    decode: impl Fn(&[u8]) -> Result<T, E>,
+) -> bool {
+    let Ok(v) = decode(bytes) else {
         return false;
     };
     let again = postcard::to_allocvec(&v).expect("a decoded message encodes");
-    if let Err(e) = postcard::from_bytes::<T>(&again) {
+    if let Err(e) = decode(&again) {
         panic!("a message's own encoding does not decode: {e}");
     }
     true

@@ -476,8 +476,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     let admin = client(&endpoints, Duration::from_secs(30))?;
     // Form the cluster: node 1 alone, then the others as voters. Every step is bounded (see
     // `bounded`): a crash point may take a node down while the cluster forms.
-    let first = client(std::slice::from_ref(&endpoints[0]), Duration::from_secs(5))?;
-    let setup = client(&endpoints, Duration::from_secs(10))?;
+    let first = client(std::slice::from_ref(&endpoints[0]), Duration::from_secs(30))?;
     let mut anomalies = Vec::new();
     let mut faults = BTreeMap::new();
     // Crash points may fire while the cluster forms: crashed nodes are restarted and each
@@ -511,7 +510,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     for k in 1..cfg.nodes {
         let (id, addr) = (nodes[k].id, nodes[k].addr.clone());
         loop {
-            let add = setup.admin(AdminCommand::AddNode {
+            let add = admin.admin(AdminCommand::AddNode {
                 id,
                 addr: addr.clone(),
             });
@@ -533,7 +532,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
         // Creating the same pool again joins it: retrying is safe.
         match bounded(
             Duration::from_secs(10),
-            setup.create_pool(spec.clone(), "chaos"),
+            admin.create_pool(spec.clone(), "chaos"),
         )
         .await
         {

@@ -255,16 +255,7 @@ mod tests {
         // byte for tarpc's default of 10 s), then the rest.
         assert_eq!((b[0], b[1] < 0x80), (0, true), "{b:?}");
         let mut out = vec![0u8];
-        let mut n = secs;
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                break;
-            }
-            out.push(byte | 0x80);
-        }
+        out.extend(postcard::to_allocvec(&secs).expect("a u64 encodes (as a varint)"));
         out.extend_from_slice(&b[2..]);
         BytesMut::from(&out[..])
     }

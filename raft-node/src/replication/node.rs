@@ -819,9 +819,7 @@ impl ApiRpc for ApiServer {
         let remaining = inner
             .deadline(&ctx)
             .saturating_duration_since(Instant::now());
-        let raft = inner.raft.clone();
-        let round = move || super::reads::leader_round(raft.clone());
-        match tokio::time::timeout(remaining, inner.reads.linearize(round)).await {
+        match tokio::time::timeout(remaining, inner.leader_linearize()).await {
             Err(_) => Err(unavailable("read", inner.write_timeout)),
             Ok(Ok(index)) => {
                 inner.metrics.read_index_served.inc();
@@ -1087,6 +1085,15 @@ impl NodeInner {
         }
     }
 
+    /// As leader: waits for a ReadIndex round (batched with the other reads here) that began
+    /// after this call; its read index.
+    async fn leader_linearize(&self) -> super::reads::RoundResult {
+        let raft = self.raft.clone();
+        self.reads
+            .linearize(move || super::reads::leader_round(raft.clone()))
+            .await
+    }
+
     /// A linearizable read answered here on a follower: a read index from the leader at
     /// `addr` (shared with the reads queued meanwhile), then this node's state once it has
     /// applied that index.
@@ -1183,9 +1190,7 @@ impl NodeInner {
             Call::Write(w) => self.write_local(w, remaining).await,
             Call::Read(q) => {
                 use super::reads::RoundError;
-                let raft = self.raft.clone();
-                let round = move || super::reads::leader_round(raft.clone());
-                match tokio::time::timeout(remaining, self.reads.linearize(round)).await {
+                match tokio::time::timeout(remaining, self.leader_linearize()).await {
                     Err(_) => Local::Done(Err(unavailable("read", self.write_timeout))),
                     Ok(Ok(_)) => {
                         self.metrics.reads_local.inc();

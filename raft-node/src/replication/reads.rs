@@ -109,15 +109,13 @@ where
             let _ = tx.send(r.clone());
         }
         if failed {
-            // The reads queued meanwhile start a new driver with their own round.
-            let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
-            if q.waiting.is_empty() {
+            // The driver stops; the reads queued meanwhile are sent back to find the leader
+            // again, and the next read starts a driver with its own round.
+            let waiting = {
+                let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
                 q.running = false;
-                return;
-            }
-            let waiting = std::mem::take(&mut q.waiting);
-            q.running = false;
-            drop(q);
+                std::mem::take(&mut q.waiting)
+            };
             for tx in waiting {
                 let _ = tx.send(Err(RoundError::NotLeader));
             }

@@ -98,6 +98,27 @@ pub struct SmData {
     pub membership: StoredMembershipOf<C>,
 }
 
+impl SmData {
+    /// No state, no sessions, nothing applied.
+    fn empty() -> SmData {
+        SmData {
+            state: State::default(),
+            sessions: Sessions::default(),
+            last_applied: None,
+            membership: StoredMembership::default(),
+        }
+    }
+
+    /// The snapshot blob of this state machine (what [`restore`] reads back).
+    fn encode_blob(&self) -> io::Result<Vec<u8>> {
+        encode(&Blob {
+            version: BLOB_VERSION,
+            state: self.state.to_snapshot(),
+            sessions: self.sessions.clone(),
+        })
+    }
+}
+
 /// What a snapshot carries (postcard).
 #[derive(Serialize, Deserialize)]
 struct Blob {
@@ -229,12 +250,7 @@ fn invalid(msg: impl Into<String>) -> io::Error {
 impl StateMachineStore {
     /// Opens the state machine: the latest stored snapshot, or an empty state.
     pub fn open(db: Arc<DB>) -> io::Result<Self> {
-        let mut data = SmData {
-            state: State::default(),
-            sessions: Sessions::default(),
-            last_applied: None,
-            membership: StoredMembership::default(),
-        };
+        let mut data = SmData::empty();
         let mut bytes = 0;
         if let Some(snap) = load_snapshot(&db)? {
             restore(&mut data, &snap.meta, &snap.data)?;
@@ -318,32 +334,22 @@ fn restore(data: &mut SmData, meta: &SnapshotMetaOf<C>, bytes: &[u8]) -> io::Res
 /// snapshot blob into an empty state machine; one that restores must hold every allocator
 /// invariant, and its own encoding must restore to the same bytes. Returns whether it restored.
 pub(crate) fn fuzz_snapshot(bytes: &[u8]) -> bool {
-    let empty = || SmData {
-        state: State::default(),
-        sessions: Sessions::default(),
-        last_applied: None,
-        membership: StoredMembership::default(),
-    };
     let meta = SnapshotMetaOf::<C>::default();
-    let mut data = empty();
+    let mut data = SmData::empty();
     if restore(&mut data, &meta, bytes).is_err() {
         return false;
     }
     if let Err(e) = data.state.check_invariants() {
         panic!("a snapshot restored to a broken state: {e}");
     }
-    let blob = |d: &SmData| {
-        encode(&Blob {
-            version: BLOB_VERSION,
-            state: d.state.to_snapshot(),
-            sessions: d.sessions.clone(),
-        })
-        .expect("a restored state encodes")
-    };
-    let once = blob(&data);
-    let mut again = empty();
+    let once = data.encode_blob().expect("a restored state encodes");
+    let mut again = SmData::empty();
     restore(&mut again, &meta, &once).expect("a state machine's own snapshot restores");
-    assert_eq!(blob(&again), once, "snapshot encoding is not stable");
+    assert_eq!(
+        again.encode_blob().expect("a restored state encodes"),
+        once,
+        "snapshot encoding is not stable"
+    );
     true
 }
 
@@ -351,8 +357,7 @@ pub(crate) fn fuzz_snapshot(bytes: &[u8]) -> bool {
 /// session): the `snapshot` fuzz target's starting input.
 pub(crate) fn fuzz_seed() -> Vec<u8> {
     use allocator_core::{Command, Op, Owner, PoolSpec};
-    let mut state = State::default();
-    let mut sessions = Sessions::default();
+    let mut d = SmData::empty();
     let spec = PoolSpec {
         space: "global".into(),
         subnet: Some("10.0.0.0/24".parse().expect("a constant subnet")),
@@ -379,14 +384,9 @@ pub(crate) fn fuzz_seed() -> Vec<u8> {
             acked_below: 0,
             cmd: Command { at_ms: 1_000, op },
         };
-        sessions.apply(&mut state, &req);
+        d.sessions.apply(&mut d.state, &req);
     }
-    encode(&Blob {
-        version: BLOB_VERSION,
-        state: state.to_snapshot(),
-        sessions,
-    })
-    .expect("a small state encodes")
+    d.encode_blob().expect("a small state encodes")
 }
 
 /// Builds snapshots from the shared state.
@@ -406,16 +406,11 @@ impl RaftSnapshotBuilder<C> for SnapshotBuilder {
         // Encoding a big state takes a while: off the async workers.
         let view = self.view.clone();
         let (meta, data) = tokio::task::spawn_blocking(move || -> io::Result<_> {
-            let blob = Blob {
-                version: BLOB_VERSION,
-                state: view.state.to_snapshot(),
-                sessions: view.sessions.clone(),
-            };
             let meta = SnapshotMeta {
                 last_log_id: view.last_applied,
                 last_membership: view.membership.clone(),
             };
-            Ok((meta, encode(&blob)?))
+            Ok((meta, view.encode_blob()?))
         })
         .await
         .map_err(io::Error::other)??;
