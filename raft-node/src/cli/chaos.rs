@@ -105,7 +105,8 @@ pub struct ChaosArgs {
 /// every point fires in a 90 s run (a log sync happens hundreds of times a second).
 pub const CRASH_POINTS: &str = "vote::before_save=3%1*return;vote::after_save=3%1*return;\
 log::before_sync=0.01%1*return;log::after_sync=0.01%1*return;sm::apply=0.01%1*return;\
-snapshot::build=1%1*return;snapshot::install=10%1*return;log::purge=1%1*return";
+snapshot::build=1%1*return;snapshot::install=10%1*return;log::purge=1%1*return;\
+log::after_purge=1%1*return";
 
 fn rerun(a: &ChaosArgs, seed: u64) -> String {
     let faults: Vec<String> = a

@@ -36,13 +36,32 @@ pub struct LogStore {
 
 impl LogStore {
     /// A log store over an open database; starts the syncer thread.
+    ///
+    /// Entries at or below the purge mark are deleted first: a store written by a version
+    /// whose purge was two writes (the mark, then the deletion) may have stopped between them.
     pub fn new(db: Arc<DB>) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel::<IOFlushed<C>>();
         let sdb = db.clone();
         std::thread::Builder::new()
             .name("raftipam-wal-sync".into())
             .spawn(move || sync_loop(sdb, rx))?;
-        Ok(LogStore { db, syncer: tx })
+        let store = LogStore { db, syncer: tx };
+        if let Some(purged) = store.get_meta::<LogIdOf<C>>(KEY_PURGED)? {
+            let mut batch = WriteBatch::default();
+            store.delete_through(&mut batch, purged.index())?;
+            store.db.write(batch).map_err(db_err)?;
+        }
+        Ok(store)
+    }
+
+    /// Adds to `batch` the deletion of every entry at or below `index`.
+    fn delete_through(&self, batch: &mut WriteBatch, index: u64) -> io::Result<()> {
+        let logs = cf(&self.db, CF_LOGS)?;
+        batch.delete_range_cf(logs, key(0), key(index.saturating_add(1)));
+        if index == u64::MAX {
+            batch.delete_cf(logs, key(u64::MAX));
+        }
+        Ok(())
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
@@ -150,7 +169,10 @@ impl RaftLogStorage<C> for LogStore {
             }
         };
         let last_purged_log_id: Option<LogIdOf<C>> = self.get_meta(KEY_PURGED)?;
-        let last_log_id = last.or(last_purged_log_id);
+        // A purge may reach past the last entry (after a snapshot install, the purge mark is
+        // the snapshot's last log id): then the log is empty and ends at the mark. Entries
+        // older than the mark never count (openraft refuses a last log id below it).
+        let last_log_id = last.max(last_purged_log_id.clone());
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -218,10 +240,108 @@ impl RaftLogStorage<C> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
-        self.put_meta(KEY_PURGED, &log_id)?;
         crash_point!("log::purge");
-        self.db
-            .delete_range_cf(cf(&self.db, CF_LOGS)?, key(0), key(log_id.index() + 1))
-            .map_err(db_err)
+        // The mark and the deletion in one atomic write: a crash leaves both or neither.
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf(&self.db, CF_META)?, KEY_PURGED, encode(&log_id)?);
+        self.delete_through(&mut batch, log_id.index())?;
+        self.db.write(batch).map_err(db_err)?;
+        crash_point!("log::after_purge");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Weak;
+    use std::time::{Duration, Instant};
+
+    use openraft::storage::StorageHelper;
+    use openraft::testing::{blank_ent, log_id};
+
+    use super::*;
+    use crate::replication::store::{open_db, StateMachineStore};
+
+    /// Writes entries `1..=last` of term 1 straight into the log column family.
+    fn put_entries(db: &DB, last: u64) {
+        let logs = cf(db, CF_LOGS).unwrap();
+        for i in 1..=last {
+            let e: EntryOf<C> = blank_ent::<C>(1, 1, i);
+            db.put_cf(logs, key(i), encode(&e).unwrap()).unwrap();
+        }
+    }
+
+    /// Waits until the database has closed (the syncer thread gone), so no RocksDB thread
+    /// outlives the test.
+    fn wait_closed(db: Weak<DB>) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while db.strong_count() > 0 {
+            assert!(Instant::now() < deadline, "the database never closed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Chaos seed 8016: an older purge wrote its mark and stopped before deleting the entries
+    /// it covered (a snapshot install had moved the mark past the last entry). The node must
+    /// start: the log is empty and ends at the mark, and the stale entries are gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_purge_interrupted_after_its_mark_leaves_a_store_openraft_starts_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(dir.path(), 1).unwrap();
+        put_entries(&db, 5);
+        let mark = log_id::<C>(2, 1, 9);
+        db.put_cf(cf(&db, CF_META).unwrap(), KEY_PURGED, encode(&mark).unwrap())
+            .unwrap();
+
+        let mut log = LogStore::new(db.clone()).unwrap();
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(mark.clone()));
+        assert_eq!(state.last_log_id, Some(mark.clone()));
+        assert!(log.try_get_log_entries(0..100).await.unwrap().is_empty());
+
+        let mut sm = StateMachineStore::open(db.clone()).unwrap();
+        let initial = StorageHelper::new(&mut log, &mut sm)
+            .with_id(1)
+            .get_initial_state()
+            .await
+            .unwrap_or_else(|e| panic!("openraft refused the store: {e}"));
+        assert_eq!(initial.log_ids.purged(), Some(&mark));
+        assert_eq!(initial.log_ids.last(), Some(&mark));
+
+        let weak = Arc::downgrade(&db);
+        drop((log, sm, db));
+        wait_closed(weak);
+    }
+
+    /// A purge past the last entry (as after a snapshot install) empties the log, which then
+    /// ends at the purge mark; a purge inside the log keeps the entries after it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_purge_past_the_last_entry_leaves_an_empty_log_ending_at_the_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(dir.path(), 1).unwrap();
+        put_entries(&db, 6);
+        let mut log = LogStore::new(db.clone()).unwrap();
+
+        log.purge(log_id::<C>(1, 1, 3)).await.unwrap();
+        let kept: Vec<u64> = log
+            .try_get_log_entries(0..100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.index())
+            .collect();
+        assert_eq!(kept, [4, 5, 6]);
+        assert_eq!(log.get_log_state().await.unwrap().last_log_id, Some(log_id::<C>(1, 1, 6)));
+
+        let mark = log_id::<C>(3, 2, 40);
+        log.purge(mark.clone()).await.unwrap();
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(mark.clone()));
+        assert_eq!(state.last_log_id, Some(mark));
+        assert!(log.try_get_log_entries(0..100).await.unwrap().is_empty());
+
+        let weak = Arc::downgrade(&db);
+        drop((log, db));
+        wait_closed(weak);
     }
 }
