@@ -1,4 +1,4 @@
-//! The chaos harness in CI: five seeded scenarios of real `raftipam node` processes in their
+//! The chaos harness in CI: six seeded scenarios of real `raftipam node` processes in their
 //! own network namespaces under faults, with concurrent clients, every operation recorded and
 //! checked (`raftipam chaos`, see `raft_node::chaos`). Each must find no anomaly. The long runs
 //! (hundreds of schedules) are on demand: README, "Proof under faults".
@@ -192,6 +192,34 @@ fn delay_loss_reordering_and_slow_links() {
             "delay,loss,reorder,slow",
             "--snapshot-every",
             "64",
+        ],
+    );
+}
+
+/// Regression for seed 8016 (found by the on-demand runs): a node crashing between a log
+/// purge's two writes right after a snapshot install could not restart ("inverted log order";
+/// the purge is now one atomic write). Here crashes are aimed at that window: at a purge and
+/// right after one, at snapshot builds and installs, with snapshots every 64 entries and
+/// every node killed at once. The binary before the fix failed this run.
+#[test]
+fn crashes_in_the_purge_window_after_snapshot_installs() {
+    scenario(
+        "purge-window",
+        &[
+            "--nodes",
+            "3",
+            "--seed",
+            "8016",
+            "--duration",
+            "40s",
+            "--faults",
+            "kill,pause,partition,rejoin",
+            "--kill-all",
+            "--snapshot-every",
+            "64",
+            "--failpoints",
+            "snapshot::install=10%1*return;log::purge=25%1*return;\
+             log::after_purge=10%1*return;snapshot::build=5%1*return",
         ],
     );
 }

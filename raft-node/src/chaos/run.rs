@@ -357,11 +357,20 @@ fn heal(nodes: &mut [ChaosNode], net: &mut Net, s: &NodeSettings) -> anyhow::Res
 
 /// Waits until one leader, one membership, every node applied the same index and holds the
 /// same state (snapshot bytes): the per-replica digests, or what differs at the deadline.
-async fn converge(nodes: &[ChaosNode], within: Duration) -> Result<BTreeMap<u64, Vec<u8>>, String> {
+/// Crash points stay armed after the heal: a node that crashes at one meanwhile is restarted
+/// (see [`revive`]), as during the run.
+async fn converge(
+    all: &mut [ChaosNode],
+    s: &NodeSettings,
+    faults: &mut BTreeMap<String, usize>,
+    anomalies: &mut Vec<String>,
+    within: Duration,
+) -> Result<BTreeMap<u64, Vec<u8>>, String> {
     let deadline = Instant::now() + within;
     let mut last = String::new();
-    let nodes: Vec<&ChaosNode> = nodes.iter().filter(|n| n.member).collect();
     while Instant::now() < deadline {
+        revive(all, s, faults, anomalies).map_err(|e| format!("restarting a node: {e:#}"))?;
+        let nodes: Vec<&ChaosNode> = all.iter().filter(|n| n.member).collect();
         let mut statuses = Vec::new();
         for n in &nodes {
             statuses.push(n.status(Duration::from_secs(1)).await);
@@ -622,7 +631,15 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
 
     // Convergence and liveness after the heal.
     let healed = Instant::now();
-    let snaps = match converge(&nodes, Duration::from_secs(60)).await {
+    let snaps = match converge(
+        &mut nodes,
+        &cfg.node,
+        &mut faults,
+        &mut anomalies,
+        Duration::from_secs(60),
+    )
+    .await
+    {
         Ok(s) => Some(s),
         Err(why) => {
             anomalies.push(format!(
@@ -643,23 +660,36 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
         anomalies.push(format!("no write succeeded within 30 s of the heal: {e}"));
     }
 
-    // The final state of every replica (read locally from each), for the checker.
+    // The final state of every replica (read locally from each), for the checker. A node
+    // that crashed at a crash point meanwhile is restarted and asked again.
     let mut replicas = BTreeMap::new();
-    for n in nodes.iter().filter(|n| n.member) {
-        let c = client(std::slice::from_ref(&n.addr), Duration::from_secs(10))?;
-        match c.query_node(0, Query::AllAllocations).await {
-            Ok(QueryReply::AllAllocations(all)) => {
-                let v: Vec<(std::net::IpAddr, String)> = all
-                    .into_iter()
-                    .filter(|(p, _)| *p == pool)
-                    .map(|(_, a)| (a.addr, a.owner.to_string()))
-                    .collect();
-                replicas.insert(n.id, v);
+    let members: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].member).collect();
+    for i in members {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            revive(&mut nodes, &cfg.node, &mut faults, &mut anomalies)?;
+            let n = &nodes[i];
+            let c = client(std::slice::from_ref(&n.addr), Duration::from_secs(10))?;
+            match c.query_node(0, Query::AllAllocations).await {
+                Ok(QueryReply::AllAllocations(all)) => {
+                    let v: Vec<(std::net::IpAddr, String)> = all
+                        .into_iter()
+                        .filter(|(p, _)| *p == pool)
+                        .map(|(_, a)| (a.addr, a.owner.to_string()))
+                        .collect();
+                    replicas.insert(n.id, v);
+                    break;
+                }
+                _ if attempt < 3 => continue,
+                other => {
+                    anomalies.push(format!(
+                        "node {} did not give its final state: {other:?}",
+                        nodes[i].id
+                    ));
+                    break;
+                }
             }
-            other => anomalies.push(format!(
-                "node {} did not give its final state: {other:?}",
-                n.id
-            )),
         }
     }
 
