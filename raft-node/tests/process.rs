@@ -688,6 +688,26 @@ async fn the_cli_drives_a_cluster_end_to_end_with_json_output() {
     assert_eq!(pools.as_array().map(|a| a.len()), Some(2));
     let bench = cli(&["bench", "--clients", "4", "--count", "200"]);
     assert_eq!(bench["phases"][0]["ops"], 200);
+    // Many pools: created, filled round-robin, emptied and deleted again.
+    let bench = cli(&["bench", "--clients", "4", "--count", "100", "--pools", "7"]);
+    let phases: Vec<(&str, u64, u64)> = bench["phases"]
+        .as_array()
+        .expect("phases")
+        .iter()
+        .map(|p| {
+            (
+                p["phase"].as_str().expect("phase"),
+                p["ops"].as_u64().expect("ops"),
+                p["errors"].as_u64().expect("errors"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        phases,
+        [("pools", 7, 0), ("allocate", 100, 0), ("release", 100, 0)],
+        "{bench}"
+    );
+    assert_eq!(cli(&["pool", "ls"]).as_array().map(|a| a.len()), Some(2));
     let status = cli(&["cluster", "status"]);
     assert_eq!(status[0]["status"]["state"], "Leader");
     // `raftipam status`: healthy, the one node leading, the pools with their usage.

@@ -1,13 +1,15 @@
 //! `raftipam bench`: the load generator users run against their own cluster.
 //!
-//! Creates a scratch pool (a /8 in an address space of its own, so it overlaps nothing),
+//! Creates a scratch pool (a /8 in an address space of its own, so it overlaps nothing) — or
+//! `--pools` /24 pools in that space, the allocations spread over them —
 //! allocates `--count` addresses with `--clients` concurrent clients, optionally times
 //! `--reads` linearizable who-has reads of them, optionally the heartbeats and reports of
 //! `--hosts` simulated Docker hosts, releases the addresses the same way (unless `--keep`),
 //! deletes the pool, and prints operations/s with p50/p99/max latency per phase.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use allocator_core::{HostReport, Op, Owner, PoolId, PoolSpec};
@@ -15,8 +17,10 @@ use anyhow::Context;
 use clap::Args;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
+use ipnet::{IpNet, Ipv4Net};
 use raft_node::Client;
 use serde::Serialize;
+use std::net::Ipv4Addr;
 
 use super::Ctx;
 
@@ -43,6 +47,10 @@ pub struct BenchArgs {
     /// --force POOL`.
     #[arg(long)]
     keep: bool,
+    /// Spread the allocations over this many scratch pools, each a /24 (created concurrently
+    /// and timed as the `pools` phase), instead of one /8 — a site with many networks.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pools: u64,
 }
 
 #[derive(Serialize)]
@@ -61,8 +69,10 @@ struct Phase {
 struct Report {
     clients: u64,
     count: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    kept_pool: Option<String>,
+    pools: u64,
+    /// The scratch pools kept (`--keep`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    kept_pools: Vec<String>,
     phases: Vec<Phase>,
 }
 
@@ -153,15 +163,6 @@ pub async fn run(ctx: &Ctx, a: BenchArgs) -> anyhow::Result<()> {
         std::process::id() ^ (Instant::now().elapsed().subsec_nanos())
     );
     let space = format!("bench-{tag}");
-    let spec = PoolSpec {
-        space: space.clone(),
-        subnet: Some("10.0.0.0/8".parse().context("bench subnet")?),
-        ..Default::default()
-    };
-    let pool: PoolId = admin
-        .create_pool(spec, "bench")
-        .await
-        .context("creating the scratch pool")?;
     let clients: Vec<Client> = (0..a.clients)
         .map(|_| ctx.client())
         .collect::<Result<_, _>>()?;
@@ -169,28 +170,82 @@ pub async fn run(ctx: &Ctx, a: BenchArgs) -> anyhow::Result<()> {
     for c in &clients {
         c.status().await?;
     }
-    let p = pool.clone();
+    let mut phases = Vec::new();
+    let pools: Vec<PoolId> = if a.pools == 1 {
+        let spec = PoolSpec {
+            space: space.clone(),
+            subnet: Some("10.0.0.0/8".parse().context("bench subnet")?),
+            ..Default::default()
+        };
+        vec![admin
+            .create_pool(spec, "bench")
+            .await
+            .context("creating the scratch pool")?]
+    } else {
+        // Pool k is 10.(k / 256).(k % 256).0/24.
+        let made: Arc<Vec<OnceLock<PoolId>>> =
+            Arc::new((0..a.pools).map(|_| OnceLock::new()).collect());
+        let (m, sp) = (made.clone(), space.clone());
+        let created = phase(
+            "pools",
+            &clients,
+            a.pools,
+            progress(ctx, a.pools, "pools"),
+            move |c, k| {
+                let (m, sp) = (m.clone(), sp.clone());
+                async move {
+                    let spec = PoolSpec {
+                        space: sp,
+                        subnet: Some(IpNet::V4(
+                            Ipv4Net::new(
+                                Ipv4Addr::new(10, (k / 256) as u8, (k % 256) as u8, 0),
+                                24,
+                            )
+                            .expect("a /24 is a valid prefix"),
+                        )),
+                        ..Default::default()
+                    };
+                    let id = c.create_pool(spec, "bench").await?;
+                    let _ = m[k as usize].set(id);
+                    Ok(())
+                }
+            },
+        )
+        .await?;
+        anyhow::ensure!(
+            created.errors == 0,
+            "{} of {} scratch pools could not be created",
+            created.errors,
+            a.pools
+        );
+        phases.push(created);
+        made.iter().filter_map(|p| p.get().cloned()).collect()
+    };
+    let pools = Arc::new(pools);
+    // Allocation i goes to pool i mod --pools; its address is kept for the reads and releases.
+    let got: Arc<Vec<OnceLock<(u32, IpAddr)>>> =
+        Arc::new((0..a.count).map(|_| OnceLock::new()).collect());
+    let (p, g) = (pools.clone(), got.clone());
     let alloc = phase(
         "allocate",
         &clients,
         a.count,
         progress(ctx, a.count, "allocate"),
         move |c, i| {
-            let p = p.clone();
+            let k = (i % p.len() as u64) as usize;
+            let (pool, g) = (p[k].clone(), g.clone());
             async move {
-                c.allocate(&p, None, Owner::new("bench", format!("e{i}")))
-                    .await
-                    .map(|_| ())
+                let net = c
+                    .allocate(&pool, None, Owner::new("bench", format!("e{i}")))
+                    .await?;
+                let _ = g[i as usize].set((k as u32, net.addr()));
+                Ok(())
             }
         },
     )
     .await?;
-    let held: Vec<std::net::IpAddr> = admin
-        .allocations(&pool)
-        .await?
-        .into_iter()
-        .map(|x| x.addr)
-        .collect();
+    phases.push(alloc);
+    let held: Vec<(u32, IpAddr)> = got.iter().filter_map(|x| x.get().copied()).collect();
     let held = Arc::new(held);
     let reads = if a.reads > 0 && !held.is_empty() {
         let h = held.clone();
@@ -212,7 +267,7 @@ pub async fn run(ctx: &Ctx, a: BenchArgs) -> anyhow::Result<()> {
                 a.reads,
                 progress(ctx, a.reads, "who-has"),
                 move |c, i| {
-                    let addr = h[(i % h.len() as u64) as usize];
+                    let addr = h[(i % h.len() as u64) as usize].1;
                     async move {
                         match c.who_has(addr).await {
                             Ok(found) if !found.is_empty() => Ok(()),
@@ -263,14 +318,11 @@ pub async fn run(ctx: &Ctx, a: BenchArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let mut phases: Vec<Phase> = [Some(alloc), reads, host_work]
-        .into_iter()
-        .flatten()
-        .collect();
-    let kept_pool = if a.keep {
-        Some(pool.to_string())
+    phases.extend([reads, host_work].into_iter().flatten());
+    let kept_pools = if a.keep {
+        pools.iter().map(|p| p.to_string()).collect()
     } else {
-        let p = pool.clone();
+        let p = pools.clone();
         let h = held.clone();
         phases.push(
             phase(
@@ -279,19 +331,31 @@ pub async fn run(ctx: &Ctx, a: BenchArgs) -> anyhow::Result<()> {
                 held.len() as u64,
                 progress(ctx, held.len() as u64, "release"),
                 move |c, i| {
-                    let (p, h) = (p.clone(), h.clone());
-                    async move {
-                        let addr = h[i as usize];
-                        c.release(&p, addr, "bench", false).await.map(|_| ())
-                    }
+                    let (k, addr) = h[i as usize];
+                    let pool = p[k as usize].clone();
+                    async move { c.release(&pool, addr, "bench", false).await.map(|_| ()) }
                 },
             )
             .await?,
         );
-        admin
-            .delete_pool(&pool, true)
-            .await
-            .context("deleting the scratch pool")?;
+        let p = pools.clone();
+        let removed = phase(
+            "pool-rm",
+            &clients,
+            pools.len() as u64,
+            progress(ctx, pools.len() as u64, "pool-rm"),
+            move |c, k| {
+                let pool = p[k as usize].clone();
+                async move { c.delete_pool(&pool, true).await.map(|_| ()) }
+            },
+        )
+        .await?;
+        anyhow::ensure!(
+            removed.errors == 0,
+            "{} of {} scratch pools could not be deleted",
+            removed.errors,
+            pools.len()
+        );
         // The simulated hosts' heartbeats and reports go too (as `host forget` would).
         for i in 0..a.hosts {
             let host = format!("bench-host-{i}");
@@ -300,14 +364,15 @@ pub async fn run(ctx: &Ctx, a: BenchArgs) -> anyhow::Result<()> {
                 .await
                 .context("forgetting the simulated hosts")?;
         }
-        None
+        Vec::new()
     };
     print_report(
         ctx,
         &Report {
             clients: a.clients,
             count: a.count,
-            kept_pool,
+            pools: a.pools,
+            kept_pools,
             phases,
         },
     )
@@ -315,9 +380,16 @@ pub async fn run(ctx: &Ctx, a: BenchArgs) -> anyhow::Result<()> {
 
 fn print_report(ctx: &Ctx, report: &Report) -> anyhow::Result<()> {
     ctx.print(report, |r| {
-        outln!("{} clients, {} addresses", r.clients, r.count);
-        if let Some(p) = &r.kept_pool {
-            outln!("kept pool {p} with its allocations (raftipam pool rm --force {p})");
+        outln!("{} clients, {} addresses in {} pools", r.clients, r.count, r.pools);
+        match r.kept_pools.as_slice() {
+            [] => {}
+            [p] => outln!("kept pool {p} with its allocations (raftipam pool rm --force {p})"),
+            many => outln!(
+                "kept {} pools with their allocations ({} ... {}; raftipam pool rm --force POOL)",
+                many.len(),
+                many[0],
+                many[many.len() - 1]
+            ),
         }
         for p in &r.phases {
             outln!(

@@ -172,7 +172,7 @@ impl RaftLogStorage<C> for LogStore {
         // A purge may reach past the last entry (after a snapshot install, the purge mark is
         // the snapshot's last log id): then the log is empty and ends at the mark. Entries
         // older than the mark never count (openraft refuses a last log id below it).
-        let last_log_id = last.max(last_purged_log_id.clone());
+        let last_log_id = last.max(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -290,13 +290,17 @@ mod tests {
         let db = open_db(dir.path(), 1).unwrap();
         put_entries(&db, 5);
         let mark = log_id::<C>(2, 1, 9);
-        db.put_cf(cf(&db, CF_META).unwrap(), KEY_PURGED, encode(&mark).unwrap())
-            .unwrap();
+        db.put_cf(
+            cf(&db, CF_META).unwrap(),
+            KEY_PURGED,
+            encode(&mark).unwrap(),
+        )
+        .unwrap();
 
         let mut log = LogStore::new(db.clone()).unwrap();
         let state = log.get_log_state().await.unwrap();
-        assert_eq!(state.last_purged_log_id, Some(mark.clone()));
-        assert_eq!(state.last_log_id, Some(mark.clone()));
+        assert_eq!(state.last_purged_log_id, Some(mark));
+        assert_eq!(state.last_log_id, Some(mark));
         assert!(log.try_get_log_entries(0..100).await.unwrap().is_empty());
 
         let mut sm = StateMachineStore::open(db.clone()).unwrap();
@@ -331,12 +335,15 @@ mod tests {
             .map(|e| e.index())
             .collect();
         assert_eq!(kept, [4, 5, 6]);
-        assert_eq!(log.get_log_state().await.unwrap().last_log_id, Some(log_id::<C>(1, 1, 6)));
+        assert_eq!(
+            log.get_log_state().await.unwrap().last_log_id,
+            Some(log_id::<C>(1, 1, 6))
+        );
 
         let mark = log_id::<C>(3, 2, 40);
-        log.purge(mark.clone()).await.unwrap();
+        log.purge(mark).await.unwrap();
         let state = log.get_log_state().await.unwrap();
-        assert_eq!(state.last_purged_log_id, Some(mark.clone()));
+        assert_eq!(state.last_purged_log_id, Some(mark));
         assert_eq!(state.last_log_id, Some(mark));
         assert!(log.try_get_log_entries(0..100).await.unwrap().is_empty());
 
