@@ -11,9 +11,14 @@
 #      one (`raftipam backup`), the nodes' resident memory, and a fourth node's catch-up
 #      from nothing (`cluster add` returns once it has caught up: a snapshot install);
 #   3. the same at 10 million allocations (ten scratch /8 pools of 1 million).
+# Or, with SCALE_POOLS=1, instead of 2 and 3:
+#   4. a site with many networks: 10,000 pools (/24s) created, then 1 million allocations
+#      spread over them (`bench --pools 10000 --keep`), the snapshot, memory and catch-up as
+#      in 2, and step 1's host work measured again with that state held.
 #
 #   bash scripts/scale-study.sh [HOSTS]        (default 10000 simulated hosts)
 #   SCALE_HOSTS_ONLY=1 bash scripts/scale-study.sh [HOSTS]     (step 1 only, ~15 s)
+#   SCALE_POOLS=1 bash scripts/scale-study.sh [HOSTS]          (steps 1 and 4, ~5 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -51,26 +56,30 @@ leader_pid() {
 
 log "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load average $(cut -d' ' -f1-3 /proc/loadavg); raftipam $("$B" --version | awk '{print $2}')"
 
-# 1. Hosts' background work.
-lp=$(leader_pid)
-declare -A t0 w0
-for n in 1 2 3; do t0[$n]=$(ticks "${pids[$n]}"); w0[$n]=$(written "${pids[$n]}"); done
-"${cli[@]}" bench --clients 64 --count 1 --hosts "$hosts" --keep | grep -E "^hosts"
-ops=$((hosts * 11))
-all_t=0 all_w=0 lead_t=0 lead_w=0
-for n in 1 2 3; do
-  dt=$(($(ticks "${pids[$n]}") - t0[$n])); dw=$(($(written "${pids[$n]}") - w0[$n]))
-  all_t=$((all_t + dt)); all_w=$((all_w + dw))
-  [[ ${pids[$n]} == "$lp" ]] && { lead_t=$dt; lead_w=$dw; }
-done
-awk -v ops="$ops" -v hz="$hz" -v at="$all_t" -v aw="$all_w" -v lt="$lead_t" -v lw="$lead_w" 'BEGIN {
-  lus = lt / hz * 1e6 / ops; aus = at / hz * 1e6 / ops; lb = lw / ops; ab = aw / ops
-  printf "host work: %d operations (10 heartbeats + 1 report per host)\n", ops
-  printf "  per operation: leader %.0f µs CPU, %.0f bytes written; all three %.0f µs, %.0f bytes\n", lus, lb, aus, ab
-  rate = 1000 / 30 + 1000 / 300
-  printf "  a 1,000-host site at the defaults: %.1f operations/s = %d log entries an hour;\n", rate, rate * 3600
-  printf "    leader %.2f%% of one core, all three %.2f%%; disk written an hour: leader %.0f MiB, all three %.0f MiB\n", rate * lus / 1e4, rate * aus / 1e4, rate * 3600 * lb / 1048576, rate * 3600 * ab / 1048576
-}'
+# 1. Hosts' background work (a function: step 4 measures it again).
+host_work() {
+  local lp n dt dw ops all_t all_w lead_t lead_w
+  lp=$(leader_pid)
+  local -A t0 w0
+  for n in 1 2 3; do t0[$n]=$(ticks "${pids[$n]}"); w0[$n]=$(written "${pids[$n]}"); done
+  "${cli[@]}" bench --clients 64 --count 1 --hosts "$hosts" --keep | grep -E "^hosts"
+  ops=$((hosts * 11))
+  all_t=0 all_w=0 lead_t=0 lead_w=0
+  for n in 1 2 3; do
+    dt=$(($(ticks "${pids[$n]}") - t0[$n])); dw=$(($(written "${pids[$n]}") - w0[$n]))
+    all_t=$((all_t + dt)); all_w=$((all_w + dw))
+    [[ ${pids[$n]} == "$lp" ]] && { lead_t=$dt; lead_w=$dw; }
+  done
+  awk -v ops="$ops" -v hz="$hz" -v at="$all_t" -v aw="$all_w" -v lt="$lead_t" -v lw="$lead_w" 'BEGIN {
+    lus = lt / hz * 1e6 / ops; aus = at / hz * 1e6 / ops; lb = lw / ops; ab = aw / ops
+    printf "host work: %d operations (10 heartbeats + 1 report per host)\n", ops
+    printf "  per operation: leader %.0f µs CPU, %.0f bytes written; all three %.0f µs, %.0f bytes\n", lus, lb, aus, ab
+    rate = 1000 / 30 + 1000 / 300
+    printf "  a 1,000-host site at the defaults: %.1f operations/s = %d log entries an hour;\n", rate, rate * 3600
+    printf "    leader %.2f%% of one core, all three %.2f%%; disk written an hour: leader %.0f MiB, all three %.0f MiB\n", rate * lus / 1e4, rate * aus / 1e4, rate * 3600 * lb / 1048576, rate * 3600 * ab / 1048576
+  }'
+}
+host_work
 
 [[ ${SCALE_HOSTS_ONLY:-} == 1 ]] && exit 0
 
@@ -93,6 +102,14 @@ measure() { # measure LABEL NODE_ID
   wait "${pids[$2]}" 2>/dev/null || true
   unset "pids[$2]"
 }
+if [[ ${SCALE_POOLS:-} == 1 ]]; then
+  # 4. Many networks: 10,000 /24 pools, 1 million allocations spread over them.
+  "${cli[@]}" bench --clients 256 --count 1000000 --pools 10000 --keep | grep -E '^(pools|allocate)'
+  measure "1 million allocations in 10,000 pools" 4
+  log "step 1 again, with those 10,000 pools and 1 million allocations held"
+  host_work
+  exit 0
+fi
 "${cli[@]}" bench --clients 256 --count 1000000 --keep | grep -E '^allocate'
 measure "1 million allocations" 4
 for k in $(seq 2 10); do
