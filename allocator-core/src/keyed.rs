@@ -125,6 +125,18 @@ impl<K: Ord + Clone, V> Keyed<K, V> {
         self.index.keys()
     }
 
+    /// The greatest key at or below `key`, and the least key above it.
+    pub fn neighbours(&self, key: &K) -> (Option<&K>, Option<&K>) {
+        use std::ops::Bound::{Excluded, Unbounded};
+        (
+            self.index.range(..=key).next_back().map(|(k, _)| k),
+            self.index
+                .range((Excluded(key), Unbounded))
+                .next()
+                .map(|(k, _)| k),
+        )
+    }
+
     /// In key order.
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.iter().map(|(_, v)| v)

@@ -154,6 +154,25 @@ fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
+/// A subnet of `space` other than `net` that overlaps `net`, if there is one — in O(log n).
+///
+/// The subnets of one space never overlap each other (an invariant), and the subnets are
+/// ordered by space, then network address: so only `net`'s two neighbours in that order can
+/// overlap it — the one before may contain its network address, the one after may start
+/// inside it. If `net` itself is there, nothing else overlaps it.
+fn overlapping(subnets: &Subnets, space: &str, net: &IpNet) -> Option<IpNet> {
+    let key = (space.to_string(), *net);
+    let (before, after) = subnets.neighbours(&key);
+    if before == Some(&key) {
+        return None;
+    }
+    [before, after]
+        .into_iter()
+        .flatten()
+        .find(|(s, e)| s == space && overlaps(e, net))
+        .map(|(_, e)| *e)
+}
+
 impl State {
     /// An empty state.
     pub fn new(config: Config) -> State {
@@ -273,12 +292,14 @@ impl State {
             // Each turn either returns or jumps past one existing subnet: bounded by their count.
             'next: while cand <= end && cand.checked_add(step - 1).is_some_and(|e| e <= end) {
                 let net = net_at(cand, size, spec.v6);
-                for (space, existing) in self.subnets.keys() {
-                    if space == &spec.space && overlaps(existing, &net) {
-                        let past = addr_to_u128(existing.broadcast()) + 1;
-                        cand = past.div_ceil(step).saturating_mul(step).max(cand + step);
-                        continue 'next;
-                    }
+                let in_use = match self.subnets.contains_key(&(spec.space.clone(), net)) {
+                    true => Some(net),
+                    false => overlapping(&self.subnets, &spec.space, &net),
+                };
+                if let Some(existing) = in_use {
+                    let past = addr_to_u128(existing.broadcast()) + 1;
+                    cand = past.div_ceil(step).saturating_mul(step).max(cand + step);
+                    continue 'next;
                 }
                 if check_subnet(&net).is_ok() {
                     return Ok(net);
@@ -323,21 +344,19 @@ impl State {
                 created: false,
             });
         }
-        for (space, existing) in self.subnets.keys() {
-            if space == &id.space && *existing != subnet && overlaps(existing, &subnet) {
-                let existing_id = self
-                    .pools
-                    .keys()
-                    .filter(|p| p.space == *space && p.subnet == *existing)
-                    .min()
-                    .cloned()
-                    .unwrap_or_else(|| PoolId::new(space.clone(), *existing, None));
-                return Err(AllocError::Overlap {
-                    space: space.clone(),
-                    requested: subnet,
-                    existing: existing_id,
-                });
-            }
+        if let Some(existing) = overlapping(&self.subnets, &id.space, &subnet) {
+            let existing_id = self
+                .pools
+                .keys()
+                .filter(|p| p.space == id.space && p.subnet == existing)
+                .min()
+                .cloned()
+                .unwrap_or_else(|| PoolId::new(id.space.clone(), existing, None));
+            return Err(AllocError::Overlap {
+                space: id.space.clone(),
+                requested: subnet,
+                existing: existing_id,
+            });
         }
         let key = Self::subnet_key(&id);
         let fresh;
@@ -1288,6 +1307,17 @@ impl State {
                 return Err(format!("pool {id} is held by nobody yet still exists"));
             }
         }
+        // Subnets are ordered by space, then network address: if any two of a space overlap,
+        // two neighbours in that order do.
+        let keys: Vec<&(String, IpNet)> = self.subnets.keys().collect();
+        for w in keys.windows(2) {
+            if w[0].0 == w[1].0 && overlaps(&w[0].1, &w[1].1) {
+                return Err(format!(
+                    "subnets {} and {} overlap in space {}",
+                    w[0].1, w[1].1, w[0].0
+                ));
+            }
+        }
         let mut max_seq = 0;
         for (key, sn) in &self.subnets {
             if per_subnet.get(key) != Some(&sn.pools) {
@@ -1297,19 +1327,6 @@ impl State {
                     sn.pools,
                     per_subnet.get(key)
                 ));
-            }
-            for (other, _) in self
-                .subnets
-                .keys()
-                .filter(|k| k.0 == key.0 && k.1 != key.1)
-                .map(|k| (k, ()))
-            {
-                if overlaps(&other.1, &key.1) {
-                    return Err(format!(
-                        "subnets {} and {} overlap in space {}",
-                        other.1, key.1, key.0
-                    ));
-                }
             }
             sn.check()?;
             for (_, r) in sn.records.iter_sorted() {

@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use proptest::prelude::*;
 
 /// The pools the test may create: small IPv4 and IPv6 subnets (including /30, /31, /32),
-/// ranges, a reserve range, serial order, a cooldown and an overlapping subnet.
+/// ranges, a reserve range, serial order, a cooldown and subnets overlapping others.
 fn specs() -> Vec<PoolSpec> {
     let s = |space: &str,
              net: &str,
@@ -43,6 +43,12 @@ fn specs() -> Vec<PoolSpec> {
         s("g", "fd00::/64", None, &[], false, 1000),
         s("g", "fd01::/126", Some("fd01::/127"), &[], false, 0),
         s("g", "fd02::1/128", None, &[], false, 0),
+        // More overlaps, for the ordered overlap query: beside the /28 but inside the /27; a
+        // /22 over most of the above; a /24 around the /32; a /48 around the /64.
+        s("g", "10.0.0.16/28", None, &[], false, 0),
+        s("g", "10.0.0.0/22", None, &[], false, 0),
+        s("g", "10.0.3.0/24", None, &[], false, 0),
+        s("g", "fd00::/48", None, &[], false, 0),
     ]
 }
 
