@@ -708,6 +708,12 @@ async fn the_cli_drives_a_cluster_end_to_end_with_json_output() {
         "{bench}"
     );
     assert_eq!(cli(&["pool", "ls"]).as_array().map(|a| a.len()), Some(2));
+    // More addresses than the /24 pools hold: refused before anything is created.
+    fails(
+        &["bench", "--count", "1000", "--pools", "2"],
+        "which holds 254",
+    );
+    assert_eq!(cli(&["pool", "ls"]).as_array().map(|a| a.len()), Some(2));
     let status = cli(&["cluster", "status"]);
     assert_eq!(status[0]["status"]["state"], "Leader");
     // `raftipam status`: healthy, the one node leading, the pools with their usage.

@@ -31,6 +31,8 @@ pub struct ChaosNode {
     log: PathBuf,
     child: Option<Child>,
     paused: bool,
+    /// The log's length when the process was last started.
+    log_start: u64,
 }
 
 /// How every node runs.
@@ -69,6 +71,7 @@ impl ChaosNode {
             log: dir.join(format!("n{id}.log")),
             child: None,
             paused: false,
+            log_start: 0,
         }
     }
 
@@ -99,6 +102,8 @@ impl ChaosNode {
             .create(true)
             .append(true)
             .open(&self.log)?;
+        // Where this run of the process begins in the log: its crash point, if any, is after.
+        self.log_start = log.metadata()?.len();
         let err = log.try_clone()?;
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns])
@@ -160,14 +165,11 @@ impl ChaosNode {
         self.paused = false;
     }
 
-    /// Whether its log's last words are a crash point's (an injected crash, not a bug).
+    /// Whether its last run's last words are a crash point's (an injected crash, not a bug).
+    /// Only what the last run wrote counts: an earlier run's crash point must not excuse an
+    /// exit that followed it (say, a node refusing its store at start).
     pub fn crashed_at_failpoint(&self) -> bool {
-        std::fs::read_to_string(&self.log).is_ok_and(|l| {
-            l.lines()
-                .rev()
-                .take(20)
-                .any(|x| x.contains("raftipam failpoint"))
-        })
+        std::fs::read(&self.log).is_ok_and(|l| last_run_ended_at_failpoint(&l, self.log_start))
     }
 
     /// Whether the process exited by itself (a crash): its exit status.
@@ -201,5 +203,37 @@ impl Drop for ChaosNode {
     fn drop(&mut self) {
         self.resume();
         self.kill9();
+    }
+}
+
+/// Whether the part of a node's log from `start` (where its last run began) ends with a crash
+/// point's last words (within its last 20 lines).
+fn last_run_ended_at_failpoint(log: &[u8], start: u64) -> bool {
+    let start = usize::try_from(start).unwrap_or(usize::MAX).min(log.len());
+    String::from_utf8_lossy(&log[start..])
+        .lines()
+        .rev()
+        .take(20)
+        .any(|x| x.contains("raftipam failpoint"))
+}
+
+#[cfg(test)]
+mod failpoint_tests {
+    use super::last_run_ended_at_failpoint;
+
+    #[test]
+    fn only_the_last_run_of_a_node_can_end_at_a_crash_point() {
+        let first = "node started\nraftipam failpoint log::purge: aborting the process here\n";
+        let second = "node started\nError: the log store is corrupted\n";
+        let log = format!("{first}{second}");
+        // The first run crashed at a crash point; the second exited for another reason.
+        assert!(last_run_ended_at_failpoint(first.as_bytes(), 0));
+        assert!(!last_run_ended_at_failpoint(
+            log.as_bytes(),
+            first.len() as u64
+        ));
+        // Reading the whole log (as before) would have excused the second exit.
+        assert!(last_run_ended_at_failpoint(log.as_bytes(), 0));
+        assert!(!last_run_ended_at_failpoint(log.as_bytes(), u64::MAX));
     }
 }

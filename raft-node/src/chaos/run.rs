@@ -660,16 +660,33 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
         anomalies.push(format!("no write succeeded within 30 s of the heal: {e}"));
     }
 
-    // The final state of every replica (read locally from each), for the checker. A node
-    // that crashed at a crash point meanwhile is restarted and asked again.
+    // The final state of every replica (read locally from each), for the checker. Crash
+    // points stay armed: a node that crashes while the states are read is restarted, the
+    // cluster is let converge again (a restarted node reads locally what it has applied), and
+    // every state is read again — at most three rounds.
     let mut replicas = BTreeMap::new();
-    let members: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].member).collect();
-    for i in members {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            revive(&mut nodes, &cfg.node, &mut faults, &mut anomalies)?;
-            let n = &nodes[i];
+    let mut unread = Vec::new();
+    for round in 0..3 {
+        let crashes = faults.get("failpoint_crash").copied().unwrap_or(0);
+        if round > 0 {
+            if let Err(why) = converge(
+                &mut nodes,
+                &cfg.node,
+                &mut faults,
+                &mut anomalies,
+                Duration::from_secs(60),
+            )
+            .await
+            {
+                unread.push(format!(
+                    "after a crash point fired while the final states were read, the cluster did not converge again within 60 s: {why}"
+                ));
+                break;
+            }
+        }
+        replicas.clear();
+        unread.clear();
+        for n in nodes.iter().filter(|n| n.member) {
             let c = client(std::slice::from_ref(&n.addr), Duration::from_secs(10))?;
             match c.query_node(0, Query::AllAllocations).await {
                 Ok(QueryReply::AllAllocations(all)) => {
@@ -679,19 +696,23 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
                         .map(|(_, a)| (a.addr, a.owner.to_string()))
                         .collect();
                     replicas.insert(n.id, v);
-                    break;
                 }
-                _ if attempt < 3 => continue,
-                other => {
-                    anomalies.push(format!(
-                        "node {} did not give its final state: {other:?}",
-                        nodes[i].id
-                    ));
-                    break;
-                }
+                other => unread.push(format!(
+                    "node {} did not give its final state: {other:?}",
+                    n.id
+                )),
             }
         }
+        if !unread.is_empty() {
+            // A node that just crashed may still be on its way out: let it go before looking.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        revive(&mut nodes, &cfg.node, &mut faults, &mut anomalies)?;
+        if faults.get("failpoint_crash").copied().unwrap_or(0) == crashes {
+            break;
+        }
     }
+    anomalies.append(&mut unread);
 
     // No panic in any node's log.
     for n in &nodes {

@@ -43,7 +43,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100_000))]
     hosts: u64,
     /// Keep the scratch pool and its allocations (no release phase): for measuring snapshots,
-    /// backups and catch-up of a full cluster. Delete it afterwards with `raftipam pool rm
+    /// backups and catch-up of a full cluster. Delete it afterwards with `raftipam pool delete
     /// --force POOL`.
     #[arg(long)]
     keep: bool,
@@ -156,7 +156,18 @@ where
     })
 }
 
+/// Addresses a /24 scratch pool hands out (network and broadcast excluded).
+const PER_SLASH24: u64 = 254;
+
 pub async fn run(ctx: &Ctx, a: BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.pools == 1 || a.count.div_ceil(a.pools) <= PER_SLASH24,
+        "--count {} over --pools {} puts {} addresses in a /24 pool, which holds {PER_SLASH24}: \
+         use more pools or fewer addresses",
+        a.count,
+        a.pools,
+        a.count.div_ceil(a.pools)
+    );
     let admin = ctx.client()?;
     let tag = format!(
         "{:08x}",
@@ -212,14 +223,21 @@ pub async fn run(ctx: &Ctx, a: BenchArgs) -> anyhow::Result<()> {
             },
         )
         .await?;
-        anyhow::ensure!(
-            created.errors == 0,
-            "{} of {} scratch pools could not be created",
-            created.errors,
-            a.pools
-        );
+        let made: Vec<PoolId> = made.iter().filter_map(|p| p.get().cloned()).collect();
+        if created.errors > 0 {
+            // Leave nothing behind: the pools that were created go again (best effort).
+            for p in &made {
+                let _ = admin.delete_pool(p, true).await;
+            }
+            anyhow::bail!(
+                "{} of {} scratch pools could not be created (the {} created were deleted again)",
+                created.errors,
+                a.pools,
+                made.len()
+            );
+        }
         phases.push(created);
-        made.iter().filter_map(|p| p.get().cloned()).collect()
+        made
     };
     let pools = Arc::new(pools);
     // Allocation i goes to pool i mod --pools; its address is kept for the reads and releases.
@@ -350,12 +368,6 @@ pub async fn run(ctx: &Ctx, a: BenchArgs) -> anyhow::Result<()> {
             },
         )
         .await?;
-        anyhow::ensure!(
-            removed.errors == 0,
-            "{} of {} scratch pools could not be deleted",
-            removed.errors,
-            pools.len()
-        );
         // The simulated hosts' heartbeats and reports go too (as `host forget` would).
         for i in 0..a.hosts {
             let host = format!("bench-host-{i}");
@@ -364,6 +376,13 @@ pub async fn run(ctx: &Ctx, a: BenchArgs) -> anyhow::Result<()> {
                 .await
                 .context("forgetting the simulated hosts")?;
         }
+        anyhow::ensure!(
+            removed.errors == 0,
+            "{} of {} scratch pools could not be deleted: `raftipam pool ls` lists them (address \
+             space {space}); remove each with `raftipam pool delete --force POOL`",
+            removed.errors,
+            pools.len()
+        );
         Vec::new()
     };
     print_report(
@@ -383,9 +402,9 @@ fn print_report(ctx: &Ctx, report: &Report) -> anyhow::Result<()> {
         outln!("{} clients, {} addresses in {} pools", r.clients, r.count, r.pools);
         match r.kept_pools.as_slice() {
             [] => {}
-            [p] => outln!("kept pool {p} with its allocations (raftipam pool rm --force {p})"),
+            [p] => outln!("kept pool {p} with its allocations (raftipam pool delete --force {p})"),
             many => outln!(
-                "kept {} pools with their allocations ({} ... {}; raftipam pool rm --force POOL)",
+                "kept {} pools with their allocations ({} ... {}; raftipam pool delete --force POOL)",
                 many.len(),
                 many[0],
                 many[many.len() - 1]
