@@ -154,18 +154,15 @@ fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
-/// A subnet of `space` other than `net` that overlaps `net`, if there is one — in O(log n).
+/// A subnet of `space` that overlaps `net` (`net` itself if it is there), if any — in
+/// O(log n).
 ///
 /// The subnets of one space never overlap each other (an invariant), and the subnets are
 /// ordered by space, then network address: so only `net`'s two neighbours in that order can
-/// overlap it — the one before may contain its network address, the one after may start
-/// inside it. If `net` itself is there, nothing else overlaps it.
+/// overlap it — the one before may contain its network address (or be `net`), the one after
+/// may start inside it. If `net` itself is there, nothing else overlaps it.
 fn overlapping(subnets: &Subnets, space: &str, net: &IpNet) -> Option<IpNet> {
-    let key = (space.to_string(), *net);
-    let (before, after) = subnets.neighbours(&key);
-    if before == Some(&key) {
-        return None;
-    }
+    let (before, after) = subnets.neighbours(&(space.to_string(), *net));
     [before, after]
         .into_iter()
         .flatten()
@@ -292,11 +289,7 @@ impl State {
             // Each turn either returns or jumps past one existing subnet: bounded by their count.
             'next: while cand <= end && cand.checked_add(step - 1).is_some_and(|e| e <= end) {
                 let net = net_at(cand, size, spec.v6);
-                let in_use = match self.subnets.contains_key(&(spec.space.clone(), net)) {
-                    true => Some(net),
-                    false => overlapping(&self.subnets, &spec.space, &net),
-                };
-                if let Some(existing) = in_use {
+                if let Some(existing) = overlapping(&self.subnets, &spec.space, &net) {
                     let past = addr_to_u128(existing.broadcast()) + 1;
                     cand = past.div_ceil(step).saturating_mul(step).max(cand + step);
                     continue 'next;
@@ -344,7 +337,10 @@ impl State {
                 created: false,
             });
         }
-        if let Some(existing) = overlapping(&self.subnets, &id.space, &subnet) {
+        // The same subnet is no overlap: pools on one subnet share it.
+        if let Some(existing) =
+            overlapping(&self.subnets, &id.space, &subnet).filter(|e| *e != subnet)
+        {
             let existing_id = self
                 .pools
                 .keys()
@@ -1309,12 +1305,11 @@ impl State {
         }
         // Subnets are ordered by space, then network address: if any two of a space overlap,
         // two neighbours in that order do.
-        let keys: Vec<&(String, IpNet)> = self.subnets.keys().collect();
-        for w in keys.windows(2) {
-            if w[0].0 == w[1].0 && overlaps(&w[0].1, &w[1].1) {
+        for (a, b) in self.subnets.keys().zip(self.subnets.keys().skip(1)) {
+            if a.0 == b.0 && overlaps(&a.1, &b.1) {
                 return Err(format!(
                     "subnets {} and {} overlap in space {}",
-                    w[0].1, w[1].1, w[0].0
+                    a.1, b.1, a.0
                 ));
             }
         }

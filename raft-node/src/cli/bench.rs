@@ -7,7 +7,7 @@
 //! `--hosts` simulated Docker hosts, releases the addresses the same way (unless `--keep`),
 //! deletes the pool, and prints operations/s with p50/p99/max latency per phase.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -20,7 +20,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ipnet::{IpNet, Ipv4Net};
 use raft_node::Client;
 use serde::Serialize;
-use std::net::Ipv4Addr;
 
 use super::Ctx;
 

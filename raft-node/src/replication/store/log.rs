@@ -37,8 +37,9 @@ pub struct LogStore {
 impl LogStore {
     /// A log store over an open database; starts the syncer thread.
     ///
-    /// Entries at or below the purge mark are deleted first: a store written by a version
-    /// whose purge was two writes (the mark, then the deletion) may have stopped between them.
+    /// Entries at or below the purge mark, if any, are deleted first: a store written by a
+    /// version whose purge was two writes (the mark, then the deletion) may have stopped
+    /// between them.
     pub fn new(db: Arc<DB>) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel::<IOFlushed<C>>();
         let sdb = db.clone();
@@ -47,18 +48,26 @@ impl LogStore {
             .spawn(move || sync_loop(sdb, rx))?;
         let store = LogStore { db, syncer: tx };
         if let Some(purged) = store.get_meta::<LogIdOf<C>>(KEY_PURGED)? {
-            let mut batch = WriteBatch::default();
-            store.delete_through(&mut batch, purged.index())?;
-            store.db.write(batch).map_err(db_err)?;
+            let logs = cf(&store.db, CF_LOGS)?;
+            let first = match store.db.iterator_cf(logs, IteratorMode::Start).next() {
+                Some(item) => Some(index_of(&item.map_err(db_err)?.0)?),
+                None => None,
+            };
+            if first.is_some_and(|i| i <= purged.index()) {
+                let mut batch = WriteBatch::default();
+                store.delete_entries(&mut batch, 0, purged.index())?;
+                store.db.write(batch).map_err(db_err)?;
+            }
         }
         Ok(store)
     }
 
-    /// Adds to `batch` the deletion of every entry at or below `index`.
-    fn delete_through(&self, batch: &mut WriteBatch, index: u64) -> io::Result<()> {
+    /// Adds to `batch` the deletion of every entry from `from` through `through` (inclusive;
+    /// `delete_range`'s end is exclusive, so the very last key is deleted on its own).
+    fn delete_entries(&self, batch: &mut WriteBatch, from: u64, through: u64) -> io::Result<()> {
         let logs = cf(&self.db, CF_LOGS)?;
-        batch.delete_range_cf(logs, key(0), key(index.saturating_add(1)));
-        if index == u64::MAX {
+        batch.delete_range_cf(logs, key(from), key(through.saturating_add(1)));
+        if through == u64::MAX {
             batch.delete_cf(logs, key(u64::MAX));
         }
         Ok(())
@@ -230,13 +239,9 @@ impl RaftLogStorage<C> for LogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
         let from = last_log_id.map(|l| l.index() + 1).unwrap_or(0);
-        self.db
-            .delete_range_cf(cf(&self.db, CF_LOGS)?, key(from), key(u64::MAX))
-            .map_err(db_err)?;
-        // delete_range's end is exclusive: remove the very last key too.
-        self.db
-            .delete_cf(cf(&self.db, CF_LOGS)?, key(u64::MAX))
-            .map_err(db_err)
+        let mut batch = WriteBatch::default();
+        self.delete_entries(&mut batch, from, u64::MAX)?;
+        self.db.write(batch).map_err(db_err)
     }
 
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
@@ -244,7 +249,7 @@ impl RaftLogStorage<C> for LogStore {
         // The mark and the deletion in one atomic write: a crash leaves both or neither.
         let mut batch = WriteBatch::default();
         batch.put_cf(cf(&self.db, CF_META)?, KEY_PURGED, encode(&log_id)?);
-        self.delete_through(&mut batch, log_id.index())?;
+        self.delete_entries(&mut batch, 0, log_id.index())?;
         self.db.write(batch).map_err(db_err)?;
         crash_point!("log::after_purge");
         Ok(())
