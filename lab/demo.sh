@@ -14,7 +14,7 @@ source lab/lab.sh
 lab_check || exit $?
 if [[ ! -x $RAFTIPAM_BIN ]]; then
   log "building raftipam (release) into $CARGO_TARGET_DIR"
-  cargo build --release -p raft-node --bin raftipam >&2 || exit 1
+  cargo build --release -p raftipam --bin raftipam >&2 || exit 1
 fi
 export RAFTIPAM_BIN
 export LAB_OWNER_PID=$$ # a lab this script leaves (killed with SIGKILL) is swept by the next

@@ -16,7 +16,7 @@ cleanup() {
 }
 trap cleanup EXIT
 B=$RAFTIPAM_BIN
-[[ -x $B ]] || cargo build --release -p raft-node
+[[ -x $B ]] || cargo build --release -p raftipam
 "$B" cert create-ca --ca-dir "$work/ca" >/dev/null
 "$B" cert create-admin --ca-dir "$work/ca" --out "$work/admin" >/dev/null
 

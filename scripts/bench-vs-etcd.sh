@@ -31,7 +31,7 @@ cleanup() {
 trap cleanup EXIT
 
 B=$RAFTIPAM_BIN
-[[ -x $B ]] || cargo build --release -p raft-node --bin raftipam
+[[ -x $B ]] || cargo build --release -p raftipam --bin raftipam
 etl_target=${RAFTIPAM_ETCD_LOAD_TARGET:-$HOME/.cache/raftipam/etcd-load-target}
 log "building benches/etcd-load (its own target directory: $etl_target)"
 (cd benches/etcd-load && CARGO_TARGET_DIR=$etl_target cargo build --release --quiet)

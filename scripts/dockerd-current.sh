@@ -3,8 +3,10 @@
 # the end-to-end tests: the docker.io and containerd of a Debian suite, by default Debian 13
 # (trixie)'s docker.io 26.1 and containerd 1.7; RAFTIPAM_DOCKER_CURRENT_SUITE=forky selects
 # Debian forky's docker.io 28.5 and containerd 2.1 instead, as a second instance that runs beside
-# the first. They are fetched from Debian's archive once into a cache (signature of the suite's
-# InRelease, then SHA256 of the index and of each .deb checked) and unpacked there with
+# the first. They are fetched once into a cache from the Debian mirror the machine's own apt
+# sources name (scripts/lib.sh: debian_archive_uris; RAFTIPAM_DEBIAN_MIRROR, a mirror's base URL
+# holding debian/ and debian-security/, overrides them) — signature of the suite's InRelease,
+# then SHA256 of the index and of each .deb checked — and unpacked there with
 # `dpkg-deb -x` (never installed: the system's docker.io stays). Each instance's containerd and
 # dockerd have their own roots, sockets and pidfiles, a default bridge of its own (not the system
 # dockerd's docker0) and no iptables; the containers run with the machine's runc. Every engine
@@ -32,7 +34,6 @@ source scripts/lib.sh
 
 suite=${RAFTIPAM_DOCKER_CURRENT_SUITE:-trixie}
 [[ $suite =~ ^[a-z]+$ ]] || { log "RAFTIPAM_DOCKER_CURRENT_SUITE=$suite: not a Debian suite name"; exit 2; }
-mirror=${RAFTIPAM_DEBIAN_MIRROR:-http://deb.debian.org}
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 # Every per-instance name derives from TAG; trixie's keep the names they had before there were
 # two instances.
@@ -66,7 +67,7 @@ what="$suite engine"
 # the system dockerd's. A bridge named otherwise must exist before dockerd starts.
 bridge_addr=${RAFTIPAM_DOCKER_CURRENT_BIP:-$bip}
 if [[ ${1:-} == --env ]]; then
-  # What the end-to-end tests need to know about this instance (raft-node/tests/docker_e2e).
+  # What the end-to-end tests need to know about this instance (raftipam/tests/docker_e2e).
   printf '%s\n' "RAFTIPAM_DOCKER_HOST=$host" "RAFTIPAM_DOCKER_ENGINE_ROOT=$cache/current" \
     "RAFTIPAM_CONTAINERD_SOCK=$c_sock"
   exit 0
@@ -122,6 +123,29 @@ fi
 
 [[ -n $bridge_addr ]] ||
   { log "no bridge address for suite $suite: set RAFTIPAM_DOCKER_CURRENT_BIP (e.g. 10.254.251.1/24)"; exit 2; }
+# Debian's archive and its security archive: the machine's apt sources name them (each
+# candidate is tried in turn until one serves the suite's index signed by Debian's key).
+main_uris=() sec_uris=()
+if [[ -n ${RAFTIPAM_DEBIAN_MIRROR:-} ]]; then
+  main_uris=("${RAFTIPAM_DEBIAN_MIRROR%/}/debian")
+  sec_uris=("${RAFTIPAM_DEBIAN_MIRROR%/}/debian-security")
+else
+  while read -r k u; do
+    case $k in
+      main) main_uris+=("$u") ;;
+      security) sec_uris+=("$u") ;;
+    esac
+  done < <(debian_archive_uris)
+fi
+if ((${#main_uris[@]} == 0)); then
+  srcs=$(apt_source_files | paste -sd' ' -)
+  log "ERROR: found no Debian archive in this machine's apt sources (${srcs:-no sources file at all}):" \
+    "no enabled 'deb' entry with component main and a suite of this Debian release." \
+    "Add the Debian mirror apt should use there (e.g. a deb822 entry 'URIs: http://MIRROR/debian'" \
+    "in /etc/apt/sources.list.d/debian.sources), or set RAFTIPAM_DEBIAN_MIRROR to a Debian mirror's" \
+    "base URL (the one holding debian/ and debian-security/)"
+  exit 1
+fi
 apt_need curl:curl xz-utils:xz gpgv:gpgv debian-archive-keyring:$keyring docker.io:docker \
   runc:runc busybox-static:/bin/busybox iproute2:ip >&2
 arch=$(dpkg --print-architecture)
@@ -131,9 +155,9 @@ trap 'rm -rf "$tmp"' EXIT
 # fetch URL FILE: downloads over HTTP (Debian's archive; integrity comes from the signatures).
 fetch() { curl -fsSL --retry 2 --connect-timeout 20 --max-time 600 -o "$2" "$1"; }
 
-# index ARCHIVE DIST OUT: the signature-checked binary Packages index of DIST/main into OUT.
+# index ARCHIVE_URI DIST OUT: the signature-checked binary Packages index of DIST/main into OUT.
 index() {
-  local base="$mirror/$1/dists/$2" want got
+  local base="$1/dists/$2" want got
   fetch "$base/InRelease" "$tmp/InRelease" || { log "cannot fetch $base/InRelease"; return 1; }
   if ! gpgv --keyring "$keyring" --output "$tmp/Release" "$tmp/InRelease" 2>"$tmp/gpgv.log"; then
     log "the signature of $base/InRelease does not verify against $keyring:"
@@ -174,18 +198,27 @@ newest() {
 }
 
 # The newest of the suite and its security updates (point releases move the latter into the former).
+# Each from the first of its archive's candidate URIs that serves it.
 n=0
-ads=("debian $suite")
-[[ $suite == sid ]] || ads+=("debian-security $suite-security") # unstable has no security suite
-for ad in "${ads[@]}"; do
-  read -r archive dist <<<"$ad"
-  if index "$archive" "$dist" "$tmp/idx.$n"; then
-    echo "$mirror/$archive" >"$tmp/url.$n"
-    n=$((n + 1))
-  else
+dists=("$suite")
+if [[ $suite == sid ]]; then
+  : # unstable has no security suite
+elif ((${#sec_uris[@]})); then
+  dists+=("$suite-security")
+else
+  log "WARNING: this machine's apt sources name no Debian security archive (no *-security suite): $suite-security is not consulted"
+fi
+for dist in "${dists[@]}"; do
+  if [[ $dist == "$suite" ]]; then uris=("${main_uris[@]}"); else uris=("${sec_uris[@]}"); fi
+  for uri in "${uris[@]}"; do
+    if index "$uri" "$dist" "$tmp/idx.$n"; then
+      echo "$uri" >"$tmp/url.$n"
+      n=$((n + 1))
+      continue 2
+    fi
     rm -f "$tmp/idx.$n"
-    log "WARNING: no usable index for $dist from $mirror/$archive"
-  fi
+    log "WARNING: no usable index for $dist from $uri"
+  done
 done
 
 root=""
@@ -234,7 +267,7 @@ elif [[ -e $cache/current/.complete ]]; then
   root=$(realpath "$cache/current")
   log "WARNING: could not read Debian's $suite index; using the cached $(basename "$root")"
 else
-  log "ERROR: could not fetch the signed $suite index (docker.io, containerd) from $mirror and nothing is cached in $cache"
+  log "ERROR: could not fetch the signed $suite index (docker.io, containerd) from ${main_uris[*]} and nothing is cached in $cache"
   exit 1
 fi
 

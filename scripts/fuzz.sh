@@ -6,7 +6,7 @@
 # executed; new corpus entries land in <crate>/fuzz/corpus/<target>/ (commit the interesting
 # ones: `--cmin` minimises each corpus first). The same targets replay their corpora on stable
 # in every test run (allocator-core/tests/fuzz_corpus.rs, plugin-shim/tests/fuzz_router.rs,
-# raft-node/tests/fuzz_corpus.rs and raft-node's config tests).
+# raft-node/tests/node/fuzz_corpus.rs and the raftipam binary's config tests).
 #   bash scripts/fuzz.sh [SECONDS_PER_TARGET] [--cmin]     (default 600 s a target)
 #   FUZZ_TARGETS="plugin-shim:router" bash scripts/fuzz.sh 1200   (some targets only)
 # Built without sanitizers (-s none): the crates are safe Rust, and libFuzzer still catches
@@ -19,7 +19,7 @@ secs=${1:-600}
 cmin=${2:-}
 rustup toolchain list | grep -q '^nightly' || { log "the nightly toolchain is needed: rustup toolchain install nightly"; exit 1; }
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-# raft-node links RocksDB: its fuzz build links the library the main build compiled
+# raft-node (and raftipam through it) links RocksDB: their fuzz builds links the library the main build compiled
 # (librocksdb-sys takes a prebuilt one from ROCKSDB_LIB_DIR) instead of a second C++ build.
 rocksdb_lib() {
   local a
@@ -28,14 +28,14 @@ rocksdb_lib() {
     {
       log "building raftipam once first (RocksDB's C++ library, 10-20 minutes)"
       need_build_tools
-      cargo build --release -p raft-node --bin raftipam
+      cargo build --release -p raftipam --bin raftipam
     } >&2
     a=$(ls -t "$CARGO_TARGET_DIR"/release/build/librocksdb-sys-*/out/librocksdb.a | head -1)
   fi
   dirname "$a"
 }
-targets=${FUZZ_TARGETS:-allocator-core:apply_program allocator-core:snapshot_decode plugin-shim:router raft-node:wire raft-node:snapshot raft-node:config_file}
-if [[ $targets == *raft-node:* ]]; then
+targets=${FUZZ_TARGETS:-allocator-core:apply_program allocator-core:snapshot_decode plugin-shim:router raft-node:wire raft-node:snapshot raftipam:config_file}
+if [[ $targets == *raft-node:* || $targets == *raftipam:* ]]; then
   ROCKSDB_LIB_DIR=$(rocksdb_lib)
   export ROCKSDB_LIB_DIR ROCKSDB_STATIC=1
 fi

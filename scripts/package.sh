@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Debian package: the release binary, its manual pages (`raftipam man`) and shell
-# completions, then `cargo deb --no-build` with the metadata in raft-node/Cargo.toml (installs
-# cargo-deb once, from crates.io, if missing). Prints the .deb's path on stdout.
+# completions, then `cargo deb --no-build` with the metadata in raftipam/Cargo.toml (installs
+# cargo-deb once with `cargo install`, from the registry cargo is configured with, if missing).
+# Prints the .deb's path on stdout.
 #
 #   bash scripts/package.sh            # then: sudo apt install ./raftipam_*.deb (path printed)
 set -euo pipefail
@@ -14,7 +15,7 @@ if ! command -v cargo-deb >/dev/null 2>&1; then
   cargo install --locked --quiet cargo-deb >&2
 fi
 log "building raftipam (release)"
-cargo build --release -p raft-node --bin raftipam >&2
+cargo build --release -p raftipam --bin raftipam >&2
 pkg="$CARGO_TARGET_DIR/release/pkg"
 rm -rf "$pkg"
 mkdir -p "$pkg/man" "$pkg/completions"
@@ -23,9 +24,9 @@ gzip -9n "$pkg"/man/*.1
 "$RAFTIPAM_BIN" completions bash >"$pkg/completions/raftipam.bash"
 "$RAFTIPAM_BIN" completions zsh >"$pkg/completions/_raftipam"
 "$RAFTIPAM_BIN" completions fish >"$pkg/completions/raftipam.fish"
-log "cargo deb -p raft-node --no-build"
-deb=$(cargo deb -p raft-node --no-build --quiet 2>/dev/null | tail -1) || {
-  cargo deb -p raft-node --no-build >&2 || true
+log "cargo deb -p raftipam --no-build"
+deb=$(cargo deb -p raftipam --no-build --quiet 2>/dev/null | tail -1) || {
+  cargo deb -p raftipam --no-build >&2 || true
   log "ERROR: cargo deb failed (its output is above)"
   exit 1
 }

@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 need_build_tools
 log "building raftipam (release; the first build compiles RocksDB: 10-20 minutes on 2 cores)"
-cargo build --release -p raft-node --bin raftipam
+cargo build --release -p raftipam --bin raftipam
 exec "$RAFTIPAM_BIN" up "$@"

@@ -25,7 +25,7 @@ source scripts/lib.sh
 hosts=${1:-10000}
 [[ $hosts =~ ^[0-9]+$ ]] && ((hosts > 0)) || { echo "usage: $0 [HOSTS]" >&2; exit 2; }
 B=$RAFTIPAM_BIN
-[[ -x $B ]] || { need_build_tools; cargo build --release -p raft-node --bin raftipam; }
+[[ -x $B ]] || { need_build_tools; cargo build --release -p raftipam --bin raftipam; }
 work=$(mktemp -d /tmp/raftipam-scale.XXXXXX)
 pids=()
 cleanup() {

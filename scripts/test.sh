@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 need_build_tools
-# The web view's tests drive Debian's Chromium headless (tests/web_e2e.rs); curl reads metrics.
+# The web view's tests drive Debian's Chromium headless (raftipam/tests/cli/web.rs); curl reads metrics.
 apt_need chromium:/usr/bin/chromium curl:curl
 export RAFTIPAM_REQUIRE_BROWSER=1
 if docker_host=$(bash scripts/dockerd.sh); then
@@ -25,7 +25,7 @@ fi
 # checkout's own crates get new hashes there, and rustdoc refuses to pick between two builds of
 # one crate (E0460) when it compiles the doc tests: drop our crates' old builds first. Only our
 # four crates are rebuilt; RocksDB and every other dependency stay.
-cargo clean --release --quiet -p allocator-core -p plugin-shim -p raft-node -p benches
+cargo clean --release --quiet -p allocator-core -p plugin-shim -p raft-node -p raftipam -p raftipam-history -p raftipam-chaos -p benches
 # The Debian package, built from the same release binary the tests use; systemd_e2e installs
 # it in a container under systemd (scripts/systemd-test.sh).
 RAFTIPAM_DEB=$(bash scripts/package.sh)
@@ -52,9 +52,9 @@ docker_e2e_on() {
   started+=("$suite")
   host=$(RAFTIPAM_DOCKER_CURRENT_SUITE=$suite bash scripts/dockerd-current.sh)
   mapfile -t vars < <(RAFTIPAM_DOCKER_CURRENT_SUITE=$suite bash scripts/dockerd-current.sh --env)
-  log "cargo test --release -p raft-node --test docker_e2e against $(docker -H "$host" version --format '{{.Server.Version}}') ($suite: ${vars[*]})"
+  log "cargo test --release -p raftipam --test docker_e2e against $(docker -H "$host" version --format '{{.Server.Version}}') ($suite: ${vars[*]})"
   env "${vars[@]}" timeout --kill-after=30 "${RAFTIPAM_DOCKER_E2E_TIMEOUT:-1800}" \
-    cargo test --release -p raft-node --test docker_e2e -- --test-threads="${RAFTIPAM_TEST_THREADS:-2}"
+    cargo test --release -p raftipam --test docker_e2e -- --test-threads="${RAFTIPAM_TEST_THREADS:-2}"
 }
 
 if [[ ${RAFTIPAM_SKIP_CURRENT_DOCKER:-} == 1 ]]; then

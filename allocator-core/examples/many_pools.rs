@@ -23,11 +23,7 @@ fn main() {
     let mut ids = Vec::new();
     for k in 0..n {
         let net = format!("10.{}.{}.0/24", k / 256, k % 256);
-        let spec = PoolSpec {
-            space: "site".into(),
-            subnet: Some(net.parse().expect("a /24")),
-            ..Default::default()
-        };
+        let spec = PoolSpec::new("site").subnet(net.parse().expect("a /24"));
         s.apply(&Command {
             at_ms: 0,
             op: Op::RequestPool {

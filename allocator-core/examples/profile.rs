@@ -18,11 +18,7 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
     let mut s = State::default();
-    let spec = PoolSpec {
-        space: "global".into(),
-        subnet: Some("fd00::/64".parse().expect("cidr")),
-        ..Default::default()
-    };
+    let spec = PoolSpec::new("global").subnet("fd00::/64".parse().expect("cidr"));
     s.apply(&Command {
         at_ms: 0,
         op: Op::RequestPool {
@@ -62,11 +58,7 @@ fn main() {
     // Allocate + release on a /16 at 99% full, scattered.
     let id: PoolId = "global/10.0.0.0/16".parse().expect("id");
     let mut s = State::default();
-    let spec = PoolSpec {
-        space: "global".into(),
-        subnet: Some(id.subnet),
-        ..Default::default()
-    };
+    let spec = PoolSpec::new("global").subnet(id.subnet);
     s.apply(&Command {
         at_ms: 0,
         op: Op::RequestPool {

@@ -14,12 +14,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::limits::MAX_BITS;
+
 const BLOCK_BITS: u32 = 12; // 4096 addresses per block
 const FANOUT_BITS: u32 = 6; // 64 children per inner node
 const ALL: u64 = u64::MAX;
-
-/// Largest number of address bits a bitmap can cover.
-pub const MAX_BITS: u32 = 120;
 
 #[derive(Clone)]
 struct Block {

@@ -1,7 +1,15 @@
-//! The commands the state machine applies and the outcomes it returns.
+//! The commands the state machine applies and the outcomes it returns: the replicated form of
+//! every write, what a Raft log persists and a client sends.
 //!
 //! Everything a replica needs to compute the same result travels inside the command: the
 //! proposing node stamps the time once (`at_ms`), so `apply` never reads a clock.
+//!
+//! Owns [`Op`], [`Command`], [`Outcome`] and what they carry ([`PoolSpec`], [`Order`],
+//! [`Released`]). Never applies anything (that is `state`), and never changes an encoding:
+//! a variant or field is never inserted, reordered, renamed or removed — a new one goes at
+//! the end (`tests/wire.rs` pins the bytes). Four operations are raftipam's own bookkeeping
+//! rather than the allocator's ([`Op::AddJoinToken`], [`Op::RevokeJoinToken`],
+//! [`Op::Revoke`], [`Op::RevokeSerial`]; see [`crate::cluster`]).
 
 use std::net::IpAddr;
 
@@ -13,6 +21,7 @@ use crate::report::HostReport;
 
 /// How an allocation without a preferred address picks one.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Order {
     /// The pool's own setting (lowest free unless the pool was created serial).
     #[default]
@@ -25,6 +34,7 @@ pub enum Order {
 
 /// What to create (or join) with [`Op::RequestPool`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct PoolSpec {
     /// Address space (`local`/`global` for Docker).
     pub space: String,
@@ -44,8 +54,79 @@ pub struct PoolSpec {
     pub cooldown_ms: u64,
 }
 
+impl PoolSpec {
+    /// A pool in address space `space` (`local`/`global` for Docker), everything else unset:
+    /// give a subnet with [`PoolSpec::subnet`], or let the default pools choose one.
+    ///
+    /// ```
+    /// use allocator_core::{AddrRange, PoolSpec};
+    ///
+    /// let spec = PoolSpec::new("global")
+    ///     .subnet("10.1.0.0/24".parse().unwrap())
+    ///     .range("10.1.0.128/25".parse().unwrap())
+    ///     .reserve(["10.1.0.250-10.1.0.254".parse::<AddrRange>().unwrap()])
+    ///     .serial(true)
+    ///     .cooldown_ms(30_000);
+    /// assert_eq!(spec.space, "global");
+    /// // Without a subnet: the first free IPv6 /64 of the default pools.
+    /// let v6 = PoolSpec::new("global").v6(true).prefix_len(64);
+    /// assert!(v6.subnet.is_none());
+    /// ```
+    pub fn new(space: impl Into<String>) -> PoolSpec {
+        PoolSpec {
+            space: space.into(),
+            ..PoolSpec::default()
+        }
+    }
+
+    /// The subnet.
+    pub fn subnet(mut self, subnet: IpNet) -> PoolSpec {
+        self.subnet = Some(subnet);
+        self
+    }
+
+    /// The sub-range that addresses without a preference come from (needs a subnet).
+    pub fn range(mut self, range: IpNet) -> PoolSpec {
+        self.range = Some(range);
+        self
+    }
+
+    /// With no subnet: IPv6 (true) or IPv4 (false, the default).
+    pub fn v6(mut self, v6: bool) -> PoolSpec {
+        self.v6 = v6;
+        self
+    }
+
+    /// With no subnet: the prefix length wanted (default: the default pool's size).
+    pub fn prefix_len(mut self, prefix_len: u8) -> PoolSpec {
+        self.prefix_len = Some(prefix_len);
+        self
+    }
+
+    /// Adds addresses never handed out (besides network and broadcast).
+    pub fn reserve(mut self, ranges: impl IntoIterator<Item = AddrRange>) -> PoolSpec {
+        self.reserve.extend(ranges);
+        self
+    }
+
+    /// Hand out addresses in serial order by default (true) or lowest first (false, the
+    /// default).
+    pub fn serial(mut self, serial: bool) -> PoolSpec {
+        self.serial = serial;
+        self
+    }
+
+    /// Hold released addresses back from reuse for this long (ms; 0, the default: reuse at
+    /// once).
+    pub fn cooldown_ms(mut self, cooldown_ms: u64) -> PoolSpec {
+        self.cooldown_ms = cooldown_ms;
+        self
+    }
+}
+
 /// An operation on the allocator.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Op {
     /// Create the pool, or join it if it exists: `holder` gains one reference.
     RequestPool {
@@ -147,6 +228,7 @@ pub enum Op {
         host: String,
     },
     /// Operator: a join token — the SHA-256 (hex) of its secret — valid until `expires_ms`.
+    /// raftipam's own bookkeeping ([`crate::cluster`]): the allocator never reads it.
     /// A host holding the token may ask any node for a host certificate (`raftipam join`).
     /// Expired tokens are dropped when another is added; at most 1,024 are kept.
     AddJoinToken {
@@ -155,24 +237,27 @@ pub enum Op {
         /// When it stops being accepted (ms since the Unix epoch).
         expires_ms: u64,
     },
-    /// Operator: a join token is no longer accepted.
+    /// Operator: a join token is no longer accepted. raftipam's own bookkeeping
+    /// ([`crate::cluster`]).
     RevokeJoinToken {
         /// SHA-256 of the token's secret, as added.
         hash: String,
     },
     /// Operator: every certificate naming `name` issued before this command's time is revoked
     /// (the nodes refuse it at the handshake and on every call); certificates issued later
-    /// are not. Revoking again moves the time forward.
+    /// are not. Revoking again moves the time forward. raftipam's own bookkeeping
+    /// ([`crate::cluster`]).
     Revoke {
         /// The certificate name (a host's, a node's or an operator's).
         name: String,
     },
     /// Operator: the one certificate with this serial number is revoked, whatever it names
     /// (a key that leaked while others of the same name stay good). At most
-    /// [`crate::MAX_REVOKED_SERIALS`] serials are kept.
+    /// [`crate::MAX_REVOKED_SERIALS`] serials are kept. raftipam's own bookkeeping
+    /// ([`crate::cluster`]).
     RevokeSerial {
-        /// The serial number in hexadecimal ([`crate::canonical_serial`] form: lowercase, no
-        /// separators, no leading zeros).
+        /// The serial number in hexadecimal ([`crate::cluster::canonical_serial`] form:
+        /// lowercase, no separators, no leading zeros).
         serial: String,
     },
     /// Operator: one piece of a backup being restored (a backup larger than a request may
@@ -200,8 +285,10 @@ pub struct Command {
     pub op: Op,
 }
 
-/// What a successful command did.
+/// What a successful command did. The typed write methods of [`crate::State`] return the
+/// same facts as plain values (e.g. [`crate::Allocated`]), each convertible into its variant.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Outcome {
     /// Result of [`Op::RequestPool`].
     Pool {
@@ -287,6 +374,7 @@ pub enum Outcome {
 
 /// What a release released.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Released {
     /// An allocation (now free, or cooling down).
     Allocation,

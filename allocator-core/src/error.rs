@@ -11,6 +11,7 @@ use crate::view::Usage;
 
 /// Why a command was refused. Commands that fail change nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Error, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub enum AllocError {
     /// No pool has this id.
     #[error("pool {0} does not exist (list pools with `raftipam pool ls`)")]

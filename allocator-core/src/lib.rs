@@ -1,39 +1,95 @@
 //! # allocator-core
 //!
-//! raftipam's address allocator as a pure, deterministic state machine: pools of IPv4 and
-//! IPv6 addresses, a hierarchical bitmap per subnet, shared reservations (gateways, aux and
-//! host addresses) and exclusive allocations with owners.
+//! An IP address allocator as a pure, deterministic state machine: pools of IPv4 and IPv6
+//! addresses, a hierarchical bitmap per subnet, shared reservations (gateways, aux and host
+//! addresses) and exclusive allocations with owners. It is raftipam's allocator, replicated by
+//! Raft across a cluster of Docker hosts, and a library to embed on its own.
 //!
 //! **Invariants this crate keeps:** no I/O, no async, no clock, no randomness that reaches an
-//! outcome. [`State::apply`] is a function of the state and the [`Command`]: every replica of a
-//! Raft log computes the same result. Time (for cooldowns) travels inside the command. A
-//! command that fails changes nothing. An address is never held by two owners.
+//! outcome. Every write is a function of the state and its arguments, time included (the
+//! caller's clock, in ms since the Unix epoch, passed in): every replica computes the same
+//! result. A write that fails changes nothing. An address is never held by two owners.
 //!
-//! It is also a library to embed on its own:
+//! ## Embedding
+//!
+//! Write with the typed methods of [`State`], read with its queries:
 //!
 //! ```
-//! use allocator_core::{Command, Op, Order, Outcome, Owner, PoolSpec, State};
+//! use allocator_core::{Order, Owner, PoolSpec, Released, State};
 //!
 //! let mut state = State::default();
-//! let spec = PoolSpec { space: "global".into(), subnet: Some("10.1.0.0/24".parse().unwrap()), ..Default::default() };
-//! let Outcome::Pool { pool, .. } = state.apply(&Command { at_ms: 0, op: Op::RequestPool { spec, holder: "host-a".into() } }).unwrap() else { unreachable!() };
-//! let alloc = Op::Allocate { pool: pool.clone(), addr: None, owner: Owner::new("host-a", "web-1"), order: Order::Lowest };
-//! let Outcome::Allocated { addr, .. } = state.apply(&Command { at_ms: 0, op: alloc.clone() }).unwrap() else { unreachable!() };
-//! assert_eq!(addr.to_string(), "10.1.0.1/24"); // .0 is the network address
+//! let now = 1_700_000_000_000; // the allocator reads no clock: every write is given the time
+//! let spec = PoolSpec::new("global").subnet("10.1.0.0/24".parse()?);
+//! let pool = state.request_pool(now, &spec, "host-a")?.pool;
+//! let web = Owner::new("host-a", "web-1");
+//! let got = state.allocate(now, &pool, &web, Order::Lowest)?;
+//! assert_eq!(got.addr.to_string(), "10.1.0.1/24"); // .0 is the network address
 //! // Docker retries: the same owner asking again gets the same address.
-//! let Outcome::Allocated { addr: again, existing, .. } = state.apply(&Command { at_ms: 1, op: alloc }).unwrap() else { unreachable!() };
-//! assert_eq!((again, existing), (addr, true));
-//! // The whole state travels as bytes (a Raft snapshot).
-//! let copy = State::from_snapshot(&state.to_snapshot()).unwrap();
-//! assert_eq!(copy.allocations(&pool).unwrap().len(), 1);
+//! let again = state.allocate(now + 1, &pool, &web, Order::Lowest)?;
+//! assert_eq!((again.addr, again.existing), (got.addr, true));
+//! // The whole state travels as bytes (a Raft snapshot, a backup).
+//! let copy = State::from_snapshot(&state.to_snapshot())?;
+//! assert_eq!(copy.allocations(&pool)?.len(), 1);
+//! assert_eq!(state.release(now + 2, &pool, got.addr.addr(), "host-a")?, Released::Allocation);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! - **Pools** ([`State::request_pool`], [`State::release_pool`], [`State::delete_pool`]):
+//!   `space/subnet[/range]` ([`PoolId`]); pools on one subnet share its bitmap, so two pools
+//!   never hand out one address. Without a subnet, one is carved from the default pools
+//!   ([`Config`]).
+//! - **Addresses** ([`State::reserve`], [`State::allocate`], [`State::allocate_addr`],
+//!   [`State::release`], [`State::release_if_unchanged`]): reserved (shared,
+//!   reference-counted), allocated (exclusive, to an [`Owner`] `{host, endpoint}`, with a
+//!   sequence number), cooling down after release if the pool says so, or free.
+//! - **Hosts** ([`State::heartbeat`], [`State::store_report`], [`State::forget_host`]): what
+//!   each host last said, and the leaks it reported ([`report`]), which a "pool full"
+//!   [`AllocError`] names.
+//! - **Reads**: [`State::pools`], [`State::allocations`], [`State::who_has`],
+//!   [`State::hosts`], the subnet map ([`State::map_page`], [`State::map_sparse`]),
+//!   [`State::check_invariants`].
+//! - **Bytes**: [`State::to_snapshot`] and [`State::from_snapshot`] (versioned, checksummed,
+//!   validated: damaged bytes give a [`SnapshotError`], never a panic), [`State::restore`].
+//! - **Bounds**: every limit is a constant ([`MAX_NAME_LEN`], [`MAX_RESERVED_PER_POOL`], ...).
+//!
+//! ## Replicated
+//!
+//! Every write is also an [`Op`]; a [`Command`] is an op and the time it was proposed at, and
+//! [`State::apply`] carries it out — the same function as the typed method — and returns an
+//! [`Outcome`]. That is what a replicated log holds (their encodings never change):
+//!
+//! ```
+//! use allocator_core::{Command, Op, Order, Outcome, Owner, PoolId, PoolSpec, State};
+//!
+//! let pool: PoolId = "global/10.1.0.0/24".parse()?;
+//! let spec = PoolSpec::new("global").subnet(pool.subnet);
+//! let owner = Owner::new("host-a", "web-1");
+//! let log = [
+//!     Op::RequestPool { spec, holder: "host-a".into() },
+//!     Op::Allocate { pool, addr: None, owner, order: Order::Lowest },
+//! ];
+//! let mut replica = State::default();
+//! let outcomes: Vec<Outcome> = log
+//!     .into_iter()
+//!     .map(|op| replica.apply(&Command { at_ms: 1_700_000_000_000, op }))
+//!     .collect::<Result<_, _>>()?;
+//! assert!(matches!(&outcomes[1], Outcome::Allocated { seq: 1, existing: false, .. }));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! A few operations are raftipam's own bookkeeping (certificate revocations, join tokens),
+//! replicated in the same log: see [`cluster`]. Embedders can ignore them.
 
 #![deny(missing_docs)]
 // Errors carry the pool id and its usage so the message can say what to do; they are the
 // cold path, and boxing them would only move the cost to every caller that matches on them.
 #![allow(clippy::result_large_err)]
 
+// Not part of the documented API: public only because the workspace's benchmarks measure the
+// bitmap on its own (`benches/`).
+#[doc(hidden)]
 pub mod bitmap;
+pub mod cluster;
 mod command;
 mod error;
 #[doc(hidden)]
@@ -44,6 +100,7 @@ mod limits;
 mod map;
 mod records;
 pub mod report;
+mod results;
 mod snapshot;
 mod state;
 mod subnet;
@@ -51,12 +108,19 @@ mod view;
 
 pub use command::{Command, Op, Order, Outcome, PoolSpec, Released};
 pub use error::{AllocError, LeakHint};
-pub use id::{canonical_serial, AddrRange, Owner, ParseError, PoolId};
+pub use id::{AddrRange, Owner, ParseError, PoolId};
 pub use limits::{
-    MAX_NAME_LEN, MAX_RESERVED_PER_POOL, MAX_RESTORE_BYTES, MAX_RESTORE_CHUNK, MAX_REVOKED_SERIALS,
+    MAX_MAP_PAGE, MAX_NAME_LEN, MAX_REPORTED, MAX_RESERVED_PER_POOL, MAX_RESTORE_BYTES,
+    MAX_RESTORE_CHUNK,
 };
-pub use map::{CellState, MapCell, MapPage, SparseEntry, SparsePage, MAX_MAP_PAGE};
+pub use map::{CellState, MapCell, MapPage, SparseEntry, SparsePage};
 pub use report::{HostReport, ReportedLeak, ReportedMissing, StoredReport};
+pub use results::{Allocated, HostForgotten, RequestedPool, Restored};
 pub use snapshot::SnapshotError;
 pub use state::{Config, DefaultPool, State};
 pub use view::{human_count, Allocation, Holding, HostInfo, PoolInfo, Usage};
+
+// raftipam's own bookkeeping, at the root for the crates that name it there; documented in
+// `cluster`.
+#[doc(hidden)]
+pub use cluster::{canonical_serial, MAX_REVOKED_SERIALS};

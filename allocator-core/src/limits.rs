@@ -1,12 +1,51 @@
-//! Bounds on what a command may carry, checked before anything changes, so that a replicated
-//! log cannot grow the state without limit.
+//! Every bound of the crate, in one place: what a command may carry and what the state may
+//! hold, checked before anything changes, so that a replicated log cannot grow the state
+//! without limit (and a snapshot that breaks one is refused).
+//!
+//! Owns the numbers and [`check_name`]. Never holds state, and depends on nothing in the crate
+//! but the error type. The public bounds are re-exported at the crate root (and the
+//! raftipam-only ones by [`crate::cluster`]); the structural ones stay inside the crate.
 
 use crate::error::AllocError;
+
+// ---- what a command may carry ----
 
 /// Longest endpoint or host name accepted, in bytes.
 pub const MAX_NAME_LEN: usize = 1024;
 /// Most addresses the reserve ranges of one pool may cover.
 pub const MAX_RESERVED_PER_POOL: u128 = 65_536;
+/// Most leaks and most missing endpoints one host report lists (its totals count them all).
+pub const MAX_REPORTED: usize = 1024;
+/// Largest piece of a backup one [`crate::Op::RestoreChunk`] carries (4 MiB).
+pub const MAX_RESTORE_CHUNK: usize = 4 << 20;
+/// Largest backup that can be restored in pieces (1 GiB).
+pub const MAX_RESTORE_BYTES: u64 = 1 << 30;
+
+// ---- what a query may return ----
+
+/// Most cells one dense page or sparse list of the subnet map may hold.
+pub const MAX_MAP_PAGE: u32 = 4096;
+
+// ---- raftipam's own bookkeeping ([`crate::cluster`]) ----
+
+/// Most certificate serial numbers the revocation list keeps ([`crate::Op::RevokeSerial`]).
+pub const MAX_REVOKED_SERIALS: usize = 65_536;
+/// Most join tokens valid at once ([`crate::Op::AddJoinToken`]).
+pub const MAX_JOIN_TOKENS: usize = 1024;
+
+// ---- what the state's structures can hold ----
+
+/// Most address bits one subnet (and its bitmap) may have: an IPv6 /8.
+pub(crate) const MAX_BITS: u32 = 120;
+/// Shortest IPv4 prefix a pool may have: a /8.
+pub(crate) const MIN_V4_PREFIX: u8 = 8;
+/// Most distinct host names the state holds (a record names its host in 16 bits).
+pub(crate) const MAX_HOSTS: usize = 1 << 16;
+/// Largest allocation sequence number (a record keeps 48 bits: 281 trillion allocations).
+pub(crate) const MAX_SEQ: u64 = (1 << 48) - 1;
+/// Most 64-address word slots one subnet's records may use (2^20 words: 67 million
+/// allocations per subnet).
+pub(crate) const MAX_WORD_SLOTS: usize = 1 << 20;
 
 /// Refuses a `what` name (host, endpoint, holder...) that is empty (unless `may_be_empty`) or
 /// longer than [`MAX_NAME_LEN`].
@@ -22,10 +61,3 @@ pub(crate) fn check_name(what: &str, name: &str, may_be_empty: bool) -> Result<(
     }
     Ok(())
 }
-
-/// Most certificate serial numbers the revocation list keeps ([`crate::Op::RevokeSerial`]).
-pub const MAX_REVOKED_SERIALS: usize = 65_536;
-/// Largest piece of a backup one [`crate::Op::RestoreChunk`] carries (4 MiB).
-pub const MAX_RESTORE_CHUNK: usize = 4 << 20;
-/// Largest backup that can be restored in pieces (1 GiB).
-pub const MAX_RESTORE_BYTES: u64 = 1 << 30;

@@ -14,16 +14,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::AllocError;
 use crate::id::PoolId;
+use crate::limits::MAX_MAP_PAGE;
 use crate::state::{Pool, State};
 use crate::subnet::Subnet;
 use crate::view::human_count;
 
-/// Most cells one dense page or sparse list may hold.
-pub const MAX_MAP_PAGE: u32 = 4096;
-
 /// What one address is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum CellState {
     /// Free to hand out.
     Free,
@@ -93,6 +92,7 @@ pub struct MapPage {
 /// One entry of a sparse list.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum SparseEntry {
     /// An address that is not free.
     Cell(MapCell),

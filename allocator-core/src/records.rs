@@ -14,8 +14,7 @@ use hashbrown::hash_table::HashTable;
 use hashbrown::DefaultHashBuilder;
 use std::hash::BuildHasher;
 
-/// Largest sequence number a record holds (48 bits: 281 trillion allocations).
-pub(crate) const MAX_SEQ: u64 = (1 << 48) - 1;
+use crate::limits::{MAX_NAME_LEN, MAX_SEQ, MAX_WORD_SLOTS};
 
 /// One allocation. Packed to 2-byte alignment: 18 bytes.
 #[derive(Clone, Copy, Debug)]
@@ -58,9 +57,13 @@ pub(crate) struct RecView<'a> {
     pub name: &'a [u8],
 }
 
-/// Most word slots a subnet can have (2^20 words: 67 million allocations per subnet).
-const MAX_SLOTS: usize = 1 << 20;
+/// A slot number in an owner-index entry (20 bits, see [`entry`]).
 const SLOT_MASK: u32 = (1 << 20) - 1;
+// Every slot a subnet may have fits in an entry; every sequence number and name length in a
+// record.
+const _: () = assert!(MAX_WORD_SLOTS <= SLOT_MASK as usize + 1);
+const _: () = assert!(MAX_SEQ < 1 << 48);
+const _: () = assert!(MAX_NAME_LEN <= u16::MAX as usize);
 
 /// An owner-index entry: `tag << 26 | slot << 6 | bit`. The 6-bit tag is more of the owner's
 /// hash: a lookup that lands on another owner's entry is rejected without following it into
@@ -116,7 +119,7 @@ impl Records {
 
     /// Whether one more allocation fits (a limit of about four billion per subnet).
     pub fn has_room(&self) -> bool {
-        self.slots.len() < MAX_SLOTS || !self.free_slots.is_empty()
+        self.slots.len() < MAX_WORD_SLOTS || !self.free_slots.is_empty()
     }
 
     fn slot_of(&self, word: u128) -> Option<u32> {

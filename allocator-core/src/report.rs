@@ -8,8 +8,9 @@
 //!
 //! A report is a claim by its host at a time, not a fact of the allocator: nothing here frees
 //! or changes an allocation. A leak listed in a report counts only while the allocation at
-//! that address still has the reported sequence number and host ([`State::current_leaks`]):
-//! an address released and handed out again since is no longer called leaked.
+//! that address still has the reported sequence number and host
+//! ([`State::current_leaks`](crate::State::current_leaks)): an address released and handed
+//! out again since is no longer called leaked.
 
 use std::net::IpAddr;
 
@@ -18,9 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::AllocError;
 use crate::id::PoolId;
 use crate::limits::check_name;
-
-/// Most leaks and most missing endpoints one report lists (the totals count them all).
-pub const MAX_REPORTED: usize = 1024;
+pub use crate::limits::MAX_REPORTED;
 
 /// An allocation a host reported leaked: allocated to it, no endpoint in its dockerd.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,6 +3,9 @@
 //! Layout: `RIPAMSNP` (8 bytes), format version (u16 LE), CRC-32 of the body (u32 LE), then
 //! the body in postcard. Damaged, truncated or foreign bytes give a [`SnapshotError`] that says
 //! which, never a panic; a decoded state is validated and its invariants checked before use.
+//!
+//! Owns the snapshot format and its versions (every older version still loads). Never changes
+//! a layout once written: a new field goes into a new version.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -13,9 +16,9 @@ use thiserror::Error;
 
 use crate::id::AddrRange;
 use crate::id::PoolId;
-use crate::limits::MAX_NAME_LEN;
+use crate::limits::{MAX_BITS, MAX_HOSTS, MAX_NAME_LEN, MAX_RESTORE_BYTES, MAX_SEQ};
 use crate::report::StoredReport;
-use crate::state::{Config, Pool, State};
+use crate::state::{Config, Pool, Seen, StagedRestore, State};
 use crate::subnet::Subnet;
 
 const MAGIC: &[u8; 8] = b"RIPAMSNP";
@@ -27,6 +30,7 @@ const HEADER: usize = 8 + 2 + 4;
 
 /// Why a snapshot could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum SnapshotError {
     /// Not a raftipam snapshot at all.
     #[error("not a raftipam snapshot (bad magic bytes); is this the right file?")]
@@ -159,17 +163,20 @@ impl State {
                 .collect(),
             reports: self.reports.values().collect::<Vec<&StoredReport>>(),
             revoked: (
-                self.revoked
+                self.credentials
+                    .revoked
                     .iter()
                     .map(|(n, t)| (n.as_str(), *t))
                     .collect::<Vec<(&str, u64)>>(),
-                self.join_tokens
+                self.credentials
+                    .join_tokens
                     .iter()
                     .map(|(h, t)| (h.as_str(), *t))
                     .collect::<Vec<(&str, u64)>>(),
             ),
             extra: (
-                self.revoked_serials
+                self.credentials
+                    .revoked_serials
                     .iter()
                     .map(|(n, t)| (n.as_str(), *t))
                     .collect::<Vec<(&str, u64)>>(),
@@ -234,26 +241,28 @@ impl State {
         };
         let mut state = state;
         for (hash, until) in tokens {
-            if state.join_tokens.contains_key(&hash)
-                || state.add_join_token(0, &hash, until).is_err()
+            if state.credentials.join_tokens.contains_key(&hash)
+                || state.credentials.add_join_token(0, &hash, until).is_err()
             {
                 return Err(bad(format!("join token {hash:?} is not valid")));
             }
         }
         if let Some((serials, staged)) = extra {
             for (serial, at) in serials {
-                if state.is_serial_revoked(&serial) || state.revoke_serial(at, &serial).is_err() {
+                if state.is_serial_revoked(&serial)
+                    || state.credentials.revoke_serial(at, &serial).is_err()
+                {
                     return Err(bad(format!("revoked serial {serial:?} is not valid")));
                 }
             }
             if let Some((restore, total, bytes)) = staged {
-                if bytes.len() as u64 > total || total > crate::limits::MAX_RESTORE_BYTES {
+                if bytes.len() as u64 > total || total > MAX_RESTORE_BYTES {
                     return Err(bad(format!(
                         "a restore under way holds {} bytes of {total}",
                         bytes.len()
                     )));
                 }
-                state.staged = Some(crate::state::StagedRestore {
+                state.staged = Some(StagedRestore {
                     restore,
                     total,
                     bytes,
@@ -273,7 +282,7 @@ fn rebuild<R, V, X>(
 ) -> Result<State, SnapshotError> {
     let mut state = State::new(snap.config);
     state.seq = snap.seq;
-    if snap.hosts.len() > usize::from(u16::MAX) + 1 {
+    if snap.hosts.len() > MAX_HOSTS {
         return Err(bad("too many hosts"));
     }
     for (i, h) in snap.hosts.iter().enumerate() {
@@ -287,7 +296,7 @@ fn rebuild<R, V, X>(
         if net != s.net {
             return Err(bad(format!("subnet {} is not normalised", s.net)));
         }
-        if u32::from(net.max_prefix_len() - net.prefix_len()) > crate::bitmap::MAX_BITS {
+        if u32::from(net.max_prefix_len() - net.prefix_len()) > MAX_BITS {
             return Err(bad(format!("subnet {net} is too large")));
         }
         let mut sn = Subnet::new(net);
@@ -322,7 +331,7 @@ fn rebuild<R, V, X>(
                 || usize::from(a.host) >= state.hosts.len()
                 || a.name.len() > MAX_NAME_LEN
                 || a.seq > state.seq
-                || a.seq > crate::records::MAX_SEQ
+                || a.seq > MAX_SEQ
             {
                 return Err(bad(format!("bad allocation at offset {} of {net}", a.off)));
             }
@@ -388,7 +397,7 @@ fn rebuild<R, V, X>(
         }
     }
     for (host, version, last_seen_ms) in snap.seen {
-        let seen = crate::state::Seen {
+        let seen = Seen {
             version,
             last_seen_ms,
         };
@@ -410,7 +419,12 @@ fn rebuild<R, V, X>(
                 "revoked certificate name {name:?} is not a name"
             )));
         }
-        if state.revoked.insert(name.clone(), before).is_some() {
+        if state
+            .credentials
+            .revoked
+            .insert(name.clone(), before)
+            .is_some()
+        {
             return Err(bad(format!(
                 "revoked certificate name {name:?} appears twice"
             )));

@@ -2,6 +2,10 @@
 //!
 //! Several pools may share a subnet (the same subnet with different sub-ranges): they share
 //! this one bitmap, so an address can never be handed out by two pools at once.
+//!
+//! Owns [`Subnet`] (bitmap, shared reservations, records, cooling addresses) and its own
+//! consistency check. Never decides who may take an address (that is `crate::state`) and
+//! never imports it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -11,6 +15,7 @@ use ipnet::IpNet;
 use crate::bitmap::Bitmap;
 use crate::keyed::Keyed;
 use crate::records::Records;
+use crate::view::Usage;
 
 /// Integer value of an address (IPv4 in the low 32 bits).
 pub(crate) fn addr_to_u128(a: IpAddr) -> u128 {
@@ -161,6 +166,20 @@ impl Subnet {
                 .count() as u64
         };
         (reserved, allocated, cooling)
+    }
+
+    /// Usage of the offsets `lo..=hi` (a pool's range).
+    pub fn usage_in(&self, lo: u128, hi: u128) -> Usage {
+        let (reserved, allocated, cooling) = self.counts_in(lo, hi);
+        let size = hi - lo + 1;
+        let free = size.saturating_sub(reserved + u128::from(allocated) + u128::from(cooling));
+        Usage {
+            size,
+            reserved,
+            allocated,
+            cooling,
+            free,
+        }
     }
 
     /// Checks that every set bit is exactly one of fixed, reserved, allocated or cooling.

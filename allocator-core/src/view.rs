@@ -112,6 +112,7 @@ pub struct Allocation {
 
 /// What holds an address, as [`crate::State::who_has`] reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Holding {
     /// Allocated to an endpoint.
     Allocated {

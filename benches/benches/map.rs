@@ -16,10 +16,11 @@ const MILLION: u64 = 1_000_000;
 
 fn filled(cidr: &str, n: u64) -> (State, PoolId) {
     let mut s = State::default();
-    let spec = PoolSpec {
-        space: "global".into(),
-        subnet: Some(cidr.parse().unwrap()),
-        ..Default::default()
+    let spec = {
+        let mut spec = PoolSpec::default();
+        spec.space = "global".into();
+        spec.subnet = Some(cidr.parse().unwrap());
+        spec
     };
     s.apply(&Command {
         at_ms: 1_700_000_000_000,

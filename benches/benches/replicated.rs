@@ -19,10 +19,11 @@ struct Cluster {
 async fn cluster() -> Cluster {
     let dir = tempfile::tempdir().expect("tempdir");
     let (nodes, client) = benches::three_nodes(dir.path()).await;
-    let spec = PoolSpec {
-        space: "bench".into(),
-        subnet: Some("10.0.0.0/8".parse().expect("cidr")),
-        ..Default::default()
+    let spec = {
+        let mut spec = PoolSpec::default();
+        spec.space = "bench".into();
+        spec.subnet = Some("10.0.0.0/8".parse().expect("cidr"));
+        spec
     };
     let pool = client.create_pool(spec, "bench").await.expect("pool");
     Cluster {

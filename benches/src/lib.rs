@@ -11,6 +11,8 @@ pub struct Counting;
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: forwards to the system allocator unchanged; only counts.
+// A counting allocator must implement the unsafe trait; it only forwards to `System`.
+#[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LIVE.fetch_add(layout.size(), Ordering::Relaxed);
@@ -111,10 +113,11 @@ pub fn cmd(op: allocator_core::Op) -> allocator_core::Command {
 pub fn pool_state(cidr: &str) -> (allocator_core::State, allocator_core::PoolId) {
     use allocator_core::{Op, PoolSpec, State};
     let mut s = State::default();
-    let spec = PoolSpec {
-        space: "global".into(),
-        subnet: Some(cidr.parse().expect("a CIDR")),
-        ..Default::default()
+    let spec = {
+        let mut spec = PoolSpec::default();
+        spec.space = "global".into();
+        spec.subnet = Some(cidr.parse().expect("a CIDR"));
+        spec
     };
     s.apply(&cmd(Op::RequestPool {
         spec,

@@ -210,10 +210,11 @@ mod tests {
     #[tokio::test]
     async fn memory_backend_applies_and_reads_pools() {
         let backend = Arc::new(MemoryBackend::default());
-        let spec = PoolSpec {
-            space: "local".into(),
-            subnet: "10.9.0.0/24".parse().ok(),
-            ..Default::default()
+        let spec = {
+            let mut spec = PoolSpec::default();
+            spec.space = "local".into();
+            spec.subnet = "10.9.0.0/24".parse().ok();
+            spec
         };
         let out = backend
             .apply(Op::RequestPool {

@@ -101,6 +101,9 @@ impl From<AllocError> for ApiError {
             | AllocError::NotOwner { .. }
             | AllocError::PoolInUse { .. }
             | AllocError::NotEmpty(_) => ApiError::conflict(message),
+            // A refusal this shim does not know yet (a newer allocator): a conflict, whose
+            // message the allocator wrote.
+            _ => ApiError::conflict(message),
         }
     }
 }

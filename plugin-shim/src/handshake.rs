@@ -12,7 +12,7 @@
 //! nil options — the same form as an `--aux-address` request (moby 20.10
 //! `libnetwork/network.go` `ipamAllocateVersion`, `endpoint.go`). A `docker run --ip X` would
 //! then be taken for an aux address and become a *shared* reservation, so two containers
-//! could get the same address (seen with a real dockerd: `raft-node/tests/docker_e2e/`).
+//! could get the same address (seen with a real dockerd: `raftipam/tests/docker_e2e/`).
 //! With `RequiresMACAddress`, libnetwork puts `com.docker.network.endpoint.macaddress` in
 //! every endpoint's options, so endpoint requests always have non-nil options and are
 //! exclusive allocations, while aux addresses keep nil options.

@@ -49,6 +49,8 @@ pub mod address;
 pub mod agent;
 pub mod backend;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handshake;
 pub mod options;
 pub mod pool;

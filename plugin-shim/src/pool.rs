@@ -95,15 +95,17 @@ pub fn pool_spec(req: &RequestPoolRequest) -> Result<(PoolSpec, PoolOptions), Ap
         Some(map) => pool_options(map)?,
         None => PoolOptions::default(),
     };
-    let spec = PoolSpec {
-        space: req.address_space.clone(),
-        subnet,
-        range,
-        v6: subnet.map_or(req.v6, |s| !is_v4(&s)),
-        prefix_len: None,
-        reserve: opts.reserve.clone(),
-        serial: opts.serial,
-        cooldown_ms: opts.cooldown_ms,
+    let spec = {
+        let mut spec = PoolSpec::default();
+        spec.space = req.address_space.clone();
+        spec.subnet = subnet;
+        spec.range = range;
+        spec.v6 = subnet.map_or(req.v6, |s| !is_v4(&s));
+        spec.prefix_len = None;
+        spec.reserve = opts.reserve.clone();
+        spec.serial = opts.serial;
+        spec.cooldown_ms = opts.cooldown_ms;
+        spec
     };
     Ok((spec, opts))
 }

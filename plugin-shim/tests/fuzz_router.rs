@@ -1,13 +1,13 @@
 //! Random method names and random bodies — bytes, and JSON shaped like Docker's — driven
 //! through the router: no call panics, no call fails as a bug (500), every failure is a
 //! non-200 JSON `{"Err": "<non-empty>"}`, every success is JSON. The checks are those of the
-//! cargo-fuzz target (`fuzz/router_call.rs`), whose committed corpus is replayed here too.
+//! cargo-fuzz target (`plugin_shim::fuzzing`), whose committed corpus is replayed here too.
 
 use plugin_shim::router::METHODS;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
-include!("../fuzz/router_call.rs");
+use plugin_shim::fuzzing::{call_and_check, router_call, seeded_router};
 
 const WORDS: &[&str] = &[
     "",

@@ -187,6 +187,22 @@ impl NodeStatus {
     }
 }
 
+/// A node's release and what it knows of the others' (the `info` call, protocol 2 on).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Its view of the cluster.
+    pub status: NodeStatus,
+    /// Its release, e.g. `0.2.0`.
+    pub binary: String,
+    /// The oldest protocol it speaks.
+    pub protocol_min: u32,
+    /// The newest protocol it speaks.
+    pub protocol_max: u32,
+    /// The members' releases as this node last heard them in a handshake (its own
+    /// connections to them), by member id.
+    pub members: Vec<(u64, String)>,
+}
+
 /// Answer of a write: the allocator's outcome and the log index it was committed at.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteReply {

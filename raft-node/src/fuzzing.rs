@@ -1,6 +1,6 @@
 //! What the fuzz targets of `raft-node/fuzz/` run (cargo-fuzz on nightly, `scripts/fuzz.sh`),
 //! kept in the library so that a stable test replays their committed corpora in every test
-//! run (`tests/fuzz_corpus.rs`). Not part of the API.
+//! run (`tests/node/fuzz_corpus.rs`). Not part of the API.
 //!
 //! Each function takes bytes a node reads from someone else — a connection, a snapshot sent
 //! by the leader — and panics only when a promise breaks (that is how a fuzzer sees it):
@@ -16,9 +16,9 @@ use tarpc::ClientMessage;
 use allocator_core::{Command, Op, Owner, PoolId};
 
 use crate::api::{Consistency, Query, RequestId, WriteRequest};
-use crate::replication::codec::{Frames, Requests};
-use crate::replication::rpc::{ApiRpcRequest, RaftRpcRequest, Via};
-use crate::replication::types::{Request, TypeConfig};
+use crate::transport::codec::{Frames, Requests};
+use crate::transport::rpc::{ApiRpcRequest, RaftRpcRequest, Via};
+use crate::types::{Request, TypeConfig};
 
 /// Bytes as a node reads them from a connection, after the channel byte.
 ///
@@ -106,7 +106,7 @@ fn roundtrips<T: Serialize, E: std::fmt::Display>(
 }
 
 /// Starting inputs for the corpora (`raftipam`'s own messages, written by
-/// `tests/fuzz_corpus.rs` when `RAFTIPAM_FUZZ_SEEDS` is set): (target, name, bytes).
+/// `tests/node/fuzz_corpus.rs` when `RAFTIPAM_FUZZ_SEEDS` is set): (target, name, bytes).
 pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let pool: PoolId = "global/10.0.0.0/24".parse().expect("a constant pool id");
     let id = RequestId {

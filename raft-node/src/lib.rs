@@ -1,7 +1,7 @@
 //! # raft-node
 //!
 //! raftipam's allocator ([`allocator_core`]) replicated across 3 or 5 nodes with openraft,
-//! stored in RocksDB and served with tarpc over TCP; also the `raftipam` binary.
+//! stored in RocksDB and served with tarpc over TCP, with mutual TLS; a client; nodes to embed.
 //!
 //! **Invariants this crate keeps.** An allocation acknowledged to a client is in a quorum's
 //! Raft log on disk (synced) before the answer leaves the leader, so it survives `kill -9`
@@ -36,7 +36,7 @@
 //!     client.admin(AdminCommand::AddNode { id: n.id(), addr }).await?;
 //! }
 //!
-//! let spec = PoolSpec { space: "global".into(), subnet: Some("10.1.0.0/24".parse()?), ..Default::default() };
+//! let spec = PoolSpec::new("global").subnet("10.1.0.0/24".parse()?);
 //! let pool = client.create_pool(spec, "host-a").await?;
 //! let addr = client.allocate(&pool, None, Owner::new("host-a", "web-1")).await?;
 //! assert_eq!(addr.to_string(), "10.1.0.1/24");
@@ -52,36 +52,52 @@
 //! # }
 //! ```
 //!
-//! Code map, one folder per layer, each arrow pointing down only:
+//! ## Layers
+//!
+//! Each room imports only from the rooms below it:
 //!
 //! - [`api`]: the client API's vocabulary (queries, admin commands, replies, request ids);
 //!   no openraft type, no I/O.
-//! - [`replication`]: openraft, RocksDB and tarpc — the type config, the stores, the network,
-//!   the wire codec and [`Node`]. The only folder that names openraft or RocksDB.
-//! - [`client`]: the typed client ([`Client`]) and the cluster as the plugin's backend and the
-//!   host agent's inventory.
-//! - [`metrics`]: Prometheus text for a node (and the server a shim reuses for its own).
-//! - `cli/` (in the binary only): one module per command group of `raftipam`.
+//! - [`tls`]: certificates, identities, roles and the authorization table; join tokens.
+//! - `transport`: the wire — channels, framing, the tarpc services.
+//! - `replication`: openraft and RocksDB — the stores, the Raft network, snapshots, reads.
+//! - `node`: a running [`Node`] (accepting, serving, routing, membership) and its
+//!   [`NodeView`].
+//! - [`client`]: the typed [`Client`], the joiner's half of a join, and (feature `docker`)
+//!   the cluster as the Docker plugin's backend.
+//!
+//! No openraft, RocksDB or tarpc type is part of this crate's public API.
+//!
+//! ## Features
+//!
+//! - `docker` (off): `client::backend` — the cluster as `plugin_shim`'s backend and
+//!   inventory, and the host agent's counters in a node's metrics.
+//! - `failpoints` (off): crash points in the stores, for the chaos harness only.
 
 #![deny(missing_docs)]
-// allocator-core's `AllocError` is large (it names pools and owners); errors are rare and
-// carrying them unboxed keeps the API plain.
-#![allow(clippy::result_large_err)]
 
 pub mod api;
-pub mod chaos;
 pub mod client;
+mod clock;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod metrics;
-pub mod replication;
+mod metrics;
+mod node;
+mod replication;
 pub mod tls;
-pub mod web;
+mod transport;
+mod types;
 
 pub use api::{
     AdminCommand, ApiError, Consistency, Member, NodeStatus, Query, QueryReply, RequestId,
     WriteReply,
 };
 pub use client::{Client, ClientConfig, ClientError};
-pub use replication::node::{now_ms, Node, NodeConfig, NodeError};
+pub use clock::now_ms;
+pub use node::{Leadership, Node, NodeConfig, NodeError, NodeEvent, NodeView, Subscription};
+pub use replication::store::Change;
 pub use replication::StoreError;
+
+/// Whether this build carries the chaos harness's crash points (feature `failpoints`).
+#[doc(hidden)]
+pub const CRASH_POINTS: bool = cfg!(feature = "failpoints");

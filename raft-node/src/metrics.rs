@@ -1,12 +1,11 @@
-//! Prometheus metrics of a node, served as text on `--metrics HOST:PORT` (`GET /metrics`).
+//! Prometheus metrics of a node, rendered as OpenMetrics text by [`crate::Node::metrics_text`]
+//! (the `raftipam` binary serves it on `--metrics HOST:PORT`; an embedder serves it as it likes).
 //!
 //! Counters and the latency histogram are updated on the write path; the Raft gauges and the
 //! per-pool usage gauges are refreshed from the node's state at every scrape, so they never
 //! go stale.
 
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -157,6 +156,7 @@ impl Metrics {
             "Addresses each host's last report calls leaked that are still allocated the same way (cluster-wide view)",
             host_leaked.clone(),
         );
+        #[cfg(feature = "docker")]
         plugin_shim::agent::metrics::ops_metrics().register(&mut registry);
         Metrics {
             host_last_seen_age,
@@ -243,37 +243,4 @@ impl Metrics {
         }
         out
     }
-}
-
-/// What the metrics server calls for the text of every scrape.
-pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
-
-/// Serves `GET /metrics` on `addr`, answering each scrape with `render()`, until the returned
-/// task is aborted.
-pub async fn serve(
-    addr: SocketAddr,
-    render: Render,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    use axum::routing::get;
-    let app = axum::Router::new().route(
-        "/metrics",
-        get(move || {
-            let render = render.clone();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    render(),
-                )
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::warn!("metrics server stopped: {e}");
-        }
-    }))
 }

@@ -280,10 +280,11 @@ mod tests {
     #[tokio::test]
     async fn a_leak_is_released_after_the_grace_and_only_if_unchanged() {
         let backend = Arc::new(MemoryBackend::default());
-        let spec = PoolSpec {
-            space: "global".into(),
-            subnet: "10.7.0.0/24".parse().ok(),
-            ..Default::default()
+        let spec = {
+            let mut spec = PoolSpec::default();
+            spec.space = "global".into();
+            spec.subnet = "10.7.0.0/24".parse().ok();
+            spec
         };
         let pool = match backend
             .apply(Op::RequestPool {

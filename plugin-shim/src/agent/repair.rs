@@ -109,10 +109,11 @@ mod tests {
     #[tokio::test]
     async fn a_claim_takes_the_address_in_its_pool_or_says_why_not() {
         let b = MemoryBackend::default();
-        let spec = PoolSpec {
-            space: "global".into(),
-            subnet: "10.0.0.0/24".parse().ok(),
-            ..Default::default()
+        let spec = {
+            let mut spec = PoolSpec::default();
+            spec.space = "global".into();
+            spec.subnet = "10.0.0.0/24".parse().ok();
+            spec
         };
         b.apply(Op::RequestPool {
             spec,

@@ -2,7 +2,7 @@
 //! plugin's backend and the host agent's inventory.
 //!
 //! **What it must never do:** name an openraft type (it speaks [`crate::api`] over the API
-//! channel of [`crate::replication::codec`]); give up on a write without saying the outcome is
+//! channel of [`crate::transport::codec`]); give up on a write without saying the outcome is
 //! unknown; change a request id between retries of one call.
 //!
 //! A [`Client`] knows the cluster's endpoints, talks to one at a time, and moves on to the
@@ -10,7 +10,9 @@
 //! [`RequestId`] that stays the same across retries, so a retried call is applied at most
 //! once (the state machine answers a repeat with the first outcome).
 
+#[cfg(feature = "docker")]
 pub mod backend;
+pub mod join;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -30,10 +32,12 @@ use thiserror::Error;
 
 use crate::api::RequestId;
 use crate::api::{
-    AdminCommand, ApiError, Consistency, NodeStatus, Query, QueryReply, WriteReply, WriteRequest,
+    AdminCommand, ApiError, Consistency, NodeInfo, NodeStatus, Query, QueryReply, WriteReply,
+    WriteRequest,
 };
-use crate::replication::codec::{connect, CHANNEL_API};
-use crate::replication::rpc::{ApiRpcClient, Via};
+use crate::transport::codec::{connect_versioned, CHANNEL_API};
+use crate::transport::hello::{PeerVersion, PROTOCOL};
+use crate::transport::rpc::{ApiRpcClient, Via};
 
 /// Why a client call failed.
 #[derive(Debug, Clone, Error)]
@@ -94,9 +98,16 @@ impl Default for ClientConfig {
     }
 }
 
+/// Opens a connection to a node of this process, in memory (see `Node::client`).
+pub(crate) type LocalDial =
+    Arc<dyn Fn() -> Result<ApiRpcClient, std::io::Error> + Send + Sync + 'static>;
+
 struct Inner {
     endpoints: Vec<String>,
-    conns: Mutex<Vec<Option<ApiRpcClient>>>,
+    /// In-process: connections are made in memory to the node, not dialled over TCP.
+    local: Option<LocalDial>,
+    /// Open connections, with the protocol each speaks (from its version handshake).
+    conns: Mutex<Vec<Option<(ApiRpcClient, u32)>>>,
     preferred: AtomicUsize,
     /// The preferred endpoint may not be the leader: look the leader up before the next call.
     stale_leader: AtomicBool,
@@ -169,6 +180,7 @@ impl Client {
             inner: Arc::new(Inner {
                 conns: Mutex::new(vec![None; n]),
                 endpoints,
+                local: None,
                 preferred: AtomicUsize::new(0),
                 stale_leader: AtomicBool::new(true),
                 refreshing: AtomicBool::new(false),
@@ -180,23 +192,55 @@ impl Client {
         })
     }
 
+    /// A client of the node at `addr` in this process, whose connections `dial` makes in
+    /// memory (`Node::client`).
+    pub(crate) fn in_process(addr: String, dial: LocalDial, cfg: ClientConfig) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                conns: Mutex::new(vec![None]),
+                endpoints: vec![addr],
+                local: Some(dial),
+                preferred: AtomicUsize::new(0),
+                stale_leader: AtomicBool::new(false),
+                refreshing: AtomicBool::new(false),
+                client_id: random_u64(),
+                next_serial: AtomicU64::new(1),
+                inflight: Mutex::new(BTreeSet::new()),
+                cfg,
+            }),
+        }
+    }
+
     /// The endpoints this client knows.
     pub fn endpoints(&self) -> &[String] {
         &self.inner.endpoints
     }
 
     async fn conn(&self, i: usize) -> Result<ApiRpcClient, std::io::Error> {
+        self.conn_versioned(i).await.map(|(c, _)| c)
+    }
+
+    /// The connection to endpoint `i` (opened if needed) and the protocol it speaks.
+    async fn conn_versioned(&self, i: usize) -> Result<(ApiRpcClient, u32), std::io::Error> {
         if let Some(c) = &self.inner.conns.lock().unwrap_or_else(|e| e.into_inner())[i] {
             return Ok(c.clone());
         }
-        let t = connect(
-            &self.inner.endpoints[i],
-            CHANNEL_API,
-            self.inner.cfg.connect_timeout,
-            self.inner.cfg.tls.as_ref(),
-        )
-        .await?;
-        let c = ApiRpcClient::new(tarpc::client::Config::default(), t).spawn();
+        let c = match &self.inner.local {
+            Some(dial) => (dial()?, PROTOCOL),
+            None => {
+                let (t, version) = connect_versioned(
+                    &self.inner.endpoints[i],
+                    CHANNEL_API,
+                    self.inner.cfg.connect_timeout,
+                    self.inner.cfg.tls.as_ref(),
+                )
+                .await?;
+                (
+                    ApiRpcClient::new(tarpc::client::Config::default(), t).spawn(),
+                    version.protocol,
+                )
+            }
+        };
         self.inner.conns.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(c.clone());
         Ok(c)
     }
@@ -518,6 +562,33 @@ impl Client {
         .await
     }
 
+    /// The release, protocol range and view of the node at endpoint `index`. A node of
+    /// raftipam 0.1.x, which knew no `info` call, is described from its status, with
+    /// release `0.1.x`.
+    pub async fn node_info(&self, index: usize) -> Result<NodeInfo, ClientError> {
+        let status = self.node_status(index).await?;
+        let protocol = self
+            .conn_versioned(index)
+            .await
+            .map(|(_, p)| p)
+            .unwrap_or(1);
+        if protocol < 2 {
+            let legacy = PeerVersion::legacy().binary;
+            return Ok(NodeInfo {
+                members: vec![(status.id, legacy.clone())],
+                status,
+                binary: legacy,
+                protocol_min: 1,
+                protocol_max: 1,
+            });
+        }
+        self.call(
+            Some(index),
+            |c, ctx| async move { c.info(ctx).await.map(Ok) },
+        )
+        .await
+    }
+
     /// Sends an administration command (to the first endpoint for `Init`, else to any node,
     /// which forwards it to the leader). Adding a node waits until it has caught up (up to
     /// about a minute).
@@ -535,7 +606,7 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replication::node::{Node, NodeConfig};
+    use crate::node::{Node, NodeConfig};
 
     /// A write retried with the same request id (as after a lost answer) is applied once:
     /// even an allocation for an owner without an endpoint name, which the allocator itself
@@ -551,10 +622,11 @@ mod tests {
         let node = Node::start(cfg).await.expect("start");
         node.init().await.expect("init");
         let client = Client::connect([node.addr().to_string()]).expect("client");
-        let spec = PoolSpec {
-            space: "g".into(),
-            subnet: Some("10.9.0.0/24".parse().expect("cidr")),
-            ..Default::default()
+        let spec = {
+            let mut spec = PoolSpec::default();
+            spec.space = "g".into();
+            spec.subnet = Some("10.9.0.0/24".parse().expect("cidr"));
+            spec
         };
         let pool = client.create_pool(spec, "h").await.expect("pool");
         let conn = client.conn(0).await.expect("connect");
@@ -575,7 +647,7 @@ mod tests {
             .write(
                 tarpc::context::current(),
                 req.clone(),
-                crate::replication::rpc::Via::Direct,
+                crate::transport::rpc::Via::Direct,
             )
             .await
             .expect("rpc")
@@ -584,7 +656,7 @@ mod tests {
             .write(
                 tarpc::context::current(),
                 req,
-                crate::replication::rpc::Via::Direct,
+                crate::transport::rpc::Via::Direct,
             )
             .await
             .expect("rpc")

@@ -16,9 +16,9 @@ use openraft::raft::{
 use openraft::type_config::alias::{SnapshotOf, VoteOf};
 use openraft::{BasicNode, OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 
-use super::codec::{connect, CHANNEL_RAFT};
-use super::rpc::RaftRpcClient;
-use super::types::TypeConfig;
+use crate::transport::codec::{connect_versioned, CHANNEL_RAFT};
+use crate::transport::rpc::RaftRpcClient;
+use crate::types::TypeConfig;
 
 type C = TypeConfig;
 
@@ -57,7 +57,12 @@ pub struct NetworkFactory {
     pub cut: std::sync::Arc<Cut>,
     /// This node's TLS (its node certificate is its client certificate), if any.
     pub tls: Option<crate::tls::Tls>,
+    /// The release each peer named in its handshake, by node id (shown by `info`, metrics).
+    pub versions: PeerVersions,
 }
+
+/// The release each peer last named in a handshake on this node's Raft connections to it.
+pub type PeerVersions = std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<u64, String>>>;
 
 impl RaftNetworkFactory<C> for NetworkFactory {
     type Network = PeerClient;
@@ -70,6 +75,7 @@ impl RaftNetworkFactory<C> for NetworkFactory {
             client: None,
             cut: self.cut.clone(),
             tls: self.tls.clone(),
+            versions: self.versions.clone(),
         }
     }
 }
@@ -82,6 +88,7 @@ pub struct PeerClient {
     client: Option<RaftRpcClient>,
     cut: std::sync::Arc<Cut>,
     tls: Option<crate::tls::Tls>,
+    versions: PeerVersions,
 }
 
 impl PeerClient {
@@ -95,9 +102,13 @@ impl PeerClient {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
-        let t = connect(&self.addr, CHANNEL_RAFT, timeout, self.tls.as_ref())
+        let (t, version) = connect_versioned(&self.addr, CHANNEL_RAFT, timeout, self.tls.as_ref())
             .await
             .map_err(|e| Unreachable::new(&e))?;
+        self.versions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(self.target, version.binary);
         let c = RaftRpcClient::new(tarpc::client::Config::default(), t).spawn();
         self.client = Some(c.clone());
         Ok(c)

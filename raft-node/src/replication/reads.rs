@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use openraft::ReadPolicy;
 use tokio::sync::oneshot;
 
-use super::types::Raft;
+use crate::types::Raft;
 
 /// The outcome of a round, shared by its reads: the read index (a log index the answering
 /// state machine must have applied), or why there is none.

@@ -25,7 +25,7 @@ use openraft::async_runtime::WatchReceiver;
 use tokio::time::Instant;
 
 use super::store::StateMachineStore;
-use super::types::Raft;
+use crate::types::Raft;
 
 /// A log entry's size as this policy estimates it (an allocation with its owner and request
 /// id, as stored, is about this size).

@@ -46,6 +46,8 @@ fn acts_as(op: &Op) -> Option<(&str, &'static str)> {
         | Op::Revoke { .. }
         | Op::AddJoinToken { .. }
         | Op::RevokeJoinToken { .. } => None,
+        // An operation this table does not name: operators only, until it is named here.
+        _ => None,
     }
 }
 

@@ -13,7 +13,6 @@
 //! What a token grants: one host certificate per request, for a name the cluster does not
 //! know yet. It never grants a node or admin certificate.
 
-use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -216,18 +215,21 @@ impl ServerCertVerifier for PinnedCa {
     }
 }
 
-/// The joiner's side: a key and a request for `name`, sent to the node at `addr` with
-/// `token`'s secret once the node proved it belongs to the token's CA. Returns the PEM
-/// certificate, key and CA.
-pub async fn request(
-    addr: &str,
-    token: &Token,
-    name: &str,
-    timeout: Duration,
-) -> Result<(String, String, String), TlsError> {
-    use futures::{SinkExt, StreamExt};
-    use tokio::io::AsyncWriteExt;
+/// What a joiner sends and how it connects, made before it dials: its key, its request, and
+/// a TLS configuration that trusts only a node chained to the token's CA.
+pub struct JoinerSide {
+    /// The joiner's new key (PEM), kept by the joiner.
+    pub key_pem: String,
+    /// The certificate request for `name` (DER), sent with the token's secret.
+    pub csr_der: Vec<u8>,
+    /// TLS 1.3, no client certificate, the server pinned to the token's CA fingerprint.
+    pub config: Arc<rustls::ClientConfig>,
+}
 
+/// The joiner's side, before any connection: a key and a request for `name`, and a TLS
+/// configuration that sends the token's secret only to a node that proves it belongs to the
+/// token's CA. The exchange itself is `crate::client::join::request`.
+pub fn joiner_side(token: &Token, name: &str) -> Result<JoinerSide, TlsError> {
     check_cert_name(name).map_err(|e| TlsError::Identity(format!("host name {e}")))?;
     let key = KeyPair::generate().map_err(|e| TlsError::Config(e.to_string()))?;
     let mut p = CertificateParams::default();
@@ -247,46 +249,11 @@ pub async fn request(
             provider,
         }))
         .with_no_client_auth();
-    let io_err = |what: &str, e: io::Error| TlsError::Config(format!("{what} {addr}: {e}"));
-    let fut = async {
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| io_err("cannot connect to", e))?;
-        let name_of = super::server_name(addr).map_err(|e| io_err("bad address", e))?;
-        let mut s = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name_of, tcp)
-            .await
-            .map_err(|e| io_err("TLS handshake with", e))?;
-        s.write_all(&[crate::replication::codec::CHANNEL_JOIN])
-            .await
-            .map_err(|e| io_err("cannot write to", e))?;
-        let mut t: crate::replication::codec::Framing<_, JoinReply, JoinRequest> =
-            crate::replication::codec::framing(
-                s,
-                crate::replication::codec::MAX_JOIN_FRAME,
-                crate::replication::codec::MAX_JOIN_FRAME,
-            );
-        t.send(JoinRequest {
-            secret: token.secret,
-            csr: csr.der().to_vec(),
-        })
-        .await
-        .map_err(|e| io_err("cannot send the request to", e))?;
-        match t.next().await {
-            Some(Ok(JoinReply::Issued { cert, ca })) => Ok((cert, ca)),
-            Some(Ok(JoinReply::Refused(why))) => Err(TlsError::Identity(format!(
-                "the node at {addr} refused to issue a certificate: {why}"
-            ))),
-            Some(Err(e)) => Err(io_err("no answer from", e)),
-            None => Err(TlsError::Identity(format!(
-                "the node at {addr} closed the connection without an answer"
-            ))),
-        }
-    };
-    let (cert, ca) = tokio::time::timeout(timeout, fut)
-        .await
-        .map_err(|_| TlsError::Config(format!("{addr} did not answer within {timeout:?}")))??;
-    Ok((cert, key.serialize_pem(), ca))
+    Ok(JoinerSide {
+        key_pem: key.serialize_pem(),
+        csr_der: csr.der().to_vec(),
+        config: Arc::new(config),
+    })
 }
 
 /// The node's side: a host certificate for the request's CN, signed with the CA key in

@@ -1,9 +1,9 @@
-//! The in-process cluster harness (`mod in_process;` in `cluster.rs` and `process.rs`): real
+//! The in-process cluster harness (raft-node's `tests/node/` and the binary's `tests/cli/` include it): real
 //! nodes — real tarpc on loopback, real RocksDB in a temp dir — started as [`Node`]s inside
 //! the test process ([`Cluster`]), so that fault scenarios read like scripts; with the bounded
 //! wait [`eventually`], free loopback addresses ([`free_addr`]), a pool [`spec`] and a node's
 //! [`local_allocations`]. Tests of the `raftipam` binary as child processes use
-//! `tests/binary/mod.rs` instead.
+//! the binary's `tests/support/binary.rs` instead.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -196,11 +196,7 @@ impl Cluster {
 }
 
 pub fn spec(cidr: &str) -> PoolSpec {
-    PoolSpec {
-        space: "global".into(),
-        subnet: Some(cidr.parse().expect("cidr")),
-        ..Default::default()
-    }
+    PoolSpec::new("global").subnet(cidr.parse().expect("cidr"))
 }
 
 pub async fn local_allocations(c: &Client, i: usize) -> Vec<(PoolId, Allocation)> {

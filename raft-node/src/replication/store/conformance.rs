@@ -10,7 +10,7 @@ use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::{ErrorSubject, ErrorVerb, StorageError};
 
 use super::{open_db, LogStore, StateMachineStore};
-use crate::replication::types::TypeConfig;
+use crate::types::TypeConfig;
 
 /// Every database the suite opened, and its directory: kept until each database has closed,
 /// so no RocksDB thread outlives the test (a process exiting under a RocksDB background

@@ -19,7 +19,7 @@ use openraft::{LogState, OptionalSend, RaftLogReader};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 
 use super::{cf, crash_point, db_err, decode, encode, CF_LOGS, CF_META};
-use crate::replication::types::TypeConfig;
+use crate::types::TypeConfig;
 
 type C = TypeConfig;
 

@@ -27,8 +27,8 @@ use rocksdb::{WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
 use super::{cf, crash_point, db_err, decode, encode, CF_SM};
-use crate::replication::types::{Request, Response, TypeConfig};
-use crate::replication::wire::{WireAllocError, WireResult};
+use crate::transport::wire::{WireAllocError, WireResult};
+use crate::types::{Request, Response, TypeConfig};
 
 type C = TypeConfig;
 
@@ -358,10 +358,11 @@ pub(crate) fn fuzz_snapshot(bytes: &[u8]) -> bool {
 pub(crate) fn fuzz_seed() -> Vec<u8> {
     use allocator_core::{Command, Op, Owner, PoolSpec};
     let mut d = SmData::empty();
-    let spec = PoolSpec {
-        space: "global".into(),
-        subnet: Some("10.0.0.0/24".parse().expect("a constant subnet")),
-        ..Default::default()
+    let spec = {
+        let mut spec = PoolSpec::default();
+        spec.space = "global".into();
+        spec.subnet = Some("10.0.0.0/24".parse().expect("a constant subnet"));
+        spec
     };
     let cmds = [
         Op::RequestPool {
@@ -522,10 +523,11 @@ mod tests {
     use allocator_core::{Command, Op, PoolSpec};
 
     fn req(client: u64, serial: u64, acked_below: u64, at_ms: u64) -> Request {
-        let spec = PoolSpec {
-            space: "g".into(),
-            subnet: Some("10.0.0.0/24".parse().unwrap()),
-            ..Default::default()
+        let spec = {
+            let mut spec = PoolSpec::default();
+            spec.space = "g".into();
+            spec.subnet = Some("10.0.0.0/24".parse().unwrap());
+            spec
         };
         Request {
             id: RequestId { client, serial },

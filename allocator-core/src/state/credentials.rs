@@ -1,0 +1,158 @@
+//! raftipam's own bookkeeping kept in the replicated state ([`crate::cluster`]): revoked
+//! certificate names (by issue time), revoked certificate serials, join tokens.
+//!
+//! Owns [`Credentials`] and the questions the nodes ask of it (`State::is_revoked`, ...).
+//! Never touches a pool, an address or a host's holdings, and the allocator never reads it:
+//! an embedder that does not use these operations never sees it.
+
+use std::collections::BTreeMap;
+
+use super::State;
+use crate::cluster::{canonical_serial, is_token_hash};
+use crate::error::AllocError;
+use crate::limits::{check_name, MAX_JOIN_TOKENS, MAX_REVOKED_SERIALS};
+
+/// Revocations and join tokens: a part of [`State`] apart from the allocator's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Credentials {
+    /// Revoked certificate names: certificates of the name issued before the time (ms).
+    pub(crate) revoked: BTreeMap<String, u64>,
+    /// Join tokens: SHA-256 of the secret (hex) and expiry (ms).
+    pub(crate) join_tokens: BTreeMap<String, u64>,
+    /// Revoked certificate serials ([`canonical_serial`]) and when they were revoked.
+    pub(crate) revoked_serials: BTreeMap<String, u64>,
+}
+
+impl Credentials {
+    /// Revokes the certificates of `name` issued before `at_ms` (never moving an earlier
+    /// revocation back); returns the time in force.
+    pub(crate) fn revoke(&mut self, name: &str, at_ms: u64) -> u64 {
+        let t = self.revoked.entry(name.to_string()).or_insert(at_ms);
+        *t = (*t).max(at_ms);
+        *t
+    }
+
+    /// [`crate::Op::Revoke`]: [`Credentials::revoke`] of a valid name.
+    pub(crate) fn revoke_name(&mut self, now: u64, name: &str) -> Result<u64, AllocError> {
+        check_name("certificate", name, false)?;
+        Ok(self.revoke(name, now))
+    }
+
+    /// [`crate::Op::RevokeSerial`]: whether the serial is newly revoked.
+    pub(crate) fn revoke_serial(&mut self, now: u64, serial: &str) -> Result<bool, AllocError> {
+        if canonical_serial(serial).as_deref() != Some(serial) {
+            return Err(AllocError::Invalid(format!(
+                "{serial:?} is not a serial number in its one spelling (lowercase hex, no separators or leading zeros)"
+            )));
+        }
+        if self.revoked_serials.contains_key(serial) {
+            return Ok(false);
+        }
+        if self.revoked_serials.len() >= MAX_REVOKED_SERIALS {
+            return Err(AllocError::Invalid(format!(
+                "{MAX_REVOKED_SERIALS} certificate serials are revoked already: revoke by name (`raftipam cert revoke NAME`) or start a new CA"
+            )));
+        }
+        self.revoked_serials.insert(serial.to_string(), now);
+        Ok(true)
+    }
+
+    /// [`crate::Op::AddJoinToken`]: the number of tokens kept now.
+    pub(crate) fn add_join_token(
+        &mut self,
+        now: u64,
+        hash: &str,
+        expires_ms: u64,
+    ) -> Result<u64, AllocError> {
+        if !is_token_hash(hash) {
+            return Err(AllocError::Invalid(
+                "a join token's hash is 64 lowercase hex digits (SHA-256)".into(),
+            ));
+        }
+        self.join_tokens.retain(|_, until| *until > now);
+        if self.join_tokens.len() >= MAX_JOIN_TOKENS && !self.join_tokens.contains_key(hash) {
+            return Err(AllocError::Invalid(format!(
+                "{MAX_JOIN_TOKENS} join tokens are valid already: revoke some first"
+            )));
+        }
+        self.join_tokens.insert(hash.to_string(), expires_ms);
+        Ok(self.join_tokens.len() as u64)
+    }
+
+    /// [`crate::Op::RevokeJoinToken`]: whether the token was accepted until now.
+    pub(crate) fn revoke_join_token(&mut self, hash: &str) -> bool {
+        self.join_tokens.remove(hash).is_some()
+    }
+
+    /// During a restore into this (restored) bookkeeping, keeps what the empty state had:
+    /// revocations stand (the later of two times), join tokens stay (the later expiry),
+    /// serials stay revoked (the earlier time).
+    pub(crate) fn keep_while_restoring(&mut self, empty: Credentials) {
+        for (hash, until) in empty.join_tokens {
+            let t = self.join_tokens.entry(hash).or_insert(until);
+            *t = (*t).max(until);
+        }
+        for (name, before) in empty.revoked {
+            self.revoke(&name, before);
+        }
+        for (serial, at) in empty.revoked_serials {
+            self.revoked_serials.entry(serial).or_insert(at);
+        }
+    }
+}
+
+impl State {
+    /// Whether a certificate of `name` issued at `issued_ms` is revoked. raftipam's own
+    /// bookkeeping ([`crate::cluster`]).
+    pub fn is_revoked(&self, name: &str, issued_ms: u64) -> bool {
+        self.credentials
+            .revoked
+            .get(name)
+            .is_some_and(|before| issued_ms < *before)
+    }
+
+    /// Whether the certificate with this serial ([`canonical_serial`] form) was revoked.
+    /// raftipam's own bookkeeping ([`crate::cluster`]).
+    pub fn is_serial_revoked(&self, serial: &str) -> bool {
+        self.credentials.revoked_serials.contains_key(serial)
+    }
+
+    /// Every revoked serial, with when it was revoked. raftipam's own bookkeeping
+    /// ([`crate::cluster`]).
+    pub fn revoked_serials(&self) -> Vec<(String, u64)> {
+        self.credentials
+            .revoked_serials
+            .iter()
+            .map(|(s, t)| (s.clone(), *t))
+            .collect()
+    }
+
+    /// Every revoked name, with the time before which its certificates are revoked.
+    /// raftipam's own bookkeeping ([`crate::cluster`]).
+    pub fn revocations(&self) -> Vec<(String, u64)> {
+        self.credentials
+            .revoked
+            .iter()
+            .map(|(n, t)| (n.clone(), *t))
+            .collect()
+    }
+
+    /// Whether a join token whose secret hashes to `hash` is accepted at `now_ms`.
+    /// raftipam's own bookkeeping ([`crate::cluster`]).
+    pub fn join_token_valid(&self, hash: &str, now_ms: u64) -> bool {
+        self.credentials
+            .join_tokens
+            .get(hash)
+            .is_some_and(|until| now_ms < *until)
+    }
+
+    /// Every join token kept (hash, expiry in ms), expired ones included until the next add.
+    /// raftipam's own bookkeeping ([`crate::cluster`]).
+    pub fn join_tokens(&self) -> Vec<(String, u64)> {
+        self.credentials
+            .join_tokens
+            .iter()
+            .map(|(h, t)| (h.clone(), *t))
+            .collect()
+    }
+}

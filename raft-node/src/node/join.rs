@@ -1,0 +1,63 @@
+//! The server side of a join: a host without a certificate presents a join token's secret and
+//! a CSR and gets a host certificate signed by the cluster's CA (if this node holds its key).
+
+use futures::StreamExt;
+use tokio::net::TcpStream;
+
+use super::accept::CHANNEL_BYTE_TIMEOUT;
+use super::NodeInner;
+use crate::clock::now_ms;
+use crate::tls::Tls;
+use crate::transport::codec::{framing, MAX_JOIN_FRAME};
+
+/// Answers one join request (see [`crate::tls::join`]) on a connection without a certificate.
+pub(super) async fn serve_join(
+    s: tokio_rustls::server::TlsStream<TcpStream>,
+    inner: &NodeInner,
+    tls: &Tls,
+) {
+    use crate::tls::join::{JoinReply, JoinRequest};
+    use futures::SinkExt;
+    let mut t = framing::<_, JoinRequest, JoinReply>(s, MAX_JOIN_FRAME, MAX_JOIN_FRAME);
+    let Ok(Some(Ok(req))) = tokio::time::timeout(CHANNEL_BYTE_TIMEOUT, t.next()).await else {
+        return;
+    };
+    let reply = match join_reply(inner, tls, &req) {
+        Ok((name, cert, ca)) => {
+            tracing::info!(host = %name, "issued a host certificate to a join request");
+            JoinReply::Issued { cert, ca }
+        }
+        Err(why) => {
+            tracing::warn!("refused a join request: {why}");
+            JoinReply::Refused(why)
+        }
+    };
+    let _ = tokio::time::timeout(CHANNEL_BYTE_TIMEOUT, t.send(reply)).await;
+}
+
+/// The host certificate a join request earns, or why not.
+pub(super) fn join_reply(
+    inner: &NodeInner,
+    tls: &Tls,
+    req: &crate::tls::join::JoinRequest,
+) -> Result<(String, String, String), String> {
+    let hash = crate::tls::join::secret_hash(&req.secret);
+    if !inner.sm.read().state.join_token_valid(&hash, now_ms()) {
+        return Err("the join token is unknown, expired or revoked: ask an operator for a new one (`raftipam cert token`)".into());
+    }
+    let (ca_pem, ca_key) = tls.ca();
+    let ca_key = ca_key.ok_or_else(|| {
+        format!(
+            "node {} holds no CA key (ca-key.pem in its --tls-dir) and cannot sign: join through a node that does",
+            inner.id
+        )
+    })?;
+    let (name, cert) =
+        crate::tls::join::sign(&ca_pem, &ca_key, &req.csr, crate::tls::certs::CERT_LIFETIME)?;
+    if inner.sm.read().state.knows_host(&name) {
+        return Err(format!(
+            "the cluster already has a host named {name:?}: a join token gives certificates to new hosts only (an operator can `raftipam cert create-host {name}`, or `host forget` the old one)"
+        ));
+    }
+    Ok((name, cert, ca_pem))
+}

@@ -1,0 +1,515 @@
+//! A running node: its Raft instance, its stores, and the TCP port serving both tarpc
+//! services.
+//!
+//! Any node accepts every call. Writes and membership changes run on the leader; a follower
+//! forwards them (one hop: a forwarded call is never forwarded again) and retries while
+//! leadership moves, until the call's deadline. A follower answers linearizable reads
+//! itself: it asks the leader for a read index (one call per batch of reads, see
+//! `replication::reads`), waits until it has applied that index, and reads its own state; if the
+//! leader cannot be asked (an older version, say), the read is forwarded whole. A call that finds no leader
+//! with a quorum within the write timeout fails with [`ApiError::Unavailable`].
+//!
+//! With TLS ([`NodeConfig::tls`]) every connection is a mutual TLS handshake first; the
+//! caller's certificate names who it is, and every call is checked against
+//! [`crate::tls::authz`] on the node that receives it — a forwarded call on behalf of the
+//! caller the forwarding node names, accepted only from a node certificate. Raft RPCs are
+//! accepted only from node certificates. Connections are bounded in total and per address.
+
+//!
+//! Rooms: `accept` (the port, limits, handshake, channels), `raft_server` (Raft RPCs in),
+//! `api_server` (client calls, authorization), `routing` (where a call runs: leader,
+//! forwarding, follower reads), `membership` (init, add, remove), `join` (certificates for
+//! joining hosts), `view` (what observers may read: status, state, the change feed).
+
+mod accept;
+mod api_server;
+mod join;
+mod membership;
+mod raft_server;
+mod routing;
+mod view;
+
+pub use crate::clock::now_ms;
+pub use view::{Leadership, NodeEvent, NodeView, Subscription};
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::{ServerState, SnapshotPolicy};
+use tarpc::context::Context;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::api::{AdminCommand, ApiError, Member, NodeInfo, NodeStatus, Role};
+use crate::client::{Client, ClientConfig};
+use crate::metrics::Metrics;
+use crate::replication::network::{Cut, NetworkFactory, PeerVersions};
+use crate::replication::store::{open_db, LogStore, StateMachineStore, StoreError};
+use crate::tls::{PeerCert, Tls};
+use crate::transport::codec::{connect, CHANNEL_API};
+use crate::transport::hello::{binary_version, PROTOCOL, PROTOCOL_MIN};
+use crate::transport::rpc::ApiRpcClient;
+use crate::types::Raft;
+
+/// How a node is run. Made with [`NodeConfig::new`] (the defaults), then adjusted field by
+/// field; new fields may come in any release.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct NodeConfig {
+    /// This node's id (unique in the cluster, never reused).
+    pub id: u64,
+    /// Address to listen on, `HOST:PORT` (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Address the other nodes and clients reach this node at; default: the bound address.
+    pub advertise: Option<String>,
+    /// Data directory (created if missing; must belong to this node id).
+    pub data_dir: PathBuf,
+    /// How long a write (or linearizable read) may wait for a leader with a quorum.
+    pub write_timeout: Duration,
+    /// Raft heartbeat interval.
+    pub heartbeat: Duration,
+    /// Raft election timeout, lower bound (the upper bound is twice this).
+    pub election_timeout: Duration,
+    /// Build a snapshot after this many log entries since the last one.
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot (for followers slightly behind).
+    pub keep_logs: u64,
+    /// Mutual TLS with this node certificate (`None`: plain TCP, anyone may call).
+    pub tls: Option<Tls>,
+    /// Most connections served at once (default 4,096); more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// A connection with no call in flight and none arriving for this long is closed (default
+    /// 10 minutes); clients reconnect on their next call.
+    pub idle_timeout: Duration,
+    /// Most connections from one IP address still in their handshake (default 64; a
+    /// connection counts until it has proved who it is and named its channel); more are
+    /// closed at once, so one address cannot hold the others' slots with idle connections.
+    pub max_connections_per_ip: usize,
+}
+
+impl NodeConfig {
+    /// A configuration with the defaults: 10 s write timeout, 100 ms heartbeats, 1 s election
+    /// timeout, a snapshot every 10,000 entries keeping 1,000 behind it.
+    pub fn new(id: u64, listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
+        NodeConfig {
+            id,
+            listen,
+            advertise: None,
+            data_dir: data_dir.into(),
+            write_timeout: Duration::from_secs(10),
+            heartbeat: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(1000),
+            snapshot_every: 10_000,
+            keep_logs: 1_000,
+            tls: None,
+            max_connections: 4096,
+            idle_timeout: Duration::from_secs(600),
+            max_connections_per_ip: 64,
+        }
+    }
+}
+
+/// Why a node could not start or stop.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    /// The data directory.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Binding or serving a port.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The configuration is not usable.
+    #[error("invalid node configuration: {0}")]
+    Config(String),
+    /// Raft failed.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// Local I/O.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// State shared by the servers of one node.
+pub(crate) struct NodeInner {
+    pub(crate) id: u64,
+    pub(crate) addr: String,
+    pub(crate) raft: Raft,
+    pub(crate) sm: StateMachineStore,
+    pub(crate) metrics: Metrics,
+    write_timeout: Duration,
+    peers: Mutex<HashMap<String, ApiRpcClient>>,
+    cut: Arc<Cut>,
+    pub(crate) tls: Option<Tls>,
+    conns: Arc<Semaphore>,
+    idle_timeout: Duration,
+    per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
+    max_per_ip: usize,
+    /// Set once this node is seen in a membership (it never goes back).
+    initialised: std::sync::atomic::AtomicBool,
+    /// Linearizable reads share ReadIndex rounds.
+    reads: crate::replication::reads::ReadBatcher,
+    /// A follower's linearizable reads share read-index calls to the leader.
+    follower_reads: crate::replication::reads::ReadBatcher,
+    /// The in-memory connections of [`Node::client`], stopped at shutdown.
+    local_conns: Mutex<JoinSet<()>>,
+    /// The release each peer named in its handshake on this node's Raft connections.
+    peer_versions: PeerVersions,
+}
+
+/// A running node. Dropping it does not stop it; call [`Node::shutdown`].
+pub struct Node {
+    inner: Arc<NodeInner>,
+    tasks: Vec<JoinHandle<()>>,
+    db: Weak<rocksdb::DB>,
+}
+
+impl Node {
+    /// Opens the data directory, starts Raft and serves the port. Returns once the port
+    /// accepts connections. A node whose data directory is new waits to be initialised
+    /// (`cluster init`) or added to a cluster (`cluster add`).
+    pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
+        let et = cfg.election_timeout.as_millis() as u64;
+        let raft_cfg = openraft::Config {
+            cluster_name: "raftipam".into(),
+            heartbeat_interval: cfg.heartbeat.as_millis() as u64,
+            election_timeout_min: et,
+            election_timeout_max: et * 2,
+            install_snapshot_timeout: 120_000,
+            // Snapshots are asked for by `snapshots::run`, which weighs their size too.
+            snapshot_policy: SnapshotPolicy::Never,
+            max_in_snapshot_log_to_keep: cfg.keep_logs,
+            purge_batch_size: cfg.snapshot_every.clamp(1, 256),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| NodeError::Config(e.to_string()))?;
+
+        if let Some(tls) = &cfg.tls {
+            if tls.identity().role != Role::Node {
+                return Err(NodeError::Config(format!(
+                    "the certificate in {} is a {} certificate ({}); a node needs a node certificate (`raftipam cert create-node`)",
+                    tls.dir().display(),
+                    tls.identity().role.as_str(),
+                    tls.identity().name
+                )));
+            }
+        }
+        if cfg.advertise.is_none() && cfg.listen.ip().is_unspecified() {
+            return Err(NodeError::Config(format!(
+                "listening on {} needs an advertise address (--advertise HOST:PORT) that the other nodes and clients can reach",
+                cfg.listen
+            )));
+        }
+        // The port first: a node that cannot serve writes nothing to its data directory.
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| NodeError::Listen {
+                addr: cfg.listen,
+                source,
+            })?;
+        let bound = listener.local_addr()?;
+        let addr = cfg.advertise.clone().unwrap_or_else(|| bound.to_string());
+        let db = open_db(&cfg.data_dir, cfg.id)?;
+        let weak_db = Arc::downgrade(&db);
+        let log = LogStore::new(db.clone())?;
+        let sm = StateMachineStore::open(db).map_err(|e| StoreError::Damaged {
+            path: cfg.data_dir.clone(),
+            why: format!("the stored snapshot does not load: {e}"),
+        })?;
+
+        let cut = Arc::new(Cut::default());
+        let peer_versions = PeerVersions::default();
+        let raft = Raft::new(
+            cfg.id,
+            Arc::new(raft_cfg),
+            NetworkFactory {
+                id: cfg.id,
+                cut: cut.clone(),
+                tls: cfg.tls.clone(),
+                versions: peer_versions.clone(),
+            },
+            log,
+            sm.clone(),
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+
+        let inner = Arc::new(NodeInner {
+            id: cfg.id,
+            addr,
+            raft,
+            sm,
+            metrics: Metrics::new(),
+            write_timeout: cfg.write_timeout,
+            peers: Mutex::new(HashMap::new()),
+            cut,
+            tls: cfg.tls.clone(),
+            conns: Arc::new(Semaphore::new(cfg.max_connections.max(1))),
+            idle_timeout: cfg.idle_timeout.max(Duration::from_millis(100)),
+            per_ip: Mutex::new(HashMap::new()),
+            max_per_ip: cfg.max_connections_per_ip.max(1),
+            initialised: std::sync::atomic::AtomicBool::new(false),
+            reads: Default::default(),
+            follower_reads: Default::default(),
+            local_conns: Mutex::new(JoinSet::new()),
+            peer_versions,
+        });
+        let tasks = vec![
+            tokio::spawn(accept::accept_loop(listener, inner.clone())),
+            tokio::spawn(crate::replication::snapshots::run(
+                inner.raft.clone(),
+                inner.sm.clone(),
+                cfg.snapshot_every,
+            )),
+        ];
+        tracing::info!(id = cfg.id, addr = %inner.addr, "node started");
+        Ok(Node {
+            inner,
+            tasks,
+            db: weak_db,
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// The address this node is reached at.
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+
+    /// A handle for observing this node (status, state, the change feed) that outlives
+    /// borrows of the node: what a web view or a metrics server holds.
+    pub fn view(&self) -> NodeView {
+        NodeView {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// A client of this node that calls it in memory: no TCP, no TLS, no serialisation
+    /// beyond tarpc's in-process channel. Writes and linearizable reads go to the leader as
+    /// any call does (forwarded over the network if this node is a follower). It acts with
+    /// the node's own authority (no certificate is checked: the caller is this process).
+    /// Its calls fail once the node has shut down.
+    pub fn client(&self) -> Client {
+        let weak = Arc::downgrade(&self.inner);
+        let dial = Arc::new(move || {
+            let inner = weak.upgrade().ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::NotConnected, "the node has shut down")
+            })?;
+            Ok(api_server::in_memory(inner))
+        });
+        Client::in_process(self.inner.addr.clone(), dial, ClientConfig::default())
+    }
+
+    /// The change feed: every change applied here from now on, and every change of leader or
+    /// term (see [`NodeEvent`]).
+    pub fn subscribe(&self) -> Subscription {
+        self.view().subscribe()
+    }
+
+    /// This node's view of the cluster.
+    pub fn status(&self) -> NodeStatus {
+        self.inner.status()
+    }
+
+    /// Makes this node a one-node cluster (see [`AdminCommand::Init`]).
+    pub async fn init(&self) -> Result<NodeStatus, ApiError> {
+        self.inner.admin_local(&AdminCommand::Init).await
+    }
+
+    /// Runs `f` on this node's allocator state as applied so far (a local, possibly stale
+    /// read; for tests and embedding).
+    pub fn with_state<T>(&self, f: impl FnOnce(&allocator_core::State) -> T) -> T {
+        f(&self.inner.sm.read().state)
+    }
+
+    /// Fault injection for tests: this node stops sending Raft messages to, and forwarding
+    /// calls to, the nodes in `peers` (an empty list heals). Cut both sides for a partition.
+    #[doc(hidden)]
+    pub fn cut_off(&self, peers: &[u64]) {
+        self.inner.cut.set(peers.iter().copied());
+    }
+
+    /// Prometheus text of this node's metrics.
+    pub fn metrics_text(&self) -> String {
+        self.inner.metrics_text()
+    }
+
+    /// Stops serving and stops Raft, then waits (up to 10 s) until the database is closed, so
+    /// that the data directory can be opened again.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.inner
+            .local_conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .abort_all();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.inner
+            .raft
+            .shutdown()
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        drop(self.inner);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.db.strong_count() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if self.db.strong_count() > 0 {
+            return Err(NodeError::Raft(
+                "the database was still open 10 s after shutdown".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl NodeInner {
+    /// The deadline of a call: the write timeout, or the caller's deadline if sooner.
+    pub(super) fn deadline(&self, ctx: &Context) -> Instant {
+        let own = Instant::now() + self.write_timeout;
+        own.min(
+            ctx.deadline
+                .checked_sub(Duration::from_millis(50))
+                .unwrap_or(ctx.deadline),
+        )
+    }
+
+    /// Whether certificates of `name` issued at `issued_ms` are revoked, by the state applied
+    /// here so far.
+    pub(super) fn is_revoked(&self, p: &PeerCert) -> bool {
+        let sm = self.sm.read();
+        sm.state.is_revoked(&p.id.name, p.issued_ms) || sm.state.is_serial_revoked(&p.serial)
+    }
+
+    /// Prometheus text of this node's metrics, every gauge refreshed from the state now.
+    pub(super) fn metrics_text(&self) -> String {
+        let status = self.status();
+        let (pools, hosts) = {
+            let sm = self.sm.read();
+            (sm.state.pools(), sm.state.hosts())
+        };
+        self.metrics.set_hosts(&hosts, now_ms());
+        self.metrics.render(&status, &pools)
+    }
+
+    pub(super) fn info(&self) -> NodeInfo {
+        let mut members = self
+            .peer_versions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        members.insert(self.id, binary_version().to_string());
+        NodeInfo {
+            status: self.status(),
+            binary: binary_version().to_string(),
+            protocol_min: PROTOCOL_MIN,
+            protocol_max: PROTOCOL,
+            members: members.into_iter().collect(),
+        }
+    }
+
+    pub(super) fn status(&self) -> NodeStatus {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, n)| Member {
+                id: *id,
+                addr: n.addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect();
+        let state = match m.state {
+            ServerState::Leader => "Leader",
+            ServerState::Follower => "Follower",
+            ServerState::Candidate => "Candidate",
+            ServerState::Learner => "Learner",
+            ServerState::Shutdown => "Shutdown",
+        };
+        NodeStatus {
+            id: self.id,
+            addr: self.addr.clone(),
+            state: state.to_string(),
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index,
+            committed: m.local_committed.as_ref().map(|l| l.index),
+            applied: m.last_applied.as_ref().map(|l| l.index),
+            snapshot: m.snapshot.as_ref().map(|l| l.index),
+            purged: m.purged.as_ref().map(|l| l.index),
+            members,
+        }
+    }
+
+    /// True while this node knows no membership at all: never initialised, never added.
+    pub(super) fn never_initialised(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.initialised.load(Ordering::Relaxed) {
+            return false;
+        }
+        let rx = self.raft.metrics();
+        let m = rx.borrow_watched();
+        let never =
+            m.membership_config.membership().nodes().next().is_none() && m.last_log_index.is_none();
+        if !never {
+            self.initialised.store(true, Ordering::Relaxed);
+        }
+        never
+    }
+
+    pub(super) fn leader(&self) -> Option<(u64, Option<String>)> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let l = m.current_leader?;
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&l)
+            .map(|n| n.addr.clone());
+        Some((l, addr))
+    }
+
+    pub(super) async fn peer(&self, addr: &str) -> Result<ApiRpcClient, std::io::Error> {
+        if let Some(c) = self
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(addr)
+        {
+            return Ok(c.clone());
+        }
+        let t = connect(addr, CHANNEL_API, Duration::from_secs(2), self.tls.as_ref()).await?;
+        let c = ApiRpcClient::new(tarpc::client::Config::default(), t).spawn();
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    pub(super) fn drop_peer(&self, addr: &str) {
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(addr);
+    }
+}

@@ -1,0 +1,118 @@
+//! `raftipam addr`: allocate, release, list and look up addresses.
+
+use std::net::IpAddr;
+
+use allocator_core::{Holding, Owner, PoolId};
+use clap::Subcommand;
+
+use super::{parse_pool, resolve_pool, Ctx};
+
+#[derive(Subcommand, Debug)]
+pub enum AddrCmd {
+    /// Allocate an address (a given one with --ip, else the pool's next free one).
+    Alloc {
+        /// The pool (SPACE/SUBNET[/RANGE], or a bare SUBNET in the global space).
+        #[arg(value_parser = parse_pool)]
+        pool: PoolId,
+        /// This address.
+        #[arg(long)]
+        ip: Option<IpAddr>,
+        /// Who gets it, HOST/ENDPOINT. Repeating an allocation for the same owner returns the
+        /// same address.
+        #[arg(long, default_value = "cli", value_parser = parse_owner)]
+        owner: Owner,
+    },
+    /// Release an address.
+    Release {
+        /// The pool.
+        #[arg(value_parser = parse_pool)]
+        pool: PoolId,
+        /// The address.
+        ip: IpAddr,
+        /// The host releasing it (only its own addresses unless --force).
+        #[arg(long, default_value = "cli")]
+        host: String,
+        /// Release it whoever holds it.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List a pool's allocations.
+    Ls {
+        /// The pool.
+        #[arg(value_parser = parse_pool)]
+        pool: PoolId,
+    },
+    /// Show what holds an address, in every pool.
+    WhoHas {
+        /// The address.
+        ip: IpAddr,
+    },
+}
+
+fn parse_owner(s: &str) -> Result<Owner, String> {
+    s.parse::<Owner>().map_err(|e| e.to_string())
+}
+
+pub async fn run(ctx: &Ctx, cmd: AddrCmd) -> anyhow::Result<()> {
+    let client = ctx.client()?;
+    match cmd {
+        AddrCmd::Alloc { pool, ip, owner } => {
+            let pool = resolve_pool(&client, pool).await?;
+            let addr = client.allocate(&pool, ip, owner.clone()).await?;
+            ctx.print(
+                &serde_json::json!({"pool": pool.to_string(), "address": addr.to_string(), "owner": owner.to_string()}),
+                |_| outln!("{addr}"),
+            )
+        }
+        AddrCmd::Release {
+            pool,
+            ip,
+            host,
+            force,
+        } => {
+            let pool = resolve_pool(&client, pool).await?;
+            let what = client.release(&pool, ip, &host, force).await?;
+            ctx.print(&serde_json::json!({"pool": pool.to_string(), "address": ip, "released": format!("{what:?}")}), |_| {
+                outln!("{ip}: released ({what:?})")
+            })
+        }
+        AddrCmd::Ls { pool } => {
+            let pool = resolve_pool(&client, pool).await?;
+            let list = client.allocations(&pool).await?;
+            ctx.print(&list, |list| {
+                if list.is_empty() {
+                    outln!("no allocations in {pool}");
+                }
+                for a in list {
+                    outln!("{:<40} {:<30} #{}", a.addr, a.owner.to_string(), a.seq);
+                }
+            })
+        }
+        AddrCmd::WhoHas { ip } => {
+            let h = client.who_has(ip).await?;
+            ctx.print(&h, |h| {
+                if h.is_empty() {
+                    outln!("{ip} is free everywhere");
+                }
+                for x in h {
+                    match x {
+                        Holding::Allocated { pool, allocation } => {
+                            outln!(
+                                "{ip} in {pool}: allocated to {} (#{})",
+                                allocation.owner,
+                                allocation.seq
+                            )
+                        }
+                        Holding::Reserved { pool, why } => {
+                            outln!("{ip} in {pool}: reserved ({why})")
+                        }
+                        Holding::Cooling { pool, until_ms } => {
+                            outln!("{ip} in {pool}: cooling down until t={until_ms} ms")
+                        }
+                        other => outln!("{ip}: {other:?}"),
+                    }
+                }
+            })
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! What every shim runs beside the plugin: the heartbeat and background reconciliation
+//! (`up`, `shim`, `node --plugin-socket` share these flags).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use plugin_shim::agent::metrics::ops_metrics;
+use plugin_shim::agent::reconcile::{heartbeat, ReconcileConfig, Reconciler};
+use plugin_shim::agent::{Docker, DEFAULT_DOCKER_HOST};
+use raft_node::Client;
+use tokio::task::JoinHandle;
+
+/// Heartbeat and reconciliation settings of a shim.
+#[derive(Args, Debug, Clone)]
+pub struct OpsArgs {
+    /// dockerd's API socket (a path, or unix://PATH as in DOCKER_HOST), which reconciliation compares with the cluster.
+    #[arg(long, env = "DOCKER_HOST", default_value = DEFAULT_DOCKER_HOST)]
+    pub docker_host: String,
+    /// Time between reconciliation passes (0s: no background reconciliation).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub reconcile_interval: Duration,
+    /// A leaked address is released only when seen leaked at two passes this far apart.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub reconcile_grace: Duration,
+    /// Time between heartbeats to the cluster (0s: none).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+}
+
+/// The background tasks; dropped, they stop.
+pub struct OpsTasks {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for OpsTasks {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl OpsArgs {
+    /// Starts the heartbeat and the reconciler of `host` (IPAM driver `driver`).
+    pub fn start(&self, client: Client, host: &str, driver: &str) -> OpsTasks {
+        let mut tasks = Vec::new();
+        if !self.heartbeat_interval.is_zero() {
+            tasks.push(tokio::spawn(heartbeat(
+                client.clone(),
+                host.to_string(),
+                self.heartbeat_interval,
+            )));
+        }
+        if !self.reconcile_interval.is_zero() {
+            let cfg = ReconcileConfig {
+                host: host.to_string(),
+                driver: driver.to_string(),
+                interval: self.reconcile_interval,
+                grace: self.reconcile_grace,
+            };
+            tracing::info!(
+                docker = %self.docker_host,
+                interval = %humantime::format_duration(self.reconcile_interval),
+                grace = %humantime::format_duration(self.reconcile_grace),
+                "reconciling leaked addresses of host {host} in the background"
+            );
+            let r = Reconciler::new(client, Docker::new(&self.docker_host), cfg);
+            tasks.push(tokio::spawn(r.run()));
+        }
+        OpsTasks { tasks }
+    }
+}
+
+/// Serves the shim's own counters (reconciliation, heartbeats) as Prometheus text on
+/// `GET /metrics` at `addr`, until the task is aborted.
+pub async fn serve_shim_metrics(addr: SocketAddr) -> anyhow::Result<JoinHandle<()>> {
+    let mut registry = prometheus_client::registry::Registry::with_prefix("raftipam");
+    ops_metrics().register(&mut registry);
+    let render = move || {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+            out.clear();
+        }
+        out
+    };
+    crate::metrics::serve(addr, std::sync::Arc::new(render))
+        .await
+        .with_context(|| format!("cannot serve metrics on {addr}"))
+}
