@@ -16,6 +16,12 @@ if ! command -v cargo-deb >/dev/null 2>&1; then
 fi
 log "building raftipam (release)"
 cargo build --release -p raftipam --bin raftipam >&2
+# Crash points are for the chaos harness's builds only; a crash point's name in the binary
+# means they were compiled in (`fail_point!` leaves nothing behind otherwise).
+if grep -qa 'log::after_purge' "$RAFTIPAM_BIN"; then
+  log "ERROR: $RAFTIPAM_BIN carries the chaos harness's crash points (feature failpoints): build the package alone, \`cargo build --release -p raftipam\`, not with the workspace's test build"
+  exit 1
+fi
 pkg="$CARGO_TARGET_DIR/release/pkg"
 rm -rf "$pkg"
 mkdir -p "$pkg/man" "$pkg/completions"

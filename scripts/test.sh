@@ -26,6 +26,15 @@ fi
 # one crate (E0460) when it compiles the doc tests: drop our crates' old builds first. Only our
 # four crates are rebuilt; RocksDB and every other dependency stay.
 cargo clean --release --quiet -p allocator-core -p plugin-shim -p raft-node -p raftipam -p raftipam-history -p raftipam-chaos -p benches
+# Lints over every crate and target, in the one release profile (so the dependencies'
+# build scripts, RocksDB's among them, are shared with the build): clippy and rustdoc, with
+# every warning an error (the workspace's lints are in Cargo.toml).
+log "cargo clippy --release --workspace --all-targets -- -D warnings"
+cargo clippy --release --workspace --all-targets -- -D warnings
+log "cargo doc --release --workspace --no-deps (warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --release --workspace --no-deps --quiet
+# The alerting rules and the dashboard: promtool checks and unit-tests them.
+bash scripts/check-alerts.sh
 # The Debian package, built from the same release binary the tests use; systemd_e2e installs
 # it in a container under systemd (scripts/systemd-test.sh).
 RAFTIPAM_DEB=$(bash scripts/package.sh)

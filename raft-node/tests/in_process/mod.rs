@@ -205,3 +205,22 @@ pub async fn local_allocations(c: &Client, i: usize) -> Vec<(PoolId, Allocation)
         r => panic!("unexpected {r:?}"),
     }
 }
+
+/// Every acknowledged allocation is in `state` with its owner, and no address twice.
+pub fn assert_all_present(
+    acked: &[(std::net::IpAddr, allocator_core::Owner)],
+    state: &[(allocator_core::PoolId, allocator_core::Allocation)],
+) {
+    let held: std::collections::BTreeMap<_, _> = state
+        .iter()
+        .map(|(_, a)| (a.addr, a.owner.clone()))
+        .collect();
+    assert_eq!(held.len(), state.len(), "an address is held twice");
+    for (addr, owner) in acked {
+        assert_eq!(
+            held.get(addr),
+            Some(owner),
+            "acknowledged {addr} for {owner} is missing"
+        );
+    }
+}

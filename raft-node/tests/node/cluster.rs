@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::in_process::{spec, Cluster};
+use crate::in_process::{assert_all_present, spec, Cluster};
 use allocator_core::Owner;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -73,25 +73,6 @@ fn load(
         let v = acked.lock().unwrap().clone();
         v
     })
-}
-
-/// Every acknowledged allocation is in `state` with its owner, and no address twice.
-fn assert_all_present(
-    acked: &[(std::net::IpAddr, Owner)],
-    state: &[(allocator_core::PoolId, allocator_core::Allocation)],
-) {
-    let held: std::collections::BTreeMap<_, _> = state
-        .iter()
-        .map(|(_, a)| (a.addr, a.owner.clone()))
-        .collect();
-    assert_eq!(held.len(), state.len(), "an address is held twice");
-    for (addr, owner) in acked {
-        assert_eq!(
-            held.get(addr),
-            Some(owner),
-            "acknowledged {addr} for {owner} is missing"
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

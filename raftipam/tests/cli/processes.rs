@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use crate::binary::{Proc, BIN};
-use crate::in_process::{eventually, free_addr, spec};
+use crate::in_process::{assert_all_present, eventually, free_addr, spec};
 use allocator_core::{Allocation, Owner, PoolId};
 use raft_node::{AdminCommand, Client, ClientConfig};
 
@@ -158,21 +158,6 @@ async fn three_node_cluster() -> Procs {
         .expect("add");
     }
     p
-}
-
-fn assert_all_present(acked: &[(std::net::IpAddr, Owner)], state: &[(PoolId, Allocation)]) {
-    let held: BTreeMap<_, _> = state
-        .iter()
-        .map(|(_, a)| (a.addr, a.owner.clone()))
-        .collect();
-    assert_eq!(held.len(), state.len(), "an address is held twice");
-    for (addr, owner) in acked {
-        assert_eq!(
-            held.get(addr),
-            Some(owner),
-            "acknowledged {addr} for {owner} is missing"
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

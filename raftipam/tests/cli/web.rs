@@ -36,12 +36,7 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 /// Allocations in the IPv6 pool.
 const V6_ALLOCATIONS: u64 = 1_000_000;
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use raft_node::now_ms;
 
 fn apply(st: &mut State, at_ms: u64, op: Op) -> Outcome {
     st.apply(&Cmd {
