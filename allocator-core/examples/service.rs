@@ -69,7 +69,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The same owner asking again gets the same address: a retry is harmless.
     assert_eq!(svc.lease(&pool, "host-a", "web-1")?, a);
     // Another host may not release what host-a holds.
-    let refused = svc.give_back(&pool, &a, "host-b").expect_err("not host-b's");
+    let refused = svc
+        .give_back(&pool, &a, "host-b")
+        .expect_err("not host-b's");
     println!("refused: {refused}");
     svc.give_back(&pool, &b, "host-b")?;
 

@@ -198,7 +198,7 @@ pub async fn compare_host<B: Inventory, D: EndpointSource>(
 }
 
 impl Report {
-    /// What the cluster keeps of this report ([`Op::Report`]): the totals, and the first
+    /// What the cluster keeps of this report ([`allocator_core::Op::Report`]): the totals, and the first
     /// [`MAX_REPORTED`] leaks and missing endpoints.
     pub fn to_host_report(&self) -> HostReport {
         HostReport {

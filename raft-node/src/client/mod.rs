@@ -1,8 +1,9 @@
-//! The typed async client of a raftipam cluster, and ([`backend`]) the cluster as the Docker
-//! plugin's backend and the host agent's inventory.
+//! The typed async client of a raftipam cluster; the joiner's half of a join ([`join`]); and,
+//! with the feature `docker`, the cluster as the Docker plugin's backend and the host agent's
+//! inventory (`backend`).
 //!
 //! **What it must never do:** name an openraft type (it speaks [`crate::api`] over the API
-//! channel of [`crate::transport::codec`]); give up on a write without saying the outcome is
+//! channel of the transport layer); give up on a write without saying the outcome is
 //! unknown; change a request id between retries of one call.
 //!
 //! A [`Client`] knows the cluster's endpoints, talks to one at a time, and moves on to the
