@@ -16,6 +16,11 @@
 //!   at once): [`State::join_token_valid`](crate::State::join_token_valid),
 //!   [`State::join_tokens`](crate::State::join_tokens).
 //!
+//! - **the cluster version** ([`Op::SetClusterVersion`](crate::Op::SetClusterVersion),
+//!   [`State::cluster_version`](crate::State::cluster_version), [`CLUSTER_VERSION`]): what
+//!   every member can apply; [`Op::needs_cluster_version`](crate::Op::needs_cluster_version)
+//!   says what each operation needs, and `apply` refuses the rest.
+//!
 //! They travel in the same [`Command`](crate::Command)s and snapshots as the allocator's
 //! state (their variants cannot move: the encoding is persisted), but the allocator never
 //! reads them: no pool, address or allocation depends on them. The typed write methods of
@@ -29,6 +34,19 @@
 //! never touches the allocator.
 
 pub use crate::limits::{MAX_JOIN_TOKENS, MAX_REVOKED_SERIALS};
+
+/// The newest cluster version this build can apply and write. A cluster's version is the
+/// one every member can follow: operations and formats newer than it are refused until
+/// `raftipam cluster upgrade` raises it ([`crate::Op::SetClusterVersion`]).
+///
+/// - 1: raftipam 0.1 (the version of a state that never recorded one).
+/// - 2: raftipam 0.2 — join tokens with a number of uses, snapshot format 5.
+pub const CLUSTER_VERSION: u32 = 2;
+
+/// The release that brought cluster version `version`, for messages (`0.2`).
+pub fn release_of(version: u32) -> String {
+    format!("0.{version}")
+}
 
 /// The one spelling of a certificate serial number that revocation compares: lowercase
 /// hexadecimal, without separators (`:`, spaces), a `0x` prefix or leading zeros, at most

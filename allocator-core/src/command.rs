@@ -274,6 +274,29 @@ pub enum Op {
         /// The piece (at most [`crate::MAX_RESTORE_CHUNK`] bytes).
         bytes: Vec<u8>,
     },
+    /// Raises the cluster version (raftipam's own, [`crate::cluster`]): what every member
+    /// can apply. Never lowers it; a version this build does not know is refused. Proposed
+    /// by `raftipam cluster upgrade` once every member runs a release that knows it.
+    SetClusterVersion {
+        /// The new cluster version.
+        version: u32,
+    },
+    /// Adds a join token that may be used `uses` times (cluster version 2 on). Tokens of
+    /// [`Op::AddJoinToken`] may be used until they expire.
+    AddJoinTokenUses {
+        /// SHA-256 of the token's secret, 64 lowercase hex digits.
+        hash: String,
+        /// When it expires (ms since the Unix epoch).
+        expires_ms: u64,
+        /// How many certificates it may give (at least 1).
+        uses: u32,
+    },
+    /// Uses a join token once, as a node does before it signs a certificate for it (cluster
+    /// version 2 on): a token of [`Op::AddJoinTokenUses`] is gone after its last use.
+    UseJoinToken {
+        /// SHA-256 of the token's secret.
+        hash: String,
+    },
 }
 
 /// A command: an operation and the time it was proposed at (ms since the Unix epoch).
@@ -283,6 +306,17 @@ pub struct Command {
     pub at_ms: u64,
     /// The operation.
     pub op: Op,
+}
+
+impl Op {
+    /// The cluster version an operation needs: every member must be able to apply it before
+    /// any is asked to (see [`crate::cluster`]).
+    pub fn needs_cluster_version(&self) -> u32 {
+        match self {
+            Op::AddJoinTokenUses { .. } | Op::UseJoinToken { .. } => 2,
+            _ => 1,
+        }
+    }
 }
 
 /// What a successful command did. The typed write methods of [`crate::State`] return the
@@ -369,6 +403,18 @@ pub enum Outcome {
     Released {
         /// What was released.
         what: Released,
+    },
+    /// Result of [`Op::SetClusterVersion`].
+    ClusterVersion {
+        /// The cluster version now.
+        version: u32,
+        /// False when it was that already.
+        changed: bool,
+    },
+    /// Result of [`Op::UseJoinToken`].
+    JoinTokenUsed {
+        /// Uses left (`None`: a token without a limit).
+        left: Option<u32>,
     },
 }
 

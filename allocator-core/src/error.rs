@@ -129,6 +129,17 @@ pub enum AllocError {
     /// A restore was asked of a state that already holds something.
     #[error("the cluster is not empty ({0}); restore a backup only into a new, empty cluster")]
     NotEmpty(String),
+    /// The operation needs a cluster version the cluster has not reached: a member might not
+    /// be able to apply it. Nothing changed.
+    #[error("{what} needs cluster version {needs} (raftipam {}); the cluster is at version {current}: run raftipam {} or newer on every member, then `raftipam cluster upgrade`", crate::cluster::release_of(*needs), crate::cluster::release_of(*needs))]
+    NeedsClusterVersion {
+        /// What was asked.
+        what: String,
+        /// The cluster version it needs.
+        needs: u32,
+        /// The cluster version now.
+        current: u32,
+    },
 }
 
 /// Leaks of one pool that hosts reported and that still stand, by host.

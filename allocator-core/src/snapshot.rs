@@ -23,9 +23,10 @@ use crate::subnet::Subnet;
 
 const MAGIC: &[u8; 8] = b"RIPAMSNP";
 /// Version 2 added hosts' reports, version 3 revoked certificate names and join tokens,
-/// version 4 revoked serials and a restore under way; earlier versions (without them) are
-/// still read.
-const VERSION: u16 = 4;
+/// version 4 revoked serials and a restore under way, version 5 the cluster version and join
+/// tokens' uses; earlier versions (without them) are still read. Version 5 is written only
+/// once the cluster version is past 1 (raftipam 0.1 reads version 4 and no later).
+const VERSION: u16 = 5;
 const HEADER: usize = 8 + 2 + 4;
 
 /// Why a snapshot could not be read.
@@ -83,9 +84,10 @@ struct SnapPool {
 
 /// The body. `R` is the reports: `()` in version 1 (postcard writes nothing for it), a list
 /// from version 2; `V` the revocations and join tokens: `()` before version 3, lists from
-/// version 3; `X` the revoked serials and a restore under way: `()` before version 4.
+/// version 3; `X` the revoked serials and a restore under way: `()` before version 4; `Y` the
+/// cluster version and the join tokens' uses left: `()` before version 5.
 #[derive(Serialize, Deserialize)]
-struct SnapState<'a, R, V, X> {
+struct SnapState<'a, R, V, X, Y> {
     config: Config,
     seq: u64,
     hosts: Vec<String>,
@@ -100,10 +102,21 @@ struct SnapState<'a, R, V, X> {
     revoked: V,
     /// Revoked serials (serial, when), and the restore under way (id, total, bytes so far).
     extra: X,
+    /// The cluster version and the join tokens' uses left (token hash, uses).
+    cluster: Y,
 }
+
+/// Version 5's `cluster`.
+type ClusterPart = (u32, Vec<(String, u32)>);
 
 /// Version 4's `extra`.
 type Extra = (Vec<(String, u64)>, Option<(u64, u64, Vec<u8>)>);
+
+/// The format version in a snapshot's header, if it has one of ours.
+pub(crate) fn format_of(bytes: &[u8]) -> Option<u16> {
+    (bytes.len() >= HEADER && &bytes[..8] == MAGIC)
+        .then(|| u16::from_le_bytes([bytes[8], bytes[9]]))
+}
 
 fn bad(msg: impl Into<String>) -> SnapshotError {
     SnapshotError::Invalid(msg.into())
@@ -150,6 +163,19 @@ impl State {
                 reserve: p.reserve.clone(),
             })
             .collect();
+        // Written in the cluster version's format: a cluster still at version 1 has members
+        // of raftipam 0.1, which read snapshot format 4 and no later.
+        let cluster =
+            (self.cluster_version > 1 || !self.credentials.token_uses.is_empty()).then(|| {
+                (
+                    self.cluster_version,
+                    self.credentials
+                        .token_uses
+                        .iter()
+                        .map(|(h, u)| (h.as_str(), *u))
+                        .collect::<Vec<(&str, u32)>>(),
+                )
+            });
         let snap = SnapState {
             config: self.config.clone(),
             seq: self.seq,
@@ -184,12 +210,30 @@ impl State {
                     .as_ref()
                     .map(|s| (s.restore, s.total, s.bytes.as_slice())),
             ),
+            cluster: (),
         };
         // Serialising plain owned data into a Vec cannot fail.
-        let body = postcard::to_allocvec(&snap).unwrap_or_default();
+        let (version, body) = match cluster {
+            None => (4u16, postcard::to_allocvec(&snap).unwrap_or_default()),
+            Some(cluster) => {
+                let snap = SnapState {
+                    config: snap.config,
+                    seq: snap.seq,
+                    hosts: snap.hosts,
+                    subnets: snap.subnets,
+                    pools: snap.pools,
+                    seen: snap.seen,
+                    reports: snap.reports,
+                    revoked: snap.revoked,
+                    extra: snap.extra,
+                    cluster,
+                };
+                (VERSION, postcard::to_allocvec(&snap).unwrap_or_default())
+            }
+        };
         let mut out = Vec::with_capacity(HEADER + body.len());
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&version.to_le_bytes());
         out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
         out.extend_from_slice(&body);
         out
@@ -212,31 +256,51 @@ impl State {
         }
         let cannot = |e: postcard::Error| bad(format!("cannot decode: {e}"));
         type Lists = (Vec<(String, u64)>, Vec<(String, u64)>);
-        let (state, tokens, extra) = match version {
+        let (state, tokens, extra, cluster) = match version {
             1 => {
-                let snap: SnapState<'_, (), (), ()> = postcard::from_bytes(body).map_err(cannot)?;
-                (rebuild(snap, Vec::new(), Vec::new())?, Vec::new(), None)
+                let snap: SnapState<'_, (), (), (), ()> =
+                    postcard::from_bytes(body).map_err(cannot)?;
+                (
+                    rebuild(snap, Vec::new(), Vec::new())?,
+                    Vec::new(),
+                    None,
+                    None,
+                )
             }
             2 => {
-                let mut snap: SnapState<'_, Vec<StoredReport>, (), ()> =
+                let mut snap: SnapState<'_, Vec<StoredReport>, (), (), ()> =
                     postcard::from_bytes(body).map_err(cannot)?;
                 let reports = std::mem::take(&mut snap.reports);
-                (rebuild(snap, reports, Vec::new())?, Vec::new(), None)
+                (rebuild(snap, reports, Vec::new())?, Vec::new(), None, None)
             }
             3 => {
-                let mut snap: SnapState<'_, Vec<StoredReport>, Lists, ()> =
+                let mut snap: SnapState<'_, Vec<StoredReport>, Lists, (), ()> =
                     postcard::from_bytes(body).map_err(cannot)?;
                 let reports = std::mem::take(&mut snap.reports);
                 let (revoked, tokens) = std::mem::take(&mut snap.revoked);
-                (rebuild(snap, reports, revoked)?, tokens, None)
+                (rebuild(snap, reports, revoked)?, tokens, None, None)
             }
-            _ => {
-                let mut snap: SnapState<'_, Vec<StoredReport>, Lists, Extra> =
+            4 => {
+                let mut snap: SnapState<'_, Vec<StoredReport>, Lists, Extra, ()> =
                     postcard::from_bytes(body).map_err(cannot)?;
                 let reports = std::mem::take(&mut snap.reports);
                 let (revoked, tokens) = std::mem::take(&mut snap.revoked);
                 let extra = std::mem::take(&mut snap.extra);
-                (rebuild(snap, reports, revoked)?, tokens, Some(extra))
+                (rebuild(snap, reports, revoked)?, tokens, Some(extra), None)
+            }
+            _ => {
+                let mut snap: SnapState<'_, Vec<StoredReport>, Lists, Extra, ClusterPart> =
+                    postcard::from_bytes(body).map_err(cannot)?;
+                let reports = std::mem::take(&mut snap.reports);
+                let (revoked, tokens) = std::mem::take(&mut snap.revoked);
+                let extra = std::mem::take(&mut snap.extra);
+                let cluster = std::mem::take(&mut snap.cluster);
+                (
+                    rebuild(snap, reports, revoked)?,
+                    tokens,
+                    Some(extra),
+                    Some(cluster),
+                )
             }
         };
         let mut state = state;
@@ -269,14 +333,29 @@ impl State {
                 });
             }
         }
+        if let Some((version, uses)) = cluster {
+            if !(1..=crate::cluster::CLUSTER_VERSION).contains(&version) {
+                return Err(bad(format!(
+                    "cluster version {version} is not one this build knows (1 to {})",
+                    crate::cluster::CLUSTER_VERSION
+                )));
+            }
+            state.cluster_version = version;
+            for (hash, n) in uses {
+                if n == 0 || !state.credentials.join_tokens.contains_key(&hash) {
+                    return Err(bad(format!("join token {hash:?}'s uses are not valid")));
+                }
+                state.credentials.token_uses.insert(hash, n);
+            }
+        }
         Ok(state)
     }
 }
 
 /// Builds the state from a decoded body (whatever its version's `reports` and `revoked`
 /// fields), the reports and the revocations.
-fn rebuild<R, V, X>(
-    snap: SnapState<'_, R, V, X>,
+fn rebuild<R, V, X, Y>(
+    snap: SnapState<'_, R, V, X, Y>,
     reports: Vec<StoredReport>,
     revoked: Vec<(String, u64)>,
 ) -> Result<State, SnapshotError> {
@@ -716,11 +795,77 @@ mod tests {
             let back = State::from_snapshot(&old).expect("an older snapshot loads");
             assert_eq!(back.to_snapshot(), v4, "version {version}");
         }
-        let mut v5 = v4.clone();
-        v5[8] = 5;
+        let mut v6 = v4.clone();
+        v6[8] = 6;
         assert_eq!(
-            State::from_snapshot(&v5).err(),
-            Some(SnapshotError::Version(5))
+            State::from_snapshot(&v6).err(),
+            Some(SnapshotError::Version(6))
+        );
+    }
+
+    /// Format 5 is written only once the cluster version is past 1 (raftipam 0.1 reads
+    /// format 4 and no later), and carries the cluster version and the tokens' uses.
+    #[test]
+    fn the_cluster_version_chooses_the_format_and_survives_a_snapshot() {
+        let mut st = sample();
+        assert_eq!(format_of(&st.to_snapshot()), Some(4));
+        let at = |op| Command { at_ms: 10, op };
+        let hash = "d".repeat(64);
+        let gated = st.apply(&at(Op::AddJoinTokenUses {
+            hash: hash.clone(),
+            expires_ms: 1_000,
+            uses: 2,
+        }));
+        assert!(
+            matches!(
+                gated,
+                Err(AllocError::NeedsClusterVersion {
+                    needs: 2,
+                    current: 1,
+                    ..
+                })
+            ),
+            "{gated:?}"
+        );
+        assert_eq!(
+            format_of(&st.to_snapshot()),
+            Some(4),
+            "a refused op changes nothing"
+        );
+        st.apply(&at(Op::SetClusterVersion { version: 2 }))
+            .expect("raised");
+        st.apply(&at(Op::AddJoinTokenUses {
+            hash: hash.clone(),
+            expires_ms: 1_000,
+            uses: 2,
+        }))
+        .expect("allowed at version 2");
+        let v5 = st.to_snapshot();
+        assert_eq!(format_of(&v5), Some(5));
+        let mut back = State::from_snapshot(&v5).expect("loads");
+        assert_eq!(back.cluster_version(), 2);
+        assert_eq!(back.to_snapshot(), v5);
+        assert_eq!(
+            back.apply(&at(Op::UseJoinToken { hash: hash.clone() })),
+            Ok(Outcome::JoinTokenUsed { left: Some(1) })
+        );
+        assert_eq!(
+            back.apply(&at(Op::UseJoinToken { hash: hash.clone() })),
+            Ok(Outcome::JoinTokenUsed { left: Some(0) })
+        );
+        assert!(
+            back.apply(&at(Op::UseJoinToken { hash })).is_err(),
+            "used up"
+        );
+        assert!(
+            back.apply(&at(Op::SetClusterVersion { version: 1 }))
+                .is_err(),
+            "never lowered"
+        );
+        assert!(
+            back.apply(&at(Op::SetClusterVersion { version: 99 }))
+                .is_err(),
+            "never past what the build knows"
         );
     }
 

@@ -125,6 +125,8 @@ pub struct State {
     pub(crate) credentials: Credentials,
     /// A backup being restored in pieces ([`Op::RestoreChunk`]).
     pub(crate) staged: Option<StagedRestore>,
+    /// The cluster version: what every member can apply ([`crate::cluster`]).
+    pub(crate) cluster_version: u32,
 }
 
 impl Default for State {
@@ -156,6 +158,7 @@ impl State {
             reports: BTreeMap::new(),
             credentials: Credentials::default(),
             staged: None,
+            cluster_version: 1,
         }
     }
 
@@ -195,6 +198,14 @@ impl State {
     /// ```
     pub fn apply(&mut self, cmd: &Command) -> Result<Outcome, AllocError> {
         let now = cmd.at_ms;
+        let needs = cmd.op.needs_cluster_version();
+        if needs > self.cluster_version {
+            return Err(AllocError::NeedsClusterVersion {
+                what: op_name(&cmd.op),
+                needs,
+                current: self.cluster_version,
+            });
+        }
         match &cmd.op {
             Op::RequestPool { spec, holder } => {
                 self.request_pool(now, spec, holder).map(Outcome::from)
@@ -261,11 +272,59 @@ impl State {
                 total,
                 bytes,
             } => self.restore_chunk(*restore, *offset, *total, bytes),
+            Op::SetClusterVersion { version } => self.set_cluster_version(*version),
+            Op::AddJoinTokenUses {
+                hash,
+                expires_ms,
+                uses,
+            } => self
+                .credentials
+                .add_join_token_uses(now, hash, *expires_ms, *uses)
+                .map(|tokens| Outcome::JoinTokenAdded { tokens }),
+            Op::UseJoinToken { hash } => self
+                .credentials
+                .use_join_token(now, hash)
+                .map(|left| Outcome::JoinTokenUsed { left }),
         }
+    }
+
+    /// The cluster version: what every member can apply (raftipam's own bookkeeping,
+    /// [`crate::cluster`]); 1 for a state that never recorded one.
+    pub fn cluster_version(&self) -> u32 {
+        self.cluster_version
+    }
+
+    /// [`Op::SetClusterVersion`]: raises it, never lowers it, never past what this build
+    /// knows.
+    fn set_cluster_version(&mut self, version: u32) -> Result<Outcome, AllocError> {
+        if version < self.cluster_version {
+            return Err(AllocError::Invalid(format!(
+                "the cluster version is {} and is never lowered (asked: {version})",
+                self.cluster_version
+            )));
+        }
+        if version > crate::cluster::CLUSTER_VERSION {
+            return Err(AllocError::Invalid(format!(
+                "cluster version {version} is newer than this build knows ({})",
+                crate::cluster::CLUSTER_VERSION
+            )));
+        }
+        let changed = version != self.cluster_version;
+        self.cluster_version = version;
+        Ok(Outcome::ClusterVersion { version, changed })
     }
 
     /// The key of a pool's subnet in `State::subnets`.
     fn subnet_key(id: &PoolId) -> (String, IpNet) {
         (id.space.clone(), id.subnet)
     }
+}
+
+/// An operation's name for messages (`AddJoinTokenUses`).
+fn op_name(op: &Op) -> String {
+    let d = format!("{op:?}");
+    d.split([' ', '(', '{'])
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }

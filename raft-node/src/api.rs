@@ -136,6 +136,9 @@ pub enum AdminCommand {
         /// Its id.
         id: u64,
     },
+    /// Raise the cluster version to the newest every member can follow (raftipam 0.2 on):
+    /// refused, naming them, while a member runs an older release.
+    UpgradeCluster,
 }
 
 /// A member of the cluster.
@@ -201,6 +204,8 @@ pub struct NodeInfo {
     /// The members' releases as this node last heard them in a handshake (its own
     /// connections to them), by member id.
     pub members: Vec<(u64, String)>,
+    /// The cluster version this node has applied.
+    pub cluster_version: u32,
 }
 
 /// Answer of a write: the allocator's outcome and the log index it was committed at.

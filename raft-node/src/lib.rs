@@ -79,6 +79,8 @@
 pub mod api;
 pub mod client;
 mod clock;
+#[cfg(test)]
+mod compat;
 #[doc(hidden)]
 pub mod fuzzing;
 mod metrics;

@@ -29,6 +29,12 @@ pub struct Metrics {
     pub reads_forwarded: Counter,
     /// Read-index rounds this node (as leader) ran for followers' batches of reads.
     pub read_index_served: Counter,
+    /// Raft messages from a newer release that this node could not read (it stops then).
+    pub undecodable_from_newer: Counter,
+    build_info: Family<Vec<(String, String)>, Gauge>,
+    member_version: Family<Vec<(String, String)>, Gauge>,
+    cluster_version: Gauge,
+    certificate_expiry: Family<Vec<(String, String)>, Gauge>,
     term: Gauge,
     leader: Gauge,
     is_leader: Gauge,
@@ -72,6 +78,36 @@ impl Metrics {
             "read_index_served",
             "Read-index calls this node answered for followers (one per batch of their reads)",
             read_index_served.clone(),
+        );
+        let undecodable_from_newer = Counter::default();
+        registry.register(
+            "undecodable_from_newer",
+            "Raft messages from a newer release this node could not read (it stops: upgrade it)",
+            undecodable_from_newer.clone(),
+        );
+        let build_info = Family::default();
+        registry.register(
+            "build_info",
+            "This node's release (the `version` label), always 1",
+            build_info.clone(),
+        );
+        let member_version = Family::default();
+        registry.register(
+            "member_version_info",
+            "Each member's release as this node last heard it in a handshake, always 1",
+            member_version.clone(),
+        );
+        let cluster_version = Gauge::default();
+        registry.register(
+            "cluster_version",
+            "The cluster version applied here (what every member can apply)",
+            cluster_version.clone(),
+        );
+        let certificate_expiry = Family::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When this node's TLS certificate expires (Unix seconds)",
+            certificate_expiry.clone(),
         );
         let (term, leader, is_leader) = (Gauge::default(), Gauge::default(), Gauge::default());
         let (last_log_index, commit_index, applied_index, snapshot_index) = (
@@ -170,6 +206,11 @@ impl Metrics {
             reads_local,
             reads_forwarded,
             read_index_served,
+            undecodable_from_newer,
+            build_info,
+            member_version,
+            cluster_version,
+            certificate_expiry,
             term,
             leader,
             is_leader,
@@ -178,6 +219,40 @@ impl Metrics {
             applied_index,
             snapshot_index,
             pool_addresses,
+        }
+    }
+
+    /// Refreshes the release series: this node's, the members' (`members`: id and release),
+    /// the cluster version, and the expiry of this node's certificate (role, name, time).
+    pub fn set_versions(
+        &self,
+        own: &str,
+        members: &[(u64, String)],
+        cluster_version: u32,
+        certificate: Option<(&str, &str, i64)>,
+    ) {
+        self.build_info.clear();
+        self.build_info
+            .get_or_create(&vec![("version".to_string(), own.to_string())])
+            .set(1);
+        self.member_version.clear();
+        for (id, v) in members {
+            self.member_version
+                .get_or_create(&vec![
+                    ("member".to_string(), id.to_string()),
+                    ("version".to_string(), v.clone()),
+                ])
+                .set(1);
+        }
+        self.cluster_version.set(i64::from(cluster_version));
+        self.certificate_expiry.clear();
+        if let Some((role, name, at)) = certificate {
+            self.certificate_expiry
+                .get_or_create(&vec![
+                    ("role".to_string(), role.to_string()),
+                    ("name".to_string(), name.to_string()),
+                ])
+                .set(at);
         }
     }
 

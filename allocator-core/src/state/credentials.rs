@@ -21,6 +21,9 @@ pub(crate) struct Credentials {
     pub(crate) join_tokens: BTreeMap<String, u64>,
     /// Revoked certificate serials ([`canonical_serial`]) and when they were revoked.
     pub(crate) revoked_serials: BTreeMap<String, u64>,
+    /// Uses left of the join tokens that have a limit (cluster version 2 on); a token
+    /// missing here may be used until it expires.
+    pub(crate) token_uses: BTreeMap<String, u32>,
 }
 
 impl Credentials {
@@ -70,6 +73,8 @@ impl Credentials {
             ));
         }
         self.join_tokens.retain(|_, until| *until > now);
+        self.token_uses
+            .retain(|h, _| self.join_tokens.contains_key(h));
         if self.join_tokens.len() >= MAX_JOIN_TOKENS && !self.join_tokens.contains_key(hash) {
             return Err(AllocError::Invalid(format!(
                 "{MAX_JOIN_TOKENS} join tokens are valid already: revoke some first"
@@ -81,13 +86,60 @@ impl Credentials {
 
     /// [`crate::Op::RevokeJoinToken`]: whether the token was accepted until now.
     pub(crate) fn revoke_join_token(&mut self, hash: &str) -> bool {
+        self.token_uses.remove(hash);
         self.join_tokens.remove(hash).is_some()
+    }
+
+    /// [`Op::AddJoinTokenUses`](crate::Op::AddJoinTokenUses): a token good for `uses`
+    /// certificates.
+    pub(crate) fn add_join_token_uses(
+        &mut self,
+        now: u64,
+        hash: &str,
+        expires_ms: u64,
+        uses: u32,
+    ) -> Result<u64, AllocError> {
+        if uses == 0 {
+            return Err(AllocError::Invalid(
+                "a join token is good for at least one use".into(),
+            ));
+        }
+        let n = self.add_join_token(now, hash, expires_ms)?;
+        self.token_uses.insert(hash.to_string(), uses);
+        Ok(n)
+    }
+
+    /// [`Op::UseJoinToken`](crate::Op::UseJoinToken): one use of a valid token; a limited
+    /// token is gone after its last. The uses left (`None`: no limit).
+    pub(crate) fn use_join_token(
+        &mut self,
+        now: u64,
+        hash: &str,
+    ) -> Result<Option<u32>, AllocError> {
+        if self.join_tokens.get(hash).is_none_or(|until| now >= *until) {
+            return Err(AllocError::Invalid(
+                "the join token is unknown, expired, revoked or used up: ask an operator for a new one (`raftipam cert token`)".into(),
+            ));
+        }
+        let Some(left) = self.token_uses.get_mut(hash) else {
+            return Ok(None);
+        };
+        *left = left.saturating_sub(1);
+        let left = *left;
+        if left == 0 {
+            self.token_uses.remove(hash);
+            self.join_tokens.remove(hash);
+        }
+        Ok(Some(left))
     }
 
     /// During a restore into this (restored) bookkeeping, keeps what the empty state had:
     /// revocations stand (the later of two times), join tokens stay (the later expiry),
     /// serials stay revoked (the earlier time).
     pub(crate) fn keep_while_restoring(&mut self, empty: Credentials) {
+        for (hash, uses) in empty.token_uses {
+            self.token_uses.insert(hash, uses);
+        }
         for (hash, until) in empty.join_tokens {
             let t = self.join_tokens.entry(hash).or_insert(until);
             *t = (*t).max(until);

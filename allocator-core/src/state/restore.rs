@@ -130,6 +130,15 @@ impl State {
     /// [`Op::Restore`](crate::Op::Restore).
     fn restore_whole(&mut self, snapshot: &[u8]) -> Result<Restored, AllocError> {
         self.refuse_unless_empty()?;
+        // A backup in a format some member cannot read (raftipam 0.1 reads format 4 and no
+        // later) waits for the cluster version that every member reads it at.
+        if crate::snapshot::format_of(snapshot).is_some_and(|v| v > 4) && self.cluster_version < 2 {
+            return Err(AllocError::NeedsClusterVersion {
+                what: "restoring a backup of snapshot format 5".into(),
+                needs: 2,
+                current: self.cluster_version,
+            });
+        }
         let mut restored = State::from_snapshot(snapshot)
             .map_err(|e| AllocError::Invalid(format!("the backup does not load: {e}")))?;
         let pools = restored.pools.len() as u64;
@@ -157,6 +166,8 @@ impl State {
                 restored.reports.insert(host, report);
             }
         }
+        // The cluster version is the cluster's, not the backup's.
+        restored.cluster_version = self.cluster_version;
         *self = restored;
         Ok(Restored { pools, allocations })
     }

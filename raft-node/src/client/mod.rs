@@ -581,6 +581,7 @@ impl Client {
                 binary: legacy,
                 protocol_min: 1,
                 protocol_max: 1,
+                cluster_version: 1,
             });
         }
         self.call(

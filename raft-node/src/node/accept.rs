@@ -22,7 +22,8 @@ use super::NodeInner;
 use crate::api::Role;
 use crate::tls::PeerCert;
 use crate::transport::codec::{
-    server_transport, Conn, CHANNEL_API, CHANNEL_JOIN, CHANNEL_RAFT, MAX_API_REQUEST, MAX_FRAME,
+    server_transport, Conn, Watched, CHANNEL_API, CHANNEL_JOIN, CHANNEL_RAFT, MAX_API_REQUEST,
+    MAX_FRAME,
 };
 use crate::transport::hello::{
     self, Hello, HelloReply, PeerVersion, PROTOCOL, PROTOCOL_MIN, VERSIONED,
@@ -209,9 +210,14 @@ async fn serve_conn(
             let srv = RaftServer {
                 raft: inner.raft.clone(),
             };
-            let t = server_transport(conn, MAX_FRAME);
+            let t = Watched::new(server_transport(conn, MAX_FRAME));
+            let undecodable = t.undecodable.clone();
             let stream = std::pin::pin!(BaseChannel::with_defaults(t).execute(srv.serve()));
             serve_requests(stream, &mut reqs, inner.idle_timeout).await;
+            let seen = undecodable.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(e) = seen {
+                inner.undecodable_raft(peer_addr, &version, &e);
+            }
         }
         CHANNEL_API => {
             // Requests are small, whoever sends them (a backup is restored in pieces);

@@ -9,6 +9,8 @@ use openraft::raft::ClientWriteResponse;
 use openraft::{BasicNode, ChangeMembers, ServerState};
 
 use super::NodeInner;
+use allocator_core::Op;
+
 use crate::api::{AdminCommand, ApiError, NodeStatus};
 use crate::types::TypeConfig;
 
@@ -48,8 +50,36 @@ impl NodeInner {
                         "init",
                     )
                     .await;
+                // A new cluster starts at the newest cluster version: every member it will
+                // have must run this release or a newer one (`AddNode` checks).
+                let newest = allocator_core::cluster::CLUSTER_VERSION;
+                if let Err(e) = self
+                    .propose_own(Op::SetClusterVersion { version: newest })
+                    .await
+                {
+                    tracing::warn!(
+                        "the new cluster stays at cluster version 1 ({e}): run `raftipam cluster upgrade`"
+                    );
+                }
+            }
+            AdminCommand::UpgradeCluster => {
+                let newest = allocator_core::cluster::CLUSTER_VERSION;
+                let current = self.sm.read().state.cluster_version();
+                if current < newest {
+                    if self.leader().map(|l| l.0) != Some(self.id) {
+                        return Err(ApiError::NotLeader {
+                            node: self.id,
+                            leader: self.leader().map(|l| l.0),
+                        });
+                    }
+                    self.members_can_follow(newest)?;
+                    self.propose_own(Op::SetClusterVersion { version: newest })
+                        .await?;
+                    tracing::info!("cluster version raised from {current} to {newest}");
+                }
             }
             AdminCommand::AddNode { id, addr } => {
+                self.can_follow(*id, addr).await?;
                 let status = self.status();
                 if let Some(m) = status.members.iter().find(|m| m.id == *id) {
                     if m.addr != *addr {
@@ -96,6 +126,65 @@ impl NodeInner {
             }
         }
         Ok(self.status())
+    }
+
+    /// Refuses unless every other member is known (from this leader's Raft connections) to
+    /// speak the protocol of cluster version `version`, naming those that do not.
+    fn members_can_follow(&self, version: u32) -> Result<(), ApiError> {
+        let status = self.status();
+        let known = self
+            .peer_versions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut old = Vec::new();
+        for m in status.members.iter().filter(|m| m.id != self.id) {
+            match known.get(&m.id) {
+                None => {
+                    return Err(ApiError::Cluster(format!(
+                        "cannot tell which release node {} ({}) runs: the leader has not reached it since it started; is it up? Try again once it answers",
+                        m.id, m.addr
+                    )))
+                }
+                Some(v) if v.protocol < version => old.push(format!("{} ({})", m.id, v.binary)),
+                Some(_) => {}
+            }
+        }
+        if old.is_empty() {
+            return Ok(());
+        }
+        Err(ApiError::Cluster(format!(
+            "cluster version {version} needs raftipam {} or newer on every member; node(s) {} run an older release: upgrade them (one at a time, the leader last), then run `raftipam cluster upgrade` again",
+            allocator_core::cluster::release_of(version),
+            old.join(", ")
+        )))
+    }
+
+    /// Refuses to add node `id` at `addr` if the cluster's version is past what it speaks.
+    async fn can_follow(&self, id: u64, addr: &str) -> Result<(), ApiError> {
+        let current = self.sm.read().state.cluster_version();
+        if current < 2 {
+            return Ok(());
+        }
+        let dialled = crate::transport::codec::connect_versioned::<
+            tarpc::Response<crate::transport::rpc::ApiRpcResponse>,
+            tarpc::ClientMessage<crate::transport::rpc::ApiRpcRequest>,
+        >(
+            addr,
+            crate::transport::codec::CHANNEL_API,
+            Duration::from_secs(2),
+            self.tls.as_ref(),
+        )
+        .await;
+        match dialled {
+            Ok((_, v)) if v.protocol < current => Err(ApiError::Cluster(format!(
+                "node {id} at {addr} runs raftipam {}, which cannot follow this cluster (cluster version {current}): run raftipam {} or newer on it",
+                v.binary,
+                allocator_core::cluster::release_of(current)
+            ))),
+            // Reachable and new enough, or not reachable yet (adding waits for it anyway).
+            _ => Ok(()),
+        }
     }
 
     /// Runs a membership change, retrying while another one is still in progress.

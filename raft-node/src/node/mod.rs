@@ -165,6 +165,11 @@ pub(crate) struct NodeInner {
     local_conns: Mutex<JoinSet<()>>,
     /// The release each peer named in its handshake on this node's Raft connections.
     peer_versions: PeerVersions,
+    /// The last serial of a request this node proposed as itself (`propose_own`).
+    own_serial: std::sync::atomic::AtomicU64,
+    /// Why the node cannot go on (a message from a newer release it cannot read, Raft
+    /// stopped): set once; [`Node::failed`] waits for it.
+    fatal: tokio::sync::watch::Sender<Option<String>>,
 }
 
 /// A running node. Dropping it does not stop it; call [`Node::shutdown`].
@@ -264,8 +269,10 @@ impl Node {
             follower_reads: Default::default(),
             local_conns: Mutex::new(JoinSet::new()),
             peer_versions,
+            own_serial: std::sync::atomic::AtomicU64::new(0),
+            fatal: tokio::sync::watch::channel(None).0,
         });
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(accept::accept_loop(listener, inner.clone())),
             tokio::spawn(crate::replication::snapshots::run(
                 inner.raft.clone(),
@@ -273,6 +280,10 @@ impl Node {
                 cfg.snapshot_every,
             )),
         ];
+        tasks.push(tokio::spawn(record_cluster_version(
+            inner.clone(),
+            cfg.data_dir.clone(),
+        )));
         tracing::info!(id = cfg.id, addr = %inner.addr, "node started");
         Ok(Node {
             inner,
@@ -349,6 +360,29 @@ impl Node {
         self.inner.metrics_text()
     }
 
+    /// Resolves when the node cannot go on by itself: Raft stopped (a storage failure, a
+    /// snapshot it cannot install), or a newer release sent it what it cannot read. The
+    /// reason says what to do; a program that runs a node should exit non-zero then, so that
+    /// its supervisor restarts it and its operator sees why.
+    pub async fn failed(&self) -> String {
+        let mut fatal = self.inner.fatal.subscribe();
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            if let Some(why) = fatal.borrow_and_update().clone() {
+                return why;
+            }
+            if metrics.borrow_watched().state == ServerState::Shutdown {
+                return "Raft stopped (see the error logged before this): the node cannot serve; it is restarted with its data intact".to_string();
+            }
+            tokio::select! {
+                r = fatal.changed() => if r.is_err() { return "the node stopped".into() },
+                r = metrics.changed() => if r.is_err() {
+                    return "Raft stopped (see the error logged before this)".into();
+                },
+            }
+        }
+    }
+
     /// Stops serving and stops Raft, then waits (up to 10 s) until the database is closed, so
     /// that the data directory can be opened again.
     pub async fn shutdown(self) -> Result<(), NodeError> {
@@ -408,15 +442,58 @@ impl NodeInner {
             (sm.state.pools(), sm.state.hosts())
         };
         self.metrics.set_hosts(&hosts, now_ms());
+        let info = self.info();
+        self.metrics.set_versions(
+            &info.binary,
+            &info.members,
+            info.cluster_version,
+            self.tls.as_ref().map(|t| {
+                (
+                    t.identity().role.as_str(),
+                    t.identity().name.as_str(),
+                    t.expires_at(),
+                )
+            }),
+        );
         self.metrics.render(&status, &pools)
     }
 
+    /// A Raft message from `peer` did not decode. From a newer release, that is what an
+    /// upgraded leader sends a node it left behind: this node cannot follow it, says what
+    /// to do, and stops (see [`Node::failed`]). From the same or an older release it is a
+    /// damaged or hostile frame: the connection is gone and nothing else happens.
+    pub(super) fn undecodable_raft(
+        &self,
+        peer: Option<SocketAddr>,
+        version: &crate::transport::hello::PeerVersion,
+        e: &str,
+    ) {
+        let ours = binary_version();
+        let newer = crate::replication::store::release_of(&version.binary)
+            > crate::replication::store::release_of(ours);
+        if !newer {
+            tracing::warn!(?peer, binary = %version.binary, "a Raft message did not decode: {e}");
+            return;
+        }
+        self.metrics.undecodable_from_newer.inc();
+        let why = format!(
+            "node at {} runs raftipam {} and sent a Raft message this binary (raftipam {ours}) cannot read ({e}): upgrade this node to {} or newer",
+            peer.map_or("?".to_string(), |p| p.to_string()),
+            version.binary,
+            version.binary
+        );
+        tracing::error!("{why}");
+        self.fatal.send_replace(Some(why));
+    }
+
     pub(super) fn info(&self) -> NodeInfo {
-        let mut members = self
+        let mut members: std::collections::BTreeMap<u64, String> = self
             .peer_versions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
+            .iter()
+            .map(|(id, v)| (*id, v.binary.clone()))
+            .collect();
         members.insert(self.id, binary_version().to_string());
         NodeInfo {
             status: self.status(),
@@ -424,6 +501,7 @@ impl NodeInner {
             protocol_min: PROTOCOL_MIN,
             protocol_max: PROTOCOL,
             members: members.into_iter().collect(),
+            cluster_version: self.sm.read().state.cluster_version(),
         }
     }
 
@@ -511,5 +589,24 @@ impl NodeInner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(addr);
+    }
+}
+
+/// Keeps the data directory's record in step with the cluster version applied here (from
+/// version 2 on, the directory needs a release that can read it; see `store::open_db`).
+async fn record_cluster_version(inner: Arc<NodeInner>, dir: PathBuf) {
+    let mut recorded = 1;
+    loop {
+        let version = inner.sm.read().state.cluster_version();
+        if version > recorded {
+            match crate::replication::store::record_cluster_version(&dir, inner.id, version) {
+                Ok(()) => recorded = version,
+                Err(e) => tracing::warn!(
+                    "cannot record cluster version {version} in {}: {e} (retrying)",
+                    dir.display()
+                ),
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

@@ -4,13 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use allocator_core::Command;
+use allocator_core::{AllocError, Command, Op, Outcome};
 use openraft::async_runtime::WatchReceiver;
 
 use super::NodeInner;
 use crate::api::{
-    AdminCommand, ApiError, Consistency, Identity, NodeStatus, Query, QueryReply, WriteReply,
-    WriteRequest,
+    AdminCommand, ApiError, Consistency, Identity, NodeStatus, Query, QueryReply, RequestId,
+    WriteReply, WriteRequest,
 };
 use crate::clock::now_ms;
 use crate::transport::rpc::Via;
@@ -284,7 +284,70 @@ impl NodeInner {
         }
     }
 
+    /// Proposes `op` as this node (the leader), under a request id of its own; the outcome.
+    pub(super) async fn propose_own(&self, op: Op) -> Result<Outcome, ApiError> {
+        use std::sync::atomic::Ordering;
+        // Serials only grow, across restarts too (the clock), so no retry table mistakes one
+        // proposal for another.
+        let serial = self
+            .own_serial
+            .fetch_max(now_ms(), Ordering::Relaxed)
+            .max(now_ms())
+            + 1;
+        self.own_serial.store(serial, Ordering::Relaxed);
+        let w = WriteRequest {
+            id: RequestId {
+                client: (1 << 63) | self.id,
+                serial,
+            },
+            acked_below: 0,
+            op,
+        };
+        match self.write_local(&w, self.write_timeout).await {
+            Local::Done(Ok(Reply::Write(r))) => Ok(r.outcome),
+            Local::Done(Ok(_)) => Err(ApiError::Internal("mismatched reply".into())),
+            Local::Done(Err(e)) => Err(e),
+            Local::NotLeader => Err(ApiError::NotLeader {
+                node: self.id,
+                leader: self.leader().map(|l| l.0),
+            }),
+        }
+    }
+
+    /// Refuses an operation the cluster's version does not allow yet, before it is proposed,
+    /// naming the members whose release holds it back.
+    fn gate(&self, op: &Op) -> Result<(), ApiError> {
+        let needs = op.needs_cluster_version();
+        let current = self.sm.read().state.cluster_version();
+        if needs <= current {
+            return Ok(());
+        }
+        let old: Vec<String> = self
+            .peer_versions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, v)| v.protocol < needs)
+            .map(|(id, v)| format!("node {id} runs {}", v.binary))
+            .collect();
+        let name = format!("{op:?}");
+        let name = name.split([' ', '(', '{']).next().unwrap_or_default();
+        let what = if old.is_empty() {
+            name.to_string()
+        } else {
+            format!("{name} ({})", old.join(", "))
+        };
+        Err(ApiError::Alloc(AllocError::NeedsClusterVersion {
+            what,
+            needs,
+            current,
+        }))
+    }
+
     pub(super) async fn write_local(&self, w: &WriteRequest, remaining: Duration) -> Local {
+        if let Err(e) = self.gate(&w.op) {
+            return Local::Done(Err(e));
+        }
         let req = Request {
             id: w.id,
             acked_below: w.acked_below,

@@ -32,6 +32,12 @@ impl NodeView {
         self.inner.status()
     }
 
+    /// The node's release, protocol range, cluster version and what it knows of the
+    /// members' releases.
+    pub fn info(&self) -> crate::api::NodeInfo {
+        self.inner.info()
+    }
+
     /// Runs `f` on the allocator state applied here so far (a local, possibly stale read).
     pub fn with_state<T>(&self, f: impl FnOnce(&allocator_core::State) -> T) -> T {
         f(&self.inner.sm.read().state)

@@ -62,7 +62,9 @@ pub struct NetworkFactory {
 }
 
 /// The release each peer last named in a handshake on this node's Raft connections to it.
-pub type PeerVersions = std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<u64, String>>>;
+pub type PeerVersions = std::sync::Arc<
+    std::sync::Mutex<std::collections::BTreeMap<u64, crate::transport::hello::PeerVersion>>,
+>;
 
 impl RaftNetworkFactory<C> for NetworkFactory {
     type Network = PeerClient;
@@ -108,7 +110,7 @@ impl PeerClient {
         self.versions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(self.target, version.binary);
+            .insert(self.target, version);
         let c = RaftRpcClient::new(tarpc::client::Config::default(), t).spawn();
         self.client = Some(c.clone());
         Ok(c)

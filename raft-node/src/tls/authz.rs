@@ -94,6 +94,7 @@ pub fn may_admin(id: &Identity, cmd: &AdminCommand) -> Result<(), ApiError> {
         AdminCommand::Init => "initialise the cluster",
         AdminCommand::AddNode { .. } => "add a node",
         AdminCommand::RemoveNode { .. } => "remove a node",
+        AdminCommand::UpgradeCluster => "upgrade the cluster",
     };
     Err(forbidden(id, what.into()))
 }

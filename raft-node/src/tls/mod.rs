@@ -199,6 +199,8 @@ struct Configs {
     /// The CA certificate (PEM) and, on a node that signs join requests, its key (PEM).
     ca_pem: String,
     ca_key_pem: Option<String>,
+    /// When this process's certificate expires (Unix seconds).
+    not_after_s: i64,
 }
 
 impl fmt::Debug for Tls {
@@ -280,6 +282,9 @@ impl Tls {
             path: cert_path.clone(),
             why: e.to_string(),
         })?;
+        let not_after_s = parse(&chain[0])
+            .map(|c| c.validity().not_after.timestamp())
+            .unwrap_or(0);
         let mut roots = RootCertStore::empty();
         // The chain a node presents ends with the CA, so a joiner holding only the CA's
         // fingerprint can check it.
@@ -321,8 +326,17 @@ impl Tls {
                 client: Arc::new(client),
                 ca_pem,
                 ca_key_pem,
+                not_after_s,
             },
         ))
+    }
+
+    /// When this process's certificate (as last loaded) expires, in Unix seconds.
+    pub fn expires_at(&self) -> i64 {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .not_after_s
     }
 
     /// Who this process is.

@@ -177,6 +177,77 @@ where
     )
 }
 
+/// A transport that remembers the first frame it could not decode (what a node does with a
+/// Raft message from a newer release: see `node::accept`).
+pub struct Watched<T> {
+    inner: Pin<Box<T>>,
+    /// The first decoding failure, if any.
+    pub undecodable: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl<T> Watched<T> {
+    /// Watches `inner`.
+    pub fn new(inner: T) -> Watched<T> {
+        Watched {
+            inner: Box::pin(inner),
+            undecodable: Default::default(),
+        }
+    }
+}
+
+impl<T, I> futures::Stream for Watched<T>
+where
+    T: futures::Stream<Item = io::Result<I>>,
+{
+    type Item = io::Result<I>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let r = self.inner.as_mut().poll_next(cx);
+        if let std::task::Poll::Ready(Some(Err(e))) = &r {
+            if e.kind() == io::ErrorKind::InvalidData {
+                let mut seen = self.undecodable.lock().unwrap_or_else(|p| p.into_inner());
+                seen.get_or_insert_with(|| e.to_string());
+            }
+        }
+        r
+    }
+}
+
+impl<T, Item> futures::Sink<Item> for Watched<T>
+where
+    T: futures::Sink<Item>,
+{
+    type Error = T::Error;
+
+    fn poll_ready(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.as_mut().poll_ready(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Item) -> Result<(), Self::Error> {
+        self.inner.as_mut().start_send(item)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.as_mut().poll_flush(cx)
+    }
+
+    fn poll_close(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.as_mut().poll_close(cx)
+    }
+}
+
 /// Postcard frames over any stream, with their own read and write limits ([`Frames`]).
 pub type Framing<S, In, Out> = tarpc::tokio_serde::Framed<Framed<S, Frames>, In, Out, Postcard>;
 

@@ -1,7 +1,8 @@
 //! `raftipam cluster`: initialise, grow, shrink and inspect the cluster.
 
 use clap::Subcommand;
-use raft_node::{AdminCommand, NodeStatus};
+use raft_node::api::NodeInfo;
+use raft_node::AdminCommand;
 
 use super::Ctx;
 
@@ -24,8 +25,13 @@ pub enum ClusterCmd {
         #[arg(long)]
         id: u64,
     },
-    /// Show every endpoint's view of the cluster.
+    /// Show every endpoint's view of the cluster, with its release and the cluster version.
     Status,
+    /// Raise the cluster version once every member runs this release (after a rolling
+    /// upgrade): what the new release brought becomes usable, and the members can no longer
+    /// be rolled back to the old release. Refused, naming them, while a member runs an older
+    /// one.
+    Upgrade,
 }
 
 fn parse_addr(s: &str) -> Result<String, String> {
@@ -65,10 +71,24 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> anyhow::Result<()> {
                 outln!("node {id} removed; voters: {:?}", s.voters());
             })
         }
+        ClusterCmd::Upgrade => {
+            let before = client.node_info(0).await.ok().map(|i| i.cluster_version);
+            let s = client.admin(AdminCommand::UpgradeCluster).await?;
+            let info = client.node_info(0).await?;
+            ctx.print(
+                &serde_json::json!({"status": s, "cluster_version": info.cluster_version}),
+                |_| match before {
+                    Some(b) if b == info.cluster_version => {
+                        outln!("the cluster is at cluster version {b} already")
+                    }
+                    _ => outln!("cluster version raised to {}", info.cluster_version),
+                },
+            )
+        }
         ClusterCmd::Status => {
-            let mut all: Vec<Result<NodeStatus, String>> = Vec::new();
+            let mut all: Vec<Result<NodeInfo, String>> = Vec::new();
             for i in 0..client.endpoints().len() {
-                all.push(client.node_status(i).await.map_err(|e| e.to_string()));
+                all.push(client.node_info(i).await.map_err(|e| e.to_string()));
             }
             if all.iter().all(|r| r.is_err()) {
                 anyhow::bail!("no endpoint answered: {}", client.endpoints().join(", "));
@@ -77,15 +97,22 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> anyhow::Result<()> {
                 .iter()
                 .zip(client.endpoints())
                 .map(|(r, ep)| match r {
-                    Ok(s) => serde_json::json!({"endpoint": ep, "status": s}),
+                    Ok(i) => serde_json::json!({
+                        "endpoint": ep,
+                        "status": i.status,
+                        "version": i.binary,
+                        "cluster_version": i.cluster_version,
+                    }),
                     Err(e) => serde_json::json!({"endpoint": ep, "error": e}),
                 })
                 .collect();
             ctx.print(&json, |_| {
                 outln!(
-                    "{:<22} {:>4} {:<10} {:>5} {:>6} {:>10} {:>10} {:>10}  members",
+                    "{:<22} {:>4} {:<8} {:>3} {:<10} {:>5} {:>6} {:>10} {:>10} {:>10}  members",
                     "endpoint",
                     "id",
+                    "version",
+                    "cv",
                     "state",
                     "term",
                     "leader",
@@ -96,7 +123,8 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> anyhow::Result<()> {
                 let o = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_else(|| "-".into());
                 for (r, ep) in all.iter().zip(client.endpoints()) {
                     match r {
-                        Ok(s) => {
+                        Ok(i) => {
+                            let s = &i.status;
                             let members: Vec<String> = s
                                 .members
                                 .iter()
@@ -110,9 +138,11 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> anyhow::Result<()> {
                                 })
                                 .collect();
                             outln!(
-                                "{:<22} {:>4} {:<10} {:>5} {:>6} {:>10} {:>10} {:>10}  {}",
+                                "{:<22} {:>4} {:<8} {:>3} {:<10} {:>5} {:>6} {:>10} {:>10} {:>10}  {}",
                                 ep,
                                 s.id,
+                                super::term_safe(&i.binary),
+                                i.cluster_version,
                                 s.state,
                                 s.term,
                                 o(s.leader),

@@ -21,6 +21,7 @@ mod cluster;
 pub(crate) mod config;
 mod host;
 mod join;
+pub(crate) mod logs;
 mod node;
 mod ops;
 mod pool;
@@ -71,6 +72,16 @@ pub struct Cli {
     /// can then allocate, release and reconfigure. For trusted, isolated networks only.
     #[arg(long, global = true, env = "RAFTIPAM_INSECURE")]
     insecure: bool,
+    /// How `node`, `shim` and `up` write their logs (to stderr): `text` (coloured only on a
+    /// terminal, never with NO_COLOR set) or `json`, one object a line, for log shippers.
+    #[arg(
+        long,
+        global = true,
+        env = "RAFTIPAM_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    log_format: logs::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -169,6 +180,21 @@ pub(crate) fn write_out(args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// A string another process sent (a release, a name) as a terminal may show it: control
+/// characters, escape sequences among them, are written escaped.
+pub(crate) fn term_safe(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
 /// Where `raftipam up` listens, and the endpoint used when neither `--endpoints`,
 /// `RAFTIPAM_ENDPOINTS` nor the config file names any.
 pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:7379";
@@ -180,6 +206,7 @@ pub struct Ctx {
     timeout: Duration,
     tls_dir: Option<std::path::PathBuf>,
     insecure: bool,
+    log_format: logs::LogFormat,
 }
 
 /// Whether `HOST:PORT` names this machine's loopback (an IP in 127.0.0.0/8 or ::1, or
@@ -284,6 +311,7 @@ pub fn main() -> ExitCode {
         timeout: cli.timeout,
         tls_dir: cli.tls_dir,
         insecure: cli.insecure,
+        log_format: cli.log_format,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

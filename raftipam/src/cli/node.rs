@@ -55,13 +55,7 @@ pub struct NodeArgs {
 }
 
 pub async fn run(ctx: &super::Ctx, a: NodeArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    super::logs::init(ctx.log_format);
     // Crash points named by FAILPOINTS (the chaos harness); none without it. A release
     // build has none: say so rather than run without the crashes someone asked for.
     if std::env::var_os("FAILPOINTS").is_some() && !raft_node::CRASH_POINTS {
@@ -133,15 +127,24 @@ pub async fn run(ctx: &super::Ctx, a: NodeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let r = match plugin {
-        Some(p) => p.until_signal().await,
-        None => {
-            let r = wait_for_signal().await;
-            eprintln!("stopping");
-            r
-        }
+    let r = tokio::select! {
+        r = async {
+            match plugin {
+                Some(p) => p.until_signal().await,
+                None => {
+                    let r = wait_for_signal().await;
+                    eprintln!("stopping");
+                    r
+                }
+            }
+        } => r,
+        // A node that cannot go on ends the process, non-zero, so that systemd restarts it
+        // and its operator reads why.
+        why = node.failed() => Err(anyhow::anyhow!("the node stopped: {why}")),
     };
-    node.shutdown().await.context("stopping the node")?;
+    if let Err(e) = node.shutdown().await {
+        tracing::warn!("stopping the node: {e}");
+    }
     r
 }
 

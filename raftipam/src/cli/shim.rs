@@ -39,7 +39,7 @@ pub struct ShimArgs {
 }
 
 pub async fn run(ctx: &Ctx, a: ShimArgs) -> anyhow::Result<()> {
-    init_tracing();
+    super::logs::init(ctx.log_format);
     let host = host_name(a.host)?;
     let tls = ctx.tls()?;
     if tls.is_none() {
@@ -117,16 +117,6 @@ impl Drop for AbortOnDrop {
 }
 
 /// Logs to stderr, `RUST_LOG` or `info`.
-pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 /// `--host`, or the machine's hostname.
 pub fn host_name(given: Option<String>) -> anyhow::Result<String> {
     if let Some(h) = given {

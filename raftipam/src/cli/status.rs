@@ -9,7 +9,7 @@ use raft_node::{now_ms, Client, NodeStatus};
 use serde::Serialize;
 
 use super::host::{fmt_age, hosts};
-use super::Ctx;
+use super::{term_safe, Ctx};
 
 /// A heartbeat older than this is stale (3 of the shim's 30 s intervals).
 const STALE: Duration = Duration::from_secs(90);
@@ -24,6 +24,8 @@ struct MemberRow {
     voter: bool,
     /// Its own status, if it answered.
     status: Option<NodeStatus>,
+    /// Its release, if it answered (`0.1.x` for a release that does not say).
+    version: Option<String>,
     /// Why it did not answer.
     error: Option<String>,
 }
@@ -55,6 +57,8 @@ struct Status {
     members: Vec<MemberRow>,
     pools: Vec<PoolRow>,
     hosts: Vec<HostRow>,
+    /// The cluster version (what every member can apply), as the first answer says.
+    cluster_version: Option<u32>,
     /// Problems found, one sentence each, with what to do.
     problems: Vec<String>,
 }
@@ -93,20 +97,25 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
     let mut problems = Vec::new();
     let cfg = ctx.client_config(MEMBER_TIMEOUT)?;
     let mut members = Vec::new();
+    let mut cluster_version = None;
     for m in &first.members {
         let answer = match Client::with_config([m.addr.as_str()], cfg.clone()) {
-            Ok(c) => c.node_status(0).await.map_err(|e| e.to_string()),
+            Ok(c) => c.node_info(0).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
-        let (status, error) = match answer {
-            Ok(s) => (Some(s), None),
-            Err(e) => (None, Some(e)),
+        let (status, version, error) = match answer {
+            Ok(i) => {
+                cluster_version = cluster_version.max(Some(i.cluster_version));
+                (Some(i.status), Some(i.binary), None)
+            }
+            Err(e) => (None, None, Some(e)),
         };
         members.push(MemberRow {
             id: m.id,
             addr: m.addr.clone(),
             voter: m.voter,
             status,
+            version,
             error,
         });
     }
@@ -152,6 +161,18 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
             }
             _ => {}
         }
+    }
+    let mut versions: Vec<&str> = members
+        .iter()
+        .filter_map(|m| m.version.as_deref())
+        .collect();
+    versions.sort_unstable();
+    versions.dedup();
+    if versions.len() > 1 {
+        problems.push(format!(
+            "the members run different releases ({}): finish the rolling upgrade, then run `raftipam cluster upgrade` (or roll the upgraded ones back before that)",
+            versions.iter().map(|v| term_safe(v)).collect::<Vec<_>>().join(", ")
+        ));
     }
     // Pools and hosts need a leader (linearizable reads); without one, say so and go on.
     let (pools, host_list) = if leader.is_some() {
@@ -217,6 +238,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         leader,
         term,
         members,
+        cluster_version,
         pools,
         hosts,
         problems,
@@ -231,23 +253,25 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
 fn print_status(s: &Status) {
     let o = |v: Option<u64>| v.map_or("-".to_string(), |x| x.to_string());
     outln!(
-        "cluster: {} — leader {}, term {}, {} voters, {} learners",
+        "cluster: {} — leader {}, term {}, {} voters, {} learners, cluster version {}",
         s.health.to_uppercase(),
         o(s.leader),
         s.term,
         s.members.iter().filter(|m| m.voter).count(),
-        s.members.iter().filter(|m| !m.voter).count()
+        s.members.iter().filter(|m| !m.voter).count(),
+        s.cluster_version.map_or("-".to_string(), |v| v.to_string())
     );
     for m in &s.members {
         let role = if m.voter { "voter" } else { "learner" };
         match &m.status {
             Some(st) => outln!(
-                "  {:>3} {:<22} {:<7} {:<9} applied {:>8}",
+                "  {:>3} {:<22} {:<7} {:<9} applied {:>8}  raftipam {}",
                 m.id,
                 m.addr,
                 role,
                 st.state,
-                o(st.applied)
+                o(st.applied),
+                term_safe(m.version.as_deref().unwrap_or("?"))
             ),
             None => outln!("  {:>3} {:<22} {:<7} DOWN", m.id, m.addr, role),
         }

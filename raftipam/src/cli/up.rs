@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::Args;
 use raft_node::{ApiError, Node, NodeConfig};
 
-use super::shim::{driver_name, host_name, init_tracing, Plugin, DEFAULT_SOCKET};
+use super::shim::{driver_name, host_name, Plugin, DEFAULT_SOCKET};
 
 /// Run a one-node cluster with the Docker plugin.
 #[derive(Args, Debug)]
@@ -67,7 +67,7 @@ fn parse_http(s: &str) -> Result<Http, String> {
 const LEADER_WAIT: Duration = Duration::from_secs(30);
 
 pub async fn run(ctx: &super::Ctx, a: UpArgs) -> anyhow::Result<()> {
-    init_tracing();
+    super::logs::init(ctx.log_format);
     let host = host_name(a.host.clone())?;
     let mut cfg = NodeConfig::new(1, a.listen, a.data_dir.clone());
     let (http, http_optional) = match a.http {
@@ -156,5 +156,8 @@ async fn serve(
     if let Some(url) = web_url {
         let _ = writeln!(std::io::stdout(), "subnet map: {url}");
     }
-    plugin.until_signal().await
+    tokio::select! {
+        r = plugin.until_signal() => r,
+        why = node.failed() => Err(anyhow::anyhow!("the node stopped: {why}")),
+    }
 }

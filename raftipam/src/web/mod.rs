@@ -79,6 +79,8 @@ pub struct MemberView {
     pub voter: bool,
     /// What it said.
     pub status: Option<NodeStatus>,
+    /// Its release, if it answered.
+    pub version: Option<String>,
     /// Why it did not answer.
     pub error: Option<String>,
 }
@@ -208,25 +210,26 @@ async fn cluster(State(w): State<Web>) -> Json<ClusterView> {
     let me = w.node.status();
     let asks = me.members.iter().map(|m| {
         let w = w.clone();
-        let own = (m.id == me.id).then(|| me.clone());
+        let own = (m.id == me.id).then(|| w.node.info());
         let m = m.clone();
         async move {
             let answer = match own {
-                Some(s) => Ok(s),
+                Some(i) => Ok(i),
                 None => match w.member_client(&m.addr) {
-                    Ok(c) => c.node_status(0).await.map_err(|e| e.to_string()),
+                    Ok(c) => c.node_info(0).await.map_err(|e| e.to_string()),
                     Err(e) => Err(e),
                 },
             };
-            let (status, error) = match answer {
-                Ok(s) => (Some(s), None),
-                Err(e) => (None, Some(e)),
+            let (status, version, error) = match answer {
+                Ok(i) => (Some(i.status), Some(i.binary), None),
+                Err(e) => (None, None, Some(e)),
             };
             MemberView {
                 id: m.id,
                 addr: m.addr,
                 voter: m.voter,
                 status,
+                version,
                 error,
             }
         }

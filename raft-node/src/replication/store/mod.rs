@@ -26,6 +26,7 @@ macro_rules! crash_point {
 pub(crate) use crash_point;
 
 /// Ends the process at a crash point (see `crash_point!`).
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
 pub(crate) fn crash<T>(name: &str) -> T {
     eprintln!("raftipam failpoint {name}: aborting the process here (FAILPOINTS)");
     std::process::abort()
@@ -41,6 +42,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use log::LogStore;
+#[cfg(test)]
+pub(crate) use sm::blob_roundtrip;
 pub(crate) use sm::{fuzz_seed, fuzz_snapshot};
 pub use sm::{Change, StateMachineStore};
 
@@ -51,7 +54,9 @@ pub(crate) const CF_SM: &str = "sm";
 const META_FILE: &str = "raftipam-node.json";
 const DB_DIR: &str = "db";
 const FORMAT: &str = "raftipam-data";
-const VERSION: u32 = 1;
+/// The data directory's format: 1 as raftipam 0.1 wrote it; 2 once its cluster's version is
+/// past 1 (raftipam 0.1 refuses version 2, which it could no longer read safely).
+const VERSION: u32 = 2;
 
 /// Why a data directory could not be opened.
 #[derive(Debug, Error)]
@@ -73,12 +78,22 @@ pub enum StoreError {
         expected: u64,
     },
     /// Written by a newer raftipam.
-    #[error("{path} has data format version {found}; this build reads version {VERSION}")]
+    #[error("{path} has data format version {found}; this build reads versions 1 to {VERSION}: run a newer raftipam")]
     Version {
         /// The directory.
         path: PathBuf,
         /// Version found.
         found: u32,
+    },
+    /// Its cluster was upgraded past what this binary can follow.
+    #[error("{path} was last written by raftipam {written_by} and needs raftipam {needs} or newer (its cluster was upgraded with `raftipam cluster upgrade`); this binary is {}: run {needs} or newer", crate::transport::hello::binary_version())]
+    TooOld {
+        /// The directory.
+        path: PathBuf,
+        /// The release that last wrote it.
+        written_by: String,
+        /// The oldest release that can read it.
+        needs: String,
     },
     /// The metadata record or the database is damaged.
     #[error("data directory {path} is damaged: {why}")]
@@ -104,11 +119,24 @@ pub enum StoreError {
     },
 }
 
+/// `raftipam-node.json`. Fields past `node_id` came with raftipam 0.2 (0.1 ignores them).
 #[derive(Serialize, Deserialize)]
 struct MetaRecord {
     format: String,
     version: u32,
     node_id: u64,
+    /// The release that last opened the directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    written_by: Option<String>,
+    /// The oldest release that can read it (set when the cluster version is raised).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    needs: Option<String>,
+}
+
+/// `major.minor` of a release string, for comparisons (`0.2.0` → (0, 2)).
+pub(crate) fn release_of(s: &str) -> (u64, u64) {
+    let mut it = s.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
 }
 
 /// Opens (or creates) the data directory of node `node_id` and its database.
@@ -195,6 +223,21 @@ fn check_db_read_only(dir: &Path, db_path: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// Checks a data directory record's bytes as [`open_db`] would (the frozen bytes test).
+#[cfg(test)]
+pub(crate) fn check_meta_bytes(bytes: &[u8], node_id: u64) -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().map_err(|source| StoreError::Io {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let path = dir.path().join(META_FILE);
+    fs::write(&path, bytes).map_err(|source| StoreError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    check_meta(dir.path(), &path, node_id)
+}
+
 fn check_meta(dir: &Path, meta_path: &Path, node_id: u64) -> Result<(), StoreError> {
     let bytes = fs::read(meta_path).map_err(|source| StoreError::Io {
         path: dir.to_path_buf(),
@@ -211,11 +254,20 @@ fn check_meta(dir: &Path, meta_path: &Path, node_id: u64) -> Result<(), StoreErr
             path: dir.to_path_buf(),
         });
     }
-    if rec.version != VERSION {
+    if !(1..=VERSION).contains(&rec.version) {
         return Err(StoreError::Version {
             path: dir.to_path_buf(),
             found: rec.version,
         });
+    }
+    if let Some(needs) = &rec.needs {
+        if release_of(needs) > release_of(crate::transport::hello::binary_version()) {
+            return Err(StoreError::TooOld {
+                path: dir.to_path_buf(),
+                written_by: rec.written_by.clone().unwrap_or_else(|| needs.clone()),
+                needs: needs.clone(),
+            });
+        }
     }
     if rec.node_id != node_id {
         return Err(StoreError::WrongNode {
@@ -228,14 +280,58 @@ fn check_meta(dir: &Path, meta_path: &Path, node_id: u64) -> Result<(), StoreErr
 }
 
 fn write_meta(dir: &Path, meta_path: &Path, node_id: u64) -> std::io::Result<()> {
-    let rec = MetaRecord {
-        format: FORMAT.to_string(),
-        version: VERSION,
-        node_id,
-    };
+    write_record(
+        dir,
+        meta_path,
+        &MetaRecord {
+            format: FORMAT.to_string(),
+            version: 1,
+            node_id,
+            written_by: Some(crate::transport::hello::binary_version().to_string()),
+            needs: None,
+        },
+    )
+}
+
+/// Records in the data directory that its cluster is at `cluster_version` (called once the
+/// node has applied it): from version 2 on, the directory needs raftipam 0.2 or newer, and
+/// says so (format 2, which raftipam 0.1 refuses to open).
+pub(crate) fn record_cluster_version(
+    dir: &Path,
+    node_id: u64,
+    cluster_version: u32,
+) -> std::io::Result<()> {
+    if cluster_version < 2 {
+        return Ok(());
+    }
+    let meta_path = dir.join(META_FILE);
+    let needs = allocator_core::cluster::release_of(cluster_version) + ".0";
+    if let Ok(old) = fs::read(&meta_path) {
+        if let Ok(rec) = serde_json::from_slice::<MetaRecord>(&old) {
+            if rec.version == VERSION
+                && rec.needs.as_deref().map(release_of) >= Some(release_of(&needs))
+            {
+                return Ok(());
+            }
+        }
+    }
+    write_record(
+        dir,
+        &meta_path,
+        &MetaRecord {
+            format: FORMAT.to_string(),
+            version: VERSION,
+            node_id,
+            written_by: Some(crate::transport::hello::binary_version().to_string()),
+            needs: Some(needs),
+        },
+    )
+}
+
+fn write_record(dir: &Path, meta_path: &Path, rec: &MetaRecord) -> std::io::Result<()> {
     let tmp = dir.join(format!("{META_FILE}.tmp"));
     let mut f = fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(&rec).map_err(std::io::Error::other)?)?;
+    f.write_all(&serde_json::to_vec_pretty(rec).map_err(std::io::Error::other)?)?;
     f.sync_all()?;
     fs::rename(&tmp, meta_path)?;
     fs::File::open(dir)?.sync_all()

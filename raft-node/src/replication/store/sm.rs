@@ -353,6 +353,16 @@ pub(crate) fn fuzz_snapshot(bytes: &[u8]) -> bool {
     true
 }
 
+/// Restores a snapshot blob into an empty state machine and encodes it again (the frozen
+/// bytes test: an older release's blob must still load into the same state).
+#[cfg(test)]
+pub(crate) fn blob_roundtrip(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let meta = SnapshotMetaOf::<C>::default();
+    let mut data = SmData::empty();
+    restore(&mut data, &meta, bytes).map_err(|e| format!("do not load: {e}"))?;
+    data.encode_blob().map_err(|e| format!("re-encode: {e}"))
+}
+
 /// A snapshot blob of a small cluster's state (a pool, two allocations, a client's
 /// session): the `snapshot` fuzz target's starting input.
 pub(crate) fn fuzz_seed() -> Vec<u8> {

@@ -1,12 +1,12 @@
-//! The encodings that are persisted or cross a connection, pinned byte for byte: every
-//! variant of `Op`, `Outcome` and `AllocError`, the records they carry, and a snapshot.
+//! The encodings that are persisted or cross a connection, frozen release by release: every
+//! variant of `Op`, `Outcome` and `AllocError`, the records they carry, and a snapshot, against
+//! the golden files `tests/compat/<release>/allocator-core.golden` (see `raftipam_compat`).
 //!
-//! A Raft log written by one build is applied by the next, and nodes of two versions talk to
-//! each other during an upgrade: a variant inserted, reordered or removed, or a field moved,
-//! changes these bytes and fails this test. A new variant goes at the end of its enum (and a
-//! line here); an existing line never changes.
+//! A Raft log written by one release is applied by the next, and nodes of two releases talk
+//! to each other during an upgrade: a variant inserted, reordered or removed, or a field
+//! moved, changes these bytes and fails this test. A new variant goes at the end of its enum
+//! (and gets a sample here and a line in this release's file); an existing line never changes.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use allocator_core::{
@@ -14,15 +14,7 @@ use allocator_core::{
     Outcome, Owner, PoolId, PoolSpec, Released, ReportedLeak, ReportedMissing, State, StoredReport,
     Usage,
 };
-use serde::Serialize;
-
-fn hex<T: Serialize>(v: &T) -> String {
-    let bytes = postcard::to_allocvec(v).expect("encodes");
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
+use raftipam_compat::Catalog;
 
 fn pool() -> PoolId {
     "g/10.0.0.0/24/10.0.0.128/25".parse().expect("pool id")
@@ -136,6 +128,14 @@ fn ops() -> Vec<Op> {
             total: 3,
             bytes: vec![4],
         },
+        // 0.2.0
+        Op::SetClusterVersion { version: 2 },
+        Op::AddJoinTokenUses {
+            hash: "ab".into(),
+            expires_ms: 7,
+            uses: 1,
+        },
+        Op::UseJoinToken { hash: "ab".into() },
     ]
 }
 
@@ -178,6 +178,12 @@ fn outcomes() -> Vec<Outcome> {
         Outcome::Released {
             what: Released::Nothing,
         },
+        // 0.2.0
+        Outcome::ClusterVersion {
+            version: 2,
+            changed: true,
+        },
+        Outcome::JoinTokenUsed { left: Some(1) },
     ]
 }
 
@@ -240,6 +246,12 @@ fn errors() -> Vec<AllocError> {
             allocated: 5,
         },
         AllocError::NotEmpty("n".into()),
+        // 0.2.0
+        AllocError::NeedsClusterVersion {
+            what: "w".into(),
+            needs: 2,
+            current: 1,
+        },
     ]
 }
 
@@ -330,147 +342,102 @@ fn sample_state() -> State {
     st
 }
 
-fn encodings() -> String {
-    let mut out = String::new();
+/// One sample of every variant of every persisted or wire type of this crate.
+fn catalog() -> Catalog {
+    let mut c = Catalog::new();
     for op in ops() {
-        let _ = writeln!(out, "op {}", hex(&op));
+        c.add("op", op);
     }
-    let _ = writeln!(
-        out,
-        "command {}",
-        hex(&Command {
+    c.add(
+        "command",
+        Command {
             at_ms: 1_700_000_000_000,
             op: Op::Revoke { name: "n".into() },
-        })
+        },
     );
     for o in outcomes() {
-        let _ = writeln!(out, "outcome {}", hex(&o));
+        c.add("outcome", o);
     }
     for e in errors() {
-        let _ = writeln!(out, "error {}", hex(&e));
+        c.add("error", e);
     }
     for order in [Order::PoolDefault, Order::Lowest, Order::Serial] {
-        let _ = writeln!(out, "order {}", hex(&order));
+        c.add("order", order);
     }
-    let _ = writeln!(
-        out,
-        "stored-report {}",
-        hex(&StoredReport {
+    c.add(
+        "stored-report",
+        StoredReport {
             host: "h".into(),
             at_ms: 5,
             report: report(),
-        })
+        },
     );
-    let _ = writeln!(out, "config {}", hex(&Config::default()));
-    let _ = writeln!(
-        out,
-        "default-pool {}",
-        hex(&DefaultPool::new("10.0.0.0/8".parse().expect("net"), 24))
+    c.add("config", Config::default());
+    c.add(
+        "default-pool",
+        DefaultPool::new("10.0.0.0/8".parse().expect("net"), 24),
     );
     let allocation = sample_state()
         .allocations(&"g/10.0.0.0/24".parse().expect("id"))
         .expect("pool")[0]
         .clone();
-    let _ = writeln!(
-        out,
-        "holding {}",
-        hex(&Holding::Allocated {
+    c.add(
+        "holding",
+        Holding::Allocated {
             pool: pool(),
             allocation,
-        })
+        },
     );
-    let _ = writeln!(
-        out,
-        "holding {}",
-        hex(&Holding::Reserved {
+    c.add(
+        "holding",
+        Holding::Reserved {
             pool: pool(),
             why: "w".into(),
-        })
+        },
     );
-    let _ = writeln!(
-        out,
-        "holding {}",
-        hex(&Holding::Cooling {
+    c.add(
+        "holding",
+        Holding::Cooling {
             pool: pool(),
             until_ms: 1,
-        })
+        },
     );
-    let _ = writeln!(out, "pools {}", hex(&sample_state().pools()));
-    let _ = writeln!(out, "hosts {}", hex(&sample_state().hosts()));
-    let _ = writeln!(out, "snapshot {}", hex(&sample_state().to_snapshot()));
-    out
+    c.add_named("pools", sample_state().pools());
+    c.add_named("hosts", sample_state().hosts());
+    // A snapshot: the bytes a node stores and sends; they must load into the same state.
+    let snap = sample_state().to_snapshot();
+    let expect = snap.clone();
+    c.add_bytes("snapshot/v4", snap, move |b| {
+        let st = State::from_snapshot(b).map_err(|e| format!("do not load: {e}"))?;
+        (st.to_snapshot() == expect)
+            .then_some(())
+            .ok_or_else(|| "load into another state".to_string())
+    });
+    // Format 5: a cluster at version 2, with a limited join token.
+    let mut v2 = sample_state();
+    for op in [
+        Op::SetClusterVersion { version: 2 },
+        Op::AddJoinTokenUses {
+            hash: "e".repeat(64),
+            expires_ms: 90_000,
+            uses: 3,
+        },
+    ] {
+        v2.apply(&Command { at_ms: 5_000, op }).expect("applies");
+    }
+    let snap = v2.to_snapshot();
+    let expect = snap.clone();
+    c.add_bytes("snapshot/v5", snap, move |b| {
+        let st = State::from_snapshot(b).map_err(|e| format!("do not load: {e}"))?;
+        (st.to_snapshot() == expect && st.cluster_version() == 2)
+            .then_some(())
+            .ok_or_else(|| "load into another state".to_string())
+    });
+    c
 }
 
 #[test]
-fn persisted_and_wire_encodings_never_change() {
-    let got = encodings();
-    if std::env::var_os("PRINT_WIRE").is_some() {
-        println!("{got}");
-    }
-    assert_eq!(
-        got, EXPECTED,
-        "an encoding changed: see the top of this file"
-    );
+fn every_release_s_encodings_still_decode_to_the_same_values() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat");
+    catalog().check(&dir, "allocator-core.golden", env!("CARGO_PKG_VERSION"));
 }
-
-const EXPECTED: &str = "\
-op 00016701000a0000001801000a0000801900011801000a000007000a00000701050168\n\
-op 010167000a0000001801000a000080190168\n\
-op 020167000a0000001801000a0000801901\n\
-op 030167000a0000001801000a00008019000a0000070168\n\
-op 040167000a0000001801000a0000801901000a0000070168016502\n\
-op 050167000a0000001801000a00008019000a000007016801\n\
-op 060167000a0000001801000a00008019000a0000070168ac02\n\
-op 0701680131\n\
-op 0801680302010167000a0000001801000a00008019000a0000070901650101000a000007016e01630103682f780100\n\
-op 09020102\n\
-op 0a0168\n\
-op 0b02616207\n\
-op 0c026162\n\
-op 0d016e\n\
-op 0e026131\n\
-op 0f0102030104\n\
-command 80d095ffbc310d016e\n\
-outcome 000167000a0000001801000a0000801901\n\
-outcome 0101\n\
-outcome 02000a00000718\n\
-outcome 03000a00000718ac0201\n\
-outcome 0401\n\
-outcome 05\n\
-outcome 060102\n\
-outcome 0703\n\
-outcome 0801\n\
-outcome 0904\n\
-outcome 0a01\n\
-outcome 0b05\n\
-outcome 0c010203\n\
-outcome 0d00\n\
-outcome 0d01\n\
-outcome 0d02\n\
-error 000167000a0000001801000a00008019\n\
-error 010167000a000000100167000a0000001801000a00008019\n\
-error 020178\n\
-error 03044950763410\n\
-error 040167000a0000001801000a000080198002020301fa0101016802\n\
-error 05000a0000070167000a0000001801000a00008019\n\
-error 06000a0000070167000a0000001801000a000080190168016503\n\
-error 07000a0000070167000a0000001801000a000080190177\n\
-error 08000a0000070167000a0000001801000a0000801904\n\
-error 09016801650167000a0000001801000a00008019000a000007000a000008\n\
-error 0a000a0000070167000a0000001801000a0000801901680165016f\n\
-error 0b0169\n\
-error 0c0167000a0000001801000a0000801905\n\
-error 0d016e\n\
-order 00\n\
-order 01\n\
-order 02\n\
-stored-report 0168050302010167000a0000001801000a00008019000a0000070901650101000a000007016e01630103682f780100\n\
-config 0300ac1000000c1000c0a80000101401fd0000000000000000000000000000000840\n\
-default-pool 000a0000000818\n\
-holding 000167000a0000001801000a00008019000a00000101610265300101\n\
-holding 010167000a0000001801000a000080190177\n\
-holding 020167000a0000001801000a0000801901\n\
-pools 010167000a00000018000101610101904e01000a0000fa000a0000fc04000a0000c801016201000a0000fa010e40672f31302e302e302e302f323401000a0000fb010e40672f31302e302e302e302f323401000a0000fc010e40672f31302e302e302e302f3234018002060301f601\n\
-hosts 0201610105302e312e3001b81703000101b8170101016200000001000000\n\
-snapshot b202524950414d534e500400441e1a610300ac1000000c1000c0a80000101401fd000000000000000000000000000000084004010161010167000a0000001804c80101016201fa01010e40672f31302e302e302e302f323401fb01010e40672f31302e302e302e302f323401fc01010e40672f31302e302e302e302f3234010102e05d03010101000265300303010002653204040100026533010167000a000000180001904e01016101010401000a0000fa000a0000fc01016105302e312e30b817010161b8170000010167000a0000001800000a000003030265320100000001017aa01f01406363636363636363636363636363636363636363636363636363636363636363636363636363636363636363636363636363636363636363636363636363636390bf0501056131626666a01f00\n\
-";
