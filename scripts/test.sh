@@ -35,6 +35,11 @@ log "cargo doc --release --workspace --no-deps (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --release --workspace --no-deps --quiet
 # The alerting rules and the dashboard: promtool checks and unit-tests them.
 bash scripts/check-alerts.sh
+# The previous release's binary, for the rolling-upgrade test (proof/chaos/tests/upgrade.rs):
+# built once per machine from its commit (scripts/old-release.sh), before the package so that
+# the package's build links the current binary again.
+RAFTIPAM_OLD_BIN=$(bash scripts/old-release.sh)
+export RAFTIPAM_OLD_BIN
 # The Debian package, built from the same release binary the tests use; systemd_e2e installs
 # it in a container under systemd (scripts/systemd-test.sh).
 RAFTIPAM_DEB=$(bash scripts/package.sh)

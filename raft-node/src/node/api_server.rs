@@ -73,6 +73,8 @@ impl ApiRpc for ApiServer {
         if let Some(id) = &caller {
             authz::may_write(id, &req.op)?;
         }
+        // Refused here, before it travels: a leader of an older release could not even read it.
+        self.inner.gate(&req.op)?;
         let deadline = self.inner.deadline(&ctx);
         match self
             .inner

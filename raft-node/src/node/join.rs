@@ -22,7 +22,11 @@ pub(super) async fn serve_join(
     let Ok(Some(Ok(req))) = tokio::time::timeout(CHANNEL_BYTE_TIMEOUT, t.next()).await else {
         return;
     };
-    let reply = match join_reply(inner, tls, &req) {
+    let issued = match join_reply(inner, tls, &req) {
+        Ok(x) => use_token(inner, &req).await.map(|()| x),
+        Err(why) => Err(why),
+    };
+    let reply = match issued {
         Ok((name, cert, ca)) => {
             tracing::info!(host = %name, "issued a host certificate to a join request");
             JoinReply::Issued { cert, ca }
@@ -33,6 +37,22 @@ pub(super) async fn serve_join(
         }
     };
     let _ = tokio::time::timeout(CHANNEL_BYTE_TIMEOUT, t.send(reply)).await;
+}
+
+/// Uses the request's token once through the cluster (from cluster version 2 on: a token with
+/// a number of uses is gone after its last), before the certificate leaves this node.
+async fn use_token(inner: &NodeInner, req: &crate::tls::join::JoinRequest) -> Result<(), String> {
+    if inner.sm.read().state.cluster_version() < 2 {
+        return Ok(());
+    }
+    let hash = crate::tls::join::secret_hash(&req.secret);
+    match inner
+        .propose_anywhere(allocator_core::Op::UseJoinToken { hash })
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("the join token could not be used: {e}")),
+    }
 }
 
 /// The host certificate a join request earns, or why not.

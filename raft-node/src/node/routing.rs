@@ -314,9 +314,34 @@ impl NodeInner {
         }
     }
 
+    /// Proposes `op` as this node, through the leader wherever it is (forwarded if this node
+    /// follows); the outcome.
+    pub(super) async fn propose_anywhere(&self, op: Op) -> Result<Outcome, ApiError> {
+        use std::sync::atomic::Ordering;
+        let serial = self
+            .own_serial
+            .fetch_max(now_ms(), Ordering::Relaxed)
+            .max(now_ms())
+            + 1;
+        self.own_serial.store(serial, Ordering::Relaxed);
+        let w = WriteRequest {
+            id: RequestId {
+                client: (1 << 63) | self.id,
+                serial,
+            },
+            acked_below: 0,
+            op,
+        };
+        let deadline = Instant::now() + self.write_timeout;
+        match self.route(Call::Write(w), false, None, deadline).await? {
+            Reply::Write(r) => Ok(r.outcome),
+            _ => Err(ApiError::Internal("mismatched reply".into())),
+        }
+    }
+
     /// Refuses an operation the cluster's version does not allow yet, before it is proposed,
     /// naming the members whose release holds it back.
-    fn gate(&self, op: &Op) -> Result<(), ApiError> {
+    pub(super) fn gate(&self, op: &Op) -> Result<(), ApiError> {
         let needs = op.needs_cluster_version();
         let current = self.sm.read().state.cluster_version();
         if needs <= current {

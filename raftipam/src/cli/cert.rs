@@ -80,6 +80,10 @@ pub enum CertCmd {
         /// Instead: stop accepting this token.
         #[arg(long, value_name = "TOKEN")]
         revoke: Option<String>,
+        /// How many certificates the token may give (a cluster at cluster version 2 or
+        /// later: see `cluster upgrade`); without it, any number until it expires.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        uses: Option<u32>,
     },
     /// Revoke every certificate of NAME issued until now, in the whole cluster (`host forget`
     /// does this too); certificates issued later are accepted. Or revoke one certificate by
@@ -191,7 +195,7 @@ pub async fn run(ctx: &Ctx, c: CertCmd) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        CertCmd::Token { ttl, revoke } => {
+        CertCmd::Token { ttl, revoke, uses } => {
             let client = ctx.client()?;
             if let Some(t) = revoke {
                 let token = raft_node::tls::join::Token::parse(&t)?;
@@ -221,10 +225,15 @@ pub async fn run(ctx: &Ctx, c: CertCmd) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot read {}", dir.join("ca.pem").display()))?;
             let token = raft_node::tls::join::Token::new(&ca)?;
             let expires_ms = raft_node::now_ms().saturating_add(ttl.as_millis() as u64);
+            let hash = token.secret_hash();
             client
-                .apply(allocator_core::Op::AddJoinToken {
-                    hash: token.secret_hash(),
-                    expires_ms,
+                .apply(match uses {
+                    Some(uses) => allocator_core::Op::AddJoinTokenUses {
+                        hash,
+                        expires_ms,
+                        uses,
+                    },
+                    None => allocator_core::Op::AddJoinToken { hash, expires_ms },
                 })
                 .await?;
             ctx.print(

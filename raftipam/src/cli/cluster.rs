@@ -72,7 +72,32 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> anyhow::Result<()> {
             })
         }
         ClusterCmd::Upgrade => {
-            let before = client.node_info(0).await.ok().map(|i| i.cluster_version);
+            // Every member says its release first: a member of an older release could not
+            // even read the request, so it is refused here, naming them.
+            let first = client.node_info(0).await?;
+            let cfg = ctx.client_config(std::time::Duration::from_secs(5))?;
+            let mut old = Vec::new();
+            for m in &first.status.members {
+                let c = raft_node::Client::with_config([m.addr.as_str()], cfg.clone())?;
+                match c.node_info(0).await {
+                    Ok(i) if i.protocol_max >= 2 => {}
+                    Ok(i) => old.push(format!(
+                        "node {} runs raftipam {}",
+                        m.id,
+                        super::term_safe(&i.binary)
+                    )),
+                    Err(e) => {
+                        old.push(format!("node {} at {} does not answer ({e})", m.id, m.addr))
+                    }
+                }
+            }
+            anyhow::ensure!(
+                old.is_empty(),
+                "the cluster version can be raised once every member runs raftipam {} or newer: {}; upgrade them (one at a time, the leader last), then run `raftipam cluster upgrade` again",
+                env!("CARGO_PKG_VERSION"),
+                old.join("; ")
+            );
+            let before = Some(first.cluster_version);
             let s = client.admin(AdminCommand::UpgradeCluster).await?;
             let info = client.node_info(0).await?;
             ctx.print(
