@@ -447,3 +447,48 @@ async fn a_follower_answers_linearizable_reads_itself_and_sees_every_acknowledge
     );
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_cluster_starts_at_the_newest_cluster_version_and_says_its_release() {
+    let c = Cluster::start(3).await;
+    let client = c.client();
+    for i in 0..3 {
+        let info = crate::in_process::eventually(30, "cluster version 2 on every node", || {
+            let client = client.clone();
+            async move {
+                client
+                    .node_info(i)
+                    .await
+                    .ok()
+                    .filter(|info| info.cluster_version == 2)
+            }
+        })
+        .await;
+        assert_eq!(info.binary, env!("CARGO_PKG_VERSION"));
+        assert_eq!((info.protocol_min, info.protocol_max), (1, 2));
+    }
+    // What cluster version 2 brought is allowed at once; raising again changes nothing.
+    client
+        .apply(allocator_core::Op::AddJoinTokenUses {
+            hash: "b".repeat(64),
+            expires_ms: raft_node::now_ms() + 60_000,
+            uses: 2,
+        })
+        .await
+        .expect("a token with uses");
+    client
+        .admin(raft_node::AdminCommand::UpgradeCluster)
+        .await
+        .expect("upgrading an upgraded cluster is a no-op");
+    let text = c.nodes[&1].metrics_text();
+    for want in [
+        format!(
+            "raftipam_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        ),
+        "raftipam_cluster_version 2".to_string(),
+    ] {
+        assert!(text.contains(&want), "{want:?} missing from:\n{text}");
+    }
+    c.shutdown().await;
+}

@@ -420,4 +420,52 @@ mod tests {
         let e = open_db(t.path(), 1).unwrap_err();
         assert!(matches!(e, StoreError::Damaged { .. }), "{e}");
     }
+
+    /// After `cluster upgrade` the directory says which release it needs; a binary older than
+    /// that refuses to open it and names both (raftipam 0.1 refuses format 2 by itself).
+    #[test]
+    fn a_directory_of_an_upgraded_cluster_refuses_an_older_binary_and_says_why() {
+        let t = tempfile::tempdir().unwrap();
+        drop(open_db(t.path(), 1).unwrap());
+        let rec: serde_json::Value =
+            serde_json::from_slice(&fs::read(t.path().join(META_FILE)).unwrap()).unwrap();
+        assert_eq!(
+            rec["version"], 1,
+            "a new directory is readable by 0.1: {rec}"
+        );
+        record_cluster_version(t.path(), 1, 2).unwrap();
+        let rec: serde_json::Value =
+            serde_json::from_slice(&fs::read(t.path().join(META_FILE)).unwrap()).unwrap();
+        assert_eq!(
+            (rec["version"].clone(), rec["needs"].clone()),
+            (2.into(), "0.2.0".into())
+        );
+        drop(open_db(t.path(), 1).expect("this release reads it"));
+        // As a later release would record it:
+        let later = MetaRecord {
+            format: FORMAT.into(),
+            version: VERSION,
+            node_id: 1,
+            written_by: Some("0.9.1".into()),
+            needs: Some("0.9.0".into()),
+        };
+        write_record(t.path(), &t.path().join(META_FILE), &later).unwrap();
+        let e = open_db(t.path(), 1).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, StoreError::TooOld { .. }), "{msg}");
+        assert!(
+            msg.contains("0.9.1") && msg.contains("0.9.0 or newer"),
+            "{msg}"
+        );
+        let later = MetaRecord {
+            version: VERSION + 1,
+            needs: None,
+            ..later
+        };
+        write_record(t.path(), &t.path().join(META_FILE), &later).unwrap();
+        assert!(matches!(
+            open_db(t.path(), 1),
+            Err(StoreError::Version { found: 3, .. })
+        ));
+    }
 }
