@@ -33,6 +33,10 @@ log "cargo clippy --release --workspace --all-targets -- -D warnings"
 cargo clippy --release --workspace --all-targets -- -D warnings
 log "cargo doc --release --workspace --no-deps (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --release --workspace --no-deps --quiet
+# The library crates package as they would be published (no upload; each crate's build is the
+# workspace's, checked above, so the package is not compiled a second time).
+log "cargo publish --dry-run (allocator-core, plugin-shim, raft-node)"
+cargo publish --dry-run --no-verify --allow-dirty --quiet -p allocator-core -p plugin-shim -p raft-node
 # The alerting rules and the dashboard: promtool checks and unit-tests them.
 bash scripts/check-alerts.sh
 # The previous release's binary, for the rolling-upgrade test (proof/chaos/tests/upgrade.rs):
