@@ -116,7 +116,7 @@ pub use limits::{
 pub use map::{CellState, MapCell, MapPage, SparseEntry, SparsePage};
 pub use report::{HostReport, ReportedLeak, ReportedMissing, StoredReport};
 pub use results::{Allocated, HostForgotten, RequestedPool, Restored};
-pub use snapshot::SnapshotError;
+pub use snapshot::{format_of as snapshot_format, SnapshotError};
 pub use state::{Config, DefaultPool, State};
 pub use view::{human_count, Allocation, Holding, HostInfo, PoolInfo, Usage};
 

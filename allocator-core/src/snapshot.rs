@@ -112,8 +112,9 @@ type ClusterPart = (u32, Vec<(String, u32)>);
 /// Version 4's `extra`.
 type Extra = (Vec<(String, u64)>, Option<(u64, u64, Vec<u8>)>);
 
-/// The format version in a snapshot's header, if it has one of ours.
-pub(crate) fn format_of(bytes: &[u8]) -> Option<u16> {
+/// The format version in a snapshot's header, if it has one of ours (a backup's format, before
+/// it is sent: a cluster still at cluster version 1 reads format 4 and no later).
+pub fn format_of(bytes: &[u8]) -> Option<u16> {
     (bytes.len() >= HEADER && &bytes[..8] == MAGIC)
         .then(|| u16::from_le_bytes([bytes[8], bytes[9]]))
 }

@@ -75,6 +75,7 @@ impl ApiRpc for ApiServer {
         }
         // Refused here, before it travels: a leader of an older release could not even read it.
         self.inner.gate(&req.op)?;
+        self.inner.gate_from_clients(&req.op)?;
         let deadline = self.inner.deadline(&ctx);
         match self
             .inner

@@ -339,6 +339,29 @@ impl NodeInner {
         }
     }
 
+    /// What a client may not propose itself: the cluster version (only `cluster upgrade`
+    /// raises it, once every member is known to follow), and a backup in a snapshot format
+    /// some member may not read.
+    pub(super) fn gate_from_clients(&self, op: &Op) -> Result<(), ApiError> {
+        let current = self.sm.read().state.cluster_version();
+        match op {
+            Op::SetClusterVersion { .. } => Err(ApiError::Forbidden(
+                "the cluster version is raised with `raftipam cluster upgrade`, which first checks that every member runs a release that can follow it".into(),
+            )),
+            Op::Restore { snapshot: b }
+            | Op::RestoreChunk {
+                offset: 0, bytes: b, ..
+            } if current < 2 && allocator_core::snapshot_format(b).is_some_and(|f| f > 4) => {
+                Err(ApiError::Alloc(AllocError::NeedsClusterVersion {
+                    what: "restoring a backup of snapshot format 5".into(),
+                    needs: 2,
+                    current,
+                }))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Refuses an operation the cluster's version does not allow yet, before it is proposed,
     /// naming the members whose release holds it back.
     pub(super) fn gate(&self, op: &Op) -> Result<(), ApiError> {

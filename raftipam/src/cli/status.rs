@@ -174,6 +174,17 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
             versions.iter().map(|v| term_safe(v)).collect::<Vec<_>>().join(", ")
         ));
     }
+    if versions.len() == 1
+        && members.iter().all(|m| m.version.is_some())
+        && cluster_version.is_some_and(|v| v < allocator_core::cluster::CLUSTER_VERSION)
+        && versions[0] == env!("CARGO_PKG_VERSION")
+    {
+        problems.push(format!(
+            "every member runs raftipam {} but the cluster version is still {}: what this release brought is refused until `raftipam cluster upgrade` (after which the members can no longer be rolled back)",
+            versions[0],
+            cluster_version.unwrap_or(1)
+        ));
+    }
     // Pools and hosts need a leader (linearizable reads); without one, say so and go on.
     let (pools, host_list) = if leader.is_some() {
         let pools = client.pools().await;

@@ -125,7 +125,7 @@ struct MetaRecord {
     format: String,
     version: u32,
     node_id: u64,
-    /// The release that last opened the directory.
+    /// The release that created the directory or last recorded its cluster version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     written_by: Option<String>,
     /// The oldest release that can read it (set when the cluster version is raised).
