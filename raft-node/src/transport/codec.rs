@@ -421,13 +421,17 @@ mod tests {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
+        // A node of this release: the versioned channel byte, the handshake, then frames.
         let server = tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.expect("accept");
             let mut b = [0u8; 1];
             tokio::io::AsyncReadExt::read_exact(&mut s, &mut b)
                 .await
                 .expect("channel byte");
-            assert_eq!(b[0], CHANNEL_RAFT);
+            assert_eq!(b[0], CHANNEL_RAFT | VERSIONED);
+            let h: Hello = hello::recv(&mut s).await.expect("hello");
+            let reply = hello::answer(&h, hello::PROTOCOL_MIN, hello::PROTOCOL);
+            hello::send(&mut s, &reply).await.expect("answer");
             let mut t: Transport<Vec<u8>, usize> = transport(Either::Left(s), MAX_FRAME);
             let got = t.next().await.expect("a frame").expect("decoded");
             t.send(got.len()).await.expect("reply");
@@ -435,14 +439,58 @@ mod tests {
         });
         let payload: Vec<u8> = (0..20 << 20).map(|i| (i % 251) as u8).collect();
         let sum: u64 = payload.iter().map(|x| *x as u64).sum();
-        let mut t: Transport<usize, Vec<u8>> =
-            connect(&addr, CHANNEL_RAFT, Duration::from_secs(10), None)
+        let (mut t, version): (Transport<usize, Vec<u8>>, _) =
+            connect_versioned(&addr, CHANNEL_RAFT, Duration::from_secs(10), None)
                 .await
                 .expect("connect");
+        assert_eq!(version.protocol, hello::PROTOCOL);
         t.send(payload).await.expect("send");
         let n = t.next().await.expect("a reply").expect("decoded");
         assert_eq!(n, 20 << 20);
         assert_eq!(server.await.expect("server"), sum);
+    }
+
+    /// A node of raftipam 0.1 closes a connection whose channel byte it does not know (the
+    /// versioned one); the client dials again without the handshake and speaks protocol 1.
+    #[tokio::test]
+    async fn a_node_that_knows_no_handshake_is_dialled_again_without_it() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let server = tokio::spawn(async move {
+            let mut refused = 0;
+            loop {
+                let (mut s, _) = listener.accept().await.expect("accept");
+                let mut b = [0u8; 1];
+                if tokio::io::AsyncReadExt::read_exact(&mut s, &mut b)
+                    .await
+                    .is_err()
+                {
+                    continue;
+                }
+                if b[0] != CHANNEL_API {
+                    refused += 1;
+                    continue; // dropped: what 0.1 does with an unknown channel byte
+                }
+                let mut t: Transport<u32, u32> = transport(Either::Left(s), MAX_FRAME);
+                let got = t.next().await.expect("a frame").expect("decoded");
+                t.send(got + 1).await.expect("reply");
+                return refused;
+            }
+        });
+        let (mut t, version): (Transport<u32, u32>, _) =
+            connect_versioned(&addr, CHANNEL_API, Duration::from_secs(10), None)
+                .await
+                .expect("connect");
+        assert_eq!(version, PeerVersion::legacy());
+        t.send(41).await.expect("send");
+        assert_eq!(t.next().await.expect("a reply").expect("decoded"), 42);
+        assert_eq!(
+            server.await.expect("server"),
+            1,
+            "one versioned attempt, refused"
+        );
     }
 }
 
