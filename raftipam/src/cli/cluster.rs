@@ -99,7 +99,13 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> anyhow::Result<()> {
             );
             let before = Some(first.cluster_version);
             let s = client.admin(AdminCommand::UpgradeCluster).await?;
-            let info = client.node_info(0).await?;
+            // The leader raised it; the node asked here shows it once it has applied it.
+            let mut info = client.node_info(0).await?;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while Some(info.cluster_version) == before && std::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                info = client.node_info(0).await?;
+            }
             ctx.print(
                 &serde_json::json!({"status": s, "cluster_version": info.cluster_version}),
                 |_| match before {
