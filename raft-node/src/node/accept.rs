@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use tarpc::server::{BaseChannel, Channel};
 use tarpc::tokio_util::either::Either;
 use tokio::io::AsyncReadExt;
@@ -16,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsStream;
 
 use super::api_server::ApiServer;
+use super::conn::{serve_requests, CHANNEL_BYTE_TIMEOUT};
 use super::join::serve_join;
 use super::raft_server::RaftServer;
 use super::NodeInner;
@@ -94,34 +94,6 @@ impl Drop for PerIp {
     }
 }
 
-/// Runs every request of one connection in `reqs` until the client goes, or until nothing is
-/// in flight and no request came for `idle`.
-pub(super) async fn serve_requests<S, F>(
-    mut stream: std::pin::Pin<&mut S>,
-    reqs: &mut JoinSet<()>,
-    idle: Duration,
-) where
-    S: futures::Stream<Item = F>,
-    F: std::future::Future<Output = ()> + Send + 'static,
-{
-    loop {
-        match tokio::time::timeout(idle, stream.next()).await {
-            Ok(Some(f)) => {
-                reqs.spawn(f);
-                while reqs.try_join_next().is_some() {}
-            }
-            Ok(None) => return,
-            Err(_) => {
-                while reqs.try_join_next().is_some() {}
-                if reqs.is_empty() {
-                    tracing::debug!("closing a connection idle for {idle:?}");
-                    return;
-                }
-            }
-        }
-    }
-}
-
 /// The channel a connection asks for, and who asks: the channel byte, then (if the byte
 /// says so) the version handshake, answered here. `None`: the connection went away, or its
 /// peer shares no protocol with this node (it was told so, with both versions).
@@ -152,9 +124,6 @@ where
         }
     }
 }
-
-/// Longest time a new connection may take to say which channel it wants.
-pub(super) const CHANNEL_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn serve_conn(
     s: TcpStream,

@@ -194,7 +194,7 @@ pub(super) fn in_memory(inner: Arc<NodeInner>) -> ApiRpcClient {
             let mut reqs = JoinSet::new();
             let stream =
                 std::pin::pin!(BaseChannel::with_defaults(server_side).execute(srv.serve()));
-            super::accept::serve_requests(stream, &mut reqs, idle).await;
+            super::conn::serve_requests(stream, &mut reqs, idle).await;
             while reqs.join_next().await.is_some() {}
         });
     ApiRpcClient::new(tarpc::client::Config::default(), client_side).spawn()

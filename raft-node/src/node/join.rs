@@ -4,7 +4,7 @@
 use futures::StreamExt;
 use tokio::net::TcpStream;
 
-use super::accept::CHANNEL_BYTE_TIMEOUT;
+use super::conn::CHANNEL_BYTE_TIMEOUT;
 use super::NodeInner;
 use crate::clock::now_ms;
 use crate::tls::Tls;

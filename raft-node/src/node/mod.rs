@@ -16,13 +16,15 @@
 //! accepted only from node certificates. Connections are bounded in total and per address.
 
 //!
-//! Rooms: `accept` (the port, limits, handshake, channels), `raft_server` (Raft RPCs in),
+//! Rooms: `accept` (the port, limits, handshake, channels), `conn` (serving one
+//! connection's requests), `raft_server` (Raft RPCs in),
 //! `api_server` (client calls, authorization), `routing` (where a call runs: leader,
 //! forwarding, follower reads), `membership` (init, add, remove), `join` (certificates for
 //! joining hosts), `view` (what observers may read: status, state, the change feed).
 
 mod accept;
 mod api_server;
+mod conn;
 mod join;
 mod membership;
 mod raft_server;
