@@ -27,6 +27,11 @@ use raft_node::{Client, ClientConfig, ClientError};
 use raftipam_chaos::workload::{self, Recorder, Workload};
 use raftipam_history::{check, parse_history, FinalState};
 
+// The bounded wait of raft-node's in-process harness.
+#[path = "../../../raft-node/tests/in_process/mod.rs"]
+mod in_process;
+use in_process::eventually;
+
 /// The binary built with this test (beside the harness in the target directory).
 fn new_bin() -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_raftipam-chaos")).with_file_name("raftipam")
@@ -124,25 +129,6 @@ fn cli_ok(args: &[&str]) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Waits (up to `secs`) for `f` to give a value.
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs} s waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// The node's own status, asked of it alone.

@@ -284,25 +284,32 @@ impl NodeInner {
         }
     }
 
-    /// Proposes `op` as this node (the leader), under a request id of its own; the outcome.
-    pub(super) async fn propose_own(&self, op: Op) -> Result<Outcome, ApiError> {
+    /// `op` as a request of this node's own: its client id is the node's (the top bit set,
+    /// which no client's random id is taken to have), its serial the larger of the clock
+    /// and the last one plus one, so serials only grow, across restarts too, and no retry
+    /// table mistakes one proposal for another.
+    fn own_request(&self, op: Op) -> WriteRequest {
         use std::sync::atomic::Ordering;
-        // Serials only grow, across restarts too (the clock), so no retry table mistakes one
-        // proposal for another.
-        let serial = self
+        let now = now_ms();
+        let prev = self
             .own_serial
-            .fetch_max(now_ms(), Ordering::Relaxed)
-            .max(now_ms())
-            + 1;
-        self.own_serial.store(serial, Ordering::Relaxed);
-        let w = WriteRequest {
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                Some(s.saturating_add(1).max(now))
+            })
+            .unwrap_or(now);
+        WriteRequest {
             id: RequestId {
                 client: (1 << 63) | self.id,
-                serial,
+                serial: prev.saturating_add(1).max(now),
             },
             acked_below: 0,
             op,
-        };
+        }
+    }
+
+    /// Proposes `op` as this node (the leader), under a request id of its own; the outcome.
+    pub(super) async fn propose_own(&self, op: Op) -> Result<Outcome, ApiError> {
+        let w = self.own_request(op);
         match self.write_local(&w, self.write_timeout).await {
             Local::Done(Ok(Reply::Write(r))) => Ok(r.outcome),
             Local::Done(Ok(_)) => Err(ApiError::Internal("mismatched reply".into())),
@@ -317,21 +324,7 @@ impl NodeInner {
     /// Proposes `op` as this node, through the leader wherever it is (forwarded if this node
     /// follows); the outcome.
     pub(super) async fn propose_anywhere(&self, op: Op) -> Result<Outcome, ApiError> {
-        use std::sync::atomic::Ordering;
-        let serial = self
-            .own_serial
-            .fetch_max(now_ms(), Ordering::Relaxed)
-            .max(now_ms())
-            + 1;
-        self.own_serial.store(serial, Ordering::Relaxed);
-        let w = WriteRequest {
-            id: RequestId {
-                client: (1 << 63) | self.id,
-                serial,
-            },
-            acked_below: 0,
-            op,
-        };
+        let w = self.own_request(op);
         let deadline = Instant::now() + self.write_timeout;
         match self.route(Call::Write(w), false, None, deadline).await? {
             Reply::Write(r) => Ok(r.outcome),
