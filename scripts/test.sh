@@ -25,7 +25,7 @@ fi
 # checkout's own crates get new hashes there, and rustdoc refuses to pick between two builds of
 # one crate (E0460) when it compiles the doc tests: drop our crates' old builds first. Only our
 # four crates are rebuilt; RocksDB and every other dependency stay.
-cargo clean --release --quiet -p allocator-core -p plugin-shim -p raft-node -p raftipam -p raftipam-history -p raftipam-chaos -p benches
+cargo clean --release --quiet -p allocator-core -p plugin-shim -p raft-node -p raftipam -p raftipam-history -p raftipam-chaos -p raftipam-compat -p benches
 # Lints over every crate and target, in the one release profile (so the dependencies'
 # build scripts, RocksDB's among them, are shared with the build): clippy and rustdoc, with
 # every warning an error (the workspace's lints are in Cargo.toml).
