@@ -291,7 +291,10 @@ where
 /// Like [`connect`], and says which release and protocol the node at `addr` speaks: the
 /// version handshake first ([`super::hello`]); a node that closes the connection without
 /// answering it is a protocol-1 node (raftipam 0.1.x), dialled again without it. A node that
-/// shares no protocol with this one is an error naming both versions and what to do.
+/// shares no protocol with this one is an error naming both versions and what to do. Both
+/// dials share one bound (`timeout`, plus one TLS handshake's): a second dial happens only
+/// after a node closed the first at once, and an unreachable node must not hold a client
+/// past its own call timeout (a client tries the next endpoint after it).
 pub async fn connect_versioned<In, Out>(
     addr: &str,
     channel: u8,
@@ -314,7 +317,7 @@ where
         })
     };
     let (s, version) = tokio::time::timeout(
-        timeout + tls.map_or(Duration::ZERO, |_| 2 * HANDSHAKE_TIMEOUT),
+        timeout + tls.map_or(Duration::ZERO, |_| HANDSHAKE_TIMEOUT),
         fut,
     )
     .await
