@@ -309,6 +309,15 @@ pub struct Command {
 }
 
 impl Op {
+    /// The operation's name for messages (`AddJoinTokenUses`).
+    pub fn name(&self) -> String {
+        let d = format!("{self:?}");
+        d.split([' ', '(', '{'])
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// The cluster version an operation needs: every member must be able to apply it before
     /// any is asked to (see [`crate::cluster`]).
     pub fn needs_cluster_version(&self) -> u32 {

@@ -201,7 +201,7 @@ impl State {
         let needs = cmd.op.needs_cluster_version();
         if needs > self.cluster_version {
             return Err(AllocError::NeedsClusterVersion {
-                what: op_name(&cmd.op),
+                what: cmd.op.name(),
                 needs,
                 current: self.cluster_version,
             });
@@ -318,13 +318,4 @@ impl State {
     fn subnet_key(id: &PoolId) -> (String, IpNet) {
         (id.space.clone(), id.subnet)
     }
-}
-
-/// An operation's name for messages (`AddJoinTokenUses`).
-fn op_name(op: &Op) -> String {
-    let d = format!("{op:?}");
-    d.split([' ', '(', '{'])
-        .next()
-        .unwrap_or_default()
-        .to_string()
 }

@@ -30,7 +30,7 @@ use raftipam_history::{check, parse_history, FinalState};
 // The bounded wait of raft-node's in-process harness.
 #[path = "../../../raft-node/tests/in_process/mod.rs"]
 mod in_process;
-use in_process::eventually;
+use in_process::{eventually, free_addr};
 
 /// The binary built with this test (beside the harness in the target directory).
 fn new_bin() -> PathBuf {
@@ -93,13 +93,6 @@ impl Drop for Node {
             let _ = c.wait();
         }
     }
-}
-
-/// A free port on an address of its own in 127.0.0.0/8.
-fn free_addr(n: u8) -> String {
-    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
-    let port = l.local_addr().expect("addr").port();
-    format!("127.0.31.{n}:{port}")
 }
 
 fn client(endpoints: &[String]) -> Client {
@@ -286,7 +279,7 @@ async fn a_rolling_upgrade_under_load_never_stops_the_cluster() {
     let mut nodes: Vec<Node> = (1..=n)
         .map(|id| Node {
             id,
-            addr: free_addr(id as u8),
+            addr: free_addr().to_string(),
             dir: dir.path().join(format!("n{id}")),
             log: dir.path().join(format!("n{id}.log")),
             child: None,
@@ -520,7 +513,7 @@ async fn a_rolling_upgrade_under_load_never_stops_the_cluster() {
             "--id",
             &nodes[last].id.to_string(),
             "--listen",
-            &free_addr(9),
+            &free_addr().to_string(),
         ])
         .arg("--data-dir")
         .arg(&nodes[last].dir)

@@ -371,10 +371,9 @@ impl NodeInner {
             .filter(|(_, v)| v.protocol < needs)
             .map(|(id, v)| format!("node {id} runs {}", v.binary))
             .collect();
-        let name = format!("{op:?}");
-        let name = name.split([' ', '(', '{']).next().unwrap_or_default();
+        let name = op.name();
         let what = if old.is_empty() {
-            name.to_string()
+            name
         } else {
             format!("{name} ({})", old.join(", "))
         };
