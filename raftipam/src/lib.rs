@@ -4,6 +4,7 @@
 //! ([`fuzzing`]); it is not an API to embed — embed `allocator_core` or `raft_node`.
 
 mod cli;
+mod http;
 mod metrics;
 mod web;
 

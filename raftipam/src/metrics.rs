@@ -30,9 +30,7 @@ pub async fn serve(
         }),
     );
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::warn!("metrics server stopped: {e}");
-        }
-    }))
+    Ok(tokio::spawn(crate::http::serve_plain(
+        listener, app, "metrics",
+    )))
 }

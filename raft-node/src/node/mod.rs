@@ -229,11 +229,19 @@ impl Node {
         let addr = cfg.advertise.clone().unwrap_or_else(|| bound.to_string());
         let db = open_db(&cfg.data_dir, cfg.id)?;
         let weak_db = Arc::downgrade(&db);
-        let log = LogStore::new(db.clone())?;
+        let mut log = LogStore::new(db.clone())?;
         let sm = StateMachineStore::open(db).map_err(|e| StoreError::Damaged {
             path: cfg.data_dir.clone(),
             why: format!("the stored snapshot does not load: {e}"),
         })?;
+        // Whether this data directory has been part of a cluster, read from the store itself:
+        // Raft publishes what it loaded only once its task runs, and a call that arrives first
+        // (the one that socket activation started this process for) must not be told that the
+        // node is in no cluster.
+        let has_history = {
+            use openraft::storage::RaftLogStorage;
+            log.get_log_state().await?.last_log_id.is_some() || sm.read().last_applied.is_some()
+        };
 
         let cut = Arc::new(Cut::default());
         let peer_versions = PeerVersions::default();
@@ -251,6 +259,23 @@ impl Node {
         )
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
+        if has_history {
+            // What this node's status, web view and routing read is what Raft publishes:
+            // wait (briefly) until that is what it loaded, not the blank it starts from.
+            let loaded = raft
+                .wait(Some(Duration::from_secs(10)))
+                .metrics(
+                    |m| {
+                        m.last_log_index.is_some()
+                            || m.membership_config.membership().nodes().next().is_some()
+                    },
+                    "the stored log loaded",
+                )
+                .await;
+            if let Err(e) = loaded {
+                tracing::warn!("Raft has not published the stored state yet: {e}");
+            }
+        }
 
         let inner = Arc::new(NodeInner {
             id: cfg.id,
@@ -266,7 +291,7 @@ impl Node {
             idle_timeout: cfg.idle_timeout.max(Duration::from_millis(100)),
             per_ip: Mutex::new(HashMap::new()),
             max_per_ip: cfg.max_connections_per_ip.max(1),
-            initialised: std::sync::atomic::AtomicBool::new(false),
+            initialised: std::sync::atomic::AtomicBool::new(has_history),
             reads: Default::default(),
             follower_reads: Default::default(),
             local_conns: Mutex::new(JoinSet::new()),

@@ -108,6 +108,42 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_allocation() {
     c.shutdown().await;
 }
 
+/// A restarted node is the member it was from the moment `Node::start` returns: its status
+/// (what the web view and `raftipam status` show) and its first call (the one socket
+/// activation started its process for) see the stored membership, not the blank Raft starts
+/// from before it publishes what it loaded. One thread, so that nothing else runs between
+/// the start and the checks.
+#[tokio::test(flavor = "current_thread")]
+async fn a_restarted_node_is_a_member_from_its_first_moment() {
+    let mut c = Cluster::start(1).await;
+    let pool = c
+        .client()
+        .create_pool(spec("10.31.0.0/24"), "h")
+        .await
+        .expect("pool");
+    for round in 0..3 {
+        c.kill(1).await;
+        c.restart(1).await;
+        let status = c.nodes[&1].view().status();
+        assert!(
+            status.last_log_index.is_some() && status.members.iter().any(|m| m.id == 1),
+            "round {round}: right after the restart the node shows no membership: {status:?}"
+        );
+        let first = c.nodes[&1].client().pools().await;
+        match first {
+            Ok(pools) => assert!(
+                pools.iter().any(|p| p.id == pool),
+                "round {round}: the pool is missing: {pools:?}"
+            ),
+            Err(e) => assert!(
+                !e.to_string().contains("in no cluster"),
+                "round {round}: the first call after a restart was refused: {e}"
+            ),
+        }
+    }
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cluster_restarted_from_disk_has_the_same_state() {
     let mut c = Cluster::start(3).await;

@@ -83,7 +83,7 @@ pub async fn run(ctx: &super::Ctx, a: NodeArgs) -> anyhow::Result<()> {
     };
     let node = Node::start(cfg).await.context("cannot start the node")?;
     eprintln!("raftipam node {} serving on {}", node.id(), node.addr());
-    let _beside = match serve_beside(&node, web, a.metrics).await {
+    let beside = match serve_beside(&node, web, a.metrics).await {
         Ok(b) => b,
         Err(e) => {
             let _ = node.shutdown().await;
@@ -142,6 +142,9 @@ pub async fn run(ctx: &super::Ctx, a: NodeArgs) -> anyhow::Result<()> {
         // and its operator reads why.
         why = node.failed() => Err(anyhow::anyhow!("the node stopped: {why}")),
     };
+    // The web view's and the metrics' connections hold the node's view: they end first, or
+    // the node's database would stay open (and a restart would wait for it).
+    drop(beside);
     if let Err(e) = node.shutdown().await {
         tracing::warn!("stopping the node: {e}");
     }

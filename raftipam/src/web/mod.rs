@@ -124,59 +124,35 @@ fn serve(listener: TcpListener, node: NodeView, tls: Option<Tls>) -> tokio::task
         .route("/api/events", get(events))
         .with_state(web);
     match tls {
-        None => tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::warn!("web view stopped: {e}");
-            }
-        }),
+        None => tokio::spawn(crate::http::serve_plain(listener, app, "web view")),
         Some(tls) => tokio::spawn(serve_tls(listener, app, tls, node)),
     }
 }
 
 /// HTTPS with client certificates: the handshake, the role and revocation check, then HTTP/1.1.
 async fn serve_tls(listener: TcpListener, app: Router, tls: Tls, node: NodeView) {
-    use hyper_util::rt::TokioIo;
-    use hyper_util::service::TowerToHyperService;
-    let conns = Arc::new(tokio::sync::Semaphore::new(256));
-    loop {
-        let Ok(permit) = conns.clone().acquire_owned().await else {
-            return;
-        };
-        let (tcp, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!("web view: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let (tls, app, node) = (tls.clone(), app.clone(), node.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
+    let admit = move |tcp, peer: std::net::SocketAddr| {
+        let (tls, node) = (tls.clone(), node.clone());
+        async move {
             let (stream, cert) = match tls.accept(tcp).await {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::debug!(%peer, "web view: TLS handshake failed: {e}");
-                    return;
+                    return None;
                 }
             };
             let Some(cert) = cert else {
                 tracing::info!(%peer, "web view: refused a client without a certificate");
-                return;
+                return None;
             };
             if !matches!(cert.id.role, Role::Admin | Role::Host) || node.is_revoked(&cert) {
                 tracing::info!(%peer, who = %cert.id, "web view: refused a certificate that may not read it (admin or host, not revoked)");
-                return;
+                return None;
             }
-            let svc = TowerToHyperService::new(app);
-            let r = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-            if let Err(e) = r {
-                tracing::debug!(%peer, "web view connection ended: {e}");
-            }
-        });
-    }
+            Some(stream)
+        }
+    };
+    crate::http::serve(listener, app, "web view", admit).await
 }
 
 async fn page() -> impl IntoResponse {

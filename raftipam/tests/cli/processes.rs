@@ -953,3 +953,65 @@ async fn a_node_serves_its_metrics_over_http() {
     assert!(page.contains("raftipam_applied_index"), "{page}");
     assert!(page.trim_end().ends_with("# EOF"), "{page}");
 }
+
+/// SIGTERM ends a node promptly and cleanly while a browser holds the web view's live feed
+/// open and a scraper keeps an idle connection to the metrics: those connections hold the
+/// node's view, so they must end with it, or its database stays open (a restart by systemd
+/// would then wait out the node's 10 s bound and warn).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_a_node_cleanly_with_web_and_metrics_connections_open() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (addr, metrics, web) = (
+        free_addr().to_string(),
+        free_addr().to_string(),
+        free_addr().to_string(),
+    );
+    let log = dir.path().join("n1.log");
+    let mut node = Proc::start(
+        Command::new(BIN)
+            .args(["node", "--id", "1", "--listen", &addr])
+            .args(["--metrics", &metrics, "--http", &web])
+            .arg("--data-dir")
+            .arg(dir.path().join("n1"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file")),
+        log,
+    )
+    .with_grace(Duration::from_secs(60));
+    eventually(60, "the web view", || {
+        let web = web.clone();
+        async move { std::net::TcpStream::connect(&web).is_ok().then_some(()) }
+    })
+    .await;
+    assert!(run(&["--endpoints", &addr, "cluster", "init"])
+        .status
+        .success());
+    // The live feed: a request whose answer never ends; its first bytes say it is served.
+    let mut feed = std::net::TcpStream::connect(&web).expect("connect");
+    feed.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    feed.write_all(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let mut first = [0u8; 12];
+    feed.read_exact(&mut first).expect("the feed answers");
+    assert_eq!(&first, b"HTTP/1.1 200", "the live feed");
+    // A scraper's kept-alive connection, idle after one scrape.
+    let mut scrape = std::net::TcpStream::connect(&metrics).expect("connect");
+    scrape
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    scrape
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    scrape.read_exact(&mut first).expect("the scrape answers");
+    assert_eq!(&first, b"HTTP/1.1 200", "the scrape");
+
+    let status = node.terminate().expect("the node exits after SIGTERM");
+    let text = node.log_text();
+    assert!(status.success(), "exit {status:?}:\n{text}");
+    assert!(
+        !text.contains("still open"),
+        "the node did not stop cleanly:\n{text}"
+    );
+}
