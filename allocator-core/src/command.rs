@@ -222,7 +222,8 @@ pub enum Op {
     },
     /// Operator: a host is gone for good. Releases every allocation it holds, its shares of
     /// reservations and its holds on pools, and forgets its heartbeat. Also revokes its
-    /// certificates, as [`Op::Revoke`] does.
+    /// certificates: as [`Op::Revoke`] does at cluster version 1; from version 2 on, its host
+    /// certificates only (a node certificate of the same name stays good).
     ForgetHost {
         /// Host name.
         host: String,

@@ -31,6 +31,12 @@ pub struct Metrics {
     pub read_index_served: Counter,
     /// Raft messages from a newer release that this node could not read (it stops then).
     pub undecodable_from_newer: Counter,
+    /// Connections, messages and calls refused to protect the node ([`Metrics::refuse`]).
+    refused: Family<Vec<(String, String)>, Counter>,
+    /// API requests being served now, over every connection.
+    pub api_in_flight: Gauge,
+    /// The most API requests served at once since the node started.
+    pub api_in_flight_peak: Gauge,
     build_info: Family<Vec<(String, String)>, Gauge>,
     member_version: Family<Vec<(String, String)>, Gauge>,
     cluster_version: Gauge,
@@ -84,6 +90,24 @@ impl Metrics {
             "undecodable_from_newer",
             "Raft messages from a newer release this node could not read (it stops: upgrade it)",
             undecodable_from_newer.clone(),
+        );
+        let refused = Family::default();
+        registry.register(
+            "refused",
+            "Connections, messages and calls refused to protect the node, by what (raft: a Raft message from a certificate that is not that member's; forward: a call forwarded by one; connection: a connection past a limit; request: a request too large or invalid)",
+            refused.clone(),
+        );
+        let api_in_flight = Gauge::default();
+        registry.register(
+            "api_requests_in_flight",
+            "API requests being served now, over every connection",
+            api_in_flight.clone(),
+        );
+        let api_in_flight_peak = Gauge::default();
+        registry.register(
+            "api_requests_in_flight_peak",
+            "The most API requests served at once since the node started",
+            api_in_flight_peak.clone(),
         );
         let build_info = Family::default();
         registry.register(
@@ -207,6 +231,9 @@ impl Metrics {
             reads_forwarded,
             read_index_served,
             undecodable_from_newer,
+            refused,
+            api_in_flight,
+            api_in_flight_peak,
             build_info,
             member_version,
             cluster_version,
@@ -220,6 +247,13 @@ impl Metrics {
             snapshot_index,
             pool_addresses,
         }
+    }
+
+    /// Counts one refusal of `what` (`raft`, `forward`, `connection`, `request`).
+    pub fn refuse(&self, what: &str) {
+        self.refused
+            .get_or_create(&vec![("what".to_string(), what.to_string())])
+            .inc();
     }
 
     /// Refreshes the release series: this node's, the members' (`members`: id and release),

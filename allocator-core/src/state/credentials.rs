@@ -26,6 +26,12 @@ pub(crate) struct Credentials {
     pub(crate) token_uses: BTreeMap<String, u32>,
 }
 
+/// The key of a revocation of `name` in `role` only, in the same map as the revocations of
+/// a name in every role: a separator no certificate name may hold (a control character).
+pub(crate) fn role_key(role: &str, name: &str) -> String {
+    format!("{role}\u{1f}{name}")
+}
+
 impl Credentials {
     /// Revokes the certificates of `name` issued before `at_ms` (never moving an earlier
     /// revocation back); returns the time in force.
@@ -163,6 +169,20 @@ impl State {
             .is_some_and(|before| issued_ms < *before)
     }
 
+    /// Whether a certificate of `role` (`host`, `node`, `admin`) naming `name`, issued at
+    /// `issued_ms`, is revoked: by a revocation of the name (every role), or of the name in
+    /// that role only (what [`crate::Op::ForgetHost`] records from cluster version 2 on, so
+    /// that forgetting host `h1` does not revoke a node certificate that is also named
+    /// `h1`). raftipam's own bookkeeping ([`crate::cluster`]).
+    pub fn is_revoked_as(&self, role: &str, name: &str, issued_ms: u64) -> bool {
+        self.is_revoked(name, issued_ms)
+            || self
+                .credentials
+                .revoked
+                .get(&role_key(role, name))
+                .is_some_and(|before| issued_ms < *before)
+    }
+
     /// Whether the certificate with this serial ([`canonical_serial`] form) was revoked.
     /// raftipam's own bookkeeping ([`crate::cluster`]).
     pub fn is_serial_revoked(&self, serial: &str) -> bool {
@@ -206,5 +226,41 @@ impl State {
             .iter()
             .map(|(h, t)| (h.clone(), *t))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod role_tests {
+    use crate::{Command, Op, State};
+
+    fn apply(st: &mut State, at_ms: u64, op: Op) {
+        st.apply(&Command { at_ms, op }).expect("applied");
+    }
+
+    /// `host forget h1` on a cluster whose voter 1 has a node certificate named `h1` (as the
+    /// documented setup names it): the host's certificates go, the node's stays. On 4b9aa6a
+    /// the name was revoked in every role and the voter was cut off.
+    #[test]
+    fn forgetting_a_host_revokes_its_host_certificates_only() {
+        let mut st = State::default();
+        apply(&mut st, 1_000, Op::SetClusterVersion { version: 2 });
+        apply(&mut st, 5_000, Op::ForgetHost { host: "h1".into() });
+        assert!(st.is_revoked_as("host", "h1", 4_000));
+        assert!(!st.is_revoked_as("host", "h1", 6_000), "issued later");
+        assert!(!st.is_revoked_as("node", "h1", 4_000));
+        assert!(!st.is_revoked_as("admin", "h1", 4_000));
+        // `cert revoke h1` still revokes the name in every role.
+        apply(&mut st, 7_000, Op::Revoke { name: "h1".into() });
+        assert!(st.is_revoked_as("node", "h1", 6_000));
+    }
+
+    /// At cluster version 1 (a 0.1 member may apply the same entry) forgetting revokes the
+    /// name in every role, as 0.1 did: every member must reach the same state.
+    #[test]
+    fn at_cluster_version_1_forgetting_revokes_the_name_as_0_1_did() {
+        let mut st = State::default();
+        apply(&mut st, 5_000, Op::ForgetHost { host: "h1".into() });
+        assert!(st.is_revoked_as("node", "h1", 4_000));
+        assert!(st.is_revoked("h1", 4_000));
     }
 }

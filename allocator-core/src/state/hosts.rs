@@ -77,7 +77,9 @@ impl State {
     /// every allocation it holds (they cool down as long as the longest cooldown of their subnet's
     /// pools), its shares of reservations and its holds on pools (pools left with no holder and no
     /// allocation go), forgets its heartbeat and report — and, raftipam's own bookkeeping, revokes
-    /// its certificate name as of `now_ms` ([`crate::cluster`]).
+    /// its certificate name as of `now_ms` ([`crate::cluster`]): in every role at cluster
+    /// version 1, its host certificates only from version 2 on
+    /// ([`State::is_revoked_as`](crate::State::is_revoked_as)).
     ///
     /// ```
     /// use allocator_core::{Order, Owner, PoolSpec, State};
@@ -92,7 +94,13 @@ impl State {
     /// ```
     pub fn forget_host(&mut self, now_ms: u64, host: &str) -> Result<HostForgotten, AllocError> {
         check_name("host", host, false)?;
-        self.credentials.revoke(host, now_ms);
+        if self.cluster_version() >= 2 {
+            // The host's certificates only: a node certificate of the same name stays good.
+            self.credentials
+                .revoke(&super::credentials::role_key("host", host), now_ms);
+        } else {
+            self.credentials.revoke(host, now_ms);
+        }
         self.seen.remove(host);
         self.reports.remove(host);
         let (mut allocations, mut reservations, mut pools_dropped) = (0, 0, 0);

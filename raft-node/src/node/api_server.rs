@@ -37,6 +37,25 @@ impl ApiServer {
                 )));
             }
         }
+        if let (Some(p), true) = (&self.peer, via.forwarded()) {
+            // Only a current member forwards, with its own certificate: one of a member
+            // removed long ago, or of a node that never was one, is refused.
+            let members = self.inner.member_addrs();
+            let why = match p.raft_id(members.iter().map(|(m, a)| (*m, a.as_str()))) {
+                Some(id) => self.inner.refuse_as_member(Some(p), id),
+                None if p.id.role == Role::Node => {
+                    Some(format!("the certificate of {} is no member's", p.id))
+                }
+                None => None,
+            };
+            if let Some(why) = why {
+                self.inner.metrics.refuse("forward");
+                return Err(ApiError::Forbidden(format!(
+                    "{} may not forward calls: {why}",
+                    p.id
+                )));
+            }
+        }
         caller(self.peer.as_ref().map(|p| &p.id), via)
     }
 }
@@ -72,6 +91,10 @@ impl ApiRpc for ApiServer {
         let (caller, forwarded) = self.caller(via)?;
         if let Some(id) = &caller {
             authz::may_write(id, &req.op)?;
+        }
+        if let Err(e) = super::validate::check_write(&req, caller.as_ref().map(|c| c.role)) {
+            self.inner.metrics.refuse("request");
+            return Err(e);
         }
         // Refused here, before it travels: a leader of an older release could not even read it.
         self.inner.gate(&req.op)?;
@@ -182,6 +205,7 @@ impl ApiRpc for ApiServer {
 pub(super) fn in_memory(inner: Arc<NodeInner>) -> ApiRpcClient {
     let (client_side, server_side) = tarpc::transport::channel::unbounded();
     let idle = inner.idle_timeout;
+    let budget = inner.budget.clone();
     let srv = ApiServer {
         inner: inner.clone(),
         peer: None,
@@ -194,7 +218,7 @@ pub(super) fn in_memory(inner: Arc<NodeInner>) -> ApiRpcClient {
             let mut reqs = JoinSet::new();
             let stream =
                 std::pin::pin!(BaseChannel::with_defaults(server_side).execute(srv.serve()));
-            super::conn::serve_requests(stream, &mut reqs, idle).await;
+            super::conn::serve_requests(stream, &mut reqs, idle, Some(&budget)).await;
             while reqs.join_next().await.is_some() {}
         });
     ApiRpcClient::new(tarpc::client::Config::default(), client_side).spawn()

@@ -29,6 +29,7 @@ mod join;
 mod membership;
 mod raft_server;
 mod routing;
+mod validate;
 mod view;
 
 pub use crate::clock::now_ms;
@@ -84,7 +85,9 @@ pub struct NodeConfig {
     pub keep_logs: u64,
     /// Mutual TLS with this node certificate (`None`: plain TCP, anyone may call).
     pub tls: Option<Tls>,
-    /// Most connections served at once (default 4,096); more wait in the kernel's backlog.
+    /// Most connections served at once (default 4,096), but for the members' own
+    /// ([`accept::MEMBER_SLOTS`] more); a connection past it is closed once it proved who
+    /// it is.
     pub max_connections: usize,
     /// A connection with no call in flight and none arriving for this long is closed (default
     /// 10 minutes); clients reconnect on their next call.
@@ -93,6 +96,9 @@ pub struct NodeConfig {
     /// connection counts until it has proved who it is and named its channel); more are
     /// closed at once, so one address cannot hold the others' slots with idle connections.
     pub max_connections_per_ip: usize,
+    /// Most connections one certificate identity (role and name) holds open at once
+    /// (default 64): one stolen key cannot hold every slot.
+    pub max_connections_per_identity: usize,
 }
 
 impl NodeConfig {
@@ -113,6 +119,7 @@ impl NodeConfig {
             max_connections: 4096,
             idle_timeout: Duration::from_secs(600),
             max_connections_per_ip: 64,
+            max_connections_per_identity: 64,
         }
     }
 }
@@ -154,9 +161,17 @@ pub(crate) struct NodeInner {
     cut: Arc<Cut>,
     pub(crate) tls: Option<Tls>,
     conns: Arc<Semaphore>,
+    /// Connections still in their handshake ([`accept::MAX_PENDING`]).
+    pending: Arc<Semaphore>,
+    /// Connections of members' node certificates ([`accept::MEMBER_SLOTS`]).
+    member_slots: Arc<Semaphore>,
     idle_timeout: Duration,
-    per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
+    /// Connections in their handshake per address group (IPv4 address, IPv6 /64).
+    per_ip: Arc<Mutex<HashMap<std::net::IpAddr, usize>>>,
     max_per_ip: usize,
+    /// Connections open per certificate identity.
+    per_identity: Arc<Mutex<HashMap<crate::api::Identity, usize>>>,
+    max_per_identity: usize,
     /// Set once this node is seen in a membership (it never goes back).
     initialised: std::sync::atomic::AtomicBool,
     /// Linearizable reads share ReadIndex rounds.
@@ -172,6 +187,8 @@ pub(crate) struct NodeInner {
     /// Why the node cannot go on (a message from a newer release it cannot read, Raft
     /// stopped): set once; [`Node::failed`] waits for it.
     fatal: tokio::sync::watch::Sender<Option<String>>,
+    /// API requests served at once, over every connection.
+    budget: conn::Budget,
 }
 
 /// A running node. Dropping it does not stop it; call [`Node::shutdown`].
@@ -197,6 +214,7 @@ impl Node {
             snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: cfg.keep_logs,
             purge_batch_size: cfg.snapshot_every.clamp(1, 256),
+            max_payload_entries: validate::MAX_PAYLOAD_ENTRIES,
             ..Default::default()
         }
         .validate()
@@ -230,6 +248,7 @@ impl Node {
         let db = open_db(&cfg.data_dir, cfg.id)?;
         let weak_db = Arc::downgrade(&db);
         let mut log = LogStore::new(db.clone())?;
+        let appended = log.appended();
         let sm = StateMachineStore::open(db).map_err(|e| StoreError::Damaged {
             path: cfg.data_dir.clone(),
             why: format!("the stored snapshot does not load: {e}"),
@@ -277,20 +296,27 @@ impl Node {
             }
         }
 
+        let metrics = Metrics::new();
+        let budget = conn::Budget::new(&metrics);
         let inner = Arc::new(NodeInner {
+            budget,
             id: cfg.id,
             addr,
             raft,
             sm,
-            metrics: Metrics::new(),
+            metrics,
             write_timeout: cfg.write_timeout,
             peers: Mutex::new(HashMap::new()),
             cut,
             tls: cfg.tls.clone(),
             conns: Arc::new(Semaphore::new(cfg.max_connections.max(1))),
             idle_timeout: cfg.idle_timeout.max(Duration::from_millis(100)),
-            per_ip: Mutex::new(HashMap::new()),
+            pending: Arc::new(Semaphore::new(accept::MAX_PENDING)),
+            member_slots: Arc::new(Semaphore::new(accept::MEMBER_SLOTS)),
+            per_ip: Default::default(),
             max_per_ip: cfg.max_connections_per_ip.max(1),
+            per_identity: Default::default(),
+            max_per_identity: cfg.max_connections_per_identity.max(1),
             initialised: std::sync::atomic::AtomicBool::new(has_history),
             reads: Default::default(),
             follower_reads: Default::default(),
@@ -305,6 +331,7 @@ impl Node {
                 inner.raft.clone(),
                 inner.sm.clone(),
                 cfg.snapshot_every,
+                appended,
             )),
         ];
         tasks.push(tokio::spawn(record_cluster_version(
@@ -458,7 +485,57 @@ impl NodeInner {
     /// here so far.
     pub(super) fn is_revoked(&self, p: &PeerCert) -> bool {
         let sm = self.sm.read();
-        sm.state.is_revoked(&p.id.name, p.issued_ms) || sm.state.is_serial_revoked(&p.serial)
+        sm.state
+            .is_revoked_as(p.id.role.as_str(), &p.id.name, p.issued_ms)
+            || sm.state.is_serial_revoked(&p.serial)
+    }
+
+    /// The members this node knows (its effective membership: voters and learners), with
+    /// their addresses.
+    pub(super) fn member_addrs(&self) -> Vec<(u64, String)> {
+        let rx = self.raft.metrics();
+        let m = rx.borrow_watched();
+        m.membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect()
+    }
+
+    /// Why `peer` may not act as node `id` (send Raft traffic as it, or forward calls as
+    /// it); `None` if it may. Without TLS nobody is named and every peer may. With TLS the
+    /// certificate must be a node certificate that is not revoked and is bound to `id`
+    /// ([`PeerCert::raft_id`]); `id` must be a member — unless the certificate names the id
+    /// itself (a member this node has not heard of yet, while it catches up) or this node is
+    /// in no cluster yet (it has nothing to protect and waits for the leader to reach it).
+    pub(super) fn refuse_as_member(&self, peer: Option<&PeerCert>, id: u64) -> Option<String> {
+        let p = peer?;
+        if p.id.role != Role::Node {
+            return Some(format!("{} is not a node certificate", p.id));
+        }
+        if self.is_revoked(p) {
+            return Some(format!(
+                "the certificate of {} (serial {}) was revoked",
+                p.id, p.serial
+            ));
+        }
+        let members = self.member_addrs();
+        if members.is_empty() {
+            return None;
+        }
+        let known = members.iter().any(|(m, _)| *m == id);
+        match p.raft_id(members.iter().map(|(m, a)| (*m, a.as_str()))) {
+            Some(bound) if bound == id && (known || p.node_id == Some(id)) => None,
+            Some(bound) if bound != id => Some(format!(
+                "the certificate of {} is node {bound}'s, not node {id}'s",
+                p.id
+            )),
+            Some(_) => Some(format!("node {id} is not a member of this cluster")),
+            None => Some(format!(
+                "the certificate of {} is bound to no member (it carries no node id and names no member's address): issue it again with `raftipam cert create-node --id ID`",
+                p.id
+            )),
+        }
     }
 
     /// Prometheus text of this node's metrics, every gauge refreshed from the state now.

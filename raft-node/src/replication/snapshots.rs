@@ -15,6 +15,12 @@
 //! Snapshots under [`SIZED_FROM_BYTES`] (4 MiB, some 200,000 allocations; every chaos run and
 //! every test) are built every `--snapshot-every` entries exactly, as before.
 //!
+//! Entries are not all 128 bytes: a host may send writes of up to a mebibyte that are
+//! refused only when applied (a junk report). So the log is also weighed by its real bytes:
+//! a snapshot is due as well once the entries appended since the last one are larger than
+//! both the snapshot and [`LOG_BYTES_FLOOR`] — the log a node keeps (and replays at a
+//! restart) stays bounded by the state's size, whatever the entries carry.
+//!
 //! openraft's own policy counts entries only; it is turned off (`SnapshotPolicy::Never`) and
 //! [`run`] watches the applied index and asks openraft for a snapshot when one is due.
 
@@ -34,6 +40,16 @@ pub(crate) const BYTES_PER_ENTRY: u64 = 128;
 /// Snapshots smaller than this are built every `--snapshot-every` entries, whatever their
 /// size (they take milliseconds; the chaos runs rely on frequent snapshots of small states).
 pub(crate) const SIZED_FROM_BYTES: u64 = 4 << 20;
+
+/// The log bytes since the last snapshot that make one due, whatever the number of entries
+/// (unless the snapshot itself is larger).
+pub(crate) const LOG_BYTES_FLOOR: u64 = 64 << 20;
+
+/// True when the log appended since the last snapshot (`log_bytes`) is heavier than both the
+/// snapshot (`snapshot_bytes`) and [`LOG_BYTES_FLOOR`].
+pub(crate) fn heavy(log_bytes: u64, snapshot_bytes: u64) -> bool {
+    log_bytes >= snapshot_bytes.max(LOG_BYTES_FLOOR)
+}
 
 /// True when a snapshot is due: `applied` entries applied, the last snapshot at `snapshot`
 /// (indices; `None`: none yet) and `snapshot_bytes` long.
@@ -57,9 +73,18 @@ pub(crate) fn due(
 
 /// Watches the applied index and triggers a snapshot when [`due`]; one at a time (a build
 /// that has not shown up in a minute is asked for again). Ends when Raft stops.
-pub(crate) async fn run(raft: Raft, sm: StateMachineStore, every: u64) {
+pub(crate) async fn run(
+    raft: Raft,
+    sm: StateMachineStore,
+    every: u64,
+    appended: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    use std::sync::atomic::Ordering;
     let mut rx = raft.metrics();
     let mut asked: Option<(u64, Instant)> = None;
+    // The appended-bytes count when the last snapshot was asked for (or the node started:
+    // the log it found is counted by entries only).
+    let mut base = appended.load(Ordering::Relaxed);
     loop {
         let (applied, snapshot) = {
             let m = rx.borrow_watched();
@@ -74,7 +99,12 @@ pub(crate) async fn run(raft: Raft, sm: StateMachineStore, every: u64) {
                 asked = None;
             }
         }
-        if asked.is_none() && due(applied, snapshot, every, sm.snapshot_bytes()) {
+        let log_bytes = appended.load(Ordering::Relaxed).saturating_sub(base);
+        let snapshot_bytes = sm.snapshot_bytes();
+        if asked.is_none()
+            && (due(applied, snapshot, every, snapshot_bytes) || heavy(log_bytes, snapshot_bytes))
+        {
+            base = appended.load(Ordering::Relaxed);
             if raft.trigger().snapshot().await.is_err() {
                 return;
             }
@@ -89,6 +119,16 @@ pub(crate) async fn run(raft: Raft, sm: StateMachineStore, every: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_heavier_than_the_snapshot_and_the_floor_is_due() {
+        assert!(!heavy(LOG_BYTES_FLOOR - 1, 0));
+        assert!(heavy(LOG_BYTES_FLOOR, 0));
+        assert!(heavy(LOG_BYTES_FLOOR, LOG_BYTES_FLOOR));
+        // A state larger than the floor: the log must outweigh it.
+        assert!(!heavy(100 << 20, 200 << 20));
+        assert!(heavy(200 << 20, 200 << 20));
+    }
 
     #[test]
     fn small_states_snapshot_every_n_entries() {

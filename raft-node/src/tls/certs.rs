@@ -35,6 +35,52 @@ pub struct Leaf {
     pub addrs: Vec<String>,
     /// How long it is valid from now.
     pub lifetime: Duration,
+    /// For a node: its Raft id, written into the certificate ([`node_id_uri`]) so that it
+    /// may send Raft traffic and forward calls only as that member.
+    pub node_id: Option<u64>,
+}
+
+/// The SAN URI that binds a node certificate to its Raft id: `urn:raftipam:node:ID`.
+pub fn node_id_uri(id: u64) -> String {
+    format!("{NODE_ID_URN}{id}")
+}
+
+const NODE_ID_URN: &str = "urn:raftipam:node:";
+
+/// What a certificate's subject alternative names say: its addresses (`HOST` or `[v6]`, as
+/// `raftipam cert create-node --addr` wrote them) and the Raft id of [`node_id_uri`], if any.
+pub(crate) fn sans_in(
+    x: &x509_parser::certificate::X509Certificate<'_>,
+) -> (Vec<String>, Option<u64>) {
+    let mut addrs = Vec::new();
+    let mut node_id = None;
+    if let Ok(Some(san)) = x.subject_alternative_name() {
+        for n in &san.value.general_names {
+            match n {
+                x509_parser::extensions::GeneralName::DNSName(d) => addrs.push(d.to_string()),
+                x509_parser::extensions::GeneralName::IPAddress(b) => {
+                    let ip = match b.len() {
+                        4 => <[u8; 4]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                        _ => None,
+                    };
+                    if let Some(ip) = ip {
+                        addrs.push(match ip {
+                            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                            v4 => v4.to_string(),
+                        });
+                    }
+                }
+                x509_parser::extensions::GeneralName::URI(u) => {
+                    if let Some(id) = u.strip_prefix(NODE_ID_URN).and_then(|i| i.parse().ok()) {
+                        node_id = Some(id);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    (addrs, node_id)
 }
 
 fn rc(e: rcgen::Error) -> TlsError {
@@ -161,33 +207,13 @@ pub fn renew(ca_dir: &Path, dir: &Path, lifetime: Duration) -> Result<Leaf, TlsE
         path: cert_path.clone(),
         why: e.to_string(),
     })?;
-    let mut addrs = Vec::new();
-    if let Ok(Some(san)) = x.subject_alternative_name() {
-        for n in &san.value.general_names {
-            match n {
-                x509_parser::extensions::GeneralName::DNSName(d) => addrs.push(d.to_string()),
-                x509_parser::extensions::GeneralName::IPAddress(b) => {
-                    let ip = match b.len() {
-                        4 => <[u8; 4]>::try_from(*b).ok().map(std::net::IpAddr::from),
-                        16 => <[u8; 16]>::try_from(*b).ok().map(std::net::IpAddr::from),
-                        _ => None,
-                    };
-                    if let Some(ip) = ip {
-                        addrs.push(match ip {
-                            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
-                            v4 => v4.to_string(),
-                        });
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
+    let (addrs, node_id) = sans_in(&x);
     let leaf = Leaf {
         role: id.role,
         name: id.name,
         addrs,
         lifetime,
+        node_id,
     };
     let (cert, key, _) = make(ca_dir, &leaf)?;
     replace(&dir.join("key.pem"), &key, true)?;
@@ -239,6 +265,13 @@ pub(crate) fn leaf_params(leaf: &Leaf) -> Result<CertificateParams, TlsError> {
             ),
             _ => return Err(TlsError::Identity(format!("{a}: not a host name"))),
         });
+    }
+    if let (Role::Node, Some(id)) = (leaf.role, leaf.node_id) {
+        p.subject_alt_names.push(SanType::URI(
+            node_id_uri(id)
+                .try_into()
+                .map_err(|e| TlsError::Identity(format!("node id {id}: {e}")))?,
+        ));
     }
     p.use_authority_key_identifier_extension = true;
     stamp(&mut p, leaf.lifetime)?;

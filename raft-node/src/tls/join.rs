@@ -276,6 +276,7 @@ pub fn sign(
         name,
         addrs: Vec::new(),
         lifetime,
+        node_id: None,
     };
     let p = super::certs::leaf_params(&leaf).map_err(|e| format!("host {e}"))?;
     let ca_key = KeyPair::from_pem(ca_key_pem).map_err(|e| format!("the CA key: {e}"))?;

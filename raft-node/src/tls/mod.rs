@@ -415,18 +415,61 @@ pub struct PeerCert {
     pub issued_ms: u64,
     /// [`serial_of`].
     pub serial: String,
+    /// A node certificate's Raft id ([`certs::node_id_uri`]); `None` in certificates made
+    /// before raftipam 0.2 (see [`PeerCert::raft_id`]).
+    pub node_id: Option<u64>,
+    /// The addresses it names (SANs), as `HOST` or `[v6]`.
+    pub addrs: Vec<String>,
 }
 
 impl PeerCert {
+    /// The Raft id this node certificate may act as: the one written into it, or — for a
+    /// certificate made before raftipam 0.2, which carries none — `node-ID` as its name, or
+    /// else the one member of `members` (id, `HOST:PORT`) whose address it names. `None`:
+    /// not a node certificate, or one that is no member's.
+    pub fn raft_id<'a>(&self, members: impl IntoIterator<Item = (u64, &'a str)>) -> Option<u64> {
+        if self.id.role != Role::Node {
+            return None;
+        }
+        if self.node_id.is_some() {
+            return self.node_id;
+        }
+        if let Some(id) = self
+            .id
+            .name
+            .strip_prefix("node-")
+            .and_then(|i| i.parse().ok())
+        {
+            return Some(id);
+        }
+        let mut found = None;
+        for (id, addr) in members {
+            let host = match addr.rsplit_once(':') {
+                Some((h, port)) if port.parse::<u16>().is_ok() => h,
+                _ => addr,
+            };
+            if self.addrs.iter().any(|a| a == host) {
+                if found.is_some_and(|f| f != id) {
+                    return None;
+                }
+                found = Some(id);
+            }
+        }
+        found
+    }
+
     /// Reads a DER certificate once: its identity (refused as [`identity_of`] refuses it),
     /// issue time and serial.
     pub fn of(der: &[u8]) -> Result<PeerCert, TlsError> {
         let cert = parse(der)?;
         let issued_s = u64::try_from(cert.validity().not_before.timestamp()).unwrap_or(0);
+        let (addrs, node_id) = certs::sans_in(&cert);
         Ok(PeerCert {
             id: identity_in(&cert)?,
             issued_ms: (issued_s * 1000).saturating_add(ISSUE_SLACK.as_millis() as u64),
             serial: serial_in(&cert).unwrap_or_default(),
+            node_id,
+            addrs,
         })
     }
 }

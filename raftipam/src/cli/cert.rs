@@ -140,12 +140,19 @@ fn days(d: u64) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs(d * 86_400))
 }
 
-fn issue(role: Role, name: String, addrs: Vec<String>, c: Issue) -> anyhow::Result<()> {
+fn issue(
+    role: Role,
+    name: String,
+    addrs: Vec<String>,
+    node_id: Option<u64>,
+    c: Issue,
+) -> anyhow::Result<()> {
     let leaf = Leaf {
         role,
         name: name.clone(),
         addrs,
         lifetime: days(c.days)?,
+        node_id,
     };
     certs::issue(&c.ca_dir, &leaf, &c.out)?;
     outln!(
@@ -177,10 +184,11 @@ pub async fn run(ctx: &Ctx, c: CertCmd) -> anyhow::Result<()> {
             Role::Node,
             name.unwrap_or_else(|| format!("node-{id}")),
             addr,
+            Some(id),
             common,
         ),
-        CertCmd::CreateHost { name, common } => issue(Role::Host, name, Vec::new(), common),
-        CertCmd::CreateAdmin { name, common } => issue(Role::Admin, name, Vec::new(), common),
+        CertCmd::CreateHost { name, common } => issue(Role::Host, name, Vec::new(), None, common),
+        CertCmd::CreateAdmin { name, common } => issue(Role::Admin, name, Vec::new(), None, common),
         CertCmd::Renew { ca_dir, days: d } => {
             let dir = ctx
                 .tls_dir

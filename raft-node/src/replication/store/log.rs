@@ -32,6 +32,9 @@ const KEY_COMMITTED: &[u8] = b"committed";
 pub struct LogStore {
     db: Arc<DB>,
     syncer: mpsc::Sender<IOFlushed<C>>,
+    /// Bytes of entries appended since the store was opened (the snapshot policy weighs
+    /// the log by them: [`crate::replication::snapshots`]).
+    appended: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LogStore {
@@ -40,13 +43,22 @@ impl LogStore {
     /// Entries at or below the purge mark, if any, are deleted first: a store written by a
     /// version whose purge was two writes (the mark, then the deletion) may have stopped
     /// between them.
+    /// The counter of bytes appended to this log since it was opened (shared).
+    pub fn appended(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.appended.clone()
+    }
+
     pub fn new(db: Arc<DB>) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel::<IOFlushed<C>>();
         let sdb = db.clone();
         std::thread::Builder::new()
             .name("raftipam-wal-sync".into())
             .spawn(move || sync_loop(sdb, rx))?;
-        let store = LogStore { db, syncer: tx };
+        let store = LogStore {
+            db,
+            syncer: tx,
+            appended: Default::default(),
+        };
         if let Some(purged) = store.get_meta::<LogIdOf<C>>(KEY_PURGED)? {
             let logs = cf(&store.db, CF_LOGS)?;
             let first = match store.db.iterator_cf(logs, IteratorMode::Start).next() {
@@ -222,9 +234,14 @@ impl RaftLogStorage<C> for LogStore {
     {
         let logs = cf(&self.db, CF_LOGS)?;
         let mut batch = WriteBatch::default();
+        let mut bytes = 0u64;
         for entry in entries {
-            batch.put_cf(logs, key(entry.index()), encode(&entry)?);
+            let e = encode(&entry)?;
+            bytes += e.len() as u64;
+            batch.put_cf(logs, key(entry.index()), e);
         }
+        self.appended
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         // Written (readable) now; durable once the syncer has synced the WAL.
         if let Err(e) = self.db.write(batch) {
             let err = db_err(e);

@@ -1,0 +1,116 @@
+//! What a node checks of a client's write before it proposes it: every write proposed is
+//! stored in every voter's log (and kept until a snapshot covers it) even if the allocator
+//! refuses it when applied, so a write too large, or carrying what no state may keep, is
+//! refused here, on the node that receives it, before it costs the cluster anything.
+//!
+//! The allocator still checks everything again when it applies (this is a first gate, not
+//! the rules): a write refused here would have been refused there, or is one no caller needs.
+
+use allocator_core::{AllocError, Op, MAX_RESTORE_CHUNK};
+
+use crate::api::{ApiError, Role, WriteRequest};
+use crate::transport::codec::MAX_FRAME;
+
+/// Largest write (encoded) a host may send: a report of the most leaks it may list, with
+/// room to spare.
+pub(crate) const MAX_HOST_WRITE: usize = 1 << 20;
+
+/// Largest write (encoded) anyone may send: a piece of a backup being restored.
+pub(crate) const MAX_WRITE: usize = MAX_RESTORE_CHUNK + (64 << 10);
+
+/// Most entries in one Raft append: a batch of the largest writes stays within half a frame.
+pub(crate) const MAX_PAYLOAD_ENTRIES: u64 = (MAX_FRAME / 2 / MAX_WRITE) as u64;
+
+// A batch of the largest writes fits a frame, and batches are not uselessly small.
+const _: () = assert!(MAX_PAYLOAD_ENTRIES >= 16);
+const _: () = assert!(MAX_PAYLOAD_ENTRIES as usize * MAX_WRITE <= MAX_FRAME / 2);
+
+/// Longest release string a host may report in its heartbeat.
+pub(crate) const MAX_VERSION_LEN: usize = 128;
+
+fn invalid(why: String) -> ApiError {
+    ApiError::Alloc(AllocError::Invalid(why))
+}
+
+/// Refuses `req` from a caller of `role` (`None`: unnamed, without TLS) before it is
+/// proposed: too large for the role, or carrying a field no state may keep.
+pub(crate) fn check_write(req: &WriteRequest, role: Option<Role>) -> Result<(), ApiError> {
+    let (cap, whose) = match role {
+        Some(Role::Host) => (MAX_HOST_WRITE, "a host's write"),
+        _ => (MAX_WRITE, "a write"),
+    };
+    let size = postcard::experimental::serialized_size(req)
+        .map_err(|e| invalid(format!("the write cannot be encoded: {e}")))?;
+    if size > cap {
+        return Err(invalid(format!(
+            "{} is {size} bytes; {whose} may be at most {cap} bytes",
+            req.op.name()
+        )));
+    }
+    if let Op::Heartbeat { version, .. } = &req.op {
+        if version.len() > MAX_VERSION_LEN || version.chars().any(char::is_control) {
+            return Err(invalid(format!(
+                "a heartbeat's version must be at most {MAX_VERSION_LEN} bytes without control characters (got {} bytes)",
+                version.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::RequestId;
+
+    fn req(op: Op) -> WriteRequest {
+        WriteRequest {
+            id: RequestId {
+                client: 1,
+                serial: 1,
+            },
+            acked_below: 0,
+            op,
+        }
+    }
+
+    fn heartbeat(version: String) -> WriteRequest {
+        req(Op::Heartbeat {
+            host: "h".into(),
+            version,
+        })
+    }
+
+    #[test]
+    fn a_host_may_not_send_a_write_of_a_mebibyte_that_an_operator_may() {
+        let big = heartbeat("x".repeat(100)); // fine
+        assert!(check_write(&big, Some(Role::Host)).is_ok());
+        let chunk = req(Op::RestoreChunk {
+            restore: 1,
+            offset: 0,
+            total: 2 << 20,
+            bytes: vec![0; 2 << 20],
+        });
+        let e = check_write(&chunk, Some(Role::Host)).expect_err("too large for a host");
+        assert!(
+            e.to_string().contains("a host's write may be at most"),
+            "{e}"
+        );
+        assert!(check_write(&chunk, Some(Role::Admin)).is_ok());
+        assert!(check_write(&chunk, None).is_ok());
+        let huge = req(Op::RestoreChunk {
+            restore: 1,
+            offset: 0,
+            total: 8 << 20,
+            bytes: vec![0; MAX_WRITE],
+        });
+        assert!(check_write(&huge, Some(Role::Admin)).is_err());
+    }
+
+    #[test]
+    fn a_heartbeat_carries_a_short_printable_version() {
+        assert!(check_write(&heartbeat("0.2.0".into()), Some(Role::Host)).is_ok());
+        assert!(check_write(&heartbeat("v".repeat(129)), Some(Role::Host)).is_err());
+        assert!(check_write(&heartbeat("0.2\u{1b}[2J".into()), None).is_err());
+    }
+}
