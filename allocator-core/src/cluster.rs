@@ -43,6 +43,13 @@ pub use crate::limits::{MAX_JOIN_TOKENS, MAX_REVOKED_SERIALS};
 /// - 2: raftipam 0.2 — join tokens with a number of uses, snapshot format 5.
 pub const CLUSTER_VERSION: u32 = 2;
 
+/// The revocation ([`crate::Op::Revoke`] of this name) that retires Raft id `id` when its
+/// node is removed: no certificate may act as that member again, whatever its name (ids
+/// are never reused). Checked with [`State::is_revoked`](crate::State::is_revoked).
+pub fn removed_node_revocation(id: u64) -> String {
+    format!("raft\u{1f}{id}")
+}
+
 /// The release that brought cluster version `version`, for messages (`0.2`).
 pub fn release_of(version: u32) -> String {
     format!("0.{version}")

@@ -105,6 +105,13 @@ impl NodeInner {
                 .await?;
             }
             AdminCommand::RemoveNode { id } => {
+                // Its id first: from now on no certificate may act as that member (send Raft
+                // traffic, forward calls), even before the membership change commits and
+                // even if it was issued with the id written into it. Again on a retry.
+                self.propose_own(Op::Revoke {
+                    name: allocator_core::cluster::removed_node_revocation(*id),
+                })
+                .await?;
                 let status = self.status();
                 let Some(m) = status.members.iter().find(|m| m.id == *id) else {
                     return Ok(status);

@@ -24,6 +24,8 @@
 
 mod accept;
 mod api_server;
+#[cfg(test)]
+mod attacks;
 mod conn;
 mod join;
 mod membership;
@@ -505,9 +507,11 @@ impl NodeInner {
     /// Why `peer` may not act as node `id` (send Raft traffic as it, or forward calls as
     /// it); `None` if it may. Without TLS nobody is named and every peer may. With TLS the
     /// certificate must be a node certificate that is not revoked and is bound to `id`
-    /// ([`PeerCert::raft_id`]); `id` must be a member — unless the certificate names the id
-    /// itself (a member this node has not heard of yet, while it catches up) or this node is
-    /// in no cluster yet (it has nothing to protect and waits for the leader to reach it).
+    /// ([`PeerCert::raft_id`]); `id` must be a member this node knows and not a removed one
+    /// — unless this node is in no cluster yet (it has nothing to protect and waits for the
+    /// leader to reach it). A follower that missed the entries adding a member refuses that
+    /// member until it hears of it from another: if the new member is elected meanwhile, the
+    /// follower stays behind (it says so in its log) until it is removed and added again.
     pub(super) fn refuse_as_member(&self, peer: Option<&PeerCert>, id: u64) -> Option<String> {
         let p = peer?;
         if p.id.role != Role::Node {
@@ -519,13 +523,21 @@ impl NodeInner {
                 p.id, p.serial
             ));
         }
+        if self
+            .sm
+            .read()
+            .state
+            .is_revoked(&allocator_core::cluster::removed_node_revocation(id), 0)
+        {
+            return Some(format!("node {id} was removed from the cluster"));
+        }
         let members = self.member_addrs();
         if members.is_empty() {
             return None;
         }
         let known = members.iter().any(|(m, _)| *m == id);
         match p.raft_id(members.iter().map(|(m, a)| (*m, a.as_str()))) {
-            Some(bound) if bound == id && (known || p.node_id == Some(id)) => None,
+            Some(bound) if bound == id && known => None,
             Some(bound) if bound != id => Some(format!(
                 "the certificate of {} is node {bound}'s, not node {id}'s",
                 p.id

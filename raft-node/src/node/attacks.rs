@@ -1,0 +1,281 @@
+//! Attacks on a real node (RocksDB, TLS, TCP on loopback) by a caller holding one stolen or
+//! leftover certificate, each as the attacker would run it: through the node's own port,
+//! with the crate's own transport. Each test says what it does and that it fails on
+//! 4b9aa6a (release 0.1.0), where the node believed any node certificate.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use tarpc::context::Context;
+
+use super::{Node, NodeConfig};
+use crate::api::{Identity, Role};
+use crate::tls::certs::{create_ca, issue, Leaf};
+use crate::tls::Tls;
+use crate::transport::codec::{connect, CHANNEL_API, CHANNEL_RAFT};
+use crate::transport::rpc::{ApiRpcClient, RaftRpcClient, Via};
+use crate::types::TypeConfig;
+
+type C = TypeConfig;
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn free_addr() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// A certificate of `role` and `name` issued by the CA in `ca`, loaded from `dir/<sub>`.
+fn cert(ca: &Path, dir: &Path, sub: &str, leaf: Leaf) -> Tls {
+    let out = dir.join(sub);
+    issue(ca, &leaf, &out).expect("issue");
+    Tls::load(&out).expect("load")
+}
+
+fn leaf(role: Role, name: &str, addrs: Vec<String>, node_id: Option<u64>) -> Leaf {
+    Leaf {
+        role,
+        name: name.into(),
+        addrs,
+        lifetime: DAY,
+        node_id,
+    }
+}
+
+fn ctx() -> Context {
+    let mut c = tarpc::context::current();
+    c.deadline = Instant::now() + Duration::from_secs(10);
+    c
+}
+
+struct Lab {
+    _dir: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    ca: std::path::PathBuf,
+    node: Node,
+    addr: String,
+}
+
+/// A one-node TLS cluster: node 1, leader.
+async fn lab() -> Lab {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    let ca = dir.join("ca");
+    create_ca(&ca, DAY).expect("ca");
+    let listen = free_addr();
+    let tls = cert(
+        &ca,
+        &dir,
+        "n1",
+        leaf(Role::Node, "h1", vec![listen.to_string()], Some(1)),
+    );
+    let mut cfg = NodeConfig::new(1, listen, dir.join("data1"));
+    cfg.tls = Some(tls);
+    let node = Node::start(cfg).await.expect("start");
+    node.init().await.expect("init");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while node.status().state != "Leader" {
+        assert!(Instant::now() < deadline, "no leader: {:?}", node.status());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Lab {
+        addr: listen.to_string(),
+        _dir: tmp,
+        dir,
+        ca,
+        node,
+    }
+}
+
+async fn raft_client(addr: &str, tls: &Tls) -> RaftRpcClient {
+    let t = connect(addr, CHANNEL_RAFT, Duration::from_secs(10), Some(tls))
+        .await
+        .expect("the port accepts the certificate");
+    RaftRpcClient::new(tarpc::client::Config::default(), t).spawn()
+}
+
+/// A node certificate that is no member's — made for a node that was never added, or kept
+/// from one removed — asks for votes and sends appends with a far higher term. The member
+/// refuses both and keeps its term and its leadership. On 4b9aa6a any node certificate was
+/// served on the Raft channel: the leader took term 100 and stepped down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_certificate_of_no_member_cannot_disrupt_the_leader() {
+    let lab = lab().await;
+    let term = lab.node.status().term;
+    for (sub, l) in [
+        ("rogue9", leaf(Role::Node, "node-9", vec![], Some(9))),
+        ("rogue-legacy", leaf(Role::Node, "node-9", vec![], None)),
+    ] {
+        let rogue = cert(&lab.ca, &lab.dir, sub, l);
+        let c = raft_client(&lab.addr, &rogue).await;
+        let vote = openraft::Vote::new(100, 9);
+        let asked = c.vote(ctx(), VoteRequest::<C>::new(vote, None)).await;
+        assert!(
+            !matches!(asked, Ok(Ok(_))),
+            "{sub}: the vote request was served: {asked:?}"
+        );
+        let append = AppendEntriesRequest::<C> {
+            vote,
+            prev_log_id: None,
+            entries: vec![],
+            leader_commit: None,
+        };
+        let sent = c.append(ctx(), append).await;
+        assert!(
+            !matches!(sent, Ok(Ok(_))),
+            "{sub}: the append was served: {sent:?}"
+        );
+    }
+    let after = lab.node.status();
+    assert_eq!(after.term, term, "the term moved: {after:?}");
+    assert_eq!(after.state, "Leader", "{after:?}");
+    assert!(
+        lab.node
+            .metrics_text()
+            .contains("raftipam_refused_total{what=\"raft\"}"),
+        "the refusals are counted"
+    );
+    lab.node.shutdown().await.expect("shutdown");
+}
+
+/// The member's own certificate, sending as another node id (1's key claiming to be node 7)
+/// is refused too: a certificate acts only as the member it is bound to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_certificate_cannot_speak_for_another_id() {
+    let lab = lab().await;
+    let own = Tls::load(&lab.dir.join("n1")).expect("load");
+    let c = raft_client(&lab.addr, &own).await;
+    let asked = c
+        .vote(
+            ctx(),
+            VoteRequest::<C>::new(openraft::Vote::new(50, 7), None),
+        )
+        .await;
+    assert!(!matches!(asked, Ok(Ok(_))), "served: {asked:?}");
+    assert_eq!(lab.node.status().state, "Leader");
+    lab.node.shutdown().await.expect("shutdown");
+}
+
+/// A node certificate that is no member's forwards an operator's call (`ForgetHost` of
+/// another host, as "admin"): refused. On 4b9aa6a the node believed the caller a node
+/// certificate named and ran it as admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_certificate_of_no_member_cannot_forward_as_admin() {
+    let lab = lab().await;
+    let rogue = cert(
+        &lab.ca,
+        &lab.dir,
+        "rogue",
+        leaf(Role::Node, "node-9", vec![], Some(9)),
+    );
+    let t = connect(
+        &lab.addr,
+        CHANNEL_API,
+        Duration::from_secs(10),
+        Some(&rogue),
+    )
+    .await
+    .expect("connect");
+    let c = ApiRpcClient::new(tarpc::client::Config::default(), t).spawn();
+    let admin = Identity {
+        role: Role::Admin,
+        name: "admin".into(),
+    };
+    let r = c
+        .write(
+            ctx(),
+            crate::api::WriteRequest {
+                id: crate::api::RequestId {
+                    client: 42,
+                    serial: 1,
+                },
+                acked_below: 1,
+                op: allocator_core::Op::Revoke { name: "h1".into() },
+            },
+            Via::Forwarded(Some(admin)),
+        )
+        .await
+        .expect("an answer");
+    let e = r.expect_err("refused");
+    assert!(e.to_string().contains("may not forward"), "{e}");
+    assert!(
+        !lab.node.with_state(|s| s.is_revoked("h1", 0)),
+        "the revocation was applied"
+    );
+    lab.node.shutdown().await.expect("shutdown");
+}
+
+/// A host pipelines thousands of reads over one connection and never reads the answers:
+/// the node serves at most [`super::conn::MAX_IN_FLIGHT_PER_CONN`] of them at once (the
+/// rest wait in the socket). On 4b9aa6a every request was spawned as it arrived, each
+/// holding a copy of its answer, until the node ran out of memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_that_are_never_read_are_bounded_per_connection() {
+    use futures::SinkExt;
+    let lab = lab().await;
+    // Answers of some 30 KB each: a few fill the socket's buffers.
+    let client = lab.node.client();
+    let mut spec = allocator_core::PoolSpec::default();
+    spec.space = "global".into();
+    spec.subnet = Some("10.40.0.0/22".parse().expect("subnet"));
+    let pool = client.create_pool(spec, "h2").await.expect("pool");
+    let mut load = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let (client, pool) = (client.clone(), pool.clone());
+        load.spawn(async move {
+            for i in 0..50 {
+                client
+                    .allocate(
+                        &pool,
+                        None,
+                        allocator_core::Owner::new("h2", format!("e{w}-{i}")),
+                    )
+                    .await
+                    .expect("allocate");
+            }
+        });
+    }
+    while let Some(r) = load.join_next().await {
+        r.expect("load");
+    }
+    let host = cert(
+        &lab.ca,
+        &lab.dir,
+        "h2",
+        leaf(Role::Host, "h2", vec![], None),
+    );
+    // The raw transport: requests sent, answers never read.
+    let mut t = connect::<
+        tarpc::Response<crate::transport::rpc::ApiRpcResponse>,
+        tarpc::ClientMessage<crate::transport::rpc::ApiRpcRequest>,
+    >(&lab.addr, CHANNEL_API, Duration::from_secs(10), Some(&host))
+    .await
+    .expect("connect");
+    let mut deadline = tarpc::context::current();
+    deadline.deadline = Instant::now() + Duration::from_secs(600);
+    let sent = 3_000u64;
+    for id in 1..=sent {
+        let req = tarpc::ClientMessage::Request(tarpc::Request {
+            context: deadline,
+            id,
+            message: crate::transport::rpc::ApiRpcRequest::Read {
+                query: crate::api::Query::AllAllocations,
+                consistency: crate::api::Consistency::Local,
+                via: Via::Direct,
+            },
+        });
+        if t.send(req).await.is_err() {
+            break;
+        }
+    }
+    // Let the node take what it will.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let peak = lab.node.inner.metrics.api_in_flight_peak.get();
+    assert!(
+        peak as usize <= super::conn::MAX_IN_FLIGHT_PER_CONN,
+        "{peak} requests of one connection were served at once"
+    );
+    drop(t);
+    lab.node.shutdown().await.expect("shutdown");
+}
