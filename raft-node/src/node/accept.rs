@@ -72,7 +72,7 @@ pub(crate) const MEMBER_SLOTS: usize = 64;
 
 /// The address group a limit counts: an IPv4 address, or an IPv6 /64 (one host's share of a
 /// LAN: a host picks any address of its /64 at will).
-fn group_of(ip: IpAddr) -> IpAddr {
+pub(super) fn group_of(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),

@@ -279,3 +279,135 @@ async fn pipelined_requests_that_are_never_read_are_bounded_per_connection() {
     drop(t);
     lab.node.shutdown().await.expect("shutdown");
 }
+
+/// A host sends a mebibyte-sized junk report, then a heartbeat with a kilobyte "version":
+/// both refused before they are proposed — nothing of them reaches the log or the state. On
+/// 4b9aa6a both were proposed (stored in every voter's log) and kept in the state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_cannot_fill_the_log_with_junk_writes() {
+    let lab = lab().await;
+    let host = cert(
+        &lab.ca,
+        &lab.dir,
+        "h2",
+        leaf(Role::Host, "h2", vec![], None),
+    );
+    let t = connect(&lab.addr, CHANNEL_API, Duration::from_secs(10), Some(&host))
+        .await
+        .expect("connect");
+    let c = ApiRpcClient::new(tarpc::client::Config::default(), t).spawn();
+    let junk = allocator_core::HostReport {
+        leaked: (0..1024)
+            .map(|i| allocator_core::ReportedLeak {
+                pool: allocator_core::PoolId::new(
+                    "global",
+                    "10.0.0.0/24".parse().expect("net"),
+                    None,
+                ),
+                addr: "10.0.0.1".parse().expect("addr"),
+                seq: i,
+                endpoint: "x".repeat(1000),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let write = |serial, op| crate::api::WriteRequest {
+        id: crate::api::RequestId { client: 7, serial },
+        acked_below: serial,
+        op,
+    };
+    for (serial, op) in [
+        (
+            1,
+            allocator_core::Op::Report {
+                host: "h2".into(),
+                report: junk,
+            },
+        ),
+        (
+            2,
+            allocator_core::Op::Heartbeat {
+                host: "h2".into(),
+                version: "9".repeat(1024),
+            },
+        ),
+    ] {
+        let r = c
+            .write(ctx(), write(serial, op), Via::Direct)
+            .await
+            .expect("an answer");
+        assert!(r.is_err(), "served: {r:?}");
+    }
+    let (hosts, reports) = lab
+        .node
+        .with_state(|s| (s.hosts().len(), s.reports().len()));
+    assert_eq!((hosts, reports), (0, 0), "the junk reached the state");
+    lab.node.shutdown().await.expect("shutdown");
+}
+
+/// One host certificate opens connection after connection and keeps them: past its
+/// identity's limit the node closes the new ones, and another host still gets in. On
+/// 4b9aa6a one identity could hold all 4,096 slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_identity_cannot_hold_every_connection() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let ca = dir.join("ca");
+    create_ca(&ca, DAY).expect("ca");
+    let listen = free_addr();
+    let mut cfg = NodeConfig::new(1, listen, dir.join("data1"));
+    cfg.tls = Some(cert(
+        &ca,
+        dir,
+        "n1",
+        leaf(Role::Node, "n1", vec![listen.to_string()], Some(1)),
+    ));
+    cfg.max_connections = 12;
+    cfg.max_connections_per_identity = 4;
+    let node = Node::start(cfg).await.expect("start");
+    node.init().await.expect("init");
+    let addr = listen.to_string();
+    let greedy = cert(&ca, dir, "h2", leaf(Role::Host, "h2", vec![], None));
+    let other = cert(&ca, dir, "h3", leaf(Role::Host, "h3", vec![], None));
+    let status_of = |tls: Tls| {
+        let addr = addr.clone();
+        async move {
+            let t = connect(&addr, CHANNEL_API, Duration::from_secs(10), Some(&tls)).await?;
+            let c = ApiRpcClient::new(tarpc::client::Config::default(), t).spawn();
+            c.status(ctx())
+                .await
+                .map(|_| c)
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        }
+    };
+    let mut held = Vec::new();
+    for i in 0..4 {
+        held.push(
+            status_of(greedy.clone())
+                .await
+                .unwrap_or_else(|e| panic!("connection {i} of h2: {e}")),
+        );
+    }
+    for _ in 0..3 {
+        assert!(
+            status_of(greedy.clone()).await.is_err(),
+            "a fifth connection of h2 was served"
+        );
+    }
+    status_of(other).await.expect("another host still gets in");
+    assert!(node
+        .metrics_text()
+        .contains("raftipam_refused_total{what=\"connection\"}"));
+    drop(held);
+    node.shutdown().await.expect("shutdown");
+}
+
+#[test]
+fn ipv6_addresses_are_grouped_by_their_64() {
+    use std::net::IpAddr;
+    let g = |s: &str| super::accept::group_of(s.parse::<IpAddr>().expect("ip"));
+    assert_eq!(g("2001:db8:1:2::1"), g("2001:db8:1:2:ffff:1:2:3"));
+    assert_ne!(g("2001:db8:1:2::1"), g("2001:db8:1:3::1"));
+    assert_eq!(g("::ffff:10.0.0.1"), g("10.0.0.1"));
+    assert_ne!(g("10.0.0.1"), g("10.0.0.2"));
+}
