@@ -264,6 +264,23 @@ impl Node {
             log.get_log_state().await?.last_log_id.is_some() || sm.read().last_applied.is_some()
         };
 
+        // The nodes this one dials (for Raft, to forward a call) are checked as the nodes it
+        // serves are: a revoked certificate, or one bound to no member, is refused.
+        let myself: Arc<std::sync::OnceLock<Weak<NodeInner>>> = Default::default();
+        let tls = cfg.tls.as_ref().map(|t| {
+            let myself = myself.clone();
+            t.checking_servers(Arc::new(move |peer: &PeerCert| {
+                let Some(inner) = myself.get().and_then(Weak::upgrade) else {
+                    return Ok(());
+                };
+                let members = inner.member_addrs();
+                match peer.raft_id(members.iter().map(|(m, a)| (*m, a.as_str()))) {
+                    Some(id) => inner.refuse_as_member(Some(peer), id).map_or(Ok(()), Err),
+                    None if members.is_empty() => Ok(()),
+                    None => Err("it is bound to no member of this cluster".into()),
+                }
+            }))
+        });
         let cut = Arc::new(Cut::default());
         let peer_versions = PeerVersions::default();
         let raft = Raft::new(
@@ -272,7 +289,7 @@ impl Node {
             NetworkFactory {
                 id: cfg.id,
                 cut: cut.clone(),
-                tls: cfg.tls.clone(),
+                tls: tls.clone(),
                 versions: peer_versions.clone(),
             },
             log,
@@ -310,7 +327,7 @@ impl Node {
             write_timeout: cfg.write_timeout,
             peers: Mutex::new(HashMap::new()),
             cut,
-            tls: cfg.tls.clone(),
+            tls,
             conns: Arc::new(Semaphore::new(cfg.max_connections.max(1))),
             idle_timeout: cfg.idle_timeout.max(Duration::from_millis(100)),
             pending: Arc::new(Semaphore::new(accept::MAX_PENDING)),
@@ -327,6 +344,7 @@ impl Node {
             own_serial: std::sync::atomic::AtomicU64::new(0),
             fatal: tokio::sync::watch::channel(None).0,
         });
+        let _ = myself.set(Arc::downgrade(&inner));
         let mut tasks = vec![
             tokio::spawn(accept::accept_loop(listener, inner.clone())),
             tokio::spawn(crate::replication::snapshots::run(

@@ -190,7 +190,13 @@ pub struct Tls {
     identity: Identity,
     dir: PathBuf,
     current: Arc<std::sync::RwLock<Configs>>,
+    /// What a node checks of the node it dials beyond the CA's signature (its certificate
+    /// revoked, bound to no member): [`Tls::checking_servers`].
+    server_check: Option<ServerCheck>,
 }
+
+/// A check of a server's certificate: `Err(why)` refuses the connection.
+pub type ServerCheck = Arc<dyn Fn(&PeerCert) -> Result<(), String> + Send + Sync>;
 
 /// The rustls configurations made from the files as last loaded.
 struct Configs {
@@ -221,7 +227,18 @@ impl Tls {
             identity,
             dir: dir.to_path_buf(),
             current: Arc::new(std::sync::RwLock::new(configs)),
+            server_check: None,
         })
+    }
+
+    /// This TLS, checking every server it connects to with `check` as well (after the CA's
+    /// signature and the node role): how a node refuses to talk to a node whose certificate
+    /// was revoked or is no member's, when it dials it for Raft or to forward a call.
+    pub fn checking_servers(&self, check: ServerCheck) -> Tls {
+        Tls {
+            server_check: Some(check),
+            ..self.clone()
+        }
     }
 
     /// Reads the files again (a renewed certificate, a new CA bundle) and uses them for every
@@ -391,6 +408,19 @@ impl Tls {
                 )
             })??;
         let id = peer_identity(s.get_ref().1.peer_certificates())?;
+        if let (Some(check), Some(der)) = (
+            &self.server_check,
+            s.get_ref().1.peer_certificates().and_then(|c| c.first()),
+        ) {
+            let peer = PeerCert::of(der)
+                .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()))?;
+            check(&peer).map_err(|why| {
+                io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!("{addr} presented the certificate of {}: {why}", peer.id),
+                )
+            })?;
+        }
         if id.role != Role::Node {
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
