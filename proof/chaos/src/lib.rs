@@ -9,6 +9,7 @@
 //! - [`proxy`]: a TCP proxy per node for delay, loss, reordering and slow links.
 //! - [`cluster`]: the node processes (SIGKILL, SIGSTOP/SIGCONT, restart).
 //! - [`workload`]: the client processes and the history they write.
+//! - [`flood`]: a host flooding the nodes (a fault kind).
 //! - [`run`]: one run from start to verdict.
 //! - [`rng`]: the seeded generator the schedule and the proxies draw from.
 //!
@@ -19,6 +20,7 @@
 //! bounded in time.
 
 pub mod cluster;
+pub mod flood;
 pub mod net;
 pub mod proxy;
 pub mod rng;

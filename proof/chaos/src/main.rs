@@ -79,6 +79,7 @@ enum Kind {
     Loss,
     Reorder,
     Slow,
+    Flood,
 }
 
 impl From<Kind> for FaultKind {
@@ -95,6 +96,7 @@ impl From<Kind> for FaultKind {
             Kind::Loss => FaultKind::Loss,
             Kind::Reorder => FaultKind::Reorder,
             Kind::Slow => FaultKind::Slow,
+            Kind::Flood => FaultKind::Flood,
         }
     }
 }

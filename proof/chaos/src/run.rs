@@ -203,6 +203,8 @@ async fn apply_fault(
                 }
             }
         }
+        // Started and stopped by the run itself (it keeps the flood's tasks).
+        FaultKind::Flood => {}
         FaultKind::Kill => targets.iter().for_each(|i| nodes[i - 1].kill9()),
         FaultKind::Pause => targets.iter().for_each(|i| nodes[i - 1].pause()),
         FaultKind::Partition | FaultKind::PartitionOneWay => {
@@ -594,9 +596,17 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
             &cfg.node,
         )
         .await?;
+        let flood = (f.fault == FaultKind::Flood).then(|| {
+            let addrs: Vec<String> = targets.iter().map(|i| nodes[i - 1].addr.clone()).collect();
+            crate::flood::start(&addrs, &pool)
+        });
         *faults.entry(fault_name(f)).or_insert(0) += 1;
         let until = Instant::now() + Duration::from_millis(f.duration_ms);
         watch(until, &mut nodes, &cfg.node, &mut faults, &mut anomalies).await?;
+        if let Some(flood) = flood {
+            let (answered, refused) = flood.stop().await;
+            tracing::info!(answered, refused, "flood over");
+        }
         heal(&mut nodes, &mut net, &cfg.node)?;
         if f.fault == FaultKind::Rejoin {
             for p in rejoin(&nodes, &wiped, &admin).await {

@@ -62,6 +62,9 @@ pub enum FaultKind {
     Reorder,
     /// The targets' connections carry only a few KiB a second (snapshots and catch-up crawl).
     Slow,
+    /// A host floods the targets ([`crate::flood`]): many connections of full-map reads, the
+    /// largest junk reports the nodes take, heartbeats too long to be taken.
+    Flood,
 }
 
 impl FaultKind {
@@ -135,9 +138,11 @@ pub fn draw(seed: u64, plan: &Plan) -> Vec<Fault> {
             FaultKind::Kill | FaultKind::Pause | FaultKind::Rejoin => {
                 *rng.pick(&[Target::Leader, Target::Follower])
             }
-            FaultKind::Delay | FaultKind::Loss | FaultKind::Reorder | FaultKind::Slow => {
-                *rng.pick(&[Target::Leader, Target::Follower, Target::All])
-            }
+            FaultKind::Delay
+            | FaultKind::Loss
+            | FaultKind::Reorder
+            | FaultKind::Slow
+            | FaultKind::Flood => *rng.pick(&[Target::Leader, Target::Follower, Target::All]),
             FaultKind::Partition | FaultKind::PartitionOneWay => *rng.pick(&[
                 Target::Leader,
                 Target::Follower,

@@ -155,7 +155,9 @@ fn crash_points_pauses_and_kills() {
 }
 
 /// Membership under load: the cluster grows from 3 to 5 voters and shrinks back to 3 — the
-/// leader among the two removed, both wiped — again and again, with kills in between.
+/// leader among the two removed, both wiped — again and again, with kills in between, and a
+/// host flooding the nodes (full-map reads on many connections, the largest junk reports)
+/// now and then.
 #[test]
 fn growth_to_five_and_back_with_the_leader_removed() {
     scenario(
@@ -168,7 +170,7 @@ fn growth_to_five_and_back_with_the_leader_removed() {
             "--duration",
             "60s",
             "--faults",
-            "grow,kill",
+            "grow,kill,flood",
             "--snapshot-every",
             "64",
         ],

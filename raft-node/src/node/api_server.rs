@@ -60,6 +60,24 @@ impl ApiServer {
     }
 }
 
+/// The session key of client `client` of caller `id`: FNV-1a over the role, the name and the
+/// client id — the same on every node and every release.
+fn session_of(id: &Identity, client: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(id.role.as_str().as_bytes());
+    eat(&[0]);
+    eat(id.name.as_bytes());
+    eat(&[0]);
+    eat(&client.to_le_bytes());
+    h
+}
+
 /// Who a call is for, and whether another node passed it on, given who is at the other end
 /// of the connection (`peer`). Without TLS nobody is named and everything is allowed; with
 /// TLS a caller named by a forwarding node counts only if that node presented a node
@@ -95,6 +113,16 @@ impl ApiRpc for ApiServer {
         if let Err(e) = super::validate::check_write(&req, caller.as_ref().map(|c| c.role)) {
             self.inner.metrics.refuse("request");
             return Err(e);
+        }
+        // The session a write is deduplicated in is its caller's: two identities that send the
+        // same client id (by chance, or one replaying the other's) never see each other's
+        // answers. Mixed once, by the node the caller reached (a forwarded write arrives
+        // mixed), and only once every member mixes (cluster version 2).
+        let mut req = req;
+        if let (Some(id), false) = (&caller, forwarded) {
+            if self.inner.sm.read().state.cluster_version() >= 2 {
+                req.id.client = session_of(id, req.id.client);
+            }
         }
         // Refused here, before it travels: a leader of an older release could not even read it.
         self.inner.gate(&req.op)?;

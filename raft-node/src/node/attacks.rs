@@ -411,3 +411,60 @@ fn ipv6_addresses_are_grouped_by_their_64() {
     assert_eq!(g("::ffff:10.0.0.1"), g("10.0.0.1"));
     assert_ne!(g("10.0.0.1"), g("10.0.0.2"));
 }
+
+/// Host h3 sends a write under host h2's client id and serial (seen on the wire, or guessed):
+/// it gets its own answer, not h2's, and h2's write is not taken for a repeat of h3's. On
+/// 4b9aa6a sessions were keyed by the client id alone: h3 was handed h2's allocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_cannot_read_or_shadow_another_hosts_session() {
+    let lab = lab().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lab.node.with_state(|s| s.cluster_version()) < 2 {
+        assert!(Instant::now() < deadline, "cluster version 2 not reached");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let client = lab.node.client();
+    let mut spec = allocator_core::PoolSpec::default();
+    spec.space = "global".into();
+    spec.subnet = Some("10.41.0.0/24".parse().expect("subnet"));
+    let pool = client.create_pool(spec, "h2").await.expect("pool");
+    let mut got = Vec::new();
+    for h in ["h2", "h3"] {
+        let tls = cert(&lab.ca, &lab.dir, h, leaf(Role::Host, h, vec![], None));
+        let t = connect(&lab.addr, CHANNEL_API, Duration::from_secs(10), Some(&tls))
+            .await
+            .expect("connect");
+        let c = ApiRpcClient::new(tarpc::client::Config::default(), t).spawn();
+        let r = c
+            .write(
+                ctx(),
+                crate::api::WriteRequest {
+                    id: crate::api::RequestId {
+                        client: 99,
+                        serial: 1,
+                    },
+                    acked_below: 1,
+                    op: allocator_core::Op::Allocate {
+                        pool: pool.clone(),
+                        addr: None,
+                        owner: allocator_core::Owner::new(h, "web"),
+                        order: allocator_core::Order::Lowest,
+                    },
+                },
+                Via::Direct,
+            )
+            .await
+            .expect("an answer")
+            .unwrap_or_else(|e| panic!("{h}: {e}"));
+        match r.outcome {
+            allocator_core::Outcome::Allocated { addr, .. } => got.push(addr.addr()),
+            o => panic!("{h}: {o:?}"),
+        }
+    }
+    assert_ne!(got[0], got[1], "h3 was handed h2's answer");
+    let owners = lab
+        .node
+        .with_state(|s| s.allocations(&pool).map(|a| a.len()).unwrap_or(0));
+    assert_eq!(owners, 2, "both writes were applied");
+    lab.node.shutdown().await.expect("shutdown");
+}
