@@ -140,10 +140,7 @@ impl State {
                 }
             }
             for holders in sn.reservations.values() {
-                for h in holders
-                    .keys()
-                    .filter(|h| !h.starts_with('@') && !is_operator_name(h))
-                {
+                for h in holders.keys() {
                     Self::count_address(&mut usage, h, true);
                 }
             }
@@ -513,5 +510,92 @@ mod tests {
         request(&mut st, "10.0.0.0/8", "h1").expect("no limit");
         let r = st.quota_report();
         assert!(r.enforced && r.cluster_set && r.cluster == Quotas::NONE);
+    }
+
+    /// Random programs of requests, reservations, allocations, releases, deletes, forgotten
+    /// hosts and snapshot round trips under tight quotas: no host ever holds more than its
+    /// quotas allow or has a pool larger than its prefix quota created for it, the count of
+    /// addresses per host always equals a count from scratch, and a refusal changes nothing.
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        const NETS: &[&str] = &[
+            "10.0.0.0/8",
+            "10.64.0.0/24",
+            "10.65.0.0/24",
+            "10.66.0.0/29",
+            "10.67.0.0/23",
+            "fd00::/32",
+            "fd01::/120",
+        ];
+        const HOSTS: &[&str] = &["h1", "h2", "cli"];
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+            #[test]
+            fn no_host_ever_exceeds_its_quotas(
+                steps in proptest::collection::vec((0u8..8, any::<u8>(), any::<u8>(), any::<u8>()), 1..160)
+            ) {
+                let mut st = v2();
+                let limits = Quotas::new(Some(3), Some(6), Some(23), Some(64));
+                run(&mut st, Op::SetQuotas { host: None, quotas: Some(limits) }).expect("set");
+                let mut created_by: Vec<(crate::PoolId, String)> = Vec::new();
+                for (op, a, b, c) in steps {
+                    let host = HOSTS[b as usize % HOSTS.len()];
+                    let net: ipnet::IpNet = NETS[a as usize % NETS.len()].parse().expect("net");
+                    let pool = crate::PoolId::new("global", net, None);
+                    let addr = |k: u8| -> std::net::IpAddr {
+                        match net.network() {
+                            std::net::IpAddr::V4(x) => std::net::IpAddr::V4((u32::from(x) + u32::from(k % 16)).into()),
+                            std::net::IpAddr::V6(x) => std::net::IpAddr::V6((u128::from(x) + u128::from(k % 16)).into()),
+                        }
+                    };
+                    let op = match op {
+                        0 | 1 => Op::RequestPool { spec: PoolSpec::new("global").subnet(net), holder: host.into() },
+                        2 => Op::ReleasePool { pool, holder: host.into() },
+                        3 => Op::Reserve { pool, addr: addr(c), holder: host.into() },
+                        4 => Op::Allocate {
+                            pool,
+                            addr: (c % 2 == 0).then(|| addr(c)),
+                            owner: Owner::new(host, format!("e{}", c % 8)),
+                            order: Order::Lowest,
+                        },
+                        5 => Op::Release { pool, addr: addr(c), host: host.into(), force: c % 5 == 0 },
+                        6 => if c % 4 == 0 {
+                            Op::ForgetHost { host: host.into() }
+                        } else {
+                            Op::DeletePool { pool, force: c % 2 == 0 }
+                        },
+                        _ => {
+                            st = State::from_snapshot(&st.to_snapshot()).expect("round trip");
+                            continue;
+                        }
+                    };
+                    let before = st.to_snapshot();
+                    let r = st.apply(&Command { at_ms: T, op: op.clone() });
+                    st.check_invariants().map_err(|e| TestCaseError::fail(format!("{op:?}: {e}")))?;
+                    match &r {
+                        Err(_) => prop_assert_eq!(st.to_snapshot(), before, "a refusal changed the state"),
+                        Ok(crate::Outcome::Pool { pool, created: true }) => {
+                            if let Op::RequestPool { holder, .. } = &op {
+                                created_by.push((pool.clone(), holder.clone()));
+                            }
+                        }
+                        Ok(_) => {}
+                    }
+                    for h in ["h1", "h2"] {
+                        prop_assert!(st.pools_held(h) <= 3, "{} holds {} pools", h, st.pools_held(h));
+                        prop_assert!(st.addresses_held(h) <= 6, "{} holds {} addresses", h, st.addresses_held(h));
+                    }
+                }
+                for (pool, holder) in created_by {
+                    if holder != "cli" {
+                        let min = if pool.subnet.addr().is_ipv4() { 23 } else { 64 };
+                        prop_assert!(pool.subnet.prefix_len() >= min, "{} created {}", holder, pool);
+                    }
+                }
+            }
+        }
     }
 }
