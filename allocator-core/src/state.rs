@@ -217,6 +217,14 @@ impl State {
                 current: self.cluster_version,
             });
         }
+        if let Op::AddJoinToken { expires_ms, .. } | Op::AddJoinTokenUses { expires_ms, .. } =
+            &cmd.op
+        {
+            // From cluster version 2 on (every member a 0.2), no token outlives 7 days.
+            if self.cluster_version >= 2 {
+                credentials::check_token_ttl(now, *expires_ms)?;
+            }
+        }
         match &cmd.op {
             Op::RequestPool { spec, holder } => {
                 self.request_pool(now, spec, holder).map(Outcome::from)

@@ -49,6 +49,17 @@ pub struct IssuedCert {
     pub token: String,
 }
 
+/// Refuses a join token valid longer than [`MAX_JOIN_TOKEN_TTL_MS`] (7 days) from `now`.
+pub(crate) fn check_token_ttl(now: u64, expires_ms: u64) -> Result<(), AllocError> {
+    if expires_ms > now.saturating_add(MAX_JOIN_TOKEN_TTL_MS) {
+        return Err(AllocError::Invalid(format!(
+            "a join token is valid for at most 7 days (asked: until {} s after now); make a shorter one (`raftipam cert token --ttl 7d` or less)",
+            expires_ms.saturating_sub(now) / 1000
+        )));
+    }
+    Ok(())
+}
+
 impl Credentials {
     /// Revokes the certificates of `name` issued before `at_ms` (never moving an earlier
     /// revocation back); returns the time in force.
@@ -170,12 +181,7 @@ impl Credentials {
         uses: u32,
         name: Option<&str>,
     ) -> Result<u64, AllocError> {
-        if expires_ms > now.saturating_add(MAX_JOIN_TOKEN_TTL_MS) {
-            return Err(AllocError::Invalid(format!(
-                "a join token is valid for at most 7 days (asked: until {} s after now); make a shorter one (`raftipam cert token --ttl 7d` or less)",
-                expires_ms.saturating_sub(now) / 1000
-            )));
-        }
+        check_token_ttl(now, expires_ms)?;
         if let Some(name) = name {
             check_name("host", name, false)?;
             if name.contains('/') || is_operator_name(name) {
@@ -417,6 +423,15 @@ mod tests {
         let msg = refusal(add(&mut st, &a, 7 * DAY + 1, 1, None));
         assert!(msg.contains("at most 7 days"), "{msg}");
         add(&mut st, &a, 7 * DAY, 1, None).expect("7 days");
+        // The operations of before are held to it too, from cluster version 2 on.
+        let old = Op::AddJoinToken {
+            hash: "c".repeat(64),
+            expires_ms: T + 30 * DAY,
+        };
+        assert!(refusal(run(&mut st, T, old.clone())).contains("at most 7 days"));
+        State::default()
+            .apply(&Command { at_ms: T, op: old })
+            .expect("a cluster at version 1 applies what 0.1 applied");
     }
 
     /// A used-up token, a token for another name, a revoked name, a taken name: refused.
