@@ -33,14 +33,17 @@
 //! records themselves live in the state (`state/credentials.rs`). It never holds state and
 //! never touches the allocator.
 
-pub use crate::limits::{MAX_JOIN_TOKENS, MAX_REVOKED_SERIALS};
+pub use crate::limits::{
+    MAX_ISSUED_CERTS, MAX_JOIN_TOKENS, MAX_JOIN_TOKEN_TTL_MS, MAX_REVOKED_SERIALS,
+};
 
 /// The newest cluster version this build can apply and write. A cluster's version is the
 /// one every member can follow: operations and formats newer than it are refused until
 /// `raftipam cluster upgrade` raises it ([`crate::Op::SetClusterVersion`]).
 ///
 /// - 1: raftipam 0.1 (the version of a state that never recorded one).
-/// - 2: raftipam 0.2 — join tokens with a number of uses, snapshot format 5.
+/// - 2: raftipam 0.2 — join tokens with a number of uses or bound to a name, recorded
+///   join certificates, per-host quotas, snapshot format 5.
 pub const CLUSTER_VERSION: u32 = 2;
 
 /// The revocation ([`crate::Op::Revoke`] of this name) that retires Raft id `id` when its

@@ -298,6 +298,41 @@ pub enum Op {
         /// SHA-256 of the token's secret.
         hash: String,
     },
+    /// Operator: the quotas that bind the hosts (cluster version 2 on): the cluster's (no
+    /// `host`) or one host's own, which replace the cluster's for it. `None` quotas go back to
+    /// the cluster's (for a host) or to [`crate::Quotas::BUILT_IN`] (for the cluster).
+    /// Operators' names ([`crate::OPERATOR_NAMES`]) are never bound.
+    SetQuotas {
+        /// One host, or the cluster (`None`).
+        host: Option<String>,
+        /// The quotas, or `None` to drop them.
+        quotas: Option<crate::Quotas>,
+    },
+    /// Operator: adds a join token (cluster version 2 on) good for `uses` certificates, valid
+    /// at most [`crate::cluster::MAX_JOIN_TOKEN_TTL_MS`] (7 days) from the command's time,
+    /// and, with a `name`, only for a host of that name.
+    AddJoinTokenFor {
+        /// SHA-256 of the token's secret, 64 lowercase hex digits.
+        hash: String,
+        /// When it expires (ms since the Unix epoch).
+        expires_ms: u64,
+        /// How many certificates it may give (at least 1).
+        uses: u32,
+        /// The one host name it gives a certificate for.
+        name: Option<String>,
+    },
+    /// A node is about to hand the certificate with `serial` for host `name` to a join
+    /// request holding the token (cluster version 2 on): uses the token once and records the
+    /// certificate. Refused (and nothing handed out) for a token unknown, expired or used up,
+    /// bound to another name, or a name revoked, already known as a host or already issued.
+    IssueJoinCert {
+        /// SHA-256 of the token's secret.
+        hash: String,
+        /// The name in the certificate.
+        name: String,
+        /// Its serial ([`crate::cluster::canonical_serial`] form).
+        serial: String,
+    },
 }
 
 /// A command: an operation and the time it was proposed at (ms since the Unix epoch).
@@ -323,7 +358,11 @@ impl Op {
     /// any is asked to (see [`crate::cluster`]).
     pub fn needs_cluster_version(&self) -> u32 {
         match self {
-            Op::AddJoinTokenUses { .. } | Op::UseJoinToken { .. } => 2,
+            Op::AddJoinTokenUses { .. }
+            | Op::UseJoinToken { .. }
+            | Op::SetQuotas { .. }
+            | Op::AddJoinTokenFor { .. }
+            | Op::IssueJoinCert { .. } => 2,
             _ => 1,
         }
     }
@@ -421,10 +460,15 @@ pub enum Outcome {
         /// False when it was that already.
         changed: bool,
     },
-    /// Result of [`Op::UseJoinToken`].
+    /// Result of [`Op::UseJoinToken`] and [`Op::IssueJoinCert`].
     JoinTokenUsed {
         /// Uses left (`None`: a token without a limit).
         left: Option<u32>,
+    },
+    /// Result of [`Op::SetQuotas`].
+    QuotasSet {
+        /// The quotas that bind the host (or the cluster's hosts) now.
+        quotas: crate::Quotas,
     },
 }
 

@@ -140,6 +140,19 @@ pub enum AllocError {
         /// The cluster version now.
         current: u32,
     },
+    /// A host asked for more than its quota allows ([`crate::Quotas`], cluster version 2 on).
+    /// Nothing changed.
+    #[error("{}", crate::quota::quota_message(quota, host, *used, *limit))]
+    QuotaExceeded {
+        /// Which quota: `pools`, `addresses`, `max-prefix-v4` or `max-prefix-v6`.
+        quota: String,
+        /// The host.
+        host: String,
+        /// What it holds (pools, addresses) or asked for (a prefix length).
+        used: u64,
+        /// Its limit (for a prefix: the shortest prefix length it may create).
+        limit: u64,
+    },
 }
 
 /// Leaks of one pool that hosts reported and that still stand, by host.

@@ -98,6 +98,7 @@ mod id;
 mod keyed;
 mod limits;
 mod map;
+mod quota;
 mod records;
 pub mod report;
 mod results;
@@ -114,10 +115,11 @@ pub use limits::{
     MAX_RESTORE_CHUNK,
 };
 pub use map::{CellState, MapCell, MapPage, SparseEntry, SparsePage};
+pub use quota::{is_operator_name, HostQuota, QuotaReport, Quotas, OPERATOR_NAMES};
 pub use report::{HostReport, ReportedLeak, ReportedMissing, StoredReport};
 pub use results::{Allocated, HostForgotten, RequestedPool, Restored};
 pub use snapshot::{format_of as snapshot_format, SnapshotError};
-pub use state::{Config, DefaultPool, State};
+pub use state::{Config, DefaultPool, IssuedCert, State};
 pub use view::{human_count, Allocation, Holding, HostInfo, PoolInfo, Usage};
 
 // raftipam's own bookkeeping, at the root for the crates that name it there; documented in

@@ -32,6 +32,11 @@ pub const MAX_MAP_PAGE: u32 = 4096;
 pub const MAX_REVOKED_SERIALS: usize = 65_536;
 /// Most join tokens valid at once ([`crate::Op::AddJoinToken`]).
 pub const MAX_JOIN_TOKENS: usize = 1024;
+/// Longest a join token of [`crate::Op::AddJoinTokenFor`] is valid: 7 days (ms).
+pub const MAX_JOIN_TOKEN_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
+/// Most join certificates recorded ([`crate::Op::IssueJoinCert`]); the oldest record goes
+/// first.
+pub const MAX_ISSUED_CERTS: usize = 65_536;
 
 // ---- what the state's structures can hold ----
 

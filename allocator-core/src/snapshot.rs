@@ -14,17 +14,20 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::cluster::{canonical_serial, MAX_ISSUED_CERTS};
 use crate::id::AddrRange;
 use crate::id::PoolId;
 use crate::limits::{MAX_BITS, MAX_HOSTS, MAX_NAME_LEN, MAX_RESTORE_BYTES, MAX_SEQ};
+use crate::quota::Quotas;
 use crate::report::StoredReport;
-use crate::state::{Config, Pool, Seen, StagedRestore, State};
+use crate::state::{Config, IssuedCert, Pool, Seen, StagedRestore, State};
 use crate::subnet::Subnet;
 
 const MAGIC: &[u8; 8] = b"RIPAMSNP";
 /// Version 2 added hosts' reports, version 3 revoked certificate names and join tokens,
 /// version 4 revoked serials and a restore under way, version 5 the cluster version and join
-/// tokens' uses; earlier versions (without them) are still read. Version 5 is written only
+/// tokens' uses (and, in 0.2, quotas, join tokens' names and the certificates given to
+/// joins); earlier versions (without them) are still read. Version 5 is written only
 /// once the cluster version is past 1 (raftipam 0.1 reads version 4 and no later).
 const VERSION: u16 = 5;
 const HEADER: usize = 8 + 2 + 4;
@@ -106,8 +109,17 @@ struct SnapState<'a, R, V, X, Y> {
     cluster: Y,
 }
 
-/// Version 5's `cluster`.
-type ClusterPart = (u32, Vec<(String, u32)>);
+/// Version 5's `cluster`: the cluster version, the join tokens' uses left (hash, uses), the
+/// cluster's quotas, hosts' own quotas, the names join tokens are bound to (hash, name) and
+/// the certificates given to joins.
+type ClusterPart = (
+    u32,
+    Vec<(String, u32)>,
+    Option<Quotas>,
+    Vec<(String, Quotas)>,
+    Vec<(String, String)>,
+    Vec<IssuedCert>,
+);
 
 /// Version 4's `extra`.
 type Extra = (Vec<(String, u64)>, Option<(u64, u64, Vec<u8>)>);
@@ -175,6 +187,21 @@ impl State {
                         .iter()
                         .map(|(h, u)| (h.as_str(), *u))
                         .collect::<Vec<(&str, u32)>>(),
+                    self.quotas.cluster,
+                    self.quotas
+                        .hosts
+                        .iter()
+                        .map(|(h, q)| (h.as_str(), *q))
+                        .collect::<Vec<(&str, Quotas)>>(),
+                    self.credentials
+                        .token_names
+                        .iter()
+                        .map(|(h, n)| (h.as_str(), n.as_str()))
+                        .collect::<Vec<(&str, &str)>>(),
+                    self.credentials
+                        .issued
+                        .values()
+                        .collect::<Vec<&IssuedCert>>(),
                 )
             });
         let snap = SnapState {
@@ -334,7 +361,7 @@ impl State {
                 });
             }
         }
-        if let Some((version, uses)) = cluster {
+        if let Some((version, uses, quotas, host_quotas, names, issued)) = cluster {
             if !(1..=crate::cluster::CLUSTER_VERSION).contains(&version) {
                 return Err(bad(format!(
                     "cluster version {version} is not one this build knows (1 to {})",
@@ -347,6 +374,49 @@ impl State {
                     return Err(bad(format!("join token {hash:?}'s uses are not valid")));
                 }
                 state.credentials.token_uses.insert(hash, n);
+            }
+            for q in quotas.iter().chain(host_quotas.iter().map(|(_, q)| q)) {
+                q.check()
+                    .map_err(|e| bad(format!("a quota is not valid: {e}")))?;
+            }
+            if host_quotas.len() > MAX_HOSTS {
+                return Err(bad("more hosts have their own quotas than a state holds"));
+            }
+            state.quotas.cluster = quotas;
+            for (host, q) in host_quotas {
+                if host.is_empty() || host.len() > MAX_NAME_LEN {
+                    return Err(bad(format!("host {host:?} of a quota is not valid")));
+                }
+                state.quotas.hosts.insert(host, q);
+            }
+            for (hash, name) in names {
+                if !state.credentials.join_tokens.contains_key(&hash)
+                    || name.is_empty()
+                    || name.len() > MAX_NAME_LEN
+                {
+                    return Err(bad(format!("join token {hash:?}'s name is not valid")));
+                }
+                state.credentials.token_names.insert(hash, name);
+            }
+            if issued.len() > MAX_ISSUED_CERTS {
+                return Err(bad(
+                    "more join certificates are recorded than a state keeps",
+                ));
+            }
+            for cert in issued {
+                if canonical_serial(&cert.serial).as_deref() != Some(cert.serial.as_str())
+                    || cert.name.is_empty()
+                    || cert.name.len() > MAX_NAME_LEN
+                    || cert.role.len() > MAX_NAME_LEN
+                    || cert.token.len() > 64
+                    || state.credentials.issued.contains_key(&cert.serial)
+                {
+                    return Err(bad(format!(
+                        "the join certificate record {:?} is not valid",
+                        cert.serial
+                    )));
+                }
+                state.credentials.issued.insert(cert.serial.clone(), cert);
             }
         }
         Ok(state)
@@ -513,6 +583,7 @@ fn rebuild<R, V, X, Y>(
     for (key, sn) in state.subnets.iter_mut() {
         sn.pools = counts.get(key).copied().unwrap_or(0);
     }
+    state.recount_usage();
     state.check_invariants().map_err(bad)?;
     Ok(state)
 }

@@ -15,6 +15,7 @@
 //! - `queries.rs`: what the state is asked (pools, allocations, hosts, who has an address).
 //! - `invariants.rs`: [`State::check_invariants`].
 //! - `credentials.rs`: raftipam's revocations and join tokens ([`crate::cluster`]).
+//! - `quotas.rs`: per-host quotas and what each host holds.
 
 mod addresses;
 mod credentials;
@@ -22,6 +23,7 @@ mod hosts;
 mod invariants;
 mod pools;
 mod queries;
+mod quotas;
 mod reports;
 mod restore;
 
@@ -40,8 +42,10 @@ use crate::report::StoredReport;
 use crate::subnet::Subnets;
 
 pub(crate) use credentials::Credentials;
+pub use credentials::IssuedCert;
 pub(crate) use hosts::Seen;
 pub(crate) use pools::Pool;
+pub(crate) use quotas::QuotaTable;
 pub(crate) use restore::StagedRestore;
 
 /// A block that subnets are carved from when a pool is requested without one.
@@ -127,6 +131,11 @@ pub struct State {
     pub(crate) staged: Option<StagedRestore>,
     /// The cluster version: what every member can apply ([`crate::cluster`]).
     pub(crate) cluster_version: u32,
+    /// Per-host quotas an operator set ([`Op::SetQuotas`]).
+    pub(crate) quotas: QuotaTable,
+    /// Addresses each host holds (allocations and reserved addresses): derived, never
+    /// persisted; what the address quota compares.
+    pub(crate) usage: HashMap<String, u64>,
 }
 
 impl Default for State {
@@ -159,6 +168,8 @@ impl State {
             credentials: Credentials::default(),
             staged: None,
             cluster_version: 1,
+            quotas: QuotaTable::default(),
+            usage: HashMap::new(),
         }
     }
 
@@ -205,6 +216,14 @@ impl State {
                 needs,
                 current: self.cluster_version,
             });
+        }
+        if let Op::AddJoinToken { expires_ms, .. } | Op::AddJoinTokenUses { expires_ms, .. } =
+            &cmd.op
+        {
+            // From cluster version 2 on (every member a 0.2), no token outlives 7 days.
+            if self.cluster_version >= 2 {
+                credentials::check_token_ttl(now, *expires_ms)?;
+            }
         }
         match &cmd.op {
             Op::RequestPool { spec, holder } => {
@@ -284,6 +303,19 @@ impl State {
             Op::UseJoinToken { hash } => self
                 .credentials
                 .use_join_token(now, hash)
+                .map(|left| Outcome::JoinTokenUsed { left }),
+            Op::SetQuotas { host, quotas } => self.set_quotas(host.as_deref(), *quotas),
+            Op::AddJoinTokenFor {
+                hash,
+                expires_ms,
+                uses,
+                name,
+            } => self
+                .credentials
+                .add_join_token_for(now, hash, *expires_ms, *uses, name.as_deref())
+                .map(|tokens| Outcome::JoinTokenAdded { tokens }),
+            Op::IssueJoinCert { hash, name, serial } => self
+                .issue_join_cert(now, hash, name, serial)
                 .map(|left| Outcome::JoinTokenUsed { left }),
         }
     }

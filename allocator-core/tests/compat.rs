@@ -11,8 +11,8 @@ use std::net::IpAddr;
 
 use allocator_core::{
     AddrRange, AllocError, Command, Config, DefaultPool, Holding, HostReport, LeakHint, Op, Order,
-    Outcome, Owner, PoolId, PoolSpec, Released, ReportedLeak, ReportedMissing, State, StoredReport,
-    Usage,
+    Outcome, Owner, PoolId, PoolSpec, Quotas, Released, ReportedLeak, ReportedMissing, State,
+    StoredReport, Usage,
 };
 use raftipam_compat::Catalog;
 
@@ -136,6 +136,21 @@ fn ops() -> Vec<Op> {
             uses: 1,
         },
         Op::UseJoinToken { hash: "ab".into() },
+        Op::SetQuotas {
+            host: Some("h".into()),
+            quotas: Some(Quotas::new(Some(2), Some(3), Some(16), None)),
+        },
+        Op::AddJoinTokenFor {
+            hash: "ab".into(),
+            expires_ms: 7,
+            uses: 1,
+            name: Some("h".into()),
+        },
+        Op::IssueJoinCert {
+            hash: "ab".into(),
+            name: "h".into(),
+            serial: "a1".into(),
+        },
     ]
 }
 
@@ -184,6 +199,9 @@ fn outcomes() -> Vec<Outcome> {
             changed: true,
         },
         Outcome::JoinTokenUsed { left: Some(1) },
+        Outcome::QuotasSet {
+            quotas: Quotas::BUILT_IN,
+        },
     ]
 }
 
@@ -251,6 +269,12 @@ fn errors() -> Vec<AllocError> {
             what: "w".into(),
             needs: 2,
             current: 1,
+        },
+        AllocError::QuotaExceeded {
+            quota: "pools".into(),
+            host: "h".into(),
+            used: 2,
+            limit: 2,
         },
     ]
 }
@@ -421,6 +445,25 @@ fn catalog() -> Catalog {
             hash: "e".repeat(64),
             expires_ms: 90_000,
             uses: 3,
+        },
+        Op::SetQuotas {
+            host: None,
+            quotas: Some(Quotas::new(Some(8), None, Some(20), Some(56))),
+        },
+        Op::SetQuotas {
+            host: Some("b".into()),
+            quotas: Some(Quotas::NONE),
+        },
+        Op::AddJoinTokenFor {
+            hash: "f".repeat(64),
+            expires_ms: 90_000,
+            uses: 2,
+            name: Some("new-host".into()),
+        },
+        Op::IssueJoinCert {
+            hash: "f".repeat(64),
+            name: "new-host".into(),
+            serial: "1f2e".into(),
         },
     ] {
         v2.apply(&Command { at_ms: 5_000, op }).expect("applies");

@@ -94,6 +94,10 @@ pub enum Query {
     HostAllocations(String),
     /// Every host's last reconciliation report.
     Reports,
+    /// Every host's quotas and use (raftipam 0.2 on).
+    Quotas,
+    /// The certificates given to joins (raftipam 0.2 on).
+    IssuedCerts,
 }
 
 /// The answer to a [`Query`].
@@ -117,6 +121,10 @@ pub enum QueryReply {
     HostAllocations(Vec<(PoolId, Allocation)>),
     /// Every host's last reconciliation report.
     Reports(Vec<StoredReport>),
+    /// Every host's quotas and use.
+    Quotas(allocator_core::QuotaReport),
+    /// The certificates given to joins.
+    IssuedCerts(Vec<allocator_core::IssuedCert>),
 }
 
 /// A cluster administration command.

@@ -118,6 +118,8 @@ fn catalog() -> Catalog {
         Query::Snapshot,
         Query::HostAllocations("h1".into()),
         Query::Reports,
+        Query::Quotas,
+        Query::IssuedCerts,
     ] {
         c.add("query", q);
     }
@@ -139,6 +141,8 @@ fn catalog() -> Catalog {
         QueryReply::Snapshot(vec![1, 2, 3]),
         QueryReply::HostAllocations(vec![(pool(), allocation)]),
         QueryReply::Reports(Vec::<StoredReport>::new()),
+        QueryReply::Quotas(allocator_core::State::default().quota_report()),
+        QueryReply::IssuedCerts(Vec::new()),
     ] {
         c.add("query-reply", r);
     }

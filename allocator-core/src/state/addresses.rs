@@ -124,6 +124,17 @@ impl State {
         })?;
         sn.expire_cooling(now_ms);
         Self::refuse_held_or_fixed(hosts, sn, id, off)?;
+        let new_holder = sn
+            .reservations
+            .get(&off)
+            .is_none_or(|h| !h.contains_key(holder));
+        if new_holder {
+            self.check_address_quota(holder)?;
+        }
+        let sn = self
+            .subnets
+            .get_mut(&(id.space.clone(), id.subnet))
+            .ok_or_else(|| AllocError::NoSuchPool(id.clone()))?;
         sn.stop_cooling(off);
         sn.bitmap.set(off);
         *sn.reservations
@@ -131,6 +142,9 @@ impl State {
             .or_default()
             .entry(holder.to_string())
             .or_insert(0) += 1;
+        if new_holder {
+            Self::count_address(&mut self.usage, holder, true);
+        }
         Ok(sn.addr_net(off))
     }
 
@@ -208,12 +222,15 @@ impl State {
     ) -> Result<Allocated, AllocError> {
         check_name("host", &owner.host, false)?;
         check_name("endpoint", &owner.endpoint, true)?;
+        // Checked before anything is taken; a repeat of a granted request passes below.
+        let over_quota = self.check_address_quota(&owner.host).err();
         let State {
             pools,
             subnets,
             hosts,
             host_ids,
             seq,
+            usage,
             ..
         } = self;
         let (pool, sn, want_off) = Self::locate(pools, subnets, id, want)?;
@@ -250,6 +267,9 @@ impl State {
             return Err(AllocError::Invalid(
                 "the allocation sequence number is exhausted".into(),
             ));
+        }
+        if let Some(e) = over_quota {
+            return Err(e);
         }
         if known_host.is_none() && hosts.len() >= MAX_HOSTS {
             return Err(AllocError::Invalid(format!(
@@ -325,6 +345,7 @@ impl State {
         *seq += 1;
         let at_s = u32::try_from(now / 1000).unwrap_or(u32::MAX);
         sn.records.insert(off, *seq, at_s, &key);
+        Self::count_address(usage, &owner.host, true);
         Ok(Allocated {
             addr: sn.addr_net(off),
             seq: *seq,
@@ -347,16 +368,19 @@ impl State {
             pools,
             subnets,
             hosts,
+            usage,
             ..
         } = self;
         let (pool, sn, off) = Self::locate(pools, subnets, id, Some(addr))?;
         let off = off.unwrap_or_default();
         sn.expire_cooling(now);
-        match sn
-            .records
-            .remove_if(off, |rec| check(&hosts[rec.host as usize], rec))
-        {
-            Ok(Some(_)) => {}
+        let mut owner = None;
+        match sn.records.remove_if(off, |rec| {
+            let holder = &hosts[rec.host as usize];
+            owner = Some(holder.as_str());
+            check(holder, rec)
+        }) {
+            Ok(Some(_)) => Self::count_address(usage, owner.unwrap_or_default(), false),
             Ok(None) | Err(None) => return Ok((false, off)),
             Err(Some(e)) => return Err(e),
         }
@@ -454,9 +478,13 @@ impl State {
                     *c -= 1;
                     if *c == 0 {
                         h.remove(host);
+                        Self::count_address(&mut self.usage, host, false);
                     }
                     what = Released::Reservation;
                 } else if force {
+                    for k in h.keys().filter(|k| !k.starts_with('@')) {
+                        Self::count_address(&mut self.usage, k, false);
+                    }
                     h.retain(|k, _| k.starts_with('@'));
                     what = Released::Reservation;
                 }

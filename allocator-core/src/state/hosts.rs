@@ -161,6 +161,7 @@ impl State {
         for id in orphans {
             self.maybe_remove_pool(&id);
         }
+        self.recount_usage();
         Ok(HostForgotten {
             allocations,
             reservations,

@@ -82,6 +82,9 @@ impl State {
                 self.seq
             ));
         }
+        if self.usage != self.count_usage() {
+            return Err("the addresses counted per host differ from those held".into());
+        }
         Ok(())
     }
 }

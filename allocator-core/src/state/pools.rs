@@ -180,6 +180,8 @@ impl State {
             }
         }
         let id = PoolId::new(spec.space.clone(), subnet, spec.range);
+        let holds = self.pools.get(&id).map(|p| p.holders.contains_key(holder));
+        self.check_pool_quota(holder, &subnet, holds.is_none(), holds != Some(true))?;
         if let Some(pool) = self.pools.get_mut(&id) {
             *pool.holders.entry(holder.to_string()).or_insert(0) += 1;
             return Ok(RequestedPool {
@@ -367,7 +369,11 @@ impl State {
         };
         sn.pools -= 1;
         if sn.pools == 0 {
+            let dropped = sn.records.len() > 0 || !sn.reservations.is_empty();
             self.subnets.remove(&key);
+            if dropped {
+                self.recount_usage();
+            }
             return;
         }
         let tag = format!("@{id}");

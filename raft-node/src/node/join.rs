@@ -23,7 +23,7 @@ pub(super) async fn serve_join(
         return;
     };
     let issued = match join_reply(inner, tls, &req) {
-        Ok(x) => use_token(inner, &req).await.map(|()| x),
+        Ok(x) => use_token(inner, &req, &x.0, &x.1).await.map(|()| x),
         Err(why) => Err(why),
     };
     let reply = match issued {
@@ -39,17 +39,30 @@ pub(super) async fn serve_join(
     let _ = tokio::time::timeout(CHANNEL_BYTE_TIMEOUT, t.send(reply)).await;
 }
 
-/// Uses the request's token once through the cluster (from cluster version 2 on: a token with
-/// a number of uses is gone after its last), before the certificate leaves this node.
-async fn use_token(inner: &NodeInner, req: &crate::tls::join::JoinRequest) -> Result<(), String> {
+/// Uses the request's token once through the cluster and records the certificate (from
+/// cluster version 2 on: [`allocator_core::Op::IssueJoinCert`], which also refuses a token
+/// bound to another name, a revoked or taken name), before the certificate leaves this node.
+async fn use_token(
+    inner: &NodeInner,
+    req: &crate::tls::join::JoinRequest,
+    name: &str,
+    cert_pem: &str,
+) -> Result<(), String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
     if inner.sm.read().state.cluster_version() < 2 {
         return Ok(());
     }
     let hash = crate::tls::join::secret_hash(&req.secret);
-    match inner
-        .propose_anywhere(allocator_core::Op::UseJoinToken { hash })
-        .await
-    {
+    let serial = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .ok()
+        .and_then(|der| crate::tls::serial_of(&der))
+        .ok_or_else(|| "the certificate just signed has no readable serial".to_string())?;
+    let op = allocator_core::Op::IssueJoinCert {
+        hash,
+        name: name.to_string(),
+        serial,
+    };
+    match inner.propose_anywhere(op).await {
         Ok(_) => Ok(()),
         Err(e) => Err(format!("the join token could not be used: {e}")),
     }
@@ -63,7 +76,7 @@ pub(super) fn join_reply(
 ) -> Result<(String, String, String), String> {
     let hash = crate::tls::join::secret_hash(&req.secret);
     if !inner.sm.read().state.join_token_valid(&hash, now_ms()) {
-        return Err("the join token is unknown, expired or revoked: ask an operator for a new one (`raftipam cert token`)".into());
+        return Err("the join token is unknown, expired or revoked (or used up): ask an operator for a new one (`raftipam cert token`)".into());
     }
     let (ca_pem, ca_key) = tls.ca();
     let ca_key = ca_key.ok_or_else(|| {
@@ -74,9 +87,39 @@ pub(super) fn join_reply(
     })?;
     let (name, cert) =
         crate::tls::join::sign(&ca_pem, &ca_key, &req.csr, crate::tls::certs::CERT_LIFETIME)?;
+    if let Some(bound) = inner.sm.read().state.join_token_name(&hash) {
+        if bound != name {
+            return Err(format!(
+                "this join token is for host {bound:?} only, not {name:?}: join with `--host {bound}`, or ask an operator for a token for {name:?} (`raftipam cert token --name {name}`)"
+            ));
+        }
+    }
+    if name == tls.identity().name {
+        return Err(format!(
+            "{name:?} is the name of node {}: a join token gives certificates to new hosts only",
+            inner.id
+        ));
+    }
     if inner.sm.read().state.knows_host(&name) {
         return Err(format!(
             "the cluster already has a host named {name:?}: a join token gives certificates to new hosts only (an operator can `raftipam cert create-host {name}`, or `host forget` the old one)"
+        ));
+    }
+    if allocator_core::is_operator_name(&name) {
+        return Err(format!(
+            "{name:?} is an operator's name and cannot be a host's: choose another host name"
+        ));
+    }
+    if inner
+        .sm
+        .read()
+        .state
+        .revocations()
+        .iter()
+        .any(|(n, _)| *n == name)
+    {
+        return Err(format!(
+            "the name {name:?} is revoked: a join token does not give it a certificate again (an operator can `raftipam cert create-host {name}` if the host is really back)"
         ));
     }
     Ok((name, cert, ca_pem))

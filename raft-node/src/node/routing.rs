@@ -445,6 +445,8 @@ impl NodeInner {
             Query::Snapshot => QueryReply::Snapshot(st.to_snapshot()),
             Query::HostAllocations(h) => QueryReply::HostAllocations(st.host_allocations(h)),
             Query::Reports => QueryReply::Reports(st.reports()),
+            Query::Quotas => QueryReply::Quotas(st.quota_report()),
+            Query::IssuedCerts => QueryReply::IssuedCerts(st.issued_certs()),
         })
     }
 }

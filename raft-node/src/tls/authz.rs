@@ -60,6 +60,9 @@ fn operator_only(op: &Op) -> &'static str {
         Op::Revoke { .. } | Op::RevokeSerial { .. } => "revoke a certificate",
         Op::AddJoinToken { .. } => "make a join token",
         Op::RevokeJoinToken { .. } => "revoke a join token",
+        Op::AddJoinTokenUses { .. } | Op::AddJoinTokenFor { .. } => "make a join token",
+        Op::SetQuotas { .. } => "set quotas",
+        Op::UseJoinToken { .. } | Op::IssueJoinCert { .. } => "use a join token",
         _ => "do that",
     }
 }

@@ -80,11 +80,17 @@ pub enum CertCmd {
         /// Instead: stop accepting this token.
         #[arg(long, value_name = "TOKEN")]
         revoke: Option<String>,
-        /// How many certificates the token may give (a cluster at cluster version 2 or
-        /// later: see `cluster upgrade`); without it, any number until it expires.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-        uses: Option<u32>,
+        /// How many certificates the token may give (one by default). Needs cluster version 2
+        /// (`raftipam cluster upgrade`).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        uses: u32,
+        /// The one host name the token gives a certificate for (`raftipam join --host NAME`).
+        #[arg(long)]
+        name: Option<String>,
     },
+    /// List the certificates nodes gave to joins (serial, name, role, when, which token),
+    /// as the cluster recorded them (cluster version 2 on).
+    Ls,
     /// Revoke every certificate of NAME issued until now, in the whole cluster (`host forget`
     /// does this too); certificates issued later are accepted. Or revoke one certificate by
     /// its serial number (--serial, or --cert FILE), leaving the name's others good. Needs an
@@ -147,6 +153,11 @@ fn issue(
     node_id: Option<u64>,
     c: Issue,
 ) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        role == Role::Admin || !allocator_core::is_operator_name(&name),
+        "{name:?} is an operator's name (quotas never bind it): a {} certificate may not carry it; choose another name",
+        role.as_str()
+    );
     let leaf = Leaf {
         role,
         name: name.clone(),
@@ -203,7 +214,49 @@ pub async fn run(ctx: &Ctx, c: CertCmd) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        CertCmd::Token { ttl, revoke, uses } => {
+        CertCmd::Ls => {
+            let client = ctx.client()?;
+            let certs = match client
+                .query(
+                    raft_node::api::Query::IssuedCerts,
+                    raft_node::api::Consistency::Linearizable,
+                )
+                .await?
+            {
+                raft_node::api::QueryReply::IssuedCerts(c) => c,
+                r => anyhow::bail!("unexpected answer to a certificates query: {r:?}"),
+            };
+            ctx.print(&certs, |certs| {
+                if certs.is_empty() {
+                    outln!("no certificate was given to a join (certificates made with `cert create-*` are not recorded)");
+                    return;
+                }
+                outln!(
+                    "{:<42} {:<24} {:<6} {:<26} TOKEN",
+                    "SERIAL",
+                    "NAME",
+                    "ROLE",
+                    "ISSUED"
+                );
+                for c in certs {
+                    let at = std::time::UNIX_EPOCH + Duration::from_millis(c.issued_ms);
+                    outln!(
+                        "{:<42} {:<24} {:<6} {:<26} {}",
+                        c.serial,
+                        c.name,
+                        c.role,
+                        humantime::format_rfc3339_seconds(at).to_string(),
+                        c.token
+                    );
+                }
+            })
+        }
+        CertCmd::Token {
+            ttl,
+            revoke,
+            uses,
+            name,
+        } => {
             let client = ctx.client()?;
             if let Some(t) = revoke {
                 let token = raft_node::tls::join::Token::parse(&t)?;
@@ -226,6 +279,18 @@ pub async fn run(ctx: &Ctx, c: CertCmd) -> anyhow::Result<()> {
                 );
                 return Ok(());
             }
+            let most = Duration::from_millis(allocator_core::cluster::MAX_JOIN_TOKEN_TTL_MS);
+            anyhow::ensure!(
+                ttl <= most,
+                "--ttl {} is longer than a join token may live (7 days): give --ttl 7d or less, and make a new token when it runs out",
+                humantime::format_duration(ttl)
+            );
+            if let Some(n) = &name {
+                anyhow::ensure!(
+                    !allocator_core::is_operator_name(n),
+                    "{n:?} is an operator's name: a host may not carry it"
+                );
+            }
             let dir = ctx.tls_dir.as_ref().context(
                 "a join token pins the cluster's CA: give --tls-dir with an admin certificate",
             )?;
@@ -235,22 +300,22 @@ pub async fn run(ctx: &Ctx, c: CertCmd) -> anyhow::Result<()> {
             let expires_ms = raft_node::now_ms().saturating_add(ttl.as_millis() as u64);
             let hash = token.secret_hash();
             client
-                .apply(match uses {
-                    Some(uses) => allocator_core::Op::AddJoinTokenUses {
-                        hash,
-                        expires_ms,
-                        uses,
-                    },
-                    None => allocator_core::Op::AddJoinToken { hash, expires_ms },
+                .apply(allocator_core::Op::AddJoinTokenFor {
+                    hash,
+                    expires_ms,
+                    uses,
+                    name: name.clone(),
                 })
                 .await?;
             ctx.print(
-                &serde_json::json!({"token": token.to_string(), "expires_ms": expires_ms}),
+                &serde_json::json!({"token": token.to_string(), "expires_ms": expires_ms, "uses": uses, "name": name}),
                 |_| {
                     outln!("{token}");
                     eprintln!(
-                        "accepted for {} by every node holding the CA key; on the new host: raftipam join {token} --host NAME --endpoints {}",
+                        "accepted for {}, {uses} certificate(s){}, by every node holding the CA key; on the new host: raftipam join {token} --host {} --endpoints {}",
                         humantime::format_duration(ttl),
+                        name.as_ref().map_or(String::new(), |n| format!(" for host {n} only")),
+                        name.as_deref().unwrap_or("NAME"),
                         ctx.endpoints.join(",")
                     );
                 },

@@ -1024,6 +1024,8 @@ fn a_new_host_joins_with_a_token_and_only_with_a_good_one() {
         "token",
         "--ttl",
         "1h",
+        "--uses",
+        "3",
     ]);
     let token = token.trim().to_string();
     assert!(token.starts_with("RIPAM-1-"), "{token}");
@@ -1264,5 +1266,288 @@ fn a_backup_larger_than_a_request_is_restored_in_pieces() {
         !o.status.success() && text(&o).contains("pools"),
         "{}",
         text(&o)
+    );
+}
+
+/// The serial `raftipam cert show` prints for the certificate in `dir`.
+fn serial_in(dir: &str) -> String {
+    let shown = ok(&["cert", "show", "--tls-dir", dir]);
+    shown
+        .split("(serial ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .unwrap_or_else(|| panic!("no serial in {shown:?}"))
+        .to_string()
+}
+
+/// The attack of one stolen host key (every Docker host has one): a /8 of IPv4 or IPv6, every
+/// pool, every address. A host certificate is held to its quotas, with a message that names
+/// the quota, the host, its use and its limit and says what to do; an operator is not, and
+/// `host ls` shows each host's use and limits. Fails on commit 4b9aa6a (release 0.1.0),
+/// which has no quotas (the /8s are granted).
+#[test]
+fn a_host_certificate_is_held_to_its_quotas() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::new(dir.path());
+    let (addr, certs) = node_certs(&pki);
+    let (_node, admin) = start_node(&pki, dir.path(), &addr, &certs, "init");
+    let h1 = pki.host("h1");
+    let as_h1 = |rest: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["--endpoints", addr.as_str(), "--tls-dir", h1.as_str()]
+            .map(String::from)
+            .to_vec();
+        v.extend(rest.iter().map(|s| s.to_string()));
+        v
+    };
+    let as_admin = |rest: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["--endpoints", addr.as_str(), "--tls-dir", admin.as_str()]
+            .map(String::from)
+            .to_vec();
+        v.extend(rest.iter().map(|s| s.to_string()));
+        v
+    };
+    fn strs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    // The built-in quotas: nothing larger than a /16 or a /48.
+    refused(
+        &strs(&as_h1(&["pool", "create", "172.0.0.0/8", "--holder", "h1"])),
+        "host \"h1\" is over its max-prefix-v4 quota: it asked for a /8 pool and may create none larger than a /16",
+    );
+    refused(
+        &strs(&as_h1(&["pool", "create", "fd00::/8", "--holder", "h1"])),
+        "raftipam host quota set --host h1 --max-prefix-v6",
+    );
+    // An operator sets tighter ones; an operator's own requests are not bound.
+    ok(&strs(&as_admin(&[
+        "host",
+        "quota",
+        "set",
+        "--pools",
+        "2",
+        "--addresses",
+        "3",
+    ])));
+    ok(&strs(&as_admin(&["pool", "create", "172.0.0.0/8"])));
+    ok(&strs(&as_h1(&[
+        "pool",
+        "create",
+        "10.80.0.0/24",
+        "--holder",
+        "h1",
+    ])));
+    ok(&strs(&as_h1(&[
+        "pool",
+        "create",
+        "10.81.0.0/24",
+        "--holder",
+        "h1",
+    ])));
+    refused(
+        &strs(&as_h1(&[
+            "pool",
+            "create",
+            "10.82.0.0/24",
+            "--holder",
+            "h1",
+        ])),
+        "host \"h1\" is over its pools quota: it holds 2 pool(s) and may hold 2",
+    );
+    for i in 0..3 {
+        let owner = format!("h1/e{i}");
+        ok(&strs(&as_h1(&[
+            "addr",
+            "alloc",
+            "10.80.0.0/24",
+            "--owner",
+            &owner,
+        ])));
+    }
+    refused(
+        &strs(&as_h1(&[
+            "addr",
+            "alloc",
+            "10.81.0.0/24",
+            "--owner",
+            "h1/e9",
+        ])),
+        "host \"h1\" is over its addresses quota: it holds 3 address(es) and may hold 3",
+    );
+    // `host ls` shows the use and the limits, in text and JSON.
+    let ls = ok(&strs(&as_admin(&["host", "ls"])));
+    assert!(ls.contains("pools 2/2 addresses 3/3 v4 /16 v6 /48"), "{ls}");
+    assert!(ls.contains("set by an operator"), "{ls}");
+    let json = ok(&strs(&as_admin(&["--json", "host", "ls"])));
+    let rows: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let row = rows
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == "h1"))
+        .unwrap_or_else(|| panic!("no h1 in {json}"));
+    assert_eq!(row["quota"]["addresses"], 3, "{json}");
+    assert_eq!(row["quota"]["quotas"]["pools"], 2, "{json}");
+    // A host may not raise its own quotas.
+    refused(
+        &strs(&as_h1(&["host", "quota", "set", "--pools", "100"])),
+        "host h1 may not set quotas",
+    );
+    // Its own, raised by an operator, replace the cluster's for it.
+    ok(&strs(&as_admin(&[
+        "host", "quota", "set", "--host", "h1", "--pools", "3",
+    ])));
+    ok(&strs(&as_h1(&[
+        "pool",
+        "create",
+        "10.82.0.0/24",
+        "--holder",
+        "h1",
+    ])));
+}
+
+/// A one-node cluster over TLS whose node holds the CA key (it signs joins), and its admin.
+struct Signer {
+    dir: tempfile::TempDir,
+    addr: String,
+    admin: String,
+    _node: Proc,
+}
+
+impl Signer {
+    fn start() -> Signer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pki = Pki::new(dir.path());
+        let (addr, certs) = node_certs(&pki);
+        std::fs::copy(
+            dir.path().join("ca/ca-key.pem"),
+            Path::new(&certs).join("ca-key.pem"),
+        )
+        .expect("copy the CA key");
+        let (node, admin) = start_node(&pki, dir.path(), &addr, &certs, "init");
+        Signer {
+            dir,
+            addr,
+            admin,
+            _node: node,
+        }
+    }
+
+    /// `raftipam ARGS` with the admin certificate.
+    fn admin(&self, args: &[&str]) -> Output {
+        let mut all = vec!["--endpoints", &self.addr, "--tls-dir", &self.admin];
+        all.extend_from_slice(args);
+        raftipam(&all)
+    }
+
+    /// A new join token (`cert token EXTRA`).
+    fn token(&self, extra: &[&str]) -> String {
+        let mut args = vec!["cert", "token", "--ttl", "1h"];
+        args.extend_from_slice(extra);
+        let o = self.admin(&args);
+        assert!(o.status.success(), "cert token {extra:?}:\n{}", text(&o));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    /// Where a join as `host` writes its certificate.
+    fn joined(&self, host: &str) -> String {
+        self.dir
+            .path()
+            .join(format!("joined-{host}"))
+            .display()
+            .to_string()
+    }
+
+    fn join(&self, token: &str, host: &str) -> Output {
+        let out = self.joined(host);
+        raftipam(&[
+            "--endpoints",
+            &self.addr,
+            "join",
+            token,
+            "--host",
+            host,
+            "--out",
+            &out,
+        ])
+    }
+
+    fn joins(&self, token: &str, host: &str) {
+        let o = self.join(token, host);
+        assert!(o.status.success(), "join as {host}:\n{}", text(&o));
+    }
+
+    fn refused_join(&self, token: &str, host: &str, expect: &str) {
+        let o = self.join(token, host);
+        let t = text(&o);
+        assert!(!o.status.success(), "join as {host} succeeded:\n{t}");
+        assert!(
+            t.contains(expect),
+            "join as {host}: expected {expect:?} in:\n{t}"
+        );
+    }
+}
+
+/// A leaked join token gives one certificate (unless made with `--uses N`) and lives at most
+/// 7 days. Fails on commit 4b9aa6a (release 0.1.0), where a token gives any number of
+/// certificates for as long as asked.
+#[test]
+fn a_used_up_join_token_is_refused() {
+    let s = Signer::start();
+    let once = s.token(&[]);
+    s.joins(&once, "h7");
+    s.refused_join(&once, "h8", "used up");
+    let o = s.admin(&["cert", "token", "--ttl", "8d"]);
+    assert!(!o.status.success(), "an 8-day token was made");
+    assert!(
+        text(&o).contains("longer than a join token may live (7 days)"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// A token made for one name gives no certificate to another (and the refusal uses nothing).
+/// Fails on commit 4b9aa6a (release 0.1.0), whose tokens serve any name.
+#[test]
+fn a_join_token_for_one_name_is_refused_for_another() {
+    let s = Signer::start();
+    let bound = s.token(&["--name", "host9"]);
+    s.refused_join(&bound, "h10", "this join token is for host \"host9\" only");
+    s.joins(&bound, "host9");
+}
+
+/// A revoked name gets no certificate from a join, nor does the signing node's own name.
+/// Fails on commit 4b9aa6a (release 0.1.0), which gives a revoked name a new certificate.
+#[test]
+fn a_revoked_name_is_refused_a_join() {
+    let s = Signer::start();
+    let o = s.admin(&["cert", "revoke", "gone"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let token = s.token(&["--uses", "3"]);
+    s.refused_join(&token, "gone", "the name \"gone\" is revoked");
+    s.refused_join(&token, "n1", "is the name of node 1");
+    s.joins(&token, "fresh");
+}
+
+/// Every certificate a join got is recorded in the cluster and listed by `cert ls` with its
+/// serial. Fails on commit 4b9aa6a (release 0.1.0), which records none and has no `cert ls`.
+#[test]
+fn cert_ls_lists_every_certificate_a_join_got() {
+    let s = Signer::start();
+    let token = s.token(&["--uses", "2"]);
+    s.joins(&token, "h7");
+    s.joins(&token, "host9");
+    let o = s.admin(&["cert", "ls"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let ls = String::from_utf8_lossy(&o.stdout).into_owned();
+    for host in ["h7", "host9"] {
+        let serial = serial_in(&s.joined(host));
+        let line = ls
+            .lines()
+            .find(|l| l.starts_with(&serial))
+            .unwrap_or_else(|| panic!("serial {serial} of {host} not listed:\n{ls}"));
+        assert!(line.contains(host) && line.contains("host"), "{line}");
+    }
+    assert_eq!(
+        ls.lines().count(),
+        3,
+        "a header and two certificates:\n{ls}"
     );
 }
