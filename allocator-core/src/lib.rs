@@ -111,8 +111,8 @@ pub use command::{Command, Op, Order, Outcome, PoolSpec, Released};
 pub use error::{AllocError, LeakHint};
 pub use id::{AddrRange, Owner, ParseError, PoolId};
 pub use limits::{
-    MAX_MAP_PAGE, MAX_NAME_LEN, MAX_REPORTED, MAX_RESERVED_PER_POOL, MAX_RESTORE_BYTES,
-    MAX_RESTORE_CHUNK,
+    check_host_name, MAX_HOST_NAME_LEN, MAX_MAP_PAGE, MAX_NAME_LEN, MAX_REPORTED,
+    MAX_RESERVED_PER_POOL, MAX_RESTORE_BYTES, MAX_RESTORE_CHUNK,
 };
 pub use map::{CellState, MapCell, MapPage, SparseEntry, SparsePage};
 pub use quota::{is_operator_name, HostQuota, QuotaReport, Quotas, OPERATOR_NAMES};

@@ -66,3 +66,81 @@ pub(crate) fn check_name(what: &str, name: &str, may_be_empty: bool) -> Result<(
     }
     Ok(())
 }
+
+/// Longest name [`check_host_name`] accepts, in bytes: a DNS name's limit.
+pub const MAX_HOST_NAME_LEN: usize = 253;
+
+/// The one rule for a name an operator or a joining host gives a Docker host, a node or an
+/// operator (a certificate's name, a shim's `--host`): 1 to [`MAX_HOST_NAME_LEN`] bytes of
+/// ASCII letters, digits, `.`, `-` and `_`, starting with a letter or a digit. Every
+/// hostname and Docker node name fits; nothing else does, so a name cannot carry a
+/// control character, an escape sequence, a bidirectional override or a zero-width
+/// character that would make it look like another one, nor a `/` or `,` that would read as a
+/// separator. (Applied where names are chosen, not by [`crate::State`]: a replicated log
+/// replays whatever it held.)
+pub fn check_host_name(name: &str) -> Result<(), String> {
+    let Some(first) = name.chars().next() else {
+        return Err("the name is empty".into());
+    };
+    if name.len() > MAX_HOST_NAME_LEN {
+        return Err(format!(
+            "the name is {} bytes long; at most {MAX_HOST_NAME_LEN} are allowed",
+            name.len()
+        ));
+    }
+    if !first.is_ascii_alphanumeric() {
+        return Err(format!(
+            "the name {name:?} must start with an ASCII letter or digit"
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+    {
+        return Err(format!(
+            "the name {name:?} contains {c:?}: use only ASCII letters, digits, '.', '-' and '_'"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_host_name;
+
+    #[test]
+    fn host_names_are_letters_digits_dots_dashes_and_underscores() {
+        for good in [
+            "h1",
+            "host-1.example.com",
+            "a",
+            "node_3",
+            "1host",
+            &"a".repeat(253),
+        ] {
+            assert_eq!(check_host_name(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "-h",
+            ".h",
+            "_h",
+            "h 1",
+            "h/1",
+            "h,1",
+            "h\u{1b}[2J",
+            "h\n",
+            "adm\u{202e}nimda",
+            "h\u{200b}1",
+            "h\u{feff}",
+            "h\u{2066}",
+            "h\u{00e9}",
+            "h@corp",
+            &"a".repeat(254),
+        ] {
+            let e = check_host_name(bad).expect_err(bad);
+            assert!(e.contains("name"), "{bad:?}: {e}");
+            assert!(!e.contains('\u{1b}') && !e.contains('\u{202e}'), "{e}");
+        }
+    }
+}

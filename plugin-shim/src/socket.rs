@@ -7,9 +7,10 @@
 //! when the shim stops — as soon as shutdown begins, so that dockerd does not connect to a
 //! plugin that will not answer.
 //!
-//! The socket is bound under a temporary name, given mode 0600 and then renamed into place,
-//! so the final path never exists with wider permissions and a stale socket is replaced in
-//! one step.
+//! The socket is bound in a private directory (mode 0700) made next to its path, given mode
+//! 0600 there and then renamed into place: no socket with wider permissions is ever reachable
+//! (whatever the umask), the final path never exists with them, and a stale socket is replaced
+//! in one step.
 //!
 //! Under systemd socket activation (`raftipam-node.socket`, `raftipam-shim.socket`) the socket
 //! is systemd's: it exists before dockerd starts, even while the node still replays its log,
@@ -19,7 +20,7 @@
 
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -196,20 +197,30 @@ impl PluginSocket {
         std::fs::create_dir_all(&dir).map_err(io_err("creating the directory", &dir))?;
         check_existing(path)?;
 
+        // Bound in a private directory (0700) next to the target, given its mode there and
+        // then renamed into place: until the rename nobody else can reach it, whatever the
+        // process's umask (a socket is created with the umask's mode, and a connection made
+        // before a chmod outlives it).
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!(".raftipam-{}-{n}.tmp", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
-        let listener =
-            std::os::unix::net::UnixListener::bind(&tmp).map_err(io_err("binding", &tmp))?;
-        let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(SOCKET_MODE))
-            .map_err(io_err("setting permissions on", &tmp))
-            .and_then(|()| {
-                std::fs::rename(&tmp, path).map_err(io_err("moving the socket into place at", path))
+        let private = dir.join(format!(".raftipam-{}-{n}.d", std::process::id()));
+        let _ = std::fs::remove_dir_all(&private);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&private)
+            .map_err(io_err("creating a private directory", &private))?;
+        let tmp = private.join("plugin.sock");
+        let placed = std::os::unix::net::UnixListener::bind(&tmp)
+            .map_err(io_err("binding", &tmp))
+            .and_then(|listener| {
+                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(SOCKET_MODE))
+                    .map_err(io_err("setting permissions on", &tmp))?;
+                std::fs::rename(&tmp, path)
+                    .map_err(io_err("moving the socket into place at", path))?;
+                Ok(listener)
             });
-        if let Err(e) = placed {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
+        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_dir(&private);
+        let listener = placed?;
         let meta = std::fs::symlink_metadata(path).map_err(io_err("inspecting", path))?;
         let file = SocketFile {
             path: path.to_path_buf(),

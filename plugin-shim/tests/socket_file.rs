@@ -32,6 +32,65 @@ async fn socket_is_created_in_a_new_directory_for_root_only() {
     shim.stop().await.expect("clean shutdown");
 }
 
+/// No socket is ever created by name in the plugin directory: it appears there only by a
+/// rename, with its final name, after its mode is set — a socket created there first (under a
+/// temporary name, with the umask's mode, 0777 under umask 0) could be connected to before its
+/// chmod, and that connection would outlive the chmod. Watched with inotify, so the order is
+/// the kernel's, not a guess. On commit 4b9aa6a (release 0.1.0) the socket was bound under a
+/// temporary name in the plugin directory itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_socket_appears_only_by_a_rename_with_its_final_mode() {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).expect("mkdir");
+    std::fs::set_permissions(&plugins, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = plugins.join("raftipam.sock");
+    let watch = Inotify::init(InitFlags::IN_NONBLOCK).expect("inotify");
+    watch
+        .add_watch(
+            &plugins,
+            AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_ATTRIB,
+        )
+        .expect("watch");
+    let shim = Running::start(
+        &path,
+        Arc::new(MemoryBackend::default()),
+        ShimConfig::new("h"),
+    )
+    .await;
+    let meta = std::fs::symlink_metadata(&path).expect("socket exists");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let mut seen = Vec::new();
+    while let Ok(events) = watch.read_events() {
+        if events.is_empty() {
+            break;
+        }
+        seen.extend(events.into_iter().map(|e| (e.mask, e.name)));
+    }
+    for (mask, name) in &seen {
+        let name = name.as_ref().map(|n| n.to_string_lossy().into_owned());
+        if mask.contains(AddWatchFlags::IN_ISDIR) || name.is_none() {
+            continue; // the private directory the socket is made in; the directory itself
+        }
+        assert!(
+            mask.contains(AddWatchFlags::IN_MOVED_TO) && name.as_deref() == Some("raftipam.sock"),
+            "something other than the finished socket appeared in the plugin directory: {mask:?} {name:?} (all: {seen:?})"
+        );
+    }
+    assert!(
+        seen.iter()
+            .any(|(m, _)| m.contains(AddWatchFlags::IN_MOVED_TO)),
+        "the socket was renamed into place: {seen:?}"
+    );
+    let names: Vec<_> = std::fs::read_dir(&plugins)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("raftipam.sock")]);
+    shim.stop().await.expect("clean shutdown");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_is_removed_on_shutdown() {
     let dir = tempfile::tempdir().expect("tempdir");

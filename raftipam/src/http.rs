@@ -3,9 +3,10 @@
 //! that stopping the server ends every connection too (they hold the node's view, and the
 //! node's database closes only once nothing holds it).
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -18,6 +19,11 @@ use tokio::task::JoinSet;
 
 /// Connections served at once by one server; more wait in the kernel's backlog.
 pub const MAX_CONNECTIONS: usize = 256;
+
+/// Connections served at once from one source: an IPv4 address, or an IPv6 /64 (what one
+/// machine usually has). More from there are closed at once, so one client cannot take every
+/// slot of [`MAX_CONNECTIONS`] from the others.
+pub const MAX_PER_SOURCE: usize = 32;
 
 /// How long a client may take to send a request's head (a slow sender holds a connection).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,6 +39,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_source: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     let mut conns = JoinSet::new();
     loop {
         while conns.try_join_next().is_some() {}
@@ -48,9 +55,13 @@ where
                 continue;
             }
         };
+        let Some(source) = SourceSlot::take(&per_source, peer.ip()) else {
+            tracing::debug!(%peer, "{what}: more than {MAX_PER_SOURCE} connections from one source; closed");
+            continue;
+        };
         let (admit, app) = (admit.clone(), app.clone());
         conns.spawn(async move {
-            let _slot = slot;
+            let _slot = (slot, source);
             let Some(stream) = admit(tcp, peer).await else {
                 return;
             };
@@ -66,7 +77,153 @@ where
     }
 }
 
+/// The source a connection is counted under: an IPv4 address (an IPv4-mapped IPv6 one
+/// included), or the /64 of an IPv6 address.
+fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+    }
+}
+
+/// One connection counted against its source, until dropped.
+struct SourceSlot {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    source: IpAddr,
+}
+
+impl SourceSlot {
+    /// Counts a connection from `ip`, or `None` if its source has [`MAX_PER_SOURCE`] already.
+    fn take(counts: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<SourceSlot> {
+        let source = source_of(ip);
+        let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = c.entry(source).or_insert(0);
+        if *n >= MAX_PER_SOURCE {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            counts: counts.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = c.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                c.remove(&self.source);
+            }
+        }
+    }
+}
+
 /// [`serve`] without a handshake: every connection is served as it comes.
 pub async fn serve_plain(listener: TcpListener, app: Router, what: &'static str) {
     serve(listener, app, what, |tcp, _| async move { Some(tcp) }).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn ipv6_sources_are_grouped_by_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert_eq!(source_of(ip("10.0.0.1")), ip("10.0.0.1"));
+        assert_eq!(source_of(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
+        assert_eq!(source_of(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            source_of(ip("2001:db8:1:2:ffff::9")),
+            source_of(ip("2001:db8:1:2::1"))
+        );
+        assert_ne!(
+            source_of(ip("2001:db8:1:3::1")),
+            source_of(ip("2001:db8:1:2::1"))
+        );
+    }
+
+    /// One client opens [`MAX_PER_SOURCE`] connections that each hold a request open, then one
+    /// more: that one is closed at once, unanswered, while a connection from another loopback
+    /// address is still served, and the first ones get their answers when they are let go. On
+    /// commit 4b9aa6a (release 0.1.0) there was no limit per source: one client could take
+    /// every connection the web view serves.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_source_cannot_take_every_connection() {
+        let (release, released) = tokio::sync::watch::channel(false);
+        let app = Router::new()
+            .route(
+                "/hold",
+                axum::routing::get(move || {
+                    let mut released = released.clone();
+                    async move {
+                        let _ = released.wait_for(|r| *r).await;
+                        "held"
+                    }
+                }),
+            )
+            .route("/", axum::routing::get(|| async { "ok" }));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let at = listener.local_addr().expect("addr");
+        let server = tokio::spawn(serve_plain(listener, app, "test"));
+        let get = |path: &str| {
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        };
+        let bounded = std::time::Duration::from_secs(60);
+
+        let mut held = Vec::new();
+        for _ in 0..MAX_PER_SOURCE {
+            let mut c = TcpStream::connect(at).await.expect("connect");
+            c.write_all(get("/hold").as_bytes()).await.expect("send");
+            held.push(c);
+        }
+        // One more from the same address: closed without an answer.
+        let mut extra = TcpStream::connect(at).await.expect("connect");
+        let _ = extra.write_all(get("/").as_bytes()).await;
+        let mut answer = Vec::new();
+        let r = tokio::time::timeout(bounded, extra.read_to_end(&mut answer))
+            .await
+            .expect("the extra connection is closed, not left waiting");
+        assert!(
+            r.is_err() || answer.is_empty(),
+            "the connection over the limit was served: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+
+        // Another source is served meanwhile.
+        let other = tokio::net::TcpSocket::new_v4().expect("socket");
+        other
+            .bind("127.0.0.2:0".parse().expect("addr"))
+            .expect("bind 127.0.0.2");
+        let mut other = other.connect(at).await.expect("connect from 127.0.0.2");
+        other.write_all(get("/").as_bytes()).await.expect("send");
+        let mut answer = String::new();
+        tokio::time::timeout(bounded, other.read_to_string(&mut answer))
+            .await
+            .expect("answered")
+            .expect("read");
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok"),
+            "{answer}"
+        );
+
+        // The first connections were served all along.
+        release.send(true).expect("release");
+        for mut c in held {
+            let mut answer = String::new();
+            tokio::time::timeout(bounded, c.read_to_string(&mut answer))
+                .await
+                .expect("answered")
+                .expect("read");
+            assert!(answer.ends_with("held"), "{answer}");
+        }
+        server.abort();
+    }
 }

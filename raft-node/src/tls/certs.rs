@@ -236,7 +236,7 @@ fn replace(path: &Path, contents: &str, secret: bool) -> Result<(), TlsError> {
 /// its role, its addresses as SANs, a fresh serial and its validity. Both `raftipam cert` and
 /// a node signing a join request issue certificates from these.
 pub(crate) fn leaf_params(leaf: &Leaf) -> Result<CertificateParams, TlsError> {
-    check_cert_name(&leaf.name).map_err(|e| TlsError::Identity(format!("name {e}")))?;
+    check_cert_name(&leaf.name).map_err(TlsError::Identity)?;
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, ORGANIZATION);
@@ -282,7 +282,8 @@ pub(crate) fn leaf_params(leaf: &Leaf) -> Result<CertificateParams, TlsError> {
 fn make(ca_dir: &Path, leaf: &Leaf) -> Result<(String, String, String), TlsError> {
     let ca_pem = read_text(&ca_dir.join("ca.pem"))?;
     let ca_key_path = ca_dir.join("ca-key.pem");
-    let ca_key = KeyPair::from_pem(&read_text(&ca_key_path)?).map_err(|e| TlsError::Bad {
+    let ca_key_pem = String::from_utf8_lossy(&super::read_key(&ca_key_path)?).into_owned();
+    let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(|e| TlsError::Bad {
         path: ca_key_path.clone(),
         why: format!("not a private key: {e}"),
     })?;

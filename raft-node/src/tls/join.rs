@@ -313,4 +313,44 @@ mod tests {
             assert!(Token::parse(bad).is_err(), "{bad:?} parsed");
         }
     }
+
+    /// A joiner that skips its own check (a crafted CSR) asks for a name that reads like
+    /// another one (a right-to-left override: "adm\u{202e}nimda" shows as "admadmin"...), or
+    /// carries an escape sequence: the node signing joins refuses it and issues nothing. On
+    /// commit 4b9aa6a (release 0.1.0) the override was signed.
+    #[test]
+    fn a_node_refuses_to_sign_a_join_for_a_name_outside_the_charset() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ca, ca_key) =
+            super::super::certs::create_ca(dir.path(), Duration::from_secs(3600)).expect("a CA");
+        let ca_pem = std::fs::read_to_string(ca).expect("ca.pem");
+        let ca_key_pem = std::fs::read_to_string(ca_key).expect("ca-key.pem");
+        let csr_for = |name: &str| {
+            let key = KeyPair::generate().expect("key");
+            let mut p = CertificateParams::default();
+            let mut dn = DistinguishedName::new();
+            dn.push(DnType::CommonName, name);
+            p.distinguished_name = dn;
+            p.serialize_request(&key).expect("csr").der().to_vec()
+        };
+        let (name, _) = sign(
+            &ca_pem,
+            &ca_key_pem,
+            &csr_for("h5"),
+            Duration::from_secs(60),
+        )
+        .expect("a good name is signed");
+        assert_eq!(name, "h5");
+        for bad in [
+            "adm\u{202e}nimda",
+            "h\u{200b}5",
+            "h5\u{1b}[2J",
+            "h 5",
+            "-h5",
+        ] {
+            let e =
+                sign(&ca_pem, &ca_key_pem, &csr_for(bad), Duration::from_secs(60)).expect_err(bad);
+            assert!(e.contains("name"), "{bad:?}: {e}");
+        }
+    }
 }

@@ -81,9 +81,17 @@ pub enum TlsError {
     Config(String),
 }
 
-/// Checks a name as a certificate's CN: what a host name in the allocator may be, and no
-/// character that could be read as a separator (`/` splits an owner, `,` a list).
+/// Checks a name a certificate is issued for (`raftipam cert create-*`, `cert renew`, a
+/// join request, before a node signs it): [`allocator_core::check_host_name`], the one rule
+/// for names.
 pub fn check_cert_name(name: &str) -> Result<(), String> {
+    allocator_core::check_host_name(name)
+}
+
+/// Checks the CN of a certificate presented at a handshake: no character that could be read
+/// as a separator (`/` splits an owner, `,` a list), no control or invisible character. Looser
+/// than [`check_cert_name`] so that certificates issued before it keep working.
+fn check_presented_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("the name is empty".into());
     }
@@ -93,10 +101,16 @@ pub fn check_cert_name(name: &str) -> Result<(), String> {
             name.len()
         ));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| c.is_control() || c.is_whitespace() || matches!(c, '/' | ',' | '\\' | '"'))
-    {
+    if let Some(c) = name.chars().find(|c| {
+        c.is_control()
+            || c.is_whitespace()
+            || matches!(c, '/' | ',' | '\\' | '"')
+            || matches!(
+                c,
+                '\u{061c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+                    | '\u{2060}'..='\u{2069}' | '\u{feff}'
+            )
+    }) {
         return Err(format!("the name {name:?} contains {c:?}"));
     }
     Ok(())
@@ -148,7 +162,7 @@ fn identity_in(cert: &x509_parser::certificate::X509Certificate<'_>) -> Result<I
             "its subject must name exactly one name (CN), not {cns:?}"
         )));
     };
-    check_cert_name(cn).map_err(|e| bad(format!("its CN: {e}")))?;
+    check_presented_name(cn).map_err(|e| bad(format!("its CN: {e}")))?;
     Ok(Identity {
         role,
         name: cn.clone(),
@@ -159,6 +173,51 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|e| TlsError::Read {
         path: path.to_path_buf(),
         why: e.to_string(),
+    })
+}
+
+/// Reads a private key file (`key.pem`, `ca-key.pem`), refusing one that its group or
+/// others may read or write: whoever can read it is this process (or the cluster's CA) for
+/// every peer. raftipam writes its keys 0600; a copy made with the wrong mode is named, with
+/// the command that fixes it. `None` if the file does not exist.
+pub(crate) fn read_secret(path: &Path) -> Result<Option<Vec<u8>>, TlsError> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(TlsError::Read {
+                path: path.to_path_buf(),
+                why: e.to_string(),
+            })
+        }
+    };
+    let read_err = |e: io::Error| TlsError::Read {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    };
+    let mode = f.metadata().map_err(read_err)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(TlsError::Bad {
+            path: path.to_path_buf(),
+            why: format!(
+                "it is a private key that others may read (mode {:04o}): make it readable by its owner only, `chmod 600 {}`",
+                mode & 0o7777,
+                path.display()
+            ),
+        });
+    }
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).map_err(read_err)?;
+    Ok(Some(bytes))
+}
+
+/// Like [`read_secret`], for a key that must exist.
+pub(crate) fn read_key(path: &Path) -> Result<Vec<u8>, TlsError> {
+    read_secret(path)?.ok_or_else(|| TlsError::Read {
+        path: path.to_path_buf(),
+        why: "no such file".into(),
     })
 }
 
@@ -288,9 +347,10 @@ impl Tls {
         let ca_bytes = read(&ca_path)?;
         let ca = certs_in(&ca_path, &ca_bytes)?;
         let ca_pem = String::from_utf8_lossy(&ca_bytes).into_owned();
-        let ca_key_pem = std::fs::read_to_string(dir.join("ca-key.pem")).ok();
+        let ca_key_pem =
+            read_secret(&dir.join("ca-key.pem"))?.map(|b| String::from_utf8_lossy(&b).into_owned());
         let chain = certs_in(&cert_path, &read(&cert_path)?)?;
-        let key_bytes = read(&key_path)?;
+        let key_bytes = read_key(&key_path)?;
         let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| TlsError::Bad {
             path: key_path.clone(),
             why: format!("not a PEM private key: {e}"),
@@ -629,6 +689,10 @@ mod tests {
         refused(
             &[(O, "raftipam"), (OU, "host"), (CN, "h1\n")],
             "contains '\\n'",
+        );
+        refused(
+            &[(O, "raftipam"), (OU, "host"), (CN, "adm\u{202e}nimda")],
+            "contains '\\u{202e}'",
         );
         refused(&[(O, "raftipam"), (OU, "host"), (CN, "")], "empty");
         assert!(identity_of(b"not a certificate").is_err());

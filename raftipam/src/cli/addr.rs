@@ -84,7 +84,12 @@ pub async fn run(ctx: &Ctx, cmd: AddrCmd) -> anyhow::Result<()> {
                     outln!("no allocations in {pool}");
                 }
                 for a in list {
-                    outln!("{:<40} {:<30} #{}", a.addr, a.owner.to_string(), a.seq);
+                    outln!(
+                        "{:<40} {:<30} #{}",
+                        a.addr,
+                        super::term_safe(&a.owner.to_string()),
+                        a.seq
+                    );
                 }
             })
         }
@@ -99,17 +104,20 @@ pub async fn run(ctx: &Ctx, cmd: AddrCmd) -> anyhow::Result<()> {
                         Holding::Allocated { pool, allocation } => {
                             outln!(
                                 "{ip} in {pool}: allocated to {} (#{})",
-                                allocation.owner,
+                                super::term_safe(&allocation.owner.to_string()),
                                 allocation.seq
                             )
                         }
                         Holding::Reserved { pool, why } => {
-                            outln!("{ip} in {pool}: reserved ({why})")
+                            outln!(
+                                "{ip} in {pool}: reserved ({})",
+                                super::term_safe(&why.to_string())
+                            )
                         }
                         Holding::Cooling { pool, until_ms } => {
                             outln!("{ip} in {pool}: cooling down until t={until_ms} ms")
                         }
-                        other => outln!("{ip}: {other:?}"),
+                        other => outln!("{ip}: {}", super::term_safe(&format!("{other:?}"))),
                     }
                 }
             })

@@ -408,7 +408,7 @@ pub async fn run(ctx: &Ctx, c: CertCmd) -> anyhow::Result<()> {
                 outln!(
                     "{} {} (serial {}), valid {} to {}{}",
                     s.role,
-                    s.name,
+                    super::term_safe(&s.name),
                     s.serial,
                     s.not_before,
                     s.not_after,

@@ -21,7 +21,7 @@ use plugin_shim::agent::{Docker, DEFAULT_DOCKER_HOST};
 use plugin_shim::Inventory;
 use serde::Serialize;
 
-use super::Ctx;
+use super::{term_safe, Ctx};
 
 /// Compare the cluster with this host's dockerd.
 #[derive(Args, Debug)]
@@ -85,8 +85,8 @@ fn print_leak(l: &Leak) {
         "leaked   {} in {} (owner {}/{}, seq {}): allocated, no endpoint in dockerd",
         l.allocation.addr,
         l.pool,
-        l.allocation.owner.host,
-        l.allocation.owner.endpoint,
+        term_safe(&l.allocation.owner.host),
+        term_safe(&l.allocation.owner.endpoint.to_string()),
         l.allocation.seq
     );
 }
@@ -95,8 +95,8 @@ fn print_twice(t: &Twice) {
     outln!(
         "TWICE    {} ({}): {}",
         t.addr,
-        t.source,
-        t.holders.join(", ")
+        term_safe(&t.source.to_string()),
+        term_safe(&t.holders.join(", "))
     );
 }
 
@@ -105,20 +105,21 @@ fn print_others(others: &[OtherHost], across: &[Twice]) {
         match o.status {
             ReportStatus::Reported => outln!(
                 "host {} (its shim's report, {}): {} allocations in the cluster, {} endpoints in dockerd",
-                o.host,
+                term_safe(&o.host),
                 fmt_age(o.report_age_s),
                 o.allocations,
                 o.endpoints.unwrap_or(0)
             ),
             ReportStatus::Stale => outln!(
                 "host {}: not verified — its shim's last report is {} (is its shim running?); {} allocations in the cluster",
-                o.host,
+                term_safe(&o.host),
                 fmt_age(o.report_age_s),
                 o.allocations
             ),
             ReportStatus::Unreported => outln!(
                 "host {}: not verified — its shim never reported (reconciliation off, or not a raftipam host); {} allocations in the cluster",
-                o.host, o.allocations
+                term_safe(&o.host),
+                o.allocations
             ),
         }
         for l in &o.leaked {
@@ -126,14 +127,14 @@ fn print_others(others: &[OtherHost], across: &[Twice]) {
         }
         for m in &o.missing {
             let held = match &m.held_by {
-                Some(h) => format!("the cluster says {h} holds it"),
+                Some(h) => format!("the cluster says {} holds it", term_safe(&h.to_string())),
                 None => "the cluster holds it for nobody".to_string(),
             };
             outln!(
                 "missing  {} of container {} in network {}: {held}",
                 m.addr,
-                m.container,
-                m.network
+                term_safe(&m.container.to_string()),
+                term_safe(&m.network.to_string())
             );
         }
         if o.unlisted > 0 {
@@ -166,7 +167,7 @@ fn print_report(r: &Report) {
     }
     for m in &r.missing {
         let held = match &m.held_by {
-            Some(h) => format!("the cluster says {h} holds it"),
+            Some(h) => format!("the cluster says {} holds it", term_safe(&h.to_string())),
             None => "the cluster holds it for nobody".to_string(),
         };
         outln!(

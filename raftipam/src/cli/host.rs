@@ -209,8 +209,8 @@ pub async fn run(ctx: &Ctx, cmd: HostCmd) -> anyhow::Result<()> {
                 for r in rows {
                     outln!(
                         "{:<24} {:<10} {:<20} {:>9} {:>12} {:>5} {:>6}  {:<20} {}",
-                        r.info.name,
-                        r.info.version.as_deref().unwrap_or("-"),
+                        super::term_safe(&r.info.name),
+                        super::term_safe(r.info.version.as_deref().unwrap_or("-")),
                         fmt_age(r.last_seen_age_s.map(Duration::from_secs)),
                         r.info.allocations,
                         r.info.reservations,

@@ -168,10 +168,19 @@ fn write_man_pages(
 }
 
 /// Writes a command's output to stdout. Nobody reading it any more (a closed pipe) ends the
-/// process at once with status 0; any other failure to write ends it with status 1.
+/// process at once with status 0; any other failure to write ends it with status 1. Control
+/// characters other than newline and tab are written escaped (see [`term_safe_text`]):
+/// whatever a command forgot to pass through [`term_safe`], a string another process sent
+/// cannot reach the operator's terminal as an escape sequence.
 pub(crate) fn write_out(args: std::fmt::Arguments<'_>) {
+    write_raw(&term_safe_text(&args.to_string()));
+}
+
+/// Writes `s` to stdout as it is: only for what this process made itself and a terminal
+/// cannot misread (JSON, whose strings serde escapes; a completion script).
+pub(crate) fn write_raw(s: &str) {
     use std::io::Write;
-    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+    if let Err(e) = std::io::stdout().lock().write_all(s.as_bytes()) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
@@ -180,12 +189,26 @@ pub(crate) fn write_out(args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// Characters a terminal does not show as themselves: controls (ESC starts an escape sequence
+/// that can move the cursor, retitle the window or rewrite what was printed), and the
+/// invisible format characters that reorder or hide text (bidirectional overrides and
+/// isolates, zero-width spaces and joiners, the byte-order mark).
+fn unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2069}' | '\u{feff}'
+        )
+}
+
 /// A string another process sent (a release, a name) as a terminal may show it: control
-/// characters, escape sequences among them, are written escaped.
+/// characters (escape sequences among them, and newlines) and invisible format characters
+/// are written escaped (`\u{1b}`, `\n`, `\u{202e}`).
 pub(crate) fn term_safe(s: &str) -> String {
     s.chars()
         .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
+            let escaped: Vec<char> = if unprintable(c) {
                 c.escape_default().collect()
             } else {
                 vec![c]
@@ -193,6 +216,22 @@ pub(crate) fn term_safe(s: &str) -> String {
             escaped
         })
         .collect()
+}
+
+/// [`term_safe`] for a whole text of lines: newlines and tabs stay what they are.
+pub(crate) fn term_safe_text(s: &str) -> String {
+    if !s.chars().any(|c| c != '\n' && c != '\t' && unprintable(c)) {
+        return s.to_string();
+    }
+    s.split('\n')
+        .map(|line| {
+            line.split('\t')
+                .map(term_safe)
+                .collect::<Vec<_>>()
+                .join("\t")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Where `raftipam up` listens, and the endpoint used when neither `--endpoints`,
@@ -277,16 +316,27 @@ impl Ctx {
     /// Prints `v` as JSON with `--json`, else runs `human`.
     fn print<T: Serialize>(&self, v: &T, human: impl FnOnce(&T)) -> anyhow::Result<()> {
         if self.json {
-            outln!(
-                "{}",
-                serde_json::to_string_pretty(v).context("encoding JSON")?
-            );
+            let json = serde_json::to_string_pretty(v).context("encoding JSON")?;
+            write_raw(&format!("{json}\n"));
         } else {
             human(v);
         }
         Ok(())
     }
 }
+
+/// An error in what the command line asks for that no retry can fix (exit status 2, as clap's
+/// own usage errors: the systemd units do not restart on it).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 /// Parses the command line, runs the command, and maps errors to exit status 1. A bad config
 /// file exits with status 2, as a bad command line does (clap): a usage error, which the
@@ -347,7 +397,7 @@ pub fn main() -> ExitCode {
                 use clap::CommandFactory;
                 let mut script = Vec::new();
                 clap_complete::generate(shell, &mut Cli::command(), "raftipam", &mut script);
-                write_out(format_args!("{}", String::from_utf8_lossy(&script)));
+                write_raw(&String::from_utf8_lossy(&script));
                 Ok(())
             }
             Command::Man { dir } => {
@@ -366,8 +416,13 @@ pub fn main() -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // An error can quote what a node answered (names a host chose among them).
+            eprintln!("error: {}", term_safe_text(&format!("{e:#}")));
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -24,6 +24,8 @@ pub struct NodeArgs {
     #[arg(long)]
     data_dir: PathBuf,
     /// Serve Prometheus metrics on HOST:PORT (GET /metrics).
+    /// Plain HTTP on loopback; another address needs --tls-dir and serves HTTPS to admin and
+    /// host certificates.
     #[arg(long)]
     metrics: Option<SocketAddr>,
     /// Serve the web view — a live, read-only subnet map — on HOST:PORT (off unless given).
@@ -75,6 +77,7 @@ pub async fn run(ctx: &super::Ctx, a: NodeArgs) -> anyhow::Result<()> {
         addrs.extend(cfg.advertise.clone());
         ctx.check_plain("listen on", &addrs)?;
     }
+    crate::metrics::check_addr(a.metrics, cfg.tls.is_some())?;
     let tls = cfg.tls.clone();
     let _reload = super::shim::reload_on_hangup(tls.clone())?;
     let web = match a.http {
@@ -179,7 +182,15 @@ pub(super) async fn serve_beside(
     };
     if let Some(m) = metrics {
         let view = node.view();
-        let t = crate::metrics::serve(m, std::sync::Arc::new(move || view.metrics_text()))
+        let secure = node
+            .view()
+            .tls()
+            .cloned()
+            .map(|tls| crate::metrics::Secure {
+                tls,
+                node: Some(node.view()),
+            });
+        let t = crate::metrics::serve(m, std::sync::Arc::new(move || view.metrics_text()), secure)
             .await
             .with_context(|| format!("cannot serve metrics on {m}"))?;
         beside.tasks.push(t);

@@ -75,7 +75,10 @@ impl OpsArgs {
 
 /// Serves the shim's own counters (reconciliation, heartbeats) as Prometheus text on
 /// `GET /metrics` at `addr`, until the task is aborted.
-pub async fn serve_shim_metrics(addr: SocketAddr) -> anyhow::Result<JoinHandle<()>> {
+pub async fn serve_shim_metrics(
+    addr: SocketAddr,
+    tls: Option<raft_node::tls::Tls>,
+) -> anyhow::Result<JoinHandle<()>> {
     let mut registry = prometheus_client::registry::Registry::with_prefix("raftipam");
     ops_metrics().register(&mut registry);
     let render = move || {
@@ -85,7 +88,8 @@ pub async fn serve_shim_metrics(addr: SocketAddr) -> anyhow::Result<JoinHandle<(
         }
         out
     };
-    crate::metrics::serve(addr, std::sync::Arc::new(render))
+    let secure = tls.map(|tls| crate::metrics::Secure { tls, node: None });
+    crate::metrics::serve(addr, std::sync::Arc::new(render), secure)
         .await
         .with_context(|| format!("cannot serve metrics on {addr}"))
 }

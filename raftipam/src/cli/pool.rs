@@ -79,14 +79,18 @@ fn show(p: &PoolInfo) {
         );
     }
     if !p.holders.is_empty() {
-        let h: Vec<String> = p.holders.iter().map(|(k, v)| format!("{k}({v})")).collect();
+        let h: Vec<String> = p
+            .holders
+            .iter()
+            .map(|(k, v)| format!("{}({v})", super::term_safe(k)))
+            .collect();
         outln!("  holders: {}", h.join(", "));
     }
     for r in &p.reserve {
         outln!("  reserve: {r}");
     }
     for (a, who) in &p.reservations {
-        let w: Vec<&str> = who.keys().map(String::as_str).collect();
+        let w: Vec<String> = who.keys().map(|h| super::term_safe(h)).collect();
         outln!("  reserved {a} by {}", w.join(", "));
     }
 }
@@ -159,7 +163,7 @@ pub async fn run(ctx: &Ctx, cmd: PoolCmd) -> anyhow::Result<()> {
                 let h: Vec<String> = o
                     .allocated_by_host
                     .iter()
-                    .map(|(k, v)| format!("{k}: {v}"))
+                    .map(|(k, v)| format!("{}: {v}", super::term_safe(k)))
                     .collect();
                 if !h.is_empty() {
                     outln!("  allocated by host (whole subnet): {}", h.join(", "));

@@ -32,6 +32,8 @@ pub struct ShimArgs {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     call_timeout: Duration,
     /// Serve this shim's Prometheus metrics (reconciliation, heartbeats) on HOST:PORT.
+    /// Plain HTTP on loopback; another address needs --tls-dir and serves HTTPS to admin and
+    /// host certificates.
     #[arg(long)]
     metrics: Option<std::net::SocketAddr>,
     #[command(flatten)]
@@ -45,12 +47,15 @@ pub async fn run(ctx: &Ctx, a: ShimArgs) -> anyhow::Result<()> {
     if tls.is_none() {
         ctx.check_plain("talk to", &ctx.endpoints)?;
     }
+    crate::metrics::check_addr(a.metrics, tls.is_some())?;
     let _reload = reload_on_hangup(tls.clone())?;
-    let client = shim_client(&ctx.endpoints, a.call_timeout, &host, tls)?;
+    let client = shim_client(&ctx.endpoints, a.call_timeout, &host, tls.clone())?;
     let plugin = Plugin::start(client.clone(), &a.socket, &host, a.call_timeout).await?;
     let _ops = a.ops.start(client, &host, &driver_name(&a.socket));
     let _metrics = match a.metrics {
-        Some(m) => Some(AbortOnDrop(super::ops::serve_shim_metrics(m).await?)),
+        Some(m) => Some(AbortOnDrop(
+            super::ops::serve_shim_metrics(m, tls.clone()).await?,
+        )),
         None => None,
     };
     eprintln!(
@@ -125,6 +130,7 @@ pub fn host_name(given: Option<String>) -> anyhow::Result<String> {
             !h.is_empty(),
             "--host is empty: give this Docker host a unique, stable name"
         );
+        allocator_core::check_host_name(&h).map_err(|e| anyhow::anyhow!("--host: {e}"))?;
         return Ok(h);
     }
     let from_kernel = std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -293,7 +293,7 @@ fn print_status(s: &Status) {
     } else {
         outln!("pools:");
         for p in &s.pools {
-            let holders: Vec<&str> = p.info.holders.keys().map(String::as_str).collect();
+            let holders: Vec<String> = p.info.holders.keys().map(|h| term_safe(h)).collect();
             outln!(
                 "  {:<36} {} {:>5.1}%  {:>7} allocated  {:>12} free  {}",
                 p.info.id.to_string(),
@@ -313,8 +313,8 @@ fn print_status(s: &Status) {
         for h in &s.hosts {
             outln!(
                 "  {:<24} {:<10} seen {:<18}{} {:>6} addresses  leaked {}",
-                h.info.name,
-                h.info.version.as_deref().unwrap_or("-"),
+                term_safe(&h.info.name),
+                term_safe(h.info.version.as_deref().unwrap_or("-")),
                 fmt_age(h.last_seen_age_s.map(Duration::from_secs)),
                 if h.stale { " STALE" } else { "      " },
                 h.info.allocations,
@@ -326,7 +326,7 @@ fn print_status(s: &Status) {
         outln!();
         outln!("problems:");
         for p in &s.problems {
-            outln!("  - {p}");
+            outln!("  - {}", term_safe(p));
         }
     }
 }

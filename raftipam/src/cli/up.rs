@@ -28,6 +28,8 @@ pub struct UpArgs {
     #[arg(long)]
     host: Option<String>,
     /// Serve Prometheus metrics on HOST:PORT (GET /metrics).
+    /// Plain HTTP on loopback; another address needs --tls-dir and serves HTTPS to admin and
+    /// host certificates.
     #[arg(long)]
     metrics: Option<SocketAddr>,
     /// Serve the web view — a live, read-only subnet map — on HOST:PORT, or `off`. Default
@@ -79,6 +81,7 @@ pub async fn run(ctx: &super::Ctx, a: UpArgs) -> anyhow::Result<()> {
     if cfg.tls.is_none() {
         ctx.check_plain("listen on", &[a.listen.to_string()])?;
     }
+    crate::metrics::check_addr(a.metrics, cfg.tls.is_some())?;
     let tls = cfg.tls.clone();
     let _reload = super::shim::reload_on_hangup(tls.clone())?;
     let web = match http {

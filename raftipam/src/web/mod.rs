@@ -124,9 +124,57 @@ fn serve(listener: TcpListener, node: NodeView, tls: Option<Tls>) -> tokio::task
         .route("/api/events", get(events))
         .with_state(web);
     match tls {
-        None => tokio::spawn(crate::http::serve_plain(listener, app, "web view")),
+        None => tokio::spawn(crate::http::serve_plain(
+            listener,
+            app.layer(axum::middleware::from_fn(loopback_host_only)),
+            "web view",
+        )),
         Some(tls) => tokio::spawn(serve_tls(listener, app, tls, node)),
     }
+}
+
+/// What the plain (loopback) web view answers a request whose `Host` is not loopback.
+pub const NOT_LOOPBACK_HOST: &str = "refused: this web view answers only requests addressed to a loopback name (Host: 127.0.0.1, [::1] or localhost, any port); open it as http://127.0.0.1:PORT/";
+
+/// Whether a `Host` header names this machine's loopback: an IP in 127.0.0.0/8, `[::1]`, or
+/// `localhost`, with any port (an SSH tunnel may forward another one).
+fn loopback_host(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() && !h.ends_with(':') => h,
+        _ => host,
+    };
+    if name.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        Some(v6) => v6
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+    }
+}
+
+/// The plain web view serves only requests whose `Host` is loopback: a web page elsewhere
+/// whose name the attacker re-points at 127.0.0.1 (DNS rebinding) would otherwise read the
+/// whole map from the operator's own browser. Its requests carry the attacker's name and get
+/// 421 Misdirected Request.
+async fn loopback_host_only(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    if host.is_some_and(loopback_host) {
+        return next.run(req).await;
+    }
+    (
+        StatusCode::MISDIRECTED_REQUEST,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        NOT_LOOPBACK_HOST,
+    )
+        .into_response()
 }
 
 /// HTTPS with client certificates: the handshake, the role and revocation check, then HTTP/1.1.

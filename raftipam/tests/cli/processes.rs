@@ -991,7 +991,7 @@ async fn sigterm_ends_a_node_cleanly_with_web_and_metrics_connections_open() {
     let mut feed = std::net::TcpStream::connect(&web).expect("connect");
     feed.set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
-    feed.write_all(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n")
+    feed.write_all(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .expect("send");
     let mut first = [0u8; 12];
     feed.read_exact(&mut first).expect("the feed answers");

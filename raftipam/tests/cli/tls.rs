@@ -151,6 +151,12 @@ fn expired_admin(pki: &Pki) -> String {
     std::fs::write(out.join("ca.pem"), &ca_pem).expect("write");
     std::fs::write(out.join("cert.pem"), cert.pem()).expect("write");
     std::fs::write(out.join("key.pem"), key.serialize_pem()).expect("write");
+    // Keys are loaded only if their owner alone may read them.
+    std::fs::set_permissions(
+        out.join("key.pem"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
     out.display().to_string()
 }
 
