@@ -25,17 +25,25 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// slot of [`MAX_CONNECTIONS`] from the others.
 pub const MAX_PER_SOURCE: usize = 32;
 
+/// Whether an admitted client is still allowed (its certificate not revoked since).
+pub type StillAllowed = Box<dyn Fn() -> bool + Send + Sync>;
+
+/// How often an open connection's client is checked again ([`StillAllowed`]).
+pub const RECHECK: Duration = Duration::from_secs(2);
+
 /// How long a client may take to send a request's head (a slow sender holds a connection).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `app` on `listener` until the returned future is dropped (or its task aborted).
 ///
 /// `admit` runs first on each accepted connection (a TLS handshake, a check of the peer) and
-/// gives the stream to serve, or `None` to close it.
+/// gives the stream to serve, or `None` to close it — and, for a client with a certificate,
+/// a check that it is still allowed (not revoked since): asked every [`RECHECK`], the
+/// connection is closed, a live stream (the web view's change feed) included, once it says no.
 pub async fn serve<S, F, Fut>(listener: TcpListener, app: Router, what: &'static str, admit: F)
 where
     F: Fn(TcpStream, SocketAddr) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = Option<S>> + Send + 'static,
+    Fut: Future<Output = Option<(S, Option<StillAllowed>)>> + Send + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -62,16 +70,31 @@ where
         let (admit, app) = (admit.clone(), app.clone());
         conns.spawn(async move {
             let _slot = (slot, source);
-            let Some(stream) = admit(tcp, peer).await else {
+            let Some((stream, still)) = admit(tcp, peer).await else {
                 return;
             };
-            let r = hyper::server::conn::http1::Builder::new()
+            let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app))
-                .await;
-            if let Err(e) = r {
-                tracing::debug!(%peer, "{what}: connection ended: {e}");
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+            let revoked = async {
+                let Some(still) = still else {
+                    return std::future::pending().await;
+                };
+                loop {
+                    tokio::time::sleep(RECHECK).await;
+                    if !still() {
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!(%peer, "{what}: connection ended: {e}");
+                },
+                () = revoked => {
+                    tracing::info!(%peer, "{what}: closed the connection of a client whose certificate was revoked");
+                }
             }
         });
     }
@@ -126,7 +149,13 @@ impl Drop for SourceSlot {
 
 /// [`serve`] without a handshake: every connection is served as it comes.
 pub async fn serve_plain(listener: TcpListener, app: Router, what: &'static str) {
-    serve(listener, app, what, |tcp, _| async move { Some(tcp) }).await
+    serve(
+        listener,
+        app,
+        what,
+        |tcp, _| async move { Some((tcp, None)) },
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -84,7 +84,10 @@ pub async fn serve(
                         tracing::info!(%peer, who = %cert.id, "metrics: refused a certificate that may not read them (admin or host, not revoked)");
                         return None;
                     }
-                    Some(stream)
+                    let still: Option<crate::http::StillAllowed> = node.map(|n| {
+                        Box::new(move || !n.is_revoked(&cert)) as crate::http::StillAllowed
+                    });
+                    Some((stream, still))
                 }
             };
             tokio::spawn(crate::http::serve(listener, app, "metrics", admit))

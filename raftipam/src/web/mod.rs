@@ -197,7 +197,8 @@ async fn serve_tls(listener: TcpListener, app: Router, tls: Tls, node: NodeView)
                 tracing::info!(%peer, who = %cert.id, "web view: refused a certificate that may not read it (admin or host, not revoked)");
                 return None;
             }
-            Some(stream)
+            let still: crate::http::StillAllowed = Box::new(move || !node.is_revoked(&cert));
+            Some((stream, Some(still)))
         }
     };
     crate::http::serve(listener, app, "web view", admit).await
