@@ -147,6 +147,43 @@ impl Drop for SourceSlot {
     }
 }
 
+/// [`serve`] over HTTPS with client certificates of the cluster's CA: the handshake, then
+/// only an admin's or a host's certificate, and on a node (`node`) one that is not revoked —
+/// at the handshake and every [`RECHECK`] after it.
+pub async fn serve_tls(
+    listener: TcpListener,
+    app: Router,
+    what: &'static str,
+    tls: raft_node::tls::Tls,
+    node: Option<raft_node::NodeView>,
+) {
+    use raft_node::api::Role;
+    let admit = move |tcp, peer: SocketAddr| {
+        let (tls, node) = (tls.clone(), node.clone());
+        async move {
+            let (stream, cert) = match tls.accept(tcp).await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(%peer, "{what}: TLS handshake failed: {e}");
+                    return None;
+                }
+            };
+            let Some(cert) = cert else {
+                tracing::info!(%peer, "{what}: refused a client without a certificate");
+                return None;
+            };
+            let revoked = node.as_ref().is_some_and(|n| n.is_revoked(&cert));
+            if !matches!(cert.id.role, Role::Admin | Role::Host) || revoked {
+                tracing::info!(%peer, who = %cert.id, "{what}: refused a certificate that may not read it (admin or host, not revoked)");
+                return None;
+            }
+            let still = node.map(|n| Box::new(move || !n.is_revoked(&cert)) as StillAllowed);
+            Some((stream, still))
+        }
+    };
+    serve(listener, app, what, admit).await
+}
+
 /// [`serve`] without a handshake: every connection is served as it comes.
 pub async fn serve_plain(listener: TcpListener, app: Router, what: &'static str) {
     serve(

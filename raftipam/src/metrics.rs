@@ -7,7 +7,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use raft_node::api::Role;
 use raft_node::tls::Tls;
 use raft_node::NodeView;
 
@@ -68,29 +67,7 @@ pub async fn serve(
     Ok(match secure.filter(|_| public) {
         None => tokio::spawn(crate::http::serve_plain(listener, app, "metrics")),
         Some(Secure { tls, node }) => {
-            let admit = move |tcp, peer: SocketAddr| {
-                let (tls, node) = (tls.clone(), node.clone());
-                async move {
-                    let (stream, cert) = match tls.accept(tcp).await {
-                        Ok(x) => x,
-                        Err(e) => {
-                            tracing::debug!(%peer, "metrics: TLS handshake failed: {e}");
-                            return None;
-                        }
-                    };
-                    let cert = cert?;
-                    let revoked = node.as_ref().is_some_and(|n| n.is_revoked(&cert));
-                    if !matches!(cert.id.role, Role::Admin | Role::Host) || revoked {
-                        tracing::info!(%peer, who = %cert.id, "metrics: refused a certificate that may not read them (admin or host, not revoked)");
-                        return None;
-                    }
-                    let still: Option<crate::http::StillAllowed> = node.map(|n| {
-                        Box::new(move || !n.is_revoked(&cert)) as crate::http::StillAllowed
-                    });
-                    Some((stream, still))
-                }
-            };
-            tokio::spawn(crate::http::serve(listener, app, "metrics", admit))
+            tokio::spawn(crate::http::serve_tls(listener, app, "metrics", tls, node))
         }
     })
 }

@@ -87,9 +87,8 @@ pub struct NodeConfig {
     pub keep_logs: u64,
     /// Mutual TLS with this node certificate (`None`: plain TCP, anyone may call).
     pub tls: Option<Tls>,
-    /// Most connections served at once (default 4,096), but for the members' own
-    /// ([`accept::MEMBER_SLOTS`] more); a connection past it is closed once it proved who
-    /// it is.
+    /// Most connections served at once (default 4,096), but for the members' own (64 more);
+    /// a connection past it is closed once it proved who it is.
     pub max_connections: usize,
     /// A connection with no call in flight and none arriving for this long is closed (default
     /// 10 minutes); clients reconnect on their next call.

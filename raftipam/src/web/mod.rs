@@ -35,7 +35,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::Stream;
-use raft_node::api::{NodeStatus, Role};
+use raft_node::api::NodeStatus;
 use raft_node::tls::Tls;
 use raft_node::{now_ms, Client, ClientConfig, NodeEvent, NodeView, Subscription};
 use serde::{Deserialize, Serialize};
@@ -129,7 +129,13 @@ fn serve(listener: TcpListener, node: NodeView, tls: Option<Tls>) -> tokio::task
             app.layer(axum::middleware::from_fn(loopback_host_only)),
             "web view",
         )),
-        Some(tls) => tokio::spawn(serve_tls(listener, app, tls, node)),
+        Some(tls) => tokio::spawn(crate::http::serve_tls(
+            listener,
+            app,
+            "web view",
+            tls,
+            Some(node),
+        )),
     }
 }
 
@@ -175,33 +181,6 @@ async fn loopback_host_only(req: axum::extract::Request, next: axum::middleware:
         NOT_LOOPBACK_HOST,
     )
         .into_response()
-}
-
-/// HTTPS with client certificates: the handshake, the role and revocation check, then HTTP/1.1.
-async fn serve_tls(listener: TcpListener, app: Router, tls: Tls, node: NodeView) {
-    let admit = move |tcp, peer: std::net::SocketAddr| {
-        let (tls, node) = (tls.clone(), node.clone());
-        async move {
-            let (stream, cert) = match tls.accept(tcp).await {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::debug!(%peer, "web view: TLS handshake failed: {e}");
-                    return None;
-                }
-            };
-            let Some(cert) = cert else {
-                tracing::info!(%peer, "web view: refused a client without a certificate");
-                return None;
-            };
-            if !matches!(cert.id.role, Role::Admin | Role::Host) || node.is_revoked(&cert) {
-                tracing::info!(%peer, who = %cert.id, "web view: refused a certificate that may not read it (admin or host, not revoked)");
-                return None;
-            }
-            let still: crate::http::StillAllowed = Box::new(move || !node.is_revoked(&cert));
-            Some((stream, Some(still)))
-        }
-    };
-    crate::http::serve(listener, app, "web view", admit).await
 }
 
 async fn page() -> impl IntoResponse {

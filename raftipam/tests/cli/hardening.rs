@@ -71,8 +71,9 @@ fn client(addr: &str) -> Client {
 }
 
 /// A process that reaches the cluster (a shim, a host without TLS) heartbeats with a host
-/// name and a version that hold terminal escape sequences (clear the screen, retitle the
-/// window, a fake prompt after a carriage return) and allocates for an endpoint named the
+/// name that holds terminal escape sequences (clear the screen, retitle the window) and a
+/// version with a bidi override (one with a fake prompt after a carriage return is refused
+/// outright), and allocates for an endpoint named the
 /// same way; `host ls`, `status`, `addr ls`, `addr who-has` and `pool show` print them
 /// escaped: no ESC byte (nor BEL, CR) reaches the operator's terminal, and the text stays
 /// readable. On commit 4b9aa6a (release 0.1.0) `host ls` printed them raw.
@@ -82,7 +83,16 @@ async fn strings_from_other_processes_reach_the_terminal_escaped() {
     let (_node, addr) = one_node(dir.path(), &[]).await;
     let c = client(&addr);
     let evil_host = "h\u{1b}[2J\u{1b}]0;pwned\u{7}";
-    let evil_version = "0.2.0\r\u{1b}[31mroot# \u{9b}0m\u{202e}";
+    // A version with control characters is refused before it is proposed (the node's
+    // write checks); one with a bidi override is not a control character and gets through.
+    let refused = c
+        .apply(Op::Heartbeat {
+            host: evil_host.into(),
+            version: "0.2.0\r\u{1b}[31mroot# \u{9b}0m".into(),
+        })
+        .await;
+    assert!(refused.is_err(), "a version with escapes was taken");
+    let evil_version = "0.2.0\u{202e}";
     c.apply(Op::Heartbeat {
         host: evil_host.into(),
         version: evil_version.into(),
