@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsStream;
 
 use super::api_server::ApiServer;
-use super::conn::serve_requests;
+use super::conn::{serve_requests, MAX_IN_FLIGHT, MAX_IN_FLIGHT_PER_CONN};
 use super::join::serve_join;
 use super::raft_server::RaftServer;
 use super::NodeInner;
@@ -120,20 +120,26 @@ enum Slot {
     Other(OwnedSemaphorePermit, Option<Counted<Identity>>),
 }
 
+/// Whether `peer` is the node certificate of a current member (bound to it, not revoked).
+fn is_member(inner: &Arc<NodeInner>, peer: Option<&PeerCert>) -> bool {
+    let Some(p) = peer.filter(|p| p.id.role == Role::Node) else {
+        return false;
+    };
+    let members = inner.member_addrs();
+    p.raft_id(members.iter().map(|(m, a)| (*m, a.as_str())))
+        .is_some_and(|id| inner.refuse_as_member(Some(p), id).is_none())
+}
+
 /// The slot of a connection that proved who it is (`peer`, `None` without TLS).
 fn slot_for(inner: &Arc<NodeInner>, peer: Option<&PeerCert>) -> Result<Slot, String> {
-    if let Some(p) = peer.filter(|p| p.id.role == Role::Node) {
-        let members = inner.member_addrs();
-        let member = p
-            .raft_id(members.iter().map(|(m, a)| (*m, a.as_str())))
-            .is_some_and(|id| inner.refuse_as_member(Some(p), id).is_none());
-        if member {
-            if let Ok(permit) = inner.member_slots.clone().try_acquire_owned() {
-                return Ok(Slot::Member(permit));
-            }
+    if is_member(inner, peer) {
+        if let Ok(permit) = inner.member_slots.clone().try_acquire_owned() {
+            return Ok(Slot::Member(permit));
         }
     }
-    let counted = match peer {
+    // An operator is not held to a per-identity limit: its key can do anything anyway, and
+    // `raftipam bench` opens a connection per client.
+    let counted = match peer.filter(|p| p.id.role != Role::Admin) {
         Some(p) => Some(
             Counted::take(&inner.per_identity, p.id.clone(), inner.max_per_identity).ok_or_else(
                 || {
@@ -310,7 +316,8 @@ async fn serve_conn(s: TcpStream, inner: Arc<NodeInner>, pending: Pending) {
             let t = Watched::new(server_transport(conn, MAX_FRAME));
             let undecodable = t.undecodable.clone();
             let stream = std::pin::pin!(BaseChannel::with_defaults(t).execute(srv.serve()));
-            serve_requests(stream, &mut reqs, inner.idle_timeout, None).await;
+            // openraft pipelines its messages to a follower: the members' own cap.
+            serve_requests(stream, &mut reqs, inner.idle_timeout, MAX_IN_FLIGHT, None).await;
             let seen = undecodable.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let Some(e) = seen {
                 inner.undecodable_raft(peer_addr, &version, &e);
@@ -321,10 +328,16 @@ async fn serve_conn(s: TcpStream, inner: Arc<NodeInner>, pending: Pending) {
             // only Raft traffic between nodes carries large frames (a snapshot).
             let idle = inner.idle_timeout;
             let budget = inner.budget.clone();
+            // A member forwards all of its clients' calls over one connection.
+            let per_conn = if is_member(&inner, peer.as_ref()) {
+                MAX_IN_FLIGHT
+            } else {
+                MAX_IN_FLIGHT_PER_CONN
+            };
             let srv = ApiServer { inner, peer };
             let t = server_transport(conn, MAX_API_REQUEST);
             let stream = std::pin::pin!(BaseChannel::with_defaults(t).execute(srv.serve()));
-            serve_requests(stream, &mut reqs, idle, Some(&budget)).await;
+            serve_requests(stream, &mut reqs, idle, per_conn, Some(&budget)).await;
         }
         _ => {}
     }

@@ -246,7 +246,14 @@ pub(super) fn in_memory(inner: Arc<NodeInner>) -> ApiRpcClient {
             let mut reqs = JoinSet::new();
             let stream =
                 std::pin::pin!(BaseChannel::with_defaults(server_side).execute(srv.serve()));
-            super::conn::serve_requests(stream, &mut reqs, idle, Some(&budget)).await;
+            super::conn::serve_requests(
+                stream,
+                &mut reqs,
+                idle,
+                super::conn::MAX_IN_FLIGHT,
+                Some(&budget),
+            )
+            .await;
             while reqs.join_next().await.is_some() {}
         });
     ApiRpcClient::new(tarpc::client::Config::default(), client_side).spawn()

@@ -51,13 +51,15 @@ impl Drop for Share {
     }
 }
 
-/// Runs the requests of one connection in `reqs` — at most [`MAX_IN_FLIGHT_PER_CONN`] at
-/// once, and each within the node's `budget` if given — until the client goes, or until
-/// nothing is in flight and no request came for `idle`.
+/// Runs the requests of one connection in `reqs` — at most `per_conn` at once
+/// ([`MAX_IN_FLIGHT_PER_CONN`] for a client, more for a member forwarding its clients' calls
+/// over one connection), and each within the node's `budget` if given — until the client
+/// goes, or until nothing is in flight and no request came for `idle`.
 pub(super) async fn serve_requests<S, F>(
     mut stream: std::pin::Pin<&mut S>,
     reqs: &mut JoinSet<()>,
     idle: Duration,
+    per_conn: usize,
     budget: Option<&Budget>,
 ) where
     S: futures::Stream<Item = F>,
@@ -65,7 +67,7 @@ pub(super) async fn serve_requests<S, F>(
 {
     loop {
         while reqs.try_join_next().is_some() {}
-        if reqs.len() >= MAX_IN_FLIGHT_PER_CONN {
+        if reqs.len() >= per_conn {
             // Read no further request of this connection until one is answered.
             reqs.join_next().await;
             continue;
