@@ -191,6 +191,26 @@ pub fn draw(seed: u64, plan: &Plan) -> Vec<Fault> {
 
 #[cfg(test)]
 mod tests {
+
+    /// The CI scenario `growth_to_five_and_back_with_the_leader_removed` (seed 405, 60 s,
+    /// grow, kill, flood; the run's 5 s warm-up and 2 s election timeout) floods the nodes at
+    /// least once: its passing says something about the flood.
+    #[test]
+    fn the_ci_growth_scenario_draws_a_flood() {
+        let plan = Plan {
+            nodes: 3,
+            duration_ms: 60_000,
+            warmup_ms: 5_000,
+            election_ms: 2_000,
+            kinds: vec![FaultKind::Grow, FaultKind::Kill, FaultKind::Flood],
+            kill_all: false,
+        };
+        let kinds: Vec<FaultKind> = draw(405, &plan).iter().map(|f| f.fault).collect();
+        for k in [FaultKind::Grow, FaultKind::Kill, FaultKind::Flood] {
+            assert!(kinds.contains(&k), "{k:?} is not drawn: {kinds:?}");
+        }
+    }
+
     use super::*;
 
     fn plan() -> Plan {
