@@ -122,12 +122,7 @@ enum Slot {
 
 /// Whether `peer` is the node certificate of a current member (bound to it, not revoked).
 fn is_member(inner: &Arc<NodeInner>, peer: Option<&PeerCert>) -> bool {
-    let Some(p) = peer.filter(|p| p.id.role == Role::Node) else {
-        return false;
-    };
-    let members = inner.member_addrs();
-    p.raft_id(members.iter().map(|(m, a)| (*m, a.as_str())))
-        .is_some_and(|id| inner.refuse_as_member(Some(p), id).is_none())
+    peer.is_some_and(|p| inner.refuse_as_a_member(p).is_none())
 }
 
 /// The slot of a connection that proved who it is (`peer`, `None` without TLS).

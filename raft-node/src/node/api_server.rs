@@ -40,14 +40,10 @@ impl ApiServer {
         if let (Some(p), true) = (&self.peer, via.forwarded()) {
             // Only a current member forwards, with its own certificate: one of a member
             // removed long ago, or of a node that never was one, is refused.
-            let members = self.inner.member_addrs();
-            let why = match p.raft_id(members.iter().map(|(m, a)| (*m, a.as_str()))) {
-                Some(id) => self.inner.refuse_as_member(Some(p), id),
-                None if p.id.role == Role::Node => {
-                    Some(format!("the certificate of {} is no member's", p.id))
-                }
-                None => None,
-            };
+            // (Other roles are refused by `caller`, with their own message.)
+            let why = (p.id.role == Role::Node)
+                .then(|| self.inner.refuse_as_a_member(p))
+                .flatten();
             if let Some(why) = why {
                 self.inner.metrics.refuse("forward");
                 return Err(ApiError::Forbidden(format!(

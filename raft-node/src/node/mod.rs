@@ -272,12 +272,7 @@ impl Node {
                 let Some(inner) = myself.get().and_then(Weak::upgrade) else {
                     return Ok(());
                 };
-                let members = inner.member_addrs();
-                match peer.raft_id(members.iter().map(|(m, a)| (*m, a.as_str()))) {
-                    Some(id) => inner.refuse_as_member(Some(peer), id).map_or(Ok(()), Err),
-                    None if members.is_empty() => Ok(()),
-                    None => Err("it is bound to no member of this cluster".into()),
-                }
+                inner.refuse_as_a_member(peer).map_or(Ok(()), Err)
             }))
         });
         let cut = Arc::new(Cut::default());
@@ -530,37 +525,60 @@ impl NodeInner {
     /// member until it hears of it from another: if the new member is elected meanwhile, the
     /// follower stays behind (it says so in its log) until it is removed and added again.
     pub(super) fn refuse_as_member(&self, peer: Option<&PeerCert>, id: u64) -> Option<String> {
-        let p = peer?;
+        self.refuse_among(peer?, Some(id), &self.member_addrs())
+    }
+
+    /// Why `peer` is not the node certificate of a current member — the member it is bound
+    /// to, as [`NodeInner::refuse_as_member`] checks it; `None` if it is one (or this node is
+    /// in no cluster yet). Who may forward calls, who gets a member's connection slot and
+    /// budget, which nodes this one dials.
+    pub(super) fn refuse_as_a_member(&self, peer: &PeerCert) -> Option<String> {
+        self.refuse_among(peer, None, &self.member_addrs())
+    }
+
+    /// [`NodeInner::refuse_as_member`] as `claimed` (`None`: whichever member `p` is bound
+    /// to), among `members`.
+    fn refuse_among(
+        &self,
+        p: &PeerCert,
+        claimed: Option<u64>,
+        members: &[(u64, String)],
+    ) -> Option<String> {
         if p.id.role != Role::Node {
             return Some(format!("{} is not a node certificate", p.id));
         }
-        if self.is_revoked(p) {
-            return Some(format!(
-                "the certificate of {} (serial {}) was revoked",
-                p.id, p.serial
-            ));
-        }
-        if self
-            .sm
-            .read()
-            .state
-            .is_revoked(&allocator_core::cluster::removed_node_revocation(id), 0)
+        let bound = p.raft_id(members.iter().map(|(m, a)| (*m, a.as_str())));
+        let id = claimed.or(bound);
         {
-            return Some(format!("node {id} was removed from the cluster"));
+            let sm = self.sm.read();
+            if sm
+                .state
+                .is_revoked_as(p.id.role.as_str(), &p.id.name, p.issued_ms)
+                || sm.state.is_serial_revoked(&p.serial)
+            {
+                return Some(format!(
+                    "the certificate of {} (serial {}) was revoked",
+                    p.id, p.serial
+                ));
+            }
+            if let Some(id) = id.filter(|id| {
+                sm.state
+                    .is_revoked(&allocator_core::cluster::removed_node_revocation(*id), 0)
+            }) {
+                return Some(format!("node {id} was removed from the cluster"));
+            }
         }
-        let members = self.member_addrs();
         if members.is_empty() {
             return None;
         }
-        let known = members.iter().any(|(m, _)| *m == id);
-        match p.raft_id(members.iter().map(|(m, a)| (*m, a.as_str()))) {
-            Some(bound) if bound == id && known => None,
-            Some(bound) if bound != id => Some(format!(
-                "the certificate of {} is node {bound}'s, not node {id}'s",
+        match (bound, id) {
+            (Some(b), Some(id)) if b == id && members.iter().any(|(m, _)| *m == id) => None,
+            (Some(b), Some(id)) if b != id => Some(format!(
+                "the certificate of {} is node {b}'s, not node {id}'s",
                 p.id
             )),
-            Some(_) => Some(format!("node {id} is not a member of this cluster")),
-            None => Some(format!(
+            (Some(_), Some(id)) => Some(format!("node {id} is not a member of this cluster")),
+            _ => Some(format!(
                 "the certificate of {} is bound to no member (it carries no node id and names no member's address): issue it again with `raftipam cert create-node --id ID`",
                 p.id
             )),
