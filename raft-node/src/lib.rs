@@ -96,7 +96,9 @@ pub use api::{
 };
 pub use client::{Client, ClientConfig, ClientError};
 pub use clock::now_ms;
-pub use node::{Leadership, Node, NodeConfig, NodeError, NodeEvent, NodeView, Subscription};
+pub use node::{
+    address_group, Leadership, Node, NodeConfig, NodeError, NodeEvent, NodeView, Subscription,
+};
 pub use replication::store::Change;
 pub use replication::StoreError;
 

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -100,18 +100,6 @@ where
     }
 }
 
-/// The source a connection is counted under: an IPv4 address (an IPv4-mapped IPv6 one
-/// included), or the /64 of an IPv6 address.
-fn source_of(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
-        },
-    }
-}
-
 /// One connection counted against its source, until dropped.
 struct SourceSlot {
     counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
@@ -121,7 +109,7 @@ struct SourceSlot {
 impl SourceSlot {
     /// Counts a connection from `ip`, or `None` if its source has [`MAX_PER_SOURCE`] already.
     fn take(counts: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<SourceSlot> {
-        let source = source_of(ip);
+        let source = raft_node::address_group(ip);
         let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
         let n = c.entry(source).or_insert(0);
         if *n >= MAX_PER_SOURCE {
@@ -203,16 +191,22 @@ mod tests {
     #[test]
     fn ipv6_sources_are_grouped_by_64() {
         let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
-        assert_eq!(source_of(ip("10.0.0.1")), ip("10.0.0.1"));
-        assert_eq!(source_of(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
-        assert_eq!(source_of(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(raft_node::address_group(ip("10.0.0.1")), ip("10.0.0.1"));
         assert_eq!(
-            source_of(ip("2001:db8:1:2:ffff::9")),
-            source_of(ip("2001:db8:1:2::1"))
+            raft_node::address_group(ip("::ffff:10.0.0.1")),
+            ip("10.0.0.1")
+        );
+        assert_eq!(
+            raft_node::address_group(ip("2001:db8:1:2:aaaa::1")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            raft_node::address_group(ip("2001:db8:1:2:ffff::9")),
+            raft_node::address_group(ip("2001:db8:1:2::1"))
         );
         assert_ne!(
-            source_of(ip("2001:db8:1:3::1")),
-            source_of(ip("2001:db8:1:2::1"))
+            raft_node::address_group(ip("2001:db8:1:3::1")),
+            raft_node::address_group(ip("2001:db8:1:2::1"))
         );
     }
 

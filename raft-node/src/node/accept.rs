@@ -70,9 +70,10 @@ const JOIN_DEADLINE: Duration = Duration::from_secs(60);
 /// flood of host or operator connections cannot keep the voters apart.
 pub(crate) const MEMBER_SLOTS: usize = 64;
 
-/// The address group a limit counts: an IPv4 address, or an IPv6 /64 (one host's share of a
-/// LAN: a host picks any address of its /64 at will).
-pub(super) fn group_of(ip: IpAddr) -> IpAddr {
+/// The address group a per-address limit counts: an IPv4 address (an IPv4-mapped IPv6 one
+/// included), or an IPv6 /64 (one host's share of a LAN: a host picks any address of its
+/// /64 at will). The node's port and the binary's HTTP servers count by it.
+pub fn address_group(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
@@ -94,7 +95,7 @@ struct Pending {
 }
 
 fn admit(inner: &Arc<NodeInner>, ip: IpAddr) -> Result<Pending, String> {
-    let group = group_of(ip);
+    let group = address_group(ip);
     let g = Counted::take(&inner.per_ip, group, inner.max_per_ip).ok_or_else(|| {
         format!(
             "{} connections from {group} are still in their handshake",

@@ -405,7 +405,7 @@ async fn one_identity_cannot_hold_every_connection() {
 #[test]
 fn ipv6_addresses_are_grouped_by_their_64() {
     use std::net::IpAddr;
-    let g = |s: &str| super::accept::group_of(s.parse::<IpAddr>().expect("ip"));
+    let g = |s: &str| super::accept::address_group(s.parse::<IpAddr>().expect("ip"));
     assert_eq!(g("2001:db8:1:2::1"), g("2001:db8:1:2:ffff:1:2:3"));
     assert_ne!(g("2001:db8:1:2::1"), g("2001:db8:1:3::1"));
     assert_eq!(g("::ffff:10.0.0.1"), g("10.0.0.1"));

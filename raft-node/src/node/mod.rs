@@ -34,6 +34,8 @@ mod routing;
 mod validate;
 mod view;
 
+pub use accept::address_group;
+
 pub use crate::clock::now_ms;
 pub use view::{Leadership, NodeEvent, NodeView, Subscription};
 
