@@ -48,6 +48,7 @@
 pub mod address;
 pub mod agent;
 pub mod backend;
+pub mod cni;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;

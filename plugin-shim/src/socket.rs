@@ -263,13 +263,33 @@ impl PluginSocket {
             path,
         } = self;
         info!(path = %path.display(), host = %config.host, "serving the raftipam IPAM plugin");
-        let app = router(backend, config);
+        PluginSocket {
+            listener,
+            file,
+            path,
+        }
+        .serve_router(router(backend, config), shutdown)
+        .await
+    }
+
+    /// Serves `app` on this socket until `shutdown` completes, then removes the socket file
+    /// (the CNI agent's socket is served this way too).
+    pub async fn serve_router(
+        self,
+        app: axum::Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ShimError> {
+        let PluginSocket {
+            listener,
+            file,
+            path,
+        } = self;
         // The file goes when shutdown begins (or with this future, if serving fails first);
         // a socket systemd passed stays, for the next activation.
         let shown = path.clone();
         let shutdown = async move {
             shutdown.await;
-            info!(path = %shown.display(), "plugin shutting down");
+            info!(path = %shown.display(), "socket shutting down");
             drop(file);
         };
         axum::serve(listener, app)

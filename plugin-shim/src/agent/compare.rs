@@ -136,9 +136,14 @@ pub fn compare_lists(
             });
         }
     }
+    // A CNI attachment's address is not a Docker endpoint's: CNI's DEL, GC and the sweep of
+    // vanished namespaces release it, never the comparison with dockerd.
     let mine: Vec<&(PoolId, Allocation)> = cluster
         .iter()
-        .filter(|(_, a)| a.owner.host == host)
+        .filter(|(_, a)| {
+            a.owner.host == host
+                && crate::cni::spec::parse_owner_endpoint(&a.owner.endpoint).is_none()
+        })
         .collect();
     let leaked = mine
         .iter()
@@ -290,5 +295,19 @@ pub(crate) mod tests {
         other.ipam_driver = "other".into();
         let r = compare_lists("a", "raftipam", &cluster[..2], &[eps[0].clone(), other]);
         assert!(r.is_clean(), "{r:?}");
+    }
+
+    #[test]
+    fn a_cni_attachments_address_is_never_a_docker_leak() {
+        // No Docker endpoint uses it (a Podman container holds it): the Docker comparison
+        // must not call it leaked, or reconciliation would free a running container's address.
+        let cluster = vec![
+            alloc("a", "cni:lan:podman1:eth0", "10.0.0.5", 1),
+            alloc("a", "gone", "10.0.0.6", 2),
+        ];
+        let r = compare_lists("a", "raftipam", &cluster, &[]);
+        assert_eq!(r.leaked.len(), 1, "{r:?}");
+        assert_eq!(r.leaked[0].allocation.owner.endpoint, "gone");
+        assert_eq!(r.allocations, 1);
     }
 }
