@@ -18,6 +18,7 @@ mod bench;
 mod cert;
 mod check;
 mod cluster;
+mod cni;
 pub(crate) mod config;
 mod host;
 mod join;
@@ -342,6 +343,9 @@ impl std::error::Error for UsageError {}
 /// file exits with status 2, as a bad command line does (clap): a usage error, which the
 /// systemd units do not restart (`RestartPreventExitStatus=2`).
 pub fn main() -> ExitCode {
+    if cni::invoked_as_plugin() {
+        return cni::plugin_main();
+    }
     let argv = match config::argv() {
         Ok(a) => a,
         Err(e) => {

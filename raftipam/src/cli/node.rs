@@ -123,10 +123,23 @@ pub async fn run(ctx: &super::Ctx, a: NodeArgs) -> anyhow::Result<()> {
                 &host,
                 tls.clone(),
             )?;
-            Some(
-                a.ops
-                    .start(client, &host, &super::shim::driver_name(socket)),
-            )
+            let started = a
+                .ops
+                .start(
+                    client,
+                    &host,
+                    &super::shim::driver_name(socket),
+                    a.plugin_call_timeout,
+                )
+                .await;
+            match started {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    drop(plugin);
+                    let _ = node.shutdown().await;
+                    return Err(e);
+                }
+            }
         }
         _ => None,
     };

@@ -2,6 +2,7 @@
 //! (`up`, `shim`, `node --plugin-socket` share these flags).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -27,11 +28,22 @@ pub struct OpsArgs {
     /// Time between heartbeats to the cluster (0s: none).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
+    /// Also serve this host's CNI plugins (containerd, Podman, Nomad, Multus) on this unix
+    /// socket, as this host: the `raftipam` CNI plugin's ipam.socket (its default is
+    /// /run/raftipam/cni.sock).
+    #[arg(long)]
+    pub cni_socket: Option<PathBuf>,
+    /// With --cni-socket: where one record per CNI attachment (its network namespace) is
+    /// kept, so that an attachment whose namespace vanished without DEL is released after
+    /// --reconcile-grace.
+    #[arg(long, default_value = "/var/lib/raftipam/cni")]
+    pub cni_records: PathBuf,
 }
 
 /// The background tasks; dropped, they stop.
 pub struct OpsTasks {
     tasks: Vec<JoinHandle<()>>,
+    _cni: Option<super::cni::CniServer>,
 }
 
 impl Drop for OpsTasks {
@@ -43,8 +55,30 @@ impl Drop for OpsTasks {
 }
 
 impl OpsArgs {
-    /// Starts the heartbeat and the reconciler of `host` (IPAM driver `driver`).
-    pub fn start(&self, client: Client, host: &str, driver: &str) -> OpsTasks {
+    /// Starts the heartbeat and the reconciler of `host` (IPAM driver `driver`), and with
+    /// --cni-socket the CNI agent (its calls bounded by `call_timeout`).
+    pub async fn start(
+        &self,
+        client: Client,
+        host: &str,
+        driver: &str,
+        call_timeout: Duration,
+    ) -> anyhow::Result<OpsTasks> {
+        let cni = match &self.cni_socket {
+            Some(socket) => Some(
+                super::cni::serve(
+                    client.clone(),
+                    host,
+                    socket,
+                    self.cni_records.clone(),
+                    call_timeout,
+                    self.reconcile_interval,
+                    self.reconcile_grace,
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let mut tasks = Vec::new();
         if !self.heartbeat_interval.is_zero() {
             tasks.push(tokio::spawn(heartbeat(
@@ -69,7 +103,7 @@ impl OpsArgs {
             let r = Reconciler::new(client, Docker::new(&self.docker_host), cfg);
             tasks.push(tokio::spawn(r.run()));
         }
-        OpsTasks { tasks }
+        Ok(OpsTasks { tasks, _cni: cni })
     }
 }
 

@@ -51,7 +51,10 @@ pub async fn run(ctx: &Ctx, a: ShimArgs) -> anyhow::Result<()> {
     let _reload = reload_on_hangup(tls.clone())?;
     let client = shim_client(&ctx.endpoints, a.call_timeout, &host, tls.clone())?;
     let plugin = Plugin::start(client.clone(), &a.socket, &host, a.call_timeout).await?;
-    let _ops = a.ops.start(client, &host, &driver_name(&a.socket));
+    let _ops = a
+        .ops
+        .start(client, &host, &driver_name(&a.socket), a.call_timeout)
+        .await?;
     let _metrics = match a.metrics {
         Some(m) => Some(AbortOnDrop(
             super::ops::serve_shim_metrics(m, tls.clone()).await?,

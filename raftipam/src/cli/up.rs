@@ -143,7 +143,10 @@ async fn serve(
     }
     let client = super::shim::shim_client(&[node.addr().to_string()], a.call_timeout, host, tls)?;
     let plugin = Plugin::start(client.clone(), &a.socket, host, a.call_timeout).await?;
-    let _ops = a.ops.start(client, host, &driver_name(&a.socket));
+    let _ops = a
+        .ops
+        .start(client, host, &driver_name(&a.socket), a.call_timeout)
+        .await?;
     eprintln!(
         "raftipam node 1 on {} (data {}), plugin socket {} for host {host}",
         node.addr(),

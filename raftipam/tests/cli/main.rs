@@ -9,6 +9,7 @@ mod binary;
 #[path = "../../../raft-node/tests/in_process/mod.rs"]
 mod in_process;
 
+mod cni;
 mod hardening;
 mod ops;
 mod processes;

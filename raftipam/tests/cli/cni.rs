@@ -1,0 +1,499 @@
+//! CNI through the real executable: `raftipam` run as a runtime runs a CNI plugin (the
+//! environment, the configuration on stdin, no arguments) against a real agent (`raftipam up
+//! --cni-socket`), and Debian's reference CNI plugins (`macvlan`, `bridge`, from
+//! `containernetworking-plugins` in /usr/lib/cni) calling `raftipam` as their IPAM for network
+//! namespaces this test creates.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+
+use crate::binary::{free_port, spawn, Proc, BIN};
+
+const REFERENCE_PLUGINS: &str = "/usr/lib/cni";
+
+/// `raftipam up` with a CNI socket, in `dir`.
+fn agent(dir: &Path, host: &str) -> (Proc, PathBuf) {
+    let socket = dir.join("cni/cni.sock");
+    let args: Vec<String> = [
+        "up",
+        "--data-dir",
+        &dir.join("data").display().to_string(),
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--socket",
+        &dir.join("docker.sock").display().to_string(),
+        "--host",
+        host,
+        "--cni-socket",
+        &socket.display().to_string(),
+        "--cni-records",
+        &dir.join("records").display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut p = spawn(dir, &args);
+    p.wait_for(
+        &format!("raftipam CNI agent for host {host}"),
+        Some(&socket),
+    );
+    p.wait_for("raftipam is ready:", None);
+    (p, socket)
+}
+
+/// Runs `program` as a runtime runs a CNI plugin: a clean environment with the CNI
+/// variables, the configuration on stdin. Returns the exit code and stdout as JSON (Null if
+/// empty).
+fn exec_plugin(
+    program: &str,
+    netns_exec: Option<&str>,
+    env: &[(&str, &str)],
+    stdin: &Value,
+) -> (i32, Value) {
+    let mut cmd = match netns_exec {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, program]);
+            c
+        }
+        None => Command::new(program),
+    };
+    cmd.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn the plugin");
+    {
+        use std::io::Write;
+        let mut i = child.stdin.take().expect("stdin");
+        i.write_all(stdin.to_string().as_bytes())
+            .expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("plugin output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!(
+                "{program} wrote something that is not JSON ({e}): {text}\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    };
+    (out.status.code().unwrap_or(-1), v)
+}
+
+fn ipam(socket: &Path, subnet: &str, gateway: &str) -> Value {
+    json!({"type": "raftipam", "subnet": subnet, "gateway": gateway,
+           "routes": [{"dst": "0.0.0.0/0"}], "socket": socket.display().to_string()})
+}
+
+/// The spec's error object: `cniVersion`, a numeric `code`, a non-empty `msg`.
+fn assert_error(v: &Value, code: u64) {
+    assert_eq!(v["code"].as_u64(), Some(code), "{v}");
+    assert!(v["msg"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    assert!(v["cniVersion"].is_string(), "{v}");
+}
+
+/// A 1.0.0+ `ADD` result: `ips[]` of `{address: CIDR, gateway?}` and nothing else an IPAM
+/// plugin may not return.
+fn assert_ipam_result(v: &Value) -> IpAddr {
+    let o = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"));
+    for k in o.keys() {
+        assert!(
+            ["cniVersion", "ips", "routes", "dns"].contains(&k.as_str()),
+            "unexpected key {k} in {v}"
+        );
+    }
+    let ips = v["ips"].as_array().expect("ips");
+    assert!(!ips.is_empty(), "{v}");
+    let cidr = ips[0]["address"].as_str().expect("address");
+    let (a, len) = cidr.split_once('/').expect("CIDR");
+    assert!(len.parse::<u8>().is_ok(), "{cidr}");
+    a.parse().expect("ip")
+}
+
+#[test]
+fn the_executable_speaks_the_cni_spec_to_a_runtime() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut up, socket) = agent(dir.path(), "cni-exec");
+    let conf = |v: &str| {
+        json!({"cniVersion": v, "name": "lan", "type": "macvlan",
+               "ipam": ipam(&socket, "10.213.40.0/24", "10.213.40.1")})
+    };
+    let env = |cmd: &'static str, id: &'static str| -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("CNI_COMMAND", cmd),
+            ("CNI_CONTAINERID", id),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_NETNS", "/proc/1/ns/net"),
+            ("CNI_PATH", "/usr/lib/cni"),
+        ]
+    };
+    let (code, r) = exec_plugin(BIN, None, &env("ADD", "c1"), &conf("1.1.0"));
+    assert_eq!(code, 0, "{r}");
+    let a = assert_ipam_result(&r);
+    assert_eq!(
+        a,
+        "10.213.40.2".parse::<IpAddr>().unwrap(),
+        "the gateway is reserved"
+    );
+    let (code, again) = exec_plugin(BIN, None, &env("ADD", "c1"), &conf("1.1.0"));
+    assert_eq!(
+        (code, assert_ipam_result(&again)),
+        (0, a),
+        "ADD is idempotent"
+    );
+    let (code, other) = exec_plugin(BIN, None, &env("ADD", "c2"), &conf("1.1.0"));
+    assert_eq!(code, 0);
+    assert_ne!(assert_ipam_result(&other), a);
+
+    // The allocation is the cluster's: `addr ls` shows it with its CNI owner.
+    let o = Command::new(BIN)
+        .args([
+            "--endpoints",
+            &up_endpoint(&up),
+            "--json",
+            "addr",
+            "ls",
+            "local/10.213.40.0/24",
+        ])
+        .output()
+        .expect("addr ls");
+    let listed = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        listed.contains("cni:lan:c1:eth0"),
+        "{listed}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    let mut check = conf("1.1.0");
+    check["prevResult"] = r.clone();
+    let (code, v) = exec_plugin(BIN, None, &env("CHECK", "c1"), &check);
+    assert_eq!((code, &v), (0, &Value::Null));
+    for _ in 0..2 {
+        let (code, v) = exec_plugin(BIN, None, &env("DEL", "c1"), &conf("1.1.0"));
+        assert_eq!((code, &v), (0, &Value::Null), "DEL, and DEL again");
+    }
+    let (code, v) = exec_plugin(BIN, None, &env("CHECK", "c1"), &check);
+    assert_eq!(code, 1);
+    assert_error(&v, 103);
+
+    let mut gc = conf("1.1.0");
+    gc["cni.dev/valid-attachments"] = json!([]);
+    let (code, v) = exec_plugin(
+        BIN,
+        None,
+        &[("CNI_COMMAND", "GC"), ("CNI_PATH", "/usr/lib/cni")],
+        &gc,
+    );
+    assert_eq!((code, &v), (0, &Value::Null));
+    let (code, v) = exec_plugin(BIN, None, &env("CHECK", "c2"), &check);
+    assert_eq!(code, 1, "GC released c2: {v}");
+
+    let (code, v) = exec_plugin(BIN, None, &[("CNI_COMMAND", "STATUS")], &conf("1.1.0"));
+    assert_eq!((code, &v), (0, &Value::Null));
+    let (code, v) = exec_plugin(
+        BIN,
+        None,
+        &[("CNI_COMMAND", "VERSION")],
+        &json!({"cniVersion": "1.0.0"}),
+    );
+    assert_eq!(code, 0);
+    assert_eq!(v["supportedVersions"].as_array().map(|a| a.len()), Some(5));
+
+    // Errors: bad environment (4), undecodable stdin (6), an old version (1).
+    let (code, v) = exec_plugin(BIN, None, &[("CNI_COMMAND", "ADD")], &conf("1.1.0"));
+    assert_eq!(code, 1);
+    assert_error(&v, 4);
+    let (code, v) = exec_plugin(BIN, None, &env("ADD", "c3"), &json!("not an object"));
+    assert_eq!(code, 1);
+    assert_error(&v, 6);
+    let (code, v) = exec_plugin(BIN, None, &env("ADD", "c3"), &conf("0.2.0"));
+    assert_eq!(code, 1);
+    assert_error(&v, 1);
+
+    // The agent gone: ADD says so (100) and STATUS says the plugin cannot serve (50).
+    up.stop();
+    let (code, v) = exec_plugin(BIN, None, &env("ADD", "c3"), &conf("1.1.0"));
+    assert_eq!(code, 1);
+    assert_error(&v, 100);
+    let (code, v) = exec_plugin(BIN, None, &[("CNI_COMMAND", "STATUS")], &conf("1.1.0"));
+    assert_eq!(code, 1);
+    assert_error(&v, 50);
+}
+
+fn up_endpoint(up: &Proc) -> String {
+    let log = up.log_text();
+    let at = log
+        .find("raftipam node 1 on ")
+        .expect("node address in the log")
+        + "raftipam node 1 on ".len();
+    log[at..]
+        .split_whitespace()
+        .next()
+        .expect("address")
+        .to_string()
+}
+
+/// Network namespaces (and so their interfaces) this test created, deleted when dropped.
+struct Netns(Vec<String>);
+
+impl Netns {
+    fn add(&mut self, name: &str) -> String {
+        let _ = Command::new("ip").args(["netns", "del", name]).status();
+        run_ok("ip", &["netns", "add", name]);
+        self.0.push(name.to_string());
+        name.to_string()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for n in self.0.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+fn run_ok(program: &str, args: &[&str]) -> String {
+    let o = Command::new(program).args(args).output().expect("spawn");
+    assert!(
+        o.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Whether the reference plugins are here; in CI (`CI` set) their absence fails the test.
+fn reference_plugins_ready(test: &str) -> bool {
+    let there = Path::new(REFERENCE_PLUGINS).join("macvlan").exists()
+        && Path::new(REFERENCE_PLUGINS).join("bridge").exists();
+    let root = run_ok("id", &["-u"]).trim() == "0";
+    if there && root {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: needs root and Debian's containernetworking-plugins in {REFERENCE_PLUGINS} (scripts/test.sh installs it)"
+    );
+    eprintln!(
+        "\n************************************************************************\n\
+         SKIP {test}: needs root and Debian's containernetworking-plugins in {REFERENCE_PLUGINS}.\n\
+         Run `bash scripts/test.sh` (as root), which installs it.\n\
+         ************************************************************************\n"
+    );
+    false
+}
+
+/// The addresses of `ifname` in namespace `ns`.
+fn addrs_in(ns: &str, ifname: &str) -> String {
+    run_ok("ip", &["-n", ns, "-o", "addr", "show", "dev", ifname])
+}
+
+#[test]
+fn debians_macvlan_and_bridge_plugins_use_raftipam_for_their_addresses() {
+    if !reference_plugins_ready(
+        "debians_macvlan_and_bridge_plugins_use_raftipam_for_their_addresses",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_up, socket) = agent(dir.path(), "cni-ref");
+    // The runtime's plugin path: raftipam (a link to the binary under test) and Debian's.
+    let plugins = dir.path().join("cni-bin");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::os::unix::fs::symlink(BIN, plugins.join("raftipam")).unwrap();
+    let cni_path = format!("{}:{REFERENCE_PLUGINS}", plugins.display());
+
+    let tag = std::process::id() % 100_000;
+    let mut ns = Netns(Vec::new());
+    // The "host": a namespace with a LAN interface (one end of a veth pair whose other end
+    // stays unused) as the macvlan parent.
+    let host = ns.add(&format!("rtc-h{tag}"));
+    run_ok(
+        "ip",
+        &[
+            "-n", &host, "link", "add", "lan0", "type", "veth", "peer", "name", "lanp",
+        ],
+    );
+    for l in ["lan0", "lanp"] {
+        run_ok("ip", &["-n", &host, "link", "set", l, "up"]);
+    }
+    let macvlan = |v: &str| {
+        json!({"cniVersion": v, "name": "rtlan", "type": "macvlan", "master": "lan0", "mode": "bridge",
+               "ipam": ipam(&socket, "10.213.41.0/24", "10.213.41.1")})
+    };
+    let call = |cmd: &str, id: &str, netns: &str, conf: &Value| -> (i32, Value) {
+        let netns_path = if netns.is_empty() {
+            String::new()
+        } else {
+            format!("/var/run/netns/{netns}")
+        };
+        exec_plugin(
+            &format!(
+                "{REFERENCE_PLUGINS}/{}",
+                conf["type"].as_str().expect("type")
+            ),
+            Some(&host),
+            &[
+                ("CNI_COMMAND", cmd),
+                ("CNI_CONTAINERID", id),
+                ("CNI_NETNS", &netns_path),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_PATH", &cni_path),
+            ],
+            conf,
+        )
+    };
+
+    // Six containers at once through macvlan: six distinct addresses, each on its eth0.
+    let containers: Vec<String> = (0..6).map(|i| ns.add(&format!("rtc-c{i}-{tag}"))).collect();
+    let results: Vec<(i32, Value)> = std::thread::scope(|s| {
+        let hs: Vec<_> = containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let call = &call;
+                let conf = macvlan("1.0.0");
+                s.spawn(move || call("ADD", &format!("ctr{i}"), c, &conf))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    let mut seen = std::collections::HashSet::new();
+    for ((code, r), c) in results.iter().zip(&containers) {
+        assert_eq!(*code, 0, "macvlan ADD: {r}");
+        let a = r["ips"][0]["address"]
+            .as_str()
+            .expect("address")
+            .to_string();
+        assert!(seen.insert(a.clone()), "{a} handed out twice");
+        assert!(
+            addrs_in(c, "eth0").contains(&a),
+            "{a} not on {c}'s eth0: {}",
+            addrs_in(c, "eth0")
+        );
+    }
+
+    // CHECK through macvlan (it calls raftipam's CHECK with prevResult).
+    let mut check = macvlan("1.0.0");
+    check["prevResult"] = results[0].1.clone();
+    let (code, v) = call("CHECK", "ctr0", &containers[0], &check);
+    assert_eq!((code, &v), (0, &Value::Null), "macvlan CHECK");
+
+    // DEL, DEL again, and DEL after the namespace is gone: all succeed; the address is free.
+    let a0 = results[0].1["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(call("DEL", "ctr0", &containers[0], &macvlan("1.0.0")).0, 0);
+    assert_eq!(call("DEL", "ctr0", &containers[0], &macvlan("1.0.0")).0, 0);
+    run_ok("ip", &["netns", "del", &containers[1]]);
+    let (code, v) = call("DEL", "ctr1", "", &macvlan("1.0.0"));
+    assert_eq!(code, 0, "DEL without its namespace: {v}");
+
+    // A failed ADD: the address asked for (`IP=`, Podman's form) is held by ctr2, so
+    // raftipam refuses and macvlan passes the refusal on; then the runtime's DEL succeeds.
+    let fresh = ns.add(&format!("rtc-n{tag}"));
+    let held = results[2].1["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let held_ip = held.split('/').next().unwrap().to_string();
+    let (code, v) = exec_plugin(
+        &format!("{REFERENCE_PLUGINS}/macvlan"),
+        Some(&host),
+        &[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "ctr-bad"),
+            ("CNI_NETNS", &format!("/var/run/netns/{fresh}")),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", &cni_path),
+            ("CNI_ARGS", &format!("IgnoreUnknown=1;IP={held_ip}")),
+        ],
+        &macvlan("1.0.0"),
+    );
+    assert_ne!(code, 0, "{v}");
+    assert_eq!(
+        v["code"].as_u64(),
+        Some(102),
+        "raftipam's refusal passed on: {v}"
+    );
+    assert!(
+        v["msg"].as_str().unwrap_or("").contains("ctr2"),
+        "names the holder: {v}"
+    );
+    assert_eq!(call("DEL", "ctr-bad", &fresh, &macvlan("1.0.0")).0, 0);
+
+    // A crashed ADD: raftipam gave an address (as macvlan asks it to) but the main plugin
+    // never finished; the runtime's DEL through macvlan gives the address back.
+    let (code, r) = exec_plugin(
+        BIN,
+        None,
+        &[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "ctr-crash"),
+            ("CNI_NETNS", "/var/run/netns/none"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", &cni_path),
+        ],
+        &macvlan("1.0.0"),
+    );
+    assert_eq!(code, 0, "{r}");
+    let crashed = r["ips"][0]["address"].as_str().unwrap().to_string();
+    assert_eq!(call("DEL", "ctr-crash", "", &macvlan("1.0.0")).0, 0);
+
+    // Freed addresses come back: the next ADD gets one no live container holds.
+    let (code, r) = call("ADD", "ctr-new", &fresh, &macvlan("1.0.0"));
+    assert_eq!(code, 0, "{r}");
+    let got = r["ips"][0]["address"].as_str().unwrap().to_string();
+    assert!(
+        [&a0, &crashed].contains(&&got) || !seen.contains(&got),
+        "{got} is still held by a live container"
+    );
+
+    // The bridge plugin with raftipam on another subnet, old result version.
+    let bridge = json!({"cniVersion": "0.4.0", "name": "rtbr", "type": "bridge", "bridge": "rtbr0",
+                        "ipam": ipam(&socket, "10.213.42.0/24", "10.213.42.1")});
+    // A second interface (net1) of a container that has its macvlan eth0, as Multus adds.
+    let bridge_call = |cmd: &str| {
+        exec_plugin(
+            &format!("{REFERENCE_PLUGINS}/bridge"),
+            Some(&host),
+            &[
+                ("CNI_COMMAND", cmd),
+                ("CNI_CONTAINERID", "ctr3"),
+                ("CNI_NETNS", &format!("/var/run/netns/{}", containers[3])),
+                ("CNI_IFNAME", "net1"),
+                ("CNI_PATH", &cni_path),
+            ],
+            &bridge,
+        )
+    };
+    let (code, r) = bridge_call("ADD");
+    assert_eq!(code, 0, "bridge ADD: {r}");
+    assert_eq!(
+        r["ips"][0]["version"], "4",
+        "0.4.0 results carry ips[].version: {r}"
+    );
+    let a = r["ips"][0]["address"].as_str().unwrap();
+    assert!(a.starts_with("10.213.42."), "{r}");
+    assert!(addrs_in(&containers[3], "net1").contains(a));
+    assert_eq!(bridge_call("DEL").0, 0);
+    // ctr3's eth0 (macvlan, network rtlan) is untouched by the DEL of its net1 (rtbr).
+    let eth0 = results[3].1["ips"][0]["address"].as_str().unwrap();
+    assert!(addrs_in(&containers[3], "eth0").contains(eth0));
+    let mut check = macvlan("1.0.0");
+    check["prevResult"] = results[3].1.clone();
+    assert_eq!(call("CHECK", "ctr3", &containers[3], &check).0, 0);
+}
