@@ -123,7 +123,7 @@ sed -e "s/10\.0\.0\.1:/127.0.0.1:/g" -e "s/^endpoints = .*/endpoints = [\"127.0.
   packaging/raftipam.toml >"$work/node-plugin.toml"
 # The same without the node's plugin (plugin-socket and the options that need it, which the node
 # refuses without it): the shim serves the socket instead.
-sed -e '/^\[node\]/,/^\[/{/^\(plugin-socket\|host\|docker-host\|reconcile-[a-z]*\|heartbeat-interval\) *=/d}' \
+sed -e '/^\[node\]/,/^\[/{/^\(plugin-socket\|host\|docker-host\|reconcile-[a-z]*\|heartbeat-interval\|cni-[a-z]*\) *=/d}' \
   "$work/node-plugin.toml" >"$work/node-only.toml"
 if grep -v '^[[:space:]]*#' "$work/node-plugin.toml" | grep -Eo '"[0-9.]+:[0-9]+"' | grep -vq '^"127\.0\.0\.1:'; then
   echo "FAIL: packaging/raftipam.toml has addresses this script does not move to loopback:"
@@ -233,6 +233,10 @@ if [[ -n $deb ]]; then
       test -f /usr/share/bash-completion/completions/raftipam
       test -f /usr/share/zsh/vendor-completions/_raftipam
       test -f /usr/share/fish/vendor_completions.d/raftipam.fish'
+  check "the CNI plugin /usr/lib/cni/raftipam is the binary, and answers a runtime'\''s VERSION" \
+    in_ct sh -c 'set -e
+      test "$(readlink /usr/lib/cni/raftipam)" = /usr/bin/raftipam
+      echo "{\"cniVersion\":\"1.0.0\"}" | CNI_COMMAND=VERSION /usr/lib/cni/raftipam | grep -q "\"supportedVersions\""'
   check "the shipped config is packaging/raftipam.toml" \
     cmp -s packaging/raftipam.toml "$root/etc/raftipam/raftipam.toml"
   check "the state directory /var/lib/raftipam exists, mode 0700" \
@@ -509,11 +513,12 @@ if [[ -n $deb ]]; then
   in_ct systemctl reset-failed raftipam-node || true
   check "raftipam-node runs again before the removal" \
     eval 'in_ct systemctl start raftipam-node && wait_until 20 answers'
-  check "dpkg -r raftipam: the node stopped, binary and units gone, config and data kept" \
+  check "dpkg -r raftipam: the node stopped, binary, units and CNI link gone, config and data kept" \
     in_ct sh -c 'set -e
       dpkg -r raftipam >/tmp/dpkg-r.log 2>&1 || { cat /tmp/dpkg-r.log; exit 1; }
       ! pgrep -x raftipam
       test ! -e /usr/bin/raftipam -a ! -e /lib/systemd/system/raftipam-node.service
+      test ! -e /usr/lib/cni/raftipam -a ! -L /usr/lib/cni/raftipam
       test -f /etc/raftipam/raftipam.toml -a -d /var/lib/raftipam/node'
   check "dpkg -P raftipam: the config gone, the node's data kept (it holds the cluster's addresses)" \
     in_ct sh -c 'set -e

@@ -65,6 +65,12 @@ pub async fn run(ctx: &super::Ctx, a: NodeArgs) -> anyhow::Result<()> {
             "FAILPOINTS is set but this raftipam binary has no crash points (they are only in the chaos harness's builds): unset FAILPOINTS"
         );
     }
+    if a.ops.cni_socket.is_some() && a.plugin_socket.is_none() {
+        return Err(super::UsageError(
+            "--cni-socket needs --plugin-socket on a node: the CNI agent is this host's agent, beside its Docker plugin (on a host without Docker, run `raftipam shim --cni-socket PATH` against the cluster)".into(),
+        )
+        .into());
+    }
     let _failpoints = fail::FailScenario::setup();
     let mut cfg = NodeConfig::new(a.id, a.listen, a.data_dir);
     cfg.advertise = a.advertise;
