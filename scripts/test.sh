@@ -15,9 +15,9 @@ source scripts/lib.sh
 need_build_tools
 # The web view's tests drive Debian's Chromium headless (raftipam/tests/cli/web.rs); curl reads metrics.
 apt_need chromium:/usr/bin/chromium curl:curl
-# The CNI tests run Debian's reference plugins (macvlan, bridge in /usr/lib/cni) with raftipam
-# as their IPAM (raftipam/tests/cli/cni.rs).
-apt_need containernetworking-plugins:/usr/lib/cni/macvlan
+# The CNI tests run Debian's reference plugins (macvlan, bridge in /usr/lib/cni) and Podman 4.3
+# with its CNI backend, with raftipam as their IPAM (raftipam/tests/cli/cni.rs).
+apt_need containernetworking-plugins:/usr/lib/cni/macvlan podman:/usr/bin/podman
 export RAFTIPAM_REQUIRE_BROWSER=1
 if docker_host=$(bash scripts/dockerd.sh); then
   export RAFTIPAM_DOCKER_HOST="$docker_host"

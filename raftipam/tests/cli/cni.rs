@@ -497,3 +497,212 @@ fn debians_macvlan_and_bridge_plugins_use_raftipam_for_their_addresses() {
     check["prevResult"] = results[3].1.clone();
     assert_eq!(call("CHECK", "ctr3", &containers[3], &check).0, 0);
 }
+
+/// Podman (Debian's 4.3, with its CNI backend) in a directory of its own: its own storage
+/// (vfs), configuration and network definitions, so nothing of the machine's is used.
+struct Podman {
+    dir: PathBuf,
+    bridge: String,
+}
+
+impl Podman {
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("podman");
+        c.env("CONTAINERS_CONF", self.dir.join("containers.conf"))
+            .arg("--root")
+            .arg(self.dir.join("root"))
+            .arg("--runroot")
+            .arg(self.dir.join("runroot"))
+            .args(["--storage-driver", "vfs"]);
+        c
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.cmd().args(args).output().expect("podman");
+        assert!(
+            o.status.success(),
+            "podman {args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.cmd().args(["rm", "-af", "-t", "0"]).output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+    }
+}
+
+fn podman_ready(test: &str) -> bool {
+    let there = Command::new("podman")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("podman version 4."));
+    if there && reference_plugins_ready(test) {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: needs Debian's podman 4 (scripts/test.sh installs it)"
+    );
+    eprintln!(
+        "\n************************************************************************\n\
+         SKIP {test}: needs root, Debian's podman 4 and containernetworking-plugins.\n\
+         Run `bash scripts/test.sh` (as root), which installs them.\n\
+         ************************************************************************\n"
+    );
+    false
+}
+
+/// Podman's containers, a bare CNI attachment and another host's container share one pool:
+/// every address distinct; `podman run` gets one of the pool (and the one `--ip` asks for),
+/// `podman rm` gives it back.
+#[test]
+fn podman_with_its_cni_backend_shares_the_pool() {
+    if !podman_ready("podman_with_its_cni_backend_shares_the_pool") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (up, socket) = agent(dir.path(), "cni-podman");
+    let endpoint = up_endpoint(&up);
+    let cli = |args: &[&str]| -> String {
+        let mut all = vec!["--endpoints", &endpoint];
+        all.extend_from_slice(args);
+        run_ok(BIN, &all)
+    };
+    let tag = std::process::id() % 100_000;
+    let pm = Podman {
+        dir: dir.path().join("podman"),
+        bridge: format!("rtpod{tag}"),
+    };
+    let bin = pm.dir.join("cni-bin");
+    let netd = pm.dir.join("net.d");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&netd).unwrap();
+    std::os::unix::fs::symlink(BIN, bin.join("raftipam")).unwrap();
+    std::fs::write(
+        pm.dir.join("containers.conf"),
+        format!(
+            "[network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"{}\", \"{REFERENCE_PLUGINS}\"]\n\
+             network_config_dir = \"{}\"\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n\
+             [containers]\n# This machine's hard limits are below Podman's defaults: ask for less.\n\
+             default_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n",
+            bin.display(),
+            netd.display()
+        ),
+    )
+    .unwrap();
+    // The bridge has no address on this machine (isGateway false): the containers reach
+    // only each other.
+    let net = format!("rtpod{tag}");
+    let conflist = json!({"cniVersion": "1.0.0", "name": net, "plugins": [
+        {"type": "bridge", "bridge": pm.bridge, "isGateway": false, "ipMasq": false,
+         "ipam": ipam(&socket, "10.213.51.0/24", "10.213.51.1")}]});
+    std::fs::write(netd.join(format!("{net}.conflist")), conflist.to_string()).unwrap();
+    // An image from Debian's static busybox.
+    let rootfs = pm.dir.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static");
+    for l in ["sh", "sleep", "ip", "ping"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(l)).unwrap();
+    }
+    let tar = pm.dir.join("rootfs.tar");
+    run_ok(
+        "tar",
+        &[
+            "-C",
+            &rootfs.display().to_string(),
+            "-cf",
+            &tar.display().to_string(),
+            ".",
+        ],
+    );
+    pm.ok(&["import", &tar.display().to_string(), "localhost/rt-busybox"]);
+
+    // Another host's network and container in the same pool (as its Docker plugin would
+    // hold them: a macvlan network is in Docker's `local` space).
+    cli(&[
+        "pool",
+        "create",
+        "10.213.51.0/24",
+        "--space",
+        "local",
+        "--holder",
+        "docker-host",
+        "--gateway",
+        "10.213.51.1",
+    ]);
+    cli(&[
+        "addr",
+        "alloc",
+        "local/10.213.51.0/24",
+        "--ip",
+        "10.213.51.2",
+        "--owner",
+        "docker-host/web",
+    ]);
+    let run = |name: &str, extra: &[&str]| -> (String, String) {
+        let mut args = vec!["run", "-d", "--name", name, "--network", &net];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["localhost/rt-busybox", "sleep", "120"]);
+        let id = pm.ok(&args);
+        let ip = pm.ok(&[
+            "inspect",
+            name,
+            "--format",
+            &format!("{{{{.NetworkSettings.Networks.{net}.IPAddress}}}}"),
+        ]);
+        (id, ip)
+    };
+    let (id1, ip1) = run("p1", &[]);
+    let (_id2, ip2) = run("p2", &[]);
+    let (_id3, ip3) = run("p3", &["--ip", "10.213.51.77"]);
+    assert_eq!(ip3, "10.213.51.77", "podman run --ip");
+    // A bare CNI attachment (a runtime-less netns) in the same pool.
+    let (code, r) = exec_plugin(
+        BIN,
+        None,
+        &[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "bare1"),
+            ("CNI_NETNS", "/proc/1/ns/net"),
+            ("CNI_IFNAME", "eth0"),
+        ],
+        &json!({"cniVersion": "1.0.0", "name": "bare", "ipam": ipam(&socket, "10.213.51.0/24", "10.213.51.1")}),
+    );
+    assert_eq!(code, 0, "{r}");
+    let bare = assert_ipam_result(&r).to_string();
+    let all = [
+        ip1.clone(),
+        ip2.clone(),
+        ip3.clone(),
+        bare.clone(),
+        "10.213.51.2".into(),
+        "10.213.51.1".into(),
+    ];
+    let distinct: std::collections::HashSet<&String> = all.iter().collect();
+    assert_eq!(distinct.len(), all.len(), "every address distinct: {all:?}");
+    let listed = cli(&["addr", "ls", "local/10.213.51.0/24"]);
+    assert!(
+        listed.contains(&format!("cni-podman/cni:{net}:{id1}:eth0")),
+        "podman's container owns its address by its id: {listed}"
+    );
+    // The containers reach each other over the bridge.
+    pm.ok(&["exec", "p1", "ping", "-c", "1", "-W", "5", &ip2]);
+
+    pm.ok(&["rm", "-f", "-t", "0", "p1"]);
+    let listed = cli(&["addr", "ls", "local/10.213.51.0/24"]);
+    assert!(
+        !listed.contains(&format!("{ip1} ")),
+        "podman rm gave {ip1} back: {listed}"
+    );
+    assert!(
+        listed.contains(&ip2) && listed.contains("docker-host/web"),
+        "{listed}"
+    );
+}
