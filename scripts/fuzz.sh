@@ -34,7 +34,7 @@ rocksdb_lib() {
   fi
   dirname "$a"
 }
-targets=${FUZZ_TARGETS:-allocator-core:apply_program allocator-core:snapshot_decode plugin-shim:router raft-node:wire raft-node:snapshot raftipam:config_file}
+targets=${FUZZ_TARGETS:-allocator-core:apply_program allocator-core:snapshot_decode plugin-shim:router plugin-shim:cni_input raft-node:wire raft-node:snapshot raftipam:config_file}
 if [[ $targets == *raft-node:* || $targets == *raftipam:* ]]; then
   ROCKSDB_LIB_DIR=$(rocksdb_lib)
   export ROCKSDB_LIB_DIR ROCKSDB_STATIC=1

@@ -99,3 +99,75 @@ pub fn router_call(data: &[u8]) {
         }
     });
 }
+
+/// Entry point of the cargo-fuzz target `cni_input`: what a runtime hands the CNI plugin.
+/// The first byte picks the command (`ADD`, `DEL`, `CHECK`, `GC`, `STATUS`, `VERSION`, or one
+/// that does not exist); up to the first 0x00 is `CNI_ARGS`, the rest the configuration on
+/// stdin. Decoding must end in a configuration or a [`crate::cni::CniError`] with a spec code
+/// and a message, never a panic; a decoded configuration must hold its own promises (every
+/// range's gateway and exclusions inside its subnet, an `ADD` result that is JSON with the
+/// addresses given).
+pub fn cni_input(data: &[u8]) {
+    use crate::cni::spec::{add_result, parse_config, Env, Granted};
+
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    let commands = ["ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION", "PUT"];
+    let command = commands[pick as usize % commands.len()];
+    let (args, stdin) = match rest.iter().position(|b| *b == 0) {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (&[][..], rest),
+    };
+    let args = String::from_utf8_lossy(args).into_owned();
+    let env = Env::read(|k| match k {
+        "CNI_COMMAND" => Some(command.to_string()),
+        "CNI_CONTAINERID" => Some("fuzz-1".into()),
+        "CNI_IFNAME" => Some("eth0".into()),
+        "CNI_NETNS" => Some("/var/run/netns/fuzz".into()),
+        "CNI_ARGS" => Some(args.clone()),
+        _ => None,
+    });
+    let env = match env {
+        Ok(env) => env,
+        Err(e) => {
+            assert!(e.code > 0 && !e.msg.is_empty(), "{e:?}");
+            return;
+        }
+    };
+    match parse_config(stdin, &env) {
+        Err(e) => assert!(e.code > 0 && !e.msg.is_empty(), "{e:?}"),
+        Ok(conf) => {
+            let Some(ipam) = conf.ipam else { return };
+            assert!(!ipam.ranges.is_empty());
+            let mut granted = Vec::new();
+            for r in &ipam.ranges {
+                let subnet = r.pool.subnet;
+                if let Some(g) = r.gateway {
+                    assert!(subnet.contains(&g), "{g} outside {subnet}");
+                }
+                if let Some(range) = r.pool.range {
+                    assert!(subnet.contains(&range), "{range} outside {subnet}");
+                }
+                for x in &r.exclude {
+                    assert!(
+                        subnet.contains(&x.first) && subnet.contains(&x.last),
+                        "{x} outside {subnet}"
+                    );
+                }
+                granted.push(Granted {
+                    address: subnet,
+                    gateway: r.gateway,
+                });
+            }
+            let out = add_result(&conf.version, &granted, &ipam);
+            let text = out.to_string();
+            let back: serde_json::Value = serde_json::from_str(&text).expect("the result is JSON");
+            assert_eq!(
+                back["ips"].as_array().map(Vec::len),
+                Some(granted.len()),
+                "{text}"
+            );
+        }
+    }
+}

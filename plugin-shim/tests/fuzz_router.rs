@@ -204,3 +204,26 @@ fn the_router_corpus_holds() {
     }
     assert!(n >= 10, "the corpus is committed: {n} inputs");
 }
+
+/// The CNI fuzz target's committed corpus (`fuzz/corpus/cni_input/`), replayed through the
+/// same function cargo-fuzz drives, and random inputs beside it.
+#[test]
+fn the_cni_input_corpus_holds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/cni_input");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let p = e.expect("corpus entry").path();
+        plugin_shim::fuzzing::cni_input(
+            &std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+        );
+        n += 1;
+    }
+    assert!(n >= 10, "the corpus is committed: {n} inputs");
+}
+
+proptest::proptest! {
+    #[test]
+    fn random_cni_inputs_hold(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+        plugin_shim::fuzzing::cni_input(&data);
+    }
+}
