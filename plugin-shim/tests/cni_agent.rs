@@ -465,3 +465,37 @@ async fn an_attachment_whose_namespace_vanished_is_released_after_the_grace() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].1.owner.endpoint, "cni:lan:alive:eth0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pool_fails_add_with_101_and_status_with_50() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = Arc::new(MemoryBackend::default());
+    let a = agent(dir.path(), "h1", &backend).await;
+    // A /30: .1 the gateway, .2 the only address to hand out.
+    let c = serde_json::to_vec(&json!({"cniVersion": "1.1.0", "name": "tiny",
+        "ipam": {"subnet": "10.78.0.0/30", "gateway": "10.78.0.1",
+                 "socket": a.socket.display().to_string()}}))
+    .unwrap();
+    let (exit, v) = cni("STATUS", "", "", &[], &c).await;
+    assert_eq!(
+        (exit, &v),
+        (0, &Value::Null),
+        "no pool yet: ADD could be served"
+    );
+    let (exit, r) = cni("ADD", "t1", "/x", &[], &c).await;
+    assert_eq!(exit, 0, "{r}");
+    assert_eq!(addr_of(&r), "10.78.0.2".parse::<IpAddr>().unwrap());
+    let (exit, v) = cni("ADD", "t2", "/x", &[], &c).await;
+    assert_eq!(exit, 1);
+    assert_error(&v, 101);
+    let (exit, v) = cni("STATUS", "", "", &[], &c).await;
+    assert_eq!(exit, 1);
+    assert_error(&v, 50);
+    assert!(
+        v["msg"].as_str().unwrap().contains("no free address"),
+        "{v}"
+    );
+    assert_eq!(cni("DEL", "t1", "", &[], &c).await.0, 0);
+    let (exit, v) = cni("STATUS", "", "", &[], &c).await;
+    assert_eq!((exit, &v), (0, &Value::Null), "room again after DEL");
+}

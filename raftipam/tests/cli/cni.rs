@@ -16,8 +16,13 @@ const REFERENCE_PLUGINS: &str = "/usr/lib/cni";
 
 /// `raftipam up` with a CNI socket, in `dir`.
 fn agent(dir: &Path, host: &str) -> (Proc, PathBuf) {
+    agent_with(dir, host, &[])
+}
+
+/// Like [`agent`], with more arguments for `up`.
+fn agent_with(dir: &Path, host: &str, extra: &[&str]) -> (Proc, PathBuf) {
     let socket = dir.join("cni/cni.sock");
-    let args: Vec<String> = [
+    let mut args: Vec<String> = [
         "up",
         "--data-dir",
         &dir.join("data").display().to_string(),
@@ -35,6 +40,7 @@ fn agent(dir: &Path, host: &str) -> (Proc, PathBuf) {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
     let mut p = spawn(dir, &args);
     p.wait_for(
         &format!("raftipam CNI agent for host {host}"),
@@ -704,5 +710,87 @@ fn podman_with_its_cni_backend_shares_the_pool() {
     assert!(
         listed.contains(&ip2) && listed.contains("docker-host/web"),
         "{listed}"
+    );
+}
+
+/// A runtime that dies before its DEL: the attachment's network namespace goes, and the
+/// agent (its sweep at the reconcile interval) gives the address back after the grace; an
+/// attachment whose namespace lives keeps its address.
+#[test]
+fn the_agent_releases_an_attachment_whose_namespace_vanished() {
+    if run_ok("id", &["-u"]).trim() != "0" {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "needs root (network namespaces)"
+        );
+        eprintln!("SKIP the_agent_releases_an_attachment_whose_namespace_vanished: needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (up, socket) = agent_with(
+        dir.path(),
+        "cni-sweep",
+        &["--reconcile-interval", "1s", "--reconcile-grace", "2s"],
+    );
+    let endpoint = up_endpoint(&up);
+    let tag = std::process::id() % 100_000;
+    let mut ns = Netns(Vec::new());
+    let (live, doomed) = (
+        ns.add(&format!("rtc-live{tag}")),
+        ns.add(&format!("rtc-gone{tag}")),
+    );
+    let conf = json!({"cniVersion": "1.0.0", "name": "sweep",
+                      "ipam": ipam(&socket, "10.213.43.0/24", "10.213.43.1")});
+    let mut addrs = Vec::new();
+    for (id, n) in [("live", &live), ("gone", &doomed)] {
+        let netns = format!("/var/run/netns/{n}");
+        let (code, r) = exec_plugin(
+            BIN,
+            None,
+            &[
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", id),
+                ("CNI_NETNS", &netns),
+                ("CNI_IFNAME", "eth0"),
+            ],
+            &conf,
+        );
+        assert_eq!(code, 0, "{r}");
+        addrs.push(assert_ipam_result(&r).to_string());
+    }
+    run_ok("ip", &["netns", "del", &doomed]);
+    let ls = || {
+        run_ok(
+            BIN,
+            &[
+                "--endpoints",
+                &endpoint,
+                "addr",
+                "ls",
+                "local/10.213.43.0/24",
+            ],
+        )
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let listed = ls();
+        if !listed.contains(&format!("{} ", addrs[1])) {
+            assert!(
+                listed.contains(&format!("{} ", addrs[0])),
+                "the live one stays: {listed}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not released within 60 s: {listed}\n{}",
+            up.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(
+        up.log_text().contains("network namespace is gone"),
+        "{}",
+        up.log_text()
     );
 }
