@@ -18,6 +18,7 @@
 #   lab.sh docker DIR N ARGS...       docker against host N's dockerd
 #   lab.sh raftipam DIR N ARGS...     the raftipam CLI in host N's netns, --endpoints = all nodes
 #   lab.sh legacy DIR CMD...          CMD in the legacy host's netns
+#   lab.sh in DIR HOST CMD...         CMD in a lab netns (h1, h2, h3, legacy, lan)
 #   lab.sh arp DIR IP                 "RESPONDERS MACS": how many answer ARP for IP (legacy host)
 #
 # Layout of DIR: lab.env (names and addresses); hN/ per Docker host: docker.sock,
@@ -196,6 +197,7 @@ lab_start_node() { # N
   nsenter --net="/run/netns/$(lab_ns "h$n")" -- "$RAFTIPAM_BIN" node --id "$n" \
     --listen "$(lab_host_ip "$n"):$LAB_PORT" --data-dir "$d/raft" \
     --plugin-socket "$d/plugins/raftipam.sock" --host "h$n" --docker-host "$d/docker.sock" \
+    --cni-socket "$d/cni.sock" --cni-records "$d/cni-records" \
     --tls-dir "$LAB_DIR/tls/h$n" \
     </dev/null >>"$d/node.log" 2>&1 &
   echo $! >"$d/node.pid"
@@ -434,6 +436,12 @@ if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
     lab_load "$1" || exit 1
     shift
     lab_in legacy "$@"
+    ;;
+  in)
+    lab_load "$1" || exit 1
+    h=$2
+    shift 2
+    lab_in "$h" "$@"
     ;;
   arp) lab_load "$1" && lab_arp "$2" ;;
   *)

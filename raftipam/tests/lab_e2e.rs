@@ -733,3 +733,246 @@ fn lab_default_ipam_hands_out_duplicates() {
     );
     eprintln!("default IPAM: {held:?}; {dup} answered by {count} responders");
 }
+
+/// Podman in a lab host, with its own storage and configuration; its containers are removed
+/// when dropped (before the lab goes).
+struct LabPodman<'a> {
+    lab: &'a Lab,
+    host: &'static str,
+    dir: PathBuf,
+}
+
+impl LabPodman<'_> {
+    fn cmd(&self, args: &[&str]) -> Output {
+        let conf = self.dir.join("containers.conf");
+        let (root, runroot) = (self.dir.join("root"), self.dir.join("runroot"));
+        let mut all: Vec<String> = ["in", self.host, "env"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        all.push(format!("CONTAINERS_CONF={}", conf.display()));
+        all.extend(
+            [
+                "timeout",
+                "120",
+                "podman",
+                "--root",
+                &root.display().to_string(),
+                "--runroot",
+                &runroot.display().to_string(),
+                "--storage-driver",
+                "vfs",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        all.extend(args.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        self.lab.sh(refs[0], &refs[1..])
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.cmd(args);
+        assert!(
+            o.status.success(),
+            "podman {args:?} in {}:\n{}",
+            self.host,
+            text(&o)
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+}
+
+impl Drop for LabPodman<'_> {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["rm", "-af", "-t", "0"]);
+    }
+}
+
+/// The reference CNI plugins and Podman 4 are here (in CI their absence fails the test).
+fn cni_tools_ready(test: &str) -> bool {
+    let podman = Command::new("podman")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("podman version 4."));
+    if podman && Path::new("/usr/lib/cni/macvlan").exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: needs Debian's podman 4 and containernetworking-plugins (scripts/test.sh installs them)"
+    );
+    eprintln!("SKIP {test}: needs Debian's podman 4 and containernetworking-plugins");
+    false
+}
+
+/// 5. One pool on the LAN for three kinds of host: h1 runs Docker containers, h2 Podman
+///    containers (its CNI backend, a macvlan conflist naming raftipam, through h2's node as
+///    its agent), h3 a bare CNI attachment (Debian's macvlan plugin run as a runtime runs it,
+///    for a namespace the test made). Every address distinct and not reserved, each answered
+///    on the wire by one MAC and reachable from the legacy host; `podman rm` gives its
+///    address back.
+#[test]
+fn lab_raftipam_docker_podman_and_bare_cni_share_the_lan() {
+    let test = "lab_raftipam_docker_podman_and_bare_cni_share_the_lan";
+    if !cni_tools_ready(test) {
+        return;
+    }
+    let _g = lock();
+    let lab = lab_or_skip!(test, Mode::Raftipam);
+    lab.networks();
+    let mut held: Vec<(usize, String, IpAddr)> = Vec::new();
+    for i in 0..2 {
+        let name = format!("docker-{i}");
+        let a = lab.run_ok(1, &name);
+        held.push((1, name, a));
+    }
+    // The CNI configuration every CNI host uses: the Docker network's pool, its gateway, the
+    // hosts' addresses excluded (Docker's --aux-address for the same network).
+    let ipam = |n: usize| {
+        serde_json::json!({"type": "raftipam", "subnet": "10.231.0.0/24", "gateway": "10.231.0.1",
+            "exclude": ["10.231.0.11-10.231.0.13", "10.231.0.20"],
+            "socket": lab.dir.join(format!("h{n}/cni.sock")).display().to_string()})
+    };
+    let cni_bin = lab.dir.join("cni-bin");
+    std::fs::create_dir_all(&cni_bin).unwrap();
+    std::os::unix::fs::symlink(BIN, cni_bin.join("raftipam")).unwrap();
+
+    // h2: Podman.
+    let pm = LabPodman {
+        lab: &lab,
+        host: "h2",
+        dir: lab.dir.join("podman"),
+    };
+    let netd = pm.dir.join("net.d");
+    std::fs::create_dir_all(&netd).unwrap();
+    std::fs::write(
+        pm.dir.join("containers.conf"),
+        format!(
+            "[network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"{}\", \"/usr/lib/cni\"]\n\
+             network_config_dir = \"{}\"\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n\
+             [containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n",
+            cni_bin.display(),
+            netd.display()
+        ),
+    )
+    .unwrap();
+    let conflist = serde_json::json!({"cniVersion": "1.0.0", "name": NET, "plugins": [
+        {"type": "macvlan", "master": "eth0", "mode": "bridge", "ipam": ipam(2)}]});
+    std::fs::write(netd.join("lan.conflist"), conflist.to_string()).unwrap();
+    pm.ok(&[
+        "import",
+        &lab.dir.join("rootfs.tar").display().to_string(),
+        "localhost/rt-busybox",
+    ]);
+    for i in 0..2 {
+        let name = format!("podman-{i}");
+        pm.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            NET,
+            "localhost/rt-busybox",
+            "sleep",
+            "1d",
+        ]);
+        let a = pm.ok(&[
+            "inspect",
+            &name,
+            "--format",
+            "{{.NetworkSettings.Networks.lan.IPAddress}}",
+        ]);
+        held.push((2, name, ip(&a)));
+    }
+
+    // h3: a bare CNI attachment through Debian's macvlan plugin.
+    let env = std::fs::read_to_string(lab.dir.join("lab.env")).expect("lab.env");
+    let id = env
+        .lines()
+        .find_map(|l| l.strip_prefix("LAB_ID="))
+        .expect("LAB_ID")
+        .to_string();
+    let bare = format!("{id}-bare");
+    let _ = Command::new("ip").args(["netns", "add", &bare]).status();
+    struct DelNetns(String);
+    impl Drop for DelNetns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _bare_guard = DelNetns(bare.clone());
+    let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "bare", "type": "macvlan",
+        "master": "eth0", "mode": "bridge", "ipam": ipam(3)});
+    let mut child = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{id}-h3"))
+        .args(["--", "/usr/lib/cni/macvlan"])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", "bare-1")
+        .env("CNI_NETNS", format!("/var/run/netns/{bare}"))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", format!("{}:/usr/lib/cni", cni_bin.display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("macvlan");
+    {
+        use std::io::Write;
+        let mut i = child.stdin.take().expect("stdin");
+        i.write_all(conf.to_string().as_bytes()).expect("stdin");
+    }
+    let out = child.wait_with_output().expect("macvlan output");
+    assert!(out.status.success(), "macvlan ADD on h3: {}", text(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).expect("macvlan result");
+    let a = r["ips"][0]["address"].as_str().expect("address");
+    held.push((3, "bare-1".into(), ip(a.split('/').next().unwrap())));
+
+    eprintln!("addresses: {held:?}");
+    assert_unique_and_not_reserved(&held);
+    let owners: BTreeMap<IpAddr, String> = {
+        let o = lab.raftipam(1, &["addr", "ls", POOL]);
+        let v: Value = serde_json::from_slice(&o.stdout).expect("addr ls --json");
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|x| {
+                (
+                    ip(x["addr"].as_str().unwrap()),
+                    format!(
+                        "{}/{}",
+                        x["owner"]["host"].as_str().unwrap(),
+                        x["owner"]["endpoint"].as_str().unwrap_or("")
+                    ),
+                )
+            })
+            .collect()
+    };
+    for (n, name, a) in &held {
+        let owner = owners
+            .get(a)
+            .unwrap_or_else(|| panic!("{a} ({name}) not held: {owners:?}"));
+        assert!(
+            owner.starts_with(&format!("h{n}/")),
+            "{a} of {name} held by {owner}"
+        );
+        if *n > 1 {
+            assert!(owner.contains("/cni:"), "{a} of {name} held by {owner}");
+        }
+        assert!(
+            lab.ping(*a),
+            "{name} ({a}) on h{n} is not reachable from the legacy host"
+        );
+        let (count, macs) = lab.arp(*a);
+        assert_eq!(count, 1, "{a} ({name}) answered by {macs:?}");
+    }
+    let gone = held[2].2;
+    pm.ok(&["rm", "-f", "-t", "0", "podman-0"]);
+    assert!(
+        !lab.allocations(1).iter().any(|(a, _)| *a == gone),
+        "podman rm gave {gone} back"
+    );
+}
