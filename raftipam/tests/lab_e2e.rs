@@ -18,6 +18,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "support/cni.rs"]
+mod cni_support;
+use cni_support::{exec_plugin, podman_conf, podman_ready, REFERENCE_PLUGINS};
+
 const BIN: &str = env!("CARGO_BIN_EXE_raftipam");
 const IMAGE: &str = "raftipam-busybox";
 const NET: &str = "lan";
@@ -789,23 +793,6 @@ impl Drop for LabPodman<'_> {
     }
 }
 
-/// The reference CNI plugins and Podman 4 are here (in CI their absence fails the test).
-fn cni_tools_ready(test: &str) -> bool {
-    let podman = Command::new("podman")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("podman version 4."));
-    if podman && Path::new("/usr/lib/cni/macvlan").exists() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test}: needs Debian's podman 4 and containernetworking-plugins (scripts/test.sh installs them)"
-    );
-    eprintln!("SKIP {test}: needs Debian's podman 4 and containernetworking-plugins");
-    false
-}
-
 /// 5. One pool on the LAN for three kinds of host: h1 runs Docker containers, h2 Podman
 ///    containers (its CNI backend, a macvlan conflist naming raftipam, through h2's node as
 ///    its agent), h3 a bare CNI attachment (Debian's macvlan plugin run as a runtime runs it,
@@ -815,7 +802,7 @@ fn cni_tools_ready(test: &str) -> bool {
 #[test]
 fn lab_raftipam_docker_podman_and_bare_cni_share_the_lan() {
     let test = "lab_raftipam_docker_podman_and_bare_cni_share_the_lan";
-    if !cni_tools_ready(test) {
+    if !podman_ready(test) {
         return;
     }
     let _g = lock();
@@ -846,17 +833,7 @@ fn lab_raftipam_docker_podman_and_bare_cni_share_the_lan() {
     };
     let netd = pm.dir.join("net.d");
     std::fs::create_dir_all(&netd).unwrap();
-    std::fs::write(
-        pm.dir.join("containers.conf"),
-        format!(
-            "[network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"{}\", \"/usr/lib/cni\"]\n\
-             network_config_dir = \"{}\"\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n\
-             [containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n",
-            cni_bin.display(),
-            netd.display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(pm.dir.join("containers.conf"), podman_conf(&cni_bin, &netd)).unwrap();
     let conflist = serde_json::json!({"cniVersion": "1.0.0", "name": NET, "plugins": [
         {"type": "macvlan", "master": "eth0", "mode": "bridge", "ipam": ipam(2)}]});
     std::fs::write(netd.join("lan.conflist"), conflist.to_string()).unwrap();
@@ -905,29 +882,21 @@ fn lab_raftipam_docker_podman_and_bare_cni_share_the_lan() {
     let _bare_guard = DelNetns(bare.clone());
     let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "bare", "type": "macvlan",
         "master": "eth0", "mode": "bridge", "ipam": ipam(3)});
-    let mut child = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{id}-h3"))
-        .args(["--", "/usr/lib/cni/macvlan"])
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("CNI_COMMAND", "ADD")
-        .env("CNI_CONTAINERID", "bare-1")
-        .env("CNI_NETNS", format!("/var/run/netns/{bare}"))
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", format!("{}:/usr/lib/cni", cni_bin.display()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("macvlan");
-    {
-        use std::io::Write;
-        let mut i = child.stdin.take().expect("stdin");
-        i.write_all(conf.to_string().as_bytes()).expect("stdin");
-    }
-    let out = child.wait_with_output().expect("macvlan output");
-    assert!(out.status.success(), "macvlan ADD on h3: {}", text(&out));
-    let r: Value = serde_json::from_slice(&out.stdout).expect("macvlan result");
+    let cni_path = format!("{}:{REFERENCE_PLUGINS}", cni_bin.display());
+    let netns = format!("/var/run/netns/{bare}");
+    let (code, r) = exec_plugin(
+        &format!("{REFERENCE_PLUGINS}/macvlan"),
+        Some(&format!("{id}-h3")),
+        &[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "bare-1"),
+            ("CNI_NETNS", &netns),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", &cni_path),
+        ],
+        &conf,
+    );
+    assert_eq!(code, 0, "macvlan ADD on h3: {r}");
     let a = r["ips"][0]["address"].as_str().expect("address");
     held.push((3, "bare-1".into(), ip(a.split('/').next().unwrap())));
 

@@ -178,40 +178,35 @@ pub struct Attachment {
     pub ifname: String,
 }
 
+/// The spec's rule for names and container ids: 1 to 255 ASCII letters, digits, `_`, `.` or
+/// `-`, starting with a letter or digit when `first_alnum`.
+fn is_spec_name(s: &str, first_alnum: bool) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && (!first_alnum || s.starts_with(|c: char| c.is_ascii_alphanumeric()))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
 /// Checks a network name as the spec defines it: an ASCII letter or digit, then letters,
 /// digits, `_`, `.` or `-`.
 pub fn check_network_name(name: &str) -> Result<(), CniError> {
-    let ok = name.len() <= 255
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(config_err(format!(
-            "the network name {name:?} is not a CNI network name: start with a letter or digit, then letters, digits, '_', '.' or '-' (at most 255)"
-        )))
+    if is_spec_name(name, true) {
+        return Ok(());
     }
+    Err(config_err(format!(
+        "the network name {name:?} is not a CNI network name: start with a letter or digit, then letters, digits, '_', '.' or '-' (at most 255)"
+    )))
 }
 
 /// Checks a container id as the spec defines it (letters, digits, `_`, `.`, `-`; not empty).
 pub fn check_container_id(id: &str) -> Result<(), CniError> {
-    let ok = !id.is_empty()
-        && id.len() <= 255
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(env_err(format!(
-            "CNI_CONTAINERID {id:?} is not a container id: letters, digits, '_', '.' or '-', 1 to 255 of them"
-        )))
+    if is_spec_name(id, false) {
+        return Ok(());
     }
+    Err(env_err(format!(
+        "CNI_CONTAINERID {id:?} is not a container id: letters, digits, '_', '.' or '-', 1 to 255 of them"
+    )))
 }
 
 /// Checks an interface name as Linux takes it: 1 to 15 bytes, no `/`, `:` or white space,

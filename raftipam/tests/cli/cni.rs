@@ -6,13 +6,12 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{json, Value};
 
 use crate::binary::{free_port, spawn, Proc, BIN};
-
-const REFERENCE_PLUGINS: &str = "/usr/lib/cni";
+use crate::cni_support::{exec_plugin, podman_conf, podman_ready, REFERENCE_PLUGINS};
 
 /// `raftipam up` with a CNI socket, in `dir`.
 fn agent(dir: &Path, host: &str) -> (Proc, PathBuf) {
@@ -48,51 +47,6 @@ fn agent_with(dir: &Path, host: &str, extra: &[&str]) -> (Proc, PathBuf) {
     );
     p.wait_for("raftipam is ready:", None);
     (p, socket)
-}
-
-/// Runs `program` as a runtime runs a CNI plugin: a clean environment with the CNI
-/// variables, the configuration on stdin. Returns the exit code and stdout as JSON (Null if
-/// empty).
-fn exec_plugin(
-    program: &str,
-    netns_exec: Option<&str>,
-    env: &[(&str, &str)],
-    stdin: &Value,
-) -> (i32, Value) {
-    let mut cmd = match netns_exec {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, program]);
-            c
-        }
-        None => Command::new(program),
-    };
-    cmd.env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn the plugin");
-    {
-        use std::io::Write;
-        let mut i = child.stdin.take().expect("stdin");
-        i.write_all(stdin.to_string().as_bytes())
-            .expect("write stdin");
-    }
-    let out = child.wait_with_output().expect("plugin output");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v = if text.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or_else(|e| {
-            panic!(
-                "{program} wrote something that is not JSON ({e}): {text}\nstderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
-    };
-    (out.status.code().unwrap_or(-1), v)
 }
 
 fn ipam(socket: &Path, subnet: &str, gateway: &str) -> Value {
@@ -544,27 +498,6 @@ impl Drop for Podman {
     }
 }
 
-fn podman_ready(test: &str) -> bool {
-    let there = Command::new("podman")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("podman version 4."));
-    if there && reference_plugins_ready(test) {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test}: needs Debian's podman 4 (scripts/test.sh installs it)"
-    );
-    eprintln!(
-        "\n************************************************************************\n\
-         SKIP {test}: needs root, Debian's podman 4 and containernetworking-plugins.\n\
-         Run `bash scripts/test.sh` (as root), which installs them.\n\
-         ************************************************************************\n"
-    );
-    false
-}
-
 /// Podman's containers, a bare CNI attachment and another host's container share one pool:
 /// every address distinct; `podman run` gets one of the pool (and the one `--ip` asks for),
 /// `podman rm` gives it back.
@@ -591,18 +524,7 @@ fn podman_with_its_cni_backend_shares_the_pool() {
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::create_dir_all(&netd).unwrap();
     std::os::unix::fs::symlink(BIN, bin.join("raftipam")).unwrap();
-    std::fs::write(
-        pm.dir.join("containers.conf"),
-        format!(
-            "[network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"{}\", \"{REFERENCE_PLUGINS}\"]\n\
-             network_config_dir = \"{}\"\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n\
-             [containers]\n# This machine's hard limits are below Podman's defaults: ask for less.\n\
-             default_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n",
-            bin.display(),
-            netd.display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(pm.dir.join("containers.conf"), podman_conf(&bin, &netd)).unwrap();
     // The bridge has no address on this machine (isGateway false): the containers reach
     // only each other.
     let net = format!("rtpod{tag}");

@@ -6,6 +6,8 @@
 #[macro_use]
 #[path = "../support/binary.rs"]
 mod binary;
+#[path = "../support/cni.rs"]
+mod cni_support;
 #[path = "../../../raft-node/tests/in_process/mod.rs"]
 mod in_process;
 
