@@ -211,6 +211,9 @@ fn kind(e: &AllocError) -> String {
         .to_string()
 }
 
+/// A duplicate alarm as the model lists it: the record, the holder and its sequence number.
+type Alarm = (ConflictRecord, Owner, u64);
+
 /// The end of the address's quarantine, if it is in one at `now`.
 fn quarantine_of(
     conflicts: &BTreeMap<(String, IpAddr), ConflictRecord>,
@@ -237,12 +240,7 @@ impl Model {
     }
 
     /// What `State::conflicts` should list: (quarantined with their end, alarms with holder).
-    fn listing(
-        &self,
-    ) -> (
-        Vec<(ConflictRecord, u64)>,
-        Vec<(ConflictRecord, Owner, u64)>,
-    ) {
+    fn listing(&self) -> (Vec<(ConflictRecord, u64)>, Vec<Alarm>) {
         let (mut q, mut a) = (vec![], vec![]);
         for ((space, addr), rec) in &self.conflicts {
             let held = self
@@ -901,12 +899,12 @@ proptest! {
                 }
             };
             // What is in quarantine now, as the state lists it: no allocation may hand it out.
-            let quarantined: BTreeSet<IpAddr> = state
+            let quarantined: BTreeSet<(String, IpAddr)> = state
                 .conflicts()
                 .quarantined
                 .iter()
                 .filter(|c| c.quarantined_at(now))
-                .map(|c| c.record.addr)
+                .map(|c| (c.record.pool.space.clone(), c.record.addr))
                 .collect();
             let got = state.apply(&Command { at_ms: now, op: op.clone() });
             prop_assert_eq!(&through_typed_methods(&mut typed, now, &op), &got, "typed {:?}", op);
@@ -920,15 +918,15 @@ proptest! {
             if let Err(e) = state.check_invariants() {
                 prop_assert!(false, "after {:?}: {}", op, e);
             }
-            if let (Op::Allocate { .. }, Ok(Outcome::Allocated { addr, existing: false, .. })) = (&op, &got) {
-                prop_assert!(!quarantined.contains(&addr.addr()), "{} was handed out in quarantine", addr);
+            if let (Op::Allocate { pool, .. }, Ok(Outcome::Allocated { addr, existing: false, .. })) = (&op, &got) {
+                prop_assert!(!quarantined.contains(&(pool.space.clone(), addr.addr())), "{} was handed out in quarantine", addr);
             }
             // The conflicts listed are the model's: quarantines with their end, alarms with
             // their holder.
             let listed = state.conflicts();
             let (q, a) = model.listing();
             let got_q: Vec<(ConflictRecord, u64)> = listed.quarantined.iter().map(|c| (c.record.clone(), c.until_ms)).collect();
-            let got_a: Vec<(ConflictRecord, Owner, u64)> = listed.alarms.iter().map(|d| (d.record.clone(), d.holder.clone(), d.seq)).collect();
+            let got_a: Vec<Alarm> = listed.alarms.iter().map(|d| (d.record.clone(), d.holder.clone(), d.seq)).collect();
             prop_assert_eq!(got_q, q, "quarantines after {:?}", op);
             prop_assert_eq!(got_a, a, "alarms after {:?}", op);
             // Usage counts agree with the model for every live pool.
