@@ -43,7 +43,8 @@
 //! per group of methods), [`error`] (how failures become `{"Err"}` replies), [`mod@router`] (the
 //! HTTP surface) and [`socket`] (the socket file's life). [`probe`] checks an address on the
 //! LAN (an ARP probe, a duplicate address detection solicitation) and watches the link's ARP
-//! and neighbor discovery traffic, for the agent to report conflicts.
+//! and neighbor discovery traffic, for the agent to report conflicts; [`import`] reads what
+//! other inventories (`/etc/ethers`, dnsmasq and dhcpd leases, `arp-scan`) say is in use.
 
 #![deny(missing_docs)]
 
@@ -54,6 +55,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handshake;
+pub mod import;
 pub mod options;
 pub mod pool;
 pub mod probe;
