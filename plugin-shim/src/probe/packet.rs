@@ -417,6 +417,70 @@ mod tests {
         assert_eq!(parse_neighbor(&padded).map(|n| n.mac), Some(THEIRS));
     }
 
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// The ones' complement sum, folded, of the pseudo-header and the whole message
+        /// (checksum included), written independently of `icmpv6_checksum`: 0xffff for a
+        /// correct checksum (RFC 1071).
+        fn verify_sum(src: Ipv6Addr, dst: Ipv6Addr, msg: &[u8]) -> u16 {
+            let mut bytes = Vec::new();
+            bytes.extend_from_slice(&src.octets());
+            bytes.extend_from_slice(&dst.octets());
+            bytes.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+            bytes.extend_from_slice(&[0, 0, 0, 58]);
+            bytes.extend_from_slice(msg);
+            if bytes.len() % 2 == 1 {
+                bytes.push(0);
+            }
+            let mut sum: u32 = 0;
+            for w in bytes.chunks(2) {
+                sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+            sum as u16
+        }
+
+        proptest! {
+            #[test]
+            fn a_message_with_its_checksum_sums_to_all_ones(src in any::<[u8; 16]>(), dst in any::<[u8; 16]>(), body in proptest::collection::vec(any::<u8>(), 4..200)) {
+                let (src, dst) = (Ipv6Addr::from(src), Ipv6Addr::from(dst));
+                let mut msg = body;
+                let sum = icmpv6_checksum(src, dst, &msg);
+                msg[2..4].copy_from_slice(&sum.to_be_bytes());
+                prop_assert_eq!(verify_sum(src, dst, &msg), 0xffff);
+            }
+
+            #[test]
+            fn any_advertisement_reads_back(target in any::<[u8; 16]>(), mac in any::<[u8; 6]>(), junk in proptest::collection::vec((1u8..=255, 1u8..=3), 0..3)) {
+                let target = Ipv6Addr::from(target);
+                let mac = Mac(mac);
+                // Unknown options of 1 to 3 units first, then the target link-layer address.
+                let mut opts = Vec::new();
+                for (kind, units) in junk {
+                    let kind = if kind == OPT_TARGET_LL { 200 } else { kind };
+                    opts.push(kind);
+                    opts.push(units);
+                    opts.extend(std::iter::repeat_n(0xaa, usize::from(units) * 8 - 2));
+                }
+                opts.extend_from_slice(&[OPT_TARGET_LL, 1]);
+                opts.extend_from_slice(&mac.0);
+                let na = parse_neighbor(&advert_with(target, &opts)).expect("an advert");
+                prop_assert_eq!((na.advert, na.target, na.mac), (true, target, mac));
+            }
+
+            #[test]
+            fn any_probe_reads_back(mac in any::<[u8; 6]>(), v4 in any::<[u8; 4]>(), v6 in any::<[u8; 16]>()) {
+                let (mac, v4, v6) = (Mac(mac), Ipv4Addr::from(v4), Ipv6Addr::from(v6));
+                let arp = parse_arp(&arp_probe(mac, v4)).expect("a probe");
+                prop_assert_eq!((arp.sender_mac, arp.target_ip, arp.is_probe()), (mac, v4, true));
+                let ns = parse_neighbor(&neighbor_solicitation(mac, v6)).expect("a solicitation");
+                prop_assert_eq!((ns.target, ns.mac, ns.source), (v6, mac, Ipv6Addr::UNSPECIFIED));
+            }
+        }
+    }
+
     #[test]
     fn ipv6_multicast_groups_map_to_33_33_and_their_last_32_bits() {
         let g: Ipv6Addr = "ff02::1:ffab:cdef".parse().expect("group");
