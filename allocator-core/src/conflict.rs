@@ -34,7 +34,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::id::{Owner, PoolId};
 
-pub use crate::limits::{DEFAULT_PROBATION_MS, MAX_CONFLICTS, MAX_PROBATION_MS};
+pub use crate::limits::{
+    DEFAULT_PROBATION_MS, MAX_CONFLICTS, MAX_CONFLICTS_PER_HOST, MAX_PROBATION_MS,
+};
 
 /// An Ethernet (EUI-48) address: what answered for an address on the LAN.
 #[derive(

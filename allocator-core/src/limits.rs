@@ -30,6 +30,10 @@ pub const MAX_PROBATION_MS: u64 = 30 * 24 * 3600 * 1000;
 /// Most conflict records the state keeps ([`crate::Op::ReportConflict`]); a report past it
 /// is refused until an operator clears some.
 pub const MAX_CONFLICTS: usize = 16_384;
+/// Most conflict records one host may be the (latest) reporter of: a quarter of
+/// [`MAX_CONFLICTS`], so that one host (or its stolen certificate) cannot fill the table and
+/// silence the others.
+pub const MAX_CONFLICTS_PER_HOST: usize = MAX_CONFLICTS / 4;
 
 // ---- what a query may return ----
 

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use allocator_core::conflict::DEFAULT_PROBATION_MS;
+use allocator_core::conflict::{DEFAULT_PROBATION_MS, MAX_CONFLICTS_PER_HOST};
 use allocator_core::{
     AddrRange, AllocError, Command, ConflictRecord, Detection, HostReport, Mac, Op, Order, Outcome,
     Owner, PoolId, PoolSpec, Released, ReportedLeak, State,
@@ -702,6 +702,12 @@ impl Model {
                 }
                 let holder = sub.allocated.get(&off).map(|(o, _)| o.clone());
                 let k = (pool.space.clone(), *addr);
+                let mine = self.conflicts.values().filter(|r| r.host == *host).count();
+                if self.conflicts.get(&k).is_none_or(|r| r.host != *host)
+                    && mine >= MAX_CONFLICTS_PER_HOST
+                {
+                    return Err("Invalid".into());
+                }
                 let (first, last, count) = match self.conflicts.get(&k) {
                     Some(r) => (r.first_seen_ms, r.last_seen_ms.max(now), r.count + 1),
                     None => (now, now, 1),

@@ -15,7 +15,7 @@ use ipnet::IpNet;
 use super::State;
 use crate::conflict::{
     Conflict, ConflictRecord, Conflicts, Detection, DuplicateAlarm, Mac, DEFAULT_PROBATION_MS,
-    MAX_CONFLICTS, MAX_PROBATION_MS,
+    MAX_CONFLICTS, MAX_CONFLICTS_PER_HOST, MAX_PROBATION_MS,
 };
 use crate::error::AllocError;
 use crate::id::{Owner, PoolId};
@@ -146,6 +146,11 @@ impl Lan {
     pub fn iter(&self) -> impl Iterator<Item = &ConflictRecord> {
         self.records.values().flat_map(|m| m.values())
     }
+
+    /// Records `host` is the latest reporter of.
+    pub fn reported_by(&self, host: &str) -> usize {
+        self.iter().filter(|r| r.host == host).count()
+    }
 }
 
 impl State {
@@ -157,8 +162,9 @@ impl State {
     ///
     /// Refused, changing nothing: an unknown pool, an address outside its subnet, a reserved
     /// address ([`AllocError::Reserved`]: gateways and hosts answer by design), a MAC that
-    /// cannot be a device's own (all zeros, multicast, broadcast), a bad host name, or a new
-    /// record past [`MAX_CONFLICTS`].
+    /// cannot be a device's own (all zeros, multicast, broadcast), a bad host name, a new
+    /// record past [`MAX_CONFLICTS`], or one that would make `host` the reporter of more than
+    /// [`MAX_CONFLICTS_PER_HOST`].
     ///
     /// ```
     /// use allocator_core::{AllocError, Detection, Mac, Order, Owner, PoolSpec, State};
@@ -212,7 +218,15 @@ impl State {
             });
         }
         let holder = Self::owner_of(&self.hosts, sn, off);
-        let rec = match self.lan.get(&id.space, addr) {
+        let known = self.lan.get(&id.space, addr);
+        if known.is_none_or(|r| r.host != host)
+            && self.lan.reported_by(host) >= MAX_CONFLICTS_PER_HOST
+        {
+            return Err(AllocError::Invalid(format!(
+                "host {host} already reported {MAX_CONFLICTS_PER_HOST} conflicts that stand, the most one host may; list them with `raftipam addr conflicts` and clear those that are resolved with `raftipam addr clear`"
+            )));
+        }
+        let rec = match known {
             Some(old) => ConflictRecord {
                 pool: id.clone(),
                 addr,
@@ -384,6 +398,17 @@ impl State {
                 "{n} conflict records, counted {} (at most {MAX_CONFLICTS})",
                 self.lan.count
             ));
+        }
+        let mut per_host: BTreeMap<&str, usize> = BTreeMap::new();
+        for rec in self.lan.iter() {
+            let c = per_host.entry(rec.host.as_str()).or_default();
+            *c += 1;
+            if *c > MAX_CONFLICTS_PER_HOST {
+                return Err(format!(
+                    "host {} reported more than {MAX_CONFLICTS_PER_HOST} conflict records",
+                    rec.host
+                ));
+            }
         }
         for (id, ms) in &self.lan.probation {
             if !self.pools.contains_key(id) || *ms > MAX_PROBATION_MS {
@@ -721,18 +746,55 @@ mod tests {
     }
 
     #[test]
+    fn one_host_reports_at_most_a_quarter_of_the_records() {
+        let (mut st, pool) = setup("10.0.0.0/16");
+        let a = |i: usize| IpAddr::V4((0x0a00_0001 + i as u32).into());
+        let cap = MAX_CONFLICTS_PER_HOST;
+        for i in 0..cap {
+            st.report_conflict(0, &pool, a(i), M, "h1", Detection::Watch)
+                .expect("fits");
+        }
+        let e = st
+            .report_conflict(0, &pool, a(cap), M, "h1", Detection::Watch)
+            .expect_err("h1 is at its bound");
+        assert!(
+            e.to_string().contains("host h1 already reported 4096"),
+            "{e}"
+        );
+        // h1 still updates its own; h2 reports a new one, and takes over one of h1's.
+        assert!(st
+            .report_conflict(1, &pool, a(0), M, "h1", Detection::Probe)
+            .is_ok());
+        assert!(st
+            .report_conflict(1, &pool, a(cap), M, "h2", Detection::Probe)
+            .is_ok());
+        assert!(st
+            .report_conflict(1, &pool, a(1), M, "h2", Detection::Probe)
+            .is_ok());
+        // Now h1 reports one less: a new one fits again.
+        assert!(st
+            .report_conflict(2, &pool, a(cap + 1), M, "h1", Detection::Watch)
+            .is_ok());
+        st.check_invariants().expect("invariants");
+    }
+
+    #[test]
     fn the_number_of_records_is_bounded() {
         let (mut st, pool) = setup("10.0.0.0/16");
+        let hosts = ["h1", "h2", "h3", "h4"];
         for i in 0..MAX_CONFLICTS as u32 {
             let a = IpAddr::V4((0x0a00_0001 + i).into());
-            st.report_conflict(0, &pool, a, M, "h1", Detection::Sweep)
+            let host = hosts[i as usize % hosts.len()];
+            st.report_conflict(0, &pool, a, M, host, Detection::Sweep)
                 .expect("fits");
         }
         let a = IpAddr::V4((0x0a00_0001 + MAX_CONFLICTS as u32).into());
         let e = st
-            .report_conflict(0, &pool, a, M, "h1", Detection::Sweep)
+            .report_conflict(0, &pool, a, M, "h5", Detection::Sweep)
             .expect_err("full");
-        assert!(e.to_string().contains("raftipam addr clear"), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("at most 16384 conflict records"), "{msg}");
+        assert!(msg.contains("raftipam addr clear"), "{msg}");
         // A known one still updates.
         let known = ip("10.0.0.1");
         assert_eq!(
