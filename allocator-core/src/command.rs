@@ -16,6 +16,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::conflict::{Detection, Mac};
 use crate::id::{AddrRange, Owner, PoolId};
 use crate::report::HostReport;
 
@@ -333,6 +334,38 @@ pub enum Op {
         /// Its serial ([`crate::cluster::canonical_serial`] form).
         serial: String,
     },
+    /// A host saw a device answer for an address of a pool (cluster version 2 on; see
+    /// [`crate::conflict`]): a free address goes into quarantine for the pool's probation, a
+    /// held one raises a duplicate alarm. A host reports only as itself.
+    ReportConflict {
+        /// The pool.
+        pool: PoolId,
+        /// The address some device answered for.
+        addr: IpAddr,
+        /// The MAC that answered.
+        mac: Mac,
+        /// The host that saw it (the reporter).
+        host: String,
+        /// How it was found.
+        how: Detection,
+    },
+    /// Operator: forgets the conflict record of an address (cluster version 2 on): a free
+    /// address is no longer in quarantine.
+    ClearConflict {
+        /// The pool.
+        pool: PoolId,
+        /// The address.
+        addr: IpAddr,
+    },
+    /// Operator: how long a free address of the pool stays in quarantine after a device was
+    /// last seen answering for it (cluster version 2 on; default
+    /// [`crate::conflict::DEFAULT_PROBATION_MS`]).
+    SetProbation {
+        /// The pool.
+        pool: PoolId,
+        /// The probation (ms, at most [`crate::conflict::MAX_PROBATION_MS`]).
+        probation_ms: u64,
+    },
 }
 
 /// A command: an operation and the time it was proposed at (ms since the Unix epoch).
@@ -362,7 +395,10 @@ impl Op {
             | Op::UseJoinToken { .. }
             | Op::SetQuotas { .. }
             | Op::AddJoinTokenFor { .. }
-            | Op::IssueJoinCert { .. } => 2,
+            | Op::IssueJoinCert { .. }
+            | Op::ReportConflict { .. }
+            | Op::ClearConflict { .. }
+            | Op::SetProbation { .. } => 2,
             _ => 1,
         }
     }
@@ -469,6 +505,26 @@ pub enum Outcome {
     QuotasSet {
         /// The quotas that bind the host (or the cluster's hosts) now.
         quotas: crate::Quotas,
+    },
+    /// Result of [`Op::ReportConflict`].
+    ConflictReported {
+        /// A free address: the end of its quarantine. `None`: the address is held (a
+        /// duplicate alarm).
+        until_ms: Option<u64>,
+        /// Who holds the address, for a duplicate alarm.
+        holder: Option<Owner>,
+        /// Reports of this conflict so far (this one included).
+        count: u64,
+    },
+    /// Result of [`Op::ClearConflict`].
+    ConflictCleared {
+        /// Whether the address had a conflict record.
+        existed: bool,
+    },
+    /// Result of [`Op::SetProbation`].
+    ProbationSet {
+        /// The pool's probation now (ms).
+        probation_ms: u64,
     },
 }
 

@@ -153,6 +153,21 @@ pub enum AllocError {
         /// Its limit (for a prefix: the shortest prefix length it may create).
         limit: u64,
     },
+    /// The address is free but another device answered for it on the LAN: no allocation
+    /// hands it out until its probation has passed ([`crate::conflict`]). Nothing changed.
+    #[error("address {addr} in pool {pool} is in quarantine: a device with MAC {mac} answered for it (seen by host {host}); it is not handed out until t={until_ms} ms. Free the address on that device and run `raftipam addr clear {pool} {addr}`, or wait for the probation to pass")]
+    Quarantined {
+        /// The address asked for.
+        addr: IpAddr,
+        /// The pool.
+        pool: PoolId,
+        /// The MAC that answered for it.
+        mac: crate::conflict::Mac,
+        /// The host that saw it.
+        host: String,
+        /// When its probation ends (ms since the Unix epoch).
+        until_ms: u64,
+    },
 }
 
 /// Leaks of one pool that hosts reported and that still stand, by host.

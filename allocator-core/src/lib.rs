@@ -45,6 +45,10 @@
 //! - **Hosts** ([`State::heartbeat`], [`State::store_report`], [`State::forget_host`]): what
 //!   each host last said, and the leaks it reported ([`report`]), which a "pool full"
 //!   [`AllocError`] names.
+//! - **Conflicts on the LAN** ([`State::report_conflict`], [`State::clear_conflict`],
+//!   [`State::set_probation`], [`State::conflicts`]): a free address some device answers for
+//!   is in quarantine for its pool's probation; a held one raises a duplicate alarm
+//!   ([`conflict`]).
 //! - **Reads**: [`State::pools`], [`State::allocations`], [`State::who_has`],
 //!   [`State::hosts`], the subnet map ([`State::map_page`], [`State::map_sparse`]),
 //!   [`State::check_invariants`].
@@ -91,6 +95,7 @@
 pub mod bitmap;
 pub mod cluster;
 mod command;
+pub mod conflict;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -108,6 +113,9 @@ mod subnet;
 mod view;
 
 pub use command::{Command, Op, Order, Outcome, PoolSpec, Released};
+pub use conflict::{
+    Conflict, ConflictCounts, ConflictRecord, Conflicts, Detection, DuplicateAlarm, Mac,
+};
 pub use error::{AllocError, LeakHint};
 pub use id::{AddrRange, Owner, ParseError, PoolId};
 pub use limits::{
@@ -119,7 +127,7 @@ pub use quota::{is_operator_name, HostQuota, QuotaReport, Quotas, OPERATOR_NAMES
 pub use report::{HostReport, ReportedLeak, ReportedMissing, StoredReport};
 pub use results::{Allocated, HostForgotten, RequestedPool, Restored};
 pub use snapshot::{format_of as snapshot_format, SnapshotError};
-pub use state::{Config, DefaultPool, IssuedCert, State};
+pub use state::{Config, ConflictReported, DefaultPool, IssuedCert, State};
 pub use view::{human_count, Allocation, Holding, HostInfo, PoolInfo, Usage};
 
 // raftipam's own bookkeeping, at the root for the crates that name it there; documented in

@@ -21,6 +21,20 @@ pub const MAX_RESTORE_CHUNK: usize = 4 << 20;
 /// Largest backup that can be restored in pieces (1 GiB).
 pub const MAX_RESTORE_BYTES: u64 = 1 << 30;
 
+/// A pool's probation when none was set: how long a free address some device answered for
+/// stays out of allocations after it was last seen (24 h, as DHCP servers hold a declined
+/// lease).
+pub const DEFAULT_PROBATION_MS: u64 = 24 * 3600 * 1000;
+/// Longest probation a pool may have: 30 days (ms).
+pub const MAX_PROBATION_MS: u64 = 30 * 24 * 3600 * 1000;
+/// Most conflict records the state keeps ([`crate::Op::ReportConflict`]); a report past it
+/// is refused until an operator clears some.
+pub const MAX_CONFLICTS: usize = 16_384;
+/// Most conflict records one host may be the (latest) reporter of: a quarter of
+/// [`MAX_CONFLICTS`], so that one host (or its stolen certificate) cannot fill the table and
+/// silence the others.
+pub const MAX_CONFLICTS_PER_HOST: usize = MAX_CONFLICTS / 4;
+
 // ---- what a query may return ----
 
 /// Most cells one dense page or sparse list of the subnet map may hold.

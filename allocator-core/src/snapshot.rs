@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::cluster::{canonical_serial, MAX_ISSUED_CERTS};
+use crate::conflict::ConflictRecord;
 use crate::id::AddrRange;
 use crate::id::PoolId;
 use crate::limits::{MAX_BITS, MAX_HOSTS, MAX_NAME_LEN, MAX_RESTORE_BYTES, MAX_SEQ};
@@ -28,8 +29,10 @@ const MAGIC: &[u8; 8] = b"RIPAMSNP";
 /// version 4 revoked serials and a restore under way, version 5 the cluster version and join
 /// tokens' uses (and, in 0.2, quotas, join tokens' names and the certificates given to
 /// joins); earlier versions (without them) are still read. Version 5 is written only
-/// once the cluster version is past 1 (raftipam 0.1 reads version 4 and no later).
-const VERSION: u16 = 5;
+/// once the cluster version is past 1 (raftipam 0.1 reads version 4 and no later). Version 6
+/// adds the conflicts on the LAN and the pools' probations, and is written only while the
+/// state holds some (their operations need cluster version 2).
+const VERSION: u16 = 6;
 const HEADER: usize = 8 + 2 + 4;
 
 /// Why a snapshot could not be read.
@@ -88,9 +91,10 @@ struct SnapPool {
 /// The body. `R` is the reports: `()` in version 1 (postcard writes nothing for it), a list
 /// from version 2; `V` the revocations and join tokens: `()` before version 3, lists from
 /// version 3; `X` the revoked serials and a restore under way: `()` before version 4; `Y` the
-/// cluster version and the join tokens' uses left: `()` before version 5.
+/// cluster version and the join tokens' uses left: `()` before version 5; `Z` the conflicts
+/// on the LAN and the probations: `()` before version 6.
 #[derive(Serialize, Deserialize)]
-struct SnapState<'a, R, V, X, Y> {
+struct SnapState<'a, R, V, X, Y, Z = ()> {
     config: Config,
     seq: u64,
     hosts: Vec<String>,
@@ -107,7 +111,12 @@ struct SnapState<'a, R, V, X, Y> {
     extra: X,
     /// The cluster version and the join tokens' uses left (token hash, uses).
     cluster: Y,
+    /// The conflict records and the pools' probations (pool, ms).
+    lan: Z,
 }
+
+/// Version 6's `lan`.
+type LanPart = (Vec<ConflictRecord>, Vec<(PoolId, u64)>);
 
 /// Version 5's `cluster`: the cluster version, the join tokens' uses left (hash, uses), the
 /// cluster's quotas, hosts' own quotas, the names join tokens are bound to (hash, name) and
@@ -178,32 +187,45 @@ impl State {
             .collect();
         // Written in the cluster version's format: a cluster still at version 1 has members
         // of raftipam 0.1, which read snapshot format 4 and no later.
+        // Conflicts on the LAN (cluster version 2 on) need format 6; without any, the format
+        // stays the one a node of the release before reads.
+        let lan = (!self.lan.is_empty()).then(|| {
+            (
+                self.lan.iter().collect::<Vec<&ConflictRecord>>(),
+                self.lan
+                    .probation
+                    .iter()
+                    .map(|(p, ms)| (p, *ms))
+                    .collect::<Vec<(&PoolId, u64)>>(),
+            )
+        });
         let cluster =
-            (self.cluster_version > 1 || !self.credentials.token_uses.is_empty()).then(|| {
-                (
-                    self.cluster_version,
-                    self.credentials
-                        .token_uses
-                        .iter()
-                        .map(|(h, u)| (h.as_str(), *u))
-                        .collect::<Vec<(&str, u32)>>(),
-                    self.quotas.cluster,
-                    self.quotas
-                        .hosts
-                        .iter()
-                        .map(|(h, q)| (h.as_str(), *q))
-                        .collect::<Vec<(&str, Quotas)>>(),
-                    self.credentials
-                        .token_names
-                        .iter()
-                        .map(|(h, n)| (h.as_str(), n.as_str()))
-                        .collect::<Vec<(&str, &str)>>(),
-                    self.credentials
-                        .issued
-                        .values()
-                        .collect::<Vec<&IssuedCert>>(),
-                )
-            });
+            (lan.is_some() || self.cluster_version > 1 || !self.credentials.token_uses.is_empty())
+                .then(|| {
+                    (
+                        self.cluster_version,
+                        self.credentials
+                            .token_uses
+                            .iter()
+                            .map(|(h, u)| (h.as_str(), *u))
+                            .collect::<Vec<(&str, u32)>>(),
+                        self.quotas.cluster,
+                        self.quotas
+                            .hosts
+                            .iter()
+                            .map(|(h, q)| (h.as_str(), *q))
+                            .collect::<Vec<(&str, Quotas)>>(),
+                        self.credentials
+                            .token_names
+                            .iter()
+                            .map(|(h, n)| (h.as_str(), n.as_str()))
+                            .collect::<Vec<(&str, &str)>>(),
+                        self.credentials
+                            .issued
+                            .values()
+                            .collect::<Vec<&IssuedCert>>(),
+                    )
+                });
         let snap = SnapState {
             config: self.config.clone(),
             seq: self.seq,
@@ -239,11 +261,11 @@ impl State {
                     .map(|s| (s.restore, s.total, s.bytes.as_slice())),
             ),
             cluster: (),
+            lan: (),
         };
         // Serialising plain owned data into a Vec cannot fail.
-        let (version, body) = match cluster {
-            None => (4u16, postcard::to_allocvec(&snap).unwrap_or_default()),
-            Some(cluster) => {
+        let (version, body) = match (cluster, lan) {
+            (Some(cluster), Some(lan)) => {
                 let snap = SnapState {
                     config: snap.config,
                     seq: snap.seq,
@@ -255,9 +277,27 @@ impl State {
                     revoked: snap.revoked,
                     extra: snap.extra,
                     cluster,
+                    lan,
                 };
-                (VERSION, postcard::to_allocvec(&snap).unwrap_or_default())
+                (6u16, postcard::to_allocvec(&snap).unwrap_or_default())
             }
+            (Some(cluster), None) => {
+                let snap = SnapState {
+                    config: snap.config,
+                    seq: snap.seq,
+                    hosts: snap.hosts,
+                    subnets: snap.subnets,
+                    pools: snap.pools,
+                    seen: snap.seen,
+                    reports: snap.reports,
+                    revoked: snap.revoked,
+                    extra: snap.extra,
+                    cluster,
+                    lan: (),
+                };
+                (5u16, postcard::to_allocvec(&snap).unwrap_or_default())
+            }
+            (None, _) => (4u16, postcard::to_allocvec(&snap).unwrap_or_default()),
         };
         let mut out = Vec::with_capacity(HEADER + body.len());
         out.extend_from_slice(MAGIC);
@@ -284,6 +324,7 @@ impl State {
         }
         let cannot = |e: postcard::Error| bad(format!("cannot decode: {e}"));
         type Lists = (Vec<(String, u64)>, Vec<(String, u64)>);
+        let mut lan: Option<LanPart> = None;
         let (state, tokens, extra, cluster) = match version {
             1 => {
                 let snap: SnapState<'_, (), (), (), ()> =
@@ -316,9 +357,24 @@ impl State {
                 let extra = std::mem::take(&mut snap.extra);
                 (rebuild(snap, reports, revoked)?, tokens, Some(extra), None)
             }
-            _ => {
+            5 => {
                 let mut snap: SnapState<'_, Vec<StoredReport>, Lists, Extra, ClusterPart> =
                     postcard::from_bytes(body).map_err(cannot)?;
+                let reports = std::mem::take(&mut snap.reports);
+                let (revoked, tokens) = std::mem::take(&mut snap.revoked);
+                let extra = std::mem::take(&mut snap.extra);
+                let cluster = std::mem::take(&mut snap.cluster);
+                (
+                    rebuild(snap, reports, revoked)?,
+                    tokens,
+                    Some(extra),
+                    Some(cluster),
+                )
+            }
+            _ => {
+                let mut snap: SnapState<'_, Vec<StoredReport>, Lists, Extra, ClusterPart, LanPart> =
+                    postcard::from_bytes(body).map_err(cannot)?;
+                lan = Some(std::mem::take(&mut snap.lan));
                 let reports = std::mem::take(&mut snap.reports);
                 let (revoked, tokens) = std::mem::take(&mut snap.revoked);
                 let extra = std::mem::take(&mut snap.extra);
@@ -419,14 +475,32 @@ impl State {
                 state.credentials.issued.insert(cert.serial.clone(), cert);
             }
         }
+        if let Some((records, probations)) = lan {
+            if records.len() > crate::conflict::MAX_CONFLICTS {
+                return Err(bad("more conflict records than a state keeps"));
+            }
+            for rec in records {
+                let space = rec.pool.space.clone();
+                if state.lan.get(&space, rec.addr).is_some() {
+                    return Err(bad(format!("the conflict on {} appears twice", rec.addr)));
+                }
+                state.lan.insert(&space, rec);
+            }
+            for (pool, ms) in probations {
+                if state.lan.probation.insert(pool.clone(), ms).is_some() {
+                    return Err(bad(format!("the probation of pool {pool} appears twice")));
+                }
+            }
+            state.check_invariants().map_err(bad)?;
+        }
         Ok(state)
     }
 }
 
 /// Builds the state from a decoded body (whatever its version's `reports` and `revoked`
 /// fields), the reports and the revocations.
-fn rebuild<R, V, X, Y>(
-    snap: SnapState<'_, R, V, X, Y>,
+fn rebuild<R, V, X, Y, Z>(
+    snap: SnapState<'_, R, V, X, Y, Z>,
     reports: Vec<StoredReport>,
     revoked: Vec<(String, u64)>,
 ) -> Result<State, SnapshotError> {
@@ -867,11 +941,11 @@ mod tests {
             let back = State::from_snapshot(&old).expect("an older snapshot loads");
             assert_eq!(back.to_snapshot(), v4, "version {version}");
         }
-        let mut v6 = v4.clone();
-        v6[8] = 6;
+        let mut v7 = v4.clone();
+        v7[8] = 7;
         assert_eq!(
-            State::from_snapshot(&v6).err(),
-            Some(SnapshotError::Version(6))
+            State::from_snapshot(&v7).err(),
+            Some(SnapshotError::Version(7))
         );
     }
 

@@ -16,8 +16,11 @@
 //! - `invariants.rs`: [`State::check_invariants`].
 //! - `credentials.rs`: raftipam's revocations and join tokens ([`crate::cluster`]).
 //! - `quotas.rs`: per-host quotas and what each host holds.
+//! - `conflicts.rs`: addresses a device on the LAN answered for, their quarantine, pools'
+//!   probations ([`crate::conflict`]).
 
 mod addresses;
+mod conflicts;
 mod credentials;
 mod hosts;
 mod invariants;
@@ -41,6 +44,8 @@ use crate::keyed::Keyed;
 use crate::report::StoredReport;
 use crate::subnet::Subnets;
 
+pub use conflicts::ConflictReported;
+pub(crate) use conflicts::Lan;
 pub(crate) use credentials::Credentials;
 pub use credentials::IssuedCert;
 pub(crate) use hosts::Seen;
@@ -136,6 +141,8 @@ pub struct State {
     /// Addresses each host holds (allocations and reserved addresses): derived, never
     /// persisted; what the address quota compares.
     pub(crate) usage: HashMap<String, u64>,
+    /// Conflicts on the LAN and the pools' probations ([`crate::conflict`]).
+    pub(crate) lan: Lan,
 }
 
 impl Default for State {
@@ -170,6 +177,7 @@ impl State {
             cluster_version: 1,
             quotas: QuotaTable::default(),
             usage: HashMap::new(),
+            lan: Lan::default(),
         }
     }
 
@@ -317,6 +325,21 @@ impl State {
             Op::IssueJoinCert { hash, name, serial } => self
                 .issue_join_cert(now, hash, name, serial)
                 .map(|left| Outcome::JoinTokenUsed { left }),
+            Op::ReportConflict {
+                pool,
+                addr,
+                mac,
+                host,
+                how,
+            } => self
+                .report_conflict(now, pool, *addr, *mac, host, *how)
+                .map(Outcome::from),
+            Op::ClearConflict { pool, addr } => self
+                .clear_conflict(now, pool, *addr)
+                .map(|existed| Outcome::ConflictCleared { existed }),
+            Op::SetProbation { pool, probation_ms } => self
+                .set_probation(now, pool, *probation_ms)
+                .map(|probation_ms| Outcome::ProbationSet { probation_ms }),
         }
     }
 

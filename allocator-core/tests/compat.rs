@@ -10,9 +10,9 @@
 use std::net::IpAddr;
 
 use allocator_core::{
-    AddrRange, AllocError, Command, Config, DefaultPool, Holding, HostReport, LeakHint, Op, Order,
-    Outcome, Owner, PoolId, PoolSpec, Quotas, Released, ReportedLeak, ReportedMissing, State,
-    StoredReport, Usage,
+    AddrRange, AllocError, Command, Config, Conflict, ConflictRecord, Conflicts, DefaultPool,
+    Detection, DuplicateAlarm, Holding, HostReport, LeakHint, Mac, Op, Order, Outcome, Owner,
+    PoolId, PoolSpec, Quotas, Released, ReportedLeak, ReportedMissing, State, StoredReport, Usage,
 };
 use raftipam_compat::Catalog;
 
@@ -53,6 +53,23 @@ fn usage() -> Usage {
         allocated: 3,
         cooling: 1,
         free: 250,
+    }
+}
+
+fn mac() -> Mac {
+    Mac([0x02, 0x42, 0xac, 0x11, 0x00, 0x02])
+}
+
+fn conflict_record() -> ConflictRecord {
+    ConflictRecord {
+        pool: pool(),
+        addr: addr(),
+        mac: mac(),
+        host: "h".into(),
+        first_seen_ms: 1,
+        last_seen_ms: 2,
+        how: Detection::Watch,
+        count: 3,
     }
 }
 
@@ -151,6 +168,22 @@ fn ops() -> Vec<Op> {
             name: "h".into(),
             serial: "a1".into(),
         },
+        // Conflicts on the LAN (0.2.0, cluster version 2).
+        Op::ReportConflict {
+            pool: pool(),
+            addr: addr(),
+            mac: mac(),
+            host: "h".into(),
+            how: Detection::Probe,
+        },
+        Op::ClearConflict {
+            pool: pool(),
+            addr: addr(),
+        },
+        Op::SetProbation {
+            pool: pool(),
+            probation_ms: 86_400_000,
+        },
     ]
 }
 
@@ -201,6 +234,20 @@ fn outcomes() -> Vec<Outcome> {
         Outcome::JoinTokenUsed { left: Some(1) },
         Outcome::QuotasSet {
             quotas: Quotas::BUILT_IN,
+        },
+        Outcome::ConflictReported {
+            until_ms: Some(86_400_002),
+            holder: None,
+            count: 3,
+        },
+        Outcome::ConflictReported {
+            until_ms: None,
+            holder: Some(Owner::new("h", "e")),
+            count: 1,
+        },
+        Outcome::ConflictCleared { existed: true },
+        Outcome::ProbationSet {
+            probation_ms: 86_400_000,
         },
     ]
 }
@@ -275,6 +322,13 @@ fn errors() -> Vec<AllocError> {
             host: "h".into(),
             used: 2,
             limit: 2,
+        },
+        AllocError::Quarantined {
+            addr: addr(),
+            pool: pool(),
+            mac: mac(),
+            host: "h".into(),
+            until_ms: 86_400_002,
         },
     ]
 }
@@ -426,6 +480,29 @@ fn catalog() -> Catalog {
             until_ms: 1,
         },
     );
+    for how in [
+        Detection::Probe,
+        Detection::Watch,
+        Detection::Sweep,
+        Detection::Import,
+    ] {
+        c.add("detection", how);
+    }
+    c.add("conflict-record", conflict_record());
+    c.add(
+        "conflicts",
+        Conflicts {
+            quarantined: vec![Conflict {
+                record: conflict_record(),
+                until_ms: 86_400_002,
+            }],
+            alarms: vec![DuplicateAlarm {
+                record: conflict_record(),
+                holder: Owner::new("h", "e"),
+                seq: 4,
+            }],
+        },
+    );
     c.add_named("pools", sample_state().pools());
     c.add_named("hosts", sample_state().hosts());
     // A snapshot: the bytes a node stores and sends; they must load into the same state.
@@ -473,6 +550,39 @@ fn catalog() -> Catalog {
     c.add_bytes("snapshot/v5", snap, move |b| {
         let st = State::from_snapshot(b).map_err(|e| format!("do not load: {e}"))?;
         (st.to_snapshot() == expect && st.cluster_version() == 2)
+            .then_some(())
+            .ok_or_else(|| "load into another state".to_string())
+    });
+    // Format 6: conflicts on the LAN (a quarantine and a duplicate alarm) and a probation.
+    let p: PoolId = "g/10.0.0.0/24".parse().expect("pool id");
+    for op in [
+        Op::SetProbation {
+            pool: p.clone(),
+            probation_ms: 3_600_000,
+        },
+        Op::ReportConflict {
+            pool: p.clone(),
+            addr: "10.0.0.9".parse().expect("address"),
+            mac: mac(),
+            host: "a".into(),
+            how: Detection::Probe,
+        },
+        Op::ReportConflict {
+            pool: p,
+            addr: "10.0.0.1".parse().expect("address"),
+            mac: Mac([0x02, 0, 0, 0, 0, 7]),
+            host: "b".into(),
+            how: Detection::Watch,
+        },
+    ] {
+        v2.apply(&Command { at_ms: 6_000, op }).expect("applies");
+    }
+    let snap = v2.to_snapshot();
+    let expect = snap.clone();
+    c.add_bytes("snapshot/v6", snap, move |b| {
+        let st = State::from_snapshot(b).map_err(|e| format!("do not load: {e}"))?;
+        let c = st.conflicts();
+        (st.to_snapshot() == expect && c.quarantined.len() == 1 && c.alarms.len() == 1)
             .then_some(())
             .ok_or_else(|| "load into another state".to_string())
     });

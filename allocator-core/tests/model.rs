@@ -1,13 +1,18 @@
 //! Model-based property test: random command sequences applied to the real `State` and to a
 //! plain reference model (B-tree maps and linear scans). After every step the outcomes must
 //! agree and `check_invariants()` must hold.
+//!
+//! The programs run at cluster version 1 or 2. At 2 they also report conflicts on the LAN,
+//! clear them and set short probations: no allocation may hand out an address in quarantine,
+//! and once its probation is over the address is handed out again like any free one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use allocator_core::conflict::{DEFAULT_PROBATION_MS, MAX_CONFLICTS_PER_HOST};
 use allocator_core::{
-    AddrRange, AllocError, Command, HostReport, Op, Order, Outcome, Owner, PoolId, PoolSpec,
-    Released, ReportedLeak, State,
+    AddrRange, AllocError, Command, ConflictRecord, Detection, HostReport, Mac, Op, Order, Outcome,
+    Owner, PoolId, PoolSpec, Released, ReportedLeak, State,
 };
 use ipnet::IpNet;
 use proptest::prelude::*;
@@ -70,7 +75,28 @@ enum Step {
     Revoke(usize),
     /// A host reports leaks: (host, [(pool, address, sequence-number offset)]).
     Report(usize, Vec<(usize, u8, u8)>),
+    /// A host saw a device answer for an address: (pool, address, MAC, host, how).
+    ReportConflict(usize, u8, usize, usize, usize),
+    /// An operator clears a conflict: (pool, address).
+    ClearConflict(usize, u8),
+    /// An operator sets a pool's probation: (pool, which of `PROBATIONS`).
+    SetProbation(usize, usize),
 }
+
+/// MACs a report may carry: two devices, and one that cannot answer (all zeros).
+const MACS: [Mac; 3] = [
+    Mac([0x02, 0, 0, 0, 0, 1]),
+    Mac([0x02, 0, 0, 0, 0, 2]),
+    Mac([0; 6]),
+];
+const HOWS: [Detection; 4] = [
+    Detection::Probe,
+    Detection::Watch,
+    Detection::Sweep,
+    Detection::Import,
+];
+/// Probations short enough to pass within a program (and the default, which never does).
+const PROBATIONS: [u64; 4] = [0, 1_000, 4_000, DEFAULT_PROBATION_MS];
 
 fn step() -> impl Strategy<Value = Step> {
     let n = specs().len();
@@ -89,6 +115,10 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0..3usize).prop_map(Step::Revoke),
         2 => (0..3usize, proptest::collection::vec((0..n, any::<u8>(), 0..2u8), 0..4))
             .prop_map(|(h, l)| Step::Report(h, l)),
+        3 => (0..n, any::<u8>(), 0..3usize, 0..3usize, 0..4usize)
+            .prop_map(|(p, a, m, h, w)| Step::ReportConflict(p, a, m, h, w)),
+        1 => (0..n, any::<u8>()).prop_map(|(p, a)| Step::ClearConflict(p, a)),
+        1 => (0..n, 0..4usize).prop_map(|(p, i)| Step::SetProbation(p, i)),
     ]
 }
 
@@ -144,6 +174,12 @@ struct Model {
     revoked: BTreeMap<String, u64>,
     /// Each host's last reported leaks: (pool, address, sequence number).
     reports: BTreeMap<String, Vec<(PoolId, IpAddr, u64)>>,
+    /// The cluster version the program runs at.
+    cluster_version: u32,
+    /// Conflict records by (space, address).
+    conflicts: BTreeMap<(String, IpAddr), ConflictRecord>,
+    /// Probations pools set.
+    probation: BTreeMap<PoolId, u64>,
 }
 
 fn id_of(spec: &PoolSpec) -> PoolId {
@@ -175,7 +211,50 @@ fn kind(e: &AllocError) -> String {
         .to_string()
 }
 
+/// A duplicate alarm as the model lists it: the record, the holder and its sequence number.
+type Alarm = (ConflictRecord, Owner, u64);
+
+/// The end of the address's quarantine, if it is in one at `now`.
+fn quarantine_of(
+    conflicts: &BTreeMap<(String, IpAddr), ConflictRecord>,
+    probation: &BTreeMap<PoolId, u64>,
+    space: &str,
+    a: IpAddr,
+    now: u64,
+) -> Option<u64> {
+    let rec = conflicts.get(&(space.to_string(), a))?;
+    let p = probation
+        .get(&rec.pool)
+        .copied()
+        .unwrap_or(DEFAULT_PROBATION_MS);
+    let until = rec.last_seen_ms + p;
+    (now < until).then_some(until)
+}
+
 impl Model {
+    fn probation_of(&self, pool: &PoolId) -> u64 {
+        self.probation
+            .get(pool)
+            .copied()
+            .unwrap_or(DEFAULT_PROBATION_MS)
+    }
+
+    /// What `State::conflicts` should list: (quarantined with their end, alarms with holder).
+    fn listing(&self) -> (Vec<(ConflictRecord, u64)>, Vec<Alarm>) {
+        let (mut q, mut a) = (vec![], vec![]);
+        for ((space, addr), rec) in &self.conflicts {
+            let held = self
+                .subs
+                .get(&(space.clone(), rec.pool.subnet))
+                .and_then(|s| s.allocated.get(&Self::offset(&rec.pool.subnet, *addr)?));
+            match held {
+                Some((o, seq)) => a.push((rec.clone(), o.clone(), *seq)),
+                None => q.push((rec.clone(), rec.last_seen_ms + self.probation_of(&rec.pool))),
+            }
+        }
+        (q, a)
+    }
+
     fn addr_net(net: &IpNet, off: u128) -> IpNet {
         let v = to_u128(net.network()) + off;
         let a = match net {
@@ -240,6 +319,11 @@ impl Model {
             ..Default::default()
         });
         sub.pools += 1;
+        for &o in &offsets {
+            let a = Self::addr_net(&net, o).addr();
+            self.conflicts.remove(&(id.space.clone(), a));
+        }
+        let sub = self.subs.get_mut(&key(&id)).unwrap();
         for o in offsets {
             sub.cooling.remove(&o);
             *sub.reserved
@@ -307,10 +391,13 @@ impl Model {
 
     fn remove(&mut self, id: &PoolId) {
         self.pools.remove(id);
+        self.probation.remove(id);
         let sub = self.subs.get_mut(&key(id)).unwrap();
         sub.pools -= 1;
         if sub.pools == 0 {
             self.subs.remove(&key(id));
+            self.conflicts
+                .retain(|(space, a), _| !(*space == id.space && id.subnet.contains(a)));
             return;
         }
         let tag = format!("@{id}");
@@ -361,6 +448,7 @@ impl Model {
                     .or_default()
                     .entry(holder.clone())
                     .or_default() += 1;
+                self.conflicts.remove(&(pool.space.clone(), *addr));
                 Ok(Outcome::Reserved {
                     addr: Self::addr_net(&pool.subnet, off),
                 })
@@ -404,6 +492,12 @@ impl Model {
                         if sub.cooling.contains_key(&o) {
                             return Err("Cooling".into());
                         }
+                        let a = Self::addr_net(&pool.subnet, o).addr();
+                        if quarantine_of(&self.conflicts, &self.probation, &pool.space, a, now)
+                            .is_some()
+                        {
+                            return Err("Quarantined".into());
+                        }
                         o
                     }
                     None => {
@@ -413,7 +507,14 @@ impl Model {
                             Order::PoolDefault => p.serial,
                             other => panic!("the model knows no order {other:?}"),
                         };
-                        let lowest = |from: u128| (from..=p.hi).find(|o| !sub.used(*o));
+                        let (conflicts, probation) = (&self.conflicts, &self.probation);
+                        let free = |o: u128| {
+                            let a = Self::addr_net(&pool.subnet, o).addr();
+                            !sub.used(o)
+                                && quarantine_of(conflicts, probation, &pool.space, a, now)
+                                    .is_none()
+                        };
+                        let lowest = |from: u128| (from..=p.hi).find(|o| free(*o));
                         let found = if serial {
                             let start = p.cursor.map_or(p.lo, |c| c + 1).clamp(p.lo, p.hi + 1);
                             lowest(start).or_else(|| lowest(p.lo))
@@ -426,6 +527,8 @@ impl Model {
                 p.cursor = Some(off);
                 self.seq += 1;
                 sub.allocated.insert(off, (owner.clone(), self.seq));
+                let a = Self::addr_net(&pool.subnet, off).addr();
+                self.conflicts.remove(&(pool.space.clone(), a));
                 Ok(Outcome::Allocated {
                     addr: Self::addr_net(&pool.subnet, off),
                     seq: self.seq,
@@ -456,7 +559,13 @@ impl Model {
                 Ok(Outcome::Revoked { before_ms: *t })
             }
             Op::ForgetHost { host } => {
-                let t = self.revoked.entry(host.clone()).or_insert(now);
+                // From cluster version 2, a host's certificates only (a role-scoped key).
+                let name = if self.cluster_version >= 2 {
+                    format!("host\u{1f}{host}")
+                } else {
+                    host.clone()
+                };
+                let t = self.revoked.entry(name).or_insert(now);
                 *t = (*t).max(now);
                 self.seen.remove(host);
                 self.reports.remove(host);
@@ -570,6 +679,74 @@ impl Model {
                     what: Released::Nothing,
                 })
             }
+            Op::ReportConflict { .. } | Op::ClearConflict { .. } | Op::SetProbation { .. }
+                if self.cluster_version < 2 =>
+            {
+                Err("NeedsClusterVersion".into())
+            }
+            Op::ReportConflict {
+                pool,
+                addr,
+                mac,
+                host,
+                how,
+            } => {
+                if !mac.is_unicast() {
+                    return Err("Invalid".into());
+                }
+                self.pools.get(pool).ok_or("NoSuchPool")?;
+                let sub = &self.subs[&key(pool)];
+                let off = Self::offset(&pool.subnet, *addr).ok_or("OutsidePool")?;
+                if sub.fixed.contains(&off) || sub.reserved.contains_key(&off) {
+                    return Err("Reserved".into());
+                }
+                let holder = sub.allocated.get(&off).map(|(o, _)| o.clone());
+                let k = (pool.space.clone(), *addr);
+                let mine = self.conflicts.values().filter(|r| r.host == *host).count();
+                if self.conflicts.get(&k).is_none_or(|r| r.host != *host)
+                    && mine >= MAX_CONFLICTS_PER_HOST
+                {
+                    return Err("Invalid".into());
+                }
+                let (first, last, count) = match self.conflicts.get(&k) {
+                    Some(r) => (r.first_seen_ms, r.last_seen_ms.max(now), r.count + 1),
+                    None => (now, now, 1),
+                };
+                let rec = ConflictRecord {
+                    pool: pool.clone(),
+                    addr: *addr,
+                    mac: *mac,
+                    host: host.clone(),
+                    first_seen_ms: first,
+                    last_seen_ms: last,
+                    how: *how,
+                    count,
+                };
+                self.conflicts.insert(k, rec);
+                let until = last + self.probation_of(pool);
+                Ok(Outcome::ConflictReported {
+                    until_ms: holder.is_none().then_some(until),
+                    holder,
+                    count,
+                })
+            }
+            Op::ClearConflict { pool, addr } => {
+                self.pools.get(pool).ok_or("NoSuchPool")?;
+                Self::offset(&pool.subnet, *addr).ok_or("OutsidePool")?;
+                Ok(Outcome::ConflictCleared {
+                    existed: self
+                        .conflicts
+                        .remove(&(pool.space.clone(), *addr))
+                        .is_some(),
+                })
+            }
+            Op::SetProbation { pool, probation_ms } => {
+                self.pools.get(pool).ok_or("NoSuchPool")?;
+                self.probation.insert(pool.clone(), *probation_ms);
+                Ok(Outcome::ProbationSet {
+                    probation_ms: *probation_ms,
+                })
+            }
             other => Err(format!("the model knows no operation {other:?}")),
         }
     }
@@ -635,6 +812,22 @@ fn through_typed_methods(st: &mut State, now: u64, op: &Op) -> Result<Outcome, A
             .map(|()| Outcome::Reported),
         Op::Restore { snapshot } => st.restore(now, snapshot).map(Outcome::from),
         Op::ForgetHost { host } => st.forget_host(now, host).map(Outcome::from),
+        // The typed methods are the allocator's, free of the cluster version's gate.
+        Op::ReportConflict {
+            pool,
+            addr,
+            mac,
+            host,
+            how,
+        } if st.cluster_version() >= 2 => st
+            .report_conflict(now, pool, *addr, *mac, host, *how)
+            .map(Outcome::from),
+        Op::ClearConflict { pool, addr } if st.cluster_version() >= 2 => st
+            .clear_conflict(now, pool, *addr)
+            .map(|existed| Outcome::ConflictCleared { existed }),
+        Op::SetProbation { pool, probation_ms } if st.cluster_version() >= 2 => st
+            .set_probation(now, pool, *probation_ms)
+            .map(|probation_ms| Outcome::ProbationSet { probation_ms }),
         _ => st.apply(&Command {
             at_ms: now,
             op: op.clone(),
@@ -646,12 +839,17 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
     #[test]
-    fn state_agrees_with_the_reference_model(steps in proptest::collection::vec(step(), 1..120)) {
+    fn state_agrees_with_the_reference_model(steps in proptest::collection::vec(step(), 1..120), cluster_version in 1..=2u32) {
         let specs = specs();
-        let mut state = State::default();
+        let raised = || {
+            let mut st = State::default();
+            st.apply(&Command { at_ms: 0, op: Op::SetClusterVersion { version: cluster_version } }).unwrap();
+            st
+        };
+        let mut state = raised();
         // The same steps through the typed methods: the same results and the same state.
-        let mut typed = State::default();
-        let mut model = Model::default();
+        let mut typed = raised();
+        let mut model = Model { cluster_version, ..Model::default() };
         let mut now = 1_000_000u64;
         for s in steps {
             let op = match s {
@@ -692,11 +890,28 @@ proptest! {
                     let report = HostReport { leaked_total: leaked.len() as u64, leaked, ..Default::default() };
                     Op::Report { host: HOSTS[h].into(), report }
                 }
+                Step::ReportConflict(p, a, m, h, w) => Op::ReportConflict {
+                    pool: id_of(&specs[p]),
+                    addr: pick_addr(&specs[p], a),
+                    mac: MACS[m],
+                    host: HOSTS[h].into(),
+                    how: HOWS[w],
+                },
+                Step::ClearConflict(p, a) => Op::ClearConflict { pool: id_of(&specs[p]), addr: pick_addr(&specs[p], a) },
+                Step::SetProbation(p, i) => Op::SetProbation { pool: id_of(&specs[p]), probation_ms: PROBATIONS[i] },
                 Step::Wait(ms) => {
                     now += u64::from(ms);
                     continue;
                 }
             };
+            // What is in quarantine now, as the state lists it: no allocation may hand it out.
+            let quarantined: BTreeSet<(String, IpAddr)> = state
+                .conflicts()
+                .quarantined
+                .iter()
+                .filter(|c| c.quarantined_at(now))
+                .map(|c| (c.record.pool.space.clone(), c.record.addr))
+                .collect();
             let got = state.apply(&Command { at_ms: now, op: op.clone() });
             prop_assert_eq!(&through_typed_methods(&mut typed, now, &op), &got, "typed {:?}", op);
             prop_assert_eq!(typed.to_snapshot(), state.to_snapshot(), "typed {:?}", op);
@@ -709,6 +924,17 @@ proptest! {
             if let Err(e) = state.check_invariants() {
                 prop_assert!(false, "after {:?}: {}", op, e);
             }
+            if let (Op::Allocate { pool, .. }, Ok(Outcome::Allocated { addr, existing: false, .. })) = (&op, &got) {
+                prop_assert!(!quarantined.contains(&(pool.space.clone(), addr.addr())), "{} was handed out in quarantine", addr);
+            }
+            // The conflicts listed are the model's: quarantines with their end, alarms with
+            // their holder.
+            let listed = state.conflicts();
+            let (q, a) = model.listing();
+            let got_q: Vec<(ConflictRecord, u64)> = listed.quarantined.iter().map(|c| (c.record.clone(), c.until_ms)).collect();
+            let got_a: Vec<Alarm> = listed.alarms.iter().map(|d| (d.record.clone(), d.holder.clone(), d.seq)).collect();
+            prop_assert_eq!(got_q, q, "quarantines after {:?}", op);
+            prop_assert_eq!(got_a, a, "alarms after {:?}", op);
             // Usage counts agree with the model for every live pool.
             for (id, p) in &model.pools {
                 let sub = &model.subs[&key(id)];
@@ -763,9 +989,13 @@ proptest! {
         prop_assert_eq!(state.revocations(), revoked.clone());
         prop_assert_eq!(copy.revocations(), revoked);
         prop_assert_eq!(copy.reports(), state.reports());
+        prop_assert_eq!(copy.conflicts(), state.conflicts());
+        for id in model.pools.keys() {
+            prop_assert_eq!(copy.probation(id), Ok(model.probation_of(id)));
+        }
         // A restore into an empty state gives the same bytes back; into this one it is refused.
         let snap = state.to_snapshot();
-        let mut fresh = State::default();
+        let mut fresh = raised();
         fresh.apply(&Command { at_ms: now, op: Op::Restore { snapshot: snap.clone() } }).unwrap();
         prop_assert_eq!(fresh.to_snapshot(), snap.clone());
         let again = state.apply(&Command { at_ms: now, op: Op::Restore { snapshot: snap } });

@@ -171,3 +171,42 @@ pub fn cni_input(data: &[u8]) {
         }
     }
 }
+
+/// Entry point of the cargo-fuzz target `lan_frames` (`plugin-shim/fuzz/`), also replayed by
+/// `tests/fuzz_lan.rs`: `data` read as an Ethernet frame by every parser of
+/// [`crate::probe::packet`] and the watcher, and as text by the routing table parsers. None
+/// may panic; a frame read as ARP or as neighbor discovery must be what it says (a parsed
+/// ARP frame carries EtherType 0x0806, a parsed neighbor frame a correct checksum, which the
+/// parser checked); and a probe built from the first bytes must read back as itself.
+pub fn lan_frames(data: &[u8]) {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use crate::probe::{packet, parse_ipv6_route, parse_route, watch_observe};
+    use allocator_core::Mac;
+
+    let arp = packet::parse_arp(data);
+    let nd = packet::parse_neighbor(data);
+    assert!(
+        arp.is_none() || nd.is_none(),
+        "one frame read as both ARP and IPv6"
+    );
+    let _ = watch_observe(data, Mac([2, 0, 0, 0, 0, 1]));
+    let text = String::from_utf8_lossy(data);
+    let _ = parse_route(&text);
+    let _ = parse_ipv6_route(&text);
+    if data.len() >= 22 {
+        let mut m = [0u8; 6];
+        m.copy_from_slice(&data[..6]);
+        let mac = Mac(m);
+        let v4 = Ipv4Addr::new(data[6], data[7], data[8], data[9]);
+        let got = packet::parse_arp(&packet::arp_probe(mac, v4)).expect("our probe parses");
+        assert_eq!((got.sender_mac, got.target_ip), (mac, v4));
+        assert!(got.is_probe());
+        let mut o = [0u8; 16];
+        o.copy_from_slice(&data[6..22]);
+        let v6 = Ipv6Addr::from(o);
+        let ns = packet::parse_neighbor(&packet::neighbor_solicitation(mac, v6))
+            .expect("our solicitation parses");
+        assert_eq!((ns.target, ns.mac, ns.advert), (v6, mac, false));
+    }
+}

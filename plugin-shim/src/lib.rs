@@ -41,7 +41,10 @@
 //! Code map: [`backend`] (the seam to the allocator), [`wire`] (Docker's request and reply
 //! bodies), [`options`] (driver options), [`handshake`], [`pool`] and [`address`] (one file
 //! per group of methods), [`error`] (how failures become `{"Err"}` replies), [`mod@router`] (the
-//! HTTP surface) and [`socket`] (the socket file's life).
+//! HTTP surface) and [`socket`] (the socket file's life). [`probe`] checks an address on the
+//! LAN (an ARP probe, a duplicate address detection solicitation) and watches the link's ARP
+//! and neighbor discovery traffic, for the agent to report conflicts; [`import`] reads what
+//! other inventories (`/etc/ethers`, dnsmasq and dhcpd leases, `arp-scan`) say is in use.
 
 #![deny(missing_docs)]
 
@@ -53,8 +56,10 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handshake;
+pub mod import;
 pub mod options;
 pub mod pool;
+pub mod probe;
 pub mod router;
 pub mod socket;
 pub mod wire;

@@ -98,6 +98,9 @@ pub enum Query {
     Quotas,
     /// The certificates given to joins (raftipam 0.2 on).
     IssuedCerts,
+    /// Conflicts on the LAN: free addresses in (or past) quarantine and duplicate alarms
+    /// (raftipam 0.2 on).
+    Conflicts,
 }
 
 /// The answer to a [`Query`].
@@ -125,6 +128,8 @@ pub enum QueryReply {
     Quotas(allocator_core::QuotaReport),
     /// The certificates given to joins.
     IssuedCerts(Vec<allocator_core::IssuedCert>),
+    /// Conflicts on the LAN.
+    Conflicts(allocator_core::Conflicts),
 }
 
 /// A cluster administration command.

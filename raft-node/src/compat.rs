@@ -120,6 +120,7 @@ fn catalog() -> Catalog {
         Query::Reports,
         Query::Quotas,
         Query::IssuedCerts,
+        Query::Conflicts,
     ] {
         c.add("query", q);
     }
@@ -143,6 +144,7 @@ fn catalog() -> Catalog {
         QueryReply::Reports(Vec::<StoredReport>::new()),
         QueryReply::Quotas(allocator_core::State::default().quota_report()),
         QueryReply::IssuedCerts(Vec::new()),
+        QueryReply::Conflicts(allocator_core::Conflicts::default()),
     ] {
         c.add("query-reply", r);
     }

@@ -71,7 +71,7 @@ impl State {
         Ok(())
     }
 
-    fn owner_of(hosts: &[String], sn: &Subnet, off: u128) -> Option<(Owner, u64)> {
+    pub(super) fn owner_of(hosts: &[String], sn: &Subnet, off: u128) -> Option<(Owner, u64)> {
         let rec = sn.records.get(off)?;
         Some((
             Owner::new(
@@ -145,6 +145,8 @@ impl State {
         if new_holder {
             Self::count_address(&mut self.usage, holder, true);
         }
+        // Reserved for good: whatever answers for it on the LAN now holds it by our leave.
+        self.lan.remove(&id.space, addr);
         Ok(sn.addr_net(off))
     }
 
@@ -231,6 +233,7 @@ impl State {
             host_ids,
             seq,
             usage,
+            lan,
             ..
         } = self;
         let (pool, sn, want_off) = Self::locate(pools, subnets, id, want)?;
@@ -297,6 +300,15 @@ impl State {
                         until_ms,
                     });
                 }
+                if let Some((rec, until_ms)) = lan.quarantine(&id.space, addr, now) {
+                    return Err(AllocError::Quarantined {
+                        addr,
+                        pool: id.clone(),
+                        mac: rec.mac,
+                        host: rec.host.clone(),
+                        until_ms,
+                    });
+                }
                 off
             }
             None => {
@@ -306,14 +318,30 @@ impl State {
                     Order::PoolDefault => pool.serial,
                 };
                 let (lo, hi) = (pool.lo, pool.hi);
+                // Free addresses a device on the LAN answered for are skipped while in
+                // quarantine; without any in the subnet, one descent of the bitmap suffices.
+                let guarded = lan.any_in(&id.space, &sn.net);
+                let first_free = |from: u128| {
+                    let mut from = from;
+                    loop {
+                        let off = sn.bitmap.first_clear_in(from, hi)?;
+                        if !guarded || lan.quarantine(&id.space, sn.addr(off), now).is_none() {
+                            return Some(off);
+                        }
+                        if off >= hi {
+                            return None;
+                        }
+                        from = off + 1;
+                    }
+                };
                 let found = if serial {
                     let start = pool
                         .cursor
                         .map_or(lo, |c| c.saturating_add(1))
                         .clamp(lo, hi.saturating_add(1));
-                    sn.bitmap
-                        .first_clear_in(start, hi)
-                        .or_else(|| sn.bitmap.first_clear_in(lo, hi))
+                    first_free(start).or_else(|| first_free(lo))
+                } else if guarded {
+                    first_free(lo)
                 } else {
                     taken = true;
                     sn.bitmap.take_first_in(lo, hi)
@@ -345,6 +373,9 @@ impl State {
         *seq += 1;
         let at_s = u32::try_from(now / 1000).unwrap_or(u32::MAX);
         sn.records.insert(off, *seq, at_s, &key);
+        // Handed out after its probation (the host checks it on the LAN before use): the
+        // record has served its purpose.
+        lan.remove(&id.space, sn.addr(off));
         Self::count_address(usage, &owner.host, true);
         Ok(Allocated {
             addr: sn.addr_net(off),

@@ -85,6 +85,6 @@ impl State {
         if self.usage != self.count_usage() {
             return Err("the addresses counted per host differ from those held".into());
         }
-        Ok(())
+        self.check_lan()
     }
 }

@@ -261,6 +261,10 @@ impl State {
         let (sid, sn) = self.subnets.get_or_insert_with(key, || Subnet::new(subnet));
         sn.pools += 1;
         let tag = format!("@{id}");
+        for &off in &offsets {
+            // Reserved now, for good: a conflict record on it has nothing left to hold back.
+            self.lan.remove(&id.space, sn.addr(off));
+        }
         for off in offsets {
             sn.stop_cooling(off);
             sn.bitmap.set(off);
@@ -363,6 +367,7 @@ impl State {
 
     fn remove_pool(&mut self, id: &PoolId) {
         self.pools.remove(id);
+        self.lan.probation.remove(id);
         let key = Self::subnet_key(id);
         let Some(sn) = self.subnets.get_mut(&key) else {
             return;
@@ -371,6 +376,7 @@ impl State {
         if sn.pools == 0 {
             let dropped = sn.records.len() > 0 || !sn.reservations.is_empty();
             self.subnets.remove(&key);
+            self.lan.drop_subnet(&key.0, &key.1);
             if dropped {
                 self.recount_usage();
             }

@@ -447,6 +447,7 @@ impl NodeInner {
             Query::Reports => QueryReply::Reports(st.reports()),
             Query::Quotas => QueryReply::Quotas(st.quota_report()),
             Query::IssuedCerts => QueryReply::IssuedCerts(st.issued_certs()),
+            Query::Conflicts => QueryReply::Conflicts(st.conflicts()),
         })
     }
 }

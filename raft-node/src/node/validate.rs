@@ -6,7 +6,8 @@
 //! The allocator still checks everything again when it applies (this is a first gate, not
 //! the rules): a write refused here would have been refused there, or is one no caller needs.
 
-use allocator_core::{AllocError, Op, MAX_RESTORE_CHUNK};
+use allocator_core::conflict::MAX_PROBATION_MS;
+use allocator_core::{AllocError, Op, MAX_NAME_LEN, MAX_RESTORE_CHUNK};
 
 use crate::api::{ApiError, Role, WriteRequest};
 use crate::transport::codec::MAX_FRAME;
@@ -28,6 +29,11 @@ const _: () = assert!(MAX_PAYLOAD_ENTRIES as usize * MAX_WRITE <= MAX_FRAME / 2)
 /// Longest release string a host may report in its heartbeat.
 pub(crate) const MAX_VERSION_LEN: usize = 128;
 
+/// Largest conflict report (encoded): a pool id, an address, a MAC and a host name of at
+/// most [`MAX_NAME_LEN`] bytes fit with room to spare. A host's agent sends these as it
+/// probes and watches; they stay small.
+pub(crate) const MAX_CONFLICT_WRITE: usize = 8 << 10;
+
 fn invalid(why: String) -> ApiError {
     ApiError::Alloc(AllocError::Invalid(why))
 }
@@ -46,6 +52,32 @@ pub(crate) fn check_write(req: &WriteRequest, role: Option<Role>) -> Result<(), 
             "{} is {size} bytes; {whose} may be at most {cap} bytes",
             req.op.name()
         )));
+    }
+    match &req.op {
+        Op::ReportConflict { mac, host, .. } => {
+            if size > MAX_CONFLICT_WRITE {
+                return Err(invalid(format!(
+                    "a conflict report is {size} bytes; it may be at most {MAX_CONFLICT_WRITE} bytes"
+                )));
+            }
+            if !mac.is_unicast() {
+                return Err(invalid(format!(
+                    "MAC {mac} cannot be the address of the device that answered (all zeros, multicast or broadcast)"
+                )));
+            }
+            if host.is_empty() || host.len() > MAX_NAME_LEN {
+                return Err(invalid(format!(
+                    "a conflict report's host name must be 1 to {MAX_NAME_LEN} bytes (got {})",
+                    host.len()
+                )));
+            }
+        }
+        Op::SetProbation { probation_ms, .. } if *probation_ms > MAX_PROBATION_MS => {
+            return Err(invalid(format!(
+                "a probation of {probation_ms} ms is longer than the {MAX_PROBATION_MS} ms (30 days) allowed"
+            )));
+        }
+        _ => {}
     }
     if let Op::Heartbeat { version, .. } = &req.op {
         if version.len() > MAX_VERSION_LEN || version.chars().any(char::is_control) {
@@ -105,6 +137,50 @@ mod tests {
             bytes: vec![0; MAX_WRITE],
         });
         assert!(check_write(&huge, Some(Role::Admin)).is_err());
+    }
+
+    #[test]
+    fn a_conflict_report_is_small_names_a_device_s_mac_and_a_host() {
+        let report = |mac: [u8; 6], host: String, space: &str| {
+            req(Op::ReportConflict {
+                pool: allocator_core::PoolId::new(space, "10.0.0.0/24".parse().expect("net"), None),
+                addr: "10.0.0.5".parse().expect("ip"),
+                mac: allocator_core::Mac(mac),
+                host,
+                how: allocator_core::Detection::Watch,
+            })
+        };
+        let dev = [2, 0, 0, 0, 0, 1];
+        assert!(check_write(&report(dev, "h1".into(), "global"), Some(Role::Host)).is_ok());
+        let longest = report(dev, "h".repeat(MAX_NAME_LEN), &"s".repeat(MAX_NAME_LEN));
+        assert!(
+            check_write(&longest, Some(Role::Host)).is_ok(),
+            "the longest names fit"
+        );
+        for (bad, why) in [
+            (report([0; 6], "h1".into(), "global"), "MAC"),
+            (report([0xff; 6], "h1".into(), "global"), "MAC"),
+            (report(dev, String::new(), "global"), "host name"),
+            (
+                report(dev, "h".repeat(MAX_NAME_LEN + 1), "global"),
+                "host name",
+            ),
+            (
+                report(dev, "h1".into(), &"s".repeat(9000)),
+                "at most 8192 bytes",
+            ),
+        ] {
+            let e = check_write(&bad, Some(Role::Host)).expect_err(why);
+            assert!(e.to_string().contains(why), "{e}");
+        }
+        let probation = |probation_ms| {
+            req(Op::SetProbation {
+                pool: "global/10.0.0.0/24".parse().expect("pool"),
+                probation_ms,
+            })
+        };
+        assert!(check_write(&probation(MAX_PROBATION_MS), Some(Role::Admin)).is_ok());
+        assert!(check_write(&probation(MAX_PROBATION_MS + 1), Some(Role::Admin)).is_err());
     }
 
     #[test]

@@ -16,7 +16,8 @@ use allocator_core::Op;
 use crate::api::{AdminCommand, ApiError, Identity, Query, Role};
 
 const HOST_MAY: &str = "a host certificate may request and release pools, reserve, allocate, \
-                        release (not forced), heartbeat and report only as its own host, and read";
+                        release (not forced), heartbeat, report and report address conflicts \
+                        only as its own host, and read";
 
 fn forbidden(id: &Identity, what: String) -> ApiError {
     ApiError::Forbidden(format!(
@@ -37,6 +38,7 @@ fn acts_as(op: &Op) -> Option<(&str, &'static str)> {
         Op::ReleaseIfUnchanged { host, .. } => Some((host, "release an address")),
         Op::Heartbeat { host, .. } => Some((host, "send a heartbeat")),
         Op::Report { host, .. } => Some((host, "report")),
+        Op::ReportConflict { host, .. } => Some((host, "report an address conflict")),
         Op::Release { force: true, .. }
         | Op::DeletePool { .. }
         | Op::Restore { .. }
@@ -63,6 +65,8 @@ fn operator_only(op: &Op) -> &'static str {
         Op::AddJoinTokenUses { .. } | Op::AddJoinTokenFor { .. } => "make a join token",
         Op::SetQuotas { .. } => "set quotas",
         Op::UseJoinToken { .. } | Op::IssueJoinCert { .. } => "use a join token",
+        Op::ClearConflict { .. } => "clear an address conflict",
+        Op::SetProbation { .. } => "set a pool's probation",
         _ => "do that",
     }
 }
@@ -168,6 +172,46 @@ mod tests {
             version: "x".into(),
         };
         assert!(may_write(&h1, &other_hb).is_err(), "names compare exactly");
+    }
+
+    #[test]
+    fn a_host_reports_address_conflicts_only_as_itself_and_only_an_admin_clears_them() {
+        let h1 = id(Role::Host, "h1");
+        let report = |host: &str| Op::ReportConflict {
+            pool: pool(),
+            addr: "10.0.0.5".parse().expect("ip"),
+            mac: allocator_core::Mac([2, 0, 0, 0, 0, 1]),
+            host: host.into(),
+            how: allocator_core::Detection::Probe,
+        };
+        assert_eq!(may_write(&h1, &report("h1")), Ok(()));
+        let e = may_write(&h1, &report("h2")).expect_err("as another host");
+        assert!(
+            e.to_string()
+                .contains("may not report an address conflict as host \"h2\""),
+            "{e}"
+        );
+        for (op, what) in [
+            (
+                Op::ClearConflict {
+                    pool: pool(),
+                    addr: "10.0.0.5".parse().expect("ip"),
+                },
+                "clear an address conflict",
+            ),
+            (
+                Op::SetProbation {
+                    pool: pool(),
+                    probation_ms: 1,
+                },
+                "set a pool's probation",
+            ),
+        ] {
+            let e = may_write(&h1, &op).expect_err("operator only");
+            assert!(e.to_string().contains(what), "{e}");
+            assert_eq!(may_write(&id(Role::Admin, "ops"), &op), Ok(()));
+        }
+        assert_eq!(may_read(&h1, &Query::Conflicts), Ok(()));
     }
 
     #[test]
