@@ -39,10 +39,33 @@ pub use crate::limits::{
 };
 
 /// An Ethernet (EUI-48) address: what answered for an address on the LAN.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+///
+/// Encoded as its six bytes (the log, snapshots, the wire: postcard); in human-readable
+/// formats (the CLI's `--json`, the web view) as `02:42:ac:11:00:02`, and read back from
+/// either.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Mac(pub [u8; 6]);
+
+impl Serialize for Mac {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            self.0.serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Mac {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Mac, D::Error> {
+        if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            s.parse().map_err(serde::de::Error::custom)
+        } else {
+            <[u8; 6]>::deserialize(d).map(Mac)
+        }
+    }
+}
 
 impl Mac {
     /// The broadcast address `ff:ff:ff:ff:ff:ff`.
@@ -204,6 +227,26 @@ impl Conflicts {
             past_probation: self.quarantined.len() as u64 - quarantined,
             alarms: self.alarms.len() as u64,
         }
+    }
+}
+
+#[cfg(test)]
+mod mac_encoding_tests {
+    use super::Mac;
+
+    #[test]
+    fn six_bytes_in_postcard_a_string_in_json() {
+        let m = Mac([0x02, 0x42, 0xac, 0x11, 0x00, 0x02]);
+        let bytes = postcard::to_allocvec(&m).expect("postcard");
+        assert_eq!(
+            bytes,
+            vec![0x02, 0x42, 0xac, 0x11, 0x00, 0x02],
+            "the frozen encoding"
+        );
+        assert_eq!(postcard::from_bytes::<Mac>(&bytes).expect("back"), m);
+        let json = serde_json::to_string(&m).expect("json");
+        assert_eq!(json, "\"02:42:ac:11:00:02\"");
+        assert_eq!(serde_json::from_str::<Mac>(&json).expect("back"), m);
     }
 }
 

@@ -35,6 +35,8 @@ use crate::backend::Backend;
 use crate::error::ApiError;
 use crate::options::address_order;
 use crate::pool::parse_pool_id;
+use crate::probe::check::list_found;
+use crate::probe::Checked;
 use crate::wire::{
     Empty, ReleaseAddressRequest, RequestAddressRequest, RequestAddressResponse, ENDPOINT_NAME,
     GATEWAY_TYPE, REQUEST_ADDRESS_TYPE,
@@ -215,31 +217,58 @@ pub async fn request_address<B: Backend>(
         }
         AddressRequest::Endpoint { addr, name, order } => {
             let owner = Owner::new(config.host.clone(), name);
-            let op = Op::Allocate {
-                pool: pool.clone(),
-                addr,
-                owner: owner.clone(),
-                order,
+            let Some(checks) = &config.lan_checks else {
+                let op = Op::Allocate {
+                    pool: pool.clone(),
+                    addr,
+                    owner: owner.clone(),
+                    order,
+                };
+                return match backend.apply(op).await? {
+                    Outcome::Allocated {
+                        addr,
+                        seq,
+                        existing,
+                    } => Ok(granted(&pool, &owner, addr, seq, existing)),
+                    other => Err(ApiError::internal(format!(
+                        "the backend answered {other:?} to Allocate"
+                    ))),
+                };
             };
-            match backend.apply(op).await? {
-                Outcome::Allocated {
+            match checks
+                .allocate(backend.as_ref(), &config.host, &pool, addr, &owner, order)
+                .await?
+            {
+                Checked::Granted {
                     addr,
                     seq,
                     existing,
-                } => {
-                    if existing {
-                        debug!(pool = %pool, owner = %owner, addr = %addr, seq, "repeated request: same address");
-                    } else {
-                        info!(pool = %pool, owner = %owner, addr = %addr, seq, "address allocated");
-                    }
-                    Ok(address_reply(addr))
-                }
-                other => Err(ApiError::internal(format!(
-                    "the backend answered {other:?} to Allocate"
+                } => Ok(granted(&pool, &owner, addr, seq, existing)),
+                Checked::InUse { addr, mac } => Err(ApiError::conflict(format!(
+                    "{addr} is in use on the LAN: the device {mac} answers for it (now quarantined, see `raftipam addr conflicts`); give the container another --ip, or if that device is gone for good, `raftipam addr clear {pool} {addr}`"
+                ))),
+                Checked::AllAnswered { found } => Err(ApiError::conflict(format!(
+                    "every address tried in pool {pool} is in use on the LAN by a device raftipam does not know: {} (now quarantined, see `raftipam addr conflicts`); declare those devices (`raftipam pool reserve`), or try again",
+                    list_found(&found)
                 ))),
             }
         }
     }
+}
+
+fn granted(
+    pool: &PoolId,
+    owner: &Owner,
+    addr: IpNet,
+    seq: u64,
+    existing: bool,
+) -> RequestAddressResponse {
+    if existing {
+        debug!(pool = %pool, owner = %owner, addr = %addr, seq, "repeated request: same address");
+    } else {
+        info!(pool = %pool, owner = %owner, addr = %addr, seq, "address allocated");
+    }
+    address_reply(addr)
 }
 
 /// `ReleaseAddress`: releases this host's allocation or reservation of the address.

@@ -87,6 +87,8 @@ pub struct ShimConfig {
     pub call_timeout: Duration,
     /// Largest request body accepted, in bytes (default 64 KiB).
     pub body_limit: usize,
+    /// Probe every container address on the LAN before handing it out (`None`: no checks).
+    pub lan_checks: Option<probe::LanChecks>,
 }
 
 impl ShimConfig {
@@ -96,7 +98,14 @@ impl ShimConfig {
             host: host.into(),
             call_timeout: DEFAULT_CALL_TIMEOUT,
             body_limit: DEFAULT_BODY_LIMIT,
+            lan_checks: None,
         }
+    }
+
+    /// The same configuration probing container addresses on the LAN before hand-out.
+    pub fn with_lan_checks(mut self, checks: Option<probe::LanChecks>) -> Self {
+        self.lan_checks = checks;
+        self
     }
 
     /// The same configuration with another call timeout.

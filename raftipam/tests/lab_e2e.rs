@@ -796,9 +796,11 @@ impl Drop for LabPodman<'_> {
 /// 5. One pool on the LAN for three kinds of host: h1 runs Docker containers, h2 Podman
 ///    containers (its CNI backend, a macvlan conflist naming raftipam, through h2's node as
 ///    its agent), h3 a bare CNI attachment (Debian's macvlan plugin run as a runtime runs it,
-///    for a namespace the test made). Every address distinct and not reserved, each answered
-///    on the wire by one MAC and reachable from the legacy host; `podman rm` gives its
-///    address back.
+///    for a namespace the test made). The legacy host holds the range's first address,
+///    declared nowhere: the first host to probe it quarantines it (`addr conflicts` names the
+///    legacy MAC) and no container gets it. Every address distinct and not reserved, each
+///    answered on the wire by one MAC and reachable from the legacy host; `podman rm` gives
+///    its address back.
 #[test]
 fn lab_raftipam_docker_podman_and_bare_cni_share_the_lan() {
     let test = "lab_raftipam_docker_podman_and_bare_cni_share_the_lan";
@@ -807,6 +809,19 @@ fn lab_raftipam_docker_podman_and_bare_cni_share_the_lan() {
     }
     let _g = lock();
     let lab = lab_or_skip!(test, Mode::Raftipam);
+    // The legacy host also holds 10.231.0.2, the first address of the range, declared nowhere:
+    // every host probes before handing an address out, so no container ever gets it.
+    lab.sh_ok(
+        "legacy",
+        &["ip", "addr", "add", "10.231.0.2/24", "dev", "eth0"],
+    );
+    let legacy_link = lab.sh_ok("legacy", &["ip", "-o", "link", "show", "eth0"]);
+    let legacy_mac = legacy_link
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .expect("the legacy host's MAC")
+        .to_string();
     lab.networks();
     let mut held: Vec<(usize, String, IpAddr)> = Vec::new();
     for i in 0..2 {
@@ -902,6 +917,29 @@ fn lab_raftipam_docker_podman_and_bare_cni_share_the_lan() {
 
     eprintln!("addresses: {held:?}");
     assert_unique_and_not_reserved(&held);
+    assert!(
+        !held.iter().any(|(_, _, a)| *a == ip("10.231.0.2")),
+        "the legacy host's undeclared address was handed out: {held:?}"
+    );
+    let o = lab.raftipam(1, &["addr", "conflicts"]);
+    assert!(o.status.success(), "addr conflicts: {}", text(&o));
+    let c: Value = serde_json::from_slice(&o.stdout).expect("addr conflicts --json");
+    let q: Vec<(String, String)> = c["quarantined"]
+        .as_array()
+        .expect("quarantined")
+        .iter()
+        .map(|x| {
+            (
+                x["record"]["addr"].as_str().unwrap_or("").to_string(),
+                x["record"]["mac"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        q,
+        vec![("10.231.0.2".to_string(), legacy_mac.clone())],
+        "the legacy host's address, quarantined with its MAC: {c}"
+    );
     let owners: BTreeMap<IpAddr, String> = {
         let o = lab.raftipam(1, &["addr", "ls", POOL]);
         let v: Value = serde_json::from_slice(&o.stdout).expect("addr ls --json");

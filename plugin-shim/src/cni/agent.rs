@@ -32,6 +32,8 @@ use tracing::{debug, info, warn};
 
 use super::spec::{code, parse_owner_endpoint, Attachment, CniError, Command, Granted, RangePlan};
 use crate::backend::{BackendError, Inventory};
+use crate::probe::check::list_found;
+use crate::probe::{Checked, LanChecks};
 
 /// Most addresses a configuration's exclusions may add, as shared reservations, to a pool that
 /// existed without them.
@@ -148,6 +150,8 @@ pub struct CniAgent<B> {
     records: Records,
     /// Pools this agent has made sure this host holds (with their gateway and exclusions).
     ensured: Mutex<HashSet<RangePlan>>,
+    /// Probe addresses on the LAN before handing them out.
+    lan_checks: Option<LanChecks>,
 }
 
 /// How an allocator refusal reads to a runtime.
@@ -167,7 +171,8 @@ pub fn cni_error(e: BackendError) -> CniError {
                 | AllocError::Reserved { .. }
                 | AllocError::Cooling { .. }
                 | AllocError::OutsidePool { .. }
-                | AllocError::OwnerHoldsOther { .. } => code::ADDRESS_TAKEN,
+                | AllocError::OwnerHoldsOther { .. }
+                | AllocError::Quarantined { .. } => code::ADDRESS_TAKEN,
                 _ => code::REFUSED,
             };
             CniError::new(c, a.to_string())
@@ -213,7 +218,14 @@ impl<B: Inventory> CniAgent<B> {
             host: host.into(),
             records,
             ensured: Mutex::new(HashSet::new()),
+            lan_checks: None,
         }
+    }
+
+    /// The same agent probing every address on the LAN before handing it out.
+    pub fn with_lan_checks(mut self, checks: Option<LanChecks>) -> CniAgent<B> {
+        self.lan_checks = checks;
+        self
     }
 
     /// This agent's host.
@@ -379,6 +391,23 @@ impl<B: Inventory> CniAgent<B> {
                     .iter()
                     .copied()
                     .find(|ip| r.pool.subnet.contains(ip));
+                if let Some(checks) = &self.lan_checks {
+                    return match checks
+                        .allocate(&self.cluster, &self.host, &r.pool, addr, &owner, Order::PoolDefault)
+                        .await
+                        .map_err(cni_error)?
+                    {
+                        Checked::Granted { addr, seq, .. } => Ok((addr, seq)),
+                        Checked::InUse { addr, mac } => Err(CniError::new(
+                            code::ADDRESS_TAKEN,
+                            format!("{addr} is in use on the LAN: the device {mac} answers for it (now quarantined, see `raftipam addr conflicts`); ask for another address, or if that device is gone for good, `raftipam addr clear {} {addr}`", r.pool),
+                        )),
+                        Checked::AllAnswered { found } => Err(CniError::new(
+                            code::ADDRESS_TAKEN,
+                            format!("every address tried in pool {} is in use on the LAN by a device raftipam does not know: {} (now quarantined); declare those devices (`raftipam pool reserve`), or try again", r.pool, list_found(&found)),
+                        )),
+                    };
+                }
                 match self
                     .cluster
                     .apply(Op::Allocate {

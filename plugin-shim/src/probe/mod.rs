@@ -21,6 +21,7 @@
 //! [`ProbeError::NeedsNetRaw`]. The calls block (run them on a blocking thread) and act in
 //! the network namespace of the calling thread. Linux only.
 
+pub mod check;
 pub mod packet;
 mod route;
 mod socket;
@@ -34,6 +35,7 @@ use allocator_core::Mac;
 use ipnet::IpNet;
 use thiserror::Error;
 
+pub use check::{Checked, LanChecks};
 pub use route::{choose, interface_for, parse_ipv6_route, parse_route, OnLink};
 #[doc(hidden)]
 pub use watch::observe as watch_observe;

@@ -2,8 +2,9 @@
 
 use std::net::IpAddr;
 
-use allocator_core::{Holding, Owner, PoolId};
+use allocator_core::{Holding, Op, Owner, PoolId};
 use clap::Subcommand;
+use raft_node::{Consistency, Query, QueryReply};
 
 use super::{parse_pool, resolve_pool, Ctx};
 
@@ -44,6 +45,19 @@ pub enum AddrCmd {
     },
     /// Show what holds an address, in every pool.
     WhoHas {
+        /// The address.
+        ip: IpAddr,
+    },
+    /// List the addresses a device on the LAN answered for: free ones in quarantine (no host
+    /// hands them out until their probation ends) and duplicate alarms (a container holds
+    /// the address and another device answers for it too).
+    Conflicts,
+    /// Forget the conflict of an address (the device is gone): it may be handed out again.
+    /// To keep it out for good instead ("this is the printer"), reserve it in the pool.
+    Clear {
+        /// The pool.
+        #[arg(value_parser = parse_pool)]
+        pool: PoolId,
         /// The address.
         ip: IpAddr,
     },
@@ -93,6 +107,66 @@ pub async fn run(ctx: &Ctx, cmd: AddrCmd) -> anyhow::Result<()> {
                 }
             })
         }
+        AddrCmd::Conflicts => {
+            let c = match client
+                .query(Query::Conflicts, Consistency::Linearizable)
+                .await?
+            {
+                QueryReply::Conflicts(c) => c,
+                other => anyhow::bail!("the cluster answered {other:?} to a list of conflicts"),
+            };
+            let now = raft_node::now_ms();
+            ctx.print(&c, |c| {
+                if c.quarantined.is_empty() && c.alarms.is_empty() {
+                    outln!("no conflicts: no device raftipam does not know answers for an address of a pool");
+                }
+                for q in &c.quarantined {
+                    let r = &q.record;
+                    let state = if q.quarantined_at(now) {
+                        format!("quarantined for {}", ago(q.until_ms.saturating_sub(now)))
+                    } else {
+                        "probation over".to_string()
+                    };
+                    outln!(
+                        "{:<24} {}  {}  seen by {} ({}, {}x, first {} ago, last {} ago)  {}",
+                        r.addr,
+                        r.mac,
+                        state,
+                        super::term_safe(&r.host),
+                        r.how,
+                        r.count,
+                        ago(now.saturating_sub(r.first_seen_ms)),
+                        ago(now.saturating_sub(r.last_seen_ms)),
+                        r.pool
+                    );
+                }
+                for a in &c.alarms {
+                    let r = &a.record;
+                    outln!(
+                        "{:<24} DUPLICATE: held by {} and answered by {} too (seen by {}, last {} ago)  {}",
+                        r.addr,
+                        super::term_safe(&a.holder.to_string()),
+                        r.mac,
+                        super::term_safe(&r.host),
+                        ago(now.saturating_sub(r.last_seen_ms)),
+                        r.pool
+                    );
+                }
+            })
+        }
+        AddrCmd::Clear { pool, ip } => {
+            let pool = resolve_pool(&client, pool).await?;
+            client
+                .apply(Op::ClearConflict {
+                    pool: pool.clone(),
+                    addr: ip,
+                })
+                .await?;
+            ctx.print(
+                &serde_json::json!({"pool": pool.to_string(), "address": ip, "cleared": true}),
+                |_| outln!("{ip}: conflict cleared in {pool}"),
+            )
+        }
         AddrCmd::WhoHas { ip } => {
             let h = client.who_has(ip).await?;
             ctx.print(&h, |h| {
@@ -122,5 +196,16 @@ pub async fn run(ctx: &Ctx, cmd: AddrCmd) -> anyhow::Result<()> {
                 }
             })
         }
+    }
+}
+
+/// A duration in ms as `2h`, `15m`, `40s` (the largest unit).
+fn ago(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
     }
 }

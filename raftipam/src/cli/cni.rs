@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,22 +73,28 @@ impl Drop for CniServer {
     }
 }
 
-/// Serves CNI calls of `host` on `socket` against the cluster `client`, keeping attachment
-/// records in `records`; every `interval` (0: never) releases attachments whose namespace
-/// has been gone for `grace`.
+/// Serves CNI calls of `host` on `socket` against the cluster `client`, with `ops`'s
+/// settings: LAN checks before hand-out, attachment records in `--cni-records`, and every
+/// `--reconcile-interval` (0: never) the release of attachments whose namespace has been gone
+/// for `--reconcile-grace`.
 pub async fn serve(
     client: Client,
     host: &str,
     socket: &Path,
-    records: PathBuf,
     call_timeout: Duration,
-    interval: Duration,
-    grace: Duration,
+    ops: &super::ops::OpsArgs,
 ) -> anyhow::Result<CniServer> {
+    let (records, interval, grace) = (
+        ops.cni_records.clone(),
+        ops.reconcile_interval,
+        ops.reconcile_grace,
+    );
     let bound = PluginSocket::bind(socket)
         .await
         .with_context(|| format!("cannot create the CNI socket {}", socket.display()))?;
-    let agent = Arc::new(CniAgent::new(client, host, Records::new(&records)));
+    let agent = Arc::new(
+        CniAgent::new(client, host, Records::new(&records)).with_lan_checks(ops.lan_checks()),
+    );
     let app = router(Arc::clone(&agent), call_timeout);
     let shown = socket.display().to_string();
     let mut tasks = vec![tokio::spawn(async move {

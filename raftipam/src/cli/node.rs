@@ -107,6 +107,7 @@ pub async fn run(ctx: &super::Ctx, a: NodeArgs) -> anyhow::Result<()> {
                 a.host.clone(),
                 a.plugin_call_timeout,
                 tls.clone(),
+                a.ops.lan_checks(),
             )
             .await
             {

@@ -38,6 +38,16 @@ pub struct OpsArgs {
     /// --reconcile-grace.
     #[arg(long, default_value = "/var/lib/raftipam/cni")]
     pub cni_records: PathBuf,
+    /// Probe every container address on the LAN before handing it out (an ARP probe for
+    /// IPv4, a neighbor solicitation for IPv6, on the interface the subnet is on): an address
+    /// a device answers for is quarantined cluster-wide and the next one is taken. Needs
+    /// CAP_NET_RAW; without it (or without an interface on the subnet) a warning, and
+    /// addresses are handed out unchecked.
+    #[arg(long, env = "RAFTIPAM_LAN_CHECKS", default_value = "on", value_parser = ["on", "off"])]
+    pub lan_checks: String,
+    /// How long a probe waits for a device's answer.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub probe_timeout: Duration,
 }
 
 /// The background tasks; dropped, they stop.
@@ -55,6 +65,11 @@ impl Drop for OpsTasks {
 }
 
 impl OpsArgs {
+    /// The LAN checks asked for (`None`: off).
+    pub fn lan_checks(&self) -> Option<plugin_shim::probe::LanChecks> {
+        (self.lan_checks == "on").then(|| plugin_shim::probe::LanChecks::new(self.probe_timeout))
+    }
+
     /// Starts the heartbeat and the reconciler of `host` (IPAM driver `driver`), and with
     /// --cni-socket the CNI agent (its calls bounded by `call_timeout`).
     pub async fn start(
@@ -65,18 +80,9 @@ impl OpsArgs {
         call_timeout: Duration,
     ) -> anyhow::Result<OpsTasks> {
         let cni = match &self.cni_socket {
-            Some(socket) => Some(
-                super::cni::serve(
-                    client.clone(),
-                    host,
-                    socket,
-                    self.cni_records.clone(),
-                    call_timeout,
-                    self.reconcile_interval,
-                    self.reconcile_grace,
-                )
-                .await?,
-            ),
+            Some(socket) => {
+                Some(super::cni::serve(client.clone(), host, socket, call_timeout, self).await?)
+            }
             None => None,
         };
         let mut tasks = Vec::new();

@@ -45,6 +45,19 @@ pub enum PoolCmd {
         #[arg(value_parser = parse_pool)]
         pool: PoolId,
     },
+    /// Keep an address out of every hand-out, as a device's own (a printer, a VM, a router:
+    /// "this is the printer"); drops a conflict recorded for it. `raftipam addr release POOL
+    /// IP --host HOLDER` gives it back.
+    Reserve {
+        /// The pool.
+        #[arg(value_parser = parse_pool)]
+        pool: PoolId,
+        /// The address.
+        ip: std::net::IpAddr,
+        /// Who the reservation is for (a label: the device's name).
+        #[arg(long, default_value = "operator")]
+        holder: String,
+    },
     /// Delete a pool whoever holds it.
     Delete {
         /// The pool.
@@ -169,6 +182,22 @@ pub async fn run(ctx: &Ctx, cmd: PoolCmd) -> anyhow::Result<()> {
                     outln!("  allocated by host (whole subnet): {}", h.join(", "));
                 }
             })
+        }
+        PoolCmd::Reserve { pool, ip, holder } => {
+            let pool = resolve_pool(&client, pool).await?;
+            allocator_core::check_host_name(&holder)
+                .map_err(|e| super::UsageError(format!("--holder {holder:?}: {e}")))?;
+            client
+                .apply(allocator_core::Op::Reserve {
+                    pool: pool.clone(),
+                    addr: ip,
+                    holder: holder.clone(),
+                })
+                .await?;
+            ctx.print(
+                &serde_json::json!({"pool": pool.to_string(), "address": ip, "holder": holder}),
+                |_| outln!("{ip} reserved in {pool} for {holder}"),
+            )
         }
         PoolCmd::Delete { pool, force } => {
             let pool = resolve_pool(&client, pool).await?;

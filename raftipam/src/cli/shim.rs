@@ -50,7 +50,14 @@ pub async fn run(ctx: &Ctx, a: ShimArgs) -> anyhow::Result<()> {
     crate::metrics::check_addr(a.metrics, tls.is_some())?;
     let _reload = reload_on_hangup(tls.clone())?;
     let client = shim_client(&ctx.endpoints, a.call_timeout, &host, tls.clone())?;
-    let plugin = Plugin::start(client.clone(), &a.socket, &host, a.call_timeout).await?;
+    let plugin = Plugin::start(
+        client.clone(),
+        &a.socket,
+        &host,
+        a.call_timeout,
+        a.ops.lan_checks(),
+    )
+    .await?;
     let _ops = a
         .ops
         .start(client, &host, &driver_name(&a.socket), a.call_timeout)
@@ -167,12 +174,13 @@ pub struct Plugin {
 
 impl Plugin {
     /// Binds `socket` (the file exists when this returns) and serves the plugin on it, as
-    /// `host`, against the cluster `client`.
+    /// `host`, against the cluster `client`, probing addresses on the LAN with `lan_checks`.
     pub async fn start(
         client: Client,
         socket: &Path,
         host: &str,
         call_timeout: Duration,
+        lan_checks: Option<plugin_shim::probe::LanChecks>,
     ) -> anyhow::Result<Plugin> {
         let call_timeout = if call_timeout.is_zero() {
             SHIM_CALL_TIMEOUT
@@ -187,7 +195,9 @@ impl Plugin {
             .await
             .with_context(|| format!("cannot create the plugin socket {}", socket.display()))?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let config = ShimConfig::new(host).with_call_timeout(call_timeout);
+        let config = ShimConfig::new(host)
+            .with_call_timeout(call_timeout)
+            .with_lan_checks(lan_checks);
         let task = tokio::spawn(
             bound.serve(std::sync::Arc::new(client), config, async move {
                 let _ = stopped.await;
@@ -251,10 +261,11 @@ pub async fn start_for_node(
     host: Option<String>,
     call_timeout: Duration,
     tls: Option<raft_node::tls::Tls>,
+    lan_checks: Option<plugin_shim::probe::LanChecks>,
 ) -> anyhow::Result<Plugin> {
     let host = host_name(host)?;
     let client = shim_client(&[node.addr().to_string()], call_timeout, &host, tls)?;
-    let plugin = Plugin::start(client, socket, &host, call_timeout).await?;
+    let plugin = Plugin::start(client, socket, &host, call_timeout, lan_checks).await?;
     eprintln!(
         "raftipam plugin for host {host} serving {} (driver {})",
         socket.display(),

@@ -142,7 +142,14 @@ async fn serve(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let client = super::shim::shim_client(&[node.addr().to_string()], a.call_timeout, host, tls)?;
-    let plugin = Plugin::start(client.clone(), &a.socket, host, a.call_timeout).await?;
+    let plugin = Plugin::start(
+        client.clone(),
+        &a.socket,
+        host,
+        a.call_timeout,
+        a.ops.lan_checks(),
+    )
+    .await?;
     let _ops = a
         .ops
         .start(client, host, &driver_name(&a.socket), a.call_timeout)

@@ -219,7 +219,8 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         for n in self.0.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
+            // Some are gone already (a test deletes one to make it vanish).
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
         }
     }
 }
@@ -712,6 +713,204 @@ fn the_agent_releases_an_attachment_whose_namespace_vanished() {
     }
     assert!(
         up.log_text().contains("network namespace is gone"),
+        "{}",
+        up.log_text()
+    );
+}
+
+/// Check before hand-out, with real ARP and neighbor discovery in namespaces this test makes:
+/// a "host" namespace runs `raftipam up --lan-checks on` (its LAN interface has the pool's
+/// first address, the gateway); a "device" namespace on the same link holds two IPv4
+/// addresses and one IPv6 address of the pool that nobody declared. ADD skips them (each
+/// answered, given back and quarantined cluster-wide), `addr conflicts` names the device's
+/// MAC, a request for one of them is refused with that MAC, and a subnet with no interface
+/// here is handed out unchecked with a warning.
+#[test]
+fn lan_checks_quarantine_what_a_device_answers_for() {
+    if run_ok("id", &["-u"]).trim() != "0" {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "needs root (network namespaces)"
+        );
+        eprintln!("SKIP lan_checks_quarantine_what_a_device_answers_for: needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tag = std::process::id() % 100_000;
+    let mut ns = Netns(Vec::new());
+    let (host, device) = (
+        ns.add(&format!("rtc-lh{tag}")),
+        ns.add(&format!("rtc-ld{tag}")),
+    );
+    run_ok(
+        "ip",
+        &[
+            "-n", &host, "link", "add", "lan0", "type", "veth", "peer", "name", "dev0", "netns",
+            &device,
+        ],
+    );
+    for (n, l) in [
+        (&host, "lo"),
+        (&host, "lan0"),
+        (&device, "lo"),
+        (&device, "dev0"),
+    ] {
+        run_ok("ip", &["-n", n, "link", "set", l, "up"]);
+    }
+    run_ok(
+        "ip",
+        &["-n", &host, "addr", "add", "10.213.61.1/24", "dev", "lan0"],
+    );
+    run_ok(
+        "ip",
+        &[
+            "-n",
+            &host,
+            "addr",
+            "add",
+            "fd00:213:61::1/64",
+            "dev",
+            "lan0",
+            "nodad",
+        ],
+    );
+    for a in ["10.213.61.2/24", "10.213.61.3/24"] {
+        run_ok("ip", &["-n", &device, "addr", "add", a, "dev", "dev0"]);
+    }
+    run_ok(
+        "ip",
+        &[
+            "-n",
+            &device,
+            "addr",
+            "add",
+            "fd00:213:61::2/64",
+            "dev",
+            "dev0",
+            "nodad",
+        ],
+    );
+    let link = run_ok("ip", &["-n", &device, "-o", "link", "show", "dev0"]);
+    let mac = link
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .expect("the device's MAC")
+        .to_string();
+
+    // The agent, inside the host namespace (its Raft port on that namespace's loopback).
+    let socket = dir.path().join("cni.sock");
+    let port = free_port().to_string();
+    let endpoint = format!("127.0.0.1:{port}");
+    let log = dir.path().join("up.log");
+    let file = std::fs::File::create(&log).expect("log");
+    let mut up = Proc::start(
+        Command::new("ip")
+            .args([
+                "netns", "exec", &host, BIN, "up", "--listen", &endpoint, "--host", "lan-host",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--socket")
+            .arg(dir.path().join("docker.sock"))
+            .arg("--cni-socket")
+            .arg(&socket)
+            .arg("--cni-records")
+            .arg(dir.path().join("records"))
+            .args(["--lan-checks", "on", "--probe-timeout", "300ms"])
+            .env("RUST_LOG", "info")
+            .env_remove("RAFTIPAM_LAN_CHECKS")
+            .stdin(std::process::Stdio::null())
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file),
+        log,
+    );
+    up.wait_for("raftipam is ready:", Some(&socket));
+    let cli = |args: &[&str]| -> String {
+        let mut all = vec!["netns", "exec", &host, BIN, "--endpoints", &endpoint];
+        all.extend_from_slice(args);
+        run_ok("ip", &all)
+    };
+    let add = |net: &str, subnet: &str, gateway: &str, id: &str, args: &str| {
+        exec_plugin(
+            BIN,
+            None,
+            &[
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", id),
+                ("CNI_NETNS", "/proc/1/ns/net"),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_ARGS", args),
+            ],
+            &json!({"cniVersion": "1.0.0", "name": net, "ipam": ipam(&socket, subnet, gateway)}),
+        )
+    };
+
+    let (code, r) = add("lan4", "10.213.61.0/24", "10.213.61.1", "c1", "");
+    assert_eq!(code, 0, "{r}\n{}", up.log_text());
+    assert_eq!(
+        assert_ipam_result(&r),
+        "10.213.61.4".parse::<IpAddr>().unwrap(),
+        ".2 and .3 answer on the wire: {}",
+        up.log_text()
+    );
+    let conflicts: Value =
+        serde_json::from_str(&cli(&["--json", "addr", "conflicts"])).expect("json");
+    let q = conflicts["quarantined"].as_array().expect("quarantined");
+    let found: Vec<(String, String)> = q
+        .iter()
+        .map(|c| {
+            (
+                c["record"]["addr"].as_str().unwrap().to_string(),
+                c["record"]["mac"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            ("10.213.61.2".to_string(), mac.clone()),
+            ("10.213.61.3".to_string(), mac.clone())
+        ],
+        "{conflicts}"
+    );
+    // Asked for by address: refused, naming the device.
+    let (code, v) = add(
+        "lan4",
+        "10.213.61.0/24",
+        "10.213.61.1",
+        "c2",
+        "IP=10.213.61.2",
+    );
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["code"].as_u64(), Some(102), "{v}");
+    assert!(v["msg"].as_str().unwrap().contains(&mac), "{v}");
+
+    // IPv6: the device's ::2 answers the duplicate address detection probe.
+    let (code, r) = add("lan6", "fd00:213:61::/64", "fd00:213:61::1", "c3", "");
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(
+        assert_ipam_result(&r),
+        "fd00:213:61::3".parse::<IpAddr>().unwrap(),
+        "{}",
+        up.log_text()
+    );
+
+    // Cleared (the device is gone): .2 may be handed out again — and is probed again, so
+    // while the device still answers it goes straight back into quarantine.
+    cli(&["addr", "clear", "local/10.213.61.0/24", "10.213.61.2"]);
+    let (code, r) = add("lan4", "10.213.61.0/24", "10.213.61.1", "c4", "");
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(
+        assert_ipam_result(&r),
+        "10.213.61.5".parse::<IpAddr>().unwrap()
+    );
+
+    // No interface of the host has 10.213.62.0/24 on its link: unchecked, with a warning.
+    let (code, r) = add("elsewhere", "10.213.62.0/24", "10.213.62.1", "c5", "");
+    assert_eq!(code, 0, "{r}");
+    assert!(
+        up.log_text().contains("LAN checks off for 10.213.62.0/24"),
         "{}",
         up.log_text()
     );

@@ -381,8 +381,8 @@ impl Drop for Proc {
 
 static STARTS: AtomicU32 = AtomicU32::new(0);
 
-/// Starts `raftipam ARGS` with its output in `dir/raftipam-N.log`, `RUST_LOG=info` and no
-/// `RAFTIPAM_ENDPOINTS` / `RAFTIPAM_CONFIG` from the test's environment.
+/// Starts `raftipam ARGS` with its output in `dir/raftipam-N.log`, `RUST_LOG=info`, LAN checks
+/// off, and no `RAFTIPAM_ENDPOINTS` / `RAFTIPAM_CONFIG` from the test's environment.
 pub fn spawn(dir: &Path, args: &[String]) -> Proc {
     let n = STARTS.fetch_add(1, Ordering::Relaxed);
     let log = dir.join(format!("raftipam-{n}.log"));
@@ -394,6 +394,9 @@ pub fn spawn(dir: &Path, args: &[String]) -> Proc {
             .env("RUST_LOG", "info,openraft=warn")
             .env_remove("RAFTIPAM_ENDPOINTS")
             .env_remove("RAFTIPAM_CONFIG")
+            // No ARP or neighbor probes on this machine's interfaces: a test that wants LAN
+            // checks says `--lan-checks on`, in namespaces it made (`cli/cni.rs`, the lab).
+            .env("RAFTIPAM_LAN_CHECKS", "off")
             // Reconciliation talks to the dockerd under test, as the docker CLI does.
             .env_remove("DOCKER_HOST")
             .envs(docker_host().map(|h| ("DOCKER_HOST", h)))
