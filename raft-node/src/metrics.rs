@@ -52,6 +52,7 @@ pub struct Metrics {
     host_last_seen_age: Family<Vec<(String, String)>, Gauge<f64, AtomicU64>>,
     host_report_age: Family<Vec<(String, String)>, Gauge<f64, AtomicU64>>,
     host_leaked: Family<Vec<(String, String)>, Gauge>,
+    lan_conflicts: Family<Vec<(String, String)>, Gauge>,
     hosts: Gauge,
 }
 
@@ -216,9 +217,16 @@ impl Metrics {
             "Addresses each host's last report calls leaked that are still allocated the same way (cluster-wide view)",
             host_leaked.clone(),
         );
+        let lan_conflicts = Family::default();
+        registry.register(
+            "lan_conflicts",
+            "Addresses of pools that a device on the LAN raftipam does not know answers for: kind=quarantined (free, handed out by no host now), past_probation (free, probation over), alarm (a container holds it too: a duplicate)",
+            lan_conflicts.clone(),
+        );
         #[cfg(feature = "docker")]
         plugin_shim::agent::metrics::ops_metrics().register(&mut registry);
         Metrics {
+            lan_conflicts,
             host_last_seen_age,
             host_report_age,
             host_leaked,
@@ -311,6 +319,20 @@ impl Metrics {
             if let Some(n) = h.leaked {
                 self.host_leaked.get_or_create(&label).set(n as i64);
             }
+        }
+    }
+
+    /// Sets the conflict gauges from `counts` (every kind, zeros included, so that an alert
+    /// on a rise sees the series before it).
+    pub fn set_conflicts(&self, counts: allocator_core::ConflictCounts) {
+        for (kind, n) in [
+            ("quarantined", counts.quarantined),
+            ("past_probation", counts.past_probation),
+            ("alarm", counts.alarms),
+        ] {
+            self.lan_conflicts
+                .get_or_create(&vec![("kind".to_string(), kind.to_string())])
+                .set(n as i64);
         }
     }
 

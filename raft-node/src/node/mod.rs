@@ -590,11 +590,12 @@ impl NodeInner {
     /// Prometheus text of this node's metrics, every gauge refreshed from the state now.
     pub(super) fn metrics_text(&self) -> String {
         let status = self.status();
-        let (pools, hosts) = {
+        let (pools, hosts, conflicts) = {
             let sm = self.sm.read();
-            (sm.state.pools(), sm.state.hosts())
+            (sm.state.pools(), sm.state.hosts(), sm.state.conflicts())
         };
         self.metrics.set_hosts(&hosts, now_ms());
+        self.metrics.set_conflicts(conflicts.counts(now_ms()));
         let info = self.info();
         self.metrics.set_versions(
             &info.binary,

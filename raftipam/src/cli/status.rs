@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use allocator_core::{human_count, HostInfo, PoolInfo};
-use raft_node::{now_ms, Client, NodeStatus};
+use raft_node::{now_ms, Client, Consistency, NodeStatus, Query, QueryReply};
 use serde::Serialize;
 
 use super::host::{fmt_age, hosts};
@@ -59,8 +59,20 @@ struct Status {
     hosts: Vec<HostRow>,
     /// The cluster version (what every member can apply), as the first answer says.
     cluster_version: Option<u32>,
+    /// Addresses a device on the LAN raftipam does not know answers for.
+    conflicts: ConflictRow,
     /// Problems found, one sentence each, with what to do.
     problems: Vec<String>,
+}
+
+#[derive(Serialize, Default)]
+struct ConflictRow {
+    /// Free addresses no host hands out now.
+    quarantined: u64,
+    /// Free addresses whose probation is over.
+    past_probation: u64,
+    /// Addresses a container holds that another device answers for too.
+    alarms: u64,
 }
 
 /// The first endpoint's answer to "how are you", or why none answered.
@@ -186,9 +198,28 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         ));
     }
     // Pools and hosts need a leader (linearizable reads); without one, say so and go on.
+    let mut conflicts = ConflictRow::default();
     let (pools, host_list) = if leader.is_some() {
         let pools = client.pools().await;
         let host_list = hosts(&client).await;
+        // A cluster of an older release has no such query: nothing to count then.
+        if let Ok(QueryReply::Conflicts(c)) = client
+            .query(Query::Conflicts, Consistency::Linearizable)
+            .await
+        {
+            let n = c.counts(now_ms());
+            conflicts = ConflictRow {
+                quarantined: n.quarantined,
+                past_probation: n.past_probation,
+                alarms: n.alarms,
+            };
+            for a in &c.alarms {
+                problems.push(format!(
+                    "{} in {} is held by {} and answered on the LAN by {} too (seen by {}): find that device by its MAC and give it another address, or move the container",
+                    a.record.addr, a.record.pool, a.holder, a.record.mac, a.record.host
+                ));
+            }
+        }
         if let Err(e) = &pools {
             problems.push(format!("the pools could not be read: {e}"));
         }
@@ -252,6 +283,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         cluster_version,
         pools,
         hosts,
+        conflicts,
         problems,
     };
     ctx.print(&st, print_status)?;
@@ -321,6 +353,16 @@ fn print_status(s: &Status) {
                 h.info.leaked.map_or("-".to_string(), |n| n.to_string())
             );
         }
+    }
+    let c = &s.conflicts;
+    if c.quarantined + c.past_probation + c.alarms > 0 {
+        outln!();
+        outln!(
+            "LAN conflicts: {} quarantined, {} past probation, {} duplicate alarms (`raftipam addr conflicts`)",
+            c.quarantined,
+            c.past_probation,
+            c.alarms
+        );
     }
     if !s.problems.is_empty() {
         outln!();

@@ -874,6 +874,8 @@ fn lan_checks_quarantine_what_a_device_answers_for() {
         ],
         "{conflicts}"
     );
+    let status: Value = serde_json::from_str(&cli(&["--json", "status"])).expect("status --json");
+    assert_eq!(status["conflicts"]["quarantined"], 2, "{status}");
     // Asked for by address: refused, naming the device.
     let (code, v) = add(
         "lan4",
