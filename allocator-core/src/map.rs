@@ -62,6 +62,31 @@ pub enum CellState {
     },
     /// In the subnet but outside this pool's range (another pool of the subnet may use it).
     Outside,
+    /// Free, but a device raftipam does not know answers for it on the LAN: quarantined until
+    /// `until_ms` (handed out by no host until then; after it, checked again before use).
+    Foreign {
+        /// The device's MAC (`02:42:ac:11:00:02`).
+        mac: String,
+        /// The host that last saw it.
+        seen_by: String,
+        /// How it was found (`probe`, `watch`, `sweep`, `import`).
+        how: String,
+        /// When the quarantine ends (ms since the Unix epoch).
+        until_ms: u64,
+    },
+    /// Allocated, and another device answers for it on the LAN too: a duplicate.
+    Duplicate {
+        /// The host holding it.
+        host: String,
+        /// Its endpoint (container) name.
+        endpoint: String,
+        /// Its sequence number.
+        seq: u64,
+        /// The other device's MAC.
+        mac: String,
+        /// The host that saw the other device.
+        seen_by: String,
+    },
 }
 
 /// One address and what it is.
@@ -144,9 +169,23 @@ impl State {
     }
 
     fn cell_state(&self, p: &Pool, sn: &Subnet, off: u128, leaks: &Leaks<'_>) -> CellState {
+        let conflict = if self.lan.is_empty() {
+            None
+        } else {
+            self.lan.get(&p.key.0, sn.addr(off))
+        };
         if let Some(r) = sn.records.get(off) {
             let host = self.hosts[r.host as usize].clone();
             let endpoint = String::from_utf8_lossy(r.name).into_owned();
+            if let Some(c) = conflict {
+                return CellState::Duplicate {
+                    host,
+                    endpoint,
+                    seq: r.seq,
+                    mac: c.mac.to_string(),
+                    seen_by: c.host.clone(),
+                };
+            }
             return match leaks.get(&off) {
                 Some(&(_, reported_ms)) => CellState::Leaked {
                     host,
@@ -182,6 +221,14 @@ impl State {
         }
         if let Some(&until_ms) = sn.cooling.get(&off) {
             return CellState::Cooling { until_ms };
+        }
+        if let Some(c) = conflict {
+            return CellState::Foreign {
+                mac: c.mac.to_string(),
+                seen_by: c.host.clone(),
+                how: c.how.to_string(),
+                until_ms: self.lan.until(c),
+            };
         }
         if off < p.lo || off > p.hi {
             return CellState::Outside;
@@ -511,5 +558,68 @@ mod tests {
             st.map_page(&p, 0, 256).is_err(),
             "a /64 is not paged densely"
         );
+    }
+
+    #[test]
+    fn a_foreign_device_and_a_duplicate_have_their_own_cells() {
+        let mut st = State::default();
+        st.apply(&Command {
+            at_ms: 0,
+            op: Op::SetClusterVersion { version: 2 },
+        })
+        .expect("cluster version 2");
+        let p = pool(&mut st, "10.9.0.0/24", None);
+        let at = |st: &mut State, op: Op| {
+            st.apply(&Command { at_ms: 1_000, op }).expect("applies");
+        };
+        at(
+            &mut st,
+            Op::Allocate {
+                pool: p.clone(),
+                addr: Some("10.9.0.1".parse().unwrap()),
+                owner: Owner::new("h1", "web"),
+                order: Order::PoolDefault,
+            },
+        );
+        let mac: crate::Mac = "02:00:00:00:00:09".parse().unwrap();
+        for a in ["10.9.0.1", "10.9.0.5"] {
+            at(
+                &mut st,
+                Op::ReportConflict {
+                    pool: p.clone(),
+                    addr: a.parse().unwrap(),
+                    mac,
+                    host: "h2".into(),
+                    how: crate::Detection::Probe,
+                },
+            );
+        }
+        let page = st.map_page(&p, 0, 256).expect("page");
+        assert_eq!(
+            page.cells[1].state,
+            CellState::Duplicate {
+                host: "h1".into(),
+                endpoint: "web".into(),
+                seq: match &page.cells[1].state {
+                    CellState::Duplicate { seq, .. } => *seq,
+                    other => panic!("{other:?}"),
+                },
+                mac: "02:00:00:00:00:09".into(),
+                seen_by: "h2".into(),
+            }
+        );
+        assert_eq!(
+            page.cells[5].state,
+            CellState::Foreign {
+                mac: "02:00:00:00:00:09".into(),
+                seen_by: "h2".into(),
+                how: "probe".into(),
+                until_ms: 1_000 + crate::conflict::DEFAULT_PROBATION_MS,
+            }
+        );
+        assert_eq!(page.cells[6].state, CellState::Free);
+        let json = serde_json::to_value(&page.cells[5]).expect("json");
+        assert_eq!(json["state"], "foreign", "{json}");
+        assert_eq!(json["mac"], "02:00:00:00:00:09", "{json}");
     }
 }

@@ -209,7 +209,8 @@ struct Netns(Vec<String>);
 
 impl Netns {
     fn add(&mut self, name: &str) -> String {
-        let _ = Command::new("ip").args(["netns", "del", name]).status();
+        // A leftover of a killed run, if any (usually none: the error is not shown).
+        let _ = Command::new("ip").args(["netns", "del", name]).output();
         run_ok("ip", &["netns", "add", name]);
         self.0.push(name.to_string());
         name.to_string()
