@@ -22,6 +22,7 @@ mod cni;
 pub(crate) mod config;
 mod host;
 mod join;
+mod lan;
 pub(crate) mod logs;
 mod node;
 mod ops;
@@ -112,6 +113,12 @@ enum Command {
     /// List the Docker hosts the cluster knows; forget one that is gone for good.
     #[command(subcommand)]
     Host(host::HostCmd),
+    /// Probe a pool's addresses on the LAN from this machine and print which answer (a
+    /// newcomer's first look at a LAN it is about to share); --report-as quarantines them.
+    Scan(lan::ScanArgs),
+    /// Reserve the addresses another inventory says are in use: /etc/ethers, dnsmasq or ISC
+    /// dhcpd leases, arp-scan output.
+    Import(lan::ImportArgs),
     /// Write the allocator state (a snapshot) to a file.
     Backup(backup::BackupArgs),
     /// Replay a backup into a running, empty cluster.
@@ -390,6 +397,8 @@ pub fn main() -> ExitCode {
             Command::Join(a) => join::run(&ctx, a).await,
             Command::Check(a) => check::run(&ctx, a).await,
             Command::Host(c) => host::run(&ctx, c).await,
+            Command::Scan(a) => lan::scan(&ctx, a).await,
+            Command::Import(a) => lan::import(&ctx, a).await,
             Command::Backup(a) => backup::backup(&ctx, a).await,
             Command::Restore(a) => backup::restore(&ctx, a).await,
             Command::Status => status::run(&ctx).await,

@@ -21,8 +21,9 @@ pub enum PoolCmd {
         /// Reserve this gateway address.
         #[arg(long)]
         gateway: Option<IpAddr>,
-        /// Never hand out these addresses (IP or IP-IP); repeatable.
-        #[arg(long, value_parser = parse_range)]
+        /// Never hand out these addresses (IP or IP-IP; e.g. a DHCP server's dynamic range);
+        /// repeatable. `--exclude` is the same.
+        #[arg(long, visible_alias = "exclude", value_parser = parse_range)]
         reserve: Vec<AddrRange>,
         /// Hand out addresses in serial order (next after the last one) by default.
         #[arg(long)]

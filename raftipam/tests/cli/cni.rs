@@ -909,6 +909,40 @@ fn lan_checks_quarantine_what_a_device_answers_for() {
         "10.213.61.5".parse::<IpAddr>().unwrap()
     );
 
+    // `raftipam scan` from the host: the device's two addresses answer (the containers'
+    // addresses here have no device behind them); --report-as reports the free ones.
+    let scan: Value = serde_json::from_str(&cli(&[
+        "--json",
+        "scan",
+        "local/10.213.61.0/24",
+        "--max",
+        "8",
+        "--report-as",
+        "lan-host",
+    ]))
+    .expect("scan --json");
+    let answered: Vec<(String, String)> = scan["answers"]
+        .as_array()
+        .expect("answers")
+        .iter()
+        .map(|x| {
+            (
+                x["addr"].as_str().unwrap().to_string(),
+                x["mac"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        answered,
+        vec![
+            ("10.213.61.2".to_string(), mac.clone()),
+            ("10.213.61.3".to_string(), mac.clone())
+        ],
+        "{scan}"
+    );
+    assert_eq!(scan["probed"], 8, "{scan}");
+    assert!(scan["answers"][0]["reported"].as_bool().unwrap(), "{scan}");
+
     // No interface of the host has 10.213.62.0/24 on its link: unchecked, with a warning.
     let (code, r) = add("elsewhere", "10.213.62.0/24", "10.213.62.1", "c5", "");
     assert_eq!(code, 0, "{r}");

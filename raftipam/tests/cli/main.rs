@@ -13,6 +13,7 @@ mod in_process;
 
 mod cni;
 mod hardening;
+mod lan;
 mod ops;
 mod processes;
 mod tls;
