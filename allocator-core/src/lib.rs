@@ -119,7 +119,7 @@ pub use conflict::{
 pub use error::{AllocError, LeakHint};
 pub use id::{AddrRange, Owner, ParseError, PoolId};
 pub use limits::{
-    check_host_name, MAX_HOST_NAME_LEN, MAX_MAP_PAGE, MAX_NAME_LEN, MAX_REPORTED,
+    check_host_name, MAX_HOST_NAME_LEN, MAX_MAP_PAGE, MAX_NAME_LEN, MAX_NEXT_FREE, MAX_REPORTED,
     MAX_RESERVED_PER_POOL, MAX_RESTORE_BYTES, MAX_RESTORE_CHUNK,
 };
 pub use map::{CellState, MapCell, MapPage, SparseEntry, SparsePage};

@@ -10,6 +10,8 @@ use crate::error::AllocError;
 
 // ---- what a command may carry ----
 
+/// Most addresses [`crate::State::next_free`] lists at once.
+pub const MAX_NEXT_FREE: usize = 64;
 /// Longest endpoint or host name accepted, in bytes.
 pub const MAX_NAME_LEN: usize = 1024;
 /// Most addresses the reserve ranges of one pool may cover.

@@ -80,6 +80,18 @@ pub trait Inventory: Backend {
 
     /// Every host's last report.
     fn reports(&self) -> impl Future<Output = Result<Vec<StoredReport>, BackendError>> + Send;
+
+    /// The next `count` addresses an allocation would hand out in `pool`, not taken (what
+    /// the LAN checks probe ahead of time). A backend that cannot say lists none, and every
+    /// hand-out is then probed when it happens.
+    fn next_free(
+        &self,
+        pool: &PoolId,
+        count: usize,
+    ) -> impl Future<Output = Result<Vec<std::net::IpAddr>, BackendError>> + Send {
+        let _ = (pool, count);
+        async { Ok(Vec::new()) }
+    }
 }
 
 impl<B: Inventory> Inventory for Arc<B> {
@@ -106,6 +118,14 @@ impl<B: Inventory> Inventory for Arc<B> {
 
     fn reports(&self) -> impl Future<Output = Result<Vec<StoredReport>, BackendError>> + Send {
         B::reports(self)
+    }
+
+    fn next_free(
+        &self,
+        pool: &PoolId,
+        count: usize,
+    ) -> impl Future<Output = Result<Vec<std::net::IpAddr>, BackendError>> + Send {
+        B::next_free(self, pool, count)
     }
 }
 
@@ -191,6 +211,15 @@ impl Inventory for MemoryBackend {
 
     async fn pools(&self) -> Result<Vec<PoolInfo>, BackendError> {
         self.read(State::pools)
+    }
+
+    async fn next_free(
+        &self,
+        pool: &PoolId,
+        count: usize,
+    ) -> Result<Vec<std::net::IpAddr>, BackendError> {
+        let now = Self::now_ms();
+        Ok(self.read(|s| s.next_free(pool, count, now))??)
     }
 
     async fn hosts(&self) -> Result<Vec<HostInfo>, BackendError> {

@@ -101,6 +101,14 @@ pub enum Query {
     /// Conflicts on the LAN: free addresses in (or past) quarantine and duplicate alarms
     /// (raftipam 0.2 on).
     Conflicts,
+    /// The next addresses an allocation would hand out in a pool, not taken (at most
+    /// [`allocator_core::MAX_NEXT_FREE`]): what a host probes ahead of time (raftipam 0.2 on).
+    NextFree {
+        /// The pool.
+        pool: PoolId,
+        /// How many.
+        count: u32,
+    },
 }
 
 /// The answer to a [`Query`].
@@ -130,6 +138,8 @@ pub enum QueryReply {
     IssuedCerts(Vec<allocator_core::IssuedCert>),
     /// Conflicts on the LAN.
     Conflicts(allocator_core::Conflicts),
+    /// The next addresses an allocation would hand out, in order.
+    NextFree(Vec<std::net::IpAddr>),
 }
 
 /// A cluster administration command.

@@ -121,6 +121,10 @@ fn catalog() -> Catalog {
         Query::Quotas,
         Query::IssuedCerts,
         Query::Conflicts,
+        Query::NextFree {
+            pool: pool(),
+            count: 4,
+        },
     ] {
         c.add("query", q);
     }
@@ -145,6 +149,7 @@ fn catalog() -> Catalog {
         QueryReply::Quotas(allocator_core::State::default().quota_report()),
         QueryReply::IssuedCerts(Vec::new()),
         QueryReply::Conflicts(allocator_core::Conflicts::default()),
+        QueryReply::NextFree(vec!["10.0.0.6".parse().expect("address")]),
     ] {
         c.add("query-reply", r);
     }

@@ -448,6 +448,31 @@ mod tests {
     }
 
     #[test]
+    fn next_free_lists_what_allocation_would_hand_out_without_taking_it() {
+        let (mut st, pool) = setup("10.30.0.0/29");
+        st.allocate(1, &pool, &owner("a"), Order::Lowest)
+            .expect("first");
+        st.report_conflict(1, &pool, ip("10.30.0.3"), M, "h2", Detection::Probe)
+            .expect("report");
+        let next = st.next_free(&pool, 3, 2).expect("next");
+        assert_eq!(
+            next,
+            vec![ip("10.30.0.2"), ip("10.30.0.4"), ip("10.30.0.5")]
+        );
+        // Nothing was taken: allocation hands out what next_free said, in that order.
+        for want in &next {
+            let got = st
+                .allocate(2, &pool, &owner(&want.to_string()), Order::PoolDefault)
+                .expect("allocate");
+            assert_eq!(got.addr.addr(), *want);
+        }
+        assert_eq!(
+            st.next_free(&pool, 10, 2).expect("rest"),
+            vec![ip("10.30.0.6")]
+        );
+    }
+
+    #[test]
     fn a_quarantined_address_is_skipped_refused_and_handed_out_after_its_probation() {
         let (mut st, pool) = setup("10.0.0.0/29");
         let a1 = ip("10.0.0.1");

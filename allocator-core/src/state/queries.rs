@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use super::{Pool, State};
 use crate::error::AllocError;
 use crate::id::{Owner, PoolId};
+use crate::limits::MAX_NEXT_FREE;
 use crate::view::{Allocation, Holding, HostInfo, PoolInfo, Usage};
 
 impl State {
@@ -127,6 +128,54 @@ impl State {
             .get(id)
             .ok_or_else(|| AllocError::NoSuchPool(id.clone()))?;
         Ok(self.info(id, p))
+    }
+
+    /// The next `n` (at most [`MAX_NEXT_FREE`]) addresses an allocation without a preference
+    /// would hand out in pool `id` at time `now`, in that order, without taking them: what a
+    /// host probes on the LAN ahead of time so that a hand-out rarely waits for a probe.
+    /// Quarantined addresses are skipped, as allocation skips them; fewer come back when the
+    /// pool has fewer free.
+    pub fn next_free(&self, id: &PoolId, n: usize, now: u64) -> Result<Vec<IpAddr>, AllocError> {
+        let p = self
+            .pools
+            .get(id)
+            .ok_or_else(|| AllocError::NoSuchPool(id.clone()))?;
+        let sn = self
+            .subnets
+            .get(&p.key)
+            .ok_or_else(|| AllocError::NoSuchPool(id.clone()))?;
+        let n = n.min(MAX_NEXT_FREE);
+        let guarded = self.lan.any_in(&id.space, &sn.net);
+        let (lo, hi) = (p.lo, p.hi);
+        let mut out = Vec::new();
+        let scan = |mut from: u128, until: u128, out: &mut Vec<IpAddr>| {
+            while out.len() < n && from <= until {
+                let Some(off) = sn.bitmap.first_clear_in(from, until) else {
+                    return;
+                };
+                let addr = sn.addr(off);
+                if !guarded || self.lan.quarantine(&id.space, addr, now).is_none() {
+                    out.push(addr);
+                }
+                if off >= until {
+                    return;
+                }
+                from = off + 1;
+            }
+        };
+        if p.serial {
+            let start = p
+                .cursor
+                .map_or(lo, |c| c.saturating_add(1))
+                .clamp(lo, hi.saturating_add(1));
+            scan(start, hi, &mut out);
+            if start > lo {
+                scan(lo, start - 1, &mut out);
+            }
+        } else {
+            scan(lo, hi, &mut out);
+        }
+        Ok(out)
     }
 
     /// Usage of one pool.

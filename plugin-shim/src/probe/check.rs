@@ -7,33 +7,53 @@
 //! warns once per reason, says so in [`LanChecks::off_reasons`], and allocates as without
 //! checks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use allocator_core::{Detection, Mac, Op, Order, Outcome, Owner, PoolId};
 use ipnet::IpNet;
 use tracing::{info, warn};
 
 use super::{interface_for, probe, ProbeError, DEFAULT_TIMEOUT};
-use crate::backend::{Backend, BackendError};
+use crate::backend::{Backend, BackendError, Inventory};
 
 /// Most addresses one hand-out tries before it gives up (each answered by a device).
 pub const MAX_ATTEMPTS: usize = 4;
 
-/// How this host checks addresses before handing them out.
+/// An address a probe found free this recently is handed out without a second probe (Kea's
+/// ping check trusts an answer-less address for 60 s).
+pub const FRESH_FOR: Duration = Duration::from_secs(30);
+/// Pools a hand-out of this host used within this long are swept ahead.
+pub const ACTIVE_FOR: Duration = Duration::from_secs(600);
+
+/// How this host checks addresses before handing them out. Clones share everything: one
+/// per host, used by the Docker plugin, the CNI agent and the sweep.
 #[derive(Clone, Debug)]
 pub struct LanChecks {
     /// How long a probe waits for an answer.
     pub timeout: Duration,
-    /// Why checks are off, per subnet, as last found (shared by every clone).
+    /// Why checks are off, per subnet, as last found.
     off: Arc<Mutex<BTreeMap<IpNet, String>>>,
+    /// Addresses a sweep found free, and when.
+    fresh: Arc<Mutex<HashMap<IpAddr, Instant>>>,
+    /// Pools hand-outs used, and when last.
+    active: Arc<Mutex<HashMap<PoolId, Instant>>>,
+}
+
+/// What one sweep did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Addresses probed.
+    pub probed: usize,
+    /// Of those, answered by a device (reported: quarantined).
+    pub answered: usize,
 }
 
 impl PartialEq for LanChecks {
     fn eq(&self, other: &Self) -> bool {
-        self.timeout == other.timeout && Arc::ptr_eq(&self.off, &other.off)
+        self.timeout == other.timeout && Arc::ptr_eq(&self.fresh, &other.fresh)
     }
 }
 
@@ -77,6 +97,8 @@ impl LanChecks {
         LanChecks {
             timeout,
             off: Arc::default(),
+            fresh: Arc::default(),
+            active: Arc::default(),
         }
     }
 
@@ -157,6 +179,16 @@ impl LanChecks {
                     existing,
                 });
             }
+            if let Ok(mut active) = self.active.lock() {
+                active.insert(pool.clone(), Instant::now());
+            }
+            if self.take_fresh(addr.addr()) {
+                return Ok(Checked::Granted {
+                    addr,
+                    seq,
+                    existing,
+                });
+            }
             let Some(mac) = self.probe(pool.subnet, addr.addr()).await else {
                 return Ok(Checked::Granted {
                     addr,
@@ -194,6 +226,95 @@ impl LanChecks {
         }
         Ok(Checked::AllAnswered { found })
     }
+}
+
+impl LanChecks {
+    /// Whether a sweep found `addr` free within [`FRESH_FOR`] (used once).
+    fn take_fresh(&self, addr: IpAddr) -> bool {
+        let Ok(mut fresh) = self.fresh.lock() else {
+            return false;
+        };
+        fresh
+            .remove(&addr)
+            .is_some_and(|at| at.elapsed() < FRESH_FOR)
+    }
+
+    /// One sweep: for every pool a hand-out used lately, the next `ahead` addresses the
+    /// cluster would hand out are probed (one every `gap`, so a host never floods the LAN),
+    /// unless a recent sweep found them free. Free ones are remembered for [`FRESH_FOR`], so
+    /// that their hand-out does not wait for a probe; answered ones are reported as
+    /// conflicts (a sweep's), which quarantines them before anyone gets them.
+    pub async fn sweep<B: Inventory>(
+        &self,
+        cluster: &B,
+        host: &str,
+        ahead: usize,
+        gap: Duration,
+    ) -> Result<Swept, BackendError> {
+        let pools: Vec<PoolId> = match self.active.lock() {
+            Ok(mut active) => {
+                active.retain(|_, at| at.elapsed() < ACTIVE_FOR);
+                active.keys().cloned().collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        if let Ok(mut fresh) = self.fresh.lock() {
+            fresh.retain(|_, at| at.elapsed() < FRESH_FOR);
+        }
+        let mut done = Swept::default();
+        for pool in pools {
+            let next = match cluster.next_free(&pool, ahead).await {
+                Ok(n) => n,
+                // The pool went away: nothing to sweep there.
+                Err(BackendError::Alloc(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            for addr in next {
+                let recent = self
+                    .fresh
+                    .lock()
+                    .map(|f| f.get(&addr).is_some_and(|at| at.elapsed() < FRESH_FOR / 2))
+                    .unwrap_or(false);
+                if recent {
+                    continue;
+                }
+                done.probed += 1;
+                match self.probe(pool.subnet, addr).await {
+                    None => {
+                        if let Ok(mut fresh) = self.fresh.lock() {
+                            fresh.insert(addr, Instant::now());
+                        }
+                    }
+                    Some(mac) => {
+                        done.answered += 1;
+                        warn!(pool = %pool, %addr, %mac, "sweep: a device on the LAN answers for {addr}, which is free: reported as a conflict");
+                        backend_report(cluster, &pool, addr, mac, host).await?;
+                    }
+                }
+                tokio::time::sleep(gap).await;
+            }
+        }
+        Ok(done)
+    }
+}
+
+async fn backend_report<B: Backend>(
+    cluster: &B,
+    pool: &PoolId,
+    addr: IpAddr,
+    mac: Mac,
+    host: &str,
+) -> Result<(), BackendError> {
+    cluster
+        .apply(Op::ReportConflict {
+            pool: pool.clone(),
+            addr,
+            mac,
+            host: host.to_string(),
+            how: Detection::Sweep,
+        })
+        .await
+        .map(|_| ())
 }
 
 /// `a.b.c.d (MAC), ...` for messages.

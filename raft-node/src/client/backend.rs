@@ -15,6 +15,8 @@
 
 use std::time::Duration;
 
+use std::net::IpAddr;
+
 use allocator_core::{Allocation, HostInfo, Op, Outcome, PoolId, PoolInfo, StoredReport};
 use plugin_shim::{Backend, BackendError, Inventory};
 
@@ -126,6 +128,18 @@ impl Inventory for Client {
     async fn reports(&self) -> Result<Vec<StoredReport>, BackendError> {
         read(self, Query::Reports, |r| match r {
             QueryReply::Reports(r) => Ok(r),
+            r => Err(r),
+        })
+        .await
+    }
+
+    async fn next_free(&self, pool: &PoolId, count: usize) -> Result<Vec<IpAddr>, BackendError> {
+        let q = Query::NextFree {
+            pool: pool.clone(),
+            count: u32::try_from(count).unwrap_or(u32::MAX),
+        };
+        read(self, q, |r| match r {
+            QueryReply::NextFree(a) => Ok(a),
             r => Err(r),
         })
         .await

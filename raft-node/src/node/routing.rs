@@ -448,6 +448,10 @@ impl NodeInner {
             Query::Quotas => QueryReply::Quotas(st.quota_report()),
             Query::IssuedCerts => QueryReply::IssuedCerts(st.issued_certs()),
             Query::Conflicts => QueryReply::Conflicts(st.conflicts()),
+            Query::NextFree { pool, count } => QueryReply::NextFree(
+                st.next_free(pool, *count as usize, crate::clock::now_ms())
+                    .map_err(ApiError::Alloc)?,
+            ),
         })
     }
 }

@@ -48,6 +48,15 @@ pub struct OpsArgs {
     /// How long a probe waits for a device's answer.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     pub probe_timeout: Duration,
+    /// With LAN checks: probe the next N addresses of every pool this host hands out from,
+    /// ahead of time (at most 5 probes a second), so that a hand-out rarely waits for a
+    /// probe (0: never; every hand-out then waits up to --probe-timeout).
+    #[arg(long, default_value_t = 2)]
+    pub sweep_ahead: usize,
+    /// The one set of LAN checks of this process (the plugin, CNI and the sweep share what
+    /// they learn).
+    #[arg(skip)]
+    shared_checks: std::sync::OnceLock<Option<plugin_shim::probe::LanChecks>>,
 }
 
 /// The background tasks; dropped, they stop.
@@ -67,7 +76,12 @@ impl Drop for OpsTasks {
 impl OpsArgs {
     /// The LAN checks asked for (`None`: off).
     pub fn lan_checks(&self) -> Option<plugin_shim::probe::LanChecks> {
-        (self.lan_checks == "on").then(|| plugin_shim::probe::LanChecks::new(self.probe_timeout))
+        self.shared_checks
+            .get_or_init(|| {
+                (self.lan_checks == "on")
+                    .then(|| plugin_shim::probe::LanChecks::new(self.probe_timeout))
+            })
+            .clone()
     }
 
     /// Starts the heartbeat and the reconciler of `host` (IPAM driver `driver`), and with
@@ -86,6 +100,22 @@ impl OpsArgs {
             None => None,
         };
         let mut tasks = Vec::new();
+        if let (Some(checks), true) = (self.lan_checks(), self.sweep_ahead > 0) {
+            let (client, host, ahead) = (client.clone(), host.to_string(), self.sweep_ahead);
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = checks
+                        .sweep(&client, &host, ahead, Duration::from_millis(200))
+                        .await
+                    {
+                        tracing::debug!("LAN sweep: {e}");
+                    }
+                }
+            }));
+        }
         if !self.heartbeat_interval.is_zero() {
             tasks.push(tokio::spawn(heartbeat(
                 client.clone(),

@@ -899,14 +899,50 @@ fn lan_checks_quarantine_what_a_device_answers_for() {
         up.log_text()
     );
 
+    // A "VM" appears on .5, the next free address: the agent's sweep ahead of hand-outs (the
+    // next 2 free addresses of the pools it used, every second) finds it and quarantines it
+    // before any container could get it.
+    run_ok(
+        "ip",
+        &[
+            "-n",
+            &device,
+            "addr",
+            "add",
+            "10.213.61.5/24",
+            "dev",
+            "dev0",
+        ],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let c: Value = serde_json::from_str(&cli(&["--json", "addr", "conflicts"])).expect("json");
+        let swept = c["quarantined"].as_array().expect("list").iter().any(|x| {
+            x["record"]["addr"] == "10.213.61.5"
+                && x["record"]["how"]
+                    .as_str()
+                    .is_some_and(|h| h.eq_ignore_ascii_case("sweep"))
+        });
+        if swept {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sweep did not find .5 within 30 s: {c}\n{}",
+            up.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+
     // Cleared (the device is gone): .2 may be handed out again — and is probed again, so
-    // while the device still answers it goes straight back into quarantine.
+    // while the device still answers it goes straight back into quarantine; .3 and .5 stay
+    // quarantined, .4 is c1's: c4 gets .6.
     cli(&["addr", "clear", "local/10.213.61.0/24", "10.213.61.2"]);
     let (code, r) = add("lan4", "10.213.61.0/24", "10.213.61.1", "c4", "");
     assert_eq!(code, 0, "{r}");
     assert_eq!(
         assert_ipam_result(&r),
-        "10.213.61.5".parse::<IpAddr>().unwrap()
+        "10.213.61.6".parse::<IpAddr>().unwrap()
     );
 
     // `raftipam scan` from the host: the device's two addresses answer (the containers'
@@ -936,12 +972,73 @@ fn lan_checks_quarantine_what_a_device_answers_for() {
         answered,
         vec![
             ("10.213.61.2".to_string(), mac.clone()),
-            ("10.213.61.3".to_string(), mac.clone())
+            ("10.213.61.3".to_string(), mac.clone()),
+            ("10.213.61.5".to_string(), mac.clone())
         ],
         "{scan}"
     );
     assert_eq!(scan["probed"], 8, "{scan}");
     assert!(scan["answers"][0]["reported"].as_bool().unwrap(), "{scan}");
+
+    // A host whose agent may not open raw sockets (CAP_NET_RAW dropped from its bounding
+    // set, as a hardened unit would): a warning naming the capability, and addresses handed
+    // out unchecked — .2, which the device holds, since this is a cluster of its own.
+    let socket2 = dir.path().join("cni-noraw.sock");
+    let endpoint2 = format!("127.0.0.1:{}", free_port());
+    let log2 = dir.path().join("noraw.log");
+    let file2 = std::fs::File::create(&log2).expect("log");
+    let mut noraw = Proc::start(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &host,
+                "setpriv",
+                "--bounding-set=-net_raw",
+                BIN,
+            ])
+            .args(["up", "--listen", &endpoint2, "--host", "noraw-host"])
+            .arg("--data-dir")
+            .arg(dir.path().join("data-noraw"))
+            .arg("--socket")
+            .arg(dir.path().join("docker-noraw.sock"))
+            .arg("--cni-socket")
+            .arg(&socket2)
+            .arg("--cni-records")
+            .arg(dir.path().join("records-noraw"))
+            .args(["--lan-checks", "on", "--sweep-ahead", "0"])
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(file2.try_clone().expect("log"))
+            .stderr(file2),
+        log2,
+    );
+    noraw.wait_for("raftipam is ready:", Some(&socket2));
+    let (code, r) = exec_plugin(
+        BIN,
+        None,
+        &[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "n1"),
+            ("CNI_NETNS", "/proc/1/ns/net"),
+            ("CNI_IFNAME", "eth0"),
+        ],
+        &json!({"cniVersion": "1.0.0", "name": "lan4",
+                "ipam": ipam(&socket2, "10.213.61.0/24", "10.213.61.1")}),
+    );
+    assert_eq!(code, 0, "{r}\n{}", noraw.log_text());
+    assert_eq!(
+        assert_ipam_result(&r),
+        "10.213.61.2".parse::<IpAddr>().unwrap()
+    );
+    assert!(
+        noraw
+            .log_text()
+            .contains("LAN checks off for 10.213.61.0/24")
+            && noraw.log_text().contains("CAP_NET_RAW"),
+        "{}",
+        noraw.log_text()
+    );
 
     // No interface of the host has 10.213.62.0/24 on its link: unchecked, with a warning.
     let (code, r) = add("elsewhere", "10.213.62.0/24", "10.213.62.1", "c5", "");
