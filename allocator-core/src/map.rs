@@ -149,7 +149,8 @@ pub struct SparsePage {
 type Leaks<'a> = HashMap<u128, (&'a str, u64)>;
 
 impl State {
-    fn map_target(&self, id: &PoolId) -> Result<(&Pool, &Subnet), AllocError> {
+    /// A pool and its subnet, or `NoSuchPool`.
+    pub(crate) fn map_target(&self, id: &PoolId) -> Result<(&Pool, &Subnet), AllocError> {
         let p = self
             .pools
             .get(id)

@@ -136,14 +136,7 @@ impl State {
     /// Quarantined addresses are skipped, as allocation skips them; fewer come back when the
     /// pool has fewer free.
     pub fn next_free(&self, id: &PoolId, n: usize, now: u64) -> Result<Vec<IpAddr>, AllocError> {
-        let p = self
-            .pools
-            .get(id)
-            .ok_or_else(|| AllocError::NoSuchPool(id.clone()))?;
-        let sn = self
-            .subnets
-            .get(&p.key)
-            .ok_or_else(|| AllocError::NoSuchPool(id.clone()))?;
+        let (p, sn) = self.map_target(id)?;
         let n = n.min(MAX_NEXT_FREE);
         let guarded = self.lan.any_in(&id.space, &sn.net);
         let (lo, hi) = (p.lo, p.hi);

@@ -236,6 +236,19 @@ fn run_ok(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Whether this runs as root (network namespaces); in CI (`CI` set) not being root fails.
+fn root_or_skip(test: &str) -> bool {
+    if run_ok("id", &["-u"]).trim() == "0" {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: needs root (network namespaces)"
+    );
+    eprintln!("SKIP {test}: needs root (network namespaces)");
+    false
+}
+
 /// Whether the reference plugins are here; in CI (`CI` set) their absence fails the test.
 fn reference_plugins_ready(test: &str) -> bool {
     let there = Path::new(REFERENCE_PLUGINS).join("macvlan").exists()
@@ -642,12 +655,7 @@ fn podman_with_its_cni_backend_shares_the_pool() {
 /// attachment whose namespace lives keeps its address.
 #[test]
 fn the_agent_releases_an_attachment_whose_namespace_vanished() {
-    if run_ok("id", &["-u"]).trim() != "0" {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "needs root (network namespaces)"
-        );
-        eprintln!("SKIP the_agent_releases_an_attachment_whose_namespace_vanished: needs root");
+    if !root_or_skip("the_agent_releases_an_attachment_whose_namespace_vanished") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -728,12 +736,7 @@ fn the_agent_releases_an_attachment_whose_namespace_vanished() {
 /// here is handed out unchecked with a warning.
 #[test]
 fn lan_checks_quarantine_what_a_device_answers_for() {
-    if run_ok("id", &["-u"]).trim() != "0" {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "needs root (network namespaces)"
-        );
-        eprintln!("SKIP lan_checks_quarantine_what_a_device_answers_for: needs root");
+    if !root_or_skip("lan_checks_quarantine_what_a_device_answers_for") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
