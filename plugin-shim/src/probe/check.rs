@@ -23,7 +23,7 @@ use crate::backend::{Backend, BackendError, Inventory};
 pub const MAX_ATTEMPTS: usize = 4;
 
 /// An address a probe found free this recently is handed out without a second probe (Kea's
-/// ping check trusts an answer-less address for 60 s).
+/// ping check skips addresses whose client it heard from within 60 s).
 pub const FRESH_FOR: Duration = Duration::from_secs(30);
 /// Pools a hand-out of this host used within this long are swept ahead.
 pub const ACTIVE_FOR: Duration = Duration::from_secs(600);
@@ -182,7 +182,7 @@ impl LanChecks {
             if let Ok(mut active) = self.active.lock() {
                 active.insert(pool.clone(), Instant::now());
             }
-            if self.take_fresh(addr.addr()) {
+            if self.is_fresh(addr.addr()) {
                 return Ok(Checked::Granted {
                     addr,
                     seq,
@@ -190,6 +190,7 @@ impl LanChecks {
                 });
             }
             let Some(mac) = self.probe(pool.subnet, addr.addr()).await else {
+                self.mark_fresh(addr.addr());
                 return Ok(Checked::Granted {
                     addr,
                     seq,
@@ -229,14 +230,20 @@ impl LanChecks {
 }
 
 impl LanChecks {
-    /// Whether a sweep found `addr` free within [`FRESH_FOR`] (used once).
-    fn take_fresh(&self, addr: IpAddr) -> bool {
-        let Ok(mut fresh) = self.fresh.lock() else {
-            return false;
-        };
-        fresh
-            .remove(&addr)
-            .is_some_and(|at| at.elapsed() < FRESH_FOR)
+    /// Whether a probe (a sweep's or a hand-out's) found `addr` free within [`FRESH_FOR`]:
+    /// an address released and handed out again within that time is not probed again (as
+    /// Kea skips its check for a lease whose client it heard from within 60 s).
+    fn is_fresh(&self, addr: IpAddr) -> bool {
+        self.fresh
+            .lock()
+            .map(|f| f.get(&addr).is_some_and(|at| at.elapsed() < FRESH_FOR))
+            .unwrap_or(false)
+    }
+
+    fn mark_fresh(&self, addr: IpAddr) {
+        if let Ok(mut fresh) = self.fresh.lock() {
+            fresh.insert(addr, Instant::now());
+        }
     }
 
     /// One sweep: for every pool a hand-out used lately, the next `ahead` addresses the
@@ -280,11 +287,7 @@ impl LanChecks {
                 }
                 done.probed += 1;
                 match self.probe(pool.subnet, addr).await {
-                    None => {
-                        if let Ok(mut fresh) = self.fresh.lock() {
-                            fresh.insert(addr, Instant::now());
-                        }
-                    }
+                    None => self.mark_fresh(addr),
                     Some(mac) => {
                         done.answered += 1;
                         warn!(pool = %pool, %addr, %mac, "sweep: a device on the LAN answers for {addr}, which is free: reported as a conflict");
