@@ -198,6 +198,18 @@ pub struct Up {
     proc: Option<Proc>,
 }
 
+/// The port goes back to plain TCP for the CLI helpers: another test's node may be given
+/// the same port number later (a stale entry here made the CLI speak TLS to a plain node,
+/// which reset the connection).
+impl Drop for Up {
+    fn drop(&mut self) {
+        tls_ports()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.port);
+    }
+}
+
 impl Up {
     pub fn start(driver: &str, host: &str) -> Up {
         Up::start_with(driver, host, &[])
