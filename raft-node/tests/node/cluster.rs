@@ -14,7 +14,24 @@ async fn concurrent_allocations_from_all_nodes_are_distinct_and_replicated() {
         .create_pool(spec("10.10.0.0/16"), "h")
         .await
         .expect("pool");
-    let clients: Vec<_> = c.nodes.keys().map(|id| c.client_of(*id)).collect();
+    // One client per node, each call allowed 60 s (the default is 15 s): on a shared 2-core
+    // machine beside another test, a call queued behind a thousand others (and maybe an
+    // election) can take longer than a user would wait; what is checked here is that nothing
+    // is lost or handed out twice, not speed (one CI run saw a call pass 15 s).
+    let clients: Vec<_> = c
+        .nodes
+        .keys()
+        .map(|id| {
+            raft_node::Client::with_config(
+                [c.addrs[id].to_string()],
+                raft_node::ClientConfig {
+                    timeout: Duration::from_secs(60),
+                    ..Default::default()
+                },
+            )
+            .expect("client")
+        })
+        .collect();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..1000usize {
         let cl = clients[i % clients.len()].clone();
