@@ -109,6 +109,10 @@ struct Inner {
     local: Option<LocalDial>,
     /// Open connections, with the protocol each speaks (from its version handshake).
     conns: Mutex<Vec<Option<(ApiRpcClient, u32)>>>,
+    /// One dial at a time per endpoint: concurrent first calls share one new connection
+    /// instead of each opening its own (a thousand calls at once had opened hundreds, which
+    /// a node's admission limits then held back past the calls' deadlines).
+    dialing: Vec<tokio::sync::Mutex<()>>,
     preferred: AtomicUsize,
     /// The preferred endpoint may not be the leader: look the leader up before the next call.
     stale_leader: AtomicBool,
@@ -180,6 +184,7 @@ impl Client {
         Ok(Client {
             inner: Arc::new(Inner {
                 conns: Mutex::new(vec![None; n]),
+                dialing: (0..n).map(|_| tokio::sync::Mutex::new(())).collect(),
                 endpoints,
                 local: None,
                 preferred: AtomicUsize::new(0),
@@ -199,6 +204,7 @@ impl Client {
         Client {
             inner: Arc::new(Inner {
                 conns: Mutex::new(vec![None]),
+                dialing: vec![tokio::sync::Mutex::new(())],
                 endpoints: vec![addr],
                 local: Some(dial),
                 preferred: AtomicUsize::new(0),
@@ -223,6 +229,11 @@ impl Client {
 
     /// The connection to endpoint `i` (opened if needed) and the protocol it speaks.
     async fn conn_versioned(&self, i: usize) -> Result<(ApiRpcClient, u32), std::io::Error> {
+        if let Some(c) = &self.inner.conns.lock().unwrap_or_else(|e| e.into_inner())[i] {
+            return Ok(c.clone());
+        }
+        let _dialing = self.inner.dialing[i].lock().await;
+        // Another caller may have dialled while this one waited.
         if let Some(c) = &self.inner.conns.lock().unwrap_or_else(|e| e.into_inner())[i] {
             return Ok(c.clone());
         }
