@@ -17,7 +17,8 @@ async fn concurrent_allocations_from_all_nodes_are_distinct_and_replicated() {
     // One client per node, each call allowed 60 s (the default is 15 s): on a shared 2-core
     // machine beside another test, a call queued behind a thousand others (and maybe an
     // election) can take longer than a user would wait; what is checked here is that nothing
-    // is lost or handed out twice, not speed (one CI run saw a call pass 15 s).
+    // is lost or handed out twice, not speed. (Calls passing 15 s in CI were a client that
+    // opened one connection per concurrent first call; it dials once per endpoint now.)
     let clients: Vec<_> = c
         .nodes
         .keys()
