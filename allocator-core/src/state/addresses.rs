@@ -61,14 +61,34 @@ impl State {
                 seq,
             });
         }
-        if let Some(why) = sn.fixed_reason(off) {
-            return Err(AllocError::Reserved {
-                addr,
+        Self::refuse_fixed(sn, id, off)
+    }
+
+    /// Refuses an address the subnet itself keeps (network, broadcast, a reserve range).
+    pub(super) fn refuse_fixed(sn: &Subnet, id: &PoolId, off: u128) -> Result<(), AllocError> {
+        match sn.fixed_reason(off) {
+            Some(why) => Err(AllocError::Reserved {
+                addr: sn.addr(off),
                 pool: id.clone(),
                 why: why.to_string(),
-            });
+            }),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Refuses an address a holder reserved (a gateway, an aux address).
+    pub(super) fn refuse_shared(sn: &Subnet, id: &PoolId, off: u128) -> Result<(), AllocError> {
+        match sn.reservations.get(&off) {
+            Some(h) => {
+                let who: Vec<&str> = h.keys().map(String::as_str).collect();
+                Err(AllocError::Reserved {
+                    addr: sn.addr(off),
+                    pool: id.clone(),
+                    why: format!("reserved by {}", who.join(", ")),
+                })
+            }
+            None => Ok(()),
+        }
     }
 
     pub(super) fn owner_of(hosts: &[String], sn: &Subnet, off: u128) -> Option<(Owner, u64)> {
@@ -285,14 +305,7 @@ impl State {
             Some(off) => {
                 let addr = sn.addr(off);
                 Self::refuse_held_or_fixed(hosts, sn, id, off)?;
-                if let Some(h) = sn.reservations.get(&off) {
-                    let who: Vec<&str> = h.keys().map(String::as_str).collect();
-                    return Err(AllocError::Reserved {
-                        addr,
-                        pool: id.clone(),
-                        why: format!("reserved by {}", who.join(", ")),
-                    });
-                }
+                Self::refuse_shared(sn, id, off)?;
                 if let Some(&until_ms) = sn.cooling.get(&off) {
                     return Err(AllocError::Cooling {
                         addr,

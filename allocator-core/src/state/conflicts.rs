@@ -202,21 +202,8 @@ impl State {
             addr,
             pool: id.clone(),
         })?;
-        if let Some(why) = sn.fixed_reason(off) {
-            return Err(AllocError::Reserved {
-                addr,
-                pool: id.clone(),
-                why: why.to_string(),
-            });
-        }
-        if let Some(h) = sn.reservations.get(&off) {
-            let who: Vec<&str> = h.keys().map(String::as_str).collect();
-            return Err(AllocError::Reserved {
-                addr,
-                pool: id.clone(),
-                why: format!("reserved by {}", who.join(", ")),
-            });
-        }
+        Self::refuse_fixed(sn, id, off)?;
+        Self::refuse_shared(sn, id, off)?;
         let holder = Self::owner_of(&self.hosts, sn, off);
         let known = self.lan.get(&id.space, addr);
         if known.is_none_or(|r| r.host != host)
