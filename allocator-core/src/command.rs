@@ -366,6 +366,33 @@ pub enum Op {
         /// The probation (ms, at most [`crate::conflict::MAX_PROBATION_MS`]).
         probation_ms: u64,
     },
+    /// A host's agent records the MAC of the container an allocation of it serves (cluster
+    /// version 2 on; Docker sends it with every endpoint's address request): a watcher on
+    /// any host can then tell the container answering for its address from another device
+    /// claiming it (a duplicate alarm). Kept while that allocation stays (same host and
+    /// sequence number); a no-op for an allocation that is gone or not the host's.
+    RecordMac {
+        /// The pool.
+        pool: PoolId,
+        /// The address.
+        addr: IpAddr,
+        /// The host that holds it (the reporter).
+        host: String,
+        /// The allocation's sequence number.
+        seq: u64,
+        /// The container's MAC.
+        mac: Mac,
+    },
+    /// A host's agent tells how it can check each subnet of the cluster's pools on the LAN
+    /// (cluster version 2 on): on, or off and why (no `CAP_NET_RAW`, no interface on the
+    /// subnet's link). Replaces the host's previous report; `host ls` and `status` show it,
+    /// and hosts share the background sweeps among those whose checks are on.
+    ReportLanChecks {
+        /// The host (the reporter).
+        host: String,
+        /// One per subnet (at most [`crate::conflict::MAX_LAN_CHECKS`]).
+        checks: Vec<crate::conflict::LanCheck>,
+    },
 }
 
 /// A command: an operation and the time it was proposed at (ms since the Unix epoch).
@@ -398,7 +425,9 @@ impl Op {
             | Op::IssueJoinCert { .. }
             | Op::ReportConflict { .. }
             | Op::ClearConflict { .. }
-            | Op::SetProbation { .. } => 2,
+            | Op::SetProbation { .. }
+            | Op::RecordMac { .. }
+            | Op::ReportLanChecks { .. } => 2,
             _ => 1,
         }
     }
@@ -525,6 +554,11 @@ pub enum Outcome {
     ProbationSet {
         /// The pool's probation now (ms).
         probation_ms: u64,
+    },
+    /// Result of [`Op::RecordMac`].
+    MacRecorded {
+        /// Whether the allocation was there (the host's, same sequence number) and got it.
+        recorded: bool,
     },
 }
 

@@ -230,6 +230,81 @@ impl Conflicts {
     }
 }
 
+/// Longest interface name a [`LanCheck`] may carry (Linux's is 15 bytes).
+pub const MAX_INTERFACE_LEN: usize = 64;
+/// Longest reason a [`LanCheck`] may give for checks being off.
+pub const MAX_OFF_REASON_LEN: usize = 512;
+/// Most subnets one host's [`Op::ReportLanChecks`](crate::Op::ReportLanChecks) may list.
+pub const MAX_LAN_CHECKS: usize = 256;
+
+/// How one host can check the addresses of one subnet on the LAN, as its agent last found
+/// (persisted in snapshots and sent: its fields never change).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LanCheck {
+    /// The subnet.
+    pub subnet: ipnet::IpNet,
+    /// The interface the subnet is on the link of (empty when none was found).
+    pub interface: String,
+    /// Why checks of this subnet are off on this host; `None`: they are on.
+    pub off: Option<String>,
+}
+
+impl LanCheck {
+    /// Checks the bounds [`Op::ReportLanChecks`](crate::Op::ReportLanChecks) and a snapshot
+    /// accept: a canonical subnet, a short interface name, a short reason, no control
+    /// characters (the CLI escapes the rest when it prints them).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.subnet.trunc() != self.subnet {
+            return Err(format!("subnet {} is not canonical", self.subnet));
+        }
+        let printable = |s: &str| !s.chars().any(char::is_control);
+        if self.interface.len() > MAX_INTERFACE_LEN || !printable(&self.interface) {
+            return Err(format!(
+                "interface name {:?} is longer than {MAX_INTERFACE_LEN} bytes or holds control characters",
+                self.interface
+            ));
+        }
+        if let Some(why) = &self.off {
+            if why.len() > MAX_OFF_REASON_LEN || !printable(why) {
+                return Err(format!(
+                    "the reason checks are off is longer than {MAX_OFF_REASON_LEN} bytes or holds control characters"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A host's last report of how it checks the LAN
+/// ([`Op::ReportLanChecks`](crate::Op::ReportLanChecks)).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostLan {
+    /// The host.
+    pub host: String,
+    /// When it reported (ms since the Unix epoch, the command's time).
+    pub at_ms: u64,
+    /// One entry per subnet of the cluster's pools it looked at.
+    pub checks: Vec<LanCheck>,
+}
+
+/// What the cluster knows of one address, for a host that saw a device answer for it on the
+/// LAN: one per pool whose subnet holds it ([`crate::State::on_lan`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressOnLan {
+    /// The pool (the lowest of its subnet's pools).
+    pub pool: PoolId,
+    /// The allocation holding it: its owner and sequence number.
+    pub holder: Option<(Owner, u64)>,
+    /// The MAC recorded for that allocation's container
+    /// ([`Op::RecordMac`](crate::Op::RecordMac)), if any.
+    pub mac: Option<Mac>,
+    /// A fixed or reserved address (network, broadcast, gateway, a host's or an aux
+    /// address, a reservation): some device answers for it by design.
+    pub reserved: bool,
+    /// The conflict record on it, if any.
+    pub conflict: Option<ConflictRecord>,
+}
+
 #[cfg(test)]
 mod mac_encoding_tests {
     use super::Mac;

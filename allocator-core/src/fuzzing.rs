@@ -53,8 +53,9 @@ fn addr_in(pool: &PoolId, k: u8) -> IpAddr {
 /// Runs `data` as a program of commands, 4 bytes each (`op, a, b, c`), through
 /// [`State::apply`]: pools requested, released and deleted, reservations, allocations (given
 /// addresses and not, every order), releases (forced and not), heartbeats, reports naming
-/// leaks, and snapshot round trips; op bytes 249 to 255 raise the cluster version to 2 and
-/// report, clear and set the probation of conflicts on the LAN. Every outcome is allowed;
+/// leaks, and snapshot round trips; op bytes 247 to 255 report a host's LAN checks, record a
+/// container's MAC, raise the cluster version to 2 and report, clear and set the probation
+/// of conflicts on the LAN. Every outcome is allowed;
 /// every invariant must hold after every step, and a failed command must change nothing.
 pub fn apply_program(data: &[u8]) {
     let mut st = State::default();
@@ -65,6 +66,21 @@ pub fn apply_program(data: &[u8]) {
         let pool = pool_id(a);
         let host = HOSTS[b as usize % HOSTS.len()];
         let op = match op {
+            247 => Op::ReportLanChecks {
+                host: host.into(),
+                checks: vec![crate::LanCheck {
+                    subnet: pool.subnet,
+                    interface: "eth0".into(),
+                    off: (c & 1 == 1).then(|| "no CAP_NET_RAW".to_string()),
+                }],
+            },
+            248 => Op::RecordMac {
+                addr: addr_in(&pool, c),
+                pool,
+                host: host.into(),
+                seq: u64::from(c),
+                mac: Mac([b & 0x02, 0x42, 0, 0, 0, c]),
+            },
             249 => Op::SetClusterVersion { version: 2 },
             250..=253 => Op::ReportConflict {
                 addr: addr_in(&pool, c),

@@ -114,7 +114,8 @@ mod view;
 
 pub use command::{Command, Op, Order, Outcome, PoolSpec, Released};
 pub use conflict::{
-    Conflict, ConflictCounts, ConflictRecord, Conflicts, Detection, DuplicateAlarm, Mac,
+    AddressOnLan, Conflict, ConflictCounts, ConflictRecord, Conflicts, Detection, DuplicateAlarm,
+    HostLan, LanCheck, Mac,
 };
 pub use error::{AllocError, LeakHint};
 pub use id::{AddrRange, Owner, ParseError, PoolId};

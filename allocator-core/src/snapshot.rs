@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::cluster::{canonical_serial, MAX_ISSUED_CERTS};
-use crate::conflict::ConflictRecord;
+use crate::conflict::{ConflictRecord, HostLan, Mac};
 use crate::id::AddrRange;
 use crate::id::PoolId;
 use crate::limits::{MAX_BITS, MAX_HOSTS, MAX_NAME_LEN, MAX_RESTORE_BYTES, MAX_SEQ};
@@ -31,8 +31,10 @@ const MAGIC: &[u8; 8] = b"RIPAMSNP";
 /// joins); earlier versions (without them) are still read. Version 5 is written only
 /// once the cluster version is past 1 (raftipam 0.1 reads version 4 and no later). Version 6
 /// adds the conflicts on the LAN and the pools' probations, and is written only while the
-/// state holds some (their operations need cluster version 2).
-const VERSION: u16 = 6;
+/// state holds some (their operations need cluster version 2). Version 7 adds the
+/// containers' MACs and the hosts' LAN-check reports to version 6's `lan`, and is written
+/// only while the state holds some of those (cluster version 2 too).
+const VERSION: u16 = 7;
 const HEADER: usize = 8 + 2 + 4;
 
 /// Why a snapshot could not be read.
@@ -118,6 +120,19 @@ struct SnapState<'a, R, V, X, Y, Z = ()> {
 /// Version 6's `lan`.
 type LanPart = (Vec<ConflictRecord>, Vec<(PoolId, u64)>);
 
+/// The MACs recorded in one subnet: its space, the subnet, then (offset, sequence number,
+/// MAC) per allocation.
+type SubnetMacs<'a> = (&'a str, IpNet, Vec<(u128, u64, Mac)>);
+
+/// Version 7's `lan`: version 6's, the containers' MACs (space, subnet, then offset, sequence
+/// number, MAC) and the hosts' LAN-check reports.
+type LanPart7 = (
+    Vec<ConflictRecord>,
+    Vec<(PoolId, u64)>,
+    Vec<(String, IpNet, Vec<(u128, u64, Mac)>)>,
+    Vec<HostLan>,
+);
+
 /// Version 5's `cluster`: the cluster version, the join tokens' uses left (hash, uses), the
 /// cluster's quotas, hosts' own quotas, the names join tokens are bound to (hash, name) and
 /// the certificates given to joins.
@@ -189,7 +204,20 @@ impl State {
         // of raftipam 0.1, which read snapshot format 4 and no later.
         // Conflicts on the LAN (cluster version 2 on) need format 6; without any, the format
         // stays the one a node of the release before reads.
-        let lan = (!self.lan.is_empty()).then(|| {
+        let macs: Vec<SubnetMacs<'_>> = self
+            .subnets
+            .iter()
+            .filter(|(_, sn)| !sn.macs.is_empty())
+            .map(|((space, net), sn)| {
+                (
+                    space.as_str(),
+                    *net,
+                    sn.macs.iter().map(|(o, (q, m))| (*o, *q, *m)).collect(),
+                )
+            })
+            .collect();
+        let seven = !macs.is_empty() || !self.lan.hosts.is_empty();
+        let lan = (seven || !self.lan.is_empty()).then(|| {
             (
                 self.lan.iter().collect::<Vec<&ConflictRecord>>(),
                 self.lan
@@ -265,6 +293,27 @@ impl State {
         };
         // Serialising plain owned data into a Vec cannot fail.
         let (version, body) = match (cluster, lan) {
+            (Some(cluster), Some((records, probations))) if seven => {
+                let snap = SnapState {
+                    config: snap.config,
+                    seq: snap.seq,
+                    hosts: snap.hosts,
+                    subnets: snap.subnets,
+                    pools: snap.pools,
+                    seen: snap.seen,
+                    reports: snap.reports,
+                    revoked: snap.revoked,
+                    extra: snap.extra,
+                    cluster,
+                    lan: (
+                        records,
+                        probations,
+                        macs,
+                        self.lan.hosts.values().collect::<Vec<&HostLan>>(),
+                    ),
+                };
+                (7u16, postcard::to_allocvec(&snap).unwrap_or_default())
+            }
             (Some(cluster), Some(lan)) => {
                 let snap = SnapState {
                     config: snap.config,
@@ -324,7 +373,7 @@ impl State {
         }
         let cannot = |e: postcard::Error| bad(format!("cannot decode: {e}"));
         type Lists = (Vec<(String, u64)>, Vec<(String, u64)>);
-        let mut lan: Option<LanPart> = None;
+        let mut lan: Option<LanPart7> = None;
         let (state, tokens, extra, cluster) = match version {
             1 => {
                 let snap: SnapState<'_, (), (), (), ()> =
@@ -371,9 +420,31 @@ impl State {
                     Some(cluster),
                 )
             }
-            _ => {
+            6 => {
                 let mut snap: SnapState<'_, Vec<StoredReport>, Lists, Extra, ClusterPart, LanPart> =
                     postcard::from_bytes(body).map_err(cannot)?;
+                let (records, probations) = std::mem::take(&mut snap.lan);
+                lan = Some((records, probations, Vec::new(), Vec::new()));
+                let reports = std::mem::take(&mut snap.reports);
+                let (revoked, tokens) = std::mem::take(&mut snap.revoked);
+                let extra = std::mem::take(&mut snap.extra);
+                let cluster = std::mem::take(&mut snap.cluster);
+                (
+                    rebuild(snap, reports, revoked)?,
+                    tokens,
+                    Some(extra),
+                    Some(cluster),
+                )
+            }
+            _ => {
+                let mut snap: SnapState<
+                    '_,
+                    Vec<StoredReport>,
+                    Lists,
+                    Extra,
+                    ClusterPart,
+                    LanPart7,
+                > = postcard::from_bytes(body).map_err(cannot)?;
                 lan = Some(std::mem::take(&mut snap.lan));
                 let reports = std::mem::take(&mut snap.reports);
                 let (revoked, tokens) = std::mem::take(&mut snap.revoked);
@@ -475,7 +546,7 @@ impl State {
                 state.credentials.issued.insert(cert.serial.clone(), cert);
             }
         }
-        if let Some((records, probations)) = lan {
+        if let Some((records, probations, macs, hosts)) = lan {
             if records.len() > crate::conflict::MAX_CONFLICTS {
                 return Err(bad("more conflict records than a state keeps"));
             }
@@ -489,6 +560,22 @@ impl State {
             for (pool, ms) in probations {
                 if state.lan.probation.insert(pool.clone(), ms).is_some() {
                     return Err(bad(format!("the probation of pool {pool} appears twice")));
+                }
+            }
+            for (space, net, entries) in macs {
+                let sn = state
+                    .subnets
+                    .get_mut(&(space.clone(), net))
+                    .ok_or_else(|| bad(format!("MACs recorded for {net}, which is no subnet")))?;
+                for (off, seq, mac) in entries {
+                    if sn.macs.insert(off, (seq, mac)).is_some() {
+                        return Err(bad(format!("a MAC of {net} appears twice")));
+                    }
+                }
+            }
+            for h in hosts {
+                if state.lan.hosts.insert(h.host.clone(), h).is_some() {
+                    return Err(bad("a host's LAN checks appear twice"));
                 }
             }
             state.check_invariants().map_err(bad)?;
@@ -941,11 +1028,11 @@ mod tests {
             let back = State::from_snapshot(&old).expect("an older snapshot loads");
             assert_eq!(back.to_snapshot(), v4, "version {version}");
         }
-        let mut v7 = v4.clone();
-        v7[8] = 7;
+        let mut v8 = v4.clone();
+        v8[8] = 8;
         assert_eq!(
-            State::from_snapshot(&v7).err(),
-            Some(SnapshotError::Version(7))
+            State::from_snapshot(&v8).err(),
+            Some(SnapshotError::Version(8))
         );
     }
 

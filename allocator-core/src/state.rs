@@ -24,6 +24,7 @@ mod conflicts;
 mod credentials;
 mod hosts;
 mod invariants;
+mod lan;
 mod pools;
 mod queries;
 mod quotas;
@@ -340,6 +341,18 @@ impl State {
             Op::SetProbation { pool, probation_ms } => self
                 .set_probation(now, pool, *probation_ms)
                 .map(|probation_ms| Outcome::ProbationSet { probation_ms }),
+            Op::RecordMac {
+                pool,
+                addr,
+                host,
+                seq,
+                mac,
+            } => self
+                .record_mac(now, pool, *addr, host, *seq, *mac)
+                .map(|recorded| Outcome::MacRecorded { recorded }),
+            Op::ReportLanChecks { host, checks } => self
+                .report_lan_checks(now, host, checks)
+                .map(|()| Outcome::Reported),
         }
     }
 

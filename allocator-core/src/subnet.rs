@@ -40,6 +40,9 @@ pub(crate) struct Subnet {
     pub cooling_q: BTreeSet<(u64, u128)>,
     /// How many pools use this subnet.
     pub pools: u32,
+    /// The containers' MACs recorded for allocations: offset → (sequence number, MAC).
+    /// An entry stands only beside a record with that sequence number.
+    pub macs: BTreeMap<u128, (u64, crate::conflict::Mac)>,
 }
 
 impl Subnet {
@@ -55,6 +58,7 @@ impl Subnet {
             cooling: BTreeMap::new(),
             cooling_q: BTreeSet::new(),
             pools: 0,
+            macs: BTreeMap::new(),
         };
         for off in s.fixed_offsets() {
             s.bitmap.set(off);

@@ -10,9 +10,10 @@
 use std::net::IpAddr;
 
 use allocator_core::{
-    AddrRange, AllocError, Command, Config, Conflict, ConflictRecord, Conflicts, DefaultPool,
-    Detection, DuplicateAlarm, Holding, HostReport, LeakHint, Mac, Op, Order, Outcome, Owner,
-    PoolId, PoolSpec, Quotas, Released, ReportedLeak, ReportedMissing, State, StoredReport, Usage,
+    AddrRange, AddressOnLan, AllocError, Command, Config, Conflict, ConflictRecord, Conflicts,
+    DefaultPool, Detection, DuplicateAlarm, Holding, HostLan, HostReport, LanCheck, LeakHint, Mac,
+    Op, Order, Outcome, Owner, PoolId, PoolSpec, Quotas, Released, ReportedLeak, ReportedMissing,
+    State, StoredReport, Usage,
 };
 use raftipam_compat::Catalog;
 
@@ -184,7 +185,27 @@ fn ops() -> Vec<Op> {
             pool: pool(),
             probation_ms: 86_400_000,
         },
+        // Containers' MACs and hosts' LAN checks (0.2.0, cluster version 2).
+        Op::RecordMac {
+            pool: pool(),
+            addr: addr(),
+            host: "h".into(),
+            seq: 4,
+            mac: mac(),
+        },
+        Op::ReportLanChecks {
+            host: "h".into(),
+            checks: vec![lan_check()],
+        },
     ]
+}
+
+fn lan_check() -> LanCheck {
+    LanCheck {
+        subnet: "10.0.0.0/24".parse().expect("net"),
+        interface: "br0".into(),
+        off: Some("checks need CAP_NET_RAW".into()),
+    }
 }
 
 fn outcomes() -> Vec<Outcome> {
@@ -249,6 +270,7 @@ fn outcomes() -> Vec<Outcome> {
         Outcome::ProbationSet {
             probation_ms: 86_400_000,
         },
+        Outcome::MacRecorded { recorded: true },
     ]
 }
 
@@ -503,6 +525,25 @@ fn catalog() -> Catalog {
             }],
         },
     );
+    c.add("lan-check", lan_check());
+    c.add(
+        "host-lan",
+        HostLan {
+            host: "h".into(),
+            at_ms: 9,
+            checks: vec![lan_check()],
+        },
+    );
+    c.add(
+        "address-on-lan",
+        AddressOnLan {
+            pool: pool(),
+            holder: Some((Owner::new("h", "e"), 4)),
+            mac: Some(mac()),
+            reserved: false,
+            conflict: Some(conflict_record()),
+        },
+    );
     c.add_named("pools", sample_state().pools());
     c.add_named("hosts", sample_state().hosts());
     // A snapshot: the bytes a node stores and sends; they must load into the same state.
@@ -586,7 +627,46 @@ fn catalog() -> Catalog {
             .then_some(())
             .ok_or_else(|| "load into another state".to_string())
     });
+    // Format 7: a container's MAC and a host's LAN checks besides format 6's.
+    let web = v2
+        .allocate(
+            7_000,
+            &p7(),
+            &Owner::new("a", "mac-web"),
+            allocator_core::Order::Lowest,
+        )
+        .expect("allocates");
+    for op in [
+        Op::RecordMac {
+            pool: p7(),
+            addr: web.addr.addr(),
+            host: "a".into(),
+            seq: web.seq,
+            mac: Mac([0x02, 0x42, 0, 0, 0, 9]),
+        },
+        Op::ReportLanChecks {
+            host: "a".into(),
+            checks: vec![lan_check()],
+        },
+    ] {
+        v2.apply(&Command { at_ms: 7_000, op }).expect("applies");
+    }
+    let snap = v2.to_snapshot();
+    let expect = snap.clone();
+    let addr7 = web.addr.addr();
+    c.add_bytes("snapshot/v7", snap, move |b| {
+        let st = State::from_snapshot(b).map_err(|e| format!("do not load: {e}"))?;
+        (st.to_snapshot() == expect
+            && st.on_lan(addr7)[0].mac.is_some()
+            && st.lan_checks().len() == 1)
+            .then_some(())
+            .ok_or_else(|| "load into another state".to_string())
+    });
     c
+}
+
+fn p7() -> PoolId {
+    "g/10.0.0.0/24".parse().expect("pool id")
 }
 
 #[test]

@@ -27,7 +27,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use allocator_core::{Op, Order, Outcome, Owner, PoolId};
+use allocator_core::{Mac, Op, Order, Outcome, Owner, PoolId};
 use ipnet::IpNet;
 use tracing::{debug, info};
 
@@ -38,8 +38,8 @@ use crate::pool::parse_pool_id;
 use crate::probe::check::list_found;
 use crate::probe::Checked;
 use crate::wire::{
-    Empty, ReleaseAddressRequest, RequestAddressRequest, RequestAddressResponse, ENDPOINT_NAME,
-    GATEWAY_TYPE, REQUEST_ADDRESS_TYPE,
+    Empty, ReleaseAddressRequest, RequestAddressRequest, RequestAddressResponse, ENDPOINT_MAC,
+    ENDPOINT_NAME, GATEWAY_TYPE, REQUEST_ADDRESS_TYPE,
 };
 use crate::ShimConfig;
 
@@ -216,43 +216,114 @@ pub async fn request_address<B: Backend>(
             Ok(address_reply(got))
         }
         AddressRequest::Endpoint { addr, name, order } => {
-            let owner = Owner::new(config.host.clone(), name);
-            let Some(checks) = &config.lan_checks else {
-                let op = Op::Allocate {
-                    pool: pool.clone(),
-                    addr,
-                    owner: owner.clone(),
-                    order,
-                };
-                return match backend.apply(op).await? {
-                    Outcome::Allocated {
-                        addr,
-                        seq,
-                        existing,
-                    } => Ok(granted(&pool, &owner, addr, seq, existing)),
-                    other => Err(ApiError::internal(format!(
-                        "the backend answered {other:?} to Allocate"
-                    ))),
-                };
-            };
-            match checks
-                .allocate(backend.as_ref(), &config.host, &pool, addr, &owner, order)
-                .await?
-            {
-                Checked::Granted {
-                    addr,
-                    seq,
-                    existing,
-                } => Ok(granted(&pool, &owner, addr, seq, existing)),
-                Checked::InUse { addr, mac } => Err(ApiError::conflict(format!(
-                    "{addr} is in use on the LAN: the device {mac} answers for it (now quarantined, see `raftipam addr conflicts`); give the container another --ip, or if that device is gone for good, `raftipam addr clear {pool} {addr}`"
-                ))),
-                Checked::AllAnswered { found } => Err(ApiError::conflict(format!(
-                    "every address tried in pool {pool} is in use on the LAN by a device raftipam does not know: {} (now quarantined, see `raftipam addr conflicts`); declare those devices (`raftipam pool reserve`), or try again",
-                    list_found(&found)
-                ))),
+            let mac = endpoint_mac(&req);
+            let got = endpoint(backend, config, &pool, addr, name, order).await?;
+            if let (Some(mac), false) = (mac, got.existing) {
+                record_mac(backend, &config.host, &pool, got.addr.addr(), got.seq, mac);
             }
+            Ok(granted(&pool, &got.owner, got.addr, got.seq, got.existing))
         }
+    }
+}
+
+/// An endpoint's allocation, as granted.
+struct Endpoint {
+    owner: Owner,
+    addr: IpNet,
+    seq: u64,
+    existing: bool,
+}
+
+/// The MAC dockerd gives the endpoint (`com.docker.network.endpoint.macaddress`), when it
+/// is one a device can have.
+pub fn endpoint_mac(req: &RequestAddressRequest) -> Option<Mac> {
+    let raw = req.options.as_ref()?.get(ENDPOINT_MAC)?;
+    raw.parse::<Mac>().ok().filter(Mac::is_unicast)
+}
+
+/// Records the container's MAC with its allocation, in the background (the container's
+/// start does not wait for it): watchers on every host can then tell the container from
+/// another device answering for its address. A cluster that cannot take it yet (version 1)
+/// or a failure costs only that knowledge: logged, never an error.
+fn record_mac<B: Backend>(
+    backend: &Arc<B>,
+    host: &str,
+    pool: &PoolId,
+    addr: IpAddr,
+    seq: u64,
+    mac: Mac,
+) {
+    let (backend, op) = (
+        backend.clone(),
+        Op::RecordMac {
+            pool: pool.clone(),
+            addr,
+            host: host.to_string(),
+            seq,
+            mac,
+        },
+    );
+    tokio::spawn(async move {
+        match backend.apply(op).await {
+            Ok(_) => debug!(%addr, %mac, "container MAC recorded"),
+            Err(e) => debug!(%addr, %mac, "container MAC not recorded: {e}"),
+        }
+    });
+}
+
+async fn endpoint<B: Backend>(
+    backend: &Arc<B>,
+    config: &ShimConfig,
+    pool: &PoolId,
+    addr: Option<IpAddr>,
+    name: String,
+    order: Order,
+) -> Result<Endpoint, ApiError> {
+    let owner = Owner::new(config.host.clone(), name);
+    let Some(checks) = &config.lan_checks else {
+        let op = Op::Allocate {
+            pool: pool.clone(),
+            addr,
+            owner: owner.clone(),
+            order,
+        };
+        return match backend.apply(op).await? {
+            Outcome::Allocated {
+                addr,
+                seq,
+                existing,
+            } => Ok(Endpoint {
+                owner,
+                addr,
+                seq,
+                existing,
+            }),
+            other => Err(ApiError::internal(format!(
+                "the backend answered {other:?} to Allocate"
+            ))),
+        };
+    };
+    match checks
+        .allocate(backend.as_ref(), &config.host, pool, addr, &owner, order)
+        .await?
+    {
+        Checked::Granted {
+            addr,
+            seq,
+            existing,
+        } => Ok(Endpoint {
+            owner,
+            addr,
+            seq,
+            existing,
+        }),
+        Checked::InUse { addr, mac } => Err(ApiError::conflict(format!(
+            "{addr} is in use on the LAN: the device {mac} answers for it (now quarantined, see `raftipam addr conflicts`); give the container another --ip, or if that device is gone for good, `raftipam addr clear {pool} {addr}`"
+        ))),
+        Checked::AllAnswered { found } => Err(ApiError::conflict(format!(
+            "every address tried in pool {pool} is in use on the LAN by a device raftipam does not know: {} (now quarantined, see `raftipam addr conflicts`); declare those devices (`raftipam pool reserve`), or try again",
+            list_found(&found)
+        ))),
     }
 }
 

@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use allocator_core::{
-    AllocError, Allocation, Command, HostInfo, Op, Outcome, PoolId, PoolInfo, State, StoredReport,
+    AddressOnLan, AllocError, Allocation, Command, HostInfo, HostLan, Op, Outcome, PoolId,
+    PoolInfo, State, StoredReport,
 };
 use thiserror::Error;
 
@@ -92,6 +93,34 @@ pub trait Inventory: Backend {
         let _ = (pool, count);
         async { Ok(Vec::new()) }
     }
+
+    /// What the allocator knows of `addr` for a host that saw a device answer for it (see
+    /// [`State::on_lan`]). A backend that cannot say knows nothing: the watcher then reports
+    /// nothing.
+    fn on_lan(
+        &self,
+        addr: std::net::IpAddr,
+    ) -> impl Future<Output = Result<Vec<AddressOnLan>, BackendError>> + Send {
+        let _ = addr;
+        async { Ok(Vec::new()) }
+    }
+
+    /// Every host's last report of how it checks the LAN.
+    fn lan_checks(&self) -> impl Future<Output = Result<Vec<HostLan>, BackendError>> + Send {
+        async { Ok(Vec::new()) }
+    }
+
+    /// Up to `count` free addresses of `pool`'s range after `after` (see
+    /// [`State::free_after`]): a background sweep's next page.
+    fn free_after(
+        &self,
+        pool: &PoolId,
+        after: Option<std::net::IpAddr>,
+        count: usize,
+    ) -> impl Future<Output = Result<Vec<std::net::IpAddr>, BackendError>> + Send {
+        let _ = (pool, after, count);
+        async { Ok(Vec::new()) }
+    }
 }
 
 impl<B: Inventory> Inventory for Arc<B> {
@@ -126,6 +155,26 @@ impl<B: Inventory> Inventory for Arc<B> {
         count: usize,
     ) -> impl Future<Output = Result<Vec<std::net::IpAddr>, BackendError>> + Send {
         B::next_free(self, pool, count)
+    }
+
+    fn on_lan(
+        &self,
+        addr: std::net::IpAddr,
+    ) -> impl Future<Output = Result<Vec<AddressOnLan>, BackendError>> + Send {
+        B::on_lan(self, addr)
+    }
+
+    fn lan_checks(&self) -> impl Future<Output = Result<Vec<HostLan>, BackendError>> + Send {
+        B::lan_checks(self)
+    }
+
+    fn free_after(
+        &self,
+        pool: &PoolId,
+        after: Option<std::net::IpAddr>,
+        count: usize,
+    ) -> impl Future<Output = Result<Vec<std::net::IpAddr>, BackendError>> + Send {
+        B::free_after(self, pool, after, count)
     }
 }
 
@@ -220,6 +269,23 @@ impl Inventory for MemoryBackend {
     ) -> Result<Vec<std::net::IpAddr>, BackendError> {
         let now = Self::now_ms();
         Ok(self.read(|s| s.next_free(pool, count, now))??)
+    }
+
+    async fn on_lan(&self, addr: std::net::IpAddr) -> Result<Vec<AddressOnLan>, BackendError> {
+        self.read(|s| s.on_lan(addr))
+    }
+
+    async fn lan_checks(&self) -> Result<Vec<HostLan>, BackendError> {
+        self.read(State::lan_checks)
+    }
+
+    async fn free_after(
+        &self,
+        pool: &PoolId,
+        after: Option<std::net::IpAddr>,
+        count: usize,
+    ) -> Result<Vec<std::net::IpAddr>, BackendError> {
+        Ok(self.read(|s| s.free_after(pool, after, count))??)
     }
 
     async fn hosts(&self) -> Result<Vec<HostInfo>, BackendError> {

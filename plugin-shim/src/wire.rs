@@ -19,6 +19,8 @@ pub const REQUEST_ADDRESS_TYPE: &str = "RequestAddressType";
 pub const GATEWAY_TYPE: &str = "com.docker.network.gateway";
 /// The option key that carries the endpoint (container) name (`netlabel.EndpointName`).
 pub const ENDPOINT_NAME: &str = "com.docker.network.endpoint.name";
+/// The endpoint's MAC address option (sent because the plugin says `RequiresMACAddress`).
+pub const ENDPOINT_MAC: &str = "com.docker.network.endpoint.macaddress";
 
 /// Options as Docker sends them; `None` is Go's nil map (`null` or absent).
 pub type Options = Option<BTreeMap<String, String>>;

@@ -109,6 +109,22 @@ pub enum Query {
         /// How many.
         count: u32,
     },
+    /// What the cluster knows of one address for a host that saw a device answer for it on
+    /// the LAN: holder, the holder's recorded MAC, reserved or not, conflict record (raftipam
+    /// 0.2 on).
+    OnLan(IpAddr),
+    /// Every host's last report of how it checks the LAN (raftipam 0.2 on).
+    LanChecks,
+    /// Free addresses of a pool's range after an address, in address order (at most
+    /// [`allocator_core::MAX_NEXT_FREE`]): a background sweep's next page (raftipam 0.2 on).
+    FreeAfter {
+        /// The pool.
+        pool: PoolId,
+        /// Start after this address (`None`: at the range's start).
+        after: Option<IpAddr>,
+        /// How many.
+        count: u32,
+    },
 }
 
 /// The answer to a [`Query`].
@@ -140,6 +156,12 @@ pub enum QueryReply {
     Conflicts(allocator_core::Conflicts),
     /// The next addresses an allocation would hand out, in order.
     NextFree(Vec<std::net::IpAddr>),
+    /// What the cluster knows of one address, one entry per subnet holding it.
+    OnLan(Vec<allocator_core::AddressOnLan>),
+    /// Every host's last report of how it checks the LAN.
+    LanChecks(Vec<allocator_core::HostLan>),
+    /// Free addresses after the one asked for, in address order.
+    FreeAfter(Vec<IpAddr>),
 }
 
 /// A cluster administration command.

@@ -125,6 +125,13 @@ fn catalog() -> Catalog {
             pool: pool(),
             count: 4,
         },
+        Query::OnLan("10.0.0.5".parse().expect("address")),
+        Query::LanChecks,
+        Query::FreeAfter {
+            pool: pool(),
+            after: Some("10.0.0.5".parse().expect("address")),
+            count: 8,
+        },
     ] {
         c.add("query", q);
     }
@@ -150,6 +157,23 @@ fn catalog() -> Catalog {
         QueryReply::IssuedCerts(Vec::new()),
         QueryReply::Conflicts(allocator_core::Conflicts::default()),
         QueryReply::NextFree(vec!["10.0.0.6".parse().expect("address")]),
+        QueryReply::OnLan(vec![allocator_core::AddressOnLan {
+            pool: pool(),
+            holder: Some((Owner::new("h1", "web"), 3)),
+            mac: Some(allocator_core::Mac([2, 0x42, 10, 0, 0, 5])),
+            reserved: false,
+            conflict: None,
+        }]),
+        QueryReply::LanChecks(vec![allocator_core::HostLan {
+            host: "h1".into(),
+            at_ms: 1_700_000_000_000,
+            checks: vec![allocator_core::LanCheck {
+                subnet: "10.0.0.0/24".parse().expect("subnet"),
+                interface: "br0".into(),
+                off: Some("checks need CAP_NET_RAW".into()),
+            }],
+        }]),
+        QueryReply::FreeAfter(vec!["10.0.0.7".parse().expect("address")]),
     ] {
         c.add("query-reply", r);
     }

@@ -428,6 +428,7 @@ impl State {
             Ok(None) | Err(None) => return Ok((false, off)),
             Err(Some(e)) => return Err(e),
         }
+        sn.macs.remove(&off);
         sn.free_or_cool(off, now, pool.cooldown_ms);
         if sn.records.len() == 0 {
             self.sweep_subnet(id);

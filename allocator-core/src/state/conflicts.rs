@@ -28,6 +28,8 @@ pub(crate) struct Lan {
     pub probation: BTreeMap<PoolId, u64>,
     /// Records in all.
     pub count: usize,
+    /// Each host's last report of how it checks the LAN.
+    pub hosts: BTreeMap<String, crate::conflict::HostLan>,
 }
 
 /// What [`State::report_conflict`] did ([`crate::Outcome::ConflictReported`]).
@@ -52,6 +54,7 @@ impl From<ConflictReported> for crate::Outcome {
 }
 
 impl Lan {
+    /// Whether nothing of format 6 is kept (no record, no probation).
     pub fn is_empty(&self) -> bool {
         self.count == 0 && self.probation.is_empty()
     }
@@ -205,6 +208,14 @@ impl State {
         Self::refuse_fixed(sn, id, off)?;
         Self::refuse_shared(sn, id, off)?;
         let holder = Self::owner_of(&self.hosts, sn, off);
+        let own = holder
+            .as_ref()
+            .and_then(|(_, seq)| sn.macs.get(&off).filter(|(s, _)| s == seq).map(|(_, m)| *m));
+        if own == Some(mac) {
+            return Err(AllocError::Invalid(format!(
+                "{mac} is the container's own MAC for {addr} (recorded with its allocation): that is no conflict"
+            )));
+        }
         let known = self.lan.get(&id.space, addr);
         if known.is_none_or(|r| r.host != host)
             && self.lan.reported_by(host) >= MAX_CONFLICTS_PER_HOST

@@ -103,6 +103,7 @@ impl State {
         }
         self.seen.remove(host);
         self.reports.remove(host);
+        self.lan.hosts.remove(host);
         let (mut allocations, mut reservations, mut pools_dropped) = (0, 0, 0);
         // Pool holds first, so pools left without holders can go once their subnet is empty.
         for pool in self.pools.values_mut() {
@@ -131,6 +132,7 @@ impl State {
                     .collect();
                 for off in mine {
                     if let Ok(Some(_)) = sn.records.remove_if(off, |_| Ok::<(), ()>(())) {
+                        sn.macs.remove(&off);
                         sn.free_or_cool(off, now_ms, cooldown);
                         allocations += 1;
                     }

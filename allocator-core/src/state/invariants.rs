@@ -85,6 +85,7 @@ impl State {
         if self.usage != self.count_usage() {
             return Err("the addresses counted per host differ from those held".into());
         }
-        self.check_lan()
+        self.check_lan()?;
+        self.check_macs()
     }
 }

@@ -21,6 +21,7 @@
 //! [`ProbeError::NeedsNetRaw`]. The calls block (run them on a blocking thread) and act in
 //! the network namespace of the calling thread. Linux only.
 
+pub mod agent;
 pub mod check;
 pub mod packet;
 mod route;
@@ -35,6 +36,7 @@ use allocator_core::Mac;
 use ipnet::IpNet;
 use thiserror::Error;
 
+pub use agent::{LanAgent, LanAgentConfig};
 pub use check::{Checked, LanChecks};
 pub use route::{choose, interface_for, parse_ipv6_route, parse_route, OnLink};
 #[doc(hidden)]

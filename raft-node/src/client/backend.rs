@@ -144,6 +144,43 @@ impl Inventory for Client {
         })
         .await
     }
+
+    async fn on_lan(
+        &self,
+        addr: IpAddr,
+    ) -> Result<Vec<allocator_core::AddressOnLan>, BackendError> {
+        read(self, Query::OnLan(addr), |r| match r {
+            QueryReply::OnLan(a) => Ok(a),
+            r => Err(r),
+        })
+        .await
+    }
+
+    async fn lan_checks(&self) -> Result<Vec<allocator_core::HostLan>, BackendError> {
+        read(self, Query::LanChecks, |r| match r {
+            QueryReply::LanChecks(h) => Ok(h),
+            r => Err(r),
+        })
+        .await
+    }
+
+    async fn free_after(
+        &self,
+        pool: &PoolId,
+        after: Option<IpAddr>,
+        count: usize,
+    ) -> Result<Vec<IpAddr>, BackendError> {
+        let q = Query::FreeAfter {
+            pool: pool.clone(),
+            after,
+            count: u32::try_from(count).unwrap_or(u32::MAX),
+        };
+        read(self, q, |r| match r {
+            QueryReply::FreeAfter(a) => Ok(a),
+            r => Err(r),
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

@@ -452,6 +452,12 @@ impl NodeInner {
                 st.next_free(pool, *count as usize, crate::clock::now_ms())
                     .map_err(ApiError::Alloc)?,
             ),
+            Query::OnLan(ip) => QueryReply::OnLan(st.on_lan(*ip)),
+            Query::LanChecks => QueryReply::LanChecks(st.lan_checks()),
+            Query::FreeAfter { pool, after, count } => QueryReply::FreeAfter(
+                st.free_after(pool, *after, *count as usize)
+                    .map_err(ApiError::Alloc)?,
+            ),
         })
     }
 }

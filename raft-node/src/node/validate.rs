@@ -72,6 +72,30 @@ pub(crate) fn check_write(req: &WriteRequest, role: Option<Role>) -> Result<(), 
                 )));
             }
         }
+        Op::RecordMac { mac, .. } if !mac.is_unicast() => {
+            return Err(invalid(format!(
+                "MAC {mac} cannot be a container's own (all zeros, multicast or broadcast)"
+            )));
+        }
+        Op::ReportLanChecks { checks, .. } => {
+            if size > MAX_CONFLICT_WRITE * 8 {
+                return Err(invalid(format!(
+                    "a LAN-check report is {size} bytes; it may be at most {} bytes",
+                    MAX_CONFLICT_WRITE * 8
+                )));
+            }
+            if checks.len() > allocator_core::conflict::MAX_LAN_CHECKS {
+                return Err(invalid(format!(
+                    "a LAN-check report lists {} subnets; at most {} are kept",
+                    checks.len(),
+                    allocator_core::conflict::MAX_LAN_CHECKS
+                )));
+            }
+            for c in checks {
+                c.validate()
+                    .map_err(|e| invalid(format!("LAN checks: {e}")))?;
+            }
+        }
         Op::SetProbation { probation_ms, .. } if *probation_ms > MAX_PROBATION_MS => {
             return Err(invalid(format!(
                 "a probation of {probation_ms} ms is longer than the {MAX_PROBATION_MS} ms (30 days) allowed"

@@ -39,6 +39,8 @@ fn acts_as(op: &Op) -> Option<(&str, &'static str)> {
         Op::Heartbeat { host, .. } => Some((host, "send a heartbeat")),
         Op::Report { host, .. } => Some((host, "report")),
         Op::ReportConflict { host, .. } => Some((host, "report an address conflict")),
+        Op::RecordMac { host, .. } => Some((host, "record a container's MAC")),
+        Op::ReportLanChecks { host, .. } => Some((host, "report its LAN checks")),
         Op::Release { force: true, .. }
         | Op::DeletePool { .. }
         | Op::Restore { .. }

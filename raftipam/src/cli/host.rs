@@ -140,6 +140,41 @@ struct HostRow {
     report_age_s: Option<u64>,
     /// Its quotas and use of them (none from a node older than 0.2, or for an operator).
     quota: Option<HostQuota>,
+    /// How its agent last said it checks each subnet on the LAN (none: it never said).
+    lan: Option<allocator_core::HostLan>,
+}
+
+/// Every host's last LAN-check report; empty from a node too old to know them.
+pub async fn lan_checks(client: &Client) -> Vec<allocator_core::HostLan> {
+    match client
+        .query(Query::LanChecks, Consistency::Linearizable)
+        .await
+    {
+        Ok(QueryReply::LanChecks(h)) => h,
+        _ => Vec::new(),
+    }
+}
+
+/// "on (2 subnets)", "off for 10.0.0.0/24 (no interface ...)", "-".
+pub(super) fn lan_cell(lan: Option<&allocator_core::HostLan>) -> String {
+    let Some(lan) = lan else {
+        return "-".into();
+    };
+    let off: Vec<&allocator_core::LanCheck> =
+        lan.checks.iter().filter(|c| c.off.is_some()).collect();
+    match off.first() {
+        None => format!("on ({} subnets)", lan.checks.len()),
+        Some(c) => format!(
+            "OFF for {}{}: {}",
+            c.subnet,
+            if off.len() > 1 {
+                format!(" and {} more", off.len() - 1)
+            } else {
+                String::new()
+            },
+            super::term_safe(c.off.as_deref().unwrap_or_default())
+        ),
+    }
 }
 
 /// Every host the cluster knows (linearizable).
@@ -175,6 +210,7 @@ pub async fn run(ctx: &Ctx, cmd: HostCmd) -> anyhow::Result<()> {
         HostCmd::Ls => {
             let now = now_ms();
             let report = quotas(&client).await?;
+            let lan = lan_checks(&client).await;
             let rows: Vec<HostRow> = hosts(&client)
                 .await?
                 .into_iter()
@@ -184,6 +220,7 @@ pub async fn run(ctx: &Ctx, cmd: HostCmd) -> anyhow::Result<()> {
                     quota: report
                         .as_ref()
                         .and_then(|r| r.hosts.iter().find(|q| q.host == info.name).cloned()),
+                    lan: lan.iter().find(|l| l.host == info.name).cloned(),
                     info,
                 })
                 .collect();
@@ -219,6 +256,15 @@ pub async fn run(ctx: &Ctx, cmd: HostCmd) -> anyhow::Result<()> {
                         fmt_age(r.report_age_s.map(Duration::from_secs)),
                         r.quota.as_ref().map_or("-".to_string(), quota_cell),
                     );
+                }
+                for r in rows {
+                    if r.lan.is_some() {
+                        outln!(
+                            "LAN checks of {}: {}",
+                            super::term_safe(&r.info.name),
+                            lan_cell(r.lan.as_ref())
+                        );
+                    }
                 }
             })
         }

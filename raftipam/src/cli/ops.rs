@@ -53,6 +53,13 @@ pub struct OpsArgs {
     /// probe (0: never; every hand-out then waits up to --probe-timeout).
     #[arg(long, default_value_t = 2)]
     pub sweep_ahead: usize,
+    /// With LAN checks: probes a second of the background sweep that walks every free
+    /// address of the pools (each pool is swept by one host at a time, chosen among the
+    /// hosts whose checks of its subnet are on; the turn moves every 10 minutes; 0: no
+    /// sweep). The same host also watches ARP and neighbor discovery on the subnets'
+    /// interfaces (no packets sent).
+    #[arg(long, default_value_t = 1.0)]
+    pub sweep_rate: f64,
     /// The one set of LAN checks of this process (the plugin, CNI and the sweep share what
     /// they learn).
     #[arg(skip)]
@@ -115,6 +122,25 @@ impl OpsArgs {
                     }
                 }
             }));
+        }
+        if let Some(checks) = self.lan_checks() {
+            if !(0.0..=50.0).contains(&self.sweep_rate) {
+                anyhow::bail!(
+                    "--sweep-rate {} is out of range: give 0 (no sweep) to 50 probes a second",
+                    self.sweep_rate
+                );
+            }
+            let cfg = plugin_shim::probe::LanAgentConfig {
+                sweep_rate: self.sweep_rate,
+                ..Default::default()
+            };
+            let agent = plugin_shim::probe::LanAgent::new(
+                checks,
+                std::sync::Arc::new(client.clone()),
+                host,
+                cfg,
+            );
+            tasks.push(tokio::spawn(agent.run()));
         }
         if !self.heartbeat_interval.is_zero() {
             tasks.push(tokio::spawn(heartbeat(

@@ -59,6 +59,17 @@ pub enum PoolCmd {
         #[arg(long, default_value = "operator")]
         holder: String,
     },
+    /// How long a free address of the pool stays in quarantine after a device on the LAN was
+    /// last seen answering for it (admin; default 24h, at most 30 days; 0s: alarms only, no
+    /// quarantine).
+    Probation {
+        /// The pool.
+        #[arg(value_parser = parse_pool)]
+        pool: PoolId,
+        /// The probation (e.g. 24h, 30m, 0s).
+        #[arg(value_parser = humantime::parse_duration)]
+        probation: Duration,
+    },
     /// Delete a pool whoever holds it.
     Delete {
         /// The pool.
@@ -198,6 +209,24 @@ pub async fn run(ctx: &Ctx, cmd: PoolCmd) -> anyhow::Result<()> {
             ctx.print(
                 &serde_json::json!({"pool": pool.to_string(), "address": ip, "holder": holder}),
                 |_| outln!("{ip} reserved in {pool} for {holder}"),
+            )
+        }
+        PoolCmd::Probation { pool, probation } => {
+            let pool = resolve_pool(&client, pool).await?;
+            let ms = u64::try_from(probation.as_millis()).unwrap_or(u64::MAX);
+            let w = client
+                .apply(allocator_core::Op::SetProbation {
+                    pool: pool.clone(),
+                    probation_ms: ms,
+                })
+                .await?;
+            let allocator_core::Outcome::ProbationSet { probation_ms } = w.outcome else {
+                anyhow::bail!("unexpected answer to setting a probation: {:?}", w.outcome);
+            };
+            let now = Duration::from_millis(probation_ms);
+            ctx.print(
+                &serde_json::json!({"pool": pool.to_string(), "probation_ms": probation_ms}),
+                |_| outln!("probation of {pool}: {}", humantime::format_duration(now)),
             )
         }
         PoolCmd::Delete { pool, force } => {

@@ -61,8 +61,18 @@ struct Status {
     cluster_version: Option<u32>,
     /// Addresses a device on the LAN raftipam does not know answers for.
     conflicts: ConflictRow,
+    /// Hosts that cannot check some subnet's addresses on the LAN, and why (their agents'
+    /// last reports).
+    lan_checks_off: Vec<LanOffRow>,
     /// Problems found, one sentence each, with what to do.
     problems: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct LanOffRow {
+    host: String,
+    subnet: ipnet::IpNet,
+    why: String,
 }
 
 #[derive(Serialize, Default)]
@@ -199,7 +209,19 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
     }
     // Pools and hosts need a leader (linearizable reads); without one, say so and go on.
     let mut conflicts = ConflictRow::default();
+    let mut lan_checks_off = Vec::new();
     let (pools, host_list) = if leader.is_some() {
+        for h in super::host::lan_checks(&client).await {
+            for c in h.checks {
+                if let Some(why) = c.off {
+                    lan_checks_off.push(LanOffRow {
+                        host: h.host.clone(),
+                        subnet: c.subnet,
+                        why,
+                    });
+                }
+            }
+        }
         let pools = client.pools().await;
         let host_list = hosts(&client).await;
         // A cluster of an older release has no such query: nothing to count then.
@@ -284,6 +306,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         pools,
         hosts,
         conflicts,
+        lan_checks_off,
         problems,
     };
     ctx.print(&st, print_status)?;
@@ -363,6 +386,18 @@ fn print_status(s: &Status) {
             c.past_probation,
             c.alarms
         );
+    }
+    if !s.lan_checks_off.is_empty() {
+        outln!();
+        outln!("LAN checks off (addresses handed out there unchecked):");
+        for o in &s.lan_checks_off {
+            outln!(
+                "  - host {} for {}: {}",
+                term_safe(&o.host),
+                o.subnet,
+                term_safe(&o.why)
+            );
+        }
     }
     if !s.problems.is_empty() {
         outln!();
