@@ -60,6 +60,11 @@ pub struct OpsArgs {
     /// interfaces (no packets sent).
     #[arg(long, default_value_t = 1.0)]
     pub sweep_rate: f64,
+    /// With LAN checks: how often the agent reads the pools, the interfaces their subnets
+    /// are on and the other hosts' LAN-check reports again (a new pool's subnet is watched
+    /// from then on).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lan_refresh: Duration,
     /// The one set of LAN checks of this process (the plugin, CNI and the sweep share what
     /// they learn).
     #[arg(skip)]
@@ -132,6 +137,7 @@ impl OpsArgs {
             }
             let cfg = plugin_shim::probe::LanAgentConfig {
                 sweep_rate: self.sweep_rate,
+                refresh: self.lan_refresh.max(Duration::from_millis(200)),
                 ..Default::default()
             };
             let agent = plugin_shim::probe::LanAgent::new(

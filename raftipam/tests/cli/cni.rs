@@ -205,10 +205,10 @@ fn up_endpoint(up: &Proc) -> String {
 }
 
 /// Network namespaces (and so their interfaces) this test created, deleted when dropped.
-struct Netns(Vec<String>);
+pub(crate) struct Netns(pub(crate) Vec<String>);
 
 impl Netns {
-    fn add(&mut self, name: &str) -> String {
+    pub(crate) fn add(&mut self, name: &str) -> String {
         // A leftover of a killed run, if any (usually none: the error is not shown).
         let _ = Command::new("ip").args(["netns", "del", name]).output();
         run_ok("ip", &["netns", "add", name]);
@@ -226,7 +226,7 @@ impl Drop for Netns {
     }
 }
 
-fn run_ok(program: &str, args: &[&str]) -> String {
+pub(crate) fn run_ok(program: &str, args: &[&str]) -> String {
     let o = Command::new(program).args(args).output().expect("spawn");
     assert!(
         o.status.success(),
@@ -237,7 +237,7 @@ fn run_ok(program: &str, args: &[&str]) -> String {
 }
 
 /// Whether this runs as root (network namespaces); in CI (`CI` set) not being root fails.
-fn root_or_skip(test: &str) -> bool {
+pub(crate) fn root_or_skip(test: &str) -> bool {
     if run_ok("id", &["-u"]).trim() == "0" {
         return true;
     }
