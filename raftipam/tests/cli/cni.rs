@@ -1009,7 +1009,14 @@ fn lan_checks_quarantine_what_a_device_answers_for() {
             .arg(&socket2)
             .arg("--cni-records")
             .arg(dir.path().join("records-noraw"))
-            .args(["--lan-checks", "on", "--sweep-ahead", "0"])
+            .args([
+                "--lan-checks",
+                "on",
+                "--sweep-ahead",
+                "0",
+                "--lan-refresh",
+                "1s",
+            ])
             .env("RUST_LOG", "info")
             .stdin(std::process::Stdio::null())
             .stdout(file2.try_clone().expect("log"))
@@ -1041,6 +1048,44 @@ fn lan_checks_quarantine_what_a_device_answers_for() {
             && noraw.log_text().contains("CAP_NET_RAW"),
         "{}",
         noraw.log_text()
+    );
+    // ... and the cluster hears it: `host ls` and `status` say where checks are off, and why.
+    let cli2 = |args: &[&str]| -> String {
+        let mut all = vec!["netns", "exec", &host, BIN, "--endpoints", &endpoint2];
+        all.extend_from_slice(args);
+        run_ok("ip", &all)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let status: Value =
+            serde_json::from_str(&cli2(&["--json", "status"])).expect("status --json");
+        let off = status["lan_checks_off"].as_array().is_some_and(|o| {
+            o.iter().any(|x| {
+                x["host"] == "noraw-host"
+                    && x["subnet"] == "10.213.61.0/24"
+                    && x["why"].as_str().is_some_and(|w| w.contains("CAP_NET_RAW"))
+            })
+        });
+        if off {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "status never said checks are off on noraw-host: {status}\n{}",
+            noraw.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let text = cli2(&["host", "ls"]);
+    assert!(
+        text.contains("LAN checks of noraw-host: OFF for 10.213.61.0/24: checks need CAP_NET_RAW"),
+        "{text}"
+    );
+    let text = cli2(&["status"]);
+    assert!(
+        text.contains("LAN checks off (addresses handed out there unchecked):")
+            && text.contains("host noraw-host for 10.213.61.0/24: checks need CAP_NET_RAW"),
+        "{text}"
     );
 
     // No interface of the host has 10.213.62.0/24 on its link: unchecked, with a warning.
