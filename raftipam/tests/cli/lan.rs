@@ -216,6 +216,34 @@ fn the_watch_finds_a_vm_a_duplicate_and_lets_the_address_go_after_probation() {
         "ip",
         &["-n", &host, "addr", "add", "10.213.62.1/24", "dev", "br0"],
     );
+    run_ok(
+        "ip",
+        &[
+            "-n",
+            &host,
+            "addr",
+            "add",
+            "fd00:213:62::1/64",
+            "dev",
+            "br0",
+            "nodad",
+        ],
+    );
+    // The bridge hands every multicast frame (neighbor solicitations) to the host too.
+    run_ok(
+        "ip",
+        &[
+            "-n",
+            &host,
+            "link",
+            "set",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ],
+    );
     let device_mac = mac_of(&device, "dev0");
 
     let socket = dir.path().join("docker.sock");
@@ -468,4 +496,66 @@ fn the_watch_finds_a_vm_a_duplicate_and_lets_the_address_go_after_probation() {
         Some(0),
         "handed out after its probation, the record goes: {c}"
     );
+
+    // IPv6: a device on a free address of a /64 speaks neighbor discovery (a solicitation
+    // for the gateway from its own address): quarantined by the watch, as for IPv4.
+    let pool6 = plugin_call(
+        &socket,
+        "IpamDriver.RequestPool",
+        &json!({"AddressSpace": "local", "Pool": "fd00:213:62::/64", "Options": {}, "V6": true}),
+    );
+    assert!(pool6["PoolID"].is_string(), "{pool6}");
+    run_ok(
+        "ip",
+        &[
+            "-n",
+            &device,
+            "addr",
+            "add",
+            "fd00:213:62::50/64",
+            "dev",
+            "dev0",
+            "nodad",
+        ],
+    );
+    // The watcher of the new subnet's interface is the same (br0); the pool is seen at
+    // the next refresh (1 s): speak for a few seconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let _ = Command::new("ip")
+            .args(["-n", &device, "neigh", "flush", "all"])
+            .output();
+        let _ = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &device,
+                "busybox",
+                "ping6",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                "fd00:213:62::1",
+            ])
+            .output();
+        let c: Value = serde_json::from_str(&cli(&["--json", "addr", "conflicts"])).expect("json");
+        let found = c["quarantined"].as_array().is_some_and(|q| {
+            q.iter().any(|x| {
+                x["record"]["addr"] == "fd00:213:62::50"
+                    && x["record"]["mac"] == device_mac.as_str()
+                    && x["record"]["how"]
+                        .as_str()
+                        .is_some_and(|h| h.eq_ignore_ascii_case("watch"))
+            })
+        });
+        if found {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the IPv6 device was not found by the watch: {c}\n{}",
+            up_log()
+        );
+    }
 }
