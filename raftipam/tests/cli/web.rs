@@ -163,6 +163,41 @@ fn known_state(dir: &Path) -> PathBuf {
         ("host-b", "far-away"),
         Some("fd00:77::abcd:0:0:1"),
     );
+    // The LAN (issue 26), at cluster version 2 (after the pools above, made past the quotas
+    // that version brings): a printer nobody declared on .20 (quarantined), and a device
+    // answering for .30, which host-a's camera container holds (a duplicate alarm).
+    apply(&mut st, now, Op::SetClusterVersion { version: 2 });
+    let (cam, cam_seq) = alloc(
+        &mut st,
+        now,
+        &small,
+        ("host-a", "cam-1"),
+        Some("192.168.60.30"),
+    );
+    apply(
+        &mut st,
+        now,
+        Op::RecordMac {
+            pool: small.clone(),
+            addr: cam,
+            host: "host-a".into(),
+            seq: cam_seq,
+            mac: allocator_core::Mac([0x02, 0x42, 0xc0, 0xa8, 0x3c, 0x1e]),
+        },
+    );
+    for (addr, mac) in [("192.168.60.20", 0x20), ("192.168.60.30", 0x30)] {
+        apply(
+            &mut st,
+            now - 5_000,
+            Op::ReportConflict {
+                pool: small.clone(),
+                addr: addr.parse().unwrap(),
+                mac: allocator_core::Mac([0x3c, 0x22, 0xfb, 0, 0, mac]),
+                host: "host-b".into(),
+                how: allocator_core::Detection::Watch,
+            },
+        );
+    }
     let file = dir.join("known.backup");
     std::fs::write(&file, st.to_snapshot()).expect("write backup");
     file
@@ -383,11 +418,22 @@ fn the_subnet_map_in_a_real_browser() {
         assert!(tip.to_lowercase().contains("leak"), "the leaked cell's tooltip: {tip}");
         let tip = tip_for(&page, "192.168.60.5").await;
         assert!(tip.to_lowercase().contains("cool"), "the cooling cell's tooltip: {tip}");
+        // A device nobody declared, and a duplicate: cells of their own, the MAC in the tooltip.
+        assert_eq!((state(20), state(30)), ("foreign".to_string(), "duplicate".to_string()));
+        assert_ne!(c[20]["bg"], c[6]["bg"], "a foreign device's cell is not coloured as a free one");
+        let tip = tip_for(&page, "192.168.60.20").await;
+        for want in ["3c:22:fb:00:00:20", "host-b", "quarantined"] {
+            assert!(tip.contains(want), "tooltip of the foreign .20 lacks {want:?}: {tip}");
+        }
+        let tip = tip_for(&page, "192.168.60.30").await;
+        for want in ["DUPLICATE", "host-a", "cam-1", "3c:22:fb:00:00:30"] {
+            assert!(tip.contains(want), "tooltip of the duplicate .30 lacks {want:?}: {tip}");
+        }
         assert!(c[2]["label"].as_str().unwrap_or_default().contains("web-1"), "cells carry an aria-label");
         // A legend in words, one entry per state, and one per host on the page.
         let legend = eval(&page, "Array.from(document.querySelectorAll('#legend li[data-state]')).map(l => l.dataset.state + ':' + l.innerText.trim())").await;
         let legend: Vec<String> = legend.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_lowercase()).collect();
-        for s in ["free", "allocated", "leaked", "reserved", "cooling", "outside"] {
+        for s in ["free", "allocated", "leaked", "reserved", "cooling", "outside", "foreign", "duplicate"] {
             assert!(legend.iter().any(|l| l.starts_with(&format!("{s}:")) && l.len() > s.len() + 1), "legend lacks {s} in words: {legend:?}");
         }
         for h in ["host-a", "host-b"] {
