@@ -414,6 +414,119 @@ impl Op {
             .to_string()
     }
 
+    /// Checks what can be checked of the operation alone, without the state: names within
+    /// bounds, every address inside its pool's subnet and of its family, a range inside its
+    /// subnet, a MAC a device can have, a report and LAN checks within their bounds, a
+    /// probation within its bound. A node runs it before it proposes a client's write, so
+    /// that what the state would refuse anyway costs no log entry. Every refusal here is one
+    /// [`crate::State::apply`] makes too (with the same error, or
+    /// [`AllocError::NoSuchPool`](crate::AllocError::NoSuchPool) where the pool is unknown),
+    /// or of a name longer than any the state keeps: nothing a well-formed caller sends.
+    pub fn check_shape(&self) -> Result<(), crate::AllocError> {
+        use crate::limits::check_name;
+        use crate::AllocError;
+        let inside = |pool: &PoolId, addr: &IpAddr| {
+            if pool.subnet.contains(addr) {
+                Ok(())
+            } else {
+                Err(AllocError::OutsidePool {
+                    addr: *addr,
+                    pool: pool.clone(),
+                })
+            }
+        };
+        let device = |mac: &Mac| {
+            if mac.is_unicast() {
+                Ok(())
+            } else {
+                Err(AllocError::Invalid(format!(
+                    "MAC {mac} cannot be a device's own (all zeros, multicast or broadcast)"
+                )))
+            }
+        };
+        match self {
+            Op::RequestPool { spec, holder } => {
+                check_name("holder", holder, false)?;
+                check_name("address space", &spec.space, true)?;
+                if let (Some(subnet), Some(range)) = (spec.subnet, spec.range) {
+                    let subnet = subnet.trunc();
+                    if !subnet.contains(&range) {
+                        return Err(AllocError::Invalid(format!(
+                            "range {range} is not inside subnet {subnet}"
+                        )));
+                    }
+                }
+            }
+            Op::ReleasePool { holder, .. } => check_name("holder", holder, false)?,
+            Op::Reserve { pool, addr, holder } => {
+                check_name("holder", holder, false)?;
+                inside(pool, addr)?;
+            }
+            Op::Allocate {
+                pool, addr, owner, ..
+            } => {
+                check_name("host", &owner.host, false)?;
+                check_name("endpoint", &owner.endpoint, true)?;
+                if let Some(a) = addr {
+                    inside(pool, a)?;
+                }
+            }
+            Op::Release {
+                pool, addr, host, ..
+            }
+            | Op::ReleaseIfUnchanged {
+                pool, addr, host, ..
+            } => {
+                check_name("host", host, false)?;
+                inside(pool, addr)?;
+            }
+            Op::Heartbeat { host, .. } => check_name("host", host, false)?,
+            Op::Report { host, report } => {
+                check_name("host", host, false)?;
+                report.validate()?;
+            }
+            Op::ForgetHost { host } => check_name("host", host, false)?,
+            Op::ReportConflict {
+                pool,
+                addr,
+                mac,
+                host,
+                ..
+            } => {
+                check_name("host", host, false)?;
+                device(mac)?;
+                inside(pool, addr)?;
+            }
+            Op::ClearConflict { pool, addr } => inside(pool, addr)?,
+            Op::SetProbation { probation_ms, .. }
+                if *probation_ms > crate::conflict::MAX_PROBATION_MS =>
+            {
+                return Err(AllocError::Invalid(format!(
+                    "a probation of {probation_ms} ms is longer than the {} ms (30 days) allowed",
+                    crate::conflict::MAX_PROBATION_MS
+                )));
+            }
+            Op::RecordMac {
+                pool,
+                addr,
+                host,
+                mac,
+                ..
+            } => {
+                check_name("host", host, false)?;
+                device(mac)?;
+                inside(pool, addr)?;
+            }
+            Op::ReportLanChecks { host, checks } => {
+                check_name("host", host, false)?;
+                crate::state::validate_lan_checks(checks)
+                    .map_err(|e| AllocError::Invalid(format!("LAN checks: {e}")))?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// The cluster version an operation needs: every member must be able to apply it before
     /// any is asked to (see [`crate::cluster`]).
     pub fn needs_cluster_version(&self) -> u32 {

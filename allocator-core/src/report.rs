@@ -67,7 +67,7 @@ pub struct HostReport {
 }
 
 impl HostReport {
-    fn validate(&self) -> Result<(), AllocError> {
+    pub(crate) fn validate(&self) -> Result<(), AllocError> {
         let bad = |m: String| Err(AllocError::Invalid(format!("host report: {m}")));
         if self.leaked.len() > MAX_REPORTED || self.missing.len() > MAX_REPORTED {
             return bad(format!(

@@ -25,6 +25,8 @@ mod credentials;
 mod hosts;
 mod invariants;
 mod lan;
+
+pub(crate) use lan::validate_checks as validate_lan_checks;
 mod pools;
 mod queries;
 mod quotas;

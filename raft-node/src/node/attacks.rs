@@ -316,6 +316,61 @@ async fn a_host_cannot_fill_the_log_with_junk_writes() {
         acked_below: serial,
         op,
     };
+    let pool = allocator_core::PoolId::new("global", "10.0.0.0/24".parse().expect("net"), None);
+    let logged_before = lab.node.status().last_log_index;
+    for (serial, op) in [
+        // Writes the operation alone shows the state would refuse: an address outside its
+        // pool, a MAC no device has, a name longer than any the state keeps. On 4b9aa6a
+        // (and before check_shape) each was proposed, logged on every voter, then refused.
+        (
+            3,
+            allocator_core::Op::Allocate {
+                pool: pool.clone(),
+                addr: Some("192.0.2.1".parse().expect("addr")),
+                owner: allocator_core::Owner::new("h2", "x"),
+                order: allocator_core::Order::Lowest,
+            },
+        ),
+        (
+            4,
+            allocator_core::Op::RecordMac {
+                pool: pool.clone(),
+                addr: "10.0.0.9".parse().expect("addr"),
+                host: "h2".into(),
+                seq: 1,
+                mac: allocator_core::Mac::BROADCAST,
+            },
+        ),
+        (
+            5,
+            allocator_core::Op::Allocate {
+                pool: pool.clone(),
+                addr: None,
+                owner: allocator_core::Owner::new("h2", "e".repeat(4096)),
+                order: allocator_core::Order::Lowest,
+            },
+        ),
+        (
+            6,
+            allocator_core::Op::Release {
+                pool: pool.clone(),
+                addr: "fd00::1".parse().expect("addr"),
+                host: "h2".into(),
+                force: false,
+            },
+        ),
+    ] {
+        let r = c
+            .write(ctx(), write(serial, op), Via::Direct)
+            .await
+            .expect("an answer");
+        assert!(r.is_err(), "served: {r:?}");
+    }
+    assert_eq!(
+        lab.node.status().last_log_index,
+        logged_before,
+        "a write the operation alone shows refused reached the log"
+    );
     for (serial, op) in [
         (
             1,

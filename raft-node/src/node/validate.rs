@@ -53,6 +53,9 @@ pub(crate) fn check_write(req: &WriteRequest, role: Option<Role>) -> Result<(), 
             req.op.name()
         )));
     }
+    // Everything the operation alone shows to be refused: names, addresses outside their
+    // pool, a range outside its subnet, a MAC no device has, reports out of bounds.
+    req.op.check_shape().map_err(ApiError::Alloc)?;
     match &req.op {
         Op::ReportConflict { mac, host, .. } => {
             if size > MAX_CONFLICT_WRITE {
@@ -205,6 +208,59 @@ mod tests {
         };
         assert!(check_write(&probation(MAX_PROBATION_MS), Some(Role::Admin)).is_ok());
         assert!(check_write(&probation(MAX_PROBATION_MS + 1), Some(Role::Admin)).is_err());
+    }
+
+    #[test]
+    fn what_the_operation_alone_shows_refused_is_refused_before_it_is_proposed() {
+        let pool: allocator_core::PoolId = "global/10.0.0.0/24".parse().expect("pool");
+        let alloc = |addr: Option<&str>, endpoint: String| {
+            req(Op::Allocate {
+                pool: pool.clone(),
+                addr: addr.map(|a| a.parse().expect("ip")),
+                owner: allocator_core::Owner::new("h1", endpoint),
+                order: allocator_core::Order::Lowest,
+            })
+        };
+        assert!(check_write(&alloc(Some("10.0.0.9"), "web".into()), Some(Role::Host)).is_ok());
+        assert!(check_write(&alloc(None, "e".repeat(MAX_NAME_LEN)), Some(Role::Host)).is_ok());
+        for (bad, why) in [
+            (alloc(Some("10.0.1.9"), "web".into()), "outside"),
+            (alloc(Some("fd00::9"), "web".into()), "outside"),
+            (alloc(None, "e".repeat(MAX_NAME_LEN + 1)), "endpoint name"),
+            (
+                req(Op::RequestPool {
+                    spec: allocator_core::PoolSpec::new("local")
+                        .subnet("10.9.0.0/24".parse().expect("net"))
+                        .range("10.9.1.0/28".parse().expect("range")),
+                    holder: "h1".into(),
+                }),
+                "not inside subnet",
+            ),
+            (
+                req(Op::RecordMac {
+                    pool: pool.clone(),
+                    addr: "10.0.0.9".parse().expect("ip"),
+                    host: "h1".into(),
+                    seq: 1,
+                    mac: allocator_core::Mac([1, 0, 0x5e, 0, 0, 1]),
+                }),
+                "MAC",
+            ),
+            (
+                req(Op::ReportLanChecks {
+                    host: "h1".into(),
+                    checks: vec![allocator_core::LanCheck {
+                        subnet: "10.0.0.0/24".parse().expect("net"),
+                        interface: "eth0\n".into(),
+                        off: None,
+                    }],
+                }),
+                "control characters",
+            ),
+        ] {
+            let e = check_write(&bad, Some(Role::Host)).expect_err(why);
+            assert!(e.to_string().contains(why), "{why}: {e}");
+        }
     }
 
     #[test]
