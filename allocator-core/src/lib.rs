@@ -120,8 +120,8 @@ pub use conflict::{
 pub use error::{AllocError, LeakHint};
 pub use id::{AddrRange, Owner, ParseError, PoolId};
 pub use limits::{
-    check_host_name, MAX_HOST_NAME_LEN, MAX_MAP_PAGE, MAX_NAME_LEN, MAX_NEXT_FREE, MAX_REPORTED,
-    MAX_RESERVED_PER_POOL, MAX_RESTORE_BYTES, MAX_RESTORE_CHUNK,
+    check_host_name, MAX_ALLOCATIONS_PAGE, MAX_HOST_NAME_LEN, MAX_MAP_PAGE, MAX_NAME_LEN,
+    MAX_NEXT_FREE, MAX_REPORTED, MAX_RESERVED_PER_POOL, MAX_RESTORE_BYTES, MAX_RESTORE_CHUNK,
 };
 pub use map::{CellState, MapCell, MapPage, SparseEntry, SparsePage};
 pub use quota::{is_operator_name, HostQuota, QuotaReport, Quotas, OPERATOR_NAMES};
@@ -129,7 +129,7 @@ pub use report::{HostReport, ReportedLeak, ReportedMissing, StoredReport};
 pub use results::{Allocated, HostForgotten, RequestedPool, Restored};
 pub use snapshot::{format_of as snapshot_format, SnapshotError};
 pub use state::{Config, ConflictReported, DefaultPool, IssuedCert, State};
-pub use view::{human_count, Allocation, Holding, HostInfo, PoolInfo, Usage};
+pub use view::{human_count, Allocation, AllocationsPage, Holding, HostInfo, PoolInfo, Usage};
 
 // raftipam's own bookkeeping, at the root for the crates that name it there; documented in
 // `cluster`.

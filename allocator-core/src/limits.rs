@@ -42,6 +42,9 @@ pub const MAX_CONFLICTS_PER_HOST: usize = MAX_CONFLICTS / 4;
 /// Most cells one dense page or sparse list of the subnet map may hold.
 pub const MAX_MAP_PAGE: u32 = 4096;
 
+/// Most allocations one page of a listing carries ([`crate::State::allocations_page`]).
+pub const MAX_ALLOCATIONS_PAGE: usize = 4096;
+
 // ---- raftipam's own bookkeeping ([`crate::cluster`]) ----
 
 /// Most certificate serial numbers the revocation list keeps ([`crate::Op::RevokeSerial`]).

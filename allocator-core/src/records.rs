@@ -364,6 +364,44 @@ impl Records {
         out
     }
 
+    /// At most `limit` records at offsets `from` and above, in offset order: a page of
+    /// [`Records::iter_sorted`] without building the whole list (the cost is one pass over
+    /// the words in use, a sort of those at or past `from`, and the page).
+    pub fn iter_from(&self, from: u128, limit: usize) -> Vec<(u128, RecView<'_>)> {
+        let first = from >> 6;
+        let mut words: Vec<&WordRecs> = self
+            .slots
+            .iter()
+            .filter(|w| w.alloc != 0 && w.word >= first)
+            .collect();
+        words.sort_unstable_by_key(|w| w.word);
+        let mut out = Vec::with_capacity(limit.min(self.len as usize));
+        for w in words {
+            let mut mask = w.alloc;
+            for r in &w.recs {
+                let bit = mask.trailing_zeros();
+                mask &= mask - 1;
+                let off = (w.word << 6) | u128::from(bit);
+                if off < from {
+                    continue;
+                }
+                if out.len() >= limit {
+                    return out;
+                }
+                out.push((
+                    off,
+                    RecView {
+                        seq: r.seq(),
+                        at_s: r.at_s,
+                        host: r.host,
+                        name: name_of(&self.arena, r),
+                    },
+                ));
+            }
+        }
+        out
+    }
+
     /// Bytes of heap memory held.
     pub fn heap_bytes(&self) -> usize {
         self.slots.capacity() * std::mem::size_of::<WordRecs>()

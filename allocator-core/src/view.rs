@@ -157,3 +157,13 @@ pub struct HostInfo {
     /// Leaks its last report listed that still stand (same allocation).
     pub leaked: Option<u64>,
 }
+
+/// One page of a listing of allocations ([`crate::State::allocations_page`]): in pool, then
+/// address order; `next` is what to ask for after, `None` at the end.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocationsPage {
+    /// The allocations, each with the pool it was listed under.
+    pub items: Vec<(PoolId, Allocation)>,
+    /// The last item's pool and address, when more may follow.
+    pub next: Option<(PoolId, IpAddr)>,
+}

@@ -125,6 +125,17 @@ pub enum Query {
         /// How many.
         count: u32,
     },
+    /// A page of the allocations of one pool or of every pool, after the last one of the
+    /// page before (at most [`allocator_core::MAX_ALLOCATIONS_PAGE`]): what listings page
+    /// through, so no answer holds every allocation (raftipam 0.2 on).
+    AllocationsPage {
+        /// One pool, or every pool (`None`).
+        pool: Option<PoolId>,
+        /// The `next` of the page before (`None`: the first page).
+        after: Option<(PoolId, IpAddr)>,
+        /// How many at most.
+        limit: u32,
+    },
 }
 
 /// The answer to a [`Query`].
@@ -162,6 +173,8 @@ pub enum QueryReply {
     LanChecks(Vec<allocator_core::HostLan>),
     /// Free addresses after the one asked for, in address order.
     FreeAfter(Vec<IpAddr>),
+    /// A page of allocations.
+    AllocationsPage(allocator_core::AllocationsPage),
 }
 
 /// A cluster administration command.

@@ -132,6 +132,11 @@ fn catalog() -> Catalog {
             after: Some("10.0.0.5".parse().expect("address")),
             count: 8,
         },
+        Query::AllocationsPage {
+            pool: Some(pool()),
+            after: Some((pool(), "10.0.0.5".parse().expect("address"))),
+            limit: 1024,
+        },
     ] {
         c.add("query", q);
     }
@@ -151,7 +156,7 @@ fn catalog() -> Catalog {
         }]),
         QueryReply::Hosts(Vec::<HostInfo>::new()),
         QueryReply::Snapshot(vec![1, 2, 3]),
-        QueryReply::HostAllocations(vec![(pool(), allocation)]),
+        QueryReply::HostAllocations(vec![(pool(), allocation.clone())]),
         QueryReply::Reports(Vec::<StoredReport>::new()),
         QueryReply::Quotas(allocator_core::State::default().quota_report()),
         QueryReply::IssuedCerts(Vec::new()),
@@ -174,6 +179,10 @@ fn catalog() -> Catalog {
             }],
         }]),
         QueryReply::FreeAfter(vec!["10.0.0.7".parse().expect("address")]),
+        QueryReply::AllocationsPage(allocator_core::AllocationsPage {
+            items: vec![(pool(), allocation.clone())],
+            next: Some((pool(), "10.0.0.5".parse().expect("address"))),
+        }),
     ] {
         c.add("query-reply", r);
     }

@@ -526,8 +526,13 @@ impl Client {
         }
     }
 
-    /// The allocations of one pool (linearizable).
+    /// The allocations of one pool (linearizable reads, a page at a time).
     pub async fn allocations(&self, id: &PoolId) -> Result<Vec<Allocation>, ClientError> {
+        match self.pages(Some(id)).await {
+            Ok(Some(all)) => return Ok(all.into_iter().map(|(_, a)| a).collect()),
+            Ok(None) => {}
+            Err(e) => return Err(e),
+        }
         match self
             .query(Query::Allocations(id.clone()), Consistency::Linearizable)
             .await?
@@ -537,8 +542,11 @@ impl Client {
         }
     }
 
-    /// Every allocation of every pool (linearizable).
+    /// Every allocation of every pool (linearizable reads, a page at a time).
     pub async fn all_allocations(&self) -> Result<Vec<(PoolId, Allocation)>, ClientError> {
+        if let Some(all) = self.pages(None).await? {
+            return Ok(all);
+        }
         match self
             .query(Query::AllAllocations, Consistency::Linearizable)
             .await?
@@ -546,6 +554,41 @@ impl Client {
             QueryReply::AllAllocations(a) => Ok(a),
             r => Err(ClientError::Protocol(format!("{r:?}"))),
         }
+    }
+
+    /// Pages through a listing of allocations ([`Query::AllocationsPage`], 4,096 a page),
+    /// each page a linearizable read of its own (the listing as a whole is not one
+    /// snapshot). `None`: the node answered the first page with something else than a page or
+    /// an allocator's error (a release before 0.2, which does not know the query): the caller
+    /// asks the whole list at once then. At most a million pages.
+    async fn pages(
+        &self,
+        pool: Option<&PoolId>,
+    ) -> Result<Option<Vec<(PoolId, Allocation)>>, ClientError> {
+        let mut out = Vec::new();
+        let mut after = None;
+        for n in 0..1_000_000u32 {
+            let q = Query::AllocationsPage {
+                pool: pool.cloned(),
+                after: after.clone(),
+                limit: allocator_core::MAX_ALLOCATIONS_PAGE as u32,
+            };
+            let page = match self.query(q, Consistency::Linearizable).await {
+                Ok(QueryReply::AllocationsPage(p)) => p,
+                Err(e @ ClientError::Api(ApiError::Alloc(_))) => return Err(e),
+                Ok(_) | Err(_) if n == 0 => return Ok(None),
+                Ok(r) => return Err(ClientError::Protocol(format!("{r:?}"))),
+                Err(e) => return Err(e),
+            };
+            out.extend(page.items);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(Some(out)),
+            }
+        }
+        Err(ClientError::Protocol(
+            "a listing of allocations did not end after a million pages".into(),
+        ))
     }
 
     /// What holds `addr` (linearizable).
@@ -676,6 +719,84 @@ mod tests {
             .expect("write");
         assert_eq!(first.outcome, again.outcome);
         assert_eq!(client.allocations(&pool).await.expect("list").len(), 1);
+        node.shutdown().await.expect("shutdown");
+    }
+
+    /// Listings page through the node (`Query::AllocationsPage`): small pages add up to
+    /// the whole list, the client's listings (which page by themselves) give the same, and a
+    /// page is never larger than the node allows.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn listings_page_through_the_allocations() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = NodeConfig::new(
+            1,
+            "127.0.0.1:0".parse().expect("addr"),
+            dir.path().join("n1"),
+        );
+        let node = Node::start(cfg).await.expect("start");
+        node.init().await.expect("init");
+        let client = Client::connect([node.addr().to_string()]).expect("client");
+        let mut pools = Vec::new();
+        for net in ["10.9.0.0/24", "10.10.0.0/24"] {
+            let spec = PoolSpec::new("g").subnet(net.parse().expect("cidr"));
+            let pool = client.create_pool(spec, "h").await.expect("pool");
+            for i in 0..7 {
+                client
+                    .allocate(&pool, None, Owner::new("h", format!("e{i}")))
+                    .await
+                    .expect("allocate");
+            }
+            pools.push(pool);
+        }
+        let mut paged = Vec::new();
+        let mut after = None;
+        let mut pages = 0;
+        loop {
+            let q = Query::AllocationsPage {
+                pool: None,
+                after: after.clone(),
+                limit: 3,
+            };
+            let QueryReply::AllocationsPage(page) = client
+                .query(q, Consistency::Linearizable)
+                .await
+                .expect("page")
+            else {
+                panic!("not a page");
+            };
+            assert!(page.items.len() <= 3);
+            pages += 1;
+            paged.extend(page.items);
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(pages, 5, "14 allocations by 3 (the last page empty)");
+        let whole = node.with_state(|s| s.all_allocations());
+        assert_eq!(paged, whole);
+        assert_eq!(client.all_allocations().await.expect("all"), whole);
+        assert_eq!(
+            client.allocations(&pools[1]).await.expect("one pool").len(),
+            7
+        );
+        let huge = Query::AllocationsPage {
+            pool: None,
+            after: None,
+            limit: u32::MAX,
+        };
+        let QueryReply::AllocationsPage(page) = client
+            .query(huge, Consistency::Linearizable)
+            .await
+            .expect("page")
+        else {
+            panic!("not a page");
+        };
+        assert_eq!(
+            page.items.len(),
+            14,
+            "capped at the node's page, not refused"
+        );
         node.shutdown().await.expect("shutdown");
     }
 }

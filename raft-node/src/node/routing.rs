@@ -454,6 +454,10 @@ impl NodeInner {
             ),
             Query::OnLan(ip) => QueryReply::OnLan(st.on_lan(*ip)),
             Query::LanChecks => QueryReply::LanChecks(st.lan_checks()),
+            Query::AllocationsPage { pool, after, limit } => QueryReply::AllocationsPage(
+                st.allocations_page(pool.as_ref(), after.as_ref(), *limit as usize)
+                    .map_err(ApiError::Alloc)?,
+            ),
             Query::FreeAfter { pool, after, count } => QueryReply::FreeAfter(
                 st.free_after(pool, *after, *count as usize)
                     .map_err(ApiError::Alloc)?,
