@@ -2,7 +2,7 @@
 //! voter), remove a node; retried while another change is in progress.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::errors::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::raft::ClientWriteResponse;
@@ -104,6 +104,18 @@ impl NodeInner {
                 })
                 .await?;
             }
+            AdminCommand::RemoveNode { id } if *id == self.id => {
+                // The leader removing itself: its id revoked first would cut its own Raft
+                // traffic off from the followers (who check it), and the change could never
+                // commit. Leadership goes to another voter first; the command then runs
+                // there (`NotLeader` makes the router forward it), which revokes this id
+                // and removes this node like any other.
+                self.hand_over_leadership().await?;
+                return Err(ApiError::NotLeader {
+                    node: self.id,
+                    leader: self.leader().map(|l| l.0),
+                });
+            }
             AdminCommand::RemoveNode { id } => {
                 // Its id first: from now on no certificate may act as that member (send Raft
                 // traffic, forward calls), even before the membership change commits and
@@ -133,6 +145,51 @@ impl NodeInner {
             }
         }
         Ok(self.status())
+    }
+
+    /// Hands the leadership to another voter and waits (up to 10 s) until one leads. Fails if
+    /// this node is the only voter (a cluster cannot remove its last voter).
+    async fn hand_over_leadership(&self) -> Result<(), ApiError> {
+        let status = self.status();
+        let Some(to) = status
+            .members
+            .iter()
+            .filter(|m| m.voter && m.id != self.id)
+            .map(|m| m.id)
+            .min()
+        else {
+            return Err(ApiError::Cluster(format!(
+                "node {} is the only voter: a cluster cannot remove its last voter",
+                self.id
+            )));
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut asked = None::<Instant>;
+        loop {
+            match self.leader().map(|l| l.0) {
+                Some(l) if l != self.id => {
+                    tracing::info!("leadership handed over to node {l} before removing this node");
+                    return Ok(());
+                }
+                _ => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(ApiError::Cluster(format!(
+                    "node {} could not hand its leadership to node {to} within 10 s; try again",
+                    self.id
+                )));
+            }
+            // Asked again every 2 s: a transfer the target missed is not repeated by Raft.
+            if asked.is_none_or(|at| at.elapsed() >= Duration::from_secs(2)) {
+                asked = Some(Instant::now());
+                self.raft
+                    .trigger()
+                    .transfer_leader(to)
+                    .await
+                    .map_err(|e| ApiError::Internal(format!("handing over leadership: {e}")))?;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Refuses unless every other member is known (from this leader's Raft connections) to
