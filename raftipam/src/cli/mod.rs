@@ -201,7 +201,7 @@ pub(crate) fn write_raw(s: &str) {
 /// that can move the cursor, retitle the window or rewrite what was printed), and the
 /// invisible format characters that reorder or hide text (bidirectional overrides and
 /// isolates, zero-width spaces and joiners, the byte-order mark).
-fn unprintable(c: char) -> bool {
+pub(crate) fn unprintable(c: char) -> bool {
     c.is_control()
         || matches!(
             c,

@@ -559,3 +559,69 @@ fn the_watch_finds_a_vm_a_duplicate_and_lets_the_address_go_after_probation() {
         );
     }
 }
+
+/// What dockerd sends ends up in the plugin's log (the endpoint's name in "address
+/// allocated"): a name holding terminal escape sequences reaches the log escaped, so
+/// `journalctl` or `tail -f` on an operator's terminal runs none of them. Failed before
+/// `cli::logs::SafeStderr` (tracing-subscriber 0.3.23 writes a field's `Display` raw: the
+/// ESC, BEL and CR reached the log as they came).
+#[test]
+fn escape_sequences_from_docker_reach_the_log_escaped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("docker.sock");
+    let args: Vec<String> = [
+        "up",
+        "--data-dir",
+        &dir.path().join("data").display().to_string(),
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--socket",
+        &socket.display().to_string(),
+        "--host",
+        "esc-host",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut up = spawn(dir.path(), &args);
+    up.wait_for("raftipam is ready:", Some(&socket));
+    let pool = plugin_call(
+        &socket,
+        "IpamDriver.RequestPool",
+        &json!({"AddressSpace": "local", "Pool": "10.213.63.0/24", "Options": {}, "V6": false}),
+    );
+    let pool_id = pool["PoolID"].as_str().expect("PoolID").to_string();
+    let evil = "web\u{1b}[2J\u{1b}]0;pwned\u{7}\r\u{9b}31m";
+    let got = plugin_call(
+        &socket,
+        "IpamDriver.RequestAddress",
+        &json!({"PoolID": pool_id, "Address": "",
+                "Options": {"com.docker.network.endpoint.name": evil,
+                            "com.docker.network.endpoint.macaddress": "02:42:0a:d5:3f:02"}}),
+    );
+    assert!(got["Address"].is_string(), "{got}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let log = loop {
+        let log = std::fs::read(&up.log).expect("log");
+        if String::from_utf8_lossy(&log).contains("pwned") {
+            break log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the allocation was not logged: {}",
+            String::from_utf8_lossy(&log)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    for bad in [0x1bu8, 0x07, b'\r'] {
+        assert!(
+            !log.contains(&bad),
+            "the log holds the byte {bad:#04x} raw:\n{}",
+            String::from_utf8_lossy(&log)
+        );
+    }
+    assert!(
+        !String::from_utf8_lossy(&log).contains('\u{9b}'),
+        "the log holds a C1 control raw"
+    );
+}
