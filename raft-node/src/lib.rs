@@ -86,6 +86,9 @@ pub mod fuzzing;
 mod metrics;
 mod node;
 mod replication;
+#[cfg(feature = "rogue")]
+#[doc(hidden)]
+pub mod rogue;
 pub mod tls;
 mod transport;
 mod types;

@@ -46,6 +46,10 @@ pub struct ChaosNode {
     paused: bool,
     /// The log's length when the process was last started.
     log_start: u64,
+    /// The run's certificates, if it has TLS (its status calls present the admin one).
+    pub tls: Option<ChaosTls>,
+    /// The ids it had before it was wiped (removed from the cluster), oldest first.
+    pub retired: Vec<u64>,
 }
 
 /// How every node runs.
@@ -61,6 +65,98 @@ pub struct NodeSettings {
     pub write_timeout: Duration,
     /// `FAILPOINTS` for every node process (crash points, fail-rs syntax), if any.
     pub failpoints: Option<String>,
+    /// Mutual TLS for the whole run (nodes and clients), else plain TCP (`--insecure`).
+    pub tls: Option<ChaosTls>,
+}
+
+/// The run's certificates: a CA, an admin certificate every client of the run presents, and
+/// node certificates bound to their Raft ids, issued as ids are first started.
+#[derive(Clone, Debug)]
+pub struct ChaosTls {
+    /// The CA's directory (`ca.pem`, `ca-key.pem`).
+    pub ca: PathBuf,
+    /// Where the leaf certificates go, one directory each.
+    pub dir: PathBuf,
+    /// The run's admin certificate (the workload, the harness's own calls).
+    pub admin: raft_node::tls::Tls,
+}
+
+/// Certificates of the run live a day.
+const CERT_LIFETIME: Duration = Duration::from_secs(86_400);
+
+impl ChaosTls {
+    /// A new CA and admin certificate under `dir`.
+    pub fn create(dir: &Path) -> anyhow::Result<ChaosTls> {
+        use raft_node::tls::certs;
+        let ca = dir.join("ca");
+        certs::create_ca(&ca, CERT_LIFETIME)?;
+        let admin = dir.join("admin");
+        let leaf = certs::Leaf {
+            role: raft_node::api::Role::Admin,
+            name: "chaos-admin".into(),
+            addrs: vec![],
+            lifetime: CERT_LIFETIME,
+            node_id: None,
+        };
+        certs::issue(&ca, &leaf, &admin)?;
+        let admin = raft_node::tls::Tls::load(&admin)?;
+        Ok(ChaosTls {
+            ca,
+            dir: dir.to_path_buf(),
+            admin,
+        })
+    }
+
+    /// The directory of a certificate `name` of `role` (issued unless it exists), bound to
+    /// Raft id `node_id` and reachable at `ip` for a node.
+    pub fn leaf(
+        &self,
+        role: raft_node::api::Role,
+        name: &str,
+        ip: Option<&str>,
+        node_id: Option<u64>,
+    ) -> anyhow::Result<PathBuf> {
+        let out = self.dir.join(name);
+        if !out.join("cert.pem").exists() {
+            let leaf = raft_node::tls::certs::Leaf {
+                role,
+                name: name.into(),
+                addrs: ip.map(|i| vec![i.to_string()]).unwrap_or_default(),
+                lifetime: CERT_LIFETIME,
+                node_id,
+            };
+            raft_node::tls::certs::issue(&self.ca, &leaf, &out)?;
+        }
+        Ok(out)
+    }
+
+    /// The certificate of node `id` at `ip` (issued unless it exists).
+    pub fn node(&self, id: u64, ip: &str) -> anyhow::Result<PathBuf> {
+        self.leaf(
+            raft_node::api::Role::Node,
+            &node_cert_name(id),
+            Some(ip),
+            Some(id),
+        )
+    }
+}
+
+/// The name (CN) of node `id`'s certificate.
+pub fn node_cert_name(id: u64) -> String {
+    format!("node-{id}")
+}
+
+/// A client of the run: TLS with the admin certificate when the run has TLS.
+pub fn client_config(
+    tls: Option<&ChaosTls>,
+    timeout: Duration,
+    connect_timeout: Duration,
+) -> ClientConfig {
+    ClientConfig {
+        timeout,
+        connect_timeout,
+        tls: tls.map(|t| t.admin.clone()),
+    }
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -85,6 +181,8 @@ impl ChaosNode {
             child: None,
             paused: false,
             log_start: 0,
+            tls: None,
+            retired: Vec::new(),
         }
     }
 
@@ -102,6 +200,7 @@ impl ChaosNode {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
+        self.retired.push(self.id);
         self.id = new_id;
         Ok(())
     }
@@ -118,10 +217,19 @@ impl ChaosNode {
         // Where this run of the process begins in the log: its crash point, if any, is after.
         self.log_start = log.metadata()?.len();
         let err = log.try_clone()?;
+        let security: Vec<std::ffi::OsString> = match &s.tls {
+            Some(t) => {
+                let ip = self.listen.rsplit_once(':').map_or("", |(h, _)| h);
+                let dir = t.node(self.id, ip).map_err(std::io::Error::other)?;
+                vec!["--tls-dir".into(), dir.into()]
+            }
+            None => vec!["--insecure".into()],
+        };
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns])
             .arg(&s.bin)
-            .args(["--insecure", "node", "--id", &self.id.to_string()])
+            .args(security)
+            .args(["node", "--id", &self.id.to_string()])
             .args([
                 "--listen",
                 &self.listen,
@@ -201,11 +309,7 @@ impl ChaosNode {
     pub async fn status(&self, timeout: Duration) -> Option<NodeStatus> {
         let c = Client::with_config(
             [self.addr.as_str()],
-            ClientConfig {
-                timeout,
-                connect_timeout: timeout,
-                tls: None,
-            },
+            client_config(self.tls.as_ref(), timeout, timeout),
         )
         .ok()?;
         c.node_status(0).await.ok()

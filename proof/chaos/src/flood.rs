@@ -48,8 +48,9 @@ fn junk(pool: &PoolId) -> HostReport {
     }
 }
 
-/// Starts flooding the nodes at `addrs` (writes about `pool`).
-pub fn start(addrs: &[String], pool: &PoolId) -> Flood {
+/// Starts flooding the nodes at `addrs` (writes about `pool`), with host certificate `tls`
+/// (of host [`HOST`]) when the run has TLS.
+pub fn start(addrs: &[String], pool: &PoolId, tls: Option<raft_node::tls::Tls>) -> Flood {
     let stop = Arc::new(AtomicBool::new(false));
     let (answered, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut tasks = JoinSet::new();
@@ -58,6 +59,7 @@ pub fn start(addrs: &[String], pool: &PoolId) -> Flood {
         for _ in 0..CONNECTIONS {
             let cfg = ClientConfig {
                 timeout: Duration::from_secs(2),
+                tls: tls.clone(),
                 ..Default::default()
             };
             let Ok(client) = Client::with_config([addr.as_str()], cfg) else {

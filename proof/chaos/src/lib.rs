@@ -10,6 +10,7 @@
 //! - [`cluster`]: the node processes (SIGKILL, SIGSTOP/SIGCONT, restart).
 //! - [`workload`]: the client processes and the history they write.
 //! - [`flood`]: a host flooding the nodes (a fault kind).
+//! - [`rogue`]: a rogue node certificate attacking the nodes (a fault kind).
 //! - [`run`]: one run from start to verdict.
 //! - [`rng`]: the seeded generator the schedule and the proxies draw from.
 //!
@@ -24,6 +25,7 @@ pub mod flood;
 pub mod net;
 pub mod proxy;
 pub mod rng;
+pub mod rogue;
 pub mod run;
 pub mod schedule;
 pub mod workload;

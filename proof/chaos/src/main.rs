@@ -80,6 +80,7 @@ enum Kind {
     Reorder,
     Slow,
     Flood,
+    RogueNode,
 }
 
 impl From<Kind> for FaultKind {
@@ -97,6 +98,7 @@ impl From<Kind> for FaultKind {
             Kind::Reorder => FaultKind::Reorder,
             Kind::Slow => FaultKind::Slow,
             Kind::Flood => FaultKind::Flood,
+            Kind::RogueNode => FaultKind::RogueNode,
         }
     }
 }
@@ -173,7 +175,7 @@ fn rerun(a: &ChaosArgs, seed: u64) -> String {
     let faults: Vec<String> = a
         .faults
         .iter()
-        .map(|k| format!("{k:?}").to_lowercase().replace("oneway", "one-way"))
+        .filter_map(|k| k.to_possible_value().map(|v| v.get_name().to_string()))
         .collect();
     format!(
         "sudo raftipam-chaos --nodes {} --seed {seed} --duration {} --clients {} --faults {}{} --snapshot-every {}",
@@ -245,6 +247,7 @@ async fn run_chaos(a: ChaosArgs) -> anyhow::Result<()> {
                     .failpoints
                     .clone()
                     .or_else(|| a.crash_points.then(|| CRASH_POINTS.to_string())),
+                tls: None,
             },
             kinds: a.faults.iter().map(|k| FaultKind::from(*k)).collect(),
             kill_all: a.kill_all,
@@ -271,6 +274,19 @@ async fn run_chaos(a: ChaosArgs) -> anyhow::Result<()> {
         let mut faults: Vec<String> = r.faults.iter().map(|(k, n)| format!("{k}×{n}")).collect();
         if r.held_chunks > 0 {
             faults.push(format!("({} chunks held by the proxies)", r.held_chunks));
+        }
+        faults.push(format!(
+            "({} conflict reports, {} quarantines)",
+            r.conflict_reports, r.quarantines
+        ));
+        if r.rogue.sent > 0 {
+            faults.push(format!(
+                "(rogue node: {} sent, {} refused, {} unanswered, {} served)",
+                r.rogue.sent,
+                r.rogue.refused,
+                r.rogue.unanswered,
+                r.rogue.accepted.len()
+            ));
         }
         outln!(
             "seed {seed:>5}: {} — {} ok, {} refused, {} unknown; faults {}; converged in {}",
@@ -320,6 +336,12 @@ async fn run_chaos(a: ChaosArgs) -> anyhow::Result<()> {
         "operations_unknown": reports.iter().map(|r| r.info).sum::<usize>(),
         "faults": kinds,
         "held_chunks": reports.iter().map(|r| r.held_chunks).sum::<u64>(),
+        "conflict_reports": reports.iter().map(|r| r.conflict_reports).sum::<usize>(),
+        "quarantines": reports.iter().map(|r| r.quarantines).sum::<usize>(),
+        "rogue_sent": reports.iter().map(|r| r.rogue.sent).sum::<u64>(),
+        "rogue_refused": reports.iter().map(|r| r.rogue.refused).sum::<u64>(),
+        "rogue_unanswered": reports.iter().map(|r| r.rogue.unanswered).sum::<u64>(),
+        "rogue_accepted": reports.iter().map(|r| r.rogue.accepted.len()).sum::<usize>(),
         "failed_seeds": failed,
         "broken_seeds": broken,
         "runs": reports,

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use allocator_core::{Op, PoolId, PoolSpec};
 use serde::Serialize;
 
-use super::cluster::{ChaosNode, NodeSettings};
+use super::cluster::{client_config, ChaosNode, ChaosTls, NodeSettings};
 use super::net::Net;
 use super::schedule::{Fault, FaultKind, Plan, Target};
 use super::workload::{self, Recorder, Workload};
 use raft_node::api::{AdminCommand, Query, QueryReply};
-use raft_node::{Client, ClientConfig};
+use raft_node::Client;
 use raftipam_history::{self as check, FinalState};
 
 /// Settings of one run.
@@ -67,6 +67,12 @@ pub struct RunReport {
     pub converged_s: Option<f64>,
     /// Chunks the proxies held back (delayed, "lost", slowed) during link faults.
     pub held_chunks: u64,
+    /// Conflict reports acknowledged, and how many of them put a free address in quarantine.
+    pub conflict_reports: usize,
+    /// Acknowledged conflict reports that put an address in quarantine.
+    pub quarantines: usize,
+    /// What rogue node certificates sent, and what became of it.
+    pub rogue: crate::rogue::Tally,
 }
 
 impl RunReport {
@@ -81,14 +87,14 @@ const ELECTION_MS: u64 = 2_000;
 /// Spare nodes a run keeps for `Grow` faults (beyond `RunConfig::nodes`).
 pub const SPARES: usize = 2;
 
-fn client(endpoints: &[String], timeout: Duration) -> anyhow::Result<Client> {
+fn client(
+    endpoints: &[String],
+    timeout: Duration,
+    tls: Option<&ChaosTls>,
+) -> anyhow::Result<Client> {
     Ok(Client::with_config(
         endpoints.iter(),
-        ClientConfig {
-            timeout,
-            connect_timeout: Duration::from_secs(1),
-            tls: None,
-        },
+        client_config(tls, timeout, Duration::from_secs(1)),
     )?)
 }
 
@@ -203,8 +209,8 @@ async fn apply_fault(
                 }
             }
         }
-        // Started and stopped by the run itself (it keeps the flood's tasks).
-        FaultKind::Flood => {}
+        // Started and stopped by the run itself (it keeps the flood's and the rogue's tasks).
+        FaultKind::Flood | FaultKind::RogueNode => {}
         FaultKind::Kill => targets.iter().for_each(|i| nodes[i - 1].kill9()),
         FaultKind::Pause => targets.iter().for_each(|i| nodes[i - 1].pause()),
         FaultKind::Partition | FaultKind::PartitionOneWay => {
@@ -392,8 +398,12 @@ async fn converge(
         {
             let mut snaps = BTreeMap::new();
             for n in &nodes {
-                let c = client(std::slice::from_ref(&n.addr), Duration::from_secs(5))
-                    .map_err(|e| e.to_string())?;
+                let c = client(
+                    std::slice::from_ref(&n.addr),
+                    Duration::from_secs(5),
+                    s.tls.as_ref(),
+                )
+                .map_err(|e| e.to_string())?;
                 if let Ok(QueryReply::Snapshot(b)) = c.query_node(0, Query::Snapshot).await {
                     snaps.insert(n.id, b);
                 }
@@ -443,7 +453,7 @@ fn fault_name(f: &Fault) -> String {
 }
 
 /// Runs one seed; the report says what passed and what did not. The files stay in `cfg.dir`.
-pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
+pub async fn run(mut cfg: RunConfig) -> anyhow::Result<RunReport> {
     std::fs::create_dir_all(&cfg.dir)?;
     let plan = Plan {
         nodes: cfg.nodes,
@@ -474,8 +484,19 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     if links {
         net.add_proxies(super::cluster::PORT, cfg.seed)?;
     }
+    // Mutual TLS when a rogue node certificate is among the faults (without TLS there is no
+    // certificate to steal: every caller may do everything).
+    let rogues = cfg.kinds.contains(&FaultKind::RogueNode)
+        || schedule.iter().any(|f| f.fault == FaultKind::RogueNode);
+    if rogues {
+        cfg.node.tls = Some(ChaosTls::create(&cfg.dir.join("tls"))?);
+    }
     let mut nodes: Vec<ChaosNode> = (1..=cfg.nodes + spares)
-        .map(|i| ChaosNode::new(i as u64, net.ns(i), &net.addr(i), &cfg.dir, links))
+        .map(|i| {
+            let mut n = ChaosNode::new(i as u64, net.ns(i), &net.addr(i), &cfg.dir, links);
+            n.tls = cfg.node.tls.clone();
+            n
+        })
         .collect();
     for n in nodes.iter_mut().skip(cfg.nodes) {
         n.member = false;
@@ -484,10 +505,14 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
         n.start(&cfg.node)?;
     }
     let endpoints: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
-    let admin = client(&endpoints, Duration::from_secs(30))?;
+    let admin = client(&endpoints, Duration::from_secs(30), cfg.node.tls.as_ref())?;
     // Form the cluster: node 1 alone, then the others as voters. Every step is bounded (see
     // `bounded`): a crash point may take a node down while the cluster forms.
-    let first = client(std::slice::from_ref(&endpoints[0]), Duration::from_secs(30))?;
+    let first = client(
+        std::slice::from_ref(&endpoints[0]),
+        Duration::from_secs(30),
+        cfg.node.tls.as_ref(),
+    )?;
     let mut anomalies = Vec::new();
     let mut faults = BTreeMap::new();
     // Crash points may fire while the cluster forms: crashed nodes are restarted and each
@@ -555,6 +580,32 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
             Err(e) => return Err(formed(format!("the pool was not created ({e})"), &nodes)),
         }
     }
+    // Conflict reports (the workload's quarantines) need cluster version 2, which a new
+    // cluster takes at its initialisation; a crash point may have cut that short, so it is
+    // raised here if need be (`cluster upgrade`), within the same bound.
+    loop {
+        let version = bounded(Duration::from_secs(10), admin.node_info(0))
+            .await
+            .map(|i| i.cluster_version);
+        match version {
+            Ok(v) if v >= allocator_core::cluster::CLUSTER_VERSION => break,
+            Ok(_) | Err(_) if t0.elapsed() < Duration::from_secs(120) => {
+                let _ = bounded(
+                    Duration::from_secs(10),
+                    admin.admin(AdminCommand::UpgradeCluster),
+                )
+                .await;
+                revive(&mut nodes, &cfg.node, &mut faults, &mut anomalies)?;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => {
+                return Err(formed(
+                    format!("the cluster did not reach the newest cluster version ({other:?})"),
+                    &nodes,
+                ))
+            }
+        }
+    }
     let hot: Vec<std::net::IpAddr> = (2..34)
         .map(|i| format!("10.240.0.{i}").parse().expect("ip"))
         .collect();
@@ -573,12 +624,17 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
             clients: cfg.clients,
             call_timeout: Duration::from_secs(4),
             seed: cfg.seed,
+            tls: cfg.node.tls.clone(),
+            conflicts: true,
         },
         rec.clone(),
         stop.clone(),
     ));
 
     let mut first_fault_ns = None;
+    let mut rogue_tally = crate::rogue::Tally::default();
+    // The highest term a rogue sent (0: none); no member may ever reach it.
+    let mut rogue_term = 0u64;
     let mut next_id = (cfg.nodes + spares) as u64;
     for (k, f) in schedule.iter().enumerate() {
         let at = start + Duration::from_millis(f.t_ms);
@@ -596,16 +652,52 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
             &cfg.node,
         )
         .await?;
-        let flood = (f.fault == FaultKind::Flood).then(|| {
-            let addrs: Vec<String> = targets.iter().map(|i| nodes[i - 1].addr.clone()).collect();
-            crate::flood::start(&addrs, &pool)
-        });
+        let flood = match f.fault {
+            FaultKind::Flood => {
+                let addrs: Vec<String> =
+                    targets.iter().map(|i| nodes[i - 1].addr.clone()).collect();
+                let tls = match &cfg.node.tls {
+                    Some(t) => Some(raft_node::tls::Tls::load(&t.leaf(
+                        raft_node::api::Role::Host,
+                        crate::flood::HOST,
+                        None,
+                        None,
+                    )?)?),
+                    None => None,
+                };
+                Some(crate::flood::start(&addrs, &pool, tls))
+            }
+            _ => None,
+        };
+        let rogue = match (f.fault, &cfg.node.tls) {
+            (FaultKind::RogueNode, Some(tls)) => {
+                Some(start_rogue(k as u64, &targets, &nodes, &admin, tls, &pool).await?)
+            }
+            _ => None,
+        };
         *faults.entry(fault_name(f)).or_insert(0) += 1;
         let until = Instant::now() + Duration::from_millis(f.duration_ms);
         watch(until, &mut nodes, &cfg.node, &mut faults, &mut anomalies).await?;
         if let Some(flood) = flood {
             let (answered, refused) = flood.stop().await;
             tracing::info!(answered, refused, "flood over");
+        }
+        if let Some(r) = rogue {
+            let term = r.term;
+            let t = r.stop().await;
+            tracing::info!(
+                sent = t.sent,
+                refused = t.refused,
+                unanswered = t.unanswered,
+                accepted = t.accepted.len(),
+                "rogue node over"
+            );
+            for a in &t.accepted {
+                anomalies.push(format!("rogue node: {a}"));
+            }
+            rogue_tally.add(&t);
+            rogue_term = rogue_term.max(term);
+            anomalies.extend(term_reached(&nodes, rogue_term, "at the end of its fault").await);
         }
         heal(&mut nodes, &mut net, &cfg.node)?;
         if f.fault == FaultKind::Rejoin {
@@ -660,7 +752,10 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
         }
     };
     let converged_s = snaps.as_ref().map(|_| healed.elapsed().as_secs_f64());
-    let live = client(&endpoints, Duration::from_secs(30))?;
+    if rogue_term > 0 {
+        anomalies.extend(term_reached(&nodes, rogue_term, "after the heal").await);
+    }
+    let live = client(&endpoints, Duration::from_secs(30), cfg.node.tls.as_ref())?;
     let probe = live
         .apply(Op::Heartbeat {
             host: "liveness".into(),
@@ -698,7 +793,11 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
         replicas.clear();
         unread.clear();
         for n in nodes.iter().filter(|n| n.member) {
-            let c = client(std::slice::from_ref(&n.addr), Duration::from_secs(10))?;
+            let c = client(
+                std::slice::from_ref(&n.addr),
+                Duration::from_secs(10),
+                cfg.node.tls.as_ref(),
+            )?;
             match c.query_node(0, Query::AllAllocations).await {
                 Ok(QueryReply::AllAllocations(all)) => {
                     let v: Vec<(std::net::IpAddr, String)> = all
@@ -753,6 +852,20 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
         })
         .unwrap_or_default();
     let report = check::check(&history, &FinalState { replicas, digests });
+    let conflict_reports = report
+        .summary
+        .by_operation
+        .get(check::REPORT_CONFLICT)
+        .map_or(0, |c| c.ok);
+    let quarantines = history
+        .events
+        .iter()
+        .filter(|e| {
+            e.kind == check::EventKind::Ok
+                && e.operation.as_str() == check::REPORT_CONFLICT
+                && e.value.get("quarantined") == Some(&serde_json::Value::Bool(true))
+        })
+        .count();
     for v in &report.violations {
         anomalies.push(v.to_string());
     }
@@ -784,7 +897,87 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
         checked: report.to_string(),
         converged_s,
         held_chunks,
+        conflict_reports,
+        quarantines,
+        rogue: rogue_tally,
     })
+}
+
+/// Starts a rogue node against `targets` (1-based places in `nodes`): a never-added id
+/// (1000 + the fault's index) and, if the run removed one, the last removed id that is no
+/// member now, each with a node certificate of the run's CA; Raft messages 1,000 terms above
+/// the highest term a member reports.
+async fn start_rogue(
+    k: u64,
+    targets: &[usize],
+    nodes: &[ChaosNode],
+    admin: &Client,
+    tls: &ChaosTls,
+    pool: &PoolId,
+) -> anyhow::Result<crate::rogue::Rogue> {
+    let members: std::collections::BTreeSet<u64> = match admin.status().await {
+        Ok(st) => st.members.iter().map(|m| m.id).collect(),
+        Err(_) => nodes.iter().filter(|n| n.member).map(|n| n.id).collect(),
+    };
+    let mut ids = vec![1000 + k];
+    let removed = nodes
+        .iter()
+        .flat_map(|n| n.retired.iter().copied())
+        .filter(|id| !members.contains(id) && !nodes.iter().any(|n| n.id == *id))
+        .max();
+    ids.extend(removed);
+    let mut identities = Vec::new();
+    for id in ids {
+        let dir = tls.leaf(
+            raft_node::api::Role::Node,
+            &format!("rogue-{id}"),
+            None,
+            Some(id),
+        )?;
+        identities.push((id, raft_node::tls::Tls::load(&dir)?));
+    }
+    let mut term = 0;
+    for n in nodes.iter().filter(|n| n.member) {
+        if let Some(s) = n.status(Duration::from_secs(1)).await {
+            term = term.max(s.term);
+        }
+    }
+    let addrs: Vec<String> = targets.iter().map(|i| nodes[i - 1].addr.clone()).collect();
+    let member = &nodes[targets[0] - 1];
+    let victims = crate::rogue::Victims {
+        pool: pool.clone(),
+        host: "c1".into(),
+        member: (member.id, super::cluster::node_cert_name(member.id)),
+    };
+    tracing::info!(
+        ?targets,
+        ids = ?identities.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        term = term + 1000,
+        "rogue node starts"
+    );
+    Ok(crate::rogue::start(
+        &addrs,
+        &identities,
+        term + 1000,
+        &victims,
+    ))
+}
+
+/// Anomalies if a member reports a term at or above `rogue_term` (only a rogue's message could
+/// have taken it there).
+async fn term_reached(nodes: &[ChaosNode], rogue_term: u64, when: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for n in nodes.iter().filter(|n| n.member) {
+        if let Some(s) = n.status(Duration::from_secs(2)).await {
+            if s.term >= rogue_term {
+                out.push(format!(
+                    "rogue node: node {} is in term {} {when}, at or above the rogue's {rogue_term}",
+                    n.id, s.term
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Removes the data directories of a passed run of `nodes` nodes and its spares (history,

@@ -65,6 +65,11 @@ pub enum FaultKind {
     /// A host floods the targets ([`crate::flood`]): many connections of full-map reads, the
     /// largest junk reports the nodes take, heartbeats too long to be taken.
     Flood,
+    /// A rogue node attacks the targets ([`crate::rogue`]): node certificates of the cluster's
+    /// CA bound to ids that are no member's (never added; removed earlier in the run) send
+    /// Raft messages with a far higher term and calls forwarded as an admin. The run uses
+    /// mutual TLS when its kinds or schedule have this one.
+    RogueNode,
 }
 
 impl FaultKind {
@@ -142,7 +147,8 @@ pub fn draw(seed: u64, plan: &Plan) -> Vec<Fault> {
             | FaultKind::Loss
             | FaultKind::Reorder
             | FaultKind::Slow
-            | FaultKind::Flood => *rng.pick(&[Target::Leader, Target::Follower, Target::All]),
+            | FaultKind::Flood
+            | FaultKind::RogueNode => *rng.pick(&[Target::Leader, Target::Follower, Target::All]),
             FaultKind::Partition | FaultKind::PartitionOneWay => *rng.pick(&[
                 Target::Leader,
                 Target::Follower,
@@ -209,6 +215,37 @@ mod tests {
         for k in [FaultKind::Grow, FaultKind::Kill, FaultKind::Flood] {
             assert!(kinds.contains(&k), "{k:?} is not drawn: {kinds:?}");
         }
+    }
+
+    /// The CI scenario `mixed_faults_on_three_nodes` (seed 136, 90 s, kill, pause, partition,
+    /// one-way, bridge and rogue node, every node killed once) draws every one of its kinds,
+    /// the rogue node among them: its passing says something about the rogue.
+    #[test]
+    fn the_ci_mixed_scenario_draws_every_kind_and_a_rogue_node() {
+        let plan = Plan {
+            nodes: 3,
+            duration_ms: 90_000,
+            warmup_ms: 5_000,
+            election_ms: 2_000,
+            kinds: vec![
+                FaultKind::Kill,
+                FaultKind::Pause,
+                FaultKind::Partition,
+                FaultKind::PartitionOneWay,
+                FaultKind::Bridge,
+                FaultKind::RogueNode,
+            ],
+            kill_all: true,
+        };
+        let kinds: Vec<FaultKind> = draw(136, &plan).iter().map(|f| f.fault).collect();
+        for k in &plan.kinds {
+            assert!(kinds.contains(k), "{k:?} is not drawn: {kinds:?}");
+        }
+        // The kind's name in a schedule.json.
+        assert_eq!(
+            serde_json::to_string(&FaultKind::RogueNode).expect("json"),
+            "\"rogue_node\""
+        );
     }
 
     use super::*;

@@ -1,7 +1,9 @@
 //! The chaos run's clients: concurrent processes that allocate (a unique owner each time),
 //! allocate a given address (a small range contended on purpose), release what they hold,
-//! ask who has an address, send heartbeats and reconciliation reports, and now and then
-//! create or delete a small pool of their own — through the real client, which retries a
+//! ask who has an address, send heartbeats and reconciliation reports, report address
+//! conflicts (a foreign device answering for an address: the address goes into quarantine)
+//! and clear them, and now and then create or delete a small pool of their own — through the
+//! real client, which retries a
 //! call with the same request id. Every operation is recorded as an invoke and a completion
 //! ([`Recorder`], JSON lines): `ok`, `fail` (the allocator refused: nothing happened) or
 //! `info` (a timeout or a lost connection: the outcome is unknown). A process that sees `info`
@@ -19,7 +21,7 @@ use serde_json::{json, Value};
 
 use super::schedule::SplitMix64;
 use raft_node::api::{ApiError, Consistency, Query, QueryReply};
-use raft_node::{Client, ClientConfig, ClientError};
+use raft_node::{Client, ClientError};
 
 /// Writes the history, one JSON object per line, and counts what it wrote.
 #[derive(Debug)]
@@ -82,6 +84,11 @@ pub struct Workload {
     pub call_timeout: Duration,
     /// The seed of the clients' choices.
     pub seed: u64,
+    /// The run's certificates, when it has TLS (the clients present the admin one).
+    pub tls: Option<super::cluster::ChaosTls>,
+    /// Report and clear address conflicts (cluster version 2 on; off against a cluster of
+    /// an older release, which does not know the operations).
+    pub conflicts: bool,
 }
 
 /// How the outcome of a call is recorded.
@@ -116,10 +123,12 @@ pub async fn run(w: Workload, rec: Arc<Recorder>, stop: Arc<std::sync::atomic::A
             let mut rng = SplitMix64::new(w.seed.wrapping_mul(1_000_003).wrapping_add(lane as u64));
             while !stop.load(Ordering::Relaxed) {
                 let process = next_process.fetch_add(1, Ordering::Relaxed);
-                let cfg = || ClientConfig {
-                    timeout: w.call_timeout,
-                    connect_timeout: Duration::from_secs(1),
-                    tls: None,
+                let cfg = || {
+                    super::cluster::client_config(
+                        w.tls.as_ref(),
+                        w.call_timeout,
+                        Duration::from_secs(1),
+                    )
                 };
                 // Writes go to whichever node leads; reads to one node picked per process,
                 // most often a follower, which answers them itself (a read index from the
@@ -156,6 +165,11 @@ async fn one_process(
     // 10.250.0.0/16 overlaps no other process's).
     let side_net = format!("10.250.{}.{}/28", (process / 16) % 256, (process % 16) * 16);
     let mut side: Option<PoolId> = None;
+    // The address this process released last (likely free: a conflict report on it puts it in
+    // quarantine), and the contended addresses it reported conflicts on (cleared again now and
+    // then, so that the contended range is not used up).
+    let mut last_released: Option<IpAddr> = None;
+    let mut reported_hot: Vec<IpAddr> = Vec::new();
     let mut k = 0u64;
     while !stop.load(Ordering::Relaxed) {
         // A little think time between calls keeps the history checkable (a few thousand
@@ -197,6 +211,7 @@ async fn one_process(
         } else if roll < 55 {
             let i = rng.range(0, held.len() as u64 - 1) as usize;
             let (addr, owner) = held.swap_remove(i);
+            last_released = Some(addr);
             let value =
                 json!({"pool": w.pool.to_string(), "addr": addr, "owner": owner.to_string()});
             rec.write(process, "invoke", "release", value.clone());
@@ -230,6 +245,90 @@ async fn one_process(
                 Err(e) => classify(&e, value.clone()),
             };
             ("who_has", value, done)
+        } else if roll == 96 && w.conflicts {
+            // An address conflict (1 call in 100): a report on the address this process
+            // released last or on a contended one (quarantine, or a duplicate alarm if it is
+            // held), or an operator's clear of one this process reported.
+            if rng.chance(0.5) {
+                let addr = match last_released.take() {
+                    Some(a) if rng.chance(0.75) => a,
+                    _ => *rng.pick(&w.hot),
+                };
+                if w.hot.contains(&addr) {
+                    reported_hot.push(addr);
+                }
+                let mac = allocator_core::Mac([
+                    2,
+                    0xc4,
+                    0,
+                    (process >> 16) as u8,
+                    (process >> 8) as u8,
+                    process as u8,
+                ]);
+                let value =
+                    json!({"pool": w.pool.to_string(), "addr": addr, "mac": mac.to_string()});
+                rec.write(
+                    process,
+                    "invoke",
+                    raftipam_history::REPORT_CONFLICT,
+                    value.clone(),
+                );
+                let done = match client
+                    .apply(Op::ReportConflict {
+                        pool: w.pool.clone(),
+                        addr,
+                        mac,
+                        host: host.clone(),
+                        how: allocator_core::Detection::Probe,
+                    })
+                    .await
+                {
+                    Ok(reply) => match reply.outcome {
+                        Outcome::ConflictReported {
+                            until_ms,
+                            holder,
+                            count,
+                        } => Done::Ok(json!({
+                            "pool": w.pool.to_string(), "addr": addr,
+                            "quarantined": until_ms.is_some(), "until_ms": until_ms,
+                            "holder": holder.map(|h| h.to_string()), "count": count,
+                        })),
+                        o => Done::Info(format!("unexpected outcome {o:?}")),
+                    },
+                    Err(e) => classify(&e, value.clone()),
+                };
+                (raftipam_history::REPORT_CONFLICT, value, done)
+            } else {
+                let addr = match reported_hot.pop() {
+                    Some(a) => a,
+                    None => *rng.pick(&w.hot),
+                };
+                let value = json!({"pool": w.pool.to_string(), "addr": addr});
+                rec.write(
+                    process,
+                    "invoke",
+                    raftipam_history::CLEAR_CONFLICT,
+                    value.clone(),
+                );
+                let done = match client
+                    .apply(Op::ClearConflict {
+                        pool: w.pool.clone(),
+                        addr,
+                    })
+                    .await
+                {
+                    Ok(reply) => match reply.outcome {
+                        Outcome::ConflictCleared { existed } => {
+                            let mut v = value.clone();
+                            v["existed"] = json!(existed);
+                            Done::Ok(v)
+                        }
+                        o => Done::Info(format!("unexpected outcome {o:?}")),
+                    },
+                    Err(e) => classify(&e, value.clone()),
+                };
+                (raftipam_history::CLEAR_CONFLICT, value, done)
+            }
         } else if roll == 97 {
             // A reconciliation report: changes no allocation.
             let value = json!({"host": host, "allocations": held.len()});

@@ -363,6 +363,9 @@ async fn a_rolling_upgrade_under_load_never_stops_the_cluster() {
             clients: 4,
             call_timeout: Duration::from_secs(4),
             seed: 24,
+            tls: None,
+            // The cluster starts on 0.1.0 (cluster version 1): no conflict reports.
+            conflicts: false,
         },
         rec.clone(),
         stop.clone(),

@@ -142,6 +142,21 @@ pub fn check_with(history: &[Event], final_state: &FinalState, limits: &Limits) 
         }
     }
 
+    // (d)
+    crate::quarantine::check(
+        history,
+        &operations,
+        |o| match o.operation.outcome {
+            Outcome::Ok => true,
+            Outcome::Fail => false,
+            Outcome::Info | Outcome::Pending => match (o.operation.addr, o.owner) {
+                (Some(a), Some(owner)) => !fin.holding(a, owner).is_empty(),
+                _ => false,
+            },
+        },
+        &mut violations,
+    );
+
     let summary = summarize(history, &operations, by_addr.len());
     Report {
         violations,

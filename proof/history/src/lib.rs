@@ -17,6 +17,11 @@
 //! - **(c) linearizability** — per address, the history (reads included) is that of one
 //!   register `Free | Held(owner)` whose operations each took effect at one instant between
 //!   their invoke and their completion ([`Violation::NotLinearizable`]);
+//! - **(d) quarantine** — an address whose conflict report was acknowledged while it was free
+//!   (a foreign device answers for it) is not handed out by an allocation invoked after that
+//!   acknowledgement, unless a clear of the conflict could have come between the two
+//!   ([`Violation::QuarantinedHandedOut`]; the `report_conflict` and `clear_conflict`
+//!   operations, [`REPORT_CONFLICT`], [`CLEAR_CONFLICT`]);
 //!
 //! and counts what happened ([`Summary`], with [`Summary::ok_before`] for "enough successful
 //! operations before the first fault"). A history that breaks its own recording contract is
@@ -83,8 +88,9 @@
 //! reported under (b) (lost, unexplained, or differing between replicas) is checked under (c)
 //! without that last read: one root cause, one report.
 //!
-//! Not checked: whether a refusal other than `held_by` ("pool full") was justified, and
-//! anything about operations other than the three address operations.
+//! Not checked: whether a refusal other than `held_by` ("pool full", "quarantined") was
+//! justified, and anything about operations other than the three address operations and the
+//! conflict reports and clears of (d).
 //!
 //! # What the harness must guarantee when recording
 //!
@@ -121,8 +127,9 @@
 //!   [`History`]);
 //! - `operation`: an invoke paired with its completion ([`Operation`], [`Outcome`]);
 //! - `report`: what was found ([`Report`], [`Violation`], [`Summary`]);
-//! - `checker`: the three properties ([`check`], [`check_with`], [`Limits`], [`FinalState`]);
-//! - `linearizability`: the search behind (c), on one address's register.
+//! - `checker`: the properties ([`check`], [`check_with`], [`Limits`], [`FinalState`]);
+//! - `linearizability`: the search behind (c), on one address's register;
+//! - `quarantine`: (d), conflict reports against allocations.
 //!
 //! # Names
 //!
@@ -136,6 +143,7 @@ mod checker;
 mod history;
 mod linearizability;
 mod operation;
+mod quarantine;
 mod report;
 
 pub use checker::{check, check_with, FinalState, Limits, DEFAULT_MAX_STEPS_PER_ADDRESS};
@@ -143,4 +151,5 @@ pub use history::{
     parse_history, AddrValue, Event, EventKind, History, OperationKind, ParseError, TruncatedLine,
 };
 pub use operation::{Operation, Outcome};
+pub use quarantine::{CLEAR_CONFLICT, REPORT_CONFLICT};
 pub use report::{FinalRead, Hold, HoldPair, OperationCounts, Report, Summary, Violation};

@@ -176,10 +176,26 @@ pub enum Violation {
         #[serde(rename = "ops")]
         operations: Vec<Operation>,
     },
+    /// (d) An address in quarantine was handed out: a host's conflict report on it was
+    /// acknowledged with the address free (`quarantined: true`), and an allocation invoked
+    /// after that acknowledgement took it, with no clear of the conflict that could have come
+    /// between the two (the run's probation outlasts it).
+    QuarantinedHandedOut {
+        /// The address.
+        addr: IpAddr,
+        /// The acknowledged report that put it in quarantine.
+        report: Box<Operation>,
+        /// The allocations that took it (`ok`, or unknown and present in the final state), the
+        /// first few.
+        allocations: Vec<Operation>,
+        /// How many such allocations in all.
+        total: usize,
+    },
 }
 
 impl Violation {
-    /// The property broken: `well_formed`, `no_double_hold`, `durability` or `linearizable`.
+    /// The property broken: `well_formed`, `no_double_hold`, `durability`, `linearizable` or
+    /// `quarantine`.
     pub fn property(&self) -> &'static str {
         match self {
             Violation::IllFormed { .. } => "well_formed",
@@ -193,6 +209,7 @@ impl Violation {
             | Violation::ReplicasDiffer { .. }
             | Violation::DigestsDiffer { .. } => "durability",
             Violation::NotLinearizable { .. } => "linearizable",
+            Violation::QuarantinedHandedOut { .. } => "quarantine",
         }
     }
 
@@ -204,7 +221,8 @@ impl Violation {
             | Violation::LostAllocation { addr, .. }
             | Violation::ReleasedStillPresent { addr, .. }
             | Violation::UnexpectedHolder { addr, .. }
-            | Violation::NotLinearizable { addr, .. } => Some(*addr),
+            | Violation::NotLinearizable { addr, .. }
+            | Violation::QuarantinedHandedOut { addr, .. } => Some(*addr),
             _ => None,
         }
     }
@@ -381,6 +399,23 @@ impl fmt::Display for Violation {
                 }
                 Ok(())
             }
+            Violation::QuarantinedHandedOut {
+                addr,
+                report,
+                allocations,
+                total,
+            } => {
+                write!(
+                    f,
+                    "{addr} was handed out {total} time(s) while in quarantine: a conflict \
+                     report on it was acknowledged, no clear could have come between\n    \
+                     report: {report}"
+                )?;
+                for a in allocations {
+                    write!(f, "\n    handed out by: {a}")?;
+                }
+                more(f, allocations.len(), *total, "allocations")
+            }
         }
     }
 }
@@ -468,7 +503,7 @@ impl fmt::Display for Summary {
 /// and the counts. `Display` is for people, serde for the harness's JSON artefacts.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
-    /// Every violation, grouped by property: well-formedness, (a), (b), (c).
+    /// Every violation, grouped by property: well-formedness, (a), (b), (c), (d).
     pub violations: Vec<Violation>,
     /// Addresses whose linearizability search hit
     /// [`Limits::max_steps_per_address`](crate::Limits::max_steps_per_address): neither

@@ -621,3 +621,74 @@ async fn the_leader_of_a_tls_cluster_can_be_removed() {
         n.shutdown().await.expect("shutdown");
     }
 }
+
+/// The chaos harness's rogue node (`crate::rogue`, feature `rogue`) tells a served message
+/// from a refused one: the member's own certificate gets its forwarded backup read served
+/// (`Accepted`: what the harness reports as an anomaly), a certificate of no member gets
+/// every message refused, and nothing answers on a closed port (`Unanswered`).
+#[cfg(feature = "rogue")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rogue_module_tells_served_from_refused() {
+    use crate::rogue::{self, Answer};
+    let lab = lab().await;
+    let admin = Identity {
+        role: Role::Admin,
+        name: "admin".into(),
+    };
+    let t = Duration::from_secs(10);
+    let own = Tls::load(&lab.dir.join("n1")).expect("load");
+    let served = rogue::forwarded_read(
+        &lab.addr,
+        &own,
+        crate::api::Query::Snapshot,
+        admin.clone(),
+        t,
+    )
+    .await;
+    assert!(matches!(served, Answer::Accepted(_)), "{served:?}");
+    let rogue_cert = cert(
+        &lab.ca,
+        &lab.dir,
+        "rogue9",
+        leaf(Role::Node, "node-9", vec![], Some(9)),
+    );
+    let term = lab.node.status().term;
+    for a in [
+        rogue::vote(&lab.addr, &rogue_cert, 9, term + 1000, t).await,
+        rogue::append(&lab.addr, &rogue_cert, 9, term + 1000, t).await,
+        rogue::snapshot(&lab.addr, &rogue_cert, 9, term + 1000, t).await,
+        rogue::forwarded_read(
+            &lab.addr,
+            &rogue_cert,
+            crate::api::Query::Snapshot,
+            admin.clone(),
+            t,
+        )
+        .await,
+        rogue::forwarded_write(
+            &lab.addr,
+            &rogue_cert,
+            allocator_core::Op::ForgetHost { host: "h1".into() },
+            admin.clone(),
+            77,
+            t,
+        )
+        .await,
+        rogue::forwarded_admin(
+            &lab.addr,
+            &rogue_cert,
+            crate::api::AdminCommand::RemoveNode { id: 1 },
+            admin.clone(),
+            t,
+        )
+        .await,
+    ] {
+        assert!(matches!(a, Answer::Refused(_)), "{a:?}");
+    }
+    assert_eq!(lab.node.status().term, term, "the term moved");
+    assert_eq!(lab.node.status().state, "Leader");
+    let closed = free_addr().to_string();
+    let none = rogue::vote(&closed, &rogue_cert, 9, 1, Duration::from_secs(2)).await;
+    assert!(matches!(none, Answer::Unanswered(_)), "{none:?}");
+    lab.node.shutdown().await.expect("shutdown");
+}

@@ -134,6 +134,47 @@ impl Builder {
             t1,
         )
     }
+    /// A conflict report on `addr` completed with `kind`; an `ok` one says whether the address
+    /// went into quarantine (it was free) or was held (a duplicate alarm).
+    pub fn report_conflict(
+        &mut self,
+        p: u64,
+        addr: &str,
+        quarantined: bool,
+        t0: u64,
+        t1: u64,
+        kind: EventKind,
+    ) -> &mut Self {
+        let op = || OperationKind::Other(REPORT_CONFLICT.into());
+        let done = match kind {
+            EventKind::Ok => {
+                serde_json::json!({"pool": POOL, "addr": addr, "quarantined": quarantined})
+            }
+            _ => serde_json::json!({"pool": POOL, "addr": addr, "error": "refused"}),
+        };
+        self.ev(
+            p,
+            EventKind::Invoke,
+            op(),
+            serde_json::json!({"pool": POOL, "addr": addr, "mac": "02:00:00:00:00:01"}),
+            t0,
+        )
+        .ev(p, kind, op(), done, t1)
+    }
+    /// An operator's clear of the conflict on `addr`, completed with `kind`.
+    pub fn clear_conflict(
+        &mut self,
+        p: u64,
+        addr: &str,
+        t0: u64,
+        t1: u64,
+        kind: EventKind,
+    ) -> &mut Self {
+        let op = || OperationKind::Other(CLEAR_CONFLICT.into());
+        let v = serde_json::json!({"pool": POOL, "addr": addr});
+        self.ev(p, EventKind::Invoke, op(), v.clone(), t0)
+            .ev(p, kind, op(), v, t1)
+    }
     pub fn read(
         &mut self,
         p: u64,
@@ -190,6 +231,7 @@ pub fn kinds(r: &Report) -> Vec<&'static str> {
             Violation::ReplicasDiffer { .. } => "replicas_differ",
             Violation::DigestsDiffer { .. } => "digests_differ",
             Violation::NotLinearizable { .. } => "not_linearizable",
+            Violation::QuarantinedHandedOut { .. } => "quarantined_handed_out",
         })
         .collect()
 }
