@@ -198,21 +198,28 @@ pub fn draw(seed: u64, plan: &Plan) -> Vec<Fault> {
 #[cfg(test)]
 mod tests {
 
-    /// The CI scenario `growth_to_five_and_back_with_the_leader_removed` (seed 405, 60 s,
-    /// grow, kill, flood; the run's 5 s warm-up and 2 s election timeout) floods the nodes at
-    /// least once: its passing says something about the flood.
+    /// The CI scenario `growth_to_five_and_back_with_the_leader_removed` (seed 409, 60 s,
+    /// grow, kill, flood, rogue node; the run's 5 s warm-up and 2 s election timeout) draws
+    /// every one of them — the growth, whose shrink removes the leader, under mutual TLS (the
+    /// rogue needs it): its passing says something about each.
     #[test]
     fn the_ci_growth_scenario_draws_a_flood() {
+        let all = [
+            FaultKind::Grow,
+            FaultKind::Kill,
+            FaultKind::Flood,
+            FaultKind::RogueNode,
+        ];
         let plan = Plan {
             nodes: 3,
             duration_ms: 60_000,
             warmup_ms: 5_000,
             election_ms: 2_000,
-            kinds: vec![FaultKind::Grow, FaultKind::Kill, FaultKind::Flood],
+            kinds: all.to_vec(),
             kill_all: false,
         };
-        let kinds: Vec<FaultKind> = draw(405, &plan).iter().map(|f| f.fault).collect();
-        for k in [FaultKind::Grow, FaultKind::Kill, FaultKind::Flood] {
+        let kinds: Vec<FaultKind> = draw(409, &plan).iter().map(|f| f.fault).collect();
+        for k in all {
             assert!(kinds.contains(&k), "{k:?} is not drawn: {kinds:?}");
         }
     }
