@@ -116,13 +116,7 @@ impl State {
         let mut out = Vec::new();
         for ((space, net), sn) in &self.subnets {
             let Some(off) = sn.offset(addr) else { continue };
-            let Some(pool) = self
-                .pools
-                .keys()
-                .filter(|p| &p.space == space && p.subnet == *net)
-                .min()
-                .cloned()
-            else {
+            let Some(pool) = self.listed_pool(space, net) else {
                 continue;
             };
             let holder = Self::owner_of(&self.hosts, sn, off);

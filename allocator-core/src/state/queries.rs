@@ -306,18 +306,21 @@ impl State {
         out
     }
 
+    /// The pool a subnet's addresses are listed under: the lowest of the pools on it.
+    pub(super) fn listed_pool(&self, space: &str, net: &ipnet::IpNet) -> Option<PoolId> {
+        self.pools
+            .keys()
+            .filter(|p| p.space == space && p.subnet == *net)
+            .min()
+            .cloned()
+    }
+
     /// What holds `addr`, in every address space.
     pub fn who_has(&self, addr: IpAddr) -> Vec<Holding> {
         let mut out = Vec::new();
         for ((space, net), sn) in &self.subnets {
             let Some(off) = sn.offset(addr) else { continue };
-            let Some(pool) = self
-                .pools
-                .keys()
-                .filter(|p| &p.space == space && p.subnet == *net)
-                .min()
-                .cloned()
-            else {
+            let Some(pool) = self.listed_pool(space, net) else {
                 continue;
             };
             if let Some(r) = sn.records.get(off) {

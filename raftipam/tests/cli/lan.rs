@@ -146,6 +146,20 @@ fn mac_of(ns: &str, ifname: &str) -> String {
         .to_string()
 }
 
+/// Whether `addr conflicts --json` lists `addr` quarantined, answered by `mac`, found by the
+/// watch.
+fn watched(c: &Value, addr: &str, mac: &str) -> bool {
+    c["quarantined"].as_array().is_some_and(|q| {
+        q.iter().any(|x| {
+            x["record"]["addr"] == addr
+                && x["record"]["mac"] == mac
+                && x["record"]["how"]
+                    .as_str()
+                    .is_some_and(|h| h.eq_ignore_ascii_case("watch"))
+        })
+    })
+}
+
 /// Waits up to `secs` for `what` to hold of `addr conflicts --json`.
 fn wait_conflicts(
     cli: &dyn Fn(&[&str]) -> String,
@@ -386,17 +400,7 @@ fn the_watch_finds_a_vm_a_duplicate_and_lets_the_address_go_after_probation() {
         &cli,
         15,
         "the VM on .50 quarantined by the watch",
-        |c| {
-            c["quarantined"].as_array().is_some_and(|q| {
-                q.iter().any(|x| {
-                    x["record"]["addr"] == "10.213.62.50"
-                        && x["record"]["mac"] == device_mac.as_str()
-                        && x["record"]["how"]
-                            .as_str()
-                            .is_some_and(|h| h.eq_ignore_ascii_case("watch"))
-                })
-            })
-        },
+        |c| watched(c, "10.213.62.50", &device_mac),
         &up_log,
     );
     assert_eq!(
@@ -540,16 +544,7 @@ fn the_watch_finds_a_vm_a_duplicate_and_lets_the_address_go_after_probation() {
             ])
             .output();
         let c: Value = serde_json::from_str(&cli(&["--json", "addr", "conflicts"])).expect("json");
-        let found = c["quarantined"].as_array().is_some_and(|q| {
-            q.iter().any(|x| {
-                x["record"]["addr"] == "fd00:213:62::50"
-                    && x["record"]["mac"] == device_mac.as_str()
-                    && x["record"]["how"]
-                        .as_str()
-                        .is_some_and(|h| h.eq_ignore_ascii_case("watch"))
-            })
-        });
-        if found {
+        if watched(&c, "fd00:213:62::50", &device_mac) {
             break;
         }
         assert!(
