@@ -3,7 +3,7 @@
 //! for a node never added, or kept from one removed — can send to a node through its own
 //! port, with this crate's own transport: Raft messages with a higher term (a vote request,
 //! an append, a snapshot install) and calls forwarded on behalf of an admin it names. Every
-//! one must be refused ([`crate::node`] checks the certificate against the current members
+//! one must be refused (the node module checks the certificate against the current members
 //! on every message); each function says what the node answered ([`Answer`]).
 //!
 //! The same attacks, against a one-node cluster, are the unit tests of `node/attacks.rs`;

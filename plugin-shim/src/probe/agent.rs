@@ -9,7 +9,7 @@
 //!
 //! - a **free** address: a conflict, reported ([`Detection::Watch`]): quarantined;
 //! - an address a container holds whose MAC the cluster recorded
-//!   ([`Op::RecordMac`](allocator_core::Op::RecordMac)), from another MAC: a **duplicate
+//!   ([`Op::RecordMac`]), from another MAC: a **duplicate
 //!   alarm**, reported and logged naming the container, its host and the other MAC;
 //! - a held address with no recorded MAC (a CNI attachment, a container of a release before
 //!   the MACs), a reserved one (gateways and hosts answer by design): nothing.
