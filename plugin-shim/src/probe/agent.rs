@@ -255,6 +255,7 @@ impl<B: Inventory> LanAgent<B> {
         self.cursors
             .retain(|p, _| self.subnets.values().any(|v| v.contains(p)));
         self.judged.retain(|_, at| at.elapsed() < JUDGE_EVERY);
+        self.found.retain(|(_, at)| at.elapsed() < BACKOFF_WINDOW);
         self.peers = self.cluster.lan_checks().await.unwrap_or_default();
         let due = match &self.reported {
             None => true,
