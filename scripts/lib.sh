@@ -3,7 +3,7 @@
 # Debian packages a step needs when they are missing.
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/raftipam/target}"
-export RAFTIPAM_BIN="$CARGO_TARGET_DIR/release/raftipam"
+export RAFTIPAM_BIN="${RAFTIPAM_BIN:-$CARGO_TARGET_DIR/release/raftipam}"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
