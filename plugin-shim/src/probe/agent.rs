@@ -430,7 +430,12 @@ impl<B: Inventory> LanAgent<B> {
             };
             self.cursors.insert(pool.clone(), Some(addr));
             self.last_probe.insert(subnet, Instant::now());
-            let answered = self.checks.probe(subnet, addr).await;
+            let mut answered = self.checks.probe(subnet, addr).await;
+            if let Some(mac) = answered {
+                if !super::check::still_free_or_duplicate(self.cluster.as_ref(), addr, mac).await? {
+                    answered = None;
+                }
+            }
             if let Some(mac) = answered {
                 warn!(pool = %pool, %addr, %mac, "sweep: a device ({mac}) answers for {addr}, which is free: reported as a conflict (quarantined)");
                 let op = Op::ReportConflict {

@@ -289,6 +289,9 @@ impl LanChecks {
                 match self.probe(pool.subnet, addr).await {
                     None => self.mark_fresh(addr),
                     Some(mac) => {
+                        if !still_free_or_duplicate(cluster, addr, mac).await? {
+                            continue;
+                        }
                         done.answered += 1;
                         warn!(pool = %pool, %addr, %mac, "sweep: a device on the LAN answers for {addr}, which is free: reported as a conflict");
                         backend_report(cluster, &pool, addr, mac, host).await?;
@@ -299,6 +302,32 @@ impl LanChecks {
         }
         Ok(done)
     }
+}
+
+/// After a sweep's probe of an address it read as free was answered by `mac`: whether that
+/// is still worth a report, read again now (linearizable) — free (a conflict), or held by a
+/// container whose recorded MAC is another (a duplicate). An address handed out meanwhile
+/// (its container answering), a held one without a recorded MAC and a reserved one are not:
+/// the read that said "free" came before the answer, and an allocation always comes before
+/// its container answers.
+pub async fn still_free_or_duplicate<B: Inventory>(
+    cluster: &B,
+    addr: IpAddr,
+    mac: Mac,
+) -> Result<bool, BackendError> {
+    let known = cluster.on_lan(addr).await?;
+    if known.is_empty() {
+        // A backend that cannot say (or a pool gone): as read before.
+        return Ok(true);
+    }
+    Ok(known.iter().all(|k| {
+        !k.reserved
+            && match (&k.holder, k.mac) {
+                (None, _) => true,
+                (Some(_), Some(theirs)) => theirs != mac,
+                (Some(_), None) => false,
+            }
+    }))
 }
 
 async fn backend_report<B: Backend>(

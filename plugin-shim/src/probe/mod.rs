@@ -43,7 +43,7 @@ pub use route::{choose, interface_for, parse_ipv6_route, parse_route, OnLink};
 pub use watch::observe as watch_observe;
 pub use watch::{Observation, Seen, Watcher};
 
-use packet::{ArpOp, ETHERTYPE_ARP, ETHERTYPE_IPV6};
+use packet::{ETHERTYPE_ARP, ETHERTYPE_IPV6};
 use socket::PacketSocket;
 
 /// How long a probe waits for an answer unless told otherwise: a device on the same link
@@ -88,10 +88,12 @@ pub enum ProbeError {
 /// (IPv4) or a duplicate address detection solicitation (IPv6) and waits up to `timeout` for
 /// an answer for that address. `Some(mac)` is the answering device's MAC; `None`, no answer.
 ///
-/// Our own frames and traffic about other addresses are ignored. Another device probing the
-/// same address at the same time counts as an answer (RFC 5227 §2.1.1): it is about to take
-/// it. A probe is one frame: a lost frame can miss a device (callers that must be sure probe
-/// again).
+/// Our own frames and traffic about other addresses are ignored, and so is another device's
+/// probe of the same address (RFC 5227 §2.1.1 counts it as a conflict, but here it is most
+/// often another raftipam host's: one handing the address out, or sweeping it — neither owns
+/// it on the wire; a device that then takes the address announces it, and the probes and the
+/// watch see that). A probe is one frame: a lost frame can miss a device (callers that must
+/// be sure probe again).
 pub fn probe(interface: &str, addr: IpAddr, timeout: Duration) -> Result<Option<Mac>, ProbeError> {
     let ethertype = match addr {
         IpAddr::V4(_) => ETHERTYPE_ARP,
@@ -125,15 +127,13 @@ fn answer(frame: &[u8], addr: IpAddr, ours: Mac) -> Option<Mac> {
     match addr {
         IpAddr::V4(v4) => {
             let arp = packet::parse_arp(frame)?;
-            let holds = arp.sender_ip == v4;
-            let probes = arp.op == ArpOp::Request && arp.is_probe() && arp.target_ip == v4;
-            ((holds || probes) && arp.sender_mac != ours).then_some(arp.sender_mac)
+            let holds = arp.sender_ip == v4 && !arp.is_probe();
+            (holds && arp.sender_mac != ours).then_some(arp.sender_mac)
         }
         IpAddr::V6(v6) => {
             let nd = packet::parse_neighbor(frame)?;
             let holds = nd.advert && nd.target == v6;
-            let probes = !nd.advert && nd.source.is_unspecified() && nd.target == v6;
-            ((holds || probes) && nd.mac != ours).then_some(nd.mac)
+            (holds && nd.mac != ours).then_some(nd.mac)
         }
     }
 }
@@ -164,8 +164,14 @@ mod tests {
         assert_eq!(answer(&reply, a, OURS), Some(THEIRS));
         let gratuitous = arp(1, THEIRS, [10, 213, 0, 5], [10, 213, 0, 5]);
         assert_eq!(answer(&gratuitous, a, OURS), Some(THEIRS));
+        // Another host probing it too (handing it out, or sweeping): no answer — it was the
+        // lab's false conflict, two raftipam hosts' probes of one address taken for a device.
         let their_probe = arp(1, THEIRS, [0; 4], [10, 213, 0, 5]);
-        assert_eq!(answer(&their_probe, a, OURS), Some(THEIRS), "racing us");
+        assert_eq!(
+            answer(&their_probe, a, OURS),
+            None,
+            "a probe is not a claim"
+        );
         let our_probe = arp(1, OURS, [0; 4], [10, 213, 0, 5]);
         assert_eq!(answer(&our_probe, a, OURS), None);
         let other = arp(2, THEIRS, [10, 213, 0, 6], [0; 4]);
