@@ -92,6 +92,14 @@ impl Subnet {
         })
     }
 
+    /// The container MAC recorded for the allocation at `off`, if it has sequence `seq`.
+    pub fn mac_of(&self, off: u128, seq: u64) -> Option<crate::conflict::Mac> {
+        self.macs
+            .get(&off)
+            .filter(|(s, _)| *s == seq)
+            .map(|(_, m)| *m)
+    }
+
     pub fn offset(&self, a: IpAddr) -> Option<u128> {
         if a.is_ipv4() != matches!(self.net, IpNet::V4(_)) {
             return None;

@@ -178,6 +178,14 @@ impl<B: Inventory> Inventory for Arc<B> {
     }
 }
 
+/// The wall clock in ms since the Unix epoch (what commands are stamped with here).
+pub(crate) fn now_ms() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// An allocator in this process: one [`State`] behind a mutex, no replication, no persistence.
 ///
 /// For tests, benchmarks and embedding. Its state is lost when the process ends, so a shim
@@ -206,13 +214,6 @@ impl MemoryBackend {
         f(&state)
     }
 
-    fn now_ms() -> u64 {
-        let since = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-    }
-
     /// After a panic halfway through `apply` the state may be inconsistent: refuse to use it
     /// rather than hand out addresses from it.
     fn poisoned() -> BackendError {
@@ -225,7 +226,7 @@ impl MemoryBackend {
 impl Backend for MemoryBackend {
     async fn apply(&self, op: Op) -> Result<Outcome, BackendError> {
         let cmd = Command {
-            at_ms: Self::now_ms(),
+            at_ms: now_ms(),
             op,
         };
         let mut state = self.state.lock().map_err(|_| Self::poisoned())?;
@@ -267,7 +268,7 @@ impl Inventory for MemoryBackend {
         pool: &PoolId,
         count: usize,
     ) -> Result<Vec<std::net::IpAddr>, BackendError> {
-        let now = Self::now_ms();
+        let now = now_ms();
         Ok(self.read(|s| s.next_free(pool, count, now))??)
     }
 

@@ -23,7 +23,7 @@ use crate::subnet::{Subnet, Subnets};
 impl State {
     /// The pool, its subnet and the offset of `addr` in it, borrowed from the state's fields
     /// (no key is cloned: this is the hot path).
-    fn locate<'a>(
+    pub(super) fn locate<'a>(
         pools: &'a mut Keyed<PoolId, Pool>,
         subnets: &'a mut Subnets,
         id: &PoolId,

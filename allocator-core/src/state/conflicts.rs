@@ -208,9 +208,7 @@ impl State {
         Self::refuse_fixed(sn, id, off)?;
         Self::refuse_shared(sn, id, off)?;
         let holder = Self::owner_of(&self.hosts, sn, off);
-        let own = holder
-            .as_ref()
-            .and_then(|(_, seq)| sn.macs.get(&off).filter(|(s, _)| s == seq).map(|(_, m)| *m));
+        let own = holder.as_ref().and_then(|(_, seq)| sn.mac_of(off, *seq));
         if own == Some(mac) {
             return Err(AllocError::Invalid(format!(
                 "{mac} is the container's own MAC for {addr} (recorded with its allocation): that is no conflict"

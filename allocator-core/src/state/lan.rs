@@ -54,20 +54,9 @@ impl State {
                 "MAC {mac} cannot be a container's own (all zeros, multicast or broadcast)"
             )));
         }
-        let sid = self
-            .pools
-            .get(id)
-            .ok_or_else(|| AllocError::NoSuchPool(id.clone()))?
-            .sid;
         let hid = self.host_ids.get(host).copied();
-        let sn = self
-            .subnets
-            .by_id_mut(sid)
-            .ok_or_else(|| AllocError::NoSuchPool(id.clone()))?;
-        let off = sn.offset(addr).ok_or_else(|| AllocError::OutsidePool {
-            addr,
-            pool: id.clone(),
-        })?;
+        let (_, sn, off) = Self::locate(&mut self.pools, &mut self.subnets, id, Some(addr))?;
+        let off = off.unwrap_or_default();
         let holds = sn
             .records
             .get(off)
@@ -120,9 +109,7 @@ impl State {
                 continue;
             };
             let holder = Self::owner_of(&self.hosts, sn, off);
-            let mac = holder
-                .as_ref()
-                .and_then(|(_, seq)| sn.macs.get(&off).filter(|(s, _)| s == seq).map(|(_, m)| *m));
+            let mac = holder.as_ref().and_then(|(_, seq)| sn.mac_of(off, *seq));
             out.push(AddressOnLan {
                 pool,
                 holder,

@@ -29,14 +29,15 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use allocator_core::{Detection, HostLan, LanCheck, Mac, Op, PoolId};
 use ipnet::IpNet;
 use tracing::{debug, info, warn};
 
+use super::check::worth_reporting;
 use super::{interface_for, LanChecks, Seen, Watcher};
-use crate::backend::{BackendError, Inventory};
+use crate::backend::{now_ms, BackendError, Inventory};
 
 /// One (address, MAC) pair is judged at most this often.
 pub const JUDGE_EVERY: Duration = Duration::from_secs(30);
@@ -106,13 +107,6 @@ pub struct Refreshed {
     pub checks: Vec<LanCheck>,
     /// Whether a report was sent to the cluster.
     pub reported: bool,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// FNV-1a: the same on every host and release (the sweeper of a pool must be agreed on
@@ -308,7 +302,7 @@ impl<B: Inventory> LanAgent<B> {
             lookups += 1;
             self.judged.insert((o.ip, o.mac), Instant::now());
             for known in self.cluster.on_lan(o.ip).await? {
-                if known.reserved {
+                if !worth_reporting(&known, o.mac) {
                     continue;
                 }
                 let recent = known.conflict.as_ref().is_some_and(|c| {
@@ -317,15 +311,14 @@ impl<B: Inventory> LanAgent<B> {
                             < REPORT_AGAIN_AFTER.as_millis() as u64
                 });
                 match (&known.holder, known.mac) {
-                    (Some((owner, _)), Some(theirs)) if theirs != o.mac => {
+                    (Some((owner, _)), Some(theirs)) => {
                         if !recent {
                             warn!(addr = %o.ip, container = %owner, host = %owner.host, container_mac = %theirs, other_mac = %o.mac,
                                 "DUPLICATE ADDRESS: {} belongs to container {} on host {} (MAC {theirs}), and the device {} answers for it too",
                                 o.ip, owner.endpoint, owner.host, o.mac);
                         }
                     }
-                    (Some(_), _) => continue,
-                    (None, _) => {
+                    _ => {
                         if !recent {
                             warn!(addr = %o.ip, mac = %o.mac, "a device ({}) answers for {} of {subnet}, which no container holds: reported as a conflict (quarantined)", o.mac, o.ip);
                         }

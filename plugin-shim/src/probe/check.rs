@@ -320,14 +320,21 @@ pub async fn still_free_or_duplicate<B: Inventory>(
         // A backend that cannot say (or a pool gone): as read before.
         return Ok(true);
     }
-    Ok(known.iter().all(|k| {
-        !k.reserved
-            && match (&k.holder, k.mac) {
-                (None, _) => true,
-                (Some(_), Some(theirs)) => theirs != mac,
-                (Some(_), None) => false,
-            }
-    }))
+    Ok(known.iter().all(|k| worth_reporting(k, mac)))
+}
+
+/// Whether a device with `mac` answering for an address the cluster knows as `known` is worth
+/// a report: the address is free (a conflict), or a container holds it whose recorded MAC is
+/// another (a duplicate). Not a reserved address (it answers by design), nor a held one
+/// without a recorded MAC or with this one (its own container). The one rule of the watch
+/// and the sweeps.
+pub fn worth_reporting(known: &allocator_core::AddressOnLan, mac: Mac) -> bool {
+    !known.reserved
+        && match (&known.holder, known.mac) {
+            (None, _) => true,
+            (Some(_), Some(theirs)) => theirs != mac,
+            (Some(_), None) => false,
+        }
 }
 
 async fn backend_report<B: Backend>(
